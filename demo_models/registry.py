@@ -1,0 +1,14 @@
+"""The demo models ``python -m demo_models MODEL`` knows: name -> ``module:builder``.
+
+A builder has the signature ``build(model, data, seed, monitors) -> demo_models.common.Experiment`` and is
+imported only when its model runs, so one model's import cost or failure never touches another.
+"""
+
+MODELS: dict[str, str] = {
+    "dcnv2": "demo_models.dcnv2:build",
+}
+
+#: The data sets each model accepts; the first is its default.
+DATASETS: dict[str, tuple[str, ...]] = {
+    "dcnv2": ("synthetic", "criteo-sample"),
+}

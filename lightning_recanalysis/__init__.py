@@ -1,0 +1,1 @@
+"""lightning_recanalysis: analyse recommendation models while they train."""

@@ -1,0 +1,5 @@
+"""Lightning callbacks: each decides when to run an analysis and where to log it; the maths is in ``functional``."""
+
+from .base import AnalysisCallback
+
+__all__ = ["AnalysisCallback"]

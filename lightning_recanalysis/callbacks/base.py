@@ -1,0 +1,99 @@
+"""What every analysis callback shares: when to run, how to fail, and a history that survives a resume.
+
+A monitor's analysis is a side computation: it reads the model, never changes it, and must never end a long
+training run over a bad table or a logging detail. :class:`AnalysisCallback` gives each monitor
+
+- ``every_n_epochs`` cadence and the rule that sanity checks, ``fast_dev_run`` and non-fit stages log nothing;
+- :meth:`_guarded`: an exception inside an analysis becomes one warning and the analysis is skipped for that
+  epoch (``strict=True`` re-raises, for tests and debugging);
+- ``history``: a list of plain records (numbers, strings, lists) kept in ``state_dict`` so a run resumed from a
+  checkpoint continues it, with one record per (stage, epoch): a repeated epoch replaces, never duplicates;
+- an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+from lightning.pytorch.callbacks import Callback
+
+from ..writers import AnalysisWriter
+
+__all__ = ["AnalysisCallback"]
+
+#: Bumped when the layout of the history records changes, so a report can read old checkpoints knowingly.
+HISTORY_VERSION = 1
+
+
+class AnalysisCallback(Callback):
+    """Base class of the monitors; not used on its own.
+
+    Args:
+        every_n_epochs: analyse at the end of every n-th training epoch (and always after the last one).
+        strict: re-raise exceptions from the analysis instead of turning them into warnings.
+    """
+
+    #: The TensorBoard tag namespace of this analysis (``collapse``, ``correlation``, ...).
+    namespace: str = "analysis"
+
+    def __init__(self, *, every_n_epochs: int = 1, strict: bool = False) -> None:
+        super().__init__()
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
+        self.every_n_epochs = every_n_epochs
+        self.strict = strict
+        self.history: list[dict[str, Any]] = []
+        self.failures: int = 0
+        self.writer = AnalysisWriter(type(self).__name__)
+
+    # ---- when to run -------------------------------------------------------------------------------------
+    @staticmethod
+    def _is_real_fit(trainer) -> bool:
+        """False during sanity checks, ``fast_dev_run`` and validate/test/predict: their numbers mean nothing."""
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        return (
+            not trainer.sanity_checking
+            and not trainer.fast_dev_run
+            and trainer.state.fn == TrainerFn.FITTING
+        )
+
+    def _is_analysis_epoch(self, trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
+        return self._is_real_fit(trainer) and (epoch % self.every_n_epochs == 0 or last)
+
+    # ---- failure policy ----------------------------------------------------------------------------------
+    def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn``; on an exception warn once per occurrence and return None (``strict`` re-raises)."""
+        try:
+            return fn()
+        except Exception as err:
+            if self.strict:
+                raise
+            self.failures += 1
+            warnings.warn(
+                f"{type(self).__name__}: {what} failed and is skipped ({type(err).__name__}: {err}); training goes on. "
+                "Pass strict=True to raise instead.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+
+    # ---- history -----------------------------------------------------------------------------------------
+    def _record(self, record: dict[str, Any]) -> None:
+        """Add a record, replacing any earlier one of the same stage and epoch (a resumed epoch runs again)."""
+        key = (record.get("stage"), record.get("epoch"))
+        self.history = [r for r in self.history if (r.get("stage"), r.get("epoch")) != key]
+        self.history.append(record)
+        self.history.sort(key=lambda r: (r.get("step", 0), r.get("stage") != "init", r.get("epoch", -1)))
+
+    def has_record(self, stage: str, epoch: int | None = None) -> bool:
+        return any(r.get("stage") == stage and (epoch is None or r.get("epoch") == epoch) for r in self.history)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": HISTORY_VERSION, "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))

@@ -1,0 +1,29 @@
+"""Pure analysis functions on tensors (CPU or CUDA, any float dtype): call them on a checkpoint or a live model.
+
+The callbacks in :mod:`lightning_recanalysis.callbacks` only decide when to call these and where to log.
+"""
+
+from .interaction import cross_layer_block, interaction_information_abundance
+from .spectrum import (
+    RowNormalizedGram,
+    effective_rank,
+    information_abundance,
+    normalized_spectrum,
+    row_normalized_gram,
+    singular_values,
+    singular_values_from_gram,
+    stable_rank,
+)
+
+__all__ = [
+    "RowNormalizedGram",
+    "cross_layer_block",
+    "effective_rank",
+    "information_abundance",
+    "interaction_information_abundance",
+    "normalized_spectrum",
+    "row_normalized_gram",
+    "singular_values",
+    "singular_values_from_gram",
+    "stable_rank",
+]

@@ -1,0 +1,3 @@
+"""torchmetrics ``Metric`` classes that accumulate analysis state over batches and sum it across processes."""
+
+__all__: list[str] = []

@@ -1,0 +1,105 @@
+"""Figures shared by the TensorBoard images and the end-of-run report (matplotlib, headless ``Agg``).
+
+Every figure states its colour scale with a colour bar and names its axes; heatmaps take row and column labels
+so fields are named, not numbered.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["heatmap_figure", "figure_to_array", "line_figure"]
+
+
+def _tick_labels(labels: Sequence[str] | None, n: int, max_ticks: int) -> tuple[list[int], list[str]]:
+    if labels is None:
+        labels = [str(i + 1) for i in range(n)]
+    step = max(1, int(np.ceil(n / max_ticks)))
+    idx = list(range(0, n, step))
+    return idx, [str(labels[i]) for i in idx]
+
+
+def heatmap_figure(
+    matrix,
+    *,
+    title: str,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar_label: str = "",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    cmap: str = "viridis",
+    annotate: bool = False,
+    fmt: str = "{:.2f}",
+) -> Figure:
+    """A labelled heatmap with its colour scale; ``matrix`` is rows x columns (numpy or torch)."""
+    data = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=np.float64)
+    n_rows, n_cols = data.shape
+    fig = Figure(figsize=(min(12.0, 2.5 + 0.28 * n_cols), min(10.0, 1.8 + 0.24 * n_rows)), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    xi, xl = _tick_labels(col_labels, n_cols, 40)
+    yi, yl = _tick_labels(row_labels, n_rows, 40)
+    ax.set_xticks(xi, xl, rotation=90 if col_labels is not None and n_cols > 8 else 0, fontsize=7)
+    ax.set_yticks(yi, yl, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if annotate and n_rows * n_cols <= 400:
+        lo = np.nanmin(data) if vmin is None else vmin
+        hi = np.nanmax(data) if vmax is None else vmax
+        mid = (lo + hi) / 2
+        for r in range(n_rows):
+            for c in range(n_cols):
+                ax.text(c, r, fmt.format(data[r, c]), ha="center", va="center", fontsize=6,
+                        color="black" if data[r, c] > mid else "white")
+    cbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if colorbar_label:
+        cbar.set_label(colorbar_label)
+    fig.tight_layout()
+    return fig
+
+
+def line_figure(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None = None,
+) -> Figure:
+    """One line per named ``(x, y)`` series."""
+    fig = Figure(figsize=(6.0, 3.6), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, (x, y) in series.items():
+        ax.plot(list(x), list(y), marker="o", markersize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render a figure to an ``[H, W, 3]`` uint8 array (the layout TensorBoard's ``add_image`` takes as HWC)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    plt.close(fig)
+    return rgba[..., :3].copy()

@@ -1,0 +1,103 @@
+"""Where analysis results go: every Lightning logger for scalars, TensorBoard for images, histograms and text.
+
+One step convention for everything a monitor logs: ``trainer.global_step`` at the moment of the analysis (0 for
+the fit-start baseline), so scalars, images and histograms of one analysis line up in TensorBoard and beside
+the training loss.
+
+Writing never takes training down: a failed write (full disk, unwritable directory) becomes one warning per
+kind of failure and the run goes on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+
+__all__ = ["AnalysisWriter", "tensorboard_experiments"]
+
+
+def tensorboard_experiments(trainer) -> list:
+    """The ``SummaryWriter`` of every TensorBoard logger attached to the trainer (rank 0 only; else empty)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if trainer is None or not trainer.is_global_zero:
+        return []
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+class AnalysisWriter:
+    """Sends one analysis' results to the trainer's loggers.
+
+    Scalars go to every logger (``log_metrics``, which Lightning's loggers already restrict to rank 0);
+    images, histograms and text go to TensorBoard loggers only. With no TensorBoard logger, images and
+    histograms are skipped with a single warning.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"{self.owner}: {message}", RuntimeWarning, stacklevel=3)
+
+    def _experiments(self, trainer, what: str) -> list:
+        experiments = tensorboard_experiments(trainer)
+        if not experiments and trainer is not None and trainer.is_global_zero:
+            self._warn_once(
+                "no-tensorboard",
+                f"no TensorBoardLogger attached, so {what} and other images/histograms are skipped "
+                "(scalars still go to every logger). Add `lightning.pytorch.loggers.TensorBoardLogger` to see them.",
+            )
+        return experiments
+
+    def scalars(self, trainer, metrics: Mapping[str, float], step: int) -> None:
+        if not metrics or trainer is None:
+            return
+        clean = {k: float(v) for k, v in metrics.items()}
+        for logger in trainer.loggers:
+            try:
+                logger.log_metrics(clean, step=step)
+            except Exception as err:  # a logger's own failure must not stop training
+                self._warn_once(f"scalars-{type(logger).__name__}", f"could not log scalars to {type(logger).__name__}: {err!r}")
+
+    def image(self, trainer, tag: str, image_hwc: np.ndarray, step: int) -> None:
+        for exp in self._experiments(trainer, "image " + tag):
+            try:
+                exp.add_image(tag, image_hwc, global_step=step, dataformats="HWC")
+            except Exception as err:
+                self._warn_once("image", f"could not write image '{tag}': {err!r}")
+
+    def histogram(self, trainer, tag: str, values: torch.Tensor | np.ndarray | Iterable[float], step: int,
+                  bins: str | int = "auto") -> None:
+        experiments = self._experiments(trainer, "histogram " + tag)
+        if not experiments:
+            return
+        arr = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            return
+        for exp in experiments:
+            try:
+                exp.add_histogram(tag, arr, global_step=step, bins=bins)
+            except Exception as err:
+                self._warn_once("histogram", f"could not write histogram '{tag}': {err!r}")
+
+    def text(self, trainer, tag: str, markdown: str, step: int) -> None:
+        for exp in tensorboard_experiments(trainer):
+            try:
+                exp.add_text(tag, markdown, global_step=step)
+            except Exception as err:
+                self._warn_once("text", f"could not write text '{tag}': {err!r}")
+
+    def flush(self, trainer) -> None:
+        """Flush event files so a running ``tensorboard`` shows the analysis now, not minutes later."""
+        for exp in tensorboard_experiments(trainer):
+            try:
+                exp.flush()
+            except Exception as err:
+                self._warn_once("flush", f"could not flush the TensorBoard event file: {err!r}")
