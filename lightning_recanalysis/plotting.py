@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["heatmap_figure", "figure_to_array", "line_figure"]
+__all__ = ["heatmap_figure", "figure_to_array", "line_figure", "ia_bar_figure"]
 
 
 def _tick_labels(labels: Sequence[str] | None, n: int, max_ticks: int) -> tuple[list[int], list[str]]:
@@ -44,7 +44,7 @@ def heatmap_figure(
     """A labelled heatmap with its colour scale; ``matrix`` is rows x columns (numpy or torch)."""
     data = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=np.float64)
     n_rows, n_cols = data.shape
-    fig = Figure(figsize=(min(12.0, 2.5 + 0.28 * n_cols), min(10.0, 1.8 + 0.24 * n_rows)), dpi=100)
+    fig = Figure(figsize=(min(12.0, max(6.5, 2.5 + 0.28 * n_cols)), min(10.0, max(3.2, 1.8 + 0.24 * n_rows))), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     xi, xl = _tick_labels(col_labels, n_cols, 40)
@@ -103,3 +103,24 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     rgba = np.asarray(canvas.buffer_rgba())
     plt.close(fig)
     return rgba[..., :3].copy()
+
+
+def ia_bar_figure(view_name: str, view: dict, initial_view: dict, when: str) -> Figure:
+    """Information abundance per field now beside at initialisation (Guo et al.'s Figure 2), fields sorted by
+    cardinality; the dashed line is the width K, the most a field can reach."""
+    names = sorted(view["fields"], key=lambda f: (view["fields"][f]["cardinality"], f))
+    now = [view["fields"][n]["information_abundance"] for n in names]
+    init = [initial_view["fields"].get(n, {}).get("information_abundance", float("nan")) for n in names]
+    x = np.arange(len(names))
+    fig = Figure(figsize=(min(12.0, 3.0 + 0.3 * len(names)), 3.8), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(x - 0.2, init, width=0.4, label="initialisation", color="#9ecae1")
+    ax.bar(x + 0.2, now, width=0.4, label=when, color="#e6550d")
+    ax.axhline(view["width"], color="grey", linestyle="--", linewidth=1, label=f"width K = {view['width']}")
+    ax.set_xticks(x, [f"{n} ({view['fields'][n]['cardinality']})" for n in names], rotation=90, fontsize=7)
+    ax.set_ylabel("information abundance")
+    ax.set_xlabel("field (cardinality), sorted by cardinality")
+    ax.set_title(f"{view_name}: information abundance per field", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

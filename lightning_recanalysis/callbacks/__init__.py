@@ -1,5 +1,6 @@
 """Lightning callbacks: each decides when to run an analysis and where to log it; the maths is in ``functional``."""
 
 from .base import AnalysisCallback
+from .spectrum import EmbeddingSpectrumMonitor
 
-__all__ = ["AnalysisCallback"]
+__all__ = ["AnalysisCallback", "EmbeddingSpectrumMonitor"]
