@@ -194,7 +194,8 @@ def discover_tables(
             embedding as a raw ``nn.Parameter``).
         field_dims: cardinalities that split a concatenated table into fields, in row order; a mapping
             ``{field name: cardinality}`` names the fields. To give different tables different splits, pass
-            ``{table-name glob: field_dims}``. Tables without it are one field each.
+            ``{table-name glob: field_dims}``. Tables without it are one field each, named
+            after the table.
         column_groups: split a table's columns into equal-width groups: a number of groups, or their names
             (e.g. ``["task_ctr", "task_cvr", "shared"]``); ``{table-name glob: groups}`` per table.
         min_width: tables narrower than this are skipped (width-1 tables are per-feature biases).
@@ -251,11 +252,10 @@ def _build_table(name, weight, field_dims, column_groups) -> EmbeddingTable:
     rows, width = int(weight.shape[0]), int(weight.shape[1])
     dims = _per_table(field_dims, name, _is_field_dims)
     groups = _per_table(column_groups, name, _is_column_groups)
-    default_field = name.rsplit(".", 1)[-1] or name
     return EmbeddingTable(
         name=name,
         parameter=weight,
-        fields=_make_fields(name, rows, dims, default_field),
+        fields=_make_fields(name, rows, dims, default_name=name),
         column_groups=_make_groups(name, width, groups),
     )
 

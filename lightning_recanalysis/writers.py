@@ -32,8 +32,8 @@ class AnalysisWriter:
     """Sends one analysis' results to the trainer's loggers.
 
     Scalars go to every logger (``log_metrics``, which Lightning's loggers already restrict to rank 0);
-    images, histograms and text go to TensorBoard loggers only. With no TensorBoard logger, images and
-    histograms are skipped with a single warning.
+    images, histograms and text go to TensorBoard loggers only. With loggers but none of them TensorBoard,
+    images and histograms are skipped with a single warning (with no logger at all, silently).
     """
 
     def __init__(self, owner: str) -> None:
@@ -47,7 +47,7 @@ class AnalysisWriter:
 
     def _experiments(self, trainer, what: str) -> list:
         experiments = tensorboard_experiments(trainer)
-        if not experiments and trainer is not None and trainer.is_global_zero:
+        if not experiments and trainer is not None and trainer.is_global_zero and trainer.loggers:
             self._warn_once(
                 "no-tensorboard",
                 f"no TensorBoardLogger attached, so {what} and other images/histograms are skipped "
