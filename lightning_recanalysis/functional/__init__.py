@@ -3,6 +3,7 @@
 The callbacks in :mod:`lightning_recanalysis.callbacks` only decide when to call these and where to log.
 """
 
+from .correlation import learned_correlation, mutual_information, rank_correlation, target_relative_positions
 from .interaction import cross_layer_block, interaction_information_abundance
 from .spectrum import (
     RowNormalizedGram,
@@ -21,9 +22,13 @@ __all__ = [
     "effective_rank",
     "information_abundance",
     "interaction_information_abundance",
+    "learned_correlation",
+    "mutual_information",
     "normalized_spectrum",
+    "rank_correlation",
     "row_normalized_gram",
     "singular_values",
     "singular_values_from_gram",
     "stable_rank",
+    "target_relative_positions",
 ]

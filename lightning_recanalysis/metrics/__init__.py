@@ -1,3 +1,5 @@
 """torchmetrics ``Metric`` classes that accumulate analysis state over batches and sum it across processes."""
 
-__all__: list[str] = []
+from .behavior_target import BehaviorTargetCounts
+
+__all__: list[str] = ["BehaviorTargetCounts"]
