@@ -21,8 +21,11 @@ def _builder(model: str):
 
 
 def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, monitors: bool,
-        quiet: bool = False) -> Path:
-    """Train one demo model; returns its log directory."""
+        quiet: bool = False, only: list[str] | None = None) -> Path:
+    """Train one demo model; returns its log directory.
+
+    ``only`` keeps just the monitors whose class names are listed (the benchmarks time each monitor alone).
+    """
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -31,6 +34,8 @@ def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, 
         raise SystemExit(f"model '{model}' takes --data one of {list(DATASETS[model])}, not '{data}'")
     pl.seed_everything(seed, workers=True, verbose=False)
     experiment = _builder(model)(model=model, data=data, seed=seed, monitors=monitors)
+    if only is not None:
+        experiment.callbacks = [c for c in experiment.callbacks if type(c).__name__ in only]
     max_epochs = epochs if epochs is not None else experiment.max_epochs
     logger = TensorBoardLogger(str(out), name=f"{model}-{data}", version="monitors" if monitors else "no-monitors",
                                default_hp_metric=False)

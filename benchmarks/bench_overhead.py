@@ -1,0 +1,114 @@
+"""What the monitors cost in training time, per demo model.
+
+    python -m benchmarks.bench_overhead [--models dcnv2,tin,...] [--repeats 3] [--epochs N] [--quick]
+
+Two measurements, both side by side in one run:
+
+1. *Time inside the monitors*: in a monitored run every hook of every monitor is timed; its share of the whole
+   ``fit`` is the monitor's cost. Precise, because it does not subtract two noisy run times.
+2. *Whole-run A/B*: the same model trained in fresh processes with the monitors and with ``--no-monitors``,
+   interleaved repetition by repetition, median ratio. Honest but noisy on a shared 2-core machine.
+
+Each monitor is measured alone and all together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ._common import machine, median, run_worker, table
+
+SUPPORTS_QUICK = True
+
+_HOOKS = ("setup", "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_train_batch_end",
+          "on_before_backward", "on_after_backward", "on_train_epoch_end", "on_validation_batch_end",
+          "on_validation_epoch_end", "on_fit_end", "on_before_optimizer_step", "teardown")
+
+
+def _instrument(callbacks, seconds: dict) -> None:
+    """Wrap each monitor's own hooks with a timer (only hooks its class overrides)."""
+    from lightning.pytorch.callbacks import Callback
+
+    for cb in callbacks:
+        for hook in _HOOKS:
+            if getattr(type(cb), hook, None) is getattr(Callback, hook, None):
+                continue
+            original = getattr(cb, hook)
+
+            def timed(*args, _original=original, _name=type(cb).__name__, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    seconds[_name] += time.perf_counter() - start
+
+            setattr(cb, hook, timed)
+
+
+def worker(model: str, monitors: str, epochs: int | None) -> dict:
+    """Train once; monitors is 'none', 'all' or one class name."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from demo_models.__main__ import _builder
+    from demo_models.registry import DATASETS
+
+    data = DATASETS[model][0]
+    pl.seed_everything(0, verbose=False)
+    experiment = _builder(model)(model=model, data=data, seed=0, monitors=monitors != "none")
+    if monitors not in ("none", "all"):
+        experiment.callbacks = [c for c in experiment.callbacks if type(c).__name__ == monitors]
+    seconds: dict = defaultdict(float)
+    _instrument(experiment.callbacks, seconds)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = pl.Trainer(max_epochs=epochs or experiment.max_epochs, accelerator="cpu", devices=1,
+                             logger=TensorBoardLogger(out, name="bench"), callbacks=experiment.callbacks,
+                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        start = time.perf_counter()
+        trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
+        total = time.perf_counter() - start
+    return {"total": total, "monitors": dict(seconds),
+            "names": [type(c).__name__ for c in experiment.callbacks]}
+
+
+def main(argv=None) -> None:
+    from demo_models.registry import MODELS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="2 epochs, 2 repeats")
+    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "MONITORS", "EPOCHS"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        model, monitors, epochs = args.worker
+        print(json.dumps(worker(model, monitors, int(epochs) or None)))
+        return
+    epochs = 2 if args.quick and args.epochs is None else (args.epochs or 0)
+    repeats = 2 if args.quick else args.repeats
+    print(f"monitor cost per demo model; {machine()}; median of {repeats} fresh processes, interleaved")
+    rows = []
+    for model in args.models.split(","):
+        probe = run_worker("benchmarks.bench_overhead", model, "all", str(epochs))
+        variants = ["none", "all"] + (probe["names"] if len(probe["names"]) > 1 else [])
+        runs = defaultdict(list)
+        for _ in range(repeats):
+            for v in variants:
+                runs[v].append(run_worker("benchmarks.bench_overhead", model, v, str(epochs)))
+        base = median(r["total"] for r in runs["none"])
+        for v in variants[1:]:
+            inside = median(sum(r["monitors"].values()) / r["total"] for r in runs[v])
+            ab = median(r["total"] for r in runs[v]) / base
+            rows.append([model, "all monitors" if v == "all" else v, f"{base:.1f}",
+                         f"{100 * inside:.2f}%", f"{100 * (ab - 1):+.1f}%"])
+    print(table(["model", "monitors", "fit s (none)", "time inside monitors", "A/B run time vs none"], rows))
+
+
+if __name__ == "__main__":
+    main()
