@@ -16,7 +16,30 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
-__all__ = ["AnalysisWriter", "tensorboard_experiments"]
+__all__ = ["AnalysisWriter", "tensorboard_experiments", "RECORD_PLUGIN", "record_tag", "record_summary"]
+
+#: Plugin name of the summaries that carry each analysis' full record (JSON). TensorBoard's dashboards ignore
+#: plugins they do not know, so these stay out of sight, while ``python -m lightning_recanalysis report`` reads
+#: them back to rebuild the report from the event files alone.
+RECORD_PLUGIN = "lightning_recanalysis"
+
+
+def record_tag(namespace: str) -> str:
+    return f"{namespace}/_record"
+
+
+def record_summary(namespace: str, record: Mapping) -> "object":
+    """A TensorBoard ``Summary`` holding one analysis record as a JSON string tensor under our own plugin."""
+    import json
+
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=RECORD_PLUGIN, content=b"1"))
+    tensor = TensorProto(dtype="DT_STRING", string_val=[json.dumps(record, allow_nan=True).encode("utf-8")],
+                         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+    return Summary(value=[Summary.Value(tag=record_tag(namespace), metadata=metadata, tensor=tensor)])
 
 
 def tensorboard_experiments(trainer) -> list:
@@ -93,6 +116,22 @@ class AnalysisWriter:
                 exp.add_text(tag, markdown, global_step=step)
             except Exception as err:
                 self._warn_once("text", f"could not write text '{tag}': {err!r}")
+
+    def record(self, trainer, namespace: str, record: Mapping, step: int) -> None:
+        """Store an analysis' full record in the event file (see :data:`RECORD_PLUGIN`)."""
+        for exp in tensorboard_experiments(trainer):
+            try:
+                exp._get_file_writer().add_summary(record_summary(namespace, record), global_step=step)
+            except Exception as err:
+                self._warn_once("record", f"could not write the {namespace} record to the event file: {err!r}")
+
+    def custom_scalars(self, trainer, layout: Mapping) -> None:
+        """Write TensorBoard's Custom Scalars layout ``{category: {chart: ["Multiline", [tag regex, ...]]}}``."""
+        for exp in tensorboard_experiments(trainer):
+            try:
+                exp.add_custom_scalars(dict(layout))
+            except Exception as err:
+                self._warn_once("layout", f"could not write the custom-scalars layout: {err!r}")
 
     def flush(self, trainer) -> None:
         """Flush event files so a running ``tensorboard`` shows the analysis now, not minutes later."""

@@ -8,7 +8,10 @@ training run over a bad table or a logging detail. :class:`AnalysisCallback` giv
   epoch (``strict=True`` re-raises, for tests and debugging);
 - ``history``: a list of plain records (numbers, strings, lists) kept in ``state_dict`` so a run resumed from a
   checkpoint continues it, with one record per (stage, epoch): a repeated epoch replaces, never duplicates;
-- an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text.
+- an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text;
+- publishing: each record also goes into the event file (a summary TensorBoard's dashboards ignore), so the
+  report can be rebuilt from the event files without the model. Subclasses that override ``setup`` call
+  ``super().setup(trainer, pl_module, stage)`` first.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ class AnalysisCallback(Callback):
         self.history: list[dict[str, Any]] = []
         self.failures: int = 0
         self.writer = AnalysisWriter(type(self).__name__)
+        self._trainer = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+
+    def dashboard_layout(self) -> dict[str, dict[str, list]]:
+        """Custom-scalars charts for this analysis: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``."""
+        return {}
 
     # ---- when to run -------------------------------------------------------------------------------------
     @staticmethod
@@ -83,7 +94,10 @@ class AnalysisCallback(Callback):
 
     # ---- history -----------------------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> None:
-        """Add a record, replacing any earlier one of the same stage and epoch (a resumed epoch runs again)."""
+        """Add a record, replacing any earlier one of the same stage and epoch (a resumed epoch runs again),
+        and store it in the event file for the report."""
+        if self._trainer is not None:
+            self.writer.record(self._trainer, self.namespace, record, int(record.get("step", 0)))
         key = (record.get("stage"), record.get("epoch"))
         self.history = [r for r in self.history if (r.get("stage"), r.get("epoch")) != key]
         self.history.append(record)

@@ -113,6 +113,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         self.tables = discover_tables(
