@@ -3,6 +3,7 @@
 The callbacks in :mod:`lightning_recanalysis.callbacks` only decide when to call these and where to log.
 """
 
+from .conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram, gradient_cosine
 from .correlation import learned_correlation, mutual_information, rank_correlation, target_relative_positions
 from .interaction import cross_layer_block, interaction_information_abundance
 from .spectrum import (
@@ -17,6 +18,10 @@ from .spectrum import (
 )
 
 __all__ = [
+    "cosine_from_gram",
+    "embedding_row_gradients",
+    "field_gradient_gram",
+    "gradient_cosine",
     "RowNormalizedGram",
     "cross_layer_block",
     "effective_rank",

@@ -1,0 +1,461 @@
+"""Live gradient conflict between the tasks of a multi-task model, on its shared embeddings (METHODS.md section 3).
+
+Every ``every_n_steps`` training batches, on that batch's own graph and just before its backward pass, the monitor
+takes each task's loss gradient with respect to the looked-up embedding rows, sums it per unique row id (which is
+the table's parameter gradient on those rows), and measures the cosine between every pair of tasks per field
+and per table. Over each epoch it reports the mean cosine, the fraction of measured steps with negative cosine
+and the ratio of gradient norms. The maths is in :mod:`lightning_recanalysis.functional.conflict`.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..functional.conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram
+from ..tables import TableView, describe_tables, discover_tables
+from ..writers import tensorboard_experiments
+from ._multitask import protocol_error, resolve_tasks
+from .base import AnalysisCallback
+
+__all__ = ["GradientConflictMonitor"]
+
+
+@dataclass
+class _Lookup:
+    """One call of an embedding module during a probed step: its ids and its output (the looked-up rows)."""
+
+    module: nn.Module
+    ids: torch.Tensor
+    output: torch.Tensor
+    offsets: torch.Tensor | None = None
+    per_sample_weights: torch.Tensor | None = None
+
+
+def _rows_and_grads(lookup: _Lookup, output_grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row ids ``[n]`` and the gradient of each looked-up row ``[T, n, K]`` for one embedding call.
+
+    ``nn.Embedding``: the output gradient of each lookup, as is. ``nn.EmbeddingBag`` (``sum``/``mean``): a bag's
+    output gradient flows back to each member row, times its per-sample weight (``sum``) or 1/bag size (``mean``).
+    Rows at ``padding_idx`` get no gradient, as in the table itself.
+    """
+    module, ids = lookup.module, lookup.ids
+    width = output_grads.shape[-1]
+    pad = module.padding_idx
+    if isinstance(module, nn.Embedding):
+        flat_ids = ids.reshape(-1)
+        grads = output_grads.reshape(output_grads.shape[0], -1, width)
+        keep = None if pad is None else flat_ids != pad
+    else:
+        if ids.dim() == 2:
+            n_bags, length = ids.shape
+            flat_ids = ids.reshape(-1)
+            bag = torch.arange(n_bags, device=ids.device).repeat_interleave(length)
+        else:
+            offsets = lookup.offsets
+            starts = offsets[:-1] if module.include_last_offset else offsets
+            n_bags = starts.numel()
+            flat_ids = ids
+            bag = torch.searchsorted(starts, torch.arange(ids.numel(), device=ids.device), right=True) - 1
+        keep = None if pad is None else flat_ids != pad
+        scale = torch.ones(flat_ids.shape, dtype=output_grads.dtype, device=ids.device)
+        if lookup.per_sample_weights is not None:
+            scale = scale * lookup.per_sample_weights.reshape(-1).to(output_grads.dtype)
+        if module.mode == "mean":
+            members = bag if keep is None else bag[keep]
+            size = torch.bincount(members, minlength=n_bags).clamp_min(1).to(output_grads.dtype)
+            scale = scale / size[bag]
+        grads = output_grads[:, bag] * scale[None, :, None]
+    if keep is not None:
+        flat_ids, grads = flat_ids[keep], grads[:, keep]
+    return flat_ids, grads
+
+
+class GradientConflictMonitor(AnalysisCallback):
+    r"""Per-task gradient conflict on the shared embeddings of a multi-task model, logged per epoch.
+
+    **What it measures.** At a probed training step, for each task t the gradient g_t of the task's loss with
+    respect to the embedding rows that the batch looked up (summed per unique id: exactly the table's gradient on
+    those rows), and for each pair of tasks (a, b) and each field and table
+
+        cos(g_a, g_b) = <g_a, g_b> / (||g_a|| ||g_b||)
+
+    from the float64 Gram of the gradients (:func:`~lightning_recanalysis.functional.gradient_cosine`).
+    Negative cosine = the tasks pull the shared embedding in opposite directions (METHODS.md section 3: the live
+    counterpart of Pan et al., KDD 2024 and STEM, Su et al., AAAI 2024). A zero gradient has no direction: that
+    step's cosine is *undefined* for the pair and is left out of the mean (it is counted, and its zero norm still
+    enters the norm ratio).
+
+    **Protocol.** The module names its tasks in ``task_names`` and, in ``training_step``, stores each task's
+    loss in ``self.task_losses = {task: loss}`` before returning the total (declare ``self.task_losses = {}`` in
+    ``__init__``); see :mod:`lightning_recanalysis.callbacks._multitask`. Fewer than two tasks is an error at
+    ``setup``.
+
+    **Cost and safety.** A probe is one ``torch.autograd.grad`` per task from its loss to the looked-up rows
+    (``retain_graph=True`` on the graph the training backward frees right after), so it costs at most one extra
+    backward pass per task that stops at the embeddings, and it computes no parameter gradient. It never
+    touches ``.grad``, the optimizer, the model's modules or any random number generator, so training is
+    bit-for-bit what it would be without the monitor. Forward hooks on the embedding modules exist only
+    between the start of a probed batch and its backward. (Tensor hooks that a model registers itself fire during
+    the probe too.) The default ``every_n_steps=50`` keeps the cost under 5% of training time on the MMoE demo
+    (``benchmarks/bench_conflict.py``).
+
+    **STEM-style tables** (``column_groups=["task_a", "task_b", "shared"]``): every column chunk is its own view
+    ``table[group]``, analysed separately. A task whose loss never flows into another task's chunk (STEM's
+    gates read only their own and the shared chunk, and other tasks' specific experts are detached) has an
+    exactly zero gradient there: its ``gradient_norm`` on that view is 0, the pair's ``norm_ratio`` is 0 (or
+    not logged, where the zero task is the denominator) and its cosine is undefined at every step, so no
+    ``cosine_mean`` is logged for that pair on that view. That is how the monitor shows that the tasks no longer
+    share gradients there; on the shared chunk the cosine is measured as usual.
+
+    **Tags** (``<view>`` is a table or ``table[group]``, ``<a>_vs_<b>`` a task pair in ``task_names`` order,
+    step = ``trainer.global_step`` at the end of the epoch):
+
+    - ``conflict/<view>/<a>_vs_<b>/cosine_mean``: mean over the epoch's measured steps of the cosine on the
+      whole view (all its fields' rows together); ``.../negative_fraction``: fraction of those steps with
+      cosine < 0; ``.../norm_ratio``: mean ||g_a|| / mean ||g_b||.
+    - ``conflict/<view>/<field>/<a>_vs_<b>/cosine_mean``, ``.../negative_fraction``, ``.../norm_ratio``: the
+      same on one field's rows (only for tables with more than one field).
+    - ``conflict/<view>/<task>/gradient_norm``: mean norm of the task's gradient on the view.
+    - ``conflict/measured_steps``, ``conflict/skipped_steps``: probes that measured two tasks or more, and probes
+      that could not (missing or non-finite task losses).
+    - ``conflict/<view>/cosine_heatmap`` (image): task x task mean cosine on the view, -1 (red) to 1 (blue).
+    - ``conflict/<view>/<a>_vs_<b>/cosine_per_step`` (histogram): the per-step cosines, one value per field and
+      measured step.
+    - ``conflict/setup`` (text, once): the tables, fields, column groups and tasks the monitor watches.
+
+    A statistic without a defined value in an epoch (no defined cosine, or a zero denominator) is not logged.
+
+    **Distributed.** Every rank probes its own batch at the same batch indices and makes the same calls; at
+    epoch end the sums behind every scalar are added over ranks (one all-reduce), so scalars *pool all ranks'
+    probes* and are identical on every rank. Images and histograms show the pooled means and rank 0's own
+    per-step cosines respectively, and are written by rank 0 only.
+
+    **Bad input** (a count in the epoch's history record and one warning each, training goes on): a task missing
+    from ``task_losses``, a non-finite task loss, a task loss that does not reach an embedding table.
+
+    Args:
+        every_n_steps: probe every n-th training batch of an analysed epoch (batch index 0, n, 2n, ...).
+        tasks: the tasks to compare (default: the module's ``task_names``); at least two.
+        include, exclude: module-name globs choosing the embedding tables (see
+            :func:`~lightning_recanalysis.tables.discover_tables`).
+        field_dims: cardinalities that split a concatenated table into fields; a mapping names them.
+        column_groups: split a table's columns into equal chunks, e.g. ``["task_a", "task_b", "shared"]``.
+        every_n_epochs: probe and log in every n-th epoch (and the last).
+        strict: re-raise exceptions from the analysis instead of warning.
+    """
+
+    namespace = "conflict"
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int = 50,
+        tasks: Sequence[str] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        field_dims: Sequence[int] | Mapping[str, Any] | None = None,
+        column_groups: int | Sequence[str] | Mapping[str, Any] | None = None,
+        every_n_epochs: int = 1,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(every_n_epochs=every_n_epochs, strict=strict)
+        if not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}")
+        self.every_n_steps = every_n_steps
+        self.tasks = list(tasks) if tasks is not None else None
+        self.include, self.exclude = include, exclude
+        self.field_dims, self.column_groups = field_dims, column_groups
+        self._task_names: list[str] = []
+        self._tables = []
+        self._views: list[TableView] = []
+        self._modules: list[list[nn.Module]] = []
+        self._handles: list[Any] = []
+        self._captures: dict[int, list[_Lookup]] = {}
+        self._pending = False
+        self._last_losses: list[weakref.ref] = []
+        self._warned: set[str] = set()
+        self._acc: dict[str, torch.Tensor] = {}
+        self._step_cosines: list[list[torch.Tensor]] = []
+        self._problems: dict[str, int] = {}
+
+    # ---- setup ------------------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        owner = type(self).__name__
+        self._task_names = resolve_tasks(pl_module, self.tasks, owner)
+        if not hasattr(pl_module, "task_losses"):
+            raise ValueError(protocol_error(
+                owner, f"{type(pl_module).__name__} declares no `task_losses`; set `self.task_losses = {{}}` in "
+                "__init__ and fill it with each task's loss in every training_step"))
+        self._tables = discover_tables(pl_module, include=self.include, exclude=self.exclude,
+                                       field_dims=self.field_dims, column_groups=self.column_groups)
+        self._modules = []
+        for table in self._tables:
+            modules = [pl_module.get_submodule(name) for name in [table.name, *table.aliases]]
+            for name, module in zip([table.name, *table.aliases], modules):
+                if isinstance(module, nn.EmbeddingBag) and module.mode == "max":
+                    raise ValueError(
+                        f"{owner}: '{name}' is an nn.EmbeddingBag in 'max' mode, whose row gradients the monitor "
+                        f"cannot recover from the bag output; leave it out with exclude=['{name}']")
+            self._modules.append(modules)
+        self._views = [view for table in self._tables for view in table.views()]
+        self._reset_epoch()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self._tables and tensorboard_experiments(trainer):
+            text = (f"Tasks: {', '.join(self._task_names)}. Probe every {self.every_n_steps} training batches; "
+                    f"scalars pool the probes of all {trainer.world_size} rank(s).\n\n" + describe_tables(self._tables))
+            self.writer.text(trainer, "conflict/setup", text, step=trainer.global_step)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._release()
+
+    # ---- probing ----------------------------------------------------------------------------------------
+    def _hook(self, table_index: int):
+        def capture(module, args, kwargs, output):
+            ids = args[0] if args else kwargs["input"]
+            offsets = args[1] if len(args) > 1 else kwargs.get("offsets")
+            weights = args[2] if len(args) > 2 else kwargs.get("per_sample_weights")
+            self._captures.setdefault(table_index, []).append(_Lookup(module, ids, output, offsets, weights))
+        return capture
+
+    def _release(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._captures = {}
+        self._pending = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._release()
+        if not self._tables or batch_idx % self.every_n_steps or not self._is_analysis_epoch(trainer):
+            return
+        for index, modules in enumerate(self._modules):
+            for module in modules:
+                self._handles.append(module.register_forward_hook(self._hook(index), with_kwargs=True))
+        self._pending = True
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if not self._pending:
+            return
+        captures = self._captures
+        self._release()  # the hooks go before anything else runs: the backward must see an unhooked model
+        try:
+            self._guarded("the gradient probe", lambda: self._probe(pl_module, captures))
+        finally:
+            captures.clear()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._release()
+
+    def _problem(self, kind: str, message: str) -> None:
+        self._problems[kind] = self._problems.get(kind, 0) + 1
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(f"{type(self).__name__}: {message} (counted in the epoch's history record; warned once, "
+                          "training goes on)", RuntimeWarning, stacklevel=3)
+
+    def _task_loss_tensors(self, pl_module) -> dict[str, torch.Tensor]:
+        """This step's usable task losses; missing, non-finite and detached ones are counted and skipped."""
+        owner = type(self).__name__
+        losses = getattr(pl_module, "task_losses", None)
+        if not isinstance(losses, Mapping):
+            raise TypeError(protocol_error(owner, f"`task_losses` must be a mapping task -> loss, got {type(losses).__name__}"))
+        if losses and self._last_losses and all(ref() is losses.get(t) for t, ref in zip(self._task_names, self._last_losses)):
+            raise RuntimeError(protocol_error(owner, "`task_losses` holds the previous probed step's losses: the "
+                                                     "training_step must store this step's losses in it"))
+        usable = {}
+        for task in self._task_names:
+            loss = losses.get(task)
+            if loss is None:
+                self._problem(f"missing:{task}", f"task '{task}' is missing from task_losses in this batch")
+                continue
+            if not torch.is_tensor(loss) or loss.numel() != 1:
+                raise TypeError(protocol_error(owner, f"task_losses['{task}'] must be a one-element tensor, got {loss!r}"))
+            if not loss.requires_grad:
+                self._problem(f"unreached:{task}", f"the loss of task '{task}' does not require grad, so it cannot "
+                                                   "reach the embeddings")
+                continue
+            if not bool(torch.isfinite(loss.detach()).all()):
+                self._problem(f"nonfinite:{task}", f"the loss of task '{task}' is NaN or infinite in this batch")
+                continue
+            usable[task] = loss.reshape(())
+        self._last_losses = [weakref.ref(losses[t]) if torch.is_tensor(losses.get(t)) else (lambda: None)
+                             for t in self._task_names]
+        return usable
+
+    def _probe(self, pl_module, captures: dict[int, list[_Lookup]]) -> None:
+        losses = self._task_loss_tensors(pl_module)
+        lookups = [(ti, lk) for ti in sorted(captures) for lk in captures[ti] if lk.output.requires_grad]
+        if not lookups:
+            self._problem("no-lookup", "no embedding lookup that requires grad happened in a probed training step")
+            self._acc["skipped"] += 1
+            return
+        outputs = [lk.output for _, lk in lookups]
+        grads: dict[str, tuple] = {}
+        for task, loss in losses.items():
+            # retain_graph: the training's own backward runs on this graph right after. Only the looked-up rows
+            # are inputs, so autograd computes no parameter gradient and accumulates nothing into .grad.
+            result = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
+            if all(g is None for g in result):
+                self._problem(f"unreached:{task}", f"the loss of task '{task}' does not reach any embedding table")
+                continue
+            for ti in {ti for ti, _ in lookups}:
+                if all(g is None for (tj, _), g in zip(lookups, result) if tj == ti):
+                    self._problem(f"unreached:{task}:{self._tables[ti].name}",
+                                  f"the loss of task '{task}' does not reach table '{self._tables[ti].name}'; its "
+                                  "gradient there is zero")
+            grads[task] = result
+        if len(grads) < 2:
+            self._acc["skipped"] += 1
+            return
+        present = [self._task_names.index(t) for t in grads]
+        with torch.no_grad():
+            for ti, table in enumerate(self._tables):
+                picked = [j for j, (tj, _) in enumerate(lookups) if tj == ti]
+                if not picked:
+                    continue
+                ids, row_grads = [], []
+                for j in picked:
+                    lk = lookups[j][1]
+                    per_task = torch.stack([g[j] if g[j] is not None else torch.zeros_like(lk.output)
+                                            for g in grads.values()])
+                    flat_ids, flat_grads = _rows_and_grads(lk, per_task)
+                    ids.append(flat_ids)
+                    row_grads.append(flat_grads)
+                rows, summed = embedding_row_gradients(torch.cat(ids), torch.cat(row_grads, dim=1))
+                starts = [f.start for f in table.fields]
+                for vi, view in enumerate(self._views):
+                    if view.table is not table:
+                        continue
+                    per_field = field_gradient_gram(rows, summed, starts,
+                                                    columns=slice(view.group.start, view.group.stop))
+                    self._accumulate(vi, torch.cat([per_field, per_field.sum(0, keepdim=True)]).cpu(), present)
+        self._acc["measured"] += 1
+
+    def _accumulate(self, view_index: int, gram: torch.Tensor, present: list[int]) -> None:
+        """Add one step's ``[F+1, T', T']`` Gram (fields, then the whole view) of the present tasks."""
+        n = len(self._task_names)
+        idx = torch.tensor(present)
+        cosine = torch.full((gram.shape[0], n, n), float("nan"), dtype=torch.float64)
+        cosine[:, idx[:, None], idx[None, :]] = cosine_from_gram(gram)
+        defined = torch.isfinite(cosine)
+        acc = self._acc
+        acc[f"cos_sum:{view_index}"] += torch.where(defined, cosine, torch.zeros_like(cosine))
+        acc[f"cos_n:{view_index}"] += defined
+        acc[f"neg_n:{view_index}"] += defined & (cosine < 0)
+        norms = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0).sqrt()
+        acc[f"norm_sum:{view_index}"][:, idx] += norms
+        acc[f"norm_n:{view_index}"][:, idx] += 1
+        self._step_cosines[view_index].append(cosine.float())
+
+    # ---- per epoch --------------------------------------------------------------------------------------
+    def _reset_epoch(self) -> None:
+        n = len(self._task_names)
+        self._acc = {"measured": torch.zeros((), dtype=torch.float64), "skipped": torch.zeros((), dtype=torch.float64)}
+        for vi, view in enumerate(self._views):
+            rows = len(view.fields) + 1
+            for key in ("cos_sum", "cos_n", "neg_n"):
+                self._acc[f"{key}:{vi}"] = torch.zeros(rows, n, n, dtype=torch.float64)
+            for key in ("norm_sum", "norm_n"):
+                self._acc[f"{key}:{vi}"] = torch.zeros(rows, n, dtype=torch.float64)
+        self._step_cosines = [[] for _ in self._views]
+        self._problems = {}
+
+    def _pooled(self, trainer, pl_module) -> dict[str, torch.Tensor]:
+        """The epoch's sums, added over ranks with one all-reduce (every rank calls it, in the same order)."""
+        keys = list(self._acc)
+        if trainer.world_size <= 1:
+            return dict(self._acc)
+        flat = torch.cat([self._acc[k].reshape(-1) for k in keys]).to(pl_module.device)
+        flat = trainer.strategy.reduce(flat, reduce_op="sum").cpu()
+        pooled, offset = {}, 0
+        for k in keys:
+            size = self._acc[k].numel()
+            pooled[k] = flat[offset : offset + size].reshape(self._acc[k].shape)
+            offset += size
+        return pooled
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._tables or not self._is_analysis_epoch(trainer):
+            return
+        try:
+            acc = self._pooled(trainer, pl_module)
+            self._guarded("logging the epoch's gradient conflict", lambda: self._log_epoch(trainer, acc))
+        finally:
+            self._reset_epoch()
+
+    def _metrics(self, acc: dict[str, torch.Tensor]) -> dict[str, float]:
+        tasks = self._task_names
+        pairs = [(a, b) for a in range(len(tasks)) for b in range(a + 1, len(tasks))]
+        metrics = {"conflict/measured_steps": float(acc["measured"]), "conflict/skipped_steps": float(acc["skipped"])}
+        for vi, view in enumerate(self._views):
+            cos_sum, cos_n, neg_n = acc[f"cos_sum:{vi}"], acc[f"cos_n:{vi}"], acc[f"neg_n:{vi}"]
+            norm_mean = acc[f"norm_sum:{vi}"] / acc[f"norm_n:{vi}"].clamp_min(1)
+            whole = len(view.fields)
+            for t, task in enumerate(tasks):
+                if acc[f"norm_n:{vi}"][whole, t] > 0:
+                    metrics[f"conflict/{view.name}/{task}/gradient_norm"] = float(norm_mean[whole, t])
+            rows = [(whole, f"conflict/{view.name}")]
+            if len(view.fields) > 1:
+                rows += [(f, f"conflict/{view.name}/{fld.name}") for f, fld in enumerate(view.fields)]
+            for row, prefix in rows:
+                for a, b in pairs:
+                    tag = f"{prefix}/{tasks[a]}_vs_{tasks[b]}"
+                    if cos_n[row, a, b] > 0:
+                        metrics[f"{tag}/cosine_mean"] = float(cos_sum[row, a, b] / cos_n[row, a, b])
+                        metrics[f"{tag}/negative_fraction"] = float(neg_n[row, a, b] / cos_n[row, a, b])
+                    counted = acc[f"norm_n:{vi}"][row, a] > 0 and acc[f"norm_n:{vi}"][row, b] > 0
+                    if counted and norm_mean[row, b] > 0:
+                        metrics[f"{tag}/norm_ratio"] = float(norm_mean[row, a] / norm_mean[row, b])
+        return metrics
+
+    def _log_epoch(self, trainer, acc: dict[str, torch.Tensor]) -> None:
+        step = trainer.global_step
+        if float(acc["measured"]) == 0:
+            self._problem("no-measured-steps", f"no probe measured two tasks in epoch {trainer.current_epoch}")
+        metrics = self._metrics(acc)
+        self.writer.scalars(trainer, metrics, step=step)
+        if tensorboard_experiments(trainer):  # figures are drawn on rank 0 only, and only when they are written
+            self._log_figures(trainer, acc, step)
+        self._record({
+            "stage": "train",
+            "epoch": int(trainer.current_epoch),
+            "step": int(step),
+            "tasks": list(self._task_names),
+            "world_size": int(trainer.world_size),
+            "measured_steps": int(acc["measured"]),
+            "skipped_steps": int(acc["skipped"]),
+            "problems": dict(self._problems),
+            "metrics": metrics,
+        })
+        self.writer.flush(trainer)
+
+    def _log_figures(self, trainer, acc: dict[str, torch.Tensor], step: int) -> None:
+        from ..plotting import figure_to_array, heatmap_figure
+
+        tasks = self._task_names
+        for vi, view in enumerate(self._views):
+            whole = len(view.fields)
+            counts = acc[f"cos_n:{vi}"][whole]
+            mean = torch.where(counts > 0, acc[f"cos_sum:{vi}"][whole] / counts.clamp_min(1),
+                               torch.full_like(counts, float("nan")))
+            fig = heatmap_figure(mean, title=f"mean gradient cosine on {view.name}, epoch {trainer.current_epoch}",
+                                 row_labels=tasks, col_labels=tasks, xlabel="task", ylabel="task",
+                                 colorbar_label="cosine (blank: undefined)", vmin=-1.0, vmax=1.0, cmap="RdBu",
+                                 annotate=True)
+            self.writer.image(trainer, f"conflict/{view.name}/cosine_heatmap", figure_to_array(fig), step=step)
+            if not self._step_cosines[vi]:
+                continue
+            per_step = torch.stack(self._step_cosines[vi])[:, :whole]  # [steps, fields, T, T]
+            for a in range(len(tasks)):
+                for b in range(a + 1, len(tasks)):
+                    self.writer.histogram(trainer, f"conflict/{view.name}/{tasks[a]}_vs_{tasks[b]}/cosine_per_step",
+                                          per_step[:, :, a, b].reshape(-1), step=step)

@@ -1,0 +1,142 @@
+"""GradientConflictMonitor in real fits: known gradients, STEM-style chunks, bad input, protocol errors, resume."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import read_events
+from multitask_helpers import (
+    KNOWN_FIELDS,
+    KnownChunks,
+    KnownGradients,
+    known_batches,
+    known_loader,
+    numpy_table_cosine,
+    quiet_trainer,
+)
+
+from lightning_recanalysis import GradientConflictMonitor
+from lightning_recanalysis.callbacks.conflict import _Lookup, _rows_and_grads
+from lightning_recanalysis.functional import embedding_row_gradients
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These models are tiny: more threads only add contention on a shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_known_gradients_orthogonal_opposite_and_table_level(tmp_path):
+    monitor = GradientConflictMonitor(every_n_steps=2, field_dims=KNOWN_FIELDS, strict=True)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[monitor])
+    trainer.fit(KnownGradients(), known_loader(n_batches=6))
+    assert [(r["stage"], r["epoch"], r["measured_steps"]) for r in monitor.history] == [("train", 0, 3), ("train", 1, 3)]
+    m = monitor.history[-1]["metrics"]
+    assert m["conflict/embedding/f0/a_vs_b/cosine_mean"] == 0.0  # orthogonal
+    assert m["conflict/embedding/f0/a_vs_b/negative_fraction"] == 0.0
+    assert m["conflict/embedding/f0/a_vs_b/norm_ratio"] == pytest.approx(1.0, abs=1e-12)  # ||U|| = ||U_PERP||
+    assert m["conflict/embedding/f1/a_vs_b/cosine_mean"] == pytest.approx(-1.0, abs=1e-12)  # opposite
+    assert m["conflict/embedding/f1/a_vs_b/negative_fraction"] == 1.0
+    assert m["conflict/embedding/f1/a_vs_b/norm_ratio"] == pytest.approx(0.5, abs=1e-12)
+    # The whole table: the mean over the probed batches (0, 2, 4) of a dense float64 numpy oracle.
+    expected = np.mean([numpy_table_cosine(b) for b in known_batches(6)[0::2]])
+    assert m["conflict/embedding/a_vs_b/cosine_mean"] == pytest.approx(expected, abs=1e-9)
+    # What went to TensorBoard: the same scalars, a heatmap and the per-step histogram.
+    events = read_events(tmp_path / "tb" / "version_0")
+    tags = events.Tags()
+    assert events.Scalars("conflict/embedding/f1/a_vs_b/cosine_mean")[-1].value == pytest.approx(-1.0, abs=1e-6)
+    assert "conflict/embedding/cosine_heatmap" in tags["images"]
+    assert "conflict/embedding/a_vs_b/cosine_per_step" in tags["histograms"]
+
+
+def test_stem_chunks_are_views_analysed_separately():
+    monitor = GradientConflictMonitor(every_n_steps=1, column_groups=["a", "b", "shared"], strict=True)
+    trainer = quiet_trainer(max_epochs=1, callbacks=[monitor])
+    trainer.fit(KnownChunks(), known_loader(n_batches=3))
+    assert [v.name for v in monitor._views] == ["embedding[a]", "embedding[b]", "embedding[shared]"]
+    m = monitor.history[-1]["metrics"]
+    # Shared chunk: opposite gradients.
+    assert m["conflict/embedding[shared]/a_vs_b/cosine_mean"] == pytest.approx(-1.0, abs=1e-12)
+    # Task chunks: the other task's gradient is exactly zero, so no cosine at all, and the ratio shows it.
+    assert m["conflict/embedding[a]/b/gradient_norm"] == 0.0 and m["conflict/embedding[a]/a/gradient_norm"] > 0
+    assert m["conflict/embedding[b]/a/gradient_norm"] == 0.0
+    assert m["conflict/embedding[b]/a_vs_b/norm_ratio"] == 0.0
+    for view in ("embedding[a]", "embedding[b]"):
+        assert f"conflict/{view}/a_vs_b/cosine_mean" not in m
+    assert "conflict/embedding[a]/a_vs_b/norm_ratio" not in m  # denominator zero: not logged
+
+
+def test_bad_input_is_counted_warned_once_and_training_goes_on():
+    faults = {1: "missing-b", 3: "nan-a", 5: "missing-b"}
+    monitor = GradientConflictMonitor(every_n_steps=1, field_dims=KNOWN_FIELDS)
+    trainer = quiet_trainer(max_epochs=1, callbacks=[monitor])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(KnownGradients(extra_task=True, faults=faults), known_loader(n_batches=6))
+    record = monitor.history[-1]
+    assert record["problems"] == {"unreached:c": 6, "missing:b": 2, "nonfinite:a": 1}
+    # Two tasks or more measured in every batch: a, b (or a, c / b, c would have no embedding gradient)...
+    assert record["measured_steps"] == 3 and record["skipped_steps"] == 3
+    texts = [str(w.message) for w in caught if "GradientConflictMonitor" in str(w.message)]
+    for kind in ("task 'c' does not reach", "task 'b' is missing", "task 'a' is NaN"):
+        assert sum(kind in t for t in texts) == 1, (kind, texts)
+    assert record["metrics"]["conflict/embedding/f1/a_vs_b/cosine_mean"] == pytest.approx(-1.0, abs=1e-12)
+    assert trainer.global_step == 6
+
+
+class SingleTask(KnownGradients):
+    task_names = ("a",)
+
+
+class NoProtocol(KnownGradients):
+    task_names = None
+
+
+def test_single_task_and_missing_protocol_fail_at_setup():
+    with pytest.raises(ValueError, match="needs two tasks or more"):
+        quiet_trainer(max_epochs=1, callbacks=[GradientConflictMonitor()]).fit(SingleTask(), known_loader())
+    with pytest.raises(ValueError, match=r"task_names = \(\"click\", \"purchase\"\)"):
+        quiet_trainer(max_epochs=1, callbacks=[GradientConflictMonitor()]).fit(NoProtocol(), known_loader())
+    model = KnownGradients()
+    del model.task_losses
+    with pytest.raises(ValueError, match=r"self.task_losses = \{\}"):
+        quiet_trainer(max_epochs=1, callbacks=[GradientConflictMonitor()]).fit(model, known_loader())
+
+
+def test_resume_from_checkpoint_continues_history(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    first = GradientConflictMonitor(every_n_steps=2, field_dims=KNOWN_FIELDS, strict=True)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    quiet_trainer(max_epochs=2, callbacks=[first, ckpt], enable_checkpointing=True).fit(KnownGradients(), known_loader())
+    resumed = GradientConflictMonitor(every_n_steps=2, field_dims=KNOWN_FIELDS, strict=True)
+    trainer = quiet_trainer(max_epochs=3, callbacks=[resumed])
+    trainer.fit(KnownGradients(), known_loader(), ckpt_path=str(tmp_path / "last.ckpt"))
+    assert [(r["epoch"], r["step"]) for r in resumed.history] == [(0, 6), (1, 12), (2, 18)]
+    assert resumed.history[:2] == first.history
+
+
+@pytest.mark.parametrize("mode, two_d, weighted", [("sum", False, True), ("mean", False, False), ("mean", True, False),
+                                                   ("sum", True, False)])
+def test_embedding_bag_rows_equal_the_tables_gradient(mode, two_d, weighted):
+    torch.manual_seed(0)
+    bag = nn.EmbeddingBag(10, 3, mode=mode, padding_idx=9)
+    if two_d:
+        ids, offsets = torch.tensor([[1, 2, 9], [2, 2, 5]]), None
+    else:
+        ids, offsets = torch.tensor([1, 2, 9, 2, 2, 5, 7]), torch.tensor([0, 3, 6])
+    weights = torch.rand(ids.shape) if weighted else None
+    out = bag(ids, offsets, per_sample_weights=weights)
+    loss = (out * torch.randn(out.shape)).sum()
+    (out_grad,) = torch.autograd.grad(loss, out, retain_graph=True)
+    (dense,) = torch.autograd.grad(loss, bag.weight)
+    flat_ids, grads = _rows_and_grads(_Lookup(bag, ids, out, offsets, weights), out_grad[None])
+    rows, summed = embedding_row_gradients(flat_ids, grads)
+    np.testing.assert_allclose(summed[0].numpy(), dense[rows].double().numpy(), rtol=1e-6, atol=1e-7)
+    assert set(rows.tolist()) == set(torch.nonzero(dense.abs().sum(1)).squeeze(1).tolist())
