@@ -3,15 +3,14 @@
 Callbacks (attach to a ``lightning.pytorch.Trainer``):
 
 - :class:`EmbeddingSpectrumMonitor`: dimensional collapse of embedding tables (``collapse/``).
-- :class:`FeatureCorrelationMonitor`: target-behaviour correlation, in the data and as learned (``correlation/``).
 - :class:`GradientConflictMonitor`: per-task gradient conflict on shared embeddings (``conflict/``).
 - :class:`EntanglementMonitor`: each task's embedding view of (user, item) pairs, by label subset (``entanglement/``).
 """
 
-from .callbacks import EmbeddingSpectrumMonitor, FeatureCorrelationMonitor
+from .callbacks import EmbeddingSpectrumMonitor
 from .callbacks import EntanglementMonitor, GradientConflictMonitor
 from .tables import discover_tables
 
 __version__ = "0.1.0"
 
-__all__ = ["EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor", "GradientConflictMonitor", "discover_tables", "__version__"]
+__all__ = ["EmbeddingSpectrumMonitor", "EntanglementMonitor", "GradientConflictMonitor", "discover_tables", "__version__"]

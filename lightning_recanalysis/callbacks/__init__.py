@@ -1,9 +1,8 @@
 """Lightning callbacks: each decides when to run an analysis and where to log it; the maths is in ``functional``."""
 
 from .base import AnalysisCallback
-from .correlation import FeatureCorrelationMonitor
 from .conflict import GradientConflictMonitor
 from .entanglement import EntanglementMonitor
 from .spectrum import EmbeddingSpectrumMonitor
 
-__all__ = ["AnalysisCallback", "FeatureCorrelationMonitor", "EntanglementMonitor", "GradientConflictMonitor", "EmbeddingSpectrumMonitor"]
+__all__ = ["AnalysisCallback", "EntanglementMonitor", "GradientConflictMonitor", "EmbeddingSpectrumMonitor"]
