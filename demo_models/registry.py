@@ -6,9 +6,17 @@ imported only when its model runs, so one model's import cost or failure never t
 
 MODELS: dict[str, str] = {
     "dcnv2": "demo_models.dcnv2:build",
+    "shared_bottom": "demo_models.multitask:build",
+    "mmoe": "demo_models.multitask:build",
+    "ple": "demo_models.multitask:build",
+    "stem": "demo_models.multitask:build",
 }
 
 #: The data sets each model accepts; the first is its default.
 DATASETS: dict[str, tuple[str, ...]] = {
     "dcnv2": ("synthetic", "criteo-sample"),
+    "shared_bottom": ("synthetic", "census-income"),
+    "mmoe": ("synthetic", "census-income"),
+    "ple": ("synthetic", "census-income"),
+    "stem": ("synthetic", "census-income"),
 }

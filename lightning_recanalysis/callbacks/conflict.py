@@ -186,6 +186,7 @@ class GradientConflictMonitor(AnalysisCallback):
 
     # ---- setup ------------------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         owner = type(self).__name__
@@ -207,6 +208,22 @@ class GradientConflictMonitor(AnalysisCallback):
             self._modules.append(modules)
         self._views = [view for table in self._tables for view in table.views()]
         self._reset_epoch()
+
+    def dashboard_layout(self) -> dict[str, dict[str, list]]:
+        """Custom-scalars charts: per view and task pair, the mean cosine and negative fraction of every field."""
+        import re
+
+        charts = {}
+        tasks = self._task_names
+        for view in self._views:
+            name = re.escape(view.name)
+            for a in range(len(tasks)):
+                for b in range(a + 1, len(tasks)):
+                    pair = f"{tasks[a]}_vs_{tasks[b]}"
+                    for stat in ("cosine_mean", "negative_fraction"):
+                        charts[f"{view.name} {pair}: {stat} per field"] = [
+                            "Multiline", [rf"conflict/{name}/([^/]+/)?{re.escape(pair)}/{stat}$"]]
+        return {"conflict": charts} if charts else {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if self._tables and tensorboard_experiments(trainer):

@@ -155,6 +155,7 @@ class EntanglementMonitor(AnalysisCallback):
         return table, fld
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         self._task_names = resolve_tasks(pl_module, self.tasks, type(self).__name__)
@@ -181,6 +182,16 @@ class EntanglementMonitor(AnalysisCallback):
                  slice(g.start, g.stop), slice(g.start, g.stop))
                 for g in u_table.column_groups
             ]
+
+    def dashboard_layout(self) -> dict[str, dict[str, list]]:
+        """Custom-scalars charts: each view's mean distance by label subset, each task's AUROC by subset."""
+        import re
+
+        charts = {f"{view}: mean user-item distance by subset": [
+            "Multiline", [rf"entanglement/{re.escape(view)}/[^/]+/distance_mean$"]] for view, _, _ in self._views}
+        charts.update({f"{task}: AUROC by subset": ["Multiline", [rf"entanglement/{re.escape(task)}/auroc/"]]
+                       for task in self._task_names})
+        return {"entanglement": charts} if charts else {}
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._remove_hooks()
