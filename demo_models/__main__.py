@@ -37,12 +37,17 @@ def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, 
     if only is not None:
         experiment.callbacks = [c for c in experiment.callbacks if type(c).__name__ in only]
     max_epochs = epochs if epochs is not None else experiment.max_epochs
+    callbacks = list(experiment.callbacks)
+    if monitors and experiment.callbacks:
+        from lightning_recanalysis import AnalysisReport
+
+        callbacks.append(AnalysisReport())
     logger = TensorBoardLogger(str(out), name=f"{model}-{data}", version="monitors" if monitors else "no-monitors",
                                default_hp_metric=False)
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         logger=logger,
-        callbacks=list(experiment.callbacks),
+        callbacks=callbacks,
         accelerator="cpu",
         devices=1,
         enable_progress_bar=not quiet,
@@ -53,8 +58,9 @@ def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, 
     print(f"[demo] {model} on {data}: {experiment.description} ({max_epochs} epochs) -> {logger.log_dir}")
     start = time.perf_counter()
     trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
+    report = Path(logger.log_dir) / "report.html"
     print(f"[demo] {model} on {data}: trained in {time.perf_counter() - start:.1f} s; "
-          f"tensorboard --logdir {out}")
+          f"tensorboard --logdir {out}" + (f"; report: {report}" if report.exists() else ""))
     return Path(logger.log_dir)
 
 

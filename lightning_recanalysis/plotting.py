@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["heatmap_figure", "figure_to_array", "line_figure", "ia_bar_figure"]
+__all__ = ["heatmap_figure", "figure_to_array", "figure_to_png", "line_figure", "ia_bar_figure"]
 
 
 def _tick_labels(labels: Sequence[str] | None, n: int, max_ticks: int) -> tuple[list[int], list[str]]:
@@ -92,6 +92,17 @@ def line_figure(
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def figure_to_png(fig: Figure) -> bytes:
+    """Render a figure to PNG bytes (for the report)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    return buffer.getvalue()
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:

@@ -10,6 +10,7 @@ beside the same number for the randomly initialised table. See :mod:`lightning_r
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -65,6 +66,10 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
 
     Text (TensorBoard):
         - ``collapse/inventory``: the tables, fields and column groups found.
+        - ``collapse/findings``: the most collapsed fields and the interaction-collapse correlation, in words.
+
+    Custom Scalars (with :class:`~lightning_recanalysis.AnalysisReport`): per view, one chart each for IA,
+    IA vs init and effective rank of all its fields, and the interaction row means.
 
     Args:
         include / exclude / parameters / field_dims / column_groups: table discovery, see
@@ -169,6 +174,24 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 lambda: self._analyse(trainer, "epoch", trainer.current_epoch),
             )
 
+    def dashboard_layout(self) -> dict[str, dict[str, list]]:
+        layout: dict[str, dict[str, list]] = {}
+        for table in self.tables:
+            for view in table.views():
+                base = f"{self.namespace}/{re.escape(view.name)}"
+                layout[f"collapse: {view.name}"] = {
+                    "information abundance, all fields": ["Multiline", [rf"^{base}/[^/]+/information_abundance$"]],
+                    "IA / IA at initialisation": ["Multiline", [rf"^{base}/[^/]+/information_abundance_vs_init$"]],
+                    "effective rank, all fields": ["Multiline", [rf"^{base}/[^/]+/effective_rank$"]],
+                    "mean IA over fields": ["Multiline", [rf"^{base}/mean_information_abundance$"]],
+                }
+        if self._cross is not None:
+            view = self._cross[2]
+            base = f"{self.namespace}/{re.escape(view.name)}/interaction"
+            layout[f"collapse: {view.name}"]["interaction: mean IA of each field's sub-embeddings"] = [
+                "Multiline", [rf"^{base}/[^/]+/mean_information_abundance$"]]
+        return layout
+
     def inventory_markdown(self) -> str:
         text = describe_tables(self.tables)
         if self._cross is not None:
@@ -226,6 +249,13 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         self._record(record)
         initial = next((r for r in self.history if r["stage"] == "init"), None)
         self._log(trainer, record, initial)
+        if trainer.is_global_zero:
+            from ..report.model import ReportThresholds
+            from ..report.sections.collapse import collapse_findings
+
+            findings = collapse_findings(self.history, ReportThresholds())
+            self.writer.text(trainer, f"{self.namespace}/findings",
+                             "\n".join(f"- {f}" for f in findings) or "- no field is collapsed yet", step)
         self.writer.flush(trainer)
 
     def initial_information_abundance(self, view: str, field: str) -> float | None:

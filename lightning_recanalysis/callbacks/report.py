@@ -1,0 +1,80 @@
+"""AnalysisReport: the TensorBoard dashboard layout at fit start, the summary report at fit end."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+from ..report import ReportThresholds, build_report, run_from_callbacks
+from ..report.run_data import run_name
+from ..writers import AnalysisWriter
+from .base import AnalysisCallback
+
+__all__ = ["AnalysisReport"]
+
+
+class AnalysisReport(Callback):
+    """Organises what the monitors log and writes one report at the end of fit (rank 0 only).
+
+    At fit start it writes TensorBoard's Custom Scalars layout, merged from every attached monitor's
+    ``dashboard_layout()`` (e.g. IA of all fields of a table in one chart). At the end of fit it writes, into
+    ``out_dir`` (default: the logger's ``log_dir``):
+
+    - ``report.html``: one self-contained file, figures embedded;
+    - ``report.md`` and ``figures/*.png`` beside it;
+    - ``summary.json``: every number the report shows (schema ``lightning_recanalysis/summary``, version 1).
+
+    The same report can be rebuilt later from the event files alone: ``python -m lightning_recanalysis report
+    RUN_DIR``. Writing never stops training: a failure is one warning.
+
+    Args:
+        out_dir: where to write; default the first logger's ``log_dir``, else ``trainer.default_root_dir``.
+        thresholds: when numbers become findings at the top of the report.
+        dashboard: write the custom-scalars layout.
+    """
+
+    def __init__(self, out_dir: str | Path | None = None, thresholds: ReportThresholds | None = None,
+                 dashboard: bool = True) -> None:
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.thresholds = thresholds or ReportThresholds()
+        self.dashboard = dashboard
+        self.writer = AnalysisWriter(type(self).__name__)
+        self.paths: dict[str, Path] = {}
+
+    @staticmethod
+    def _monitors(trainer) -> list[AnalysisCallback]:
+        return [cb for cb in trainer.callbacks if isinstance(cb, AnalysisCallback)]
+
+    def _target(self, trainer) -> Path:
+        if self.out_dir is not None:
+            return self.out_dir
+        if trainer.loggers and trainer.loggers[0].log_dir:
+            return Path(trainer.loggers[0].log_dir)
+        return Path(trainer.default_root_dir)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not self.dashboard or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        layout: dict[str, dict[str, list]] = {}
+        for monitor in self._monitors(trainer):
+            try:
+                for category, charts in monitor.dashboard_layout().items():
+                    layout.setdefault(category, {}).update(charts)
+            except Exception as err:
+                warnings.warn(f"AnalysisReport: no dashboard layout from {type(monitor).__name__}: {err!r}", RuntimeWarning)
+        if layout:
+            self.writer.custom_scalars(trainer, layout)
+            self.writer.flush(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        target = self._target(trainer)
+        try:
+            run = run_from_callbacks(self._monitors(trainer), name=run_name(target), path=target)
+            self.paths = build_report(run, target, self.thresholds)
+        except Exception as err:  # disk full, unwritable directory, a figure that cannot be drawn
+            warnings.warn(f"AnalysisReport: the report could not be written to {target} ({type(err).__name__}: "
+                          f"{err}); training results are unaffected.", RuntimeWarning)

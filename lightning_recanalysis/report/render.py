@@ -1,0 +1,181 @@
+"""Write a report: ``report.html`` (one self-contained file, figures embedded), ``report.md`` with the figures as
+PNG files in ``figures/`` beside it, and ``summary.json`` (schema: ``summary.schema.json`` in this package)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .._version import __version__
+from ..plotting import figure_to_png
+from .model import ReportFigure, ReportTable, ReportThresholds, Section
+from .run_data import RunData
+from .sections import BUILDERS, ORDER
+
+__all__ = ["build_sections", "write_report", "SUMMARY_SCHEMA_ID", "SUMMARY_VERSION", "summary_schema"]
+
+SUMMARY_SCHEMA_ID = "lightning_recanalysis/summary"
+#: Bump on any change of summary.json's layout; readers check it.
+SUMMARY_VERSION = 1
+
+
+def summary_schema() -> dict[str, Any]:
+    """The JSON Schema that every summary.json validates against."""
+    return json.loads((Path(__file__).parent / "summary.schema.json").read_text())
+
+
+def _section_order(namespace: str) -> tuple[int, str]:
+    return (ORDER.index(namespace) if namespace in ORDER else len(ORDER), namespace)
+
+
+def build_sections(run: RunData, thresholds: ReportThresholds | None = None) -> list[Section]:
+    """One section per analysis found in the run, in the report's order. A builder's failure becomes a note."""
+    thresholds = thresholds or ReportThresholds()
+    sections = []
+    for namespace in sorted(run.records, key=_section_order):
+        builder = BUILDERS.get(namespace)
+        try:
+            section = builder(run.records[namespace], thresholds) if builder else _scalars_section(namespace, run)
+        except Exception as err:  # one analysis' bad record must not cost the whole report
+            section = Section(namespace, namespace)
+            section.notes.append(f"this section could not be built ({type(err).__name__}: {err})")
+        sections.append(section)
+    return sections
+
+
+def _scalars_section(namespace: str, run: RunData) -> Section:
+    section = Section(namespace, namespace)
+    rows = [[tag, len(series), f"{series[-1][1]:.4g}"] for tag, series in sorted(run.scalars.items())
+            if tag.startswith(namespace + "/") and series]
+    section.tables.append(ReportTable(f"`{namespace}/` scalars, last value", ["tag", "points", "last"], rows))
+    return section
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _md_inline_to_html(text: str) -> str:
+    text = html.escape(text, quote=False)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _table_md(table: ReportTable) -> str:
+    lines = [f"**{table.title}**", "", "| " + " | ".join(table.headers) + " |",
+             "|" + "---|" * len(table.headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+def _table_html(table: ReportTable) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(f"<td>{_md_inline_to_html(str(c))}</td>" for c in row) + "</tr>" for row in table.rows)
+    return (f"<p class='table-title'>{_md_inline_to_html(table.title)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #e6550d; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+.findings { background: #fff7ec; border-left: 4px solid #e6550d; padding: .6em 1.2em; }
+.notes { background: #f3f3f3; border-left: 4px solid #999; padding: .4em 1.2em; font-size: .9em; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; }
+table { border-collapse: collapse; font-size: .85em; margin-bottom: 1.2em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
+.table-title { font-weight: bold; margin-bottom: .3em; } code { background: #f3f3f3; padding: 0 .2em; }
+"""
+
+
+def write_report(sections: list[Section], out_dir: str | Path, *, title: str, run: dict[str, Any],
+                 notes: Iterable[str] = (), stem: str = "report", summary_name: str = "summary.json") -> dict[str, Path]:
+    """Render sections into ``out_dir``; returns the paths written (``html``, ``markdown``, ``summary``)."""
+    out = Path(out_dir)
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    notes = list(notes)
+    for section in sections:
+        for fig in section.figures:
+            if fig.png is None:
+                fig.png = figure_to_png(fig.figure)
+                fig.figure = None  # rendered: free the matplotlib objects
+            (figures_dir / f"{fig.name}.png").write_bytes(fig.png)
+    created = time.strftime("%Y-%m-%d %H:%M:%S")
+    findings = [(s, f) for s in sections for f in s.findings]
+
+    md = [f"# {title}", "", f"Run `{run.get('path', '')}`; written {created} by lightning_recanalysis {__version__}.", ""]
+    md += ["## Findings", ""] + ([f"- {f}" for _, f in findings] or ["- No finding crossed its threshold."]) + [""]
+    for note in notes:
+        md += [f"> Note: {note}", ""]
+    for section in sections:
+        md += [f"## {section.title}", ""]
+        for n in section.notes:
+            md += [f"> Note: {n}", ""]
+        for fig in section.figures:
+            md += [f"![{fig.title}](figures/{fig.name}.png)", "", f"*{fig.caption}*" if fig.caption else "", ""]
+        for table in section.tables:
+            md += [_table_md(table), ""]
+    md_path = out / f"{stem}.md"
+    md_path.write_text("\n".join(md))
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p>Run <code>{html.escape(str(run.get('path', '')))}</code>; written {created} by "
+             f"lightning_recanalysis {__version__}.</p><h2>Findings</h2><div class='findings'><ul>"]
+    parts += [f"<li>{_md_inline_to_html(f)}</li>" for _, f in findings] or ["<li>No finding crossed its threshold.</li>"]
+    parts.append("</ul></div>")
+    if notes:
+        parts.append("<div class='notes'>" + "".join(f"<p>Note: {html.escape(n)}</p>" for n in notes) + "</div>")
+    for section in sections:
+        parts.append(f"<h2 id='{html.escape(section.namespace)}'>{html.escape(section.title)}</h2>")
+        if section.notes:
+            parts.append("<div class='notes'>" + "".join(f"<p>Note: {html.escape(n)}</p>" for n in section.notes) + "</div>")
+        for fig in section.figures:
+            data = base64.b64encode(fig.png).decode("ascii")
+            parts.append(f"<figure><img alt='{html.escape(fig.title)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}</figcaption></figure>")
+        parts += [_table_html(t) for t in section.tables]
+    parts.append("</body></html>")
+    html_path = out / f"{stem}.html"
+    html_path.write_text("".join(parts))
+
+    summary = {
+        "schema": SUMMARY_SCHEMA_ID,
+        "version": SUMMARY_VERSION,
+        "generated_by": f"lightning_recanalysis {__version__}",
+        "created": created,
+        "run": run,
+        "findings": [{"analysis": s.namespace, "text": f} for s, f in findings],
+        "notes": notes,
+        "analyses": {
+            s.namespace: {
+                "title": s.title,
+                "findings": s.findings,
+                "notes": s.notes,
+                "figures": [{"file": f"figures/{f.name}.png", "title": f.title, "caption": f.caption} for f in s.figures],
+                "tables": [{"title": t.title, "headers": t.headers, "rows": t.rows} for t in s.tables],
+                "numbers": s.numbers,
+            }
+            for s in sections
+        },
+    }
+    summary_path = out / summary_name
+    summary_path.write_text(json.dumps(_jsonable(summary), indent=1))
+    return {"html": html_path, "markdown": md_path, "summary": summary_path}
+

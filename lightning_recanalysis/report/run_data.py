@@ -1,0 +1,126 @@
+"""What a report is built from: each analysis' records and the run's scalars, taken either from the live
+callbacks at the end of fit or from a run's TensorBoard event files (finished or still being written).
+
+Both paths give the same :class:`RunData`, which is why a report regenerated from the event files holds the same
+numbers as the one written at the end of fit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..writers import RECORD_PLUGIN
+
+__all__ = ["RunData", "find_runs", "read_run", "run_from_callbacks", "run_name"]
+
+EVENT_GLOB = "events.out.tfevents.*"
+
+
+def run_name(path: str | Path) -> str:
+    """A run's name: its directory and the one above (``dcnv2-synthetic/monitors``, ``my_model/version_3``)."""
+    path = Path(path).resolve()
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+@dataclass
+class RunData:
+    """One run: its records per analysis namespace, its scalar series, and notes on what could not be read."""
+
+    name: str
+    path: str
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return sorted(self.records)
+
+
+def _sorted_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    # One record per (stage, epoch): a resumed run may have written an epoch twice; the later write wins.
+    unique: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        unique[(r.get("stage"), r.get("epoch"))] = r
+    return sorted(unique.values(), key=lambda r: (r.get("step", 0), r.get("stage") != "init", r.get("epoch", -1)))
+
+
+def run_from_callbacks(callbacks: Iterable[Any], name: str, path: str | Path) -> RunData:
+    """RunData from live monitors (``AnalysisCallback`` instances), at the end of fit."""
+    from ..callbacks.base import AnalysisCallback
+
+    run = RunData(name=name, path=str(path))
+    for cb in callbacks:
+        if isinstance(cb, AnalysisCallback) and cb.history:
+            # Round-trip through JSON so the live report sees exactly what the event files hold.
+            run.records.setdefault(cb.namespace, []).extend(json.loads(json.dumps(cb.history, allow_nan=True)))
+    run.records = {ns: _sorted_records(recs) for ns, recs in run.records.items()}
+    return run
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every directory under ``root`` (itself included) that holds TensorBoard event files."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist")
+    dirs = sorted({p.parent for p in root.rglob(EVENT_GLOB)})
+    return dirs
+
+
+def read_run(run_dir: str | Path, progress: Callable[[str], None] | None = None) -> RunData:
+    """Read one run directory's event files with TensorBoard's own reader.
+
+    Files that cannot be read (corrupt, truncated, still being written) become notes, never exceptions.
+    ``progress`` receives a line per event file, for long reads.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    run_dir = Path(run_dir)
+    run = RunData(name=run_name(run_dir), path=str(run_dir))
+    files = sorted(run_dir.glob(EVENT_GLOB))
+    if not files:
+        run.notes.append(f"no event files in {run_dir}")
+        return run
+    records: dict[str, list[dict[str, Any]]] = {}
+    for number, path in enumerate(files, 1):
+        if progress:
+            progress(f"reading {path.name} ({path.stat().st_size / 2**20:.1f} MiB, file {number} of {len(files)})")
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                if not event.HasField("summary"):
+                    continue
+                for value in event.summary.value:
+                    _take_value(value, event.step, run, records)
+        except Exception as err:  # a corrupt or half-written file: keep what was read before the damage
+            run.notes.append(f"{path.name}: stopped reading at a damaged record ({type(err).__name__}: {err})")
+    run.records = {ns: _sorted_records(recs) for ns, recs in records.items()}
+    for tag, series in run.scalars.items():
+        run.scalars[tag] = sorted(dict(series).items())
+    return run
+
+
+def _take_value(value, step: int, run: RunData, records: dict[str, list[dict[str, Any]]]) -> None:
+    plugin = value.metadata.plugin_data.plugin_name if value.HasField("metadata") else ""
+    if plugin == RECORD_PLUGIN and value.tag.endswith("/_record"):
+        namespace = value.tag[: -len("/_record")]
+        try:
+            records.setdefault(namespace, []).append(json.loads(value.tensor.string_val[0].decode("utf-8")))
+        except (ValueError, IndexError) as err:
+            run.notes.append(f"{value.tag} at step {step}: unreadable record ({err})")
+    elif value.HasField("simple_value"):
+        run.scalars.setdefault(value.tag, []).append((step, float(value.simple_value)))
+    elif plugin == "scalars" and value.HasField("tensor"):
+        from tensorboard.util import tensor_util
+
+        run.scalars.setdefault(value.tag, []).append((step, float(tensor_util.make_ndarray(value.tensor).item())))
+
+
+def progress_printer(prefix: str = "") -> Callable[[str], None]:
+    def emit(line: str) -> None:
+        print(f"{prefix}{line}", file=sys.stderr, flush=True)
+
+    return emit
