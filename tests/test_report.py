@@ -1,0 +1,186 @@
+"""The end-of-run report: files well formed, the same numbers from the event files as at fit end, compare, the
+command line on bad input, and a real TensorBoard server serving the run."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import lightning.pytorch as pl
+import pytest
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from helpers import TinyCTR, read_events, tiny_ctr_loader
+from lightning_recanalysis import AnalysisReport, EmbeddingSpectrumMonitor
+from lightning_recanalysis.__main__ import main as cli
+from lightning_recanalysis.report import summary_schema
+
+
+def _train(root: Path, name: str, seed: int, epochs: int = 2) -> Path:
+    pl.seed_everything(seed)
+    logger = TensorBoardLogger(str(root), name=name, version="monitors")
+    trainer = pl.Trainer(max_epochs=epochs, logger=logger, accelerator="cpu", devices=1, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         callbacks=[EmbeddingSpectrumMonitor(field_dims={"color": 7, "item": 50}, strict=True),
+                                    AnalysisReport()])
+    trainer.fit(TinyCTR(lr=0.5), tiny_ctr_loader(n=1024))
+    return Path(logger.log_dir)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("runs"), "tiny", seed=0)
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+
+def _check_report_files(directory: Path, stem: str = "report", summary: str = "summary.json") -> dict:
+    parser = _Collector()
+    parser.feed((directory / f"{stem}.html").read_text())
+    assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    md = (directory / f"{stem}.md").read_text()
+    referenced = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert referenced and all((directory / ref).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for ref in referenced)
+    data = json.loads((directory / summary).read_text())
+    jsonschema.validate(data, summary_schema())
+    for analysis in data["analyses"].values():
+        assert all((directory / f["file"]).exists() for f in analysis["figures"])
+    return data
+
+
+def test_report_files_are_well_formed(run_dir):
+    data = _check_report_files(run_dir)
+    collapse = data["analyses"]["collapse"]
+    assert {f["file"] for f in collapse["figures"]} >= {"figures/collapse_embedding_ia_vs_init.png",
+                                                        "figures/collapse_embedding_spectrum.png"}
+    item = collapse["numbers"]["views"]["embedding"]["fields"]["item"]
+    assert item["cardinality"] == 50 and item["ceiling"] == 8
+    assert [step for step, _ in item["history"]] == [0, 16, 32]
+    assert data["run"]["name"] == "tiny/monitors"
+    assert any("correlation" in n for n in data["notes"])  # the analyses that were not attached are named
+
+
+def test_report_from_event_files_equals_report_at_fit_end(run_dir, tmp_path):
+    assert cli(["report", str(run_dir), "--out", str(tmp_path), "--quiet"]) == 0
+    at_fit_end = json.loads((run_dir / "summary.json").read_text())
+    from_events = json.loads((tmp_path / "summary.json").read_text())
+    for volatile in ("created", "run"):
+        at_fit_end.pop(volatile), from_events.pop(volatile)
+    assert from_events == at_fit_end
+    _check_report_files(tmp_path)
+
+
+def test_dashboard_layout_and_findings_text_are_in_the_event_file(run_dir):
+    tags = read_events(run_dir).Tags()
+    assert "custom_scalars__config__" in tags["tensors"]
+    assert "collapse/findings/text_summary" in tags["tensors"]
+    assert "collapse/_record" in tags["tensors"]
+
+
+def test_findings_follow_the_thresholds(run_dir, tmp_path):
+    strict, lenient = tmp_path / "strict", tmp_path / "lenient"
+    cli(["report", str(run_dir), "--out", str(strict), "--quiet", "--collapsed-fraction", "1.01"])
+    cli(["report", str(run_dir), "--out", str(lenient), "--quiet", "--collapsed-fraction", "0", "--collapsed-vs-init", "0"])
+    strict_findings = json.loads((strict / "summary.json").read_text())["findings"]
+    lenient_findings = json.loads((lenient / "summary.json").read_text())["findings"]
+    # Every field is below 101% of its ceiling; no field is below 0%.
+    assert any("2 of 2 fields of `embedding` are collapsed" in f["text"] for f in strict_findings)
+    assert not any("collapsed" in f["text"] for f in lenient_findings)
+
+
+def test_compare_two_runs(run_dir, tmp_path):
+    other = _train(tmp_path / "runs", "other", seed=1, epochs=1)
+    out = tmp_path / "cmp"
+    assert cli(["compare", str(run_dir), str(other), "--out", str(out), "--quiet"]) == 0
+    data = _check_report_files(out, stem="compare", summary="compare.json")
+    finals = data["analyses"]["collapse"]["numbers"]["final_scalars"]
+    tag = "collapse/embedding/item/information_abundance"
+    assert set(finals[tag]) == {"tiny/monitors", "other/monitors"}
+    events = read_events(other)
+    assert finals[tag]["other/monitors"] == pytest.approx(events.Scalars(tag)[-1].value)
+
+
+def test_bad_input_gives_a_clear_message_not_a_traceback(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no TensorBoard event files"):
+        cli(["report", str(empty)])
+    with pytest.raises(SystemExit, match="does not exist"):
+        cli(["report", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="at least two runs"):
+        cli(["compare", str(run_dir), "--out", str(tmp_path / "c")])
+    # A damaged event file: the report holds what was read before the damage, with a note.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    event = next(damaged.glob("events.out.tfevents.*"))
+    data = event.read_bytes()
+    event.write_bytes(data[: len(data) * 2 // 3] + b"\x00garbage" * 10)
+    assert cli(["report", str(damaged), "--quiet"]) == 0
+    summary = json.loads((damaged / "summary.json").read_text())
+    assert summary["analyses"]["collapse"]["numbers"]["views"]["embedding"]["fields"]["item"]["history"]
+    # A run with no analysis at all still gets a report that says so.
+    plain = tmp_path / "plain"
+    pl.Trainer(max_epochs=1, logger=TensorBoardLogger(str(plain), name="p"), enable_progress_bar=False,
+               enable_checkpointing=False, enable_model_summary=False).fit(TinyCTR(), tiny_ctr_loader(n=128))
+    assert cli(["report", str(plain), "--out", str(tmp_path / "plain_report"), "--quiet"]) == 0
+    assert "no analysis records found" in (tmp_path / "plain_report" / "report.md").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_real_tensorboard_serves_the_tags_and_the_layout(run_dir):
+    port = _free_port()
+    exe = Path(sys.executable).with_name("tensorboard")
+    proc = subprocess.Popen([str(exe), "--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port),
+                             "--load_fast", "false", "--reload_interval", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                scalars = _get(f"{base}/scalars/tags")
+                if scalars.get("monitors"):
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail("tensorboard did not serve the run within 90 s")
+            time.sleep(1)
+        run = "monitors"
+        assert "collapse/embedding/item/information_abundance" in scalars[run]
+        assert "collapse/embedding/spectrum_heatmap" in _get(f"{base}/images/tags")[run]
+        assert "collapse/embedding/item/normalized_spectrum" in _get(f"{base}/histograms/tags")[run]
+        layout = _get(f"{base}/custom_scalars/layout")
+        titles = {c["title"] for c in layout["category"]}
+        assert "collapse: embedding" in titles
+        assert "collapse/findings" in " ".join(_get(f"{base}/text/tags")[run])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
