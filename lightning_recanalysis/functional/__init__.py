@@ -5,6 +5,14 @@ The callbacks in :mod:`lightning_recanalysis.callbacks` only decide when to call
 
 from .conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram, gradient_cosine
 from .correlation import learned_correlation, mutual_information, rank_correlation, target_relative_positions
+from .field_pair import (
+    cross_layer_pair_strength,
+    field_label_mutual_information,
+    field_pair_matrices,
+    interaction_information,
+    pair_label_mutual_information,
+    table_mutual_information,
+)
 from .interaction import cross_layer_block, interaction_information_abundance
 from .spectrum import (
     RowNormalizedGram,
@@ -35,5 +43,11 @@ __all__ = [
     "singular_values",
     "singular_values_from_gram",
     "stable_rank",
+    "cross_layer_pair_strength",
+    "field_label_mutual_information",
+    "field_pair_matrices",
+    "interaction_information",
+    "pair_label_mutual_information",
+    "table_mutual_information",
     "target_relative_positions",
 ]
