@@ -19,6 +19,7 @@ from torch import nn
 
 from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (
+    all_reduce_gram,
     effective_rank,
     information_abundance,
     normalized_spectrum,
@@ -74,6 +75,9 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
     Args:
         include / exclude / parameters / field_dims / column_groups: table discovery, see
             :func:`~lightning_recanalysis.tables.discover_tables`.
+        row_sharded: globs of table names whose rows are split across ranks (each rank's weight holds its own
+            shard, as in TorchRec row-wise sharding): their Gram matrices are summed over the process group with
+            one all-reduce per view, so every rank gets the whole table's spectrum. Such a table is one field.
         cross_layer: qualified name of a DCNv2 cross layer (an ``nn.Linear`` whose square weight maps the
             concatenated field embeddings, field order, starting at column ``cross_offset``), ``"auto"`` to take
             the first square ``nn.Linear`` of side N x K for a multi-field table, or ``None`` to skip the
@@ -95,6 +99,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         parameters: Sequence[str] | None = None,
         field_dims: FieldDims | Mapping[str, FieldDims] | None = None,
         column_groups: ColumnGroups | Mapping[str, ColumnGroups] | None = None,
+        row_sharded: Sequence[str] | None = None,
         cross_layer: str | None = "auto",
         cross_offset: int = 0,
         log_initial: bool = True,
@@ -106,6 +111,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         super().__init__(every_n_epochs=every_n_epochs, strict=strict)
         self.include, self.exclude, self.parameters = include, exclude, parameters
         self.field_dims, self.column_groups = field_dims, column_groups
+        self.row_sharded = list(row_sharded or [])
         self.cross_layer, self.cross_offset = cross_layer, cross_offset
         self.log_initial, self.histograms, self.images = log_initial, histograms, images
         self.tables: list[EmbeddingTable] = []
@@ -129,7 +135,18 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             field_dims=self.field_dims,
             column_groups=self.column_groups,
         )
+        for table in self.tables:
+            if self._is_sharded(table.name) and len(table.fields) > 1:
+                raise ValueError(
+                    f"table '{table.name}' is row_sharded, so each rank holds different rows and fields cannot be "
+                    "located by row: drop its field_dims (it is analysed as one field), or give each field its own table"
+                )
         self._cross = self._find_cross_layer(pl_module)
+
+    def _is_sharded(self, table_name: str) -> bool:
+        from fnmatch import fnmatch
+
+        return any(fnmatch(table_name, p) for p in self.row_sharded)
 
     def _find_cross_layer(self, model: nn.Module) -> tuple[str, nn.Linear, TableView] | None:
         if self.cross_layer is None:
@@ -229,10 +246,13 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         for fld in view.fields:
             weight = view.field_weight(fld)
             gram = row_normalized_gram(weight)
+            if self._is_sharded(view.table.name):
+                gram = all_reduce_gram(gram)
             excluded += gram.excluded_rows
-            sv = singular_values_from_gram(gram.gram, min(fld.cardinality, view.width))
+            rows = gram.rows + gram.excluded_rows
+            sv = singular_values_from_gram(gram.gram, min(rows, view.width))
             fields[fld.name] = {
-                "cardinality": fld.cardinality,
+                "cardinality": rows,
                 "information_abundance": float(information_abundance(sv)),
                 "effective_rank": float(effective_rank(sv)),
                 "stable_rank": float(stable_rank(sv)),

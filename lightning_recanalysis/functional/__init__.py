@@ -16,10 +16,12 @@ from .field_pair import (
 from .interaction import cross_layer_block, interaction_information_abundance
 from .spectrum import (
     RowNormalizedGram,
+    all_reduce_gram,
     effective_rank,
     information_abundance,
     normalized_spectrum,
     row_normalized_gram,
+    sharded_singular_values,
     singular_values,
     singular_values_from_gram,
     stable_rank,
@@ -31,6 +33,8 @@ __all__ = [
     "field_gradient_gram",
     "gradient_cosine",
     "RowNormalizedGram",
+    "all_reduce_gram",
+    "sharded_singular_values",
     "cross_layer_block",
     "effective_rank",
     "information_abundance",
