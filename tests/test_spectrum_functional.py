@@ -143,3 +143,15 @@ def test_normalized_spectrum_pads_to_width():
     sv = torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)
     assert normalized_spectrum(sv, 5).tolist() == [1.0, 0.5, 0.25, 0.0, 0.0]
     assert numpy_information_abundance(np.array([4.0, 2.0, 1.0])) == float(information_abundance(sv)) == 1.75
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_tables_give_the_float32_information_abundance(dtype):
+    """A table stored in half precision has the IA of the float32 table it was rounded from, to 1e-3."""
+    g = torch.Generator().manual_seed(6)
+    tables = [torch.randn(30_000, 16, generator=g),
+              torch.randn(30_000, 3, generator=g) @ torch.randn(3, 16, generator=g) + 0.01 * torch.randn(30_000, 16, generator=g),
+              torch.empty(20_000, 16).uniform_(-0.02, 0.02, generator=g)]
+    for table in tables:
+        reference = float(information_abundance(singular_values(table)))
+        assert float(information_abundance(singular_values(table.to(dtype)))) == pytest.approx(reference, rel=1e-3)
