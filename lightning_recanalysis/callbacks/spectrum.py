@@ -142,6 +142,13 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                     "located by row: drop its field_dims (it is analysed as one field), or give each field its own table"
                 )
         self._cross = self._find_cross_layer(pl_module)
+        from lightning.pytorch.utilities import rank_zero_info
+
+        n_views = sum(len(t.column_groups) for t in self.tables)
+        n_fields = sum(len(t.fields) * len(t.column_groups) for t in self.tables)
+        cross = f"; interaction analysis through '{self._cross[0]}'" if self._cross else ""
+        rank_zero_info(f"EmbeddingSpectrumMonitor: {len(self.tables)} table(s), {n_views} view(s), {n_fields} field "
+                       f"spectra per analysis{cross} (inventory in TensorBoard's Text tab, collapse/inventory)")
 
     def _is_sharded(self, table_name: str) -> bool:
         from fnmatch import fnmatch
