@@ -3,6 +3,7 @@
 from .base import AnalysisCallback
 from .conflict import GradientConflictMonitor
 from .entanglement import EntanglementMonitor
+from .field_pair import FieldPairCorrelationMonitor
 from .spectrum import EmbeddingSpectrumMonitor
 
-__all__ = ["AnalysisCallback", "EntanglementMonitor", "GradientConflictMonitor", "EmbeddingSpectrumMonitor"]
+__all__ = ["AnalysisCallback", "EntanglementMonitor", "GradientConflictMonitor", "EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"]
