@@ -83,7 +83,7 @@ class DCNv2(pl.LightningModule):
 
 
 def build(model: str, data: str, seed: int, monitors: bool) -> Experiment:
-    from lightning_recanalysis import EmbeddingSpectrumMonitor
+    from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
 
     if data == "synthetic":
         ctr = synthetic_ctr(seed=seed)
@@ -97,6 +97,12 @@ def build(model: str, data: str, seed: int, monitors: bool) -> Experiment:
     if monitors:
         callbacks.append(EmbeddingSpectrumMonitor(
             field_dims=dict(zip(ctr.field_names, ctr.field_dims)),
+            cross_layer="cross.layers.0",
+        ))
+        # Which field pairs tell about the click in the data, beside how strongly the cross layer couples them.
+        callbacks.append(FieldPairCorrelationMonitor(
+            ctr.field_names,
+            field_dims=ctr.field_dims,
             cross_layer="cross.layers.0",
         ))
     return Experiment(
