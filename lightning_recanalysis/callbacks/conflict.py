@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,6 +77,43 @@ def _rows_and_grads(lookup: _Lookup, output_grads: torch.Tensor) -> tuple[torch.
     return flat_ids, grads
 
 
+def cosine_heatmap(mean: np.ndarray, tasks: Sequence[str], title: str) -> np.ndarray:
+    """A small labelled task x task heatmap of mean cosines as an HWC uint8 image.
+
+    Colours run from -1 (red) through 0 (white) to 1 (blue); undefined (NaN) cells are blank. Every cell is
+    written out, so the scale is stated in the title rather than by a colour bar (up to 12 tasks; more get a
+    colour bar instead of numbers). Smaller and plainer than
+    :func:`~lightning_recanalysis.plotting.heatmap_figure` (one axes, no ``tight_layout``, 72 dpi): drawn inside
+    training, it costs about half as much.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(tasks)
+    annotate = n <= 12
+    width = max(3.2, (2.3 if annotate else 2.9) + 0.4 * n)  # inches: labels left and below, title on top
+    height = 1.6 + 0.4 * n
+    fig = Figure(figsize=(width, height), dpi=72)
+    left, bottom, top = 1.05 / width, 0.45 / height, 1 - 0.45 / height
+    ax = fig.add_axes((left, bottom, 1 - left - (0.2 if annotate else 0.75) / width, top - bottom))
+    im = ax.imshow(mean, cmap="RdBu", vmin=-1.0, vmax=1.0, interpolation="nearest", aspect="auto")
+    ax.set_xticks(range(n), tasks, fontsize=7)
+    ax.set_yticks(range(n), tasks, fontsize=7)
+    fig.text(0.5, 0.985, f"mean gradient cosine, {title}\n-1 red, 0 white, 1 blue; blank: undefined",
+             ha="center", va="top", fontsize=7)
+    if annotate:
+        for r in range(n):
+            for c in range(n):
+                if np.isfinite(mean[r, c]):  # dark text on the light middle of the map, light on its dark ends
+                    ax.text(c, r, f"{mean[r, c]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(mean[r, c]) > 0.6 else "black")
+    else:
+        fig.colorbar(im, cax=fig.add_axes((1 - 0.6 / width, bottom, 0.12 / width, top - bottom)))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 class GradientConflictMonitor(AnalysisCallback):
     r"""Per-task gradient conflict on the shared embeddings of a multi-task model, logged per epoch.
 
@@ -124,7 +162,10 @@ class GradientConflictMonitor(AnalysisCallback):
     - ``conflict/<view>/<task>/gradient_norm``: mean norm of the task's gradient on the view.
     - ``conflict/measured_steps``, ``conflict/skipped_steps``: probes that measured two tasks or more, and probes
       that could not (missing or non-finite task losses).
-    - ``conflict/<view>/cosine_heatmap`` (image): task x task mean cosine on the view, -1 (red) to 1 (blue).
+    - ``conflict/<view>/cosine_heatmap`` (image): task x task mean cosine on the view, -1 (red) to 1 (blue),
+      blank where undefined, drawn every ``heatmap_every_n_epochs`` analysed epochs and after the last epoch (a
+      labelled figure costs about 0.1 s to draw, more than all of an epoch's probes on a small model; the
+      scalars carry the same numbers every epoch).
     - ``conflict/<view>/<a>_vs_<b>/cosine_per_step`` (histogram): the per-step cosines, one value per field and
       measured step.
     - ``conflict/setup`` (text, once): the tables, fields, column groups and tasks the monitor watches.
@@ -146,6 +187,7 @@ class GradientConflictMonitor(AnalysisCallback):
             :func:`~lightning_recanalysis.tables.discover_tables`).
         field_dims: cardinalities that split a concatenated table into fields; a mapping names them.
         column_groups: split a table's columns into equal chunks, e.g. ``["task_a", "task_b", "shared"]``.
+        heatmap_every_n_epochs: draw the heatmap image every n-th analysed epoch (and after the last).
         every_n_epochs: probe and log in every n-th epoch (and the last).
         strict: re-raise exceptions from the analysis instead of warning.
     """
@@ -161,13 +203,16 @@ class GradientConflictMonitor(AnalysisCallback):
         exclude: Sequence[str] | None = None,
         field_dims: Sequence[int] | Mapping[str, Any] | None = None,
         column_groups: int | Sequence[str] | Mapping[str, Any] | None = None,
+        heatmap_every_n_epochs: int = 10,
         every_n_epochs: int = 1,
         strict: bool = False,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, strict=strict)
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}")
+        for name, value in (("every_n_steps", every_n_steps), ("heatmap_every_n_epochs", heatmap_every_n_epochs)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.every_n_steps = every_n_steps
+        self.heatmap_every_n_epochs = heatmap_every_n_epochs
         self.tasks = list(tasks) if tasks is not None else None
         self.include, self.exclude = include, exclude
         self.field_dims, self.column_groups = field_dims, column_groups
@@ -180,8 +225,8 @@ class GradientConflictMonitor(AnalysisCallback):
         self._pending = False
         self._last_losses: list[weakref.ref] = []
         self._warned: set[str] = set()
-        self._acc: dict[str, torch.Tensor] = {}
-        self._step_cosines: list[list[torch.Tensor]] = []
+        self._grams: list[list[torch.Tensor]] = []
+        self._counts = {"measured": 0, "skipped": 0}
         self._problems: dict[str, int] = {}
 
     # ---- setup ------------------------------------------------------------------------------------------
@@ -313,7 +358,7 @@ class GradientConflictMonitor(AnalysisCallback):
         lookups = [(ti, lk) for ti in sorted(captures) for lk in captures[ti] if lk.output.requires_grad]
         if not lookups:
             self._problem("no-lookup", "no embedding lookup that requires grad happened in a probed training step")
-            self._acc["skipped"] += 1
+            self._counts["skipped"] += 1
             return
         outputs = [lk.output for _, lk in lookups]
         grads: dict[str, tuple] = {}
@@ -331,9 +376,10 @@ class GradientConflictMonitor(AnalysisCallback):
                                   "gradient there is zero")
             grads[task] = result
         if len(grads) < 2:
-            self._acc["skipped"] += 1
+            self._counts["skipped"] += 1
             return
-        present = [self._task_names.index(t) for t in grads]
+        present = torch.tensor([self._task_names.index(t) for t in grads])
+        n = len(self._task_names)
         with torch.no_grad():
             for ti, table in enumerate(self._tables):
                 picked = [j for j, (tj, _) in enumerate(lookups) if tj == ti]
@@ -354,49 +400,58 @@ class GradientConflictMonitor(AnalysisCallback):
                         continue
                     per_field = field_gradient_gram(rows, summed, starts,
                                                     columns=slice(view.group.start, view.group.stop))
-                    self._accumulate(vi, torch.cat([per_field, per_field.sum(0, keepdim=True)]).cpu(), present)
-        self._acc["measured"] += 1
-
-    def _accumulate(self, view_index: int, gram: torch.Tensor, present: list[int]) -> None:
-        """Add one step's ``[F+1, T', T']`` Gram (fields, then the whole view) of the present tasks."""
-        n = len(self._task_names)
-        idx = torch.tensor(present)
-        cosine = torch.full((gram.shape[0], n, n), float("nan"), dtype=torch.float64)
-        cosine[:, idx[:, None], idx[None, :]] = cosine_from_gram(gram)
-        defined = torch.isfinite(cosine)
-        acc = self._acc
-        acc[f"cos_sum:{view_index}"] += torch.where(defined, cosine, torch.zeros_like(cosine))
-        acc[f"cos_n:{view_index}"] += defined
-        acc[f"neg_n:{view_index}"] += defined & (cosine < 0)
-        norms = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0).sqrt()
-        acc[f"norm_sum:{view_index}"][:, idx] += norms
-        acc[f"norm_n:{view_index}"][:, idx] += 1
-        self._step_cosines[view_index].append(cosine.float())
+                    gram = torch.cat([per_field, per_field.sum(0, keepdim=True)]).cpu()
+                    if len(present) < n:  # absent tasks get a NaN row and column: undefined, not zero
+                        full = torch.full((gram.shape[0], n, n), float("nan"), dtype=torch.float64)
+                        full[:, present[:, None], present[None, :]] = gram
+                        gram = full
+                    # Only the small Gram is kept; cosines and sums are formed once per epoch, vectorised.
+                    self._grams[vi].append(gram)
+        self._counts["measured"] += 1
 
     # ---- per epoch --------------------------------------------------------------------------------------
     def _reset_epoch(self) -> None:
-        n = len(self._task_names)
-        self._acc = {"measured": torch.zeros((), dtype=torch.float64), "skipped": torch.zeros((), dtype=torch.float64)}
-        for vi, view in enumerate(self._views):
-            rows = len(view.fields) + 1
-            for key in ("cos_sum", "cos_n", "neg_n"):
-                self._acc[f"{key}:{vi}"] = torch.zeros(rows, n, n, dtype=torch.float64)
-            for key in ("norm_sum", "norm_n"):
-                self._acc[f"{key}:{vi}"] = torch.zeros(rows, n, dtype=torch.float64)
-        self._step_cosines = [[] for _ in self._views]
+        self._grams = [[] for _ in self._views]
+        self._counts = {"measured": 0, "skipped": 0}
         self._problems = {}
 
-    def _pooled(self, trainer, pl_module) -> dict[str, torch.Tensor]:
+    def _epoch_sums(self) -> tuple[dict[str, torch.Tensor], list[torch.Tensor | None]]:
+        """This rank's sums behind every statistic, and its per-step cosines ``[steps, F+1, T, T]`` per view.
+
+        From each probed step's Gram ``[F+1, T, T]`` (fields, then the whole view; NaN for an absent task):
+        ``cos_sum``/``cos_n``/``neg_n`` sum the defined cosines, count them and count the negative ones;
+        ``norm_sum``/``norm_n`` sum the gradient norms of the present tasks and count them.
+        """
+        n = len(self._task_names)
+        acc = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in self._counts.items()}
+        cosines: list[torch.Tensor | None] = []
+        for vi, view in enumerate(self._views):
+            rows = len(view.fields) + 1
+            grams = (torch.stack(self._grams[vi]) if self._grams[vi]
+                     else torch.zeros(0, rows, n, n, dtype=torch.float64))
+            cosine = cosine_from_gram(grams)
+            defined = torch.isfinite(cosine)
+            sq_norms = torch.diagonal(grams, dim1=-2, dim2=-1)
+            present = torch.isfinite(sq_norms)
+            acc[f"cos_sum:{vi}"] = torch.where(defined, cosine, torch.zeros_like(cosine)).sum(0)
+            acc[f"cos_n:{vi}"] = defined.sum(0).to(torch.float64)
+            acc[f"neg_n:{vi}"] = (defined & (cosine < 0)).sum(0).to(torch.float64)
+            acc[f"norm_sum:{vi}"] = torch.where(present, sq_norms.clamp_min(0).sqrt(), torch.zeros_like(sq_norms)).sum(0)
+            acc[f"norm_n:{vi}"] = present.sum(0).to(torch.float64)
+            cosines.append(cosine if len(cosine) else None)
+        return acc, cosines
+
+    def _pooled(self, trainer, pl_module, acc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The epoch's sums, added over ranks with one all-reduce (every rank calls it, in the same order)."""
-        keys = list(self._acc)
+        keys = list(acc)
         if trainer.world_size <= 1:
-            return dict(self._acc)
-        flat = torch.cat([self._acc[k].reshape(-1) for k in keys]).to(pl_module.device)
+            return acc
+        flat = torch.cat([acc[k].reshape(-1) for k in keys]).to(pl_module.device)
         flat = trainer.strategy.reduce(flat, reduce_op="sum").cpu()
         pooled, offset = {}, 0
         for k in keys:
-            size = self._acc[k].numel()
-            pooled[k] = flat[offset : offset + size].reshape(self._acc[k].shape)
+            size = acc[k].numel()
+            pooled[k] = flat[offset : offset + size].reshape(acc[k].shape)
             offset += size
         return pooled
 
@@ -404,8 +459,9 @@ class GradientConflictMonitor(AnalysisCallback):
         if not self._tables or not self._is_analysis_epoch(trainer):
             return
         try:
-            acc = self._pooled(trainer, pl_module)
-            self._guarded("logging the epoch's gradient conflict", lambda: self._log_epoch(trainer, acc))
+            local, cosines = self._epoch_sums()
+            acc = self._pooled(trainer, pl_module, local)
+            self._guarded("logging the epoch's gradient conflict", lambda: self._log_epoch(trainer, acc, cosines))
         finally:
             self._reset_epoch()
 
@@ -434,14 +490,17 @@ class GradientConflictMonitor(AnalysisCallback):
                         metrics[f"{tag}/norm_ratio"] = float(norm_mean[row, a] / norm_mean[row, b])
         return metrics
 
-    def _log_epoch(self, trainer, acc: dict[str, torch.Tensor]) -> None:
+    def _log_epoch(self, trainer, acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None]) -> None:
         step = trainer.global_step
         if float(acc["measured"]) == 0:
             self._problem("no-measured-steps", f"no probe measured two tasks in epoch {trainer.current_epoch}")
         metrics = self._metrics(acc)
         self.writer.scalars(trainer, metrics, step=step)
         if tensorboard_experiments(trainer):  # figures are drawn on rank 0 only, and only when they are written
-            self._log_figures(trainer, acc, step)
+            epoch = trainer.current_epoch + 1
+            last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+            heatmap = last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0
+            self._log_figures(trainer, acc, cosines, step, heatmap)
         self._record({
             "stage": "train",
             "epoch": int(trainer.current_epoch),
@@ -455,23 +514,20 @@ class GradientConflictMonitor(AnalysisCallback):
         })
         self.writer.flush(trainer)
 
-    def _log_figures(self, trainer, acc: dict[str, torch.Tensor], step: int) -> None:
-        from ..plotting import figure_to_array, heatmap_figure
-
+    def _log_figures(self, trainer, acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None], step: int,
+                     heatmap: bool) -> None:
         tasks = self._task_names
         for vi, view in enumerate(self._views):
             whole = len(view.fields)
-            counts = acc[f"cos_n:{vi}"][whole]
-            mean = torch.where(counts > 0, acc[f"cos_sum:{vi}"][whole] / counts.clamp_min(1),
-                               torch.full_like(counts, float("nan")))
-            fig = heatmap_figure(mean, title=f"mean gradient cosine on {view.name}, epoch {trainer.current_epoch}",
-                                 row_labels=tasks, col_labels=tasks, xlabel="task", ylabel="task",
-                                 colorbar_label="cosine (blank: undefined)", vmin=-1.0, vmax=1.0, cmap="RdBu",
-                                 annotate=True)
-            self.writer.image(trainer, f"conflict/{view.name}/cosine_heatmap", figure_to_array(fig), step=step)
-            if not self._step_cosines[vi]:
+            if heatmap:
+                counts = acc[f"cos_n:{vi}"][whole]
+                mean = torch.where(counts > 0, acc[f"cos_sum:{vi}"][whole] / counts.clamp_min(1),
+                                   torch.full_like(counts, float("nan")))
+                image = cosine_heatmap(mean.numpy(), tasks, f"{view.name}, epoch {trainer.current_epoch}")
+                self.writer.image(trainer, f"conflict/{view.name}/cosine_heatmap", image, step=step)
+            if cosines[vi] is None:
                 continue
-            per_step = torch.stack(self._step_cosines[vi])[:, :whole]  # [steps, fields, T, T]
+            per_step = cosines[vi][:, :whole]  # [steps, fields, T, T], this rank's
             for a in range(len(tasks)):
                 for b in range(a + 1, len(tasks)):
                     self.writer.histogram(trainer, f"conflict/{view.name}/{tasks[a]}_vs_{tasks[b]}/cosine_per_step",

@@ -1,0 +1,166 @@
+"""What the multi-task monitors cost: on the MMoE demo end to end, and one gradient probe against backward passes.
+
+    python -m benchmarks.bench_conflict [--repeats 3] [--epochs N] [--quick]
+
+1. **Training time.** The MMoE demo (``python -m demo_models mmoe``: synthetic two-task data, its default epochs)
+   trained in a fresh process per run, configurations interleaved repetition by repetition, median fit time:
+   ``none`` (``--no-monitors``), ``conflict`` (GradientConflictMonitor alone, default cadence) and ``both``
+   (GradientConflictMonitor and EntanglementMonitor, as the demo attaches them). Ratio = median / median of
+   ``none``; the target for ``conflict`` is under 1.05.
+2. **One probe.** On one demo batch (256 rows), median over many repetitions of: the probe (one
+   ``autograd.grad`` per task to the looked-up rows, the per-id sums and the per-field Grams), one backward pass
+   of the total loss to every parameter, and one backward pass per task to every parameter. The target: the
+   probe costs no more than one backward pass per task.
+
+Every process runs torch on one thread, so that other work on the machine does not turn thread contention into
+noise (the demo models are small: a second thread gains little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+
+import torch
+
+from ._common import machine, median, run_worker, table
+
+SUPPORTS_QUICK = True
+CONFIGS = ("none", "conflict", "both")
+
+
+def fit_worker(config: str, epochs: int) -> dict:
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from demo_models.multitask import build
+
+    torch.set_num_threads(1)
+    pl.seed_everything(0, verbose=False)
+    experiment = build(model="mmoe", data="synthetic", seed=0, monitors=config != "none")
+    callbacks = experiment.callbacks[:1] if config == "conflict" else experiment.callbacks
+    inside = _time_hooks(callbacks)
+    # A TensorBoard logger as the demo has: the monitors' heatmaps and histograms are part of their cost.
+    logger = TensorBoardLogger(tempfile.mkdtemp(prefix="bench_conflict_"), name="run", default_hp_metric=False)
+    trainer = pl.Trainer(max_epochs=epochs or experiment.max_epochs, logger=logger, callbacks=callbacks,
+                         accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, deterministic=True)
+    start = time.perf_counter()
+    trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(logger.root_dir, ignore_errors=True)
+    probes = experiment.callbacks[0].history[-1]["measured_steps"] if config != "none" else 0
+    return {"seconds": seconds, "steps": trainer.global_step, "probes_last_epoch": probes,
+            "monitor_seconds": sum(inside.values()),
+            "per_monitor": {cls: sum(v for (c, _), v in inside.items() if c == cls) for cls, _ in inside}}
+
+
+def _time_hooks(callbacks) -> dict:
+    """Wrap every hook a monitor overrides with a timer: the time spent inside the monitors, per hook name."""
+    from lightning.pytorch.callbacks import Callback
+
+    spent: dict = {}
+    for callback in callbacks:
+        for name in dir(Callback):
+            if not (name.startswith("on_") or name in ("setup", "teardown")):
+                continue
+            if getattr(type(callback), name) is getattr(Callback, name):
+                continue
+
+            def timed(*args, __hook=getattr(callback, name), __key=(type(callback).__name__, name), **kwargs):
+                start = time.perf_counter()
+                try:
+                    return __hook(*args, **kwargs)
+                finally:
+                    spent[__key] = spent.get(__key, 0.0) + time.perf_counter() - start
+
+            setattr(callback, name, timed)
+    return spent
+
+
+def probe_costs(repeats: int) -> dict:
+    """Median seconds of one probe, one full backward, and one backward per task, on one MMoE demo batch."""
+    from demo_models.multitask import build
+    from lightning_recanalysis.callbacks.conflict import GradientConflictMonitor
+
+    torch.set_num_threads(1)
+    experiment = build(model="mmoe", data="synthetic", seed=0, monitors=True)
+    module = experiment.module
+    monitor: GradientConflictMonitor = experiment.callbacks[0]
+    monitor.setup(None, module, "fit")
+    batch = next(iter(experiment.train_loader))
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def forward(hooked: bool):
+        handles = [m.register_forward_hook(monitor._hook(i), with_kwargs=True)
+                   for i, mods in enumerate(monitor._modules) for m in mods] if hooked else []
+        logits = module(batch["features"])
+        for h in handles:
+            h.remove()
+        module.task_losses = {t: torch.nn.functional.binary_cross_entropy_with_logits(logits[:, i], batch["labels"][:, i])
+                              for i, t in enumerate(module.task_names)}
+        return sum(module.task_losses.values())
+
+    timings = {"probe": [], "backward_total": [], "backward_per_task": []}
+    for _ in range(repeats):  # interleaved: each repetition times all three on fresh graphs
+        forward(True)
+        captures, monitor._captures = monitor._captures, {}
+        start = time.perf_counter()
+        monitor._probe(module, captures)
+        timings["probe"].append(time.perf_counter() - start)
+
+        total = forward(False)
+        start = time.perf_counter()
+        torch.autograd.grad(total, params)
+        timings["backward_total"].append(time.perf_counter() - start)
+
+        forward(False)
+        start = time.perf_counter()
+        for loss in module.task_losses.values():
+            torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        timings["backward_per_task"].append(time.perf_counter() - start)
+    return {k: median(v) for k, v in timings.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=0, help="training epochs (default: the demo's own)")
+    parser.add_argument("--probe-repeats", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="1 epoch, 2 repetitions")
+    parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "EPOCHS"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(fit_worker(args.worker[0], int(args.worker[1]))))
+        return
+    if args.quick:
+        args.repeats, args.epochs, args.probe_repeats = 2, 1, 50
+    results = {c: [] for c in CONFIGS}
+    for _ in range(args.repeats):
+        for config in CONFIGS:  # interleaved, so drift in machine load hits every configuration alike
+            results[config].append(run_worker("benchmarks.bench_conflict", config, str(args.epochs)))
+    secs = {c: median(r["seconds"] for r in results[c]) for c in CONFIGS}
+    print(f"MMoE demo (synthetic, {results['none'][0]['steps']} steps), median of {args.repeats} fresh processes; "
+          f"{machine()}, torch on 1 thread")
+    inside = {c: median(r["monitor_seconds"] for r in results[c]) for c in CONFIGS}
+    rows = [[c, f"{secs[c]:.2f}", f"{secs[c] / secs['none']:.3f}", f"{inside[c]:.3f}",
+             f"{1 + inside[c] / secs['none']:.3f}", str(results[c][0]["probes_last_epoch"])] for c in CONFIGS]
+    print(table(["monitors", "fit seconds", "ratio to none", "seconds inside monitors", "1 + inside / none",
+                 "probes in last epoch"], rows))
+    both = results["both"]
+    for cls in both[0]["per_monitor"]:
+        share = median(r["per_monitor"][cls] for r in both) / secs["none"]
+        print(f"  inside {cls} (config 'both'): {share:.1%} of the training time without monitors")
+    print("(the last ratio counts only time spent inside the monitors' hooks: immune to load from other "
+          "processes, which the end-to-end ratio is not)")
+    costs = probe_costs(args.probe_repeats)
+    print(f"\none probe on a 256-row batch, median of {args.probe_repeats}:")
+    print(table(["what", "milliseconds", "probe / this"], [
+        [k, f"{v * 1e3:.2f}", f"{costs['probe'] / v:.2f}"] for k, v in costs.items()]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Train a small MMoE with GradientConflictMonitor and EntanglementMonitor on N CPU processes (Lightning "ddp",
+gloo) and dump what each rank holds: ``python conflict_ddp.py OUT_DIR DEVICES``. Run by tests/test_conflict_ddp.py."""
+
+import json
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from demo_models.data.batches import TensorBatches, split  # noqa: E402
+from demo_models.data.multitask import synthetic_two_task  # noqa: E402
+from demo_models.multitask import MMoE, monitors_for  # noqa: E402
+
+
+def main(out: Path, devices: int) -> None:
+    torch.set_num_threads(1)
+    pl.seed_everything(0, verbose=False)
+    data = synthetic_two_task(n_samples=2000, seed=0)
+    train, val = split({"features": data.features, "labels": data.labels}, 0.2, 0)
+    module = MMoE(data.field_dims, data.tasks)
+    monitors = monitors_for("mmoe", data.field_names, data.field_dims, data.tasks, data.user_field,
+                            data.item_field, every_n_steps=2, strict=True)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+        logger=TensorBoardLogger(str(out), name="tb", version=0), callbacks=monitors,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )
+    # Per-sample loaders, so that Lightning can give each rank its own shard (DistributedSampler).
+    trainer.fit(module, DataLoader(TensorBatches(train), batch_size=64), DataLoader(TensorBatches(val), batch_size=100))
+    rank = trainer.global_rank
+    dump = {type(m).__name__: m.history for m in monitors}
+    dump["train_batches_per_rank"] = len(trainer.train_dataloader)
+    (out / f"history_rank{rank}.json").write_text(json.dumps(dump))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))

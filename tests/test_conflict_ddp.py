@@ -1,0 +1,34 @@
+"""Both multi-task monitors in two CPU processes under Lightning's DDP: the same logged keys and values on both
+ranks (statistics pooled over ranks), and only rank 0 writes event files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "conflict_ddp.py"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_pools_over_ranks_and_only_rank0_writes(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "2"], capture_output=True, text=True,
+                          timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = json.loads((tmp_path / "history_rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "history_rank1.json").read_text())
+    for name in ("GradientConflictMonitor", "EntanglementMonitor"):
+        assert len(rank0[name]) == 1 and rank0[name][0]["world_size"] == 2
+        assert rank0[name][0]["metrics"].keys() == rank1[name][0]["metrics"].keys()
+        assert rank0[name] == rank1[name]  # pooled over ranks: every rank holds the same numbers
+    conflict = rank0["GradientConflictMonitor"][0]
+    # 1600 training rows, 800 per rank, batches of 64: 13 batches per rank, probed at 0, 2, ..., 12 on each rank.
+    assert rank0["train_batches_per_rank"] == 13
+    assert conflict["measured_steps"] == 2 * 7
+    assert "conflict/embedding/creative/click_vs_purchase/cosine_mean" in conflict["metrics"]
+    # Every validation pair of both ranks' shards (400 rows, 200 per rank).
+    assert rank0["EntanglementMonitor"][0]["metrics"]["entanglement/pairs"] == 400
+    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 1
