@@ -117,6 +117,23 @@ def test_a_given_vocabulary_skips_the_warm_up():
     assert b.tolist() == [[0, 2, 0, 0, V], [1, V, V, V, V]]
 
 
+def test_huge_ids_are_bucketed_by_binary_search_like_small_ones_by_the_lookup_table():
+    # Ids up to 2^40 (hashed features) would need a lookup table of 2^40 entries: the metric searches instead.
+    big = 2**40
+    vocab = [[big + 7, 3, big], [0, 2]]
+    metric = FieldPairCounts(2, num_values=3, vocabulary=vocab)
+    assert metric._lookup is None
+    x = torch.tensor([[big, 2], [3, 0], [big + 7, 1], [big + 8, 5], [0, 2]])
+    assert metric.buckets(x).tolist() == [[2, 1], [1, 0], [0, 3], [3, 3], [3, 1]]
+    small = FieldPairCounts(2, num_values=3, vocabulary=[[17, 3, 9], [0, 2]])
+    assert small._lookup is not None
+    x = torch.tensor([[9, 2], [3, 0], [17, 1], [18, 5], [0, 2]])
+    assert small.buckets(x).tolist() == [[2, 1], [1, 0], [0, 3], [3, 3], [3, 1]]
+    small.update(x, torch.tensor([1, 0, 1, 1, 0]))
+    assert int(small.pair_counts[0, 2, 1, 1]) == 1 and int(small.pair_counts[0, 3, 3, 1]) == 1
+    assert int(small.field_counts[0, 3].sum()) == 2 and int(small.field_counts[1, 3].sum()) == 2
+
+
 def test_bad_batches_raise_errors_that_name_the_field_and_both_counts():
     names = ["user", "item", "ad", "site", "hour"]
     metric = FieldPairCounts(5, num_values=V, field_names=names, field_dims=DIMS)

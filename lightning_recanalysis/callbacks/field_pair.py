@@ -80,6 +80,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
           itself), titled with the agreement; every analysis.
 
     Text (TensorBoard, rank 0):
+        - ``correlation/field_pair/inventory``: the fields, the bucketing, the counts' memory and where the
+          learned strength comes from (at fit start).
         - ``correlation/field_pair/top_pairs``: the ``top_k`` pairs by MI (with their interaction information,
           learned strength and its rank among all pairs) and the ``top_k`` pairs by learned strength.
 
@@ -213,6 +215,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         self.counts = self._new_counts(self._loaded_vocabulary)
@@ -287,6 +290,33 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         # Count where the batches are (the model's device), and sum there across processes.
         self.counts = self.counts.to(pl_module.device)
         self._counting = False
+        if self._is_real_fit(trainer):
+            self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
+
+    def inventory_markdown(self) -> str:
+        n, k = len(self.fields), self.num_values + 1
+        pairs = n * (n - 1) // 2
+        state = (pairs * k * k * 2 + n * k * 2) * 8
+        if self.pair_strength is not None:
+            learned = "the user's `pair_strength` function"
+        elif self._cross is not None:
+            name, layer, width = self._cross
+            learned = (f"cross layer `{name}` ({layer.weight.shape[0]} x {layer.weight.shape[1]}), "
+                       f"{self.num_fields} fields of width {width} from column {self.cross_offset}")
+        else:
+            learned = "nothing (ground truth only)"
+        return (f"Field pairs: {n} fields ({', '.join(self.selected_names)}), {pairs} pairs; each field's "
+                f"{self.num_values} most frequent values (chosen from the first {self.warmup_batches} batches) and "
+                f"\"other\"; counts {state / 2**20:.2f} MiB per process, one epoch at a time. Learned strength: "
+                f"{learned}. MI in bits, bias correction: {self.bias_correction}.")
+
+    def dashboard_layout(self) -> dict[str, dict[str, list]]:
+        ns = self.namespace
+        return {"correlation: field pairs": {
+            "agreement of learned strength with the data (Spearman over pairs)": [
+                "Multiline", [rf"^{ns}/agreement$", rf"^{ns}/agreement_interaction$"]],
+            "share of values in the \"other\" bucket": ["Multiline", [rf"^{ns}/other_fraction$"]],
+        }}
 
     # ---- counting ------------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer, pl_module) -> None:

@@ -44,6 +44,10 @@ __all__ = ["FieldPairCounts"]
 
 # Padding of the per-field sorted vocabularies; ids must stay below it (checked in update).
 _PAD = torch.iinfo(torch.int64).max
+# Buckets are looked up in a dense table over ids 0..(largest kept id) of each field when all fields together
+# need at most this many entries (8 MiB of int16); beyond it (e.g. hashed ids), by binary search. The table is one
+# gather per batch; torch.searchsorted is 3 to 10 times slower and degrades badly with two threads on a busy CPU.
+_LOOKUP_LIMIT = 1 << 22
 
 
 class FieldPairCounts(Metric):
@@ -123,6 +127,8 @@ class FieldPairCounts(Metric):
         self._held: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._sorted_values: torch.Tensor | None = None  # [N, V] each field's kept ids ascending, _PAD after
         self._sorted_buckets: torch.Tensor | None = None  # [N, V] the bucket of each of those ids
+        self._lookup: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # table, offsets, spans
+        self._parts: tuple[torch.Tensor, ...] | None = None  # see _code_parts
         self.vocabulary: list[list[int]] | None = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
@@ -169,6 +175,19 @@ class FieldPairCounts(Metric):
         self.vocabulary = kept
         self._sorted_values = sorted_values.to(self.device)
         self._sorted_buckets = sorted_buckets.to(self.device)
+        # Dense lookup over 0..max kept id per field (at least one entry, "other", for an empty vocabulary).
+        spans = [max(values, default=-1) + 1 or 1 for values in kept]
+        self._lookup = None
+        if sum(spans) <= _LOOKUP_LIMIT and self.num_values < 2**15:
+            offsets = [0]
+            for span in spans[:-1]:
+                offsets.append(offsets[-1] + span)
+            table = torch.full((sum(spans),), self.num_values, dtype=torch.int16)
+            for f, values in enumerate(kept):
+                if values:
+                    table[offsets[f] + torch.tensor(values)] = torch.arange(len(values), dtype=torch.int16)
+            self._lookup = (table.to(self.device), torch.tensor(offsets, device=self.device),
+                            torch.tensor(spans, device=self.device))
 
     def freeze_vocabulary(self) -> None:
         """Choose the frequent values from the held warm-up batches (summed over processes) and count them.
@@ -270,6 +289,14 @@ class FieldPairCounts(Metric):
         if not self.frozen:
             raise RuntimeError("no vocabulary yet: update() warmup_batches times, call freeze_vocabulary() or pass "
                                "vocabulary=")
+        if self._lookup is not None:
+            table, offsets, spans = (t.to(features.device) for t in self._lookup)
+            x = features.to(torch.int64)
+            inside = x < spans
+            # Ids past the field's largest kept id are "other"; clamp them to a valid index first.
+            index = torch.minimum(x, spans - 1) + offsets
+            found = table.index_select(0, index.reshape(-1)).view(x.shape).to(torch.int64)
+            return torch.where(inside, found, self.num_values)
         sorted_values = self._sorted_values.to(features.device)
         sorted_buckets = self._sorted_buckets.to(features.device)
         x = features.to(torch.int64).T.contiguous()  # [N, B]: one sorted row of kept ids per field
@@ -280,34 +307,36 @@ class FieldPairCounts(Metric):
     def _count(self, features: torch.Tensor, label: torch.Tensor) -> None:
         if features.shape[0] == 0:
             return
-        n, k = self.num_fields, self.num_buckets
-        bt = self.buckets(features).T.to(torch.int32)  # [N, B]
-        y = label.to(torch.int32)
         device = self.field_counts.device
-        bt, y = bt.to(device), y.to(device)
+        bt = self.buckets(features).T.to(device=device, dtype=torch.int32)  # [N, B]
+        y = label.to(device=device, dtype=torch.int32)
+        field_base, left_base, right_base, first, second = self._code_parts(device)
         ones = torch.ones(1, dtype=torch.int64, device=device)
-        fields = torch.arange(n, device=device, dtype=torch.int32)[:, None]
-        codes = ((fields * k + bt) * 2 + y).reshape(-1)
+        k = self.num_buckets
+        codes = (bt * 2 + y + field_base).reshape(-1)
         self.field_counts.view(-1).index_add_(0, codes, ones.expand(codes.numel()))
-        if n < 2:
+        if self.num_fields < 2:
             return
         # Code of (pair p = (i, j), a, b, y) = ((p k + a) k + b) 2 + y. For row-major i < j pairs
         # p = g(i) + j with g(i) = i N - i (i + 1) / 2 - i - 1, so the code splits into a part of field i's
         # column and a part of field j's: two row gathers and one add, no per-pair arithmetic. Pair-major
         # layout keeps each pair's increments inside its own 16 KB slice of the counts (cache-friendly).
-        cells = k * k * 2
-        f = torch.arange(n, device=device, dtype=torch.int64)
-        g = (f * n - f * (f + 1) // 2 - f - 1) * cells
-        left = bt * (k * 2) + g.to(torch.int32)[:, None]
-        right = bt * 2 + y[None, :] + (f * cells).to(torch.int32)[:, None]
-        first, second = self._pairs_on(device)
+        left = bt * (k * 2) + left_base
+        right = bt * 2 + y + right_base
         codes = (left.index_select(0, first) + right.index_select(0, second)).reshape(-1)
         self.pair_counts.view(-1).index_add_(0, codes, ones.expand(codes.numel()))
 
-    def _pairs_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._first.device != device:
-            self._first, self._second = self._first.to(device), self._second.to(device)
-        return self._first, self._second
+    def _code_parts(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Per-field [N, 1] code offsets and the pairs' field indices on ``device`` (made once per device)."""
+        if self._parts is None or self._parts[0].device != device:
+            n, k = self.num_fields, self.num_buckets
+            cells = k * k * 2
+            f = torch.arange(n, dtype=torch.int64)
+            g = (f * n - f * (f + 1) // 2 - f - 1) * cells
+            self._parts = tuple(t.to(device) for t in (
+                (f * k * 2).to(torch.int32)[:, None], g.to(torch.int32)[:, None],
+                (f * cells).to(torch.int32)[:, None], self._first, self._second))
+        return self._parts
 
     # ---- torchmetrics plumbing ---------------------------------------------------------------------------------
     def sync(self, *args, **kwargs) -> None:
