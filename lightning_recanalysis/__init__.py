@@ -6,14 +6,14 @@ Callbacks (attach to a ``lightning.pytorch.Trainer``):
 - :class:`FieldPairCorrelationMonitor`: field x field correlation with the label, in the data and as learned
   (``correlation/field_pair/``).
 - :class:`GradientConflictMonitor`: per-task gradient conflict on shared embeddings (``conflict/``).
+- :class:`AnalysisReport`: the dashboard layout at fit start and the end-of-run report.
 - :class:`EntanglementMonitor`: each task's embedding view of (user, item) pairs, by label subset (``entanglement/``).
 """
 
-from .callbacks import EmbeddingSpectrumMonitor
+from ._version import __version__
+from .callbacks import AnalysisReport, EmbeddingSpectrumMonitor
 from .callbacks import EntanglementMonitor, GradientConflictMonitor
 from .callbacks import FieldPairCorrelationMonitor
 from .tables import discover_tables
 
-__version__ = "0.1.0"
-
-__all__ = ["EmbeddingSpectrumMonitor", "EntanglementMonitor", "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]
+__all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "EntanglementMonitor", "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]

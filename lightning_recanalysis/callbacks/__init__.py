@@ -4,6 +4,7 @@ from .base import AnalysisCallback
 from .conflict import GradientConflictMonitor
 from .entanglement import EntanglementMonitor
 from .field_pair import FieldPairCorrelationMonitor
+from .report import AnalysisReport
 from .spectrum import EmbeddingSpectrumMonitor
 
-__all__ = ["AnalysisCallback", "EntanglementMonitor", "GradientConflictMonitor", "EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"]
+__all__ = ["AnalysisCallback", "AnalysisReport", "EntanglementMonitor", "GradientConflictMonitor", "EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"]
