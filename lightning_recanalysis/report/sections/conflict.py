@@ -1,0 +1,128 @@
+"""Report sections for ``conflict/`` (per-task gradient cosines on shared embeddings) and ``entanglement/``
+(each task's view of user-item distances, by label subset)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from ...plotting import heatmap_figure, line_figure
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+
+
+def _parse_conflict(metrics: dict[str, float]) -> dict[tuple[str, str, str], dict[str, float]]:
+    """``{(view, field or "(whole view)", "a_vs_b"): {stat: value}}`` from the flat conflict metrics."""
+    out: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+    for tag, value in metrics.items():
+        parts = tag.split("/")
+        if len(parts) == 4 and "_vs_" in parts[2]:
+            out[(parts[1], "(whole view)", parts[2])][parts[3]] = value
+        elif len(parts) == 5 and "_vs_" in parts[3]:
+            out[(parts[1], parts[2], parts[3])][parts[4]] = value
+    return out
+
+
+def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    section = Section("conflict", "Gradient conflict between tasks on shared embeddings")
+    epochs = [r for r in records if r.get("stage") == "train"]
+    if not epochs:
+        section.notes.append("no gradient-conflict analysis was recorded")
+        return section
+    last = epochs[-1]
+    stats = _parse_conflict(last["metrics"])
+    if not stats:
+        section.notes.append("no cosine could be measured (fewer than two tasks reached the embeddings)")
+    rows, conflicts = [], []
+    for (view, field, pair), s in sorted(stats.items()):
+        cos = s.get("cosine_mean")
+        rows.append([view, field, pair.replace("_vs_", " vs "), _f(cos), _f(s.get("negative_fraction")),
+                     _f(s.get("norm_ratio"))])
+        if cos is not None and cos < thresholds.negative_cosine and field != "(whole view)":
+            conflicts.append((cos, f"Tasks **{pair.replace('_vs_', '** and **')}** pull field **{field}** of `{view}` "
+                             f"in opposite directions: mean gradient cosine {cos:+.2f}, negative on "
+                             f"{s.get('negative_fraction', float('nan')):.0%} of measured steps (epoch {last['epoch']})."))
+    conflicts.sort()
+    section.findings = [t for _, t in conflicts[: thresholds.max_findings_per_section]]
+    if len(conflicts) > thresholds.max_findings_per_section:
+        section.findings.append(f"{len(conflicts) - thresholds.max_findings_per_section} more task-pair/field "
+                                "conflicts are in the table.")
+    section.tables.append(ReportTable(
+        f"Task-pair gradient statistics, epoch {last['epoch']} ({last['measured_steps']} measured steps; "
+        f"{'per rank' if last.get('world_size', 1) > 1 else 'single process'})",
+        ["view", "field", "task pair", "mean cosine", "negative fraction", "norm ratio"], rows))
+    history: dict[str, list[list[float]]] = defaultdict(list)
+    for record in epochs:
+        for (view, field, pair), s in _parse_conflict(record["metrics"]).items():
+            if "cosine_mean" in s:
+                history[f"{view}/{field}/{pair}"].append([record["step"], s["cosine_mean"]])
+    section.numbers = {"last_epoch": last["epoch"], "tasks": last["tasks"], "measured_steps": last["measured_steps"],
+                       "skipped_steps": last["skipped_steps"], "problems": last.get("problems", {}),
+                       "statistics": {"/".join(k): v for k, v in stats.items()}, "cosine_history": dict(history)}
+    if not figures:
+        return section
+    by_view: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
+    for (view, field, pair), s in stats.items():
+        if "cosine_mean" in s:
+            by_view[view][(field, pair)] = s["cosine_mean"]
+    for view, cells in by_view.items():
+        fields = sorted({f for f, _ in cells}, key=lambda f: (f != "(whole view)", f))
+        pairs = sorted({p for _, p in cells})
+        matrix = np.array([[cells.get((f, p), np.nan) for p in pairs] for f in fields])
+        safe = view.replace("[", "_").replace("]", "").replace("/", "_")
+        section.figures.append(ReportFigure(
+            f"conflict_{safe}_cosines", f"{view}: mean gradient cosine per field and task pair",
+            heatmap_figure(matrix, title=f"{view}: mean gradient cosine, epoch {last['epoch']}", row_labels=fields,
+                           col_labels=[p.replace("_vs_", " vs ") for p in pairs], xlabel="task pair", ylabel="field",
+                           colorbar_label="cosine (-1 opposite, +1 aligned)", vmin=-1, vmax=1, cmap="RdBu",
+                           annotate=True),
+            "Mean over the epoch's measured steps of the cosine between two tasks' loss gradients on the field's "
+            "looked-up rows. Red: the tasks pull the shared embedding apart; blank: undefined (a task's gradient "
+            "never reaches this view, as for another task's STEM chunk)."))
+    if history:
+        series = {k: ([s for s, _ in v], [c for _, c in v]) for k, v in sorted(history.items()) if "(whole view)" not in k}
+        series = dict(list(series.items())[:10]) or {k: ([s for s, _ in v], [c for _, c in v]) for k, v in history.items()}
+        section.figures.append(ReportFigure(
+            "conflict_trend", "Mean gradient cosine over training",
+            line_figure(series, title="mean gradient cosine per field and task pair", xlabel="global step",
+                        ylabel="mean cosine", ylim=(-1.05, 1.05)),
+            "One line per field and task pair (first ten): below 0 the tasks conflict on that field."))
+    return section
+
+
+def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    section = Section("entanglement", "Interest entanglement: each task's embedding view of user-item pairs")
+    epochs = [r for r in records if r.get("stage") == "validation"]
+    if not epochs:
+        section.notes.append("no entanglement analysis was recorded")
+        return section
+    last = epochs[-1]
+    metrics = last["metrics"]
+    views = last.get("views", [])
+    subsets = sorted({t.split("/")[1] for t in metrics if t.endswith("/pairs") and len(t.split("/")) == 3})
+    rows = []
+    for subset in subsets:
+        rows.append([subset, int(metrics.get(f"entanglement/{subset}/pairs", 0))]
+                    + [_f(metrics.get(f"entanglement/{v}/{subset}/distance_mean")) for v in views]
+                    + [_f(metrics.get(f"entanglement/{t}/auroc/{subset}")) for t in last["tasks"]])
+    section.tables.append(ReportTable(
+        f"Mean user-item distance per view and label subset, and each task's AUROC on the subset (epoch {last['epoch']})",
+        ["label subset", "pairs"] + [f"distance in {v}" for v in views] + [f"AUROC {t}" for t in last["tasks"]], rows))
+    section.numbers = {"last_epoch": last["epoch"], "tasks": last["tasks"], "views": views, "metrics": metrics}
+    histograms = last.get("histograms")
+    if figures and histograms:
+        for view, by_subset in histograms.items():
+            series = {s: (h["centers"], h["density"]) for s, h in by_subset.items()}
+            safe = view.replace("[", "_").replace("]", "").replace("/", "_")
+            section.figures.append(ReportFigure(
+                f"entanglement_{safe}_distances", f"{view}: user-item distance by label subset",
+                line_figure(series, title=f"{view}: distance histogram by label subset", xlabel="L2 distance",
+                            ylabel="density"),
+                "Where the view puts user-item pairs of each label subset; a view that separates one task's "
+                "positives from the other's has room for both tasks."))
+    return section
+
+
+def _f(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.3f}"

@@ -1,0 +1,68 @@
+"""Report section for ``correlation/field_pair/``: which field pairs carry the label, in the data and the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...plotting import line_figure
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+
+
+def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    from ...callbacks.field_pair import field_pair_figure
+
+    section = Section("correlation/field_pair", "Field-pair correlation: the data beside the interaction layer")
+    epochs = [r for r in records if r.get("stage") == "epoch" and r.get("samples", 0) > 0]
+    if not epochs:
+        section.notes.append("no field-pair analysis with counted samples was recorded")
+        return section
+    last = epochs[-1]
+    names = last["fields"]
+    mi = np.asarray(last["mutual_information"], dtype=float)
+    ii = np.asarray(last["interaction_information"], dtype=float)
+    learned = None if last["learned"] is None else np.asarray(last["learned"], dtype=float)
+    iu = np.triu_indices(len(names), 1)
+    order = np.argsort(-ii[iu])
+    rows = []
+    for rank, k in enumerate(order[:10], 1):
+        i, j = iu[0][k], iu[1][k]
+        rows.append([rank, f"{names[i]} x {names[j]}", f"{mi[i, j]:.4f}", f"{ii[i, j]:+.4f}",
+                     "-" if learned is None else f"{learned[i, j]:.3f}"])
+    section.tables.append(ReportTable(f"Top field pairs by interaction information ({last['samples']:,} samples)",
+                                      ["rank", "pair", "pair MI", "interaction information", "learned strength"], rows))
+    agreement = last.get("agreement")
+    if agreement is not None:
+        top = [f"{names[iu[0][k]]} x {names[iu[1][k]]}" for k in order[:3]]
+        verdict = "agrees with" if agreement >= thresholds.min_agreement else "disagrees with"
+        section.findings.append(f"The cross layer's pair strengths {verdict} the data: Spearman rho {agreement:.2f} "
+                                f"with the pairs' MI ({_fmt(last.get('agreement_interaction'))} with interaction "
+                                f"information); the data's strongest pairs are {', '.join(top)}.")
+    section.numbers = {k: last[k] for k in ("fields", "samples", "mutual_information", "interaction_information",
+                                            "field_mutual_information", "learned", "learned_source", "agreement",
+                                            "agreement_interaction", "other_fraction") if k in last}
+    section.numbers["agreement_history"] = [[r["step"], r.get("agreement")] for r in epochs]
+    if figures:
+        for which, caption in (("mutual_information", "MI between the pair (value of i, value of j) and the label."),
+                               ("interaction_information", "MI((F_i, F_j); Y) - MI(F_i; Y) - MI(F_j; Y): what the "
+                                "pair tells beyond its two fields alone."),
+                               ("learned", "Frobenius norm of the cross layer's blocks W[i, j] and W[j, i] (or the "
+                                "user's pair strength).")):
+            if which == "learned" and learned is None:
+                continue
+            section.figures.append(ReportFigure(f"field_pair_{which}", which.replace("_", " "),
+                                                field_pair_figure(last, which), caption))
+        history = [(r["step"], r["agreement"]) for r in epochs if r.get("agreement") is not None]
+        if history:
+            section.figures.append(ReportFigure(
+                "field_pair_agreement", "Agreement between the learned and the ground-truth pair maps",
+                line_figure({"Spearman rho": ([s for s, _ in history], [a for _, a in history])},
+                            title="learned vs data: rank correlation over pairs", xlabel="global step",
+                            ylabel="Spearman rho", ylim=(-1.05, 1.05)),
+                "1: the model couples the pairs in the order the data ranks them."))
+    return section
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
