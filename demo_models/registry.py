@@ -6,6 +6,8 @@ imported only when its model runs, so one model's import cost or failure never t
 
 MODELS: dict[str, str] = {
     "dcnv2": "demo_models.dcnv2:build",
+    "din": "demo_models.sequence:build",
+    "tin": "demo_models.sequence:build",
     "shared_bottom": "demo_models.multitask:build",
     "mmoe": "demo_models.multitask:build",
     "ple": "demo_models.multitask:build",
@@ -15,6 +17,8 @@ MODELS: dict[str, str] = {
 #: The data sets each model accepts; the first is its default.
 DATASETS: dict[str, tuple[str, ...]] = {
     "dcnv2": ("synthetic", "criteo-sample"),
+    "din": ("synthetic", "alimama-sample", "movielens"),
+    "tin": ("synthetic", "alimama-sample", "movielens"),
     "shared_bottom": ("synthetic", "census-income"),
     "mmoe": ("synthetic", "census-income"),
     "ple": ("synthetic", "census-income"),

@@ -3,6 +3,7 @@
 Callbacks (attach to a ``lightning.pytorch.Trainer``):
 
 - :class:`EmbeddingSpectrumMonitor`: dimensional collapse of embedding tables (``collapse/``).
+- :class:`FeatureCorrelationMonitor`: target-behaviour correlation, in the data and as learned (``correlation/``).
 - :class:`FieldPairCorrelationMonitor`: field x field correlation with the label, in the data and as learned
   (``correlation/field_pair/``).
 - :class:`GradientConflictMonitor`: per-task gradient conflict on shared embeddings (``conflict/``).
@@ -11,9 +12,9 @@ Callbacks (attach to a ``lightning.pytorch.Trainer``):
 """
 
 from ._version import __version__
-from .callbacks import AnalysisReport, EmbeddingSpectrumMonitor
+from .callbacks import AnalysisReport, EmbeddingSpectrumMonitor, FeatureCorrelationMonitor
 from .callbacks import EntanglementMonitor, GradientConflictMonitor
 from .callbacks import FieldPairCorrelationMonitor
 from .tables import discover_tables
 
-__all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "EntanglementMonitor", "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]
+__all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor", "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]

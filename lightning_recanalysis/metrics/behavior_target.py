@@ -6,17 +6,20 @@ table per (target category c_t, behaviour category c, target-relative position p
     n(X = 1, Y = y) = samples with target category c_t, label y and category c at position p
     n(X = 0, Y = y) = N(c_t, y) - n(X = 1, Y = y)     every other sample of c_t, shorter sequences included
 
-so two sparse counters are enough: one of (c_t, c, p, y) over real behaviours, one of (c_t, y) over samples.
-Counts are sums, so they accumulate over batches and add up across processes.
+so two counters are enough: one of (c_t, c, p, y) over real behaviours, one of (c_t, y) over samples. Counts
+are sums, so they accumulate over batches and add up across processes.
 
-**Why sparse.** Real vocabularies have 10^5 categories and more; a dense (c_t, c, p, y) array would have
-10^10 x P cells, almost all zero. Only the triples that occur are kept: sorted unique int64 keys with their
-counts, so memory grows with the distinct (c_t, c, p) triples seen.
+**Memory.** Real vocabularies have 10^5 categories and more; a dense (c_t, c, p, y) array would have
+10^10 x P cells, almost all zero. So the counts are kept sparse: sorted unique int64 keys with their counts,
+memory growing with the distinct (c_t, c, p) triples seen. Only while the whole (c_t, c, p, y) space is small
+(at most ``DENSE_MAX_CELLS`` cells, 32 MB) is it a dense array, which is cheaper to add to; the first batch that
+would make it larger turns it into sparse keys for good.
 
-**Why fast.** The authors count with a Python dictionary, one increment per behaviour (about 1 us each). Here a
-batch is counted in a handful of vectorised passes: each real behaviour becomes one integer code, the codes are
-counted with ``bincount`` when their range is small and by sorting otherwise (numpy's SIMD sort on CPU,
-``torch.unique`` on CUDA), and only the batch's distinct codes are merged into the running state.
+**Speed.** The authors count with a Python dictionary, one increment per behaviour (about a microsecond each).
+Here batches wait until about 10^5 behaviours have gathered and are then counted in a few vectorised passes:
+every behaviour becomes one integer code, and the codes are counted with ``bincount`` when their range is
+small and by sorting otherwise (numpy's SIMD sort on CPU, which is several times faster than ``torch.sort``;
+``torch.unique`` on CUDA).
 """
 
 from __future__ import annotations
@@ -29,60 +32,74 @@ from ..functional.correlation import target_relative_positions
 
 __all__ = ["BehaviorTargetCounts"]
 
-# Bit layout of a stored key: target (24 bits) | behaviour (24 bits) | position - 1 (12 bits) | label (1 bit).
+# Bit layout of a stored key: target (24 bits) | behaviour (24 bits) | position (12 bits) | label (1 bit).
 # 61 bits in all, so keys stay positive in int64 and sort in (target, behaviour, position, label) order.
 CATEGORY_BITS = 24
 POSITION_BITS = 12
 MAX_CATEGORIES = 1 << CATEGORY_BITS
-MAX_POSITIONS = 1 << POSITION_BITS
+MAX_POSITIONS = (1 << POSITION_BITS) - 1
+_TARGET_SHIFT = 1 + POSITION_BITS + CATEGORY_BITS
+_BEHAVIOR_SHIFT = 1 + POSITION_BITS
 
-# A batch's codes are counted densely (bincount) when their range is at most this many times the number of
-# behaviours, or below _DENSE_MIN_RANGE: a dense pass then touches little more memory than the behaviours
-# themselves. Above it, most of the range would be empty and sorting the codes is cheaper.
-_DENSE_RANGE_PER_ELEMENT = 1
-_DENSE_MIN_RANGE = 1 << 16
+#: The dense array is used while target x behaviour x (positions + 1) x 2 stays at most this many cells.
+DENSE_MAX_CELLS = 1 << 22
+# Batches are counted together once this many behaviours wait: a vectorised pass over 10^5 behaviours costs
+# little more than one over 10^4, so counting each training batch alone would pay a dozen operations' fixed
+# cost per batch. (With a dense array, at least as many as it has cells, so that adding a batch's counts to it
+# costs no more than counting them.)
+_FLUSH_BEHAVIORS = 1 << 17
+# Below this range, or below the number of codes, codes are counted with bincount rather than by sorting.
+_BINCOUNT_MIN_RANGE = 1 << 16
 
 
 def _encode(target: torch.Tensor, behavior: torch.Tensor, position: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    key = (target.to(torch.int64) << CATEGORY_BITS) | behavior.to(torch.int64)
-    key = (key << POSITION_BITS) | (position.to(torch.int64) - 1)
-    return (key << 1) | label.to(torch.int64)
+    key = (target.to(torch.int64) << _TARGET_SHIFT) | (behavior.to(torch.int64) << _BEHAVIOR_SHIFT)
+    return key | (position.to(torch.int64) << 1) | label.to(torch.int64)
 
 
 def _decode(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     label = key & 1
-    position = ((key >> 1) & (MAX_POSITIONS - 1)) + 1
-    behavior = (key >> (1 + POSITION_BITS)) & (MAX_CATEGORIES - 1)
-    target = key >> (1 + POSITION_BITS + CATEGORY_BITS)
+    position = (key >> 1) & MAX_POSITIONS
+    behavior = (key >> _BEHAVIOR_SHIFT) & (MAX_CATEGORIES - 1)
+    target = key >> _TARGET_SHIFT
     return target, behavior, position, label
 
 
-def _unique_counts(codes: torch.Tensor, code_range: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted distinct values of ``codes`` (1-D, values in [0, code_range]) and how often each occurs.
+def _bincount(codes: torch.Tensor, size: int) -> torch.Tensor:
+    """``torch.bincount``; numpy's on CPU, which is 3 to 5 times faster there."""
+    if codes.is_cuda:
+        return torch.bincount(codes, minlength=size)
+    return torch.from_numpy(np.bincount(codes.to(torch.int64).numpy(), minlength=size))
 
-    The value ``code_range`` itself marks padding and is dropped.
-    """
-    n = codes.numel()
-    if code_range <= max(_DENSE_MIN_RANGE, _DENSE_RANGE_PER_ELEMENT * n):
-        counts = torch.bincount(codes, minlength=code_range + 1)[:code_range]
+
+def _unique_counts(codes: torch.Tensor, code_range: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted distinct values of ``codes`` (1-D, values in [0, code_range)) and how often each occurs."""
+    if code_range <= max(_BINCOUNT_MIN_RANGE, codes.numel()):
+        counts = _bincount(codes, code_range)
         values = torch.nonzero(counts).squeeze(1)
         return values, counts[values]
     if codes.is_cuda:
         values, counts = torch.unique(codes, sorted=True, return_counts=True)
-    else:
-        # numpy sorts integers with SIMD (x86-simd-sort): 3 to 5 times faster than torch.sort on CPU.
-        ordered = np.sort(codes.numpy())
-        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-        counts_np = np.diff(np.append(starts, ordered.size))
-        values, counts = torch.from_numpy(ordered[starts]), torch.from_numpy(counts_np)
-    if values.numel() and int(values[-1]) == code_range:
-        values, counts = values[:-1], counts[:-1]
-    return values.to(torch.int64), counts.to(torch.int64)
+        return values.to(torch.int64), counts.to(torch.int64)
+    # numpy sorts integers with SIMD (x86-simd-sort): 3 to 5 times faster than torch.sort on CPU, and int32
+    # codes sort about twice as fast as int64.
+    ordered = np.sort(codes.to(torch.int32 if code_range <= 2**31 else torch.int64).numpy())
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    counts_np = np.diff(np.append(starts, ordered.size))
+    return torch.from_numpy(ordered[starts].astype(np.int64)), torch.from_numpy(counts_np.astype(np.int64))
 
 
 def _check_integer(name: str, value: torch.Tensor) -> None:
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer category ids, got dtype {value.dtype}")
+
+
+def _grown(size: int, needed: int) -> int:
+    """A dense dimension that holds ``needed``: unchanged if it does, else at least half as large again (so that
+    a vocabulary revealed id by id re-lays the array out only a few times), in multiples of 8."""
+    if needed <= size:
+        return size
+    return -(-max(needed, size + size // 2) // 8) * 8
 
 
 class BehaviorTargetCounts(Metric):
@@ -96,7 +113,7 @@ class BehaviorTargetCounts(Metric):
     Args:
         num_categories: if given, category ids must lie in ``[0, num_categories)`` (the size of the model's
             category embedding); an id outside is an error that names the argument. Ids must always be below
-            2^24 and sequences at most 4096 long (the key layout).
+            2^24 and sequences at most 4095 long (the key layout).
         **kwargs: passed to :class:`torchmetrics.Metric`.
 
     Positions: p = 1 is the most recent real behaviour (the last column), p = 2 the one before, and so on;
@@ -114,13 +131,29 @@ class BehaviorTargetCounts(Metric):
             raise ValueError(f"num_categories must be in [1, {MAX_CATEGORIES}], got {num_categories}")
         self.num_categories = None if num_categories is None else int(num_categories)
         # Each pair of list states is a sparse counter: element 0 holds sorted unique keys (and their counts);
-        # later elements are pending chunks of keys not yet merged in. "cat" concatenates them across ranks,
-        # and _merged() sums duplicate keys, which is the sum over ranks.
+        # later elements are sorted chunks not yet merged in. "cat" concatenates them across ranks, and
+        # _merged() sums equal keys, which is the sum over ranks.
         self.add_state("triple_keys", default=[], dist_reduce_fx="cat")
         self.add_state("triple_counts", default=[], dist_reduce_fx="cat")
         self.add_state("target_keys", default=[], dist_reduce_fx="cat")
         self.add_state("target_counts", default=[], dist_reduce_fx="cat")
         self.add_state("max_length", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="max")
+        self._clear_local()
+
+    def _clear_local(self) -> None:
+        """What is not a torchmetrics state: batches waiting to be counted, the dense array, a query cache."""
+        self._waiting: list[tuple] = []
+        self._waiting_length = 0
+        self._waiting_size = 0
+        self._dense: torch.Tensor | None = None  # flat int64, layout [targets, behaviours, positions + 1, 2]
+        self._dense_shape = (0, 0, 0)
+        self._dense_off = False
+        self._version = 0
+        self._query_cache: dict = {}
+
+    def reset(self) -> None:
+        self._clear_local()
+        super().reset()
 
     # ---- accumulation -----------------------------------------------------------------------------------
     def update(
@@ -142,48 +175,103 @@ class BehaviorTargetCounts(Metric):
         Raises:
             ValueError: on mismatched shapes, non-integer or out-of-range category ids, or labels outside {0, 1};
                 the message names the argument.
+
+        The batch is checked at once and counted together with the next few; every query, ``sync`` and
+        ``reset`` counts what is waiting first.
         """
         target, behavior, label, valid, t_max, b_max = self._validate(target_category, behavior_category, label, mask)
         batch, length = behavior.shape
-        self.max_length = torch.maximum(self.max_length, torch.tensor(length, device=self.max_length.device))
         if batch == 0:
             return
-        y = label.to(torch.int64)
-        self._add("target", *_unique_counts(target * 2 + y, t_max * 2 + 2))
+        if self._waiting and self._waiting_length != length:
+            self._flush()
+        self._waiting.append((target, behavior, label, valid, t_max, b_max))
+        self._waiting_length = length
+        self._waiting_size += batch * length
+        if self._waiting_size >= max(_FLUSH_BEHAVIORS, self._dense.numel() if self._dense is not None else 0):
+            self._flush()
 
-        if valid is None:
-            offsets = torch.arange(length - 1, -1, -1, device=behavior.device)  # position - 1 of each column
-            real = None
-        else:
-            real = valid
-            # With left padding (or none) every real behaviour's position is simply L - column; only rows with
-            # a gap need the running count.
-            contiguous = bool((valid[:, 1:] >= valid[:, :-1]).all())
-            offsets = None if not contiguous else torch.arange(length - 1, -1, -1, device=behavior.device)
-            if not bool(valid.any()):
-                return
-        t_range, b_range = t_max + 1, b_max + 1
-        # Code of a behaviour: ((t * V + b) * L + (p - 1)) * 2 + y, lexicographic in (t, b, p, y) like the
-        # stored keys, so the batch's distinct codes come out already in key order.
-        code_range = t_range * b_range * length * 2
-        dtype = torch.int32 if code_range < 2**31 - 1 else torch.int64
-        row = (target.to(dtype) * (b_range * length * 2) + y.to(dtype))[:, None]
-        codes = behavior.to(dtype) * (length * 2)
-        if offsets is not None:
-            codes += row + (offsets.to(dtype) * 2)[None, :]
-        else:
-            codes += row + (target_relative_positions(real).to(dtype) - 1) * 2
-        if real is not None:
-            codes = torch.where(real, codes, torch.full((), code_range, dtype=dtype, device=codes.device))
-        values, counts = _unique_counts(codes.reshape(-1), code_range)
-        if values.numel() == 0:
+    def _flush(self) -> None:
+        """Count the batches waiting, all at once."""
+        if not self._waiting:
             return
-        # Back from the batch's compact radix to the stored bit layout (only the distinct codes).
-        y_v = values % 2
-        rest = values // 2
-        p_v = rest % length + 1
-        rest = rest // length
-        self._add("triple", _encode(rest // b_range, rest % b_range, p_v, y_v), counts)
+        parts, self._waiting, self._waiting_size = self._waiting, [], 0
+        if len(parts) == 1:
+            target, behavior, label, valid, t_max, b_max = parts[0]
+        else:
+            target = torch.cat([p[0] for p in parts])
+            behavior = torch.cat([p[1] for p in parts])
+            label = torch.cat([p[2] for p in parts])
+            valid = None
+            if any(p[3] is not None for p in parts):
+                valid = torch.cat([p[3] if p[3] is not None else torch.ones_like(p[1], dtype=torch.bool) for p in parts])
+            t_max, b_max = max(p[4] for p in parts), max(p[5] for p in parts)
+        self._count(target, behavior, label, valid, t_max, b_max)
+
+    def _count(self, target: torch.Tensor, behavior: torch.Tensor, label: torch.Tensor,
+               valid: torch.Tensor | None, t_max: int, b_max: int) -> None:
+        self._version += 1
+        length = behavior.shape[1]
+        self.max_length = torch.clamp_min(self.max_length, length)
+        y = label.to(torch.int64)
+        self._add("target", *_unique_counts(target * 2 + y, (t_max + 1) * 2))
+        # A cell's code: its target, behaviour, position p and label, each in its own digit (t, b, p, y), so
+        # codes order like the stored keys. Every cell holds a valid id here (_validate zeroed padding that did
+        # not), padding included: it gets p = 0 and is dropped after counting, which is cheaper than masking.
+        dense = self._dense_layout(t_max + 1, b_max + 1, length + 1)
+        if dense is not None:  # the dense array's digits: code = ((t V + b) P + p) 2 + y
+            b_scale = dense[2] * 2
+            t_scale = dense[1] * b_scale
+        else:  # power-of-two digits, so that codes become stored keys with shifts
+            p_shift = length.bit_length() + 1
+            b_bits = max(1, b_max.bit_length())
+            b_scale, t_scale = 1 << p_shift, 1 << (p_shift + b_bits)
+        positions = torch.arange(length, 0, -1, device=behavior.device) * 2  # 2p of each column
+        if valid is None:
+            offsets = positions[None, :]
+        elif bool((valid[:, 1:] >= valid[:, :-1]).all()):
+            offsets = valid * positions  # left padding (or none): a real behaviour's p is L - column
+        else:
+            offsets = target_relative_positions(valid) * 2
+        codes = torch.add(offsets + (target * t_scale + y)[:, None], behavior, alpha=b_scale).reshape(-1)
+        if dense is not None:
+            self._dense += _bincount(codes, self._dense.numel()).to(self._dense.device)
+            return
+        values, counts = _unique_counts(codes, (t_max + 1) * t_scale)
+        low = values & (b_scale - 1)  # 2p + y
+        real = low >= 2  # p >= 1
+        values, low, counts = values[real], low[real], counts[real]
+        behaviors = (values >> p_shift) & ((1 << b_bits) - 1)
+        keys = ((values >> (p_shift + b_bits)) << _TARGET_SHIFT) | (behaviors << _BEHAVIOR_SHIFT) | low
+        if keys.numel():
+            self._add("triple", keys, counts)
+
+    def _dense_layout(self, n_targets: int, n_behaviors: int, n_positions: int) -> tuple[int, int, int] | None:
+        """The dense array's (targets, behaviours, positions + 1), grown to hold this batch; None once sparse."""
+        if self._dense_off:
+            return None
+        old = self._dense_shape
+        shape = (_grown(old[0], n_targets), _grown(old[1], n_behaviors), max(old[2], n_positions))
+        if shape[0] * shape[1] * shape[2] * 2 > DENSE_MAX_CELLS:
+            if self._dense is not None:
+                keys, counts = self._dense_keys()
+                if keys.numel():
+                    self._add("triple", keys, counts)
+            self._dense, self._dense_shape, self._dense_off = None, (0, 0, 0), True
+            return None
+        if shape != old:
+            grown = torch.zeros(*shape, 2, dtype=torch.int64, device=self.device)
+            if self._dense is not None:
+                grown[: old[0], : old[1], : old[2]] = self._dense.view(*old, 2)
+            self._dense, self._dense_shape = grown.view(-1), shape
+        return shape
+
+    def _dense_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense array's non-zero cells at real positions (p >= 1) as sorted stored keys, with their counts."""
+        cells = self._dense.view(*self._dense_shape, 2)[:, :, 1:, :]
+        where = torch.nonzero(cells)  # [K, 4] (t, b, p - 1, y), in lexicographic order
+        counts = cells[where[:, 0], where[:, 1], where[:, 2], where[:, 3]]
+        return _encode(where[:, 0], where[:, 1], where[:, 2] + 1, where[:, 3]), counts
 
     def _validate(self, target, behavior, label, mask):
         for name, value in (("target_category", target), ("behavior_category", behavior), ("label", label)):
@@ -201,7 +289,8 @@ class BehaviorTargetCounts(Metric):
         label = label.reshape(-1) if label.dim() == 2 and label.shape[1] == 1 else label
         if label.dim() != 1 or label.shape[0] != target.shape[0]:
             raise ValueError(f"label must be [B] with B = {target.shape[0]}, got shape {tuple(label.shape)}")
-        if label.numel() and not bool(((label == 0) | (label == 1)).all()):
+        # y (1 - y) is 0 exactly for y in {0, 1}: one check for integer and float labels alike.
+        if label.dtype != torch.bool and label.numel() and bool((label * (1 - label)).any()):
             bad = label[(label != 0) & (label != 1)][0].item()
             raise ValueError(f"label must hold 0/1 responses, found {bad!r}")
         if behavior.shape[1] > MAX_POSITIONS:
@@ -211,9 +300,7 @@ class BehaviorTargetCounts(Metric):
             if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(behavior.shape):
                 shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
                 raise ValueError(f"mask must have the shape of behavior_category {tuple(behavior.shape)}, got {shape}")
-            valid = mask.to(torch.bool) if mask.dtype != torch.bool else mask
-            if bool(valid.all()):
-                valid = None
+            valid = mask if mask.dtype == torch.bool else mask != 0
         limit = self.num_categories if self.num_categories is not None else MAX_CATEGORIES
         what = "the category embedding's" if self.num_categories is not None else "the supported"
         t_max = b_max = 0
@@ -222,18 +309,23 @@ class BehaviorTargetCounts(Metric):
             if low < 0 or t_max >= limit:
                 raise ValueError(f"target_category ids must lie in [0, {limit}) ({what} size), found {low if low < 0 else t_max}")
         if behavior.numel():
-            # Padding cells may hold anything (-1, a pad id): only real behaviours are checked and counted.
-            real = behavior if valid is None else torch.where(valid, behavior, torch.zeros((), dtype=behavior.dtype))
-            low, b_max = (int(v) for v in torch.aminmax(real))
-            if low < 0 or b_max >= limit:
+            low, high = (int(v) for v in torch.aminmax(behavior))
+            if (low < 0 or high >= limit) and valid is not None:
+                # Padding may hold anything (-1, a pad id): only real behaviours must be valid ids. Zero the
+                # padding so that counting can treat every cell alike.
+                behavior = torch.where(valid, behavior, torch.zeros((), dtype=behavior.dtype, device=behavior.device))
+                low, high = (int(v) for v in torch.aminmax(behavior))
+            if low < 0 or high >= limit:
                 raise ValueError(
                     f"behavior_category ids of real (unmasked) behaviours must lie in [0, {limit}) ({what} size), "
-                    f"found {low if low < 0 else b_max}"
+                    f"found {low if low < 0 else high}"
                 )
-        return target.to(torch.int64), behavior, label, valid, t_max, b_max
+            b_max = high
+        return target.to(torch.int64), behavior.to(torch.int64), label, valid, t_max, b_max
 
     def _add(self, name: str, keys: torch.Tensor, counts: torch.Tensor) -> None:
         """Add sorted unique ``keys`` with ``counts`` to the sparse counter ``name``."""
+        self._version += 1
         key_list, count_list = getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts")
         keys, counts = keys.to(self.device), counts.to(self.device)
         if not key_list:
@@ -251,35 +343,59 @@ class BehaviorTargetCounts(Metric):
             key_list.append(keys.clone())
             count_list.append(counts.clone())
             pending = sum(k.numel() for k in key_list[1:])
-            # Merging costs a sort of everything held; doing it only once the new keys outnumber the merged
-            # ones keeps the total work proportional to the keys added (amortised doubling).
-            if pending > max(merged_keys.numel(), 4096):
-                merged = self._merged(name)
+            # Merging sorts everything held; doing it only once the new keys outnumber the merged ones keeps
+            # the total work proportional to the keys added (amortised doubling).
+            if pending > max(merged_keys.numel(), 4096) or len(key_list) > 64:
+                merged = self._sum_equal_keys(torch.cat(key_list), torch.cat(count_list))
                 key_list[:] = [merged[0]]
                 count_list[:] = [merged[1]]
 
-    def _merged(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sorted unique keys of counter ``name`` and their summed counts (over chunks and, once synced, ranks)."""
-        keys, counts = getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts")
-        if isinstance(keys, list):
-            if not keys:
-                empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-                return empty, empty.clone()
-            if len(keys) == 1:
-                return keys[0], counts[0]
-            keys, counts = torch.cat(keys), torch.cat(counts)
+    @staticmethod
+    def _sum_equal_keys(keys: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keys, counts = keys.to(torch.int64), counts.to(torch.int64)
         unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
         summed = torch.zeros(unique.numel(), dtype=torch.int64, device=keys.device).index_add_(0, inverse, counts)
         return unique, summed
 
+    def _merged(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted unique keys of counter ``name`` and their summed counts (over chunks, the dense array and,
+        once synced, ranks)."""
+        if not self._is_synced:
+            self._flush()
+        # The analysis asks for several tables in a row; merge once per change, not once per question.
+        stamp = (self._version, self._is_synced)
+        cached = self._query_cache.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        keys, counts = getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts")
+        if isinstance(keys, list):  # not synced: local chunks, plus the dense array
+            keys, counts = list(keys), list(counts)
+            if name == "triple" and self._dense is not None:
+                dense_keys, dense_counts = self._dense_keys()
+                keys.append(dense_keys.to(self.device))
+                counts.append(dense_counts.to(self.device))
+            if not keys:
+                empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+                result = (empty, empty.clone())
+            elif len(keys) == 1:
+                result = (keys[0], counts[0])
+            else:
+                result = self._sum_equal_keys(torch.cat(keys), torch.cat(counts))
+        else:  # synced: every rank's keys, concatenated
+            result = self._sum_equal_keys(keys, counts)
+        self._query_cache[name] = (stamp, result)
+        return result
+
     def _sync_dist(self, *args, **kwargs) -> None:
-        # torchmetrics fills a rank that saw no batch with an empty *float* tensor, which cannot be gathered with
-        # the int64 keys of the other ranks; give every list state an int64 tensor first.
+        # Everything local (waiting batches, the dense array) goes into the list states that torchmetrics
+        # gathers. torchmetrics also fills a rank that saw no batch with an empty *float* tensor, which cannot
+        # be gathered with other ranks' int64 keys: every rank sends one int64 tensor per state.
+        self._flush()
         for name in ("triple", "target"):
             keys, counts = self._merged(name)
             setattr(self, f"{name}_keys", [keys])
             setattr(self, f"{name}_counts", [counts])
+        self._version += 1
         super()._sync_dist(*args, **kwargs)
 
     # ---- queries ----------------------------------------------------------------------------------------
@@ -295,6 +411,8 @@ class BehaviorTargetCounts(Metric):
     @property
     def num_positions(self) -> int:
         """The longest sequence (columns) seen: the positions 1..num_positions that tables cover by default."""
+        if not self._is_synced:
+            self._flush()
         return int(self.max_length)
 
     def label_counts(self, target_category: int | None = None) -> torch.Tensor:
@@ -316,9 +434,9 @@ class BehaviorTargetCounts(Metric):
     def behavior_categories(self, target_category: int) -> torch.Tensor:
         """Sorted behaviour categories seen (at any position) with a target of this category."""
         keys, _ = self._merged("triple")
-        shift = 1 + POSITION_BITS + CATEGORY_BITS
-        lo, hi = torch.searchsorted(keys, torch.tensor([int(target_category) << shift, (int(target_category) + 1) << shift],
-                                                      device=keys.device)).tolist()
+        bounds = torch.tensor([int(target_category) << _TARGET_SHIFT, (int(target_category) + 1) << _TARGET_SHIFT],
+                              device=keys.device)
+        lo, hi = torch.searchsorted(keys, bounds).tolist()
         return torch.unique(_decode(keys[lo:hi])[1], sorted=True)
 
     def table(self, target_category: int, behavior_categories, num_positions: int | None = None) -> torch.Tensor:

@@ -1,0 +1,233 @@
+"""Counting (target, behaviour, position, label) for the correlation analysis, and FeatureCorrelationMonitor's cost.
+
+    python -m benchmarks.bench_counting [--sequences 1000000] [--length 50] [--categories 1000]
+                                        [--baseline-sequences 40000] [--full-baseline]
+                                        [--demo-repeats 3] [--no-demo] [--quick]
+
+**Counting.** ``BehaviorTargetCounts.update`` on 1,000,000 sequences of 50 behaviours (fed in batches of 65,536
+sequences), against the authors' way: a Python dictionary incremented once per behaviour,
+``counts[(target, category, position, label)] += 1``, over Python lists (the conversion to lists is not timed).
+The dictionary takes about a microsecond per behaviour, i.e. about a minute for 5 * 10^7 behaviours, so by
+default it runs on ``--baseline-sequences`` sequences (an equal slice of every batch, so that both methods see
+the same drift in machine load) and its time is extrapolated linearly (its cost per behaviour does not fall
+with size); ``--full-baseline`` runs it on all of them. Its counts are compared,
+key by key, with the metric's counts of the same sequences: they must be identical.
+
+Data: categories drawn from a Zipf-like law (a few frequent categories, a long tail, as in real logs), targets
+likewise, 15% of behaviours of the target's own category, labels Bernoulli(0.3).
+
+**Monitor cost.** The TIN demo (``python -m demo_models tin``) trained with and without the monitor (its
+defaults, as the demo configures it), each fit in a fresh process, the two interleaved repetition by
+repetition; medians of the fit times. Beside the A/B ratio, the time spent inside the monitor's own hooks
+during the monitored fits (counting, analysis, images) as a share of the fit: the same quantity without the
+run-to-run noise of a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from ._common import machine, median, run_worker, table
+
+SUPPORTS_QUICK = True
+BATCH = 65_536
+
+
+def _zipf(n: int, exponent: float = 1.0) -> torch.Tensor:
+    return 1.0 / torch.arange(1, n + 1, dtype=torch.float64) ** exponent
+
+
+def make_chunk(index: int, sequences: int, length: int, categories: int):
+    """One batch of the benchmark data, reproducible from its index alone (so it is never all in memory)."""
+    g = torch.Generator().manual_seed(1000 + index)
+    weights = _zipf(categories)
+    target = torch.multinomial(weights, sequences, replacement=True, generator=g)
+    behavior = torch.multinomial(weights, sequences * length, replacement=True, generator=g).view(sequences, length)
+    own = torch.rand(sequences, length, generator=g) < 0.15
+    behavior = torch.where(own, target[:, None], behavior)
+    label = (torch.rand(sequences, generator=g) < 0.3).to(torch.int64)
+    return target, behavior, label
+
+
+def dictionary_counts(target, behavior, label) -> tuple[dict, float]:
+    """The authors' way: one dictionary increment per behaviour. Returns the counts and the seconds it took."""
+    t_list, b_list, y_list = target.tolist(), behavior.tolist(), label.tolist()
+    length = len(b_list[0]) if b_list else 0
+    counts: dict = {}
+    start = time.perf_counter()
+    for t, row, y in zip(t_list, b_list, y_list):
+        for j, c in enumerate(row):
+            key = (t, c, length - j, y)  # position 1 = the last column, the most recent behaviour
+            counts[key] = counts.get(key, 0) + 1
+    return counts, time.perf_counter() - start
+
+
+def metric_counts_as_dict(metric) -> dict:
+    from lightning_recanalysis.metrics.behavior_target import _decode
+
+    keys, counts = metric._merged("triple")
+    t, b, p, y = (x.tolist() for x in _decode(keys))
+    return dict(zip(zip(t, b, p, y), counts.tolist()))
+
+
+def counting(sequences: int, length: int, categories: int, baseline_sequences: int) -> dict:
+    from lightning_recanalysis.metrics import BehaviorTargetCounts
+
+    chunks = (sequences + BATCH - 1) // BATCH
+    metric = BehaviorTargetCounts()
+    ours = 0.0
+    baseline_secs, baseline_seen = 0.0, 0
+    check = BehaviorTargetCounts()
+    reference: dict = {}
+    for index in range(chunks):
+        n = min(BATCH, sequences - index * BATCH)
+        target, behavior, label = make_chunk(index, n, length, categories)
+        start = time.perf_counter()
+        metric.update(target, behavior, label)
+        ours += time.perf_counter() - start
+        # The dictionary counts a slice of every batch, so that drift in machine load reaches both methods.
+        share = -(-baseline_sequences // chunks)
+        if baseline_seen < baseline_sequences:
+            take = min(n, share, baseline_sequences - baseline_seen)
+            part, secs = dictionary_counts(target[:take], behavior[:take], label[:take])
+            baseline_secs += secs
+            baseline_seen += take
+            for key, value in part.items():
+                reference[key] = reference.get(key, 0) + value
+            check.update(target[:take], behavior[:take], label[:take])
+    start = time.perf_counter()
+    keys, _ = metric._merged("triple")  # the final merge of anything still waiting is part of the cost
+    ours += time.perf_counter() - start
+    identical = metric_counts_as_dict(check) == reference
+    total = int(metric._merged("triple")[1].sum())
+    return {
+        "ours_seconds": ours,
+        "baseline_seconds_measured": baseline_secs,
+        "baseline_sequences": baseline_seen,
+        "baseline_seconds": baseline_secs * sequences / max(baseline_seen, 1),
+        "identical": identical,
+        "behaviours": total,
+        "distinct_triples": int(keys.numel()),
+        "state_bytes": int(keys.numel()) * 16,
+    }
+
+
+# ---- monitor cost on the TIN demo --------------------------------------------------------------------------
+def demo_worker(monitors: bool) -> dict:
+    """One fit of the TIN demo as ``python -m demo_models tin`` runs it; times the monitor's hooks from inside."""
+    import lightning.pytorch as pl
+
+    from demo_models.registry import DATASETS
+    from demo_models.sequence import build
+
+    pl.seed_everything(0, verbose=False)
+    experiment = build(model="tin", data=DATASETS["tin"][0], seed=0, monitors=monitors)
+    inside = {"seconds": 0.0}
+    for callback in experiment.callbacks:
+        for hook in ("on_train_batch_end", "on_train_epoch_end", "setup", "on_fit_start"):
+            original = getattr(callback, hook)
+
+            def timed(*args, _original=original, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    inside["seconds"] += time.perf_counter() - start
+
+            setattr(callback, hook, timed)
+    import tempfile
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    with tempfile.TemporaryDirectory() as out:
+        trainer = pl.Trainer(
+            max_epochs=experiment.max_epochs, logger=TensorBoardLogger(out, name="tin"),
+            callbacks=list(experiment.callbacks), accelerator="cpu", devices=1, enable_progress_bar=False,
+            enable_model_summary=False, log_every_n_steps=10, deterministic=True, enable_checkpointing=False,
+        )
+        start = time.perf_counter()
+        trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
+        seconds = time.perf_counter() - start
+    agreement = None
+    for callback in experiment.callbacks:
+        if getattr(callback, "history", None):
+            agreement = callback.history[-1].get("agreement")
+    return {"seconds": seconds, "monitor_seconds": inside["seconds"], "agreement": agreement}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequences", type=int, default=1_000_000)
+    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--categories", type=int, default=1000)
+    parser.add_argument("--baseline-sequences", type=int, default=40_000)
+    parser.add_argument("--full-baseline", action="store_true")
+    parser.add_argument("--demo-repeats", type=int, default=3)
+    parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="100,000 sequences, one demo repetition")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the dictionary runs on one core too, and the demo fits are "
+                             "steadier on a shared machine)")
+    parser.add_argument("--worker", choices=["monitors", "none"])
+    args = parser.parse_args(argv)
+    if args.worker:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(demo_worker(args.worker == "monitors")))
+        return
+    if args.quick:
+        args.sequences, args.baseline_sequences, args.demo_repeats = 100_000, 10_000, 1
+    baseline_n = args.sequences if args.full_baseline else min(args.baseline_sequences, args.sequences)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    result = counting(args.sequences, args.length, args.categories, baseline_n)
+    behaviours = args.sequences * args.length
+    extrapolated = "" if baseline_n == args.sequences else (
+        f" (measured on {result['baseline_sequences']:,} sequences, a slice of every batch, "
+        f"{result['baseline_seconds_measured']:.1f} s, extrapolated linearly)")
+    print(f"counting {args.sequences:,} sequences x {args.length} = {behaviours:,} behaviours, {args.categories:,} "
+          f"categories (Zipf); {machine()}")
+    print(table(
+        ["method", "seconds", "ns / behaviour", "time / ours"],
+        [["python dict (authors)", f"{result['baseline_seconds']:.1f}",
+          f"{1e9 * result['baseline_seconds'] / behaviours:.0f}",
+          f"{result['baseline_seconds'] / result['ours_seconds']:.1f}x"],
+         ["BehaviorTargetCounts", f"{result['ours_seconds']:.2f}", f"{1e9 * result['ours_seconds'] / behaviours:.1f}",
+          "1.0x"]],
+    ))
+    print(f"dictionary baseline{extrapolated}")
+    print(f"identical counts on the dictionary's sequences: {result['identical']}; {result['distinct_triples']:,} "
+          f"distinct (target, behaviour, position, label) keys, {result['state_bytes'] / 2**20:.0f} MiB of state")
+    print(f"speed-up: {result['baseline_seconds'] / result['ours_seconds']:.0f}x")
+    torch.set_num_threads(threads)
+    if args.no_demo:
+        return
+
+    runs: dict[str, list] = {"none": [], "monitors": []}
+    for _ in range(args.demo_repeats):
+        for kind in ("none", "monitors"):  # interleaved, so drift in machine load hits both alike
+            runs[kind].append(run_worker("benchmarks.bench_counting", kind, "--threads", str(args.threads), timeout=1200))
+    plain = median(r["seconds"] for r in runs["none"])
+    monitored = median(r["seconds"] for r in runs["monitors"])
+    inside = median(r["monitor_seconds"] / r["seconds"] for r in runs["monitors"])
+    print(f"\nTIN demo (synthetic data), FeatureCorrelationMonitor at its defaults; {args.threads} torch thread(s); "
+          f"median of {args.demo_repeats} fresh-process fits each, interleaved")
+    print(table(
+        ["fit", "seconds (median)", "all fits"],
+        [["--no-monitors", f"{plain:.1f}", ", ".join(f"{r['seconds']:.1f}" for r in runs["none"])],
+         ["monitor", f"{monitored:.1f}", ", ".join(f"{r['seconds']:.1f}" for r in runs["monitors"])]],
+    ))
+    print(f"monitored / plain fit time: {monitored / plain:.3f} ({100 * (monitored / plain - 1):+.1f}%)")
+    print(f"time inside the monitor's hooks: {100 * inside:.2f}% of the monitored fit (median)")
+    agreements = [r["agreement"] for r in runs["monitors"] if r["agreement"] is not None]
+    if agreements:
+        print(f"learned vs ground-truth rank correlation at the end: {', '.join(f'{a:.2f}' for a in agreements)}")
+
+
+if __name__ == "__main__":
+    main()
