@@ -26,10 +26,5 @@ def build_report(run: RunData, out_dir: str | Path, thresholds: ReportThresholds
     notes = list(run.notes)
     if not run.records:
         notes.append("no analysis records found: was a lightning_recanalysis monitor attached, with a TensorBoardLogger?")
-    known = {"collapse": "EmbeddingSpectrumMonitor", "correlation": "FeatureCorrelationMonitor",
-             "conflict": "GradientConflictMonitor", "entanglement": "EntanglementMonitor"}
-    missing = [f"{ns} ({cls})" for ns, cls in known.items() if ns not in run.records]
-    if run.records and missing:
-        notes.append("analyses not in this run: " + ", ".join(missing))
     return write_report(sections, out_dir, title=f"Analysis report: {run.name}",
                         run={"name": run.name, "path": run.path}, notes=notes)
