@@ -101,14 +101,17 @@ def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresh
     metrics = last["metrics"]
     views = last.get("views", [])
     subsets = sorted({t.split("/")[1] for t in metrics if t.endswith("/pairs") and len(t.split("/")) == 3})
-    rows = []
-    for subset in subsets:
-        rows.append([subset, int(metrics.get(f"entanglement/{subset}/pairs", 0))]
-                    + [_f(metrics.get(f"entanglement/{v}/{subset}/distance_mean")) for v in views]
-                    + [_f(metrics.get(f"entanglement/{t}/auroc/{subset}")) for t in last["tasks"]])
+    rows = [[subset, int(metrics.get(f"entanglement/{subset}/pairs", 0))]
+            + [_f(metrics.get(f"entanglement/{v}/{subset}/distance_mean")) for v in views] for subset in subsets]
     section.tables.append(ReportTable(
-        f"Mean user-item distance per view and label subset, and each task's AUROC on the subset (epoch {last['epoch']})",
-        ["label subset", "pairs"] + [f"distance in {v}" for v in views] + [f"AUROC {t}" for t in last["tasks"]], rows))
+        f"Mean user-item distance per view, by which tasks' labels are positive (epoch {last['epoch']})",
+        ["label subset", "pairs"] + [f"distance in {v}" for v in views], rows))
+    auroc_subsets = sorted({t.split("/")[3] for t in metrics if t.count("/") == 3 and t.split("/")[2] == "auroc"},
+                           key=lambda n: (n != "all", n))
+    section.tables.append(ReportTable(
+        f"Each task's AUROC by sample subset (epoch {last['epoch']}; '-' where the task's label is constant)",
+        ["subset"] + list(last["tasks"]),
+        [[name] + [_f(metrics.get(f"entanglement/{t}/auroc/{name}")) for t in last["tasks"]] for name in auroc_subsets]))
     section.numbers = {"last_epoch": last["epoch"], "tasks": last["tasks"], "views": views, "metrics": metrics}
     histograms = last.get("histograms")
     if figures and histograms:
