@@ -64,6 +64,9 @@ class FeatureCorrelationMonitor(AnalysisCallback):
           target category ``<t>``, over all its cells (1 = same ranking; needs the embeddings).
         - ``correlation/agreement``: the mean of those over the analysed target categories.
 
+    Text (TensorBoard):
+        - ``correlation/inventory``: where the fields and embeddings come from, what is counted.
+
     Images (TensorBoard, rank 0):
         - ``correlation/target_<t>/ground_truth``: the ground-truth map (behaviour categories x positions, colour
           0..1 = MI / max MI after min-max). Redrawn only when it changes by more than ``redraw_tolerance`` or its
@@ -168,6 +171,7 @@ class FeatureCorrelationMonitor(AnalysisCallback):
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         num_categories = None
@@ -218,6 +222,37 @@ class FeatureCorrelationMonitor(AnalysisCallback):
     def on_fit_start(self, trainer, pl_module) -> None:
         # Count where the batches are (the model's device), and sum there across processes.
         self.counts = self.counts.to(pl_module.device)
+        if self._is_real_fit(trainer):
+            self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
+
+    def inventory_markdown(self) -> str:
+        if self.batch_fields is not None:
+            where = "the batch fields returned by `batch_fields`"
+        else:
+            where = ", ".join(f"{field} `{key}`" for field, key in self.keys.items() if key is not None)
+        if self.learned_embeddings is not None:
+            learned = "the user's `learned_embeddings` function"
+        elif self.category_embedding is not None:
+            learned = f"category embedding `{self.category_embedding}`"
+            if self.position_embedding is not None:
+                learned += (f" plus position embedding `{self.position_embedding}` (row p = position p, row "
+                            f"{self.target_position} = the target)")
+        else:
+            learned = "nothing (ground truth only)"
+        targets = (f"target categories {self.target_categories}" if self.target_categories is not None
+                   else f"the {self.num_targets} most frequent target categories")
+        epochs = "every epoch" if self.count_epochs is None else f"the first {self.count_epochs} epoch(s)"
+        return (f"Behaviour-target correlation from {where}, counted over {epochs}; maps of {targets}, "
+                f"{self.num_behavior_categories} behaviour categories x positions 1..{self.num_positions}. "
+                f"Learned map from {learned}, representation `{self.representation}`"
+                f"{', logits / sqrt(d)' if self.scaled else ''}. MI in bits, empty cells contribute 0.")
+
+    def dashboard_layout(self) -> dict[str, dict[str, list]]:
+        ns = self.namespace
+        return {"correlation: behaviour sequence": {
+            "agreement of the learned map with the data (Spearman over cells)": [
+                "Multiline", [rf"^{ns}/agreement$", rf"^{ns}/target_\d+/agreement$"]],
+        }}
 
     # ---- counting ------------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -253,9 +288,10 @@ class FeatureCorrelationMonitor(AnalysisCallback):
                 values.append(batch[key])
             except (KeyError, IndexError, TypeError):
                 available = list(batch.keys()) if isinstance(batch, Mapping) else f"a {type(batch).__name__}"
+                fix = "mask=<key>, or mask=None if there is no padding" if field == "mask" else f"{field}=<key>"
                 raise ValueError(
                     f"{type(self).__name__}: the batch has no field {key!r} ({field}); batch: {available}. Pass "
-                    f"{field}=<key> (or {field}=None for the mask), or batch_fields=fn(batch)."
+                    f"{fix}, or batch_fields=fn(batch) returning the fields."
                 ) from None
         return tuple(values)
 

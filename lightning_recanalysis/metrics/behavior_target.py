@@ -386,10 +386,17 @@ class BehaviorTargetCounts(Metric):
         self._query_cache[name] = (stamp, result)
         return result
 
+    def sync(self, *args, **kwargs) -> None:
+        # Count the waiting batches into the states first: torchmetrics copies the states before syncing and
+        # restores that copy afterwards, so batches counted during the sync would be lost on unsync.
+        self._flush()
+        super().sync(*args, **kwargs)
+
     def _sync_dist(self, *args, **kwargs) -> None:
-        # Everything local (waiting batches, the dense array) goes into the list states that torchmetrics
-        # gathers. torchmetrics also fills a rank that saw no batch with an empty *float* tensor, which cannot
-        # be gathered with other ranks' int64 keys: every rank sends one int64 tensor per state.
+        # The dense array is not a state: its counts go into the list states that torchmetrics gathers (the
+        # copy restored on unsync does not hold them, and the dense array stays as it was). torchmetrics also
+        # fills a rank that saw no batch with an empty *float* tensor, which cannot be gathered with other
+        # ranks' int64 keys: every rank sends one int64 tensor per state.
         self._flush()
         for name in ("triple", "target"):
             keys, counts = self._merged(name)
