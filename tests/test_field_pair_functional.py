@@ -167,8 +167,8 @@ def test_cross_layer_pair_strength_is_the_norm_of_each_block():
             block = cross_layer_block(inner, source=i, partner=j, width=k).double()
             assert float(directed[i, j]) == pytest.approx(float(torch.linalg.norm(block)), rel=1e-12)
             back = cross_layer_block(inner, source=j, partner=i, width=k).double()
-            assert float(sym[i, j]) == pytest.approx((float(torch.linalg.norm(block)) + float(torch.linalg.norm(back))) / 2,
-                                                     rel=1e-12)
+            mean = (float(torch.linalg.norm(block)) + float(torch.linalg.norm(back))) / 2
+            assert float(sym[i, j]) == pytest.approx(mean, rel=1e-12)
     # A block planted large stands out: field 1 into field 3's slot.
     w2 = torch.zeros(n * k, n * k)
     w2[3 * k : 4 * k, 1 * k : 2 * k] = 5.0

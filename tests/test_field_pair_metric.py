@@ -57,14 +57,16 @@ def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent
     dense = {(int(first[p]), int(second[p]), a, c, t): int(metric.pair_counts[p, a, c, t])
              for p in range(first.numel()) for a in range(V + 1) for c in range(V + 1) for t in range(2)}
     assert {k: v for k, v in dense.items() if v} == dict(pair_dict)
-    fields = {(i, a, t): int(metric.field_counts[i, a, t]) for i in range(len(DIMS)) for a in range(V + 1) for t in range(2)}
+    fields = {(i, a, t): int(metric.field_counts[i, a, t])
+              for i in range(len(DIMS)) for a in range(V + 1) for t in range(2)}
     assert {k: v for k, v in fields.items() if v} == dict(field_dict)
     assert metric.samples == len(y)
     # Field 3 has 60 values, 4 kept: the rest is "other"; field 0 (2 values) is never bucketed away.
     other = metric.other_fraction()
     assert float(other[0]) == 0.0 and float(other[3]) == pytest.approx(
         sum(v not in vocab[3] for v in x[:, 3].tolist()) / len(y))
-    assert metric.pair_index(3, 1) == metric.pair_index(1, 3) == [(int(a), int(b)) for a, b in zip(first, second)].index((1, 3))
+    listed = [(int(a), int(b)) for a, b in zip(first, second)]
+    assert metric.pair_index(3, 1) == metric.pair_index(1, 3) == listed.index((1, 3))
 
 
 def test_mutual_information_equals_torchmetrics_on_the_bucketed_values():

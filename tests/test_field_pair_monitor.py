@@ -89,7 +89,8 @@ def test_fit_logs_every_tag_with_values_from_the_data_and_the_model(tmp_path):
     ns = "correlation/field_pair"
     for tag in ("agreement", "agreement_interaction", "samples", "other_fraction"):
         assert [e.step for e in events.Scalars(f"{ns}/{tag}")] == [8, 16]  # 8 batches per epoch
-    assert {f"{ns}/mutual_information", f"{ns}/interaction_information", f"{ns}/learned_strength"} <= set(tags["images"])
+    images = {f"{ns}/mutual_information", f"{ns}/interaction_information", f"{ns}/learned_strength"}
+    assert images <= set(tags["images"])
     assert any(t.startswith(f"{ns}/top_pairs") for t in tags["tensors"])
     assert any(t.startswith(f"{ns}/inventory") for t in tags["tensors"])
     assert f"{ns}/_record" in tags["tensors"]  # the full record, for the report

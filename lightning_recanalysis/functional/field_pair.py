@@ -99,7 +99,9 @@ def _check_label_axis(counts: torch.Tensor, dims: int, what: str) -> None:
         raise ValueError(f"{what} counts must have at least {dims} axes, got shape {tuple(counts.shape)}")
 
 
-def pair_label_mutual_information(counts: torch.Tensor, *, base: float = 2.0, bias_correction: str = "none") -> torch.Tensor:
+def pair_label_mutual_information(
+    counts: torch.Tensor, *, base: float = 2.0, bias_correction: str = "none"
+) -> torch.Tensor:
     """MI((F_i, F_j); Y) from ``[..., A, B, C]`` counts of (value of F_i, value of F_j, label): the pair as one
     variable of A x B values. Returns ``[...]`` float64 (see :func:`table_mutual_information`)."""
     _check_label_axis(counts, 3, "pair")
@@ -107,7 +109,9 @@ def pair_label_mutual_information(counts: torch.Tensor, *, base: float = 2.0, bi
     return table_mutual_information(counts.reshape(*lead, a * b, c), base=base, bias_correction=bias_correction)
 
 
-def field_label_mutual_information(counts: torch.Tensor, *, base: float = 2.0, bias_correction: str = "none") -> torch.Tensor:
+def field_label_mutual_information(
+    counts: torch.Tensor, *, base: float = 2.0, bias_correction: str = "none"
+) -> torch.Tensor:
     """MI(F; Y) from ``[..., A, C]`` counts of (value of F, label). Returns ``[...]`` float64."""
     _check_label_axis(counts, 2, "field")
     return table_mutual_information(counts, base=base, bias_correction=bias_correction)
