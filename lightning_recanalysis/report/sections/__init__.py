@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from ..model import ReportThresholds, Section
 from .collapse import collapse_section
+from .correlation import correlation_section
 from .conflict import conflict_section, entanglement_section
 from .field_pair import field_pair_section
 
@@ -17,6 +18,7 @@ Builder = Callable[[list[dict[str, Any]], ReportThresholds], Section]
 
 BUILDERS: dict[str, Builder] = {
     "collapse": collapse_section,
+    "correlation": correlation_section,
     "conflict": conflict_section,
     "entanglement": entanglement_section,
     "correlation/field_pair": field_pair_section,

@@ -33,12 +33,19 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
     section.tables.append(ReportTable(f"Top field pairs by interaction information ({last['samples']:,} samples)",
                                       ["rank", "pair", "pair MI", "interaction information", "learned strength"], rows))
     agreement = last.get("agreement")
-    if agreement is not None:
-        top = [f"{names[iu[0][k]]} x {names[iu[1][k]]}" for k in order[:3]]
-        verdict = "agrees with" if agreement >= thresholds.min_agreement else "disagrees with"
-        section.findings.append(f"The cross layer's pair strengths {verdict} the data: Spearman rho {agreement:.2f} "
-                                f"with the pairs' MI ({_fmt(last.get('agreement_interaction'))} with interaction "
-                                f"information); the data's strongest pairs are {', '.join(top)}.")
+    if learned is not None:
+        k = min(3, len(order))
+        data_top = [(iu[0][m], iu[1][m]) for m in order[:k]]
+        learned_order = np.argsort(-learned[iu])
+        model_top = [(iu[0][m], iu[1][m]) for m in learned_order[:k]]
+        overlap = len(set(data_top) & set(model_top))
+        name = lambda p: f"{names[p[0]]} x {names[p[1]]}"  # noqa: E731
+        verdict = "agree" if agreement is not None and agreement >= thresholds.min_agreement else "disagree"
+        section.findings.append(
+            f"The data's {k} strongest field pairs by interaction information are {', '.join(map(name, data_top))}; "
+            f"the cross layer couples {overlap} of them among its own {k} strongest ({', '.join(map(name, model_top))}). "
+            f"Over all pairs the learned strengths {verdict} with the data (Spearman {_fmt(agreement)} with pair MI, "
+            f"{_fmt(last.get('agreement_interaction'))} with interaction information).")
     section.numbers = {k: last[k] for k in ("fields", "samples", "mutual_information", "interaction_information",
                                             "field_mutual_information", "learned", "learned_source", "agreement",
                                             "agreement_interaction", "other_fraction") if k in last}

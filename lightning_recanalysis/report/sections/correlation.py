@@ -1,0 +1,126 @@
+"""Report section for ``correlation/``: ground-truth vs learned target-behaviour correlation (Zhou et al. 2024)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ...plotting import line_figure
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    for v in np.unique(values):  # ties share their average rank
+        tie = values == v
+        ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+def spearman(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+
+
+def _maps_figure(target: dict[str, Any], when: str) -> Figure:
+    panels = [("ground truth: MI(X; Y), min-max", target["ground_truth"])]
+    if target.get("learned") is not None:
+        title = "learned correlation"
+        if target.get("agreement") is not None:
+            title += f" (rank corr. {target['agreement']:.2f})"
+        panels.append((title, target["learned"]))
+    rows = len(target["behavior_names"])
+    fig = Figure(figsize=(5.0 * len(panels) + 1.0, max(3.0, 1.6 + 0.3 * rows)), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    image = None
+    for ax, (title, matrix) in zip(axes, panels):
+        image = ax.imshow(np.asarray(matrix, dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                          interpolation="nearest")
+        ax.set_xticks(range(len(target["positions"])), [str(p) for p in target["positions"]], fontsize=7)
+        ax.set_yticks(range(rows), target["behavior_names"], fontsize=7)
+        ax.set_xlabel("target-relative position p (1 = most recent)")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel("behaviour category")
+    fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02).set_label("normalised correlation (0..1)")
+    fig.suptitle(f"target category {target['name']}, {when}", fontsize=10)
+    return fig
+
+
+def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    section = Section("correlation", "Target-behaviour correlation: the data beside what the model learned")
+    epochs = [r for r in records if r.get("stage") == "epoch"]
+    if not epochs:
+        section.notes.append("no correlation analysis was recorded")
+        return section
+    last = epochs[-1]
+    when = f"epoch {last['epoch']}"
+    rows, numbers_targets = [], []
+    for target in last["targets"]:
+        gt = np.asarray(target["ground_truth_mi"], dtype=float)
+        cats = target["behavior_categories"]
+        own = cats.index(target["target_category"]) if target["target_category"] in cats else None
+        entry = {"target_category": target["target_category"], "name": target["name"], "samples": target["samples"],
+                 "agreement": target.get("agreement")}
+        if own is not None and gt.size:
+            own_row = gt[own]
+            entry["own_category_is_top_row"] = bool(own_row.sum() >= gt.sum(axis=1).max())
+            entry["own_row_vs_position_spearman"] = spearman(own_row, target["positions"])
+            entry["own_row_normalized"] = (own_row / own_row.max()).tolist() if own_row.max() > 0 else own_row.tolist()
+            if target.get("learned") is not None:
+                entry["learned_own_row_vs_position_spearman"] = spearman(target["learned"][own], target["positions"])
+            decay = entry["own_row_vs_position_spearman"]
+            pattern = ("is the most informative row" if entry["own_category_is_top_row"] else "is not the top row")
+            sentence = (f"Target category **{target['name']}** ({target['samples']:,} samples): in the data its own "
+                        f"category {pattern}, and its information {'decays' if decay < 0 else 'does not decay'} with "
+                        f"position (Spearman vs position {decay:+.2f}).")
+            if target.get("agreement") is not None:
+                verb = "agrees with" if target["agreement"] >= thresholds.min_agreement else "**disagrees** with"
+                sentence += (f" The model's learned map {verb} it (rank correlation {target['agreement']:.2f}); its "
+                             f"own-category row vs position: {entry.get('learned_own_row_vs_position_spearman', float('nan')):+.2f}.")
+            section.findings.append(sentence)
+        numbers_targets.append(entry)
+        rows.append([target["name"], target["samples"], _f(target.get("agreement")),
+                     _f(entry.get("own_row_vs_position_spearman")), _f(entry.get("learned_own_row_vs_position_spearman"))])
+    section.findings = section.findings[: thresholds.max_findings_per_section]
+    section.tables.append(ReportTable(
+        f"Per target category ({when})", ["target", "samples", "learned vs data (Spearman)",
+                                          "data: own row vs position", "learned: own row vs position"], rows))
+    history = [(r["step"], r["agreement"]) for r in epochs if r.get("agreement") is not None]
+    section.numbers = {"last_epoch": last["epoch"], "samples": last["samples"], "targets": numbers_targets,
+                       "maps": last["targets"], "same_category_positions": last["same_category_positions"],
+                       "same_category_mi": last["same_category_mi"],
+                       "agreement_history": [[s, a] for s, a in history]}
+    if not figures:
+        return section
+    for target in last["targets"][:4]:
+        if target["behavior_names"]:
+            section.figures.append(ReportFigure(
+                f"correlation_target_{target['target_category']}", f"Target {target['name']}: data vs learned",
+                _maps_figure(target, when),
+                "Rows: the most informative behaviour categories; columns: positions 1..P. Left: mutual information "
+                "between 'the behaviour at p has this category' and the label (bits, min-max normalised); right: "
+                "the same cells read from the model's embeddings (softmax of z-scored <e, v> times ||r||)."))
+    if history:
+        section.figures.append(ReportFigure(
+            "correlation_agreement", "Agreement of the learned map with the data over training",
+            line_figure({"mean over targets": ([s for s, _ in history], [a for _, a in history])},
+                        title="learned vs ground truth: Spearman over map cells", xlabel="global step",
+                        ylabel="rank correlation", ylim=(-1.05, 1.05)), ""))
+    section.figures.append(ReportFigure(
+        "correlation_same_category", "Same-category mutual information by position",
+        line_figure({"behaviour at p has the target's category": (last["same_category_positions"], last["same_category_mi"])},
+                    title=f"MI with the label by position ({last['samples']:,} samples)",
+                    xlabel="target-relative position p (1 = most recent)", ylabel="mutual information (bits)"),
+        "Needs no choice of categories: how much 'the p-th most recent behaviour shares the target's category' "
+        "tells about the label. A falling curve is the temporal decay."))
+    return section
+
+
+def _f(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.2f}"
