@@ -140,7 +140,8 @@ class GradientConflictMonitor(AnalysisCallback):
     touches ``.grad``, the optimizer, the model's modules or any random number generator, so training is
     bit-for-bit what it would be without the monitor. Forward hooks on the embedding modules exist only
     between the start of a probed batch and its backward. (Tensor hooks that a model registers itself fire during
-    the probe too.) The default ``every_n_steps=50`` keeps the cost under 5% of training time on the MMoE demo
+    the probe too. Under float16 mixed precision the probe differentiates the unscaled task losses, so tiny
+    gradients can underflow; bfloat16 and float32 are unaffected.) The default ``every_n_steps=50`` keeps the cost under 5% of training time on the MMoE demo
     (``benchmarks/bench_conflict.py``).
 
     **STEM-style tables** (``column_groups=["task_a", "task_b", "shared"]``): every column chunk is its own view
@@ -177,8 +178,9 @@ class GradientConflictMonitor(AnalysisCallback):
     probes* and are identical on every rank. Images and histograms show the pooled means and rank 0's own
     per-step cosines respectively, and are written by rank 0 only.
 
-    **Bad input** (a count in the epoch's history record and one warning each, training goes on): a task missing
-    from ``task_losses``, a non-finite task loss, a task loss that does not reach an embedding table.
+    **Bad input** (counted in the epoch's history record under ``problems``, this rank's counts, and warned
+    once each; training goes on): a task missing from ``task_losses``, a non-finite task loss, a task loss that
+    does not reach an embedding table. A probe left with fewer than two usable tasks counts as skipped.
 
     Args:
         every_n_steps: probe every n-th training batch of an analysed epoch (batch index 0, n, 2n, ...).
