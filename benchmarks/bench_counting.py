@@ -1,17 +1,22 @@
 """Counting (target, behaviour, position, label) for the correlation analysis, and FeatureCorrelationMonitor's cost.
 
-    python -m benchmarks.bench_counting [--sequences 1000000] [--length 50] [--categories 1000]
-                                        [--baseline-sequences 40000] [--full-baseline]
+    python -m benchmarks.bench_counting [--sequences 1000000] [--length 50] [--categories 100,1000]
+                                        [--baseline-sequences 40000] [--full-baseline] [--threads 1]
                                         [--demo-repeats 3] [--no-demo] [--quick]
 
 **Counting.** ``BehaviorTargetCounts.update`` on 1,000,000 sequences of 50 behaviours (fed in batches of 65,536
 sequences), against the authors' way: a Python dictionary incremented once per behaviour,
 ``counts[(target, category, position, label)] += 1``, over Python lists (the conversion to lists is not timed).
-The dictionary takes about a microsecond per behaviour, i.e. about a minute for 5 * 10^7 behaviours, so by
-default it runs on ``--baseline-sequences`` sequences (an equal slice of every batch, so that both methods see
-the same drift in machine load) and its time is extrapolated linearly (its cost per behaviour does not fall
-with size); ``--full-baseline`` runs it on all of them. Its counts are compared,
+Both on one core (``--threads 1``). The dictionary takes about a microsecond per behaviour, i.e. about a minute
+for 5 * 10^7 behaviours, so by default it runs on ``--baseline-sequences`` sequences (an equal slice of every
+batch, so that both methods see the same drift in machine load) and its time is extrapolated linearly (its cost
+per behaviour does not fall with size); ``--full-baseline`` runs it on all of them. Its counts are compared,
 key by key, with the metric's counts of the same sequences: they must be identical.
+
+Two vocabularies by default: 100 categories, where the whole (target, behaviour, position, label) space fits
+the metric's dense array (counting is one ``bincount``), and 1,000, where it does not and the counts are sparse
+keys (counting sorts the batch's codes, then merges its distinct keys into the sorted state; the merging, bound
+by memory bandwidth, costs more than the counting).
 
 Data: categories drawn from a Zipf-like law (a few frequent categories, a long tail, as in real logs), targets
 likewise, 15% of behaviours of the target's own category, labels Bernoulli(0.3).
@@ -106,6 +111,7 @@ def counting(sequences: int, length: int, categories: int, baseline_sequences: i
     identical = metric_counts_as_dict(check) == reference
     total = int(metric._merged("triple")[1].sum())
     return {
+        "dense": metric._dense is not None,
         "ours_seconds": ours,
         "baseline_seconds_measured": baseline_secs,
         "baseline_sequences": baseline_seen,
@@ -164,7 +170,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequences", type=int, default=1_000_000)
     parser.add_argument("--length", type=int, default=50)
-    parser.add_argument("--categories", type=int, default=1000)
+    parser.add_argument("--categories", default="100,1000",
+                        help="category vocabularies to count, comma-separated (default 100,1000: the metric's dense "
+                             "and sparse states)")
     parser.add_argument("--baseline-sequences", type=int, default=40_000)
     parser.add_argument("--full-baseline", action="store_true")
     parser.add_argument("--demo-repeats", type=int, default=3)
@@ -185,25 +193,25 @@ def main(argv=None) -> None:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    result = counting(args.sequences, args.length, args.categories, baseline_n)
     behaviours = args.sequences * args.length
-    extrapolated = "" if baseline_n == args.sequences else (
-        f" (measured on {result['baseline_sequences']:,} sequences, a slice of every batch, "
-        f"{result['baseline_seconds_measured']:.1f} s, extrapolated linearly)")
-    print(f"counting {args.sequences:,} sequences x {args.length} = {behaviours:,} behaviours, {args.categories:,} "
-          f"categories (Zipf); {machine()}")
-    print(table(
-        ["method", "seconds", "ns / behaviour", "time / ours"],
-        [["python dict (authors)", f"{result['baseline_seconds']:.1f}",
-          f"{1e9 * result['baseline_seconds'] / behaviours:.0f}",
-          f"{result['baseline_seconds'] / result['ours_seconds']:.1f}x"],
-         ["BehaviorTargetCounts", f"{result['ours_seconds']:.2f}", f"{1e9 * result['ours_seconds'] / behaviours:.1f}",
-          "1.0x"]],
-    ))
-    print(f"dictionary baseline{extrapolated}")
-    print(f"identical counts on the dictionary's sequences: {result['identical']}; {result['distinct_triples']:,} "
-          f"distinct (target, behaviour, position, label) keys, {result['state_bytes'] / 2**20:.0f} MiB of state")
-    print(f"speed-up: {result['baseline_seconds'] / result['ours_seconds']:.0f}x")
+    print(f"counting {args.sequences:,} sequences x {args.length} = {behaviours:,} behaviours; {machine()}")
+    rows, notes = [], []
+    for categories in (int(c) for c in str(args.categories).split(",")):
+        result = counting(args.sequences, args.length, categories, baseline_n)
+        state = "dense" if result["dense"] else "sparse"
+        rows.append([f"{categories:,}", state, f"{result['baseline_seconds']:.1f}",
+                     f"{1e9 * result['baseline_seconds'] / behaviours:.0f}", f"{result['ours_seconds']:.2f}",
+                     f"{1e9 * result['ours_seconds'] / behaviours:.1f}",
+                     f"{result['baseline_seconds'] / result['ours_seconds']:.0f}x", str(result["identical"]),
+                     f"{result['distinct_triples']:,}", f"{result['state_bytes'] / 2**20:.0f}"])
+        if baseline_n != args.sequences:
+            notes.append(f"{categories:,} categories: dictionary measured on {result['baseline_sequences']:,} "
+                         f"sequences (a slice of every batch), {result['baseline_seconds_measured']:.1f} s, "
+                         "extrapolated linearly")
+    print(table(["categories", "state", "dict s", "dict ns/beh.", "ours s", "ours ns/beh.", "speed-up",
+                 "identical", "distinct keys", "state MiB"], rows))
+    for note in notes:
+        print(note)
     torch.set_num_threads(threads)
     if args.no_demo:
         return

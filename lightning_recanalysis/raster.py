@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["heatmap_image", "line_image"]
@@ -61,10 +62,15 @@ def _vertical_text(image: Image.Image, xy: tuple[int, int], text: str, size: int
     image.paste(_INK, (xy[0] - mask.width // 2, xy[1] - mask.height // 2), mask)
 
 
-def _colors(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
+@lru_cache(maxsize=8)
+def _lut(cmap: str) -> np.ndarray:
     from matplotlib import colormaps
 
-    lut = (colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    return (colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def _colors(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
+    lut = _lut(cmap)
     scaled = np.nan_to_num((values - vmin) / (vmax - vmin if vmax > vmin else 1.0), nan=0.0)
     return lut[np.clip((scaled * 255).round().astype(np.int64), 0, 255)]
 
@@ -87,7 +93,7 @@ def heatmap_image(
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
     cmap: str = "viridis",
-    cell: int = 24,
+    cell: int = 22,
     annotate: bool = True,
 ) -> np.ndarray:
     """A heatmap of ``matrix`` (rows x columns) with labelled axes, a title and a colour bar; cell values are
@@ -179,8 +185,12 @@ def line_image(
         x_high = x_low + 1.0
     if not y_high > y_low:
         y_high = y_low + 1.0
-    y_ticks = _ticks(y_low, y_high)
-    labels = [f"{t:.2g}" for t in y_ticks]
+    # Round tick values (0, 0.005, 0.01, ...), the axis extended to the last one.
+    y_ticks = list(MaxNLocator(nbins=5).tick_values(y_low, y_high))
+    y_ticks = [t for t in y_ticks if t >= y_low - 1e-12]
+    y_ticks = y_ticks[: next((i + 1 for i, t in enumerate(y_ticks) if t >= y_high - 1e-12), len(y_ticks))]
+    y_high = max(y_high, y_ticks[-1])
+    labels = [f"{t:.3g}" for t in y_ticks]
     left = 16 + 18 + max(_size(t, 11)[0] for t in labels) + 6
     top, right, bottom = 12 + _size(title, 13)[1] + 12, width - 16, height - 44
     to_x = lambda v: left + (v - x_low) / (x_high - x_low) * (right - left)  # noqa: E731

@@ -93,7 +93,7 @@ def test_dense_array_grows_then_turns_sparse_without_losing_counts(monkeypatch):
         b = random_batches(10 + step, 1, 40, 8, categories, 0, gaps=False)[0]
         batches.append(b)
         metric.update(*b)
-        metric._flush()
+        metric.flush()
         shapes = metric._dense_shape
         assert (metric._dense is None) == (step >= 3), (step, shapes)
     triples, totals = dictionary_counts(batches)
@@ -142,14 +142,20 @@ def test_hand_counted_example():
 def test_bad_input_names_the_argument():
     metric = BehaviorTargetCounts(num_categories=10)
     t, b, y = torch.tensor([1, 2]), torch.tensor([[1, 2], [3, 4]]), torch.tensor([0, 1])
+
+    def counted(*args):  # values are checked when the batch is counted
+        metric.update(*args)
+        metric.flush()
+
     with pytest.raises(ValueError, match="label must hold 0/1 responses, found 2"):
-        metric.update(t, b, torch.tensor([0, 2]))
+        counted(t, b, torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="label must hold 0/1 responses, found 0.5"):
-        metric.update(t, b, torch.tensor([0.5, 1.0]))
+        counted(t, b, torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match=r"target_category ids must lie in \[0, 10\).*found -1"):
-        metric.update(torch.tensor([-1, 2]), b, y)
+        counted(torch.tensor([-1, 2]), b, y)
     with pytest.raises(ValueError, match=r"behavior_category ids .* \[0, 10\).*found 10"):
-        metric.update(t, torch.tensor([[1, 10], [3, 4]]), y)
+        counted(t, torch.tensor([[1, 10], [3, 4]]), y)
+    # Shapes and dtypes are checked at once.
     with pytest.raises(ValueError, match="behavior_category must be \\[B, L\\] with B = 2"):
         metric.update(t, torch.tensor([[1, 2]]), y)
     with pytest.raises(ValueError, match="label must be \\[B\\]"):
@@ -158,8 +164,8 @@ def test_bad_input_names_the_argument():
         metric.update(t, b, y, torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="integer category ids"):
         metric.update(t.float(), b, y)
-    # An out-of-range id under the mask is padding, not an error.
-    metric.update(t, torch.tensor([[1, 99], [3, 4]]), y, torch.tensor([[1, 0], [1, 1]]))
+    # An out-of-range id under the mask is padding, not an error; nothing of the bad batches was counted.
+    counted(t, torch.tensor([[1, 99], [3, 4]]), y, torch.tensor([[1, 0], [1, 1]]))
     assert metric.label_counts().tolist() == [1, 1]
 
 

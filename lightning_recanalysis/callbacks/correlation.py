@@ -80,7 +80,8 @@ class FeatureCorrelationMonitor(AnalysisCallback):
     function ``batch_fields(batch) -> (target_category, behavior_category, label, mask)``. Shapes: ``[B]``,
     ``[B, L]`` with the most recent behaviour in the last column, ``[B]`` of 0/1, ``[B, L]`` true for real
     behaviours. Bad values (labels outside {0, 1}, negative category ids or ids beyond the category embedding,
-    mismatched shapes) raise a ``ValueError`` that names the batch field.
+    mismatched shapes) raise a ``ValueError`` that names the batch field: shapes at the batch, values when the
+    batch is counted (together with the next few, within about 10^5 behaviours, and at every analysis).
 
     Where the embeddings are: ``category_embedding`` names an ``nn.Embedding`` (or a 2-D parameter) of the
     module, row c = category c. ``position_embedding`` (TIN) names the table whose row p is the embedding of
@@ -125,7 +126,7 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         learned_embeddings: LearnedEmbeddings | None = None,
         representation: str = "product",
         scaled: bool = False,
-        num_targets: int = 3,
+        num_targets: int = 2,
         target_categories: Sequence[int] | None = None,
         num_behavior_categories: int = 10,
         num_positions: int = 10,
@@ -256,16 +257,21 @@ class FeatureCorrelationMonitor(AnalysisCallback):
 
     # ---- counting ------------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.sanity_checking or trainer.fast_dev_run:
-            return
         epoch = trainer.current_epoch
         if epoch not in self._counted_epochs:
+            # Cheap tests first: this runs after every training batch, counted or not.
             if self.count_epochs is not None and len(self._counted_epochs) >= self.count_epochs:
+                return
+            if trainer.sanity_checking or trainer.fast_dev_run:
                 return
             self._counted_epochs.add(epoch)
         fields = self._fields(batch)
+        self._counting(lambda: self.counts.update(*fields))
+
+    def _counting(self, fn) -> None:
+        """Run ``fn`` (an update or flush of the counts); a bad value becomes an error naming its batch field."""
         try:
-            self.counts.update(*fields)
+            fn()
         except ValueError as err:
             raise ValueError(f"{type(self).__name__}: {self._name_field(str(err))}") from None
 
@@ -307,6 +313,9 @@ class FeatureCorrelationMonitor(AnalysisCallback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._is_analysis_epoch(trainer):
             return
+        # Batches still waiting are checked and counted here, outside the guarded analysis: a bad label or id
+        # is an error of the data, not an analysis failure to warn about.
+        self._counting(self.counts.flush)
         epoch = trainer.current_epoch
         # Every rank gathers the counts of all ranks (a collective: all of them get here), so every rank
         # computes the same maps and keeps the same history; only rank 0 draws and writes.

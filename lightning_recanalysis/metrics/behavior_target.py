@@ -176,37 +176,37 @@ class BehaviorTargetCounts(Metric):
             ValueError: on mismatched shapes, non-integer or out-of-range category ids, or labels outside {0, 1};
                 the message names the argument.
 
-        The batch is checked at once and counted together with the next few; every query, ``sync`` and
-        ``reset`` counts what is waiting first.
+        Shapes and dtypes are checked at once; values (labels, id ranges) when the batch is counted, together
+        with the next few, once about 10^5 behaviours wait (one check over all of them costs what one costs
+        over a single batch), and at every :meth:`flush`, query, ``sync`` and ``reset``.
         """
-        target, behavior, label, valid, t_max, b_max = self._validate(target_category, behavior_category, label, mask)
+        target, behavior, label, mask = self._check_shapes(target_category, behavior_category, label, mask)
         batch, length = behavior.shape
         if batch == 0:
             return
         if self._waiting and self._waiting_length != length:
-            self._flush()
-        self._waiting.append((target, behavior, label, valid, t_max, b_max))
+            self.flush()
+        self._waiting.append((target, behavior, label, mask))
         self._waiting_length = length
         self._waiting_size += batch * length
         if self._waiting_size >= max(_FLUSH_BEHAVIORS, self._dense.numel() if self._dense is not None else 0):
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
-        """Count the batches waiting, all at once."""
+    def flush(self) -> None:
+        """Check and count the batches waiting, all at once (queries, ``sync`` and ``reset`` do it themselves)."""
         if not self._waiting:
             return
         parts, self._waiting, self._waiting_size = self._waiting, [], 0
         if len(parts) == 1:
-            target, behavior, label, valid, t_max, b_max = parts[0]
+            target, behavior, label, mask = parts[0]
         else:
             target = torch.cat([p[0] for p in parts])
             behavior = torch.cat([p[1] for p in parts])
             label = torch.cat([p[2] for p in parts])
-            valid = None
+            mask = None
             if any(p[3] is not None for p in parts):
-                valid = torch.cat([p[3] if p[3] is not None else torch.ones_like(p[1], dtype=torch.bool) for p in parts])
-            t_max, b_max = max(p[4] for p in parts), max(p[5] for p in parts)
-        self._count(target, behavior, label, valid, t_max, b_max)
+                mask = torch.cat([p[3] if p[3] is not None else torch.ones_like(p[1], dtype=torch.bool) for p in parts])
+        self._count(*self._check_values(target, behavior, label, mask))
 
     def _count(self, target: torch.Tensor, behavior: torch.Tensor, label: torch.Tensor,
                valid: torch.Tensor | None, t_max: int, b_max: int) -> None:
@@ -216,8 +216,8 @@ class BehaviorTargetCounts(Metric):
         y = label.to(torch.int64)
         self._add("target", *_unique_counts(target * 2 + y, (t_max + 1) * 2))
         # A cell's code: its target, behaviour, position p and label, each in its own digit (t, b, p, y), so
-        # codes order like the stored keys. Every cell holds a valid id here (_validate zeroed padding that did
-        # not), padding included: it gets p = 0 and is dropped after counting, which is cheaper than masking.
+        # codes order like the stored keys. Every cell holds a valid id here (_check_values zeroed padding that
+        # did not), padding included: it gets p = 0 and is dropped after counting, cheaper than masking it out.
         dense = self._dense_layout(t_max + 1, b_max + 1, length + 1)
         if dense is not None:  # the dense array's digits: code = ((t V + b) P + p) 2 + y
             b_scale = dense[2] * 2
@@ -273,7 +273,7 @@ class BehaviorTargetCounts(Metric):
         counts = cells[where[:, 0], where[:, 1], where[:, 2], where[:, 3]]
         return _encode(where[:, 0], where[:, 1], where[:, 2] + 1, where[:, 3]), counts
 
-    def _validate(self, target, behavior, label, mask):
+    def _check_shapes(self, target, behavior, label, mask):
         for name, value in (("target_category", target), ("behavior_category", behavior), ("label", label)):
             if not isinstance(value, torch.Tensor):
                 raise ValueError(f"{name} must be a tensor, got {type(value).__name__}")
@@ -289,18 +289,20 @@ class BehaviorTargetCounts(Metric):
         label = label.reshape(-1) if label.dim() == 2 and label.shape[1] == 1 else label
         if label.dim() != 1 or label.shape[0] != target.shape[0]:
             raise ValueError(f"label must be [B] with B = {target.shape[0]}, got shape {tuple(label.shape)}")
+        if behavior.shape[1] > MAX_POSITIONS:
+            raise ValueError(f"behavior_category has {behavior.shape[1]} columns; at most {MAX_POSITIONS} are supported")
+        if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(behavior.shape)):
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"mask must have the shape of behavior_category {tuple(behavior.shape)}, got {shape}")
+        return target, behavior, label, mask
+
+    def _check_values(self, target, behavior, label, mask):
+        """Labels in {0, 1} and category ids in range; returns what ``_count`` takes, padding zeroed if needed."""
         # y (1 - y) is 0 exactly for y in {0, 1}: one check for integer and float labels alike.
         if label.dtype != torch.bool and label.numel() and bool((label * (1 - label)).any()):
             bad = label[(label != 0) & (label != 1)][0].item()
             raise ValueError(f"label must hold 0/1 responses, found {bad!r}")
-        if behavior.shape[1] > MAX_POSITIONS:
-            raise ValueError(f"behavior_category has {behavior.shape[1]} columns; at most {MAX_POSITIONS} are supported")
-        valid = None
-        if mask is not None:
-            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(behavior.shape):
-                shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-                raise ValueError(f"mask must have the shape of behavior_category {tuple(behavior.shape)}, got {shape}")
-            valid = mask if mask.dtype == torch.bool else mask != 0
+        valid = None if mask is None else (mask if mask.dtype == torch.bool else mask != 0)
         limit = self.num_categories if self.num_categories is not None else MAX_CATEGORIES
         what = "the category embedding's" if self.num_categories is not None else "the supported"
         t_max = b_max = 0
@@ -361,7 +363,7 @@ class BehaviorTargetCounts(Metric):
         """Sorted unique keys of counter ``name`` and their summed counts (over chunks, the dense array and,
         once synced, ranks)."""
         if not self._is_synced:
-            self._flush()
+            self.flush()
         # The analysis asks for several tables in a row; merge once per change, not once per question.
         stamp = (self._version, self._is_synced)
         cached = self._query_cache.get(name)
@@ -389,7 +391,7 @@ class BehaviorTargetCounts(Metric):
     def sync(self, *args, **kwargs) -> None:
         # Count the waiting batches into the states first: torchmetrics copies the states before syncing and
         # restores that copy afterwards, so batches counted during the sync would be lost on unsync.
-        self._flush()
+        self.flush()
         super().sync(*args, **kwargs)
 
     def _sync_dist(self, *args, **kwargs) -> None:
@@ -397,7 +399,7 @@ class BehaviorTargetCounts(Metric):
         # copy restored on unsync does not hold them, and the dense array stays as it was). torchmetrics also
         # fills a rank that saw no batch with an empty *float* tensor, which cannot be gathered with other
         # ranks' int64 keys: every rank sends one int64 tensor per state.
-        self._flush()
+        self.flush()
         for name in ("triple", "target"):
             keys, counts = self._merged(name)
             setattr(self, f"{name}_keys", [keys])
@@ -419,7 +421,7 @@ class BehaviorTargetCounts(Metric):
     def num_positions(self) -> int:
         """The longest sequence (columns) seen: the positions 1..num_positions that tables cover by default."""
         if not self._is_synced:
-            self._flush()
+            self.flush()
         return int(self.max_length)
 
     def label_counts(self, target_category: int | None = None) -> torch.Tensor:
