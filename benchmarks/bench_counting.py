@@ -34,7 +34,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from ._common import machine, median, run_worker, table
@@ -219,7 +218,8 @@ def main(argv=None) -> None:
     runs: dict[str, list] = {"none": [], "monitors": []}
     for _ in range(args.demo_repeats):
         for kind in ("none", "monitors"):  # interleaved, so drift in machine load hits both alike
-            runs[kind].append(run_worker("benchmarks.bench_counting", kind, "--threads", str(args.threads), timeout=1200))
+            runs[kind].append(run_worker("benchmarks.bench_counting", kind, "--threads", str(args.threads),
+                                         timeout=1200))
     plain = median(r["seconds"] for r in runs["none"])
     monitored = median(r["seconds"] for r in runs["monitors"])
     inside = median(r["monitor_seconds"] / r["seconds"] for r in runs["monitors"])

@@ -117,7 +117,8 @@ def test_learned_correlation_known_answer_and_degenerate_inputs():
     assert torch.all(got[1:] == 0.0)
     # No ranking to show: zeros, never NaN.
     assert torch.equal(learned_correlation(torch.ones(2, 3, d), torch.ones(d)), torch.zeros(2, 3, dtype=torch.float64))
-    assert torch.equal(learned_correlation(torch.zeros(2, 3, d), torch.zeros(d)), torch.zeros(2, 3, dtype=torch.float64))
+    zeros = torch.zeros(2, 3, dtype=torch.float64)
+    assert torch.equal(learned_correlation(torch.zeros(2, 3, d), torch.zeros(d)), zeros)
     with pytest.raises(ValueError, match="representation"):
         learned_correlation(behavior, target, representation="sum")
     with pytest.raises(ValueError, match=r"\[d\]"):

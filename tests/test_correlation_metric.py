@@ -82,7 +82,8 @@ def test_sparse_counts_equal_a_dictionary_count(monkeypatch):
     assert dict(zip(decoded, counts.tolist())) == dict(triples)
     for t in (0, 17, 399):
         table = metric.table(t, [3, 250, 399], 12)
-        assert int(table[:, :, 1, :].sum()) == sum(v for (tt, c, _, _), v in triples.items() if tt == t and c in (3, 250, 399))
+        expected = sum(v for (tt, c, _, _), v in triples.items() if tt == t and c in (3, 250, 399))
+        assert int(table[:, :, 1, :].sum()) == expected
 
 
 def test_dense_array_grows_then_turns_sparse_without_losing_counts(monkeypatch):
@@ -245,7 +246,8 @@ def test_counts_of_two_parts_add_up_like_ranks():
         whole.update(*b)
         (first if i % 2 else second).update(*b)
     merged = [first._merged("triple"), second._merged("triple")]
-    keys, counts = BehaviorTargetCounts._sum_equal_keys(torch.cat([m[0] for m in merged]), torch.cat([m[1] for m in merged]))
+    keys, counts = BehaviorTargetCounts._sum_equal_keys(torch.cat([m[0] for m in merged]),
+                                                        torch.cat([m[1] for m in merged]))
     expected = whole._merged("triple")
     assert torch.equal(keys, expected[0]) and torch.equal(counts, expected[1])
 

@@ -18,7 +18,7 @@ from demo_models.din import DIN
 from demo_models.tin import TIN
 from helpers import read_events
 from lightning_recanalysis import FeatureCorrelationMonitor
-from lightning_recanalysis.functional import learned_correlation, mutual_information, rank_correlation
+from lightning_recanalysis.functional import learned_correlation, mutual_information
 from lightning_recanalysis.metrics import BehaviorTargetCounts
 
 FIELDS = ("target_category", "behavior_category", "label", "mask")
@@ -103,7 +103,8 @@ def test_fit_logs_every_tag_with_maps_equal_to_the_oracles(tmp_path, small_data)
         e = weights[rows][:, None, :] + positions[1:11][None, :, :]
         learned = learned_correlation(e, weights[t] + positions[0])
         np.testing.assert_allclose(record["learned"], learned.numpy(), rtol=1e-9, atol=1e-12)
-        assert record["agreement"] == pytest.approx(spearmanr(np.ravel(record["learned"]), mi.numpy().ravel()).correlation)
+        rho = spearmanr(np.ravel(record["learned"]), mi.numpy().ravel()).correlation
+        assert record["agreement"] == pytest.approx(rho)
     assert last["agreement"] == pytest.approx(np.mean([r["agreement"] for r in last["targets"]]))
 
 
@@ -218,7 +219,8 @@ def test_batches_without_behaviour_or_with_one_label_give_zeros_and_training_goe
     assert trainer.current_epoch == 2 and monitor.failures == 0
     record = monitor.history[-1]
     assert record["positive_rate"] == 1.0
-    values = [v for t in record["targets"] for key in ("ground_truth_mi", "ground_truth") for row in t[key] for v in row]
+    values = [v for t in record["targets"] for key in ("ground_truth_mi", "ground_truth")
+              for row in t[key] for v in row]
     values += record["same_category_mi"]
     assert values and all(v == 0.0 for v in values)  # every label 1: no information, zeros not NaN
     assert all(t["agreement"] == 0.0 for t in record["targets"])  # a constant ground truth has no ranking

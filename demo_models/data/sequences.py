@@ -147,7 +147,8 @@ def movielens_sequences(max_length: int = 20) -> SequenceData:
         for row in csv.DictReader(fh):
             genre_of[int(row["movieId"])] = row["genres"].split("|")[0]
     ratings = np.loadtxt(dataset_path("movielens-latest-small", "ratings.csv"), delimiter=",", skiprows=1)
-    user, movie, rating, time = ratings[:, 0].astype(np.int64), ratings[:, 1].astype(np.int64), ratings[:, 2], ratings[:, 3]
+    user, movie = ratings[:, 0].astype(np.int64), ratings[:, 1].astype(np.int64)
+    rating, time = ratings[:, 2], ratings[:, 3]
     order = np.lexsort((np.arange(len(user)), time, user))  # by user, then time, then file order
     user, movie, rating = user[order], movie[order], rating[order]
     names = sorted(set(genre_of.values()))

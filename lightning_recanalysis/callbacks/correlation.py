@@ -424,8 +424,8 @@ class FeatureCorrelationMonitor(AnalysisCallback):
                     continue
                 tag = f"{ns}/target_{target['target_category']}"
                 if self._changed(tag, target["behavior_categories"], target["ground_truth"]):
-                    self.writer.image(trainer, f"{tag}/ground_truth", correlation_map_image(target, "ground_truth", when),
-                                      step)
+                    image = correlation_map_image(target, "ground_truth", when)
+                    self.writer.image(trainer, f"{tag}/ground_truth", image, step)
                 if target["learned"] is not None:
                     self.writer.image(trainer, f"{tag}/learned", correlation_map_image(target, "learned", when), step)
         self.writer.flush(trainer)

@@ -43,11 +43,12 @@ _BEHAVIOR_SHIFT = 1 + POSITION_BITS
 
 #: The dense array is used while target x behaviour x (positions + 1) x 2 stays at most this many cells.
 DENSE_MAX_CELLS = 1 << 22
-# Batches are counted together once this many behaviours wait: a vectorised pass over 10^5 behaviours costs
-# little more than one over 10^4, so counting each training batch alone would pay a dozen operations' fixed
-# cost per batch. (With a dense array, at least as many as it has cells, so that adding a batch's counts to it
-# costs no more than counting them.)
+# Batches are counted together once enough behaviours wait: at least _FLUSH_BEHAVIORS, since a vectorised pass
+# over 10^5 behaviours costs little more than one over 10^4; and at least twice the state (dense cells or sparse
+# keys), since adding a chunk's counts to the state costs in proportion to the state, not to the chunk. At most
+# _FLUSH_MAX_BEHAVIORS, so that what waits stays a few tens of MB.
 _FLUSH_BEHAVIORS = 1 << 17
+_FLUSH_MAX_BEHAVIORS = 1 << 22
 # Below this range, or below the number of codes, codes are counted with bincount rather than by sorting.
 _BINCOUNT_MIN_RANGE = 1 << 16
 
@@ -189,8 +190,15 @@ class BehaviorTargetCounts(Metric):
         self._waiting.append((target, behavior, label, mask))
         self._waiting_length = length
         self._waiting_size += batch * length
-        if self._waiting_size >= max(_FLUSH_BEHAVIORS, self._dense.numel() if self._dense is not None else 0):
+        if self._waiting_size >= self._flush_at():
             self.flush()
+
+    def _flush_at(self) -> int:
+        if self._dense is not None:
+            state = self._dense.numel()
+        else:
+            state = self.triple_keys[0].numel() if isinstance(self.triple_keys, list) and self.triple_keys else 0
+        return min(max(_FLUSH_BEHAVIORS, 2 * state), _FLUSH_MAX_BEHAVIORS)
 
     def flush(self) -> None:
         """Check and count the batches waiting, all at once (queries, ``sync`` and ``reset`` do it themselves)."""
@@ -290,7 +298,8 @@ class BehaviorTargetCounts(Metric):
         if label.dim() != 1 or label.shape[0] != target.shape[0]:
             raise ValueError(f"label must be [B] with B = {target.shape[0]}, got shape {tuple(label.shape)}")
         if behavior.shape[1] > MAX_POSITIONS:
-            raise ValueError(f"behavior_category has {behavior.shape[1]} columns; at most {MAX_POSITIONS} are supported")
+            raise ValueError(
+                f"behavior_category has {behavior.shape[1]} columns; at most {MAX_POSITIONS} are supported")
         if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(behavior.shape)):
             shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask must have the shape of behavior_category {tuple(behavior.shape)}, got {shape}")
@@ -309,7 +318,8 @@ class BehaviorTargetCounts(Metric):
         if target.numel():
             low, t_max = (int(v) for v in torch.aminmax(target))
             if low < 0 or t_max >= limit:
-                raise ValueError(f"target_category ids must lie in [0, {limit}) ({what} size), found {low if low < 0 else t_max}")
+                raise ValueError(f"target_category ids must lie in [0, {limit}) ({what} size), "
+                                 f"found {low if low < 0 else t_max}")
         if behavior.numel():
             low, high = (int(v) for v in torch.aminmax(behavior))
             if (low < 0 or high >= limit) and valid is not None:
@@ -336,7 +346,11 @@ class BehaviorTargetCounts(Metric):
             return
         merged_keys, merged_counts = key_list[0], count_list[0]
         if merged_keys.numel():
-            at = torch.searchsorted(merged_keys, keys).clamp_max(merged_keys.numel() - 1)
+            if keys.is_cuda:
+                at = torch.searchsorted(merged_keys, keys)
+            else:  # numpy's: torch's stalls on CPU when its threads compete with training for the cores
+                at = torch.from_numpy(np.searchsorted(merged_keys.numpy(), keys.numpy()))
+            at = at.clamp_max(merged_keys.numel() - 1)
             hit = merged_keys[at] == keys
             # Keys are unique within a batch, so the hit positions are distinct and a plain += is exact.
             merged_counts[at[hit]] += counts[hit]
@@ -354,10 +368,19 @@ class BehaviorTargetCounts(Metric):
 
     @staticmethod
     def _sum_equal_keys(keys: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted unique keys and the sum of the counts of each (keys may repeat, in any order)."""
         keys, counts = keys.to(torch.int64), counts.to(torch.int64)
-        unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-        summed = torch.zeros(unique.numel(), dtype=torch.int64, device=keys.device).index_add_(0, inverse, counts)
-        return unique, summed
+        if keys.is_cuda:
+            unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+            summed = torch.zeros(unique.numel(), dtype=torch.int64, device=keys.device).index_add_(0, inverse, counts)
+            return unique, summed
+        if keys.numel() == 0:
+            return keys, counts
+        # The keys are mostly concatenated sorted runs, which numpy's stable sort (timsort) merges in few passes.
+        order = np.argsort(keys.numpy(), kind="stable")
+        ordered, ordered_counts = keys.numpy()[order], counts.numpy()[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        return torch.from_numpy(ordered[starts]), torch.from_numpy(np.add.reduceat(ordered_counts, starts))
 
     def _merged(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Sorted unique keys of counter ``name`` and their summed counts (over chunks, the dense array and,
