@@ -65,6 +65,9 @@ class EntanglementMonitor(AnalysisCallback):
 
     A subset without both a positive and a negative label for the task gives no AUROC (not logged).
 
+    Not computed here: the authors' "conflict subset" (pairs that two separately trained single-task models place
+    far for one task and near for the other, 60th/40th percentiles), which needs those two extra models.
+
     **What it needs.** ``user_field`` and ``item_field`` name fields of the discovered tables (a field of a
     concatenated table split by ``field_dims``, or a one-field table named by its module). The monitor reads each
     pair's row ids from the input of the embedding module during ``validation_step`` (a forward hook, present only
