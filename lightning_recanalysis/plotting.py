@@ -55,13 +55,15 @@ def heatmap_figure(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     if annotate and n_rows * n_cols <= 400:
-        lo = np.nanmin(data) if vmin is None else vmin
-        hi = np.nanmax(data) if vmax is None else vmax
-        mid = (lo + hi) / 2
         for r in range(n_rows):
             for c in range(n_cols):
+                if not np.isfinite(data[r, c]):
+                    continue
+                # Text colour from the cell's own brightness, so any colour map (diverging too) stays legible.
+                red, green, blue, _ = image.cmap(image.norm(data[r, c]))
+                light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
                 ax.text(c, r, fmt.format(data[r, c]), ha="center", va="center", fontsize=6,
-                        color="black" if data[r, c] > mid else "white")
+                        color="black" if light else "white")
     cbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if colorbar_label:
         cbar.set_label(colorbar_label)

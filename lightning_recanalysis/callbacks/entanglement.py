@@ -368,5 +368,30 @@ class EntanglementMonitor(AnalysisCallback):
             "views": [v for v, _, _ in self._views],
             "world_size": int(trainer.world_size),
             "metrics": metrics,
+            "histograms": self._binned(histograms),
         })
         self.writer.flush(trainer)
+
+    def _binned(self, histograms: dict[str, torch.Tensor]) -> dict[str, dict[str, dict[str, list[float]]]]:
+        """Each view's distance histograms per label subset on one shared grid of ``bins`` equal-width bins
+        (the authors' figure), as plain lists for the report: ``{view: {subset: {"centers", "density"}}}``."""
+        out: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for view, _, _ in self._views:
+            prefix = f"entanglement/{view}/"
+            every = histograms.get(f"{prefix}distance")
+            if every is None or every.numel() == 0:
+                continue
+            low, high = float(every.min()), float(every.max())
+            high = high if high > low else low + 1.0
+            edges = torch.linspace(low, high, self.bins + 1, dtype=torch.float64)
+            centers = ((edges[1:] + edges[:-1]) / 2).tolist()
+            width = (high - low) / self.bins
+            out[view] = {}
+            for tag, values in histograms.items():
+                if not tag.startswith(prefix) or tag == f"{prefix}distance":
+                    continue
+                subset = tag[len(prefix):].rsplit("/", 1)[0]
+                counts = torch.histc(values.double(), bins=self.bins, min=low, max=high)
+                density = (counts / max(1, values.numel()) / width).tolist()
+                out[view][subset] = {"centers": centers, "density": density}
+        return out
