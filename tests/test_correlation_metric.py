@@ -55,8 +55,12 @@ def assert_tables_match(metric, triples, totals, categories, length):
         assert torch.equal(table[:, :, 0, :], total - x1)  # every other sample of t, shorter sequences included
 
 
+@pytest.mark.parametrize("per_position", [False, True])
 @pytest.mark.parametrize("gaps, pad_value", [(False, 0), (False, -1), (True, 7)])
-def test_dense_counts_equal_a_dictionary_count_with_padding(gaps, pad_value):
+def test_dense_counts_equal_a_dictionary_count_with_padding(gaps, pad_value, per_position, monkeypatch):
+    if per_position:  # the one-bincount-per-position path of large dense arrays, forced on a small one
+        monkeypatch.setattr(behavior_target, "_DENSE_IN_CACHE_CELLS", 0)
+        monkeypatch.setattr(behavior_target, "_ROWS_PER_POSITION_PASS", 1)
     batches = random_batches(0, 6, 50, 9, 6, pad_value, gaps)
     metric = BehaviorTargetCounts()
     for b in batches:

@@ -43,6 +43,10 @@ _BEHAVIOR_SHIFT = 1 + POSITION_BITS
 
 #: The dense array is used while target x behaviour x (positions + 1) x 2 stays at most this many cells.
 DENSE_MAX_CELLS = 1 << 22
+# Beyond this many cells (512 KB) the dense array leaves the cache, and batches of at least this many rows are
+# counted one position at a time (see _count_dense).
+_DENSE_IN_CACHE_CELLS = 1 << 16
+_ROWS_PER_POSITION_PASS = 1 << 12
 # Batches are counted together once enough behaviours wait: at least _FLUSH_BEHAVIORS, since a vectorised pass
 # over 10^5 behaviours costs little more than one over 10^4; and at least twice the state (dense cells or sparse
 # keys), since adding a chunk's counts to the state costs in proportion to the state, not to the chunk. At most
@@ -223,43 +227,64 @@ class BehaviorTargetCounts(Metric):
         self.max_length = torch.clamp_min(self.max_length, length)
         y = label.to(torch.int64)
         self._add("target", *_unique_counts(target * 2 + y, (t_max + 1) * 2))
-        # A cell's code: its target, behaviour, position p and label, each in its own digit (t, b, p, y), so
-        # codes order like the stored keys. Every cell holds a valid id here (_check_values zeroed padding that
-        # did not), padding included: it gets p = 0 and is dropped after counting, cheaper than masking it out.
-        dense = self._dense_layout(t_max + 1, b_max + 1, length + 1)
-        if dense is not None:  # the dense array's digits: code = ((t V + b) P + p) 2 + y
-            b_scale = dense[2] * 2
-            t_scale = dense[1] * b_scale
-        else:  # power-of-two digits, so that codes become stored keys with shifts
-            p_shift = length.bit_length() + 1
-            b_bits = max(1, b_max.bit_length())
-            b_scale, t_scale = 1 << p_shift, 1 << (p_shift + b_bits)
-        positions = torch.arange(length, 0, -1, device=behavior.device) * 2  # 2p of each column
+        # Every cell holds a valid id here (_check_values zeroed padding that did not), padding included: it gets
+        # position p = 0 and is dropped after counting, cheaper than masking it out.
+        positions = torch.arange(length, 0, -1, device=behavior.device)  # p of each column
+        # With left padding (or none), a real behaviour's position is simply L - column.
+        by_column = valid is None or bool((valid[:, 1:] >= valid[:, :-1]).all())
         if valid is None:
-            offsets = positions[None, :]
-        elif bool((valid[:, 1:] >= valid[:, :-1]).all()):
-            offsets = valid * positions  # left padding (or none): a real behaviour's p is L - column
+            cell_positions = positions[None, :]
+        elif by_column:
+            cell_positions = valid * positions
         else:
-            offsets = target_relative_positions(valid) * 2
-        codes = torch.add(offsets + (target * t_scale + y)[:, None], behavior, alpha=b_scale).reshape(-1)
-        if dense is not None:
-            self._dense += _bincount(codes, self._dense.numel()).to(self._dense.device)
+            cell_positions = target_relative_positions(valid)
+        if self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None:
+            self._count_dense(target, behavior, y, valid if by_column else None, cell_positions, by_column)
             return
-        values, counts = _unique_counts(codes, (t_max + 1) * t_scale)
-        low = values & (b_scale - 1)  # 2p + y
+        # Sparse: a cell's code holds its target, behaviour, position and label in power-of-two digits
+        # (t, b, p, y), so that codes order like the stored keys and become keys with shifts.
+        p_shift = length.bit_length() + 1
+        b_bits = max(1, b_max.bit_length())
+        t_shift = p_shift + b_bits
+        codes = torch.add(cell_positions * 2 + ((target << t_shift) + y)[:, None], behavior << p_shift).reshape(-1)
+        values, counts = _unique_counts(codes, (t_max + 1) << t_shift)
+        low = values & ((1 << p_shift) - 1)  # 2p + y
         real = low >= 2  # p >= 1
         values, low, counts = values[real], low[real], counts[real]
         behaviors = (values >> p_shift) & ((1 << b_bits) - 1)
-        keys = ((values >> (p_shift + b_bits)) << _TARGET_SHIFT) | (behaviors << _BEHAVIOR_SHIFT) | low
+        keys = ((values >> t_shift) << _TARGET_SHIFT) | (behaviors << _BEHAVIOR_SHIFT) | low
         if keys.numel():
             self._add("triple", keys, counts)
 
+    def _count_dense(self, target, behavior, y, valid, cell_positions, by_column: bool) -> None:
+        """Add the cells' counts to the dense array, laid out [position, target, behaviour, label]."""
+        n_positions, n_targets, n_behaviors = self._dense_shape
+        block = n_targets * n_behaviors * 2  # the cells of one position
+        table = self._dense.view(n_positions, block)
+        row = target * (n_behaviors * 2) + y  # code within a position's block: (t V + b) 2 + y
+        batch, length = behavior.shape
+        if by_column and self._dense.numel() > _DENSE_IN_CACHE_CELLS and batch >= _ROWS_PER_POSITION_PASS:
+            # One bincount per position over its own block, small enough to stay in cache, where one bincount
+            # over the whole array would scatter its increments over every position's block: about 1.5 times
+            # faster once the array outgrows the cache. A column holds one position (p = L - column); padding
+            # goes to a spare cell past the block.
+            columns = behavior.t().contiguous()
+            real = None if valid is None else valid.t()
+            for j in range(length):
+                codes = torch.add(row, columns[j], alpha=2)
+                if real is not None:
+                    codes = torch.where(real[j], codes, torch.full_like(codes, block))
+                table[length - j] += _bincount(codes, block + 1)[:block].to(table.device)
+            return
+        codes = torch.add(cell_positions * block + row[:, None], behavior, alpha=2).reshape(-1)
+        self._dense += _bincount(codes, self._dense.numel()).to(self._dense.device)
+
     def _dense_layout(self, n_targets: int, n_behaviors: int, n_positions: int) -> tuple[int, int, int] | None:
-        """The dense array's (targets, behaviours, positions + 1), grown to hold this batch; None once sparse."""
+        """The dense array's (positions + 1, targets, behaviours), grown to hold this batch; None once sparse."""
         if self._dense_off:
             return None
         old = self._dense_shape
-        shape = (_grown(old[0], n_targets), _grown(old[1], n_behaviors), max(old[2], n_positions))
+        shape = (max(old[0], n_positions), _grown(old[1], n_targets), _grown(old[2], n_behaviors))
         if shape[0] * shape[1] * shape[2] * 2 > DENSE_MAX_CELLS:
             if self._dense is not None:
                 keys, counts = self._dense_keys()
@@ -276,8 +301,9 @@ class BehaviorTargetCounts(Metric):
 
     def _dense_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The dense array's non-zero cells at real positions (p >= 1) as sorted stored keys, with their counts."""
-        cells = self._dense.view(*self._dense_shape, 2)[:, :, 1:, :]
-        where = torch.nonzero(cells)  # [K, 4] (t, b, p - 1, y), in lexicographic order
+        # Viewed [target, behaviour, position, label], its non-zero cells come out in the stored keys' order.
+        cells = self._dense.view(*self._dense_shape, 2)[1:].permute(1, 2, 0, 3)
+        where = torch.nonzero(cells)  # [K, 4] (t, b, p - 1, y), lexicographic
         counts = cells[where[:, 0], where[:, 1], where[:, 2], where[:, 3]]
         return _encode(where[:, 0], where[:, 1], where[:, 2] + 1, where[:, 3]), counts
 
