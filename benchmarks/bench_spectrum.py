@@ -10,7 +10,12 @@ repetition by repetition, medians reported. Methods, all on the row-normalised f
 - ``ours``: ``lightning_recanalysis.functional.singular_values`` (one streamed pass, float64-accurate);
 - ``floor``: one float32 ``A^T A`` over the table, the N x K^2 multiply-adds no exact method can skip.
 
-Extra peak memory is the growth of the process's resident high-water mark during the call, beyond the table.
+Extra peak memory is the growth of the process's resident high-water mark during the call, beyond the table
+(after a warm-up call on a tiny table has loaded the libraries each method needs).
+
+The machine should be otherwise idle: ``singular_values`` streams many chunks, and each chunk's multithreaded
+kernels wait on every thread, so another process competing for the cores slows it far more than a single
+large LAPACK call (measured here: about 50x under a second busy process on 2 cores).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ def _call(method: str, a: torch.Tensor):
 
 def worker(method: str, rows: int, cols: int) -> dict:
     a = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0))
+    # Load the method's libraries (LAPACK, BLAS kernels) on a tiny table first: their code pages are not the
+    # method's working memory, and every method pays this once per process anyway.
+    _call(method, a[:2048].clone())
     gc.collect()
     before = peak_rss_bytes()
     start = time.perf_counter()

@@ -45,7 +45,7 @@ ROW_NORM_EPS = 1e-8
 
 # Rows per chunk: large enough that the per-chunk eigh and Python overhead vanish, small enough that the
 # chunk's three float32 buffers stay a few MB (a few percent of any table worth streaming).
-_MAX_CHUNK_ROWS = 8192
+_MAX_CHUNK_ROWS = 16384
 _EIGH_EVERY = 4
 _MIN_CHUNK_ROWS = 1024
 
