@@ -50,7 +50,9 @@ def _call(method: str, a: torch.Tensor):
     raise ValueError(method)
 
 
-def worker(method: str, rows: int, cols: int) -> dict:
+def worker(method: str, rows: int, cols: int, threads: int) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
     a = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0))
     # Load the method's libraries (LAPACK, BLAS kernels) on a tiny table first: their code pages are not the
     # method's working memory, and every method pays this once per process anyway.
@@ -70,22 +72,25 @@ def main(argv=None) -> None:
     parser.add_argument("--cols", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--worker", nargs=3, metavar=("METHOD", "ROWS", "COLS"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in every worker (default: torch's own)")
+    parser.add_argument("--worker", nargs=4, metavar=("METHOD", "ROWS", "COLS", "THREADS"))
     args = parser.parse_args(argv)
     if args.worker:
-        method, rows, cols = args.worker
-        print(json.dumps(worker(method, int(rows), int(cols))))
+        method, rows, cols, threads = args.worker
+        print(json.dumps(worker(method, int(rows), int(cols), int(threads))))
         return
     methods = args.methods.split(",")
     results = {m: [] for m in methods}
     for _ in range(args.repeats):
         for m in methods:  # interleaved, so drift in machine load hits every method alike
-            results[m].append(run_worker("benchmarks.bench_spectrum", m, str(args.rows), str(args.cols)))
+            results[m].append(run_worker("benchmarks.bench_spectrum", m, str(args.rows), str(args.cols),
+                                         str(args.threads)))
     secs = {m: median(r["seconds"] for r in results[m]) for m in methods}
     mem = {m: median(r["extra_peak_bytes"] for r in results[m]) for m in methods}
     table_bytes = results[methods[0]][0]["table_bytes"]
+    threads = f"{args.threads} torch thread(s) per worker" if args.threads else "torch's default threads"
     print(f"spectrum of a {args.rows:,} x {args.cols} float32 table ({table_bytes / 2**20:.0f} MiB); {machine()}; "
-          f"median of {args.repeats} fresh processes each")
+          f"{threads}; median of {args.repeats} fresh processes each")
     rows = []
     for m in methods:
         rows.append([m, f"{secs[m]:.3f}", f"{secs[m] / secs['ours']:.1f}x" if "ours" in secs else "-",

@@ -47,6 +47,7 @@ ROW_NORM_EPS = 1e-8
 # chunk's three float32 buffers stay a few MB (a few percent of any table worth streaming).
 _MAX_CHUNK_ROWS = 16384
 _EIGH_EVERY = 4
+_FIRST_CHUNK_ROWS = 1024
 _MIN_CHUNK_ROWS = 1024
 
 
@@ -104,8 +105,12 @@ def row_normalized_gram(
     basis: torch.Tensor | None = None
     kept = 0
     step = chunk_rows or _chunk_rows(n_rows)
-    for index, start in enumerate(range(0, n_rows, step)):
-        chunk = weight[start : start + step].to(work_dtype)
+    # The first chunk is small: it is Gram-ed in float64 (exact) only to seed the eigenbasis, and float64 buffers
+    # of a full chunk would be the largest allocation of the whole pass.
+    starts = [0] + list(range(min(step, _FIRST_CHUNK_ROWS), n_rows, step)) if n_rows else []
+    for index, start in enumerate(starts):
+        stop = starts[index + 1] if index + 1 < len(starts) else n_rows
+        chunk = weight[start:stop].to(work_dtype)
         if transform is not None:
             chunk = transform(chunk)
         if gram is None:
@@ -125,7 +130,7 @@ def row_normalized_gram(
             c64 = chunk.to(torch.float64) * scale.to(torch.float64)[:, None]
             gram.addmm_(c64.T, c64)
         else:
-            rotated = (chunk @ basis.to(work_dtype)) * scale[:, None]
+            rotated = (chunk @ basis.to(work_dtype)).mul_(scale[:, None])
             gram += basis @ (rotated.T @ rotated).to(torch.float64) @ basis.T
         if basis is None or index < _EIGH_EVERY or index % _EIGH_EVERY == 0:
             # Orthonormal eigenvectors of the Gram so far. Refreshing it every chunk early on, then every few
