@@ -27,7 +27,8 @@ from ..functional.spectrum import (
     singular_values_from_gram,
     stable_rank,
 )
-from ..plotting import figure_to_array, heatmap_figure, ia_bar_figure
+from ..plotting import heatmap_figure
+from ..raster import heatmap_image
 from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables
 from .base import AnalysisCallback
 
@@ -328,19 +329,38 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 scalars[f"{ns}/{interaction['view']}/interaction/{name}/mean_information_abundance"] = sum(row) / len(row)
             if self.images and trainer.is_global_zero:
                 own = record["views"][interaction["view"]]["fields"]
+                names = interaction["fields"]
+                order = sorted(range(len(names)), key=lambda i: own[names[i]]["information_abundance"])
+                when = "initial weights" if record["stage"] == "init" else f"epoch {record['epoch']}"
                 self.writer.image(trainer, f"{ns}/{interaction['view']}/interaction_information_abundance",
-                                  figure_to_array(interaction_figure(interaction, own, record)), step)
+                                  heatmap_image([[interaction["matrix"][i][j] for j in order] for i in order],
+                                                title=f"IA of field i's sub-embedding as field j sees it, {when}",
+                                                row_labels=[names[i] for i in order],
+                                                col_labels=[names[i] for i in order],
+                                                xlabel="partner field j (by own IA)", ylabel="source field i",
+                                                colorbar_label="IA", vmin=None, vmax=None, cmap="magma",
+                                                annotate=len(names) <= 12), step)
         self.writer.scalars(trainer, scalars, step)
 
     def _log_view_images(self, trainer, view_name, view, initial, epoch, stage, step) -> None:
+        # Live images are drawn with Pillow (milliseconds); the report redraws them with matplotlib.
         when = "initial weights" if stage == "init" else f"epoch {epoch}"
-        self.writer.image(trainer, f"{self.namespace}/{view_name}/spectrum_heatmap",
-                          figure_to_array(spectrum_heatmap_figure(view_name, view, when)), step)
+        names = _sorted_by_cardinality(view)
+        labels = [f"{n} ({view['fields'][n]['cardinality']})" for n in names]
+        self.writer.image(trainer, f"{self.namespace}/{view_name}/spectrum_heatmap", heatmap_image(
+            [view["fields"][n]["normalized_spectrum"] for n in names],
+            title=f"{view_name}: normalised singular values, {when}", row_labels=labels,
+            col_labels=[str(i + 1) for i in range(view["width"])], xlabel="singular value index k",
+            ylabel="field (cardinality)", colorbar_label="s_k / s_1", annotate=False), step)
         if initial is not None and stage != "init":
             init_view = initial["views"].get(view_name)
             if init_view is not None:
-                self.writer.image(trainer, f"{self.namespace}/{view_name}/information_abundance_vs_init",
-                                  figure_to_array(ia_bar_figure(view_name, view, init_view, when)), step)
+                rows = [[init_view["fields"].get(n, {}).get("information_abundance", float("nan")) for n in names],
+                        [view["fields"][n]["information_abundance"] for n in names]]
+                self.writer.image(trainer, f"{self.namespace}/{view_name}/information_abundance_vs_init", heatmap_image(
+                    rows, title=f"{view_name}: IA per field (max {view['width']})", row_labels=["initial", when],
+                    col_labels=labels, xlabel="field (cardinality), by cardinality", ylabel="",
+                    colorbar_label="information abundance", vmin=1.0, vmax=float(view["width"]), annotate=True), step)
 
 
 def _sorted_by_cardinality(view: dict[str, Any]) -> list[str]:

@@ -132,7 +132,8 @@ def row_normalized_gram(
         else:
             rotated = (chunk @ basis.to(work_dtype)).mul_(scale[:, None])
             gram += basis @ (rotated.T @ rotated).to(torch.float64) @ basis.T
-        if basis is None or index < _EIGH_EVERY or index % _EIGH_EVERY == 0:
+        last_chunk = index + 1 == len(starts)
+        if not last_chunk and (basis is None or index < _EIGH_EVERY or index % _EIGH_EVERY == 0):
             # Orthonormal eigenvectors of the Gram so far. Refreshing it every chunk early on, then every few
             # chunks, keeps the basis current at a fraction of the chunk's own cost (a stale basis only costs
             # accuracy in proportion to how much the new rows' directions differ from all earlier rows').
