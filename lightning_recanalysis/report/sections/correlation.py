@@ -81,8 +81,11 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
                         f"position (Spearman vs position {decay:+.2f}).")
             if target.get("agreement") is not None:
                 verb = "agrees with" if target["agreement"] >= thresholds.min_agreement else "**disagrees** with"
+                learned_decay = entry.get("learned_own_row_vs_position_spearman", float("nan"))
+                shape = ("flat: it does not depend on position" if not np.isfinite(learned_decay)
+                         else f"Spearman vs position {learned_decay:+.2f}")
                 sentence += (f" The model's learned map {verb} it (rank correlation {target['agreement']:.2f}); its "
-                             f"own-category row vs position: {entry.get('learned_own_row_vs_position_spearman', float('nan')):+.2f}.")
+                             f"own-category row is {shape}.")
             section.findings.append(sentence)
         numbers_targets.append(entry)
         rows.append([target["name"], target["samples"], _f(target.get("agreement")),
