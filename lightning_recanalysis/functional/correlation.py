@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from .field_pair import table_mutual_information
+
 __all__ = ["mutual_information", "learned_correlation", "rank_correlation", "target_relative_positions"]
 
 
@@ -44,20 +46,9 @@ def mutual_information(counts: torch.Tensor, *, base: float = 2.0) -> torch.Tens
     """
     if counts.shape[-2:] != (2, 2):
         raise ValueError(f"counts must have shape [..., 2, 2], got {tuple(counts.shape)}")
-    n_xy = counts.to(torch.float64)
-    if bool((n_xy < 0).any()):
-        raise ValueError("counts must be non-negative")
-    total = n_xy.sum(dim=(-2, -1), keepdim=True)
-    n_x = n_xy.sum(dim=-1, keepdim=True)
-    n_y = n_xy.sum(dim=-2, keepdim=True)
-    # An empty cell (n_xy = 0) would give 0 * log(0); its limit is 0, so mask it before taking the log. Where
-    # n_xy > 0 both margins are > 0 too, so the ratio is finite.
-    present = n_xy > 0
-    ratio = torch.where(present, n_xy * total / (n_x * n_y).clamp_min(1e-300), torch.ones_like(n_xy))
-    terms = torch.where(present, n_xy * torch.log(ratio), torch.zeros_like(n_xy))
-    mi = terms.sum(dim=(-2, -1)) / total.squeeze(-1).squeeze(-1).clamp_min(1e-300) / math.log(base)
-    # Rounding can leave -1e-17 for independent tables; MI is non-negative by definition.
-    return mi.clamp_min(0.0)
+    # The 2 x 2 case of the general joint-table MI (plug-in, no bias correction), which does the masking of
+    # empty cells and the non-negativity clamp.
+    return table_mutual_information(counts, base=base)
 
 
 def learned_correlation(
