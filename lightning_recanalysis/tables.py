@@ -23,7 +23,8 @@ from typing import Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ["Field", "ColumnGroup", "EmbeddingTable", "TableView", "discover_tables", "describe_tables"]
+__all__ = ["Field", "ColumnGroup", "EmbeddingTable", "TableView", "discover_tables", "describe_tables",
+           "is_square_linear", "named_cross_layer"]
 
 FieldDims = Union[Sequence[int], Mapping[str, int]]
 ColumnGroups = Union[int, Sequence[str]]
@@ -270,3 +271,22 @@ def describe_tables(tables: Sequence[EmbeddingTable]) -> str:
         groups = ", ".join(f"{g.name} [{g.start}:{g.stop}]" for g in t.column_groups)
         lines.append(f"| {t.name} | {t.rows} x {t.width} | {fields} | {groups} | {', '.join(t.aliases) or '-'} |")
     return "\n".join(lines)
+
+
+def is_square_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear`` with a square weight: the shape of a DCNv2 full-matrix cross layer."""
+    return isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]
+
+
+def named_cross_layer(model: nn.Module, name: str) -> nn.Linear:
+    """The module ``name`` of ``model``, which must be a square ``nn.Linear`` (DCNv2's cross matrix); the error
+    lists the square linear layers the model does have."""
+    modules = dict(model.named_modules())
+    layer = modules.get(name)
+    if not is_square_linear(layer):
+        raise ValueError(
+            f"cross_layer='{name}' must name an nn.Linear with a square weight (DCNv2's full cross matrix); found "
+            f"{type(layer).__name__ if layer is not None else 'nothing'}. Square linear layers of the model: "
+            f"{[k for k, m in modules.items() if is_square_linear(m)]}"
+        )
+    return layer

@@ -21,6 +21,7 @@ from ..functional.correlation import rank_correlation
 from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
 from ..plotting import figure_to_array, heatmap_figure
+from ..tables import is_square_linear, named_cross_layer
 from .base import AnalysisCallback
 
 __all__ = ["FieldPairCorrelationMonitor"]
@@ -246,13 +247,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         widths = self._embedding_widths(model)
         modules = dict(model.named_modules())
         if self.cross_layer != "auto":
-            layer = modules.get(self.cross_layer)
-            if not isinstance(layer, nn.Linear) or layer.weight.shape[0] != layer.weight.shape[1]:
-                raise ValueError(
-                    f"cross_layer='{self.cross_layer}' must name an nn.Linear with a square weight (DCNv2's full "
-                    f"cross matrix); found {type(layer).__name__ if layer is not None else 'nothing'}. Square "
-                    f"linear layers of the model: {[k for k, m in modules.items() if _square_linear(m)]}"
-                )
+            layer = named_cross_layer(model, self.cross_layer)
             side = layer.weight.shape[0]
             fits = [k for k in widths if offset + n * k <= side]
             exact = [k for k in fits if offset + n * k == side]
@@ -266,7 +261,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
                 "the model's cross input"
             )
         for name, layer in modules.items():
-            if _square_linear(layer):
+            if is_square_linear(layer):
                 for k in widths:
                     if layer.weight.shape[0] == offset + n * k:
                         return name, layer, k
@@ -465,10 +460,6 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             # Restored after setup (some strategies): the metric exists already and has counted nothing yet.
             if self.counts.samples == 0 and not self.counts.frozen:
                 self.counts.set_vocabulary(self._loaded_vocabulary)
-
-
-def _square_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]
 
 
 def _short(names: Sequence[str], limit: int = 6) -> str:

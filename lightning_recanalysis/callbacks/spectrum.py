@@ -29,7 +29,16 @@ from ..functional.spectrum import (
 )
 from ..plotting import heatmap_figure
 from ..raster import heatmap_image
-from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables
+from ..tables import (
+    ColumnGroups,
+    EmbeddingTable,
+    FieldDims,
+    TableView,
+    describe_tables,
+    discover_tables,
+    is_square_linear,
+    named_cross_layer,
+)
 from .base import AnalysisCallback
 
 __all__ = ["EmbeddingSpectrumMonitor"]
@@ -162,12 +171,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         multi_field = [v for t in self.tables for v in t.views() if len(v.fields) > 1]
         modules = dict(model.named_modules())
         if self.cross_layer != "auto":
-            layer = modules.get(self.cross_layer)
-            if not isinstance(layer, nn.Linear) or layer.weight.shape[0] != layer.weight.shape[1]:
-                raise ValueError(
-                    f"cross_layer='{self.cross_layer}' must name an nn.Linear with a square weight (DCNv2's full "
-                    f"cross matrix); found {type(layer).__name__ if layer is not None else 'nothing'}"
-                )
+            layer = named_cross_layer(model, self.cross_layer)
             side = layer.weight.shape[0] - self.cross_offset
             for view in multi_field:
                 if side >= len(view.fields) * view.width:
@@ -177,7 +181,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 f"table ({[(v.name, len(v.fields), v.width) for v in multi_field]}) at cross_offset={self.cross_offset}"
             )
         for name, layer in modules.items():
-            if isinstance(layer, nn.Linear) and layer.weight.shape[0] == layer.weight.shape[1]:
+            if is_square_linear(layer):
                 for view in multi_field:
                     if layer.weight.shape[0] == self.cross_offset + len(view.fields) * view.width:
                         return name, layer, view
