@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from typing import Any
 
-__all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section"]
+__all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section", "format_value", "records_of_stage"]
 
 
 @dataclass
@@ -58,3 +59,18 @@ class Section:
     tables: list[ReportTable] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def format_value(value, digits: int = 2) -> str:
+    """A table cell: the number to ``digits`` decimals, or "-" where there is none (None, NaN, infinity)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def records_of_stage(records: list[dict[str, Any]], stage: str, section: Section, missing: str) -> list[dict[str, Any]]:
+    """The records of one stage; when there are none, ``missing`` becomes a note of the section."""
+    found = [r for r in records if r.get("stage") == stage]
+    if not found:
+        section.notes.append(missing)
+    return found

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ...plotting import ia_bar_figure, line_figure
-from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
 def _when(record: dict[str, Any]) -> str:
@@ -47,8 +47,9 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
                 "history": [[r["step"], r["views"][view_name]["fields"][name]["information_abundance"]]
                             for r in records if view_name in r["views"] and name in r["views"][view_name]["fields"]],
             }
-            rows.append([name, fld["cardinality"], _fmt(ia0), _fmt(ia), f"{ia / ceiling:.0%}",
-                         _fmt(ia / ia0) if ia0 else "-", _fmt(fld["effective_rank"]), _fmt(fld["stable_rank"])])
+            rows.append([name, fld["cardinality"], format_value(ia0), format_value(ia), f"{ia / ceiling:.0%}",
+                         format_value(ia / ia0) if ia0 else "-", format_value(fld["effective_rank"]),
+                         format_value(fld["stable_rank"])])
             fraction = ia / ceiling if ceiling else 1.0
             drop = ia / ia0 if ia0 else 1.0
             if ceiling > 1 and (fraction < thresholds.collapsed_fraction or drop < thresholds.collapsed_vs_init):
@@ -123,9 +124,6 @@ def collapse_findings(records: list[dict[str, Any]], thresholds: ReportThreshold
     section = collapse_section(records, thresholds, figures=False)
     return section.findings
 
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...plotting import heatmap_figure, line_figure
-from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 
 
 def _parse_conflict(metrics: dict[str, float]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -26,9 +26,8 @@ def _parse_conflict(metrics: dict[str, float]) -> dict[tuple[str, str, str], dic
 
 def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
     section = Section("conflict", "Gradient conflict between tasks on shared embeddings")
-    epochs = [r for r in records if r.get("stage") == "train"]
+    epochs = records_of_stage(records, "train", section, "no gradient-conflict analysis was recorded")
     if not epochs:
-        section.notes.append("no gradient-conflict analysis was recorded")
         return section
     last = epochs[-1]
     stats = _parse_conflict(last["metrics"])
@@ -37,8 +36,8 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
     rows, conflicts = [], []
     for (view, field, pair), s in sorted(stats.items()):
         cos = s.get("cosine_mean")
-        rows.append([view, field, pair.replace("_vs_", " vs "), _f(cos), _f(s.get("negative_fraction")),
-                     _f(s.get("norm_ratio"))])
+        rows.append([view, field, pair.replace("_vs_", " vs "), format_value(cos, 3),
+                     format_value(s.get("negative_fraction"), 3), format_value(s.get("norm_ratio"), 3)])
         if cos is not None and cos < thresholds.negative_cosine and field != "(whole view)":
             conflicts.append((cos, f"Tasks **{pair.replace('_vs_', '** and **')}** pull field **{field}** of `{view}` "
                              f"in opposite directions: mean gradient cosine {cos:+.2f}, negative on "
@@ -93,16 +92,16 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
 
 def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
     section = Section("entanglement", "Interest entanglement: each task's embedding view of user-item pairs")
-    epochs = [r for r in records if r.get("stage") == "validation"]
+    epochs = records_of_stage(records, "validation", section, "no entanglement analysis was recorded")
     if not epochs:
-        section.notes.append("no entanglement analysis was recorded")
         return section
     last = epochs[-1]
     metrics = last["metrics"]
     views = last.get("views", [])
     subsets = sorted({t.split("/")[1] for t in metrics if t.endswith("/pairs") and len(t.split("/")) == 3})
     rows = [[subset, int(metrics.get(f"entanglement/{subset}/pairs", 0))]
-            + [_f(metrics.get(f"entanglement/{v}/{subset}/distance_mean")) for v in views] for subset in subsets]
+            + [format_value(metrics.get(f"entanglement/{v}/{subset}/distance_mean"), 3) for v in views]
+            for subset in subsets]
     section.tables.append(ReportTable(
         f"Mean user-item distance per view, by which tasks' labels are positive (epoch {last['epoch']})",
         ["label subset", "pairs"] + [f"distance in {v}" for v in views], rows))
@@ -111,7 +110,8 @@ def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresh
     section.tables.append(ReportTable(
         f"Each task's AUROC by sample subset (epoch {last['epoch']}; '-' where the task's label is constant)",
         ["subset"] + list(last["tasks"]),
-        [[name] + [_f(metrics.get(f"entanglement/{t}/auroc/{name}")) for t in last["tasks"]] for name in auroc_subsets]))
+        [[name] + [format_value(metrics.get(f"entanglement/{t}/auroc/{name}"), 3) for t in last["tasks"]]
+         for name in auroc_subsets]))
     section.numbers = {"last_epoch": last["epoch"], "tasks": last["tasks"], "views": views, "metrics": metrics}
     histograms = last.get("histograms")
     if figures and histograms:
@@ -126,6 +126,3 @@ def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresh
                 "positives from the other's has room for both tasks."))
     return section
 
-
-def _f(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.3f}"

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ...plotting import line_figure
-from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -54,9 +54,8 @@ def _maps_figure(target: dict[str, Any], when: str) -> Figure:
 
 def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
     section = Section("correlation", "Target-behaviour correlation: the data beside what the model learned")
-    epochs = [r for r in records if r.get("stage") == "epoch"]
+    epochs = records_of_stage(records, "epoch", section, "no correlation analysis was recorded")
     if not epochs:
-        section.notes.append("no correlation analysis was recorded")
         return section
     last = epochs[-1]
     when = f"epoch {last['epoch']}"
@@ -88,8 +87,9 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
                              f"own-category row is {shape}.")
             section.findings.append(sentence)
         numbers_targets.append(entry)
-        rows.append([target["name"], target["samples"], _f(target.get("agreement")),
-                     _f(entry.get("own_row_vs_position_spearman")), _f(entry.get("learned_own_row_vs_position_spearman"))])
+        rows.append([target["name"], target["samples"], format_value(target.get("agreement")),
+                     format_value(entry.get("own_row_vs_position_spearman")),
+                     format_value(entry.get("learned_own_row_vs_position_spearman"))])
     section.findings = section.findings[: thresholds.max_findings_per_section]
     section.tables.append(ReportTable(
         f"Per target category ({when})", ["target", "samples", "learned vs data (Spearman)",
@@ -124,6 +124,3 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
         "tells about the label. A falling curve is the temporal decay."))
     return section
 
-
-def _f(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.2f}"

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ...plotting import line_figure
-from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
 def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
@@ -44,8 +44,9 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
         section.findings.append(
             f"The data's {k} strongest field pairs by interaction information are {', '.join(map(name, data_top))}; "
             f"the cross layer couples {overlap} of them among its own {k} strongest ({', '.join(map(name, model_top))}). "
-            f"Over all pairs the learned strengths {verdict} with the data (Spearman {_fmt(agreement)} with pair MI, "
-            f"{_fmt(last.get('agreement_interaction'))} with interaction information).")
+            f"Over all pairs the learned strengths {verdict} with the data (Spearman {format_value(agreement)} "
+            "with pair MI, "
+            f"{format_value(last.get('agreement_interaction'))} with interaction information).")
     section.numbers = {k: last[k] for k in ("fields", "samples", "mutual_information", "interaction_information",
                                             "field_mutual_information", "learned", "learned_source", "agreement",
                                             "agreement_interaction", "other_fraction") if k in last}
@@ -70,6 +71,3 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
                 "1: the model couples the pairs in the order the data ranks them."))
     return section
 
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
