@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["heatmap_figure", "figure_to_array", "figure_to_png", "line_figure", "ia_bar_figure"]
+__all__ = ["heatmap_figure", "figure_to_array", "figure_to_png", "line_figure", "grouped_bar_figure", "ia_bar_figure"]
 
 
 def _tick_labels(labels: Sequence[str] | None, n: int, max_ticks: int) -> tuple[list[int], list[str]]:
@@ -120,22 +120,48 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     return rgba[..., :3].copy()
 
 
+def grouped_bar_figure(
+    groups: dict[str, Sequence[float]],
+    categories: Sequence[str],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    colors: Sequence[str] | None = None,
+    reference: tuple[float, str] | None = None,
+    inches_per_category: float = 0.3,
+) -> Figure:
+    """One bar per group side by side for each category (x tick), with an optional dashed reference line."""
+    x = np.arange(len(categories))
+    fig = Figure(figsize=(min(12.0, 3.0 + inches_per_category * len(categories)), 3.8), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(groups))
+    for i, (label, values) in enumerate(groups.items()):
+        color = colors[i] if colors is not None else None
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=label, color=color)
+    if reference is not None:
+        ax.axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
+    ax.set_xticks(x, list(categories), rotation=90, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def ia_bar_figure(view_name: str, view: dict, initial_view: dict, when: str) -> Figure:
     """Information abundance per field now beside at initialisation (Guo et al.'s Figure 2), fields sorted by
     cardinality; the dashed line is the width K, the most a field can reach."""
     names = sorted(view["fields"], key=lambda f: (view["fields"][f]["cardinality"], f))
     now = [view["fields"][n]["information_abundance"] for n in names]
     init = [initial_view["fields"].get(n, {}).get("information_abundance", float("nan")) for n in names]
-    x = np.arange(len(names))
-    fig = Figure(figsize=(min(12.0, 3.0 + 0.3 * len(names)), 3.8), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.bar(x - 0.2, init, width=0.4, label="initialisation", color="#9ecae1")
-    ax.bar(x + 0.2, now, width=0.4, label=when, color="#e6550d")
-    ax.axhline(view["width"], color="grey", linestyle="--", linewidth=1, label=f"width K = {view['width']}")
-    ax.set_xticks(x, [f"{n} ({view['fields'][n]['cardinality']})" for n in names], rotation=90, fontsize=7)
-    ax.set_ylabel("information abundance")
-    ax.set_xlabel("field (cardinality), sorted by cardinality")
-    ax.set_title(f"{view_name}: information abundance per field", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return grouped_bar_figure(
+        {"initialisation": init, when: now},
+        [f"{n} ({view['fields'][n]['cardinality']})" for n in names],
+        title=f"{view_name}: information abundance per field",
+        xlabel="field (cardinality), sorted by cardinality",
+        ylabel="information abundance",
+        colors=["#9ecae1", "#e6550d"],
+        reference=(view["width"], f"width K = {view['width']}"),
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..plotting import grouped_bar_figure
 from .model import ReportFigure, ReportTable, ReportThresholds, Section
 from .render import _section_order, write_report
 from .run_data import RunData
@@ -25,19 +26,14 @@ def _ia_per_field_figure(view: str, runs: list[RunData]) -> Figure | None:
     if len(values) < 2:
         return None
     fields = sorted({f for v in values.values() for f in v})
-    fig = Figure(figsize=(min(12, 3 + 0.4 * len(fields) * len(values) / 2), 3.8), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / len(values)
-    x = np.arange(len(fields))
-    for i, (name, per_field) in enumerate(values.items()):
-        ax.bar(x + (i - (len(values) - 1) / 2) * width, [per_field.get(f, np.nan) for f in fields], width, label=name)
-    ax.set_xticks(x, fields, rotation=90, fontsize=7)
-    ax.set_ylabel("information abundance (last epoch)")
-    ax.set_xlabel("field")
-    ax.set_title(f"{view}: IA per field, run by run", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return grouped_bar_figure(
+        {name: [per_field.get(f, np.nan) for f in fields] for name, per_field in values.items()},
+        fields,
+        title=f"{view}: IA per field, run by run",
+        xlabel="field",
+        ylabel="information abundance (last epoch)",
+        inches_per_category=0.2 * len(values),
+    )
 
 
 def compare_runs(runs: list[RunData], out_dir: str | Path, thresholds: ReportThresholds | None = None) -> dict[str, Path]:
