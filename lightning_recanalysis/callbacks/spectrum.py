@@ -290,8 +290,12 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                              "\n".join(f"- {f}" for f in findings) or "- no field is collapsed yet", step)
         self.writer.flush(trainer)
 
-    def initial_information_abundance(self, view: str, field: str) -> float | None:
-        initial = next((r for r in self.history if r["stage"] == "init"), None)
+    def initial_information_abundance(
+        self, view: str, field: str, initial: dict[str, Any] | None = None
+    ) -> float | None:
+        """IA of a field at fit start, from ``initial`` (the baseline record) or else from the history."""
+        if initial is None:
+            initial = next((r for r in self.history if r["stage"] == "init"), None)
         try:
             return initial["views"][view]["fields"][field]["information_abundance"]
         except (TypeError, KeyError):
@@ -308,7 +312,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 for key in ("information_abundance", "effective_rank", "stable_rank"):
                     scalars[f"{prefix}/{key}"] = fld[key]
                 ias.append(fld["information_abundance"])
-                init_ia = self.initial_information_abundance(view_name, field_name)
+                init_ia = self.initial_information_abundance(view_name, field_name, initial)
                 if init_ia:
                     scalars[f"{prefix}/information_abundance_vs_init"] = fld["information_abundance"] / init_ia
                 if self.histograms:
