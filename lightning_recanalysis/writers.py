@@ -100,7 +100,11 @@ class AnalysisWriter:
         experiments = self._experiments(trainer, "histogram " + tag)
         if not experiments:
             return
-        arr = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().double().numpy()
+        elif not isinstance(values, np.ndarray):
+            values = list(values)  # any iterable, generators included
+        arr = np.asarray(values, dtype=np.float64)
         arr = arr[np.isfinite(arr)]
         if arr.size == 0:
             return
