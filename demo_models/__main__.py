@@ -1,4 +1,5 @@
-"""``python -m demo_models MODEL [--data NAME] [--epochs N] [--out DIR] [--seed S] [--no-monitors]``
+"""``python -m demo_models MODEL [--data NAME] [--epochs N] [--out DIR] [--seed S] [--no-monitors]
+[--accelerator cpu|gpu|auto] [--precision 32-true|bf16-mixed|...]``
 
 Trains a demo model with the lightning_recanalysis monitors attached and writes TensorBoard event files (and the
 end-of-run report) under ``DIR/MODEL-DATA``. ``MODEL`` may be ``all``.
@@ -21,7 +22,8 @@ def _builder(model: str):
 
 
 def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, monitors: bool,
-        quiet: bool = False, only: list[str] | None = None) -> Path:
+        quiet: bool = False, only: list[str] | None = None, accelerator: str = "cpu",
+        precision: str = "32-true") -> Path:
     """Train one demo model; returns its log directory.
 
     ``only`` keeps just the monitors whose class names are listed (the benchmarks time each monitor alone).
@@ -48,12 +50,15 @@ def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, 
         max_epochs=max_epochs,
         logger=logger,
         callbacks=callbacks,
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
+        precision=precision,
         enable_progress_bar=not quiet,
         enable_model_summary=False,
         log_every_n_steps=10,
-        deterministic=True,
+        # Bit-reproducible on CPU. On a GPU, deterministic cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before the
+        # process starts and some scatter kernels have no deterministic version: warn instead of failing.
+        deterministic=True if accelerator == "cpu" else "warn",
     )
     print(f"[demo] {model} on {data}: {experiment.description} ({max_epochs} epochs) -> {logger.log_dir}")
     start = time.perf_counter()
@@ -79,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: these models are small, and one thread per process is "
                         "several times faster than two when anything else shares the cores)")
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "cuda", "auto"],
+                        help="where to train (default cpu: the demo models are small)")
+    parser.add_argument("--precision", default="32-true",
+                        help="Lightning precision, e.g. 32-true (default), bf16-mixed, 16-mixed")
     args = parser.parse_args(argv)
     import torch
 
@@ -86,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     models = list(MODELS) if args.model == "all" else [args.model]
     for model in models:
         data = args.data if args.data in DATASETS[model] or args.model != "all" else None
-        run(model, data, args.epochs, args.out, args.seed, not args.no_monitors, quiet=args.quiet)
+        run(model, data, args.epochs, args.out, args.seed, not args.no_monitors, quiet=args.quiet,
+            accelerator=args.accelerator, precision=args.precision)
     return 0
 
 

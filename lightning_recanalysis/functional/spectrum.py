@@ -22,8 +22,9 @@ chunk Gram is added back in float64, and the heavy work stays in float32 matrix 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -49,6 +50,9 @@ _MAX_CHUNK_ROWS = 16384
 _EIGH_EVERY = 4
 _FIRST_CHUNK_ROWS = 1024
 _MIN_CHUNK_ROWS = 1024
+# On a GPU a 16384-row chunk is a few microseconds of work and the pass would be all launch overhead: chunks
+# there hold up to 2^23 values (32 MiB in float32), still a small fraction of any table worth streaming.
+_CUDA_CHUNK_VALUES = 1 << 23
 
 
 @dataclass
@@ -69,8 +73,42 @@ class RowNormalizedGram:
         return RowNormalizedGram(self.gram + other.gram, self.rows + other.rows, self.excluded_rows + other.excluded_rows)
 
 
-def _chunk_rows(n_rows: int) -> int:
+def _chunk_rows(n_rows: int, n_cols: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(max(_MIN_CHUNK_ROWS, min(_CUDA_CHUNK_VALUES // max(n_cols, 1), n_rows // 8)))
     return int(max(_MIN_CHUNK_ROWS, min(_MAX_CHUNK_ROWS, n_rows // 64)))
+
+
+@contextlib.contextmanager
+def _ieee_float32_matmul() -> Iterator[None]:
+    """Full float32 products for the duration, whatever the user chose for training.
+
+    ``torch.set_float32_matmul_precision("high")`` (which Lightning suggests on GPUs) lets float32 products run
+    in TF32 with a 10-bit mantissa: fine for training, but it would put a 1e-3 relative error on every entry
+    of the Gram. The setting is global, so it is restored afterwards; callbacks run between training steps, so
+    nothing of training runs in between.
+    """
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _eigenbasis(gram: torch.Tensor) -> torch.Tensor:
+    """Orthonormal eigenvectors of a small symmetric float64 matrix, on its device.
+
+    On a GPU a K x K ``eigh`` is a solver launch that costs more than a chunk's products; the K^2 values go
+    to the host and back instead (a few kB, never the table).
+    """
+    symmetric = (gram + gram.T) * 0.5
+    if gram.is_cuda:
+        return torch.linalg.eigh(symmetric.cpu()).eigenvectors.to(gram.device, non_blocking=True)
+    return torch.linalg.eigh(symmetric).eigenvectors
 
 
 def row_normalized_gram(
@@ -92,7 +130,14 @@ def row_normalized_gram(
     Returns:
         :class:`RowNormalizedGram` with a float64 ``[K, K]`` Gram on ``weight``'s device. Rows that hold a
         non-finite value, and all-zero rows, are excluded and counted.
+
+    Float32 products run at full precision (TF32 is switched off for the call, see :func:`_ieee_float32_matmul`).
     """
+    with _ieee_float32_matmul():
+        return _row_normalized_gram(weight, normalize_rows, chunk_rows, transform)
+
+
+def _row_normalized_gram(weight, normalize_rows, chunk_rows, transform) -> RowNormalizedGram:
     if weight.dim() != 2:
         raise ValueError(f"expected a 2-D table [rows, columns], got shape {tuple(weight.shape)}")
     if not weight.is_floating_point():
@@ -104,7 +149,7 @@ def row_normalized_gram(
     gram: torch.Tensor | None = None
     basis: torch.Tensor | None = None
     kept = 0
-    step = chunk_rows or _chunk_rows(n_rows)
+    step = chunk_rows or _chunk_rows(n_rows, weight.shape[1], weight.device)
     # The first chunk is small: it is Gram-ed in float64 (exact) only to seed the eigenbasis, and float64 buffers
     # of a full chunk would be the largest allocation of the whole pass.
     starts = [0] + list(range(min(step, _FIRST_CHUNK_ROWS), n_rows, step)) if n_rows else []
@@ -137,7 +182,7 @@ def row_normalized_gram(
             # Orthonormal eigenvectors of the Gram so far. Refreshing it every chunk early on, then every few
             # chunks, keeps the basis current at a fraction of the chunk's own cost (a stale basis only costs
             # accuracy in proportion to how much the new rows' directions differ from all earlier rows').
-            basis = torch.linalg.eigh((gram + gram.T) * 0.5).eigenvectors
+            basis = _eigenbasis(gram)
     if gram is None:  # a table with no rows
         width = weight.shape[1] if transform is None else transform(weight[:0].to(work_dtype)).shape[1]
         gram = torch.zeros(width, width, dtype=torch.float64, device=weight.device)
