@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from .._version import __version__
 from ..plotting import figure_to_png
+from ..raster import png_bytes
 from .model import ReportFigure, ReportTable, ReportThresholds, Section
 from .run_data import RunData
 from .sections import BUILDERS, ORDER
@@ -113,8 +116,9 @@ def write_report(sections: list[Section], out_dir: str | Path, *, title: str, ru
     for section in sections:
         for fig in section.figures:
             if fig.png is None:
-                fig.png = figure_to_png(fig.figure)
-                fig.figure = None  # rendered: free the matplotlib objects
+                # Encoded once: the same bytes go to figures/ for report.md and, base64, into report.html.
+                fig.png = png_bytes(fig.figure) if isinstance(fig.figure, np.ndarray) else figure_to_png(fig.figure)
+                fig.figure = None  # rendered: free the matplotlib objects or pixels
             (figures_dir / f"{fig.name}.png").write_bytes(fig.png)
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     findings = [(s, f) for s in sections for f in s.findings]

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ...plotting import ia_bar_figure, line_figure
+from ...plotting import ia_bar_figure
+from ...raster import line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
@@ -90,8 +91,8 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
                       ([s for s, _ in per_field[n]["history"]], [v for _, v in per_field[n]["history"]]) for n in chosen}
             section.figures.append(ReportFigure(
                 f"collapse_{safe}_ia_over_time", f"{view_name}: IA over training, most and least collapsed fields",
-                line_figure(series, title=f"{view_name}: information abundance over training", xlabel="global step",
-                            ylabel="information abundance"),
+                line_image(series, title=f"{view_name}: information abundance over training", xlabel="global step",
+                           ylabel="information abundance"),
                 "Step 0 is the initial weights. Most/least collapsed by IA as a fraction of min(cardinality, K)."))
     interaction = last.get("interaction")
     if interaction is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ...plotting import heatmap_figure, line_figure
+from ...raster import heatmap_image, line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 
 
@@ -68,14 +68,16 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
     for view, cells in by_view.items():
         fields = sorted({f for f, _ in cells}, key=lambda f: (f != "(whole view)", f))
         pairs = sorted({p for _, p in cells})
-        matrix = np.array([[cells.get((f, p), np.nan) for p in pairs] for f in fields])
+        matrix = np.array([[np.nan if cells.get((f, p)) is None else cells[(f, p)] for p in pairs] for f in fields])
+        if not np.isfinite(matrix).any():  # no cosine was defined in this view: a blank map tells nothing
+            continue
         safe = view.replace("[", "_").replace("]", "").replace("/", "_")
         section.figures.append(ReportFigure(
             f"conflict_{safe}_cosines", f"{view}: mean gradient cosine per field and task pair",
-            heatmap_figure(matrix, title=f"{view}: mean gradient cosine, epoch {last['epoch']}", row_labels=fields,
-                           col_labels=[p.replace("_vs_", " vs ") for p in pairs], xlabel="task pair", ylabel="field",
-                           colorbar_label="cosine (-1 opposite, +1 aligned)", vmin=-1, vmax=1, cmap="RdBu",
-                           annotate=True),
+            heatmap_image(matrix, title=f"{view}: mean gradient cosine, epoch {last['epoch']}", row_labels=fields,
+                          col_labels=[p.replace("_vs_", " vs ") for p in pairs], xlabel="task pair", ylabel="field",
+                          colorbar_label="cosine (-1 opposite, +1 aligned)", vmin=-1, vmax=1, cmap="RdBu",
+                          cell=(26, 26), annotate=True),
             "Mean over the epoch's measured steps of the cosine between two tasks' loss gradients on the field's "
             "looked-up rows. Red: the tasks pull the shared embedding apart; blank: undefined (a task's gradient "
             "never reaches this view, as for another task's STEM chunk)."))
@@ -84,8 +86,8 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
         series = dict(list(series.items())[:10]) or {k: ([s for s, _ in v], [c for _, c in v]) for k, v in history.items()}
         section.figures.append(ReportFigure(
             "conflict_trend", "Mean gradient cosine over training",
-            line_figure(series, title="mean gradient cosine per field and task pair", xlabel="global step",
-                        ylabel="mean cosine", ylim=(-1.05, 1.05)),
+            line_image(series, title="mean gradient cosine per field and task pair", xlabel="global step",
+                       ylabel="mean cosine", ylim=(-1.05, 1.05)),
             "One line per field and task pair (first ten): below 0 the tasks conflict on that field."))
     return section
 
@@ -120,8 +122,8 @@ def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresh
             safe = view.replace("[", "_").replace("]", "").replace("/", "_")
             section.figures.append(ReportFigure(
                 f"entanglement_{safe}_distances", f"{view}: user-item distance by label subset",
-                line_figure(series, title=f"{view}: distance histogram by label subset", xlabel="L2 distance",
-                            ylabel="density"),
+                line_image(series, title=f"{view}: distance histogram by label subset", xlabel="L2 distance",
+                           ylabel="density"),
                 "Where the view puts user-item pairs of each label subset; a view that separates one task's "
                 "positives from the other's has room for both tasks."))
     return section

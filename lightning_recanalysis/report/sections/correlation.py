@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from ...plotting import line_figure
+from ...raster import heatmap_image, line_image, side_by_side
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 
 
@@ -28,28 +27,25 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
-def _maps_figure(target: dict[str, Any], when: str) -> Figure:
-    panels = [("ground truth: MI(X; Y), min-max", target["ground_truth"])]
+def _maps_figure(target: dict[str, Any], when: str) -> np.ndarray:
+    """The ground-truth and the learned map of one target side by side, on one 0..1 colour scale (its bar on
+    the right of the last map)."""
+    panels = [(f"target {target['name']}: ground truth MI(X; Y), min-max, {when}", target["ground_truth"])]
     if target.get("learned") is not None:
         title = "learned correlation"
         if target.get("agreement") is not None:
             title += f" (rank corr. {target['agreement']:.2f})"
         panels.append((title, target["learned"]))
-    rows = len(target["behavior_names"])
-    fig = Figure(figsize=(5.0 * len(panels) + 1.0, max(3.0, 1.6 + 0.3 * rows)), dpi=100)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    image = None
-    for ax, (title, matrix) in zip(axes, panels):
-        image = ax.imshow(np.asarray(matrix, dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=1,
-                          interpolation="nearest")
-        ax.set_xticks(range(len(target["positions"])), [str(p) for p in target["positions"]], fontsize=7)
-        ax.set_yticks(range(rows), target["behavior_names"], fontsize=7)
-        ax.set_xlabel("target-relative position p (1 = most recent)")
-        ax.set_title(title, fontsize=9)
-    axes[0].set_ylabel("behaviour category")
-    fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02).set_label("normalised correlation (0..1)")
-    fig.suptitle(f"target category {target['name']}, {when}", fontsize=10)
-    return fig
+    # Cells sized so that the maps of up to ~20 positions fit the report's width side by side.
+    cell = (max(12, min(34, 440 // max(1, len(target["positions"])))), 26)
+    return side_by_side([
+        heatmap_image(matrix, title=title, row_labels=target["behavior_names"],
+                      col_labels=[str(p) for p in target["positions"]],
+                      xlabel="target-relative position p (1 = most recent)",
+                      ylabel="behaviour category" if index == 0 else "",
+                      colorbar_label="normalised correlation (0..1)", cell=cell, annotate=False,
+                      colorbar=index == len(panels) - 1)
+        for index, (title, matrix) in enumerate(panels)], gap=24)
 
 
 def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
@@ -112,14 +108,14 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
     if history:
         section.figures.append(ReportFigure(
             "correlation_agreement", "Agreement of the learned map with the data over training",
-            line_figure({"mean over targets": ([s for s, _ in history], [a for _, a in history])},
-                        title="learned vs ground truth: Spearman over map cells", xlabel="global step",
-                        ylabel="rank correlation", ylim=(-1.05, 1.05)), ""))
+            line_image({"mean over targets": ([s for s, _ in history], [a for _, a in history])},
+                       title="learned vs ground truth: Spearman over map cells", xlabel="global step",
+                       ylabel="rank correlation", ylim=(-1.05, 1.05)), ""))
     section.figures.append(ReportFigure(
         "correlation_same_category", "Same-category mutual information by position",
-        line_figure({"behaviour at p has the target's category": (last["same_category_positions"], last["same_category_mi"])},
-                    title=f"MI with the label by position ({last['samples']:,} samples)",
-                    xlabel="target-relative position p (1 = most recent)", ylabel="mutual information (bits)"),
+        line_image({"behaviour at p has the target's category": (last["same_category_positions"], last["same_category_mi"])},
+                   title=f"MI with the label by position ({last['samples']:,} samples)",
+                   xlabel="target-relative position p (1 = most recent)", ylabel="mutual information (bits)"),
         "Needs no choice of categories: how much 'the p-th most recent behaviour shares the target's category' "
         "tells about the label. A falling curve is the temporal decay."))
     return section

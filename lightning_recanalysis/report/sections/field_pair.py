@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ...plotting import line_figure
+from ...raster import line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
@@ -65,9 +65,9 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
         if history:
             section.figures.append(ReportFigure(
                 "field_pair_agreement", "Agreement between the learned and the ground-truth pair maps",
-                line_figure({"Spearman rho": ([s for s, _ in history], [a for _, a in history])},
-                            title="learned vs data: rank correlation over pairs", xlabel="global step",
-                            ylabel="Spearman rho", ylim=(-1.05, 1.05)),
+                line_image({"Spearman rho": ([s for s, _ in history], [a for _, a in history])},
+                           title="learned vs data: rank correlation over pairs", xlabel="global step",
+                           ylabel="Spearman rho", ylim=(-1.05, 1.05)),
                 "1: the model couples the pairs in the order the data ranks them."))
     return section
 
