@@ -117,6 +117,7 @@ def section_spectra(device, sizes, repeats) -> None:
         times: dict[str, list[float]] = {m: [] for m in methods}
         peaks: dict[str, int] = {}
         errors: dict[str, float] = {}
+        failures: dict[str, str] = {}
         for m, fn in methods.items():  # warm-up: kernels, cuSOLVER handles, allocator
             if m not in slow:
                 fn(a[:4096])
@@ -128,9 +129,9 @@ def section_spectra(device, sizes, repeats) -> None:
                     continue
                 try:
                     sv, secs, peak = _peak_extra(lambda: fn(a), device)
-                except torch.cuda.OutOfMemoryError:
+                except Exception as error:  # out of memory, or a solver that refuses the size
                     slow.add(m)
-                    times[m].append(float("nan"))
+                    failures[m] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
                     continue
                 times[m].append(secs)
                 peaks[m] = max(peaks.get(m, 0), peak)
@@ -141,7 +142,9 @@ def section_spectra(device, sizes, repeats) -> None:
         ours = sorted(times["ours"])[len(times["ours"]) // 2]
         for m in methods:
             if not times[m]:
-                print(f"{rows:>10,} {cols:>4} {m:>8}   skipped (too slow or out of memory at a smaller size)")
+                why = failures.get(m, "skipped: too slow, or failed, at a smaller size")
+                print(f"{rows:>10,} {cols:>4} {m:>8}   {why}")
+                out.append({"rows": rows, "cols": cols, "method": m, "failed": why})
                 continue
             med = sorted(times[m])[len(times[m]) // 2]
             peak = peaks.get(m, -1)
@@ -268,6 +271,50 @@ def section_demos(device, models, epochs, out_dir: Path) -> None:
         _save()
 
 
+def section_hooks(device, models, epochs) -> None:
+    """Where the monitors' time goes on this device: seconds inside each monitor's hooks, as a share of fit,
+    and the most expensive library functions under cProfile."""
+    import cProfile
+    import pstats
+    from collections import defaultdict
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from benchmarks.bench_overhead import _instrument
+    from demo_models.__main__ import _builder
+    from demo_models.registry import DATASETS
+
+    rows = RESULTS.setdefault("hooks", [])
+    for model in models:
+        pl.seed_everything(0, verbose=False)
+        experiment = _builder(model)(model=model, data=DATASETS[model][0], seed=0, monitors=True)
+        seconds: dict = defaultdict(float)
+        _instrument(experiment.callbacks, seconds)
+        with tempfile.TemporaryDirectory() as out:
+            trainer = pl.Trainer(max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
+                                 devices=1, logger=TensorBoardLogger(out, name="bench"),
+                                 callbacks=experiment.callbacks, enable_progress_bar=False,
+                                 enable_model_summary=False, enable_checkpointing=False)
+            profiler = cProfile.Profile()
+            start = time.perf_counter()
+            profiler.enable()
+            trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
+            profiler.disable()
+            total = time.perf_counter() - start
+        shares = {k: v / total for k, v in seconds.items()}
+        print(f"{model}: fit {total:.2f} s; inside monitors: "
+              + ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items()), flush=True)
+        stats = pstats.Stats(profiler)
+        top = sorted(((v[3], f"{k[0].split('lightning_recanalysis/')[-1]}:{k[1]}({k[2]})", v[1])
+                      for k, v in stats.stats.items() if "lightning_recanalysis" in k[0]), reverse=True)[:25]
+        for cumulative, where, calls in top:
+            print(f"   {cumulative:7.3f} s  {calls:6d} calls  {where}")
+        rows.append({"model": model, "fit_s": total, "shares": shares,
+                     "top": [{"s": c, "where": w, "calls": n} for c, w, n in top]})
+        _save()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("gpu_check_out"))
@@ -275,6 +322,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (to check the script on any machine)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--sections", default="spectra,tf32,half,counting,cosine,demos")
+    parser.add_argument("--rows", default="", help="spectra: comma-separated row counts (default 2^20,2^22,2^24)")
+    parser.add_argument("--models", default="", help="demos and hooks: comma-separated demo models")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -293,12 +342,17 @@ def main(argv=None) -> int:
         repeats, rows, counting = 3, 1 << 22, (1_000_000, 50, 100)
         # The three that carry every monitor first, in case the run is cut short.
         models = ["dcnv2", "tin", "mmoe", "din", "shared_bottom", "ple", "stem"]
+    if args.rows:
+        sizes = [(int(r), c) for r in args.rows.split(",") for c in (16, 32, 64)]
+    if args.models:
+        models = args.models.split(",")
     sections = {
         "spectra": lambda: section_spectra(device, sizes, repeats),
         "tf32": lambda: section_tf32(device, rows),
         "half": lambda: section_half(device, rows),
         "counting": lambda: section_counting(device, *counting),
         "cosine": lambda: section_cosine(device),
+        "hooks": lambda: section_hooks(device, models, args.epochs),
         "demos": lambda: section_demos(device, models, args.epochs, Path(tempfile.mkdtemp(prefix="gpu_demos_"))),
     }
     failed = []
