@@ -8,7 +8,11 @@ from helpers import numpy_information_abundance, numpy_row_normalized_singular_v
 from lightning_recanalysis.functional import cross_layer_block, interaction_information_abundance
 
 
-def test_interaction_matrix_matches_direct_computation():
+@pytest.mark.parametrize("batched_max_rows", [1 << 16, 0], ids=["all-partners-float64", "pair-by-pair-streamed"])
+def test_interaction_matrix_matches_direct_computation(monkeypatch, batched_max_rows):
+    # Both ways of computing the matrix (small fields: all partners at once; large: pair by pair) must agree
+    # with the oracle; the threshold is moved so that these small fields take each way.
+    monkeypatch.setattr("lightning_recanalysis.functional.interaction._BATCHED_MAX_ROWS", batched_max_rows)
     g = torch.Generator().manual_seed(0)
     dims, k = [5, 40, 300], 6
     tables = [torch.randn(d, k, generator=g) for d in dims]
@@ -25,6 +29,17 @@ def test_interaction_matrix_matches_direct_computation():
             oracle = numpy_information_abundance(numpy_row_normalized_singular_values(p))
             assert float(matrix[i, j]) == pytest.approx(oracle, rel=3e-5)
     assert torch.allclose(matrix[0], torch.ones(n, dtype=torch.float64), atol=1e-4)
+
+
+@pytest.mark.parametrize("batched_max_rows", [1 << 16, 0], ids=["all-partners-float64", "pair-by-pair-streamed"])
+def test_non_finite_rows_are_left_out(monkeypatch, batched_max_rows):
+    monkeypatch.setattr("lightning_recanalysis.functional.interaction._BATCHED_MAX_ROWS", batched_max_rows)
+    g = torch.Generator().manual_seed(2)
+    clean = [torch.randn(30, 4, generator=g), torch.randn(20, 4, generator=g)]
+    w = torch.randn(8, 8, generator=g)
+    dirty = [torch.cat([clean[0], torch.full((1, 4), float("nan"))]), torch.cat([torch.zeros(2, 4), clean[1]])]
+    assert torch.allclose(interaction_information_abundance(dirty, w), interaction_information_abundance(clean, w),
+                          rtol=1e-5)
 
 
 def test_identity_cross_weight_gives_each_fields_own_ia_on_the_diagonal():

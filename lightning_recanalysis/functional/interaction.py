@@ -16,9 +16,15 @@ from typing import Sequence
 
 import torch
 
-from .spectrum import information_abundance, row_normalized_gram, singular_values_from_gram
+from .spectrum import ROW_NORM_EPS, information_abundance, row_normalized_gram, singular_values_from_gram
 
 __all__ = ["cross_layer_block", "interaction_information_abundance"]
+
+# Fields with at most this many rows get all N partners in one float64 pass (see _all_partner_grams); larger
+# ones are streamed pair by pair in float32 with the rotated Gram of row_normalized_gram.
+_BATCHED_MAX_ROWS = 1 << 16
+# Values of the [rows, N, K] float64 block formed per step of the batched pass (32 MiB).
+_BATCHED_STEP_VALUES = 1 << 22
 
 
 def cross_layer_block(cross_weight: torch.Tensor, source: int, partner: int, width: int) -> torch.Tensor:
@@ -35,8 +41,11 @@ def interaction_information_abundance(
         field_tables: the N per-field tables E_i, each ``[D_i, K]`` (views of one concatenated table are fine).
         cross_weight: the first cross layer's full weight, ``[N K, N K]`` (``nn.Linear(N K, N K).weight``).
 
-    Rows index the source field i, columns the partner field j, in the order given. Each P_ij is streamed in
-    row chunks (see :func:`row_normalized_gram`), never materialised whole.
+    Rows index the source field i, columns the partner field j, in the order given. A field of at most 2^16
+    rows is projected onto all N partners at once, in float64 (N Grams from one product per row slice: the
+    per-pair calls would cost N times the launches and, on a GPU, N times the synchronisations). A larger
+    field's P_ij are streamed in row chunks, pair by pair (see :func:`row_normalized_gram`); no P_ij is ever
+    materialised whole.
     """
     n = len(field_tables)
     if n == 0:
@@ -52,9 +61,31 @@ def interaction_information_abundance(
     out = torch.zeros(n, n, dtype=torch.float64)
     w = cross_weight.detach()
     for i, table in enumerate(field_tables):
+        if table.shape[0] <= _BATCHED_MAX_ROWS:
+            # Columns j*K..(j+1)*K of the product are P_ij: the blocks W_ij^T side by side.
+            w_i = w[:, i * width : (i + 1) * width].T.to(torch.float64)  # [K, N K]
+            grams = _all_partner_grams(table, w_i, n, width)
+            sv = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt().flip(-1)[:, : min(table.shape[0], width)]
+            out[i] = information_abundance(sv).cpu()
+            continue
         for j in range(n):
             block_t = cross_layer_block(w, i, j, width).T
             block_t = block_t.to(torch.float64 if table.dtype == torch.float64 else torch.float32)
             gram = row_normalized_gram(table, transform=lambda chunk, b=block_t: chunk @ b).gram
             out[i, j] = information_abundance(singular_values_from_gram(gram, min(table.shape[0], width))).cpu()
     return out
+
+
+def _all_partner_grams(table: torch.Tensor, w_i: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """``[N, K, K]`` float64 Grams of the row-normalised P_i1 ... P_iN (rows of P_ij that are zero or not
+    finite are left out, as :func:`row_normalized_gram` leaves them out)."""
+    grams = torch.zeros(n, width, width, dtype=torch.float64, device=table.device)
+    step = max(1, _BATCHED_STEP_VALUES // (n * width))
+    for start in range(0, table.shape[0], step):
+        sub = (table[start : start + step].detach().to(torch.float64) @ w_i).view(-1, n, width)
+        norms = torch.linalg.vector_norm(sub, dim=2)  # [rows, N]
+        valid = torch.isfinite(norms) & (norms > 0)
+        scale = torch.where(valid, 1.0 / (norms + ROW_NORM_EPS), torch.zeros_like(norms))
+        sub = torch.where(valid[..., None], sub * scale[..., None], torch.zeros_like(sub))
+        grams += torch.einsum("rnk,rnl->nkl", sub, sub)
+    return grams
