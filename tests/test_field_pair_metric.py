@@ -54,10 +54,10 @@ def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent
             for j in range(i + 1, len(DIMS)):
                 pair_dict[(i, j, b[i], b[j], label)] += 1
     first, second = metric.pairs()
-    dense = {(int(first[p]), int(second[p]), a, c, t): int(metric.pair_counts[p, a, c, t])
+    dense = {(int(first[p]), int(second[p]), a, c, t): int(metric.pair_tables()[p, a, c, t])
              for p in range(first.numel()) for a in range(V + 1) for c in range(V + 1) for t in range(2)}
     assert {k: v for k, v in dense.items() if v} == dict(pair_dict)
-    fields = {(i, a, t): int(metric.field_counts[i, a, t])
+    fields = {(i, a, t): int(metric.field_tables()[i, a, t])
               for i in range(len(DIMS)) for a in range(V + 1) for t in range(2)}
     assert {k: v for k, v in fields.items() if v} == dict(field_dict)
     assert metric.samples == len(y)
@@ -132,8 +132,8 @@ def test_huge_ids_are_bucketed_by_binary_search_like_small_ones_by_the_lookup_ta
     x = torch.tensor([[9, 2], [3, 0], [17, 1], [18, 5], [0, 2]])
     assert small.buckets(x).tolist() == [[2, 1], [1, 0], [0, 3], [3, 3], [3, 1]]
     small.update(x, torch.tensor([1, 0, 1, 1, 0]))
-    assert int(small.pair_counts[0, 2, 1, 1]) == 1 and int(small.pair_counts[0, 3, 3, 1]) == 1
-    assert int(small.field_counts[0, 3].sum()) == 2 and int(small.field_counts[1, 3].sum()) == 2
+    assert int(small.pair_tables()[0, 2, 1, 1]) == 1 and int(small.pair_tables()[0, 3, 3, 1]) == 1
+    assert int(small.field_tables()[0, 3].sum()) == 2 and int(small.field_tables()[1, 3].sum()) == 2
 
 
 def test_bad_batches_raise_errors_that_name_the_field_and_both_counts():
@@ -182,7 +182,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         metric.update(xb, yb)
     result = metric.compute()
     torch.save({"vocabulary": metric.vocabulary, "mi": result["mutual_information"], "samples": int(result["samples"]),
-                "local_samples": metric.samples, "pair_counts": metric.pair_counts.clone()}, f"{out}/rank{rank}.pt")
+                "local_samples": metric.samples, "pair_counts": metric.pair_tables().clone()}, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -201,6 +201,18 @@ def test_two_processes_choose_one_vocabulary_and_sum_to_the_single_process_count
         single.update(xb, yb)
     assert rank0["samples"] == rank1["samples"] == 800
     assert rank0["local_samples"] == rank1["local_samples"] == 400  # unsynced after compute: local counts again
-    assert torch.equal(rank0["pair_counts"] + rank1["pair_counts"], single.pair_counts)
+    assert torch.equal(rank0["pair_counts"] + rank1["pair_counts"], single.pair_tables())
     assert torch.equal(rank0["mi"], rank1["mi"])
     assert torch.allclose(rank0["mi"], single.compute()["mutual_information"], rtol=1e-12, atol=0)
+
+
+def test_after_the_warm_up_batches_wait_and_their_values_are_checked_when_counted():
+    metric = FieldPairCounts(2, num_values=3, warmup_batches=1, field_names=["user", "item"])
+    metric.update(torch.tensor([[0, 1], [1, 2]]), torch.tensor([0, 1]))  # the warm-up: checked and counted
+    metric.update(torch.tensor([[0, 1]]), torch.tensor([1]))
+    assert metric.samples == 3  # a read counts what waits
+    metric.update(torch.tensor([[0, 1]]), torch.tensor([2]))  # waits: no value is read yet
+    with pytest.raises(ValueError, match="0/1"):
+        metric.compute()
+    with pytest.raises(ValueError, match="fields"):  # shapes are still checked at once
+        metric.update(torch.tensor([[0, 1, 2]]), torch.tensor([1]))

@@ -52,6 +52,11 @@ _PAD = torch.iinfo(torch.int64).max
 # need at most this many entries (8 MiB of int16); beyond it (e.g. hashed ids), by binary search. The table is one
 # gather per batch; torch.searchsorted is 3 to 10 times slower and degrades badly with two threads on a busy CPU.
 _LOOKUP_LIMIT = 1 << 22
+# After the warm-up, batches wait (shapes checked at once) and are checked and counted together once their
+# rows x pairs reach this many codes (16 MiB of int32 codes): on a GPU each batch's value checks would each
+# stop the host until the training step's kernels finish, and one pass over many batches costs about what one
+# costs over a single batch.
+_FLUSH_CODES = 1 << 22
 
 
 class FieldPairCounts(Metric):
@@ -129,6 +134,8 @@ class FieldPairCounts(Metric):
                        dist_reduce_fx="sum")
         # Not states: the vocabulary is the same on every process and outlives reset(); the warm-up is local.
         self._held: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._waiting: list[tuple[torch.Tensor, torch.Tensor]] = []  # after the warm-up, not yet counted
+        self._waiting_rows = 0
         self._sorted_values: torch.Tensor | None = None  # [N, V] each field's kept ids ascending, _PAD after
         self._sorted_buckets: torch.Tensor | None = None  # [N, V] the bucket of each of those ids
         self._lookup: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # table, offsets, spans
@@ -242,33 +249,38 @@ class FieldPairCounts(Metric):
         Raises:
             ValueError: on a batch whose field count differs from ``num_fields``, non-integer or negative ids, ids
                 beyond ``field_dims``, or labels outside {0, 1}; the message names the field.
+
+        Shapes and dtypes are checked at once. Values (labels, id ranges) are checked at once during the
+        warm-up; after it, when the batch is counted together with the next few (see :meth:`flush`), which every
+        read of the counts does first.
         """
-        features, label = self._validate(features, label)
         if not self.frozen:
+            features, label = self._validate(features, label)
             # Held as given (same device); the bucketing needs the warm-up's frequencies first.
             self._held.append((features.clone(), label.clone()))
             if len(self._held) >= self.warmup_batches:
                 self.freeze_vocabulary()
             return
-        self._count(features, label)
+        features, label = self._check_shapes(features, label)
+        if features.shape[0] == 0:
+            return
+        self._waiting.append((features.clone(), label.clone()))
+        self._waiting_rows += features.shape[0]
+        if self._waiting_rows * max(1, self._first.numel()) >= _FLUSH_CODES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Check and count the batches waiting (every read of the counts, ``sync`` and ``reset`` do it first)."""
+        if not self._waiting:
+            return
+        waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
+        features = waiting[0][0] if len(waiting) == 1 else torch.cat([f for f, _ in waiting])
+        label = waiting[0][1] if len(waiting) == 1 else torch.cat([y for _, y in waiting])
+        self._count(*self._validate(features, label))
 
     def _validate(self, features, label) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(features, torch.Tensor) or not isinstance(label, torch.Tensor):
-            raise ValueError(f"features and label must be tensors, got {type(features).__name__} and "
-                             f"{type(label).__name__}")
-        if features.is_floating_point() or features.is_complex() or features.dtype == torch.bool:
-            raise ValueError(f"features must hold integer value ids, got dtype {features.dtype}")
-        if features.dim() != 2 or features.shape[1] != self.num_fields:
-            got = f"{features.shape[1]} fields (shape {tuple(features.shape)})" if features.dim() == 2 else (
-                f"shape {tuple(features.shape)}, not [batch, fields]")
-            raise ValueError(
-                f"the batch's features have {got} but the field-pair counts are configured for {self.num_fields} "
-                f"fields ({_short(self.field_names)})"
-            )
-        label = label.reshape(-1) if label.dim() == 2 and label.shape[1] == 1 else label
-        if label.dim() != 1 or label.shape[0] != features.shape[0]:
-            raise ValueError(f"label must be [B] with B = {features.shape[0]} (the features' batch), got shape "
-                             f"{tuple(label.shape)}")
+        """Shapes, dtypes and values; returns int64 features and labels."""
+        features, label = self._check_shapes(features, label)
         if label.numel() and not bool(((label == 0) | (label == 1)).all()):
             bad = label[(label != 0) & (label != 1)][0].item()
             raise ValueError(f"label must hold 0/1 responses, found {bad!r}")
@@ -287,6 +299,26 @@ class FieldPairCounts(Metric):
                     raise ValueError(f"{self.field_names[f]} (column {f}) has id {int(high[f])}, outside "
                                      f"[0, {self.field_dims[f]}) (its field_dims entry)")
         return features, label.to(torch.int64)
+
+    def _check_shapes(self, features, label) -> tuple[torch.Tensor, torch.Tensor]:
+        """Types and shapes only (no value is read, so nothing waits for the device); label flattened to [B]."""
+        if not isinstance(features, torch.Tensor) or not isinstance(label, torch.Tensor):
+            raise ValueError(f"features and label must be tensors, got {type(features).__name__} and "
+                             f"{type(label).__name__}")
+        if features.is_floating_point() or features.is_complex() or features.dtype == torch.bool:
+            raise ValueError(f"features must hold integer value ids, got dtype {features.dtype}")
+        if features.dim() != 2 or features.shape[1] != self.num_fields:
+            got = f"{features.shape[1]} fields (shape {tuple(features.shape)})" if features.dim() == 2 else (
+                f"shape {tuple(features.shape)}, not [batch, fields]")
+            raise ValueError(
+                f"the batch's features have {got} but the field-pair counts are configured for {self.num_fields} "
+                f"fields ({_short(self.field_names)})"
+            )
+        label = label.reshape(-1) if label.dim() == 2 and label.shape[1] == 1 else label
+        if label.dim() != 1 or label.shape[0] != features.shape[0]:
+            raise ValueError(f"label must be [B] with B = {features.shape[0]} (the features' batch), got shape "
+                             f"{tuple(label.shape)}")
+        return features, label
 
     def buckets(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` bucket of every value (0..V-1 kept values by frequency, V = "other"); needs the vocabulary."""
@@ -344,8 +376,10 @@ class FieldPairCounts(Metric):
 
     # ---- torchmetrics plumbing ---------------------------------------------------------------------------------
     def sync(self, *args, **kwargs) -> None:
-        # Held warm-up batches must be counted before the states are summed, or they would be missing.
+        # Held warm-up batches and waiting batches must be counted before the states are summed, or they would
+        # be missing (torchmetrics restores a copy of the states taken before the sync when it unsyncs).
         self.freeze_vocabulary()
+        self.flush()
         super().sync(*args, **kwargs)
 
     def forward(self, *args, **kwargs) -> None:
@@ -356,23 +390,28 @@ class FieldPairCounts(Metric):
         """Zero the counts (and drop held warm-up batches); the vocabulary is kept."""
         super().reset()
         self._held = []
+        self._waiting, self._waiting_rows = [], 0
 
     # ---- reading ------------------------------------------------------------------------------------------------
     @property
     def samples(self) -> int:
         """Samples counted so far (held warm-up batches not yet included)."""
+        self.flush()
         return int(self.field_counts[0].sum()) if self.num_fields else 0
 
     def pair_tables(self) -> torch.Tensor:
         """``[P, V + 1, V + 1, 2]`` counts of (bucket of field i, bucket of field j, label), pairs as :meth:`pairs`."""
+        self.flush()
         return self.pair_counts
 
     def field_tables(self) -> torch.Tensor:
         """``[N, V + 1, 2]`` counts of (bucket, label) per field."""
+        self.flush()
         return self.field_counts
 
     def other_fraction(self) -> torch.Tensor:
         """``[N]`` float64 share of the counted samples whose value fell in the "other" bucket, per field."""
+        self.flush()
         per_field = self.field_counts.sum(-1).to(torch.float64)
         total = per_field.sum(-1).clamp_min(1)
         return (per_field[:, self.num_values] / total).cpu()
@@ -380,6 +419,7 @@ class FieldPairCounts(Metric):
     def compute(self, *, base: float = 2.0, bias_correction: str = "none") -> dict[str, torch.Tensor]:
         """The ``[N, N]`` MI matrices of the counts so far (bits by default), see
         :func:`~lightning_recanalysis.functional.field_pair_matrices`; plus ``samples``."""
+        self.flush()
         out = field_pair_matrices(self.pair_counts, self.field_counts, self._first, self._second, base=base,
                                   bias_correction=bias_correction)
         out["samples"] = torch.tensor(self.samples)
