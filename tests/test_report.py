@@ -20,7 +20,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from helpers import TinyCTR, read_events, tiny_ctr_loader
 from lightning_recanalysis import AnalysisReport, EmbeddingSpectrumMonitor
 from lightning_recanalysis.__main__ import main as cli
-from lightning_recanalysis.report import summary_schema
+from lightning_recanalysis.raster import heatmap_image, line_image, png_bytes
+from lightning_recanalysis.report import RunData, build_report, summary_schema
 
 
 def _train(root: Path, name: str, seed: int, epochs: int = 2) -> Path:
@@ -140,6 +141,73 @@ def test_bad_input_gives_a_clear_message_not_a_traceback(run_dir, tmp_path, caps
                enable_checkpointing=False, enable_model_summary=False).fit(TinyCTR(), tiny_ctr_loader(n=128))
     assert cli(["report", str(plain), "--out", str(tmp_path / "plain_report"), "--quiet"]) == 0
     assert "no analysis records found" in (tmp_path / "plain_report" / "report.md").read_text()
+
+
+def _multitask_and_sequence_run() -> RunData:
+    """Hand-written records of the conflict, entanglement and correlation monitors (two epochs each): view
+    ``emb`` has cosines, view ``emb[b]`` none (another task's STEM chunk)."""
+    def conflict(epoch, step, user_cos):
+        metrics = {"conflict/emb/a_vs_b/cosine_mean": 0.1}
+        for field, cos in (("user", user_cos), ("item", 0.4)):
+            metrics |= {f"conflict/emb/{field}/a_vs_b/cosine_mean": cos,
+                        f"conflict/emb/{field}/a_vs_b/negative_fraction": float(cos < 0),
+                        f"conflict/emb/{field}/a_vs_b/norm_ratio": 0.9,
+                        f"conflict/emb[b]/{field}/a_vs_b/norm_ratio": 0.0}
+        return {"stage": "train", "epoch": epoch, "step": step, "tasks": ["a", "b"], "world_size": 1,
+                "measured_steps": 2, "skipped_steps": 0, "problems": {}, "metrics": metrics}
+
+    centers = [0.1 * k for k in range(1, 11)]
+    histograms = {view: {subset: {"centers": centers, "density": [float(k % 4) for k in range(10)]}
+                         for subset in ("both", "neither")} for view in ("emb", "emb[b]")}
+    entanglement = {"stage": "validation", "epoch": 1, "step": 40, "tasks": ["a", "b"], "views": ["emb", "emb[b]"],
+                    "world_size": 1, "histograms": histograms,
+                    "metrics": {"entanglement/both/pairs": 10.0, "entanglement/neither/pairs": 30.0,
+                                "entanglement/emb/both/distance_mean": 0.4, "entanglement/a/auroc/all": 0.7}}
+    gt = [[1.0, 0.5, 0.2], [0.3, 0.1, 0.0]]
+    target = {"target_category": 0, "name": "0", "samples": 500, "positions": [1, 2, 3], "behavior_categories": [0, 1],
+              "behavior_names": ["0", "1"], "ground_truth_mi": gt, "ground_truth": gt,
+              "learned": [[0.9, 0.6, 0.1], [0.2, 0.2, 0.0]], "agreement": 0.8}
+    correlation = [{"stage": "epoch", "epoch": e, "step": 20 * (e + 1), "samples": 500, "positive_rate": 0.3,
+                    "same_category_positions": [1, 2, 3], "same_category_mi": [0.02, 0.01, 0.005],
+                    "targets": [target], "agreement": 0.7 + 0.1 * e} for e in range(2)]
+    return RunData(name="hand/written", path="hand/written",
+                   records={"conflict": [conflict(0, 20, 0.1), conflict(1, 40, -0.3)],
+                            "entanglement": [entanglement], "correlation": correlation})
+
+
+def test_pillow_figures_of_the_multitask_and_correlation_sections(tmp_path):
+    build_report(_multitask_and_sequence_run(), tmp_path)
+    data = _check_report_files(tmp_path)
+    files = {a: [f["file"] for f in analysis["figures"]] for a, analysis in data["analyses"].items()}
+    # No heatmap for the view without a single defined cosine: it would be all blank.
+    assert files["conflict"] == ["figures/conflict_emb_cosines.png", "figures/conflict_trend.png"]
+    assert files["entanglement"] == ["figures/entanglement_emb_distances.png", "figures/entanglement_emb_b_distances.png"]
+    assert files["correlation"] == ["figures/correlation_target_0.png", "figures/correlation_agreement.png",
+                                    "figures/correlation_same_category.png"]
+    assert any("pull field **user**" in f["text"] for f in data["findings"])
+
+
+def test_raster_heatmap_blank_cells_and_labels_that_fit():
+    title = "a title longer than the map itself"
+    image = heatmap_image([[0.5, float("nan")]], title=title, col_labels=["a vs b", "a vs c"], ylabel="field",
+                          colorbar_label="cosine (-1 opposite, +1 aligned)", vmin=-1, vmax=1, cmap="RdBu", cell=22)
+    height, width, _ = image.shape
+    assert width >= 200 and height >= 180  # room for the title, and for the upright colour-bar label (one row)
+    # The undefined cell is a light grey, no colour of the map (white is the map's 0 here).
+    grey = image[(image == 242).all(axis=2)]
+    assert len(grey) > 100
+    assert png_bytes(image)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_raster_line_legend_never_hides_data():
+    x = list(range(20))
+    low = {"one": (x, [0.3 * i / 19 for i in x]), "two": (x, [0.1] * 20)}
+    assert line_image(low, title="t", xlabel="x", ylabel="y", ylim=(0, 1)).shape == (360, 600, 3)  # legend inside
+    # Lines through all four corners leave none free: the legend goes under the plot, which grows taller.
+    crowded = {f"series {k}": (x, [k % 2 if i < 10 else 1 - k % 2 for i in range(20)]) for k in range(6)}
+    image = line_image(crowded | {"diagonal": (x, [i / 19 for i in x]), "anti": (x, [1 - i / 19 for i in x])},
+                       title="t", xlabel="x", ylabel="y", ylim=(-0.05, 1.05))
+    assert image.shape[0] > 360 and image.shape[1] == 600
 
 
 def _free_port() -> int:
