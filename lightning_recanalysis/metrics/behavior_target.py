@@ -74,7 +74,9 @@ def _bincount(codes: torch.Tensor, size: int) -> torch.Tensor:
     """``torch.bincount``; numpy's on CPU, which is 3 to 5 times faster there."""
     if codes.is_cuda:
         return torch.bincount(codes, minlength=size)
-    return torch.from_numpy(np.bincount(codes.to(torch.int64).numpy(), minlength=size))
+    # int32 codes go in as they are (numpy widens them internally, in cache); anything else as int64.
+    codes = codes if codes.dtype in (torch.int32, torch.int64) else codes.to(torch.int64)
+    return torch.from_numpy(np.bincount(codes.numpy(), minlength=size))
 
 
 def _unique_counts(codes: torch.Tensor, code_range: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +270,12 @@ class BehaviorTargetCounts(Metric):
             # over the whole array would scatter its increments over every position's block: about 1.5 times
             # faster once the array outgrows the cache. A column holds one position (p = L - column); padding
             # goes to a spare cell past the block.
-            columns = behavior.t().contiguous()
+            # The transposed copy is the largest memory pass here: made from the narrowest integer type that
+            # holds the ids (int16 for up to 32,767 categories), it moves a quarter of the bytes of int64, and the
+            # codes (below 2^22, the dense array's size) are int32. About 1.4x faster overall than all-int64.
+            narrow = torch.int16 if n_behaviors <= 1 << 15 else torch.int32
+            columns = behavior.to(narrow).t().contiguous()
+            row = row.to(torch.int32)
             real = None if valid is None else valid.t()
             for j in range(length):
                 codes = torch.add(row, columns[j], alpha=2)
