@@ -163,7 +163,7 @@ def heatmap_image(
     rows = [str(r) for r in (row_labels if row_labels is not None else range(1, n_rows + 1))]
     cols = [str(c) for c in (col_labels if col_labels is not None else range(1, n_cols + 1))]
     annotate = annotate and 0 < n_rows * n_cols <= 400
-    title_size, label_size, tick_size, cell_text = 13, 12, 11, 10
+    title_size, label_size, tick_size, cell_text = 14, 13, 11, 10  # px; matplotlib's 10 pt at 100 dpi is 14 px
 
     cell_w, cell_h = (cell, cell) if isinstance(cell, int) else cell
     texts = [[fmt.format(v) if np.isfinite(v) else "" for v in row] for row in data] if annotate else []
@@ -279,7 +279,7 @@ def line_image(
 
     palette = [tuple(int(round(255 * v)) for v in colormaps["tab10"](i)[:3]) for i in range(10)]
     width, height = size
-    title_size, label_size, tick_size, legend_size = 13, 12, 11, 10
+    title_size, label_size, tick_size, legend_size = 14, 14, 13, 10  # px: matplotlib's sizes at 100 dpi
     s = _SUPERSAMPLE
     curves = [(name, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)) for name, (x, y) in series.items()]
     xs = np.concatenate([x for _, x, _ in curves] or [np.zeros(1)])
@@ -296,14 +296,14 @@ def line_image(
     y_low, y_high = ylim if ylim is not None else padded(float(ys.min()), float(ys.max()))
 
     label_h, tick_h = _size("Ag", label_size)[1], _size("Ag", tick_size)[1]
-    y_ticks = _nice_ticks(y_low, y_high, max(3, (height - 100) // 36))
+    y_ticks = _nice_ticks(y_low, y_high, max(3, (height - 100) // 30))
     y_texts = _tick_texts(y_ticks)
     left = 10 + label_h + 8 + max(_size(t, tick_size)[0] for t in y_texts) + 4 + 5
     top = 8 + _size(title, title_size)[1] + 8
     right = width - 16
     bottom = height - (8 + label_h + 4 + tick_h + 3 + 5)
     integer = bool(np.all(np.round(xs) == xs))
-    x_ticks = _nice_ticks(x_low, x_high, max(3, (right - left) // 70), integer=integer)
+    x_ticks = _nice_ticks(x_low, x_high, max(3, (right - left) // 60), integer=integer)
     x_texts = _tick_texts(x_ticks)
     plot_w, plot_h = right - left, bottom - top
     to_x = lambda v: (np.asarray(v) - x_low) / (x_high - x_low) * plot_w  # noqa: E731  (plot-area pixels)
