@@ -56,7 +56,8 @@ def _training_seconds(run_dir: Path) -> float:
 
 def _measure(run_dir: Path, code_root: Path) -> dict:
     """Report timings of one run in a fresh process importing the package from ``code_root``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code_root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join(p for p in (str(code_root), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(run_dir.resolve())], capture_output=True, text=True,
                           env=env, cwd=str(code_root), timeout=900)
     if proc.returncode != 0:

@@ -281,16 +281,18 @@ def line_image(
     width, height = size
     title_size, label_size, tick_size, legend_size = 14, 14, 13, 10  # px: matplotlib's sizes at 100 dpi
     s = _SUPERSAMPLE
-    curves = [(name, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)) for name, (x, y) in series.items()]
+    curves = [(name, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+              for name, (x, y) in series.items()]
     xs = np.concatenate([x for _, x, _ in curves] or [np.zeros(1)])
     ys = np.concatenate([y for _, _, y in curves] or [np.zeros(1)])
     xs, ys = xs[np.isfinite(xs)], ys[np.isfinite(ys)]
     xs, ys = (xs if xs.size else np.zeros(1)), (ys if ys.size else np.zeros(1))
 
     def padded(low: float, high: float) -> tuple[float, float]:
-        if not high > low:
-            return low - 0.5 if low == 0 else low - 0.05 * abs(low), high + 0.5 if high == 0 else high + 0.05 * abs(high)
-        return low - 0.05 * (high - low), high + 0.05 * (high - low)
+        if high > low:
+            return low - 0.05 * (high - low), high + 0.05 * (high - low)
+        pad = 0.05 * abs(low) or 0.5  # one value: 5% of it either side (0: half a unit)
+        return low - pad, high + pad
 
     x_low, x_high = padded(float(xs.min()), float(xs.max()))
     y_low, y_high = ylim if ylim is not None else padded(float(ys.min()), float(ys.max()))
@@ -373,8 +375,11 @@ def line_image(
     entries = []
     if legend_at is not None:
         lx, ly = legend_at
-        draw.rounded_rectangle([lx * s, ly * s, (lx + box_w) * s, (ly + box_h) * s], radius=3 * s, fill="white",
-                               outline=_FRAME, width=s)
+        box = [lx * s, ly * s, (lx + box_w) * s, (ly + box_h) * s]
+        if hasattr(draw, "rounded_rectangle"):  # Pillow >= 8.2: matplotlib's rounded legend frame
+            draw.rounded_rectangle(box, radius=3 * s, fill="white", outline=_FRAME, width=s)
+        else:
+            draw.rectangle(box, fill="white", outline=_FRAME, width=s)
         entries = [(lx + 8, ly + 6 + entry_h * i + entry_h / 2 - 1, palette[i % len(palette)], name, lx + 36,
                     ly + 6 + entry_h * i) for i, name in enumerate(names)]
     elif names:
@@ -388,7 +393,7 @@ def line_image(
 
     image = big.reduce(s)  # the anti-aliasing: each pixel the mean of s x s drawn ones
     for value, text in zip(y_ticks, y_texts):
-        _write(image, (left - 5 - 3 - _size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
+        _write(image, (left - 8 - _size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
     for value, text in zip(x_ticks, x_texts):
         _write(image, (left + float(to_x(value)) - _size(text, tick_size)[0] / 2, bottom + 5 + 3), text, tick_size)
     for _, _, _, name, tx, ty in entries:
