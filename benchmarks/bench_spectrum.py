@@ -1,6 +1,10 @@
 """Spectra of a tall embedding table: ``singular_values`` against the authors' way and against svdvals.
 
     python -m benchmarks.bench_spectrum [--rows 2000000] [--cols 32] [--repeats 3]
+    python -m benchmarks.bench_spectrum --sweep [--repeats 3] [--large-repeats 1]
+
+``--sweep`` measures 1M, 4M and 16M rows x 16, 32 and 64 columns (2^20, 2^22, 2^24 rows) in one table; the
+16M-row tables (1 to 4 GiB, and the authors' method forms U of the same size) get ``--large-repeats``.
 
 Each method runs in a fresh process (so no allocator cache or warm-up is shared), the methods interleaved
 repetition by repetition, medians reported. Methods, all on the row-normalised float32 table:
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import subprocess
 import time
 
 import torch
@@ -66,6 +71,40 @@ def worker(method: str, rows: int, cols: int, threads: int) -> dict:
             "table_bytes": a.numel() * a.element_size()}
 
 
+def _measure(methods, rows, cols, repeats, threads) -> tuple[dict, dict, int]:
+    results = {m: [] for m in methods}
+    for _ in range(repeats):
+        for m in methods:  # interleaved, so drift in machine load hits every method alike
+            try:
+                results[m].append(run_worker("benchmarks.bench_spectrum", m, str(rows), str(cols), str(threads)))
+            except (RuntimeError, subprocess.TimeoutExpired) as error:  # e.g. out of memory for the authors' U of a 16M-row table
+                print(f"  {m} at {rows:,} x {cols} failed: {str(error).splitlines()[-1][:200]}", flush=True)
+    secs = {m: median(r["seconds"] for r in results[m]) for m in methods if results[m]}
+    mem = {m: median(r["extra_peak_bytes"] for r in results[m]) for m in methods if results[m]}
+    table_bytes = rows * cols * 4
+    return secs, mem, table_bytes
+
+
+def sweep(methods, repeats, large_repeats, threads, sizes=(1 << 20, 1 << 22, 1 << 24)) -> None:
+    print(f"spectra of float32 tables; {machine()}; "
+          f"{f'{threads} torch thread(s)' if threads else 'default torch threads'} per worker; medians of "
+          f"{repeats} fresh processes each ({large_repeats} at 16M rows), methods interleaved", flush=True)
+    out = []
+    for rows in sizes:
+        for cols in (16, 32, 64):
+            secs, mem, table_bytes = _measure(methods, rows, cols, large_repeats if rows >= 1 << 24 else repeats,
+                                              threads)
+            for m in methods:
+                if m not in secs:
+                    out.append([f"{rows:,}", cols, m, "failed", "-", "-", "-"])
+                    continue
+                out.append([f"{rows:,}", cols, m, f"{secs[m]:.3f}",
+                            f"{secs[m] / secs['ours']:.1f}x" if "ours" in secs else "-",
+                            f"{mem[m] / 2**20:.1f}", f"{100 * mem[m] / table_bytes:.1f}%"])
+            print(f"  done {rows:,} x {cols}", flush=True)
+    print(table(["rows", "cols", "method", "seconds", "time / ours", "extra peak MiB", "of table"], out))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -73,6 +112,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every worker (default: torch's own)")
+    parser.add_argument("--sweep", action="store_true", help="1M/4M/16M rows x 16/32/64 columns")
+    parser.add_argument("--large-repeats", type=int, default=1, help="repetitions at 16M rows in --sweep")
+    parser.add_argument("--sweep-rows", default=f"{1 << 20},{1 << 22},{1 << 24}", help="row counts of --sweep")
     parser.add_argument("--worker", nargs=4, metavar=("METHOD", "ROWS", "COLS", "THREADS"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -80,6 +122,10 @@ def main(argv=None) -> None:
         print(json.dumps(worker(method, int(rows), int(cols), int(threads))))
         return
     methods = args.methods.split(",")
+    if args.sweep:
+        sweep(methods, args.repeats, args.large_repeats, args.threads,
+              tuple(int(r) for r in args.sweep_rows.split(",")))
+        return
     results = {m: [] for m in methods}
     for _ in range(args.repeats):
         for m in methods:  # interleaved, so drift in machine load hits every method alike
