@@ -127,11 +127,11 @@ def test_analysis_failure_warns_and_training_goes_on(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = monitor.analyse
 
-    def flaky():
+    def flaky(*args):  # the monitor passes the Grams of row-sharded tables (none here)
         calls["n"] += 1
         if calls["n"] == 2:
             raise torch.cuda.OutOfMemoryError("simulated out of memory")
-        return original()
+        return original(*args)
 
     monkeypatch.setattr(monitor, "analyse", flaky)
     with pytest.warns(RuntimeWarning, match="epoch 0 failed and is skipped"):
@@ -140,7 +140,7 @@ def test_analysis_failure_warns_and_training_goes_on(tmp_path, monkeypatch):
     assert trainer.current_epoch == 3
     assert [(r["stage"], r["epoch"]) for r in monitor.history] == [("init", 0), ("epoch", 1), ("epoch", 2)]
     strict = EmbeddingSpectrumMonitor(field_dims=FIELDS, strict=True)
-    monkeypatch.setattr(strict, "analyse", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(strict, "analyse", lambda *args: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         _trainer(tmp_path, [strict]).fit(TinyCTR(), tiny_ctr_loader())
 

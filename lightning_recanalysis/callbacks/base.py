@@ -6,6 +6,9 @@ training run over a bad table or a logging detail. :class:`AnalysisCallback` giv
 - ``every_n_epochs`` cadence and the rule that sanity checks, ``fast_dev_run`` and non-fit stages log nothing;
 - :meth:`_guarded`: an exception inside an analysis becomes one warning and the analysis is skipped for that
   epoch (``strict=True`` re-raises, for tests and debugging);
+- :meth:`_together`: the same under DDP for the part of an analysis that precedes a collective or makes the
+  history record: a failure on any rank skips it on every rank, so no rank waits in a collective that another
+  has skipped and every rank keeps the same history;
 - ``history``: a list of plain records (numbers, strings, lists) kept in ``state_dict`` so a run resumed from a
   checkpoint continues it, with one record per (stage, epoch): a repeated epoch replaces, never duplicates;
 - an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text;
@@ -19,6 +22,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..writers import AnalysisWriter
@@ -77,20 +81,64 @@ class AnalysisCallback(Callback):
 
     # ---- failure policy ----------------------------------------------------------------------------------
     def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn``; on an exception warn once per occurrence and return None (``strict`` re-raises)."""
+        """Run ``fn``; on an exception warn once per occurrence and return None (``strict`` re-raises).
+
+        Only for work that no collective follows and whose failure on one rank leaves the history alone (a
+        probe that is counted, logging after the record): see :meth:`_together` for the rest."""
         try:
             return fn()
         except Exception as err:
             if self.strict:
                 raise
-            self.failures += 1
-            warnings.warn(
-                f"{type(self).__name__}: {what} failed and is skipped ({type(err).__name__}: {err}); training goes on. "
-                "Pass strict=True to raise instead.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            self._skipped(what, f"{type(err).__name__}: {err}")
             return None
+
+    def _together(self, trainer, what: str, fn: Callable[[], Any], *,
+                  fatal: tuple[type[Exception], ...] = ()) -> tuple[bool, Any]:
+        """Run ``fn`` on this rank, then skip its result on every rank if it failed on any: ``(ok, result)``.
+
+        Under DDP a failure caught on one rank alone desynchronises the ranks: the others go on into the
+        collective that follows (a row-sharded all-reduce, the pooling of an epoch's sums, a metric's sync)
+        and wait there for a rank that has gone back to training, which hangs or pairs the wrong collectives;
+        and past the collectives, the ranks would keep different histories. So ``fn`` holds work local to
+        this rank, and after it every rank takes part in one small all-reduce of a failure flag, whether
+        ``fn`` failed or not (every rank must call this at the same point, as it does the collectives). If any
+        rank failed, every rank skips with one warning and returns ``(False, None)``; with ``strict`` every
+        rank raises (the failing ones their own error). An exception of a ``fatal`` type (an error in the
+        data, which must stop training) is raised on every rank, so that none waits for the one that raised.
+        """
+        error: Exception | None = None
+        result = None
+        try:
+            result = fn()
+        except Exception as err:
+            error = err
+        failed, fatal_ranks = _count_over_ranks(trainer, error is not None, isinstance(error, fatal))
+        if not failed:
+            return True, result
+        if fatal_ranks:
+            if isinstance(error, fatal):
+                raise error
+            raise RuntimeError(f"{type(self).__name__}: {what} stopped on {fatal_ranks} other rank(s) with an error "
+                               "in the data (see that rank's error); stopping this rank too") from error
+        if self.strict:
+            if error is not None:
+                raise error
+            raise RuntimeError(f"{type(self).__name__}: {what} failed on {failed} other rank(s) (strict=True)")
+        cause = f"{type(error).__name__}: {error}" if error is not None else f"on {failed} other rank(s)"
+        if trainer is not None and trainer.world_size > 1:
+            cause += "; every rank skips it"
+        self._skipped(what, cause)
+        return False, None
+
+    def _skipped(self, what: str, cause: str) -> None:
+        self.failures += 1
+        warnings.warn(
+            f"{type(self).__name__}: {what} failed and is skipped ({cause}); training goes on. "
+            "Pass strict=True to raise instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     # ---- history -----------------------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> None:
@@ -111,3 +159,13 @@ class AnalysisCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+def _count_over_ranks(trainer, failed: bool, fatal: bool) -> tuple[int, int]:
+    """``(ranks that failed, ranks that failed fatally)``, summed over the trainer's processes with one
+    all-reduce of two numbers (none with a single process)."""
+    if trainer is None or trainer.world_size <= 1:
+        return int(failed), int(fatal)
+    flags = torch.tensor([float(failed), float(fatal)], device=trainer.strategy.root_device)
+    flags = trainer.strategy.reduce(flags, reduce_op="sum")
+    return int(round(float(flags[0]))), int(round(float(flags[1])))

@@ -176,7 +176,9 @@ class GradientConflictMonitor(AnalysisCallback):
     **Distributed.** Every rank probes its own batch at the same batch indices and makes the same calls; at
     epoch end the sums behind every scalar are added over ranks (one all-reduce), so scalars *pool all ranks'
     probes* and are identical on every rank. Images and histograms show the pooled means and rank 0's own
-    per-step cosines respectively, and are written by rank 0 only.
+    per-step cosines respectively, and are written by rank 0 only. An analysis that fails on one rank (its
+    sums, or the statistics) is skipped on every rank: a one-flag all-reduce tells them all, so none waits in
+    the pooling all-reduce for a rank that has gone back to training.
 
     **Bad input** (counted in the epoch's history record under ``problems``, this rank's counts, and warned
     once each; training goes on): a task missing from ``task_losses``, a non-finite task loss, a task loss that
@@ -460,10 +462,21 @@ class GradientConflictMonitor(AnalysisCallback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._tables or not self._is_analysis_epoch(trainer):
             return
+        what = f"the gradient conflict analysis of epoch {trainer.current_epoch}"
         try:
-            local, cosines = self._epoch_sums()
+            # This rank's sums may fail on this rank alone; every rank learns whether any did before the
+            # all-reduce that pools them, and then all skip the epoch (none waits in the all-reduce).
+            ok, sums = self._together(trainer, what, self._epoch_sums)
+            if not ok:
+                return
+            local, cosines = sums
             acc = self._pooled(trainer, pl_module, local)
-            self._guarded("logging the epoch's gradient conflict", lambda: self._log_epoch(trainer, acc, cosines))
+            ok, metrics = self._together(trainer, what, lambda: self._metrics(acc))
+            if not ok:  # no rank keeps a record: the histories stay the same
+                return
+            self._record_epoch(trainer, acc, metrics)
+            self._guarded("logging the epoch's gradient conflict",
+                          lambda: self._log_epoch(trainer, acc, metrics, cosines))
         finally:
             self._reset_epoch()
 
@@ -492,21 +505,13 @@ class GradientConflictMonitor(AnalysisCallback):
                         metrics[f"{tag}/norm_ratio"] = float(norm_mean[row, a] / norm_mean[row, b])
         return metrics
 
-    def _log_epoch(self, trainer, acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None]) -> None:
-        step = trainer.global_step
+    def _record_epoch(self, trainer, acc: dict[str, torch.Tensor], metrics: dict[str, float]) -> None:
         if float(acc["measured"]) == 0:
             self._problem("no-measured-steps", f"no probe measured two tasks in epoch {trainer.current_epoch}")
-        metrics = self._metrics(acc)
-        self.writer.scalars(trainer, metrics, step=step)
-        if tensorboard_experiments(trainer):  # figures are drawn on rank 0 only, and only when they are written
-            epoch = trainer.current_epoch + 1
-            last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-            heatmap = last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0
-            self._log_figures(trainer, acc, cosines, step, heatmap)
         self._record({
             "stage": "train",
             "epoch": int(trainer.current_epoch),
-            "step": int(step),
+            "step": int(trainer.global_step),
             "tasks": list(self._task_names),
             "world_size": int(trainer.world_size),
             "measured_steps": int(acc["measured"]),
@@ -514,6 +519,16 @@ class GradientConflictMonitor(AnalysisCallback):
             "problems": dict(self._problems),
             "metrics": metrics,
         })
+
+    def _log_epoch(self, trainer, acc: dict[str, torch.Tensor], metrics: dict[str, float],
+                   cosines: list[torch.Tensor | None]) -> None:
+        step = trainer.global_step
+        self.writer.scalars(trainer, metrics, step=step)
+        if tensorboard_experiments(trainer):  # figures are drawn on rank 0 only, and only when they are written
+            epoch = trainer.current_epoch + 1
+            last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+            heatmap = last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0
+            self._log_figures(trainer, acc, cosines, step, heatmap)
         self.writer.flush(trainer)
 
     def _log_figures(self, trainer, acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None], step: int,

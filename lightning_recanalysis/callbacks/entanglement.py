@@ -88,6 +88,7 @@ class EntanglementMonitor(AnalysisCallback):
 
     **Distributed.** Every rank collects its own pairs; at epoch end they are gathered from all ranks (one
     gather), so every rank computes and would log the same numbers on the pairs of all ranks; rank 0 writes.
+    An analysis that fails on one rank is skipped on every rank, so that all keep the same history.
 
     Args:
         user_field, item_field: names of the two fields whose embeddings are compared.
@@ -305,7 +306,15 @@ class EntanglementMonitor(AnalysisCallback):
         self._rows = []
         if data.shape[0] == 0:
             return
-        self._guarded("the entanglement analysis", lambda: self._log_epoch(trainer, data))
+        # Every rank holds the same pairs; a failure on any rank skips the record on all, so that the ranks keep
+        # the same history.
+        ok, result = self._together(trainer, "the entanglement analysis", lambda: self._analyse(trainer, data))
+        if not ok:
+            return
+        record, histograms = result
+        self._record(record)
+        self._guarded("logging the entanglement analysis",
+                      lambda: self._log_epoch(trainer, record["metrics"], histograms))
 
     def _subsets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Boolean masks of the label-pattern subsets, in a fixed order (all patterns, also empty ones)."""
@@ -353,23 +362,27 @@ class EntanglementMonitor(AnalysisCallback):
                     metrics[f"entanglement/{task}/auroc/{name}"] = float(binary_auroc(scores[mask, t], target[mask]))
         return metrics, histograms
 
-    def _log_epoch(self, trainer, data: torch.Tensor) -> None:
-        step = trainer.global_step
+    def _analyse(self, trainer, data: torch.Tensor) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The epoch's history record and its histograms' values, from the pairs of every rank."""
         metrics, histograms = self._metrics(data)
-        self.writer.scalars(trainer, metrics, step=step)
-        if tensorboard_experiments(trainer):
-            for tag, values in histograms.items():
-                self.writer.histogram(trainer, tag, values, step=step, bins=self.bins)
-        self._record({
+        record = {
             "stage": "validation",
             "epoch": int(trainer.current_epoch),
-            "step": int(step),
+            "step": int(trainer.global_step),
             "tasks": list(self._task_names),
             "views": [v for v, _, _ in self._views],
             "world_size": int(trainer.world_size),
             "metrics": metrics,
             "histograms": self._binned(histograms),
-        })
+        }
+        return record, histograms
+
+    def _log_epoch(self, trainer, metrics: dict[str, float], histograms: dict[str, torch.Tensor]) -> None:
+        step = trainer.global_step
+        self.writer.scalars(trainer, metrics, step=step)
+        if tensorboard_experiments(trainer):
+            for tag, values in histograms.items():
+                self.writer.histogram(trainer, tag, values, step=step, bins=self.bins)
         self.writer.flush(trainer)
 
     def _binned(self, histograms: dict[str, torch.Tensor]) -> dict[str, dict[str, dict[str, list[float]]]]:

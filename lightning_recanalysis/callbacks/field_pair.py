@@ -362,10 +362,12 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             return
         epoch = trainer.current_epoch
         # Every rank sums the counts of all ranks (a collective every rank reaches), so all compute the same
-        # record and keep the same history; only rank 0 draws and writes.
+        # record and keep the same history (a failure on any rank skips the record on all); only rank 0 draws
+        # and writes.
         with self.counts.sync_context(should_sync=True):
-            record = self._guarded(f"the field-pair analysis of epoch {epoch}", lambda: self.analyse(pl_module))
-        if record is None:
+            ok, record = self._together(trainer, f"the field-pair analysis of epoch {epoch}",
+                                        lambda: self.analyse(pl_module))
+        if not ok:
             return
         record = {"stage": "epoch", "epoch": epoch, "step": trainer.global_step, **record}
         self._record(record)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (
+    RowNormalizedGram,
     all_reduce_gram,
     effective_rank,
     information_abundance,
@@ -87,7 +88,9 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             :func:`~lightning_recanalysis.tables.discover_tables`.
         row_sharded: globs of table names whose rows are split across ranks (each rank's weight holds its own
             shard, as in TorchRec row-wise sharding): their Gram matrices are summed over the process group with
-            one all-reduce per view, so every rank gets the whole table's spectrum. Such a table is one field.
+            one all-reduce per field, so every rank gets the whole table's spectrum. Such a table is one field.
+            Each rank's part is computed before any all-reduce: if it fails on one rank, every rank skips the
+            analysis (with a warning) instead of waiting for that rank in the all-reduce.
         cross_layer: qualified name of a DCNv2 cross layer (an ``nn.Linear`` whose square weight maps the
             concatenated field embeddings, field order, starting at column ``cross_offset``), ``"auto"`` to take
             the first square ``nn.Linear`` of side N x K for a multi-field table, or ``None`` to skip the
@@ -192,16 +195,14 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         if not self._is_real_fit(trainer):
             return
         self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
-        # A resumed run already holds its baseline; the weights now are trained ones.
+        # A resumed run already holds its baseline; the weights now are trained ones. (Every rank has the same
+        # history, so all of them take this branch or none.)
         if self.log_initial and not self.has_record("init"):
-            self._guarded("the initial spectrum analysis", lambda: self._analyse(trainer, "init", 0))
+            self._analyse(trainer, "init", 0)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._is_analysis_epoch(trainer):
-            self._guarded(
-                f"the spectrum analysis of epoch {trainer.current_epoch}",
-                lambda: self._analyse(trainer, "epoch", trainer.current_epoch),
-            )
+            self._analyse(trainer, "epoch", trainer.current_epoch)
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         layout: dict[str, dict[str, list]] = {}
@@ -230,12 +231,18 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         return text
 
     # ---- what ------------------------------------------------------------------------------------------------
-    def analyse(self) -> dict[str, Any]:
-        """Compute every view's per-field spectra (and the interaction matrix) now; returns plain values."""
+    def analyse(self, sharded_grams: Mapping[tuple[str, str], RowNormalizedGram] | None = None) -> dict[str, Any]:
+        """Compute every view's per-field spectra (and the interaction matrix) now; returns plain values.
+
+        ``sharded_grams``: the Grams of the ``row_sharded`` fields by (view, field), already summed over the
+        ranks. By default they are computed and all-reduced here, so every rank must call this together.
+        """
+        if sharded_grams is None:
+            sharded_grams = {key: all_reduce_gram(gram) for key, gram in self.local_sharded_grams().items()}
         views: dict[str, Any] = {}
         for table in self.tables:
             for view in table.views():
-                views[view.name] = self._analyse_view(view)
+                views[view.name] = self._analyse_view(view, sharded_grams)
         result: dict[str, Any] = {"views": views}
         if self._cross is not None:
             name, layer, view = self._cross
@@ -252,14 +259,21 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             }
         return result
 
-    def _analyse_view(self, view: TableView) -> dict[str, Any]:
+    def local_sharded_grams(self) -> dict[tuple[str, str], RowNormalizedGram]:
+        """This rank's Gram of its own rows of every ``row_sharded`` field, by (view, field), in one fixed order."""
+        return {(view.name, fld.name): row_normalized_gram(view.field_weight(fld))
+                for table in self.tables if self._is_sharded(table.name)
+                for view in table.views() for fld in view.fields}
+
+    def _analyse_view(self, view: TableView,
+                      sharded_grams: Mapping[tuple[str, str], RowNormalizedGram]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         excluded = 0
         for fld in view.fields:
-            weight = view.field_weight(fld)
-            gram = row_normalized_gram(weight)
             if self._is_sharded(view.table.name):
-                gram = all_reduce_gram(gram)
+                gram = sharded_grams[(view.name, fld.name)]
+            else:
+                gram = row_normalized_gram(view.field_weight(fld))
             excluded += gram.excluded_rows
             rows = gram.rows + gram.excluded_rows
             sv = singular_values_from_gram(gram.gram, min(rows, view.width))
@@ -275,10 +289,24 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 "fields": fields, "excluded_rows": excluded}
 
     def _analyse(self, trainer, stage: str, epoch: int) -> None:
+        what = "the initial spectrum analysis" if stage == "init" else f"the spectrum analysis of epoch {epoch}"
         step = trainer.global_step
-        result = self.analyse()
+        # Row-sharded tables: each rank's Gram of its own rows first, then the all-reduces. A failure in the
+        # local part on one rank is known to every rank before any of them enters an all-reduce (it would
+        # wait there for a rank gone back to training), and every rank skips the analysis.
+        ok, local = self._together(trainer, what, self.local_sharded_grams)
+        if not ok:
+            return
+        sharded = {key: all_reduce_gram(gram) for key, gram in local.items()}
+        ok, result = self._together(trainer, what, lambda: self.analyse(sharded))
+        if not ok:  # failed on some rank: no rank keeps a record, so the histories stay the same
+            return
         record = {"stage": stage, "epoch": epoch, "step": step, **result}
         self._record(record)
+        self._guarded(f"logging {what}", lambda: self._log_analysis(trainer, record))
+
+    def _log_analysis(self, trainer, record: dict[str, Any]) -> None:
+        step = record["step"]
         initial = next((r for r in self.history if r["stage"] == "init"), None)
         self._log(trainer, record, initial)
         if trainer.is_global_zero:
