@@ -9,6 +9,15 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 
+def synthetic_size(data: str, n_samples: int | None) -> dict[str, int]:
+    """Keyword arguments that set a synthetic generator's row count: none for the default, an error for real data."""
+    if n_samples is None:
+        return {}
+    if data != "synthetic":
+        raise ValueError(f"n_samples sets the size of the synthetic data; the '{data}' sample is used whole")
+    return {"n_samples": n_samples}
+
+
 @dataclass
 class Experiment:
     """A demo model, its data and the analysis callbacks that show it.

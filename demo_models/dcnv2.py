@@ -16,7 +16,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from .common import Experiment
+from .common import Experiment, synthetic_size
 from .data.batches import batch_loader, split
 from .data.ctr import criteo_sample, synthetic_ctr
 
@@ -82,11 +82,12 @@ class DCNv2(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def build(model: str, data: str, seed: int, monitors: bool) -> Experiment:
+def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None) -> Experiment:
     from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
 
+    size = synthetic_size(data, n_samples)
     if data == "synthetic":
-        ctr = synthetic_ctr(seed=seed)
+        ctr = synthetic_ctr(seed=seed, **size)
         batch_size, epochs = 1024, 8
     else:
         ctr = criteo_sample()

@@ -27,9 +27,9 @@ import torch
 import torchmetrics
 from torch import nn
 
-from .common import Experiment
+from .common import Experiment, synthetic_size
 from .data.batches import batch_loader, split
-from .data.multitask import load
+from .data.multitask import load, synthetic_two_task
 
 
 def mlp(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequential:
@@ -210,8 +210,10 @@ def monitors_for(model: str, field_names: list[str], field_dims: list[int], task
     ]
 
 
-def build(model: str, data: str, seed: int, monitors: bool, **model_options) -> Experiment:
-    dataset = load(data, seed)
+def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None,
+          **model_options) -> Experiment:
+    size = synthetic_size(data, n_samples)
+    dataset = synthetic_two_task(seed=seed, **size) if size else load(data, seed)
     train, val = split({"features": dataset.features, "labels": dataset.labels}, 0.2, seed)
     module = MODEL_CLASSES[model](dataset.field_dims, dataset.tasks, **model_options)
     callbacks = []

@@ -1,7 +1,9 @@
 """The demo models ``python -m demo_models MODEL`` knows: name -> ``module:builder``.
 
-A builder has the signature ``build(model, data, seed, monitors) -> demo_models.common.Experiment`` and is
-imported only when its model runs, so one model's import cost or failure never touches another.
+A builder has the signature ``build(model, data, seed, monitors, n_samples=None) ->
+demo_models.common.Experiment`` and is imported only when its model runs, so one model's import cost or failure
+never touches another. ``n_samples`` draws that many rows of the synthetic data instead of the demo's default
+(the tests train small versions); the real data sets are always used whole.
 """
 
 MODELS: dict[str, str] = {

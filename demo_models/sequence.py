@@ -14,9 +14,9 @@ import torch
 import torchmetrics
 from torch import nn
 
-from .common import Experiment
+from .common import Experiment, synthetic_size
 from .data.batches import batch_loader, split
-from .data.sequences import load
+from .data.sequences import load, planted_sequences
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -72,13 +72,14 @@ class SequenceCTR(pl.LightningModule):
 SETTINGS = {"synthetic": (512, 3), "alimama-sample": (32, 10), "movielens": (256, 3)}
 
 
-def build(model: str, data: str, seed: int, monitors: bool) -> Experiment:
+def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None) -> Experiment:
     from lightning_recanalysis import FeatureCorrelationMonitor
 
     from .din import DIN
     from .tin import TIN
 
-    sequences = load(data, seed=seed)
+    size = synthetic_size(data, n_samples)
+    sequences = planted_sequences(seed=seed, **size) if size else load(data, seed=seed)
     batch_size, epochs = SETTINGS[data]
     train, val = split(sequences.tensors, 0.1, seed)
     cls = {"din": DIN, "tin": TIN}[model]
