@@ -32,9 +32,9 @@ from demo_models.data.batches import TensorBatches  # noqa: E402
 from demo_models.registry import MODELS  # noqa: E402
 from lightning_recanalysis import AnalysisReport, GradientConflictMonitor  # noqa: E402
 
-#: Synthetic rows per model: after the builder's train/validation split (10% or 20% held out) both parts are
-#: multiples of 2 * 128, so that two ranks split every batch evenly and the DistributedSampler pads nothing.
-N_SAMPLES = {"dcnv2": 2560, "din": 2560, "tin": 2560, "shared_bottom": 2560, "mmoe": 2560, "ple": 2560, "stem": 2560}
+#: Synthetic rows of every model: after the builder's train/validation split (10% or 20% held out) both parts
+#: are multiples of 2 * 128, so that two ranks split every batch evenly and the DistributedSampler pads nothing.
+N_SAMPLES = 2560
 #: Rows per step over all ranks: 9 training steps per epoch for DCNv2, DIN and TIN (2304 rows), 8 for the
 #: multi-task models (2048 rows); FieldPairCorrelationMonitor chooses its values from the first 8 steps.
 BATCH = 256
@@ -78,7 +78,7 @@ def shard(loader: DataLoader, devices: int) -> DataLoader:
 
 def run(model: str, out: Path, devices: int) -> pl.Trainer:
     pl.seed_everything(0, verbose=False)
-    experiment = _builder(model)(model=model, data="synthetic", seed=0, monitors=True, n_samples=N_SAMPLES[model])
+    experiment = _builder(model)(model=model, data="synthetic", seed=0, monitors=True, n_samples=N_SAMPLES)
     monitors = list(experiment.callbacks)
     for monitor in monitors:
         monitor.strict = True  # an analysis error fails the run instead of becoming a warning
