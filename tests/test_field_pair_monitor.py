@@ -242,6 +242,11 @@ def test_bad_configuration_and_bad_batches_raise_clear_errors(tmp_path):
     bad[5, 1] = 3
     with pytest.raises(ValueError, match=r"device \(column 1\) has id 3, outside \[0, 3\)"):
         _trainer(tmp_path, [_monitor(field_dims=DIMS)], max_epochs=1).fit(TinyFwFM(), _loader(bad, y))
+    # The same in the last batch, long after the warm-up, where batches wait to be counted: still an error.
+    bad = x.clone()
+    bad[-1, 1] = 3
+    with pytest.raises(ValueError, match=r"device \(column 1\) has id 3, outside \[0, 3\)"):
+        _trainer(tmp_path, [_monitor(field_dims=DIMS)], max_epochs=1).fit(TinyFwFM(), _loader(bad, y))
     # No cross layer and no pair_strength: one warning, and the ground truth alone is logged.
     with pytest.warns(RuntimeWarning, match="no DCNv2 cross layer found"):
         monitor = _monitor(pair_strength=None)
