@@ -11,7 +11,7 @@ from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format
 
 
 def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
-    from ...callbacks.field_pair import field_pair_figure
+    from ...callbacks.field_pair import field_pair_image
 
     section = Section("correlation/field_pair", "Field-pair correlation: the data beside the interaction layer")
     epochs = [r for r in records if r.get("stage") == "epoch" and r.get("samples", 0) > 0]
@@ -60,7 +60,7 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
             if which == "learned" and learned is None:
                 continue
             section.figures.append(ReportFigure(f"field_pair_{which}", which.replace("_", " "),
-                                                field_pair_figure(last, which), caption))
+                                                field_pair_image(last, which), caption))
         history = [(r["step"], r["agreement"]) for r in epochs if r.get("agreement") is not None]
         if history:
             section.figures.append(ReportFigure(
