@@ -30,7 +30,7 @@ id -> bucket table takes 2 bytes per id from 0 to each field's largest kept id (
 search is used; a few KiB when ids are numbered by frequency, as in the demo).
 
 **Cost.** Per batch: one gather in a dense id -> bucket table (binary search for ids too large for one), then
-B x N(N - 1)/2 increments (``index_add_``, deterministic on CPU and CUDA). On a busy 2-core CPU
+B x N(N - 1)/2 increments (numpy ``bincount`` on CPU, ``index_add_`` on CUDA; both exact). On a busy 2-core CPU
 (``benchmarks/bench_field_pair.py``): about 1 ms per 1024 samples of 8 fields, 8 ms of 26 fields, 20 to 25 ms of
 39 fields (about 30 ns per sample and pair).
 """
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torchmetrics import Metric
 
@@ -350,7 +351,7 @@ class FieldPairCounts(Metric):
         ones = torch.ones(1, dtype=torch.int64, device=device)
         k = self.num_buckets
         codes = (bt * 2 + y + field_base).reshape(-1)
-        self.field_counts.view(-1).index_add_(0, codes, ones.expand(codes.numel()))
+        _add_counts(self.field_counts, codes, ones)
         if self.num_fields < 2:
             return
         # Code of (pair p = (i, j), a, b, y) = ((p k + a) k + b) 2 + y. For row-major i < j pairs
@@ -360,7 +361,7 @@ class FieldPairCounts(Metric):
         left = bt * (k * 2) + left_base
         right = bt * 2 + y + right_base
         codes = (left.index_select(0, first) + right.index_select(0, second)).reshape(-1)
-        self.pair_counts.view(-1).index_add_(0, codes, ones.expand(codes.numel()))
+        _add_counts(self.pair_counts, codes, ones)
 
     def _code_parts(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Per-field [N, 1] code offsets and the pairs' field indices on ``device`` (made once per device)."""
@@ -424,6 +425,20 @@ class FieldPairCounts(Metric):
                                   bias_correction=bias_correction)
         out["samples"] = torch.tensor(self.samples)
         return out
+
+
+def _add_counts(counts: torch.Tensor, codes: torch.Tensor, one: torch.Tensor) -> None:
+    """``counts.view(-1)[code] += 1`` for every code (codes may repeat).
+
+    On CPU numpy's ``bincount`` (a few ns per code, about 7 times faster here than ``index_add_``, which
+    measured 20 ns per increment); on a GPU ``index_add_`` (deterministic, unlike scatter-based bincount
+    under ``torch.use_deterministic_algorithms``).
+    """
+    flat = counts.view(-1)
+    if codes.is_cuda:
+        flat.index_add_(0, codes, one.expand(codes.numel()))
+    else:
+        flat += torch.from_numpy(np.bincount(codes.numpy(), minlength=flat.numel()))
 
 
 def _short(names: Sequence[str], limit: int = 6) -> str:
