@@ -345,6 +345,9 @@ class FieldPairCounts(Metric):
         if features.shape[0] == 0:
             return
         device = self.field_counts.device
+        if device.type == "cpu":
+            self._count_numpy(features.cpu(), label.cpu())
+            return
         bt = self.buckets(features).T.to(device=device, dtype=torch.int32)  # [N, B]
         y = label.to(device=device, dtype=torch.int32)
         field_base, left_base, right_base, first, second = self._code_parts(device)
@@ -362,6 +365,29 @@ class FieldPairCounts(Metric):
         right = bt * 2 + y + right_base
         codes = (left.index_select(0, first) + right.index_select(0, second)).reshape(-1)
         _add_counts(self.pair_counts, codes, ones)
+
+    def _count_numpy(self, features: torch.Tensor, label: torch.Tensor) -> None:
+        """:meth:`_count` on CPU, in numpy: the same codes, counted with ``bincount`` (index_add_ took about 20 ns
+        per increment here); in a side-by-side run about 1.5 times faster than the torch path."""
+        x = features.numpy()
+        if self._lookup is not None:
+            table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
+            found = table[np.minimum(x, spans - 1) + offsets]
+            bt = np.where(x < spans, found, self.num_values).astype(np.int32)
+        else:
+            bt = self.buckets(features).numpy().astype(np.int32)
+        bt = np.ascontiguousarray(bt.T)  # [N, B]: each field's buckets in one row, gathered by pair below
+        y = label.numpy().astype(np.int32)
+        field_base, left_base, right_base, first, second = (t.numpy() for t in self._code_parts(torch.device("cpu")))
+        fields = (bt * 2 + y + field_base).reshape(-1)
+        self.field_counts.view(-1).add_(torch.from_numpy(np.bincount(fields, minlength=self.field_counts.numel())))
+        if self.num_fields < 2:
+            return
+        # The pair codes of _count: a part of field i's column plus a part of field j's.
+        left = bt * (self.num_buckets * 2) + left_base
+        right = bt * 2 + y + right_base
+        pairs = (left[first] + right[second]).reshape(-1)
+        self.pair_counts.view(-1).add_(torch.from_numpy(np.bincount(pairs, minlength=self.pair_counts.numel())))
 
     def _code_parts(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Per-field [N, 1] code offsets and the pairs' field indices on ``device`` (made once per device)."""
@@ -428,17 +454,10 @@ class FieldPairCounts(Metric):
 
 
 def _add_counts(counts: torch.Tensor, codes: torch.Tensor, one: torch.Tensor) -> None:
-    """``counts.view(-1)[code] += 1`` for every code (codes may repeat).
-
-    On CPU numpy's ``bincount`` (a few ns per code, about 7 times faster here than ``index_add_``, which
-    measured 20 ns per increment); on a GPU ``index_add_`` (deterministic, unlike scatter-based bincount
-    under ``torch.use_deterministic_algorithms``).
-    """
-    flat = counts.view(-1)
-    if codes.is_cuda:
-        flat.index_add_(0, codes, one.expand(codes.numel()))
-    else:
-        flat += torch.from_numpy(np.bincount(codes.numpy(), minlength=flat.numel()))
+    """``counts.view(-1)[code] += 1`` for every code (codes may repeat), with ``index_add_`` (deterministic on
+    a GPU, unlike a scatter-based bincount under ``torch.use_deterministic_algorithms``). The CPU path counts
+    with numpy's ``bincount`` instead (see ``_count_numpy``)."""
+    counts.view(-1).index_add_(0, codes, one.expand(codes.numel()))
 
 
 def _short(names: Sequence[str], limit: int = 6) -> str:
