@@ -50,8 +50,9 @@ def _instrument(callbacks, seconds: dict) -> None:
             setattr(cb, hook, timed)
 
 
-def worker(model: str, monitors: str, epochs: int | None) -> dict:
-    """Train once; monitors is 'none', 'all' or one class name."""
+def worker(model: str, monitors: str, epochs: int | None, accelerator: str = "cpu", profiler=None) -> dict:
+    """Train once; monitors is 'none', 'all' or one class name. ``profiler`` (a ``cProfile.Profile``) is
+    enabled around ``fit`` only (``gpu_check`` uses it to show where the monitors' time goes)."""
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -66,12 +67,16 @@ def worker(model: str, monitors: str, epochs: int | None) -> dict:
     seconds: dict = defaultdict(float)
     _instrument(experiment.callbacks, seconds)
     with tempfile.TemporaryDirectory() as out:
-        trainer = pl.Trainer(max_epochs=epochs or experiment.max_epochs, accelerator="cpu", devices=1,
+        trainer = pl.Trainer(max_epochs=epochs or experiment.max_epochs, accelerator=accelerator, devices=1,
                              logger=TensorBoardLogger(out, name="bench"), callbacks=experiment.callbacks,
                              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        if profiler is not None:
+            profiler.enable()
         start = time.perf_counter()
         trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
         total = time.perf_counter() - start
+        if profiler is not None:
+            profiler.disable()
     return {"total": total, "monitors": dict(seconds),
             "names": [type(c).__name__ for c in experiment.callbacks]}
 

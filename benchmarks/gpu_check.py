@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from .bench_spectrum import _normalised
+
 RESULTS: dict = {}
 OUT_FILE: Path | None = None
 
@@ -92,10 +94,6 @@ def _oracle_sv(table: torch.Tensor) -> torch.Tensor:
         c = c / (c.norm(dim=1, keepdim=True) + 1e-8)
         gram += c.T @ c
     return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(0)
-
-
-def _normalised(a):
-    return a / (a.norm(dim=1, keepdim=True) + 1e-8)
 
 
 def section_spectra(device, sizes, repeats) -> None:
@@ -166,7 +164,6 @@ def section_spectra(device, sizes, repeats) -> None:
 
 def section_tf32(device, rows) -> None:
     from lightning_recanalysis.functional import singular_values
-    from lightning_recanalysis.functional.spectrum import RowNormalizedGram  # noqa: F401 (import check)
 
     a = _table(rows, 32, device, seed=1)
     oracle = _oracle_sv(a)
@@ -276,32 +273,15 @@ def section_hooks(device, models, epochs) -> None:
     and the most expensive library functions under cProfile."""
     import cProfile
     import pstats
-    from collections import defaultdict
 
-    import lightning.pytorch as pl
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from benchmarks.bench_overhead import _instrument
-    from demo_models.__main__ import _builder
-    from demo_models.registry import DATASETS
+    from benchmarks.bench_overhead import worker
 
     rows = RESULTS.setdefault("hooks", [])
     for model in models:
-        pl.seed_everything(0, verbose=False)
-        experiment = _builder(model)(model=model, data=DATASETS[model][0], seed=0, monitors=True)
-        seconds: dict = defaultdict(float)
-        _instrument(experiment.callbacks, seconds)
-        with tempfile.TemporaryDirectory() as out:
-            trainer = pl.Trainer(max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
-                                 devices=1, logger=TensorBoardLogger(out, name="bench"),
-                                 callbacks=experiment.callbacks, enable_progress_bar=False,
-                                 enable_model_summary=False, enable_checkpointing=False)
-            profiler = cProfile.Profile()
-            start = time.perf_counter()
-            profiler.enable()
-            trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
-            profiler.disable()
-            total = time.perf_counter() - start
+        profiler = cProfile.Profile()
+        result = worker(model, "all", epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
+                        profiler=profiler)
+        total, seconds = result["total"], result["monitors"]
         shares = {k: v / total for k, v in seconds.items()}
         print(f"{model}: fit {total:.2f} s; inside monitors: "
               + ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items()), flush=True)

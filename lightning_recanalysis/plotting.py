@@ -13,11 +13,10 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["heatmap_figure", "figure_to_array", "figure_to_png", "line_figure", "grouped_bar_figure", "ia_bar_figure"]
+__all__ = ["heatmap_figure", "figure_to_png", "grouped_bar_figure", "ia_bar_figure"]
 
 
 def _tick_labels(labels: Sequence[str] | None, n: int, max_ticks: int) -> tuple[list[int], list[str]]:
@@ -73,33 +72,6 @@ def heatmap_figure(
     return fig
 
 
-def line_figure(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]],
-    *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    ylim: tuple[float, float] | None = None,
-) -> Figure:
-    """One line per named ``(x, y)`` series."""
-    fig = Figure(figsize=(6.0, 3.6), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    for name, (x, y) in series.items():
-        ax.plot(list(x), list(y), marker="o", markersize=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.grid(alpha=0.3)
-    if len(series) > 1:
-        ax.legend(fontsize=7)
-    # Fixed margins instead of tight_layout, which is 40% of this figure's drawing time: numeric tick labels
-    # and one-line titles fit them.
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9)
-    return fig
-
-
 def figure_to_png(fig: Figure) -> bytes:
     """Render a figure to PNG bytes (for the report)."""
     import io
@@ -109,17 +81,6 @@ def figure_to_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buffer)
     return buffer.getvalue()
-
-
-def figure_to_array(fig: Figure) -> np.ndarray:
-    """Render a figure to an ``[H, W, 3]`` uint8 array (the layout TensorBoard's ``add_image`` takes as HWC)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    plt.close(fig)
-    return rgba[..., :3].copy()
 
 
 def grouped_bar_figure(

@@ -9,6 +9,8 @@ training run over a bad table or a logging detail. :class:`AnalysisCallback` giv
 - :meth:`_together`: the same under DDP for the part of an analysis that precedes a collective or makes the
   history record: a failure on any rank skips it on every rank, so no rank waits in a collective that another
   has skipped and every rank keeps the same history;
+- :meth:`_analyse_counts`: the epoch-end analysis of a monitor whose ground truth is a counting metric (count
+  what waits, sync, analyse, record, log), in that order on every rank;
 - ``history``: a list of plain records (numbers, strings, lists) kept in ``state_dict`` so a run resumed from a
   checkpoint continues it, with one record per (stage, epoch): a repeated epoch replaces, never duplicates;
 - an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text;
@@ -130,6 +132,31 @@ class AnalysisCallback(Callback):
             cause += "; every rank skips it"
         self._skipped(what, cause)
         return False, None
+
+    def _analyse_counts(self, trainer, pl_module, name: str, counts, flush: Callable[[], None]) -> None:
+        """The epoch-end analysis of a monitor whose ground truth is a counting metric, the same on every rank.
+
+        1. Batches still waiting are checked and counted (``flush``), before the sync: a bad label or id is an
+           error of the data, not an analysis failure to warn about, and stops training on every rank (not
+           only on the rank whose batch it was, while the others wait for it in the sync); any other failure
+           of this rank's counting skips the analysis on every rank.
+        2. Every rank sums the counts of all ranks (``counts.sync_context``, a collective all of them reach)
+           and computes the record with ``self.analyse(pl_module)``, so every rank keeps the same history (a
+           failure on any rank skips the record on all).
+        3. The record is kept, and ``self._log`` draws and writes it (only rank 0 writes).
+        """
+        epoch = trainer.current_epoch
+        what = f"the {name} analysis of epoch {epoch}"
+        ok, _ = self._together(trainer, f"counting the batches for {what}", flush, fatal=(ValueError,))
+        if not ok:
+            return
+        with counts.sync_context(should_sync=True):
+            ok, record = self._together(trainer, what, lambda: self.analyse(pl_module))
+        if not ok:
+            return
+        record = {"stage": "epoch", "epoch": epoch, "step": trainer.global_step, **record}
+        self._record(record)
+        self._guarded(f"logging {what}", lambda: self._log(trainer, record))
 
     def _skipped(self, what: str, cause: str) -> None:
         self.failures += 1

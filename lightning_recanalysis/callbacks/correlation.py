@@ -313,26 +313,8 @@ class FeatureCorrelationMonitor(AnalysisCallback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._is_analysis_epoch(trainer):
             return
-        epoch = trainer.current_epoch
-        what = f"the correlation analysis of epoch {epoch}"
-        # Batches still waiting are checked and counted here, before the sync: a bad label or id is an error
-        # of the data, not an analysis failure to warn about, and stops training on every rank (not only on
-        # the rank whose batch it was, while the others wait for it in the sync); any other failure of this
-        # rank's counting skips the analysis on every rank.
-        ok, _ = self._together(trainer, f"counting the batches for {what}",
-                               lambda: self._counting(self.counts.flush), fatal=(ValueError,))
-        if not ok:
-            return
-        # Every rank gathers the counts of all ranks (a collective: all of them get here), so every rank
-        # computes the same maps and keeps the same history (a failure on any rank skips the record on all);
-        # only rank 0 draws and writes.
-        with self.counts.sync_context(should_sync=True):
-            ok, record = self._together(trainer, what, lambda: self.analyse(pl_module))
-        if not ok:
-            return
-        record = {"stage": "epoch", "epoch": epoch, "step": trainer.global_step, **record}
-        self._record(record)
-        self._guarded(f"logging the correlation analysis of epoch {epoch}", lambda: self._log(trainer, record))
+        self._analyse_counts(trainer, pl_module, "correlation", self.counts,
+                             lambda: self._counting(self.counts.flush))
 
     def analyse(self, pl_module: nn.Module | None = None) -> dict[str, Any]:
         """Compute the maps from the counts so far (and the module's embeddings); returns plain values."""

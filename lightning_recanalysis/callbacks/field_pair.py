@@ -366,24 +366,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._is_analysis_epoch(trainer):
             return
-        epoch = trainer.current_epoch
-        what = f"the field-pair analysis of epoch {epoch}"
-        # Batches still waiting (FieldPairCounts checks values when it counts) are checked and counted here,
-        # before the sync: a bad label or id is an error in the data and stops every rank, not only the one
-        # whose batch it was while the others wait in the sync; any other failure skips the analysis on all.
-        ok, _ = self._together(trainer, f"counting the batches for {what}", self._flush_counts, fatal=(ValueError,))
-        if not ok:
-            return
-        # Every rank sums the counts of all ranks (a collective every rank reaches), so all compute the same
-        # record and keep the same history (a failure on any rank skips the record on all); only rank 0 draws
-        # and writes.
-        with self.counts.sync_context(should_sync=True):
-            ok, record = self._together(trainer, what, lambda: self.analyse(pl_module))
-        if not ok:
-            return
-        record = {"stage": "epoch", "epoch": epoch, "step": trainer.global_step, **record}
-        self._record(record)
-        self._guarded(f"logging the field-pair analysis of epoch {epoch}", lambda: self._log(trainer, record))
+        self._analyse_counts(trainer, pl_module, "field-pair", self.counts, self._flush_counts)
 
     def learned_strength(self, pl_module: nn.Module) -> tuple[torch.Tensor, str] | None:
         """``([n, n] float64, source)`` over the analysed fields, or None when there is nothing to read."""

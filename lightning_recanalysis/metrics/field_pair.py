@@ -326,6 +326,12 @@ class FieldPairCounts(Metric):
         if not self.frozen:
             raise RuntimeError("no vocabulary yet: update() warmup_batches times, call freeze_vocabulary() or pass "
                                "vocabulary=")
+        if self._lookup is not None and not features.is_cuda:
+            # numpy's gather and select: about twice as fast as torch's integer kernels on CPU here.
+            table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
+            x = features.to(torch.int64).numpy()
+            found = table[np.minimum(x, spans - 1) + offsets]  # ids past the largest kept id are clamped first
+            return torch.from_numpy(np.where(x < spans, found, self.num_values).astype(np.int64))
         if self._lookup is not None:
             table, offsets, spans = (t.to(features.device) for t in self._lookup)
             x = features.to(torch.int64)
@@ -369,14 +375,8 @@ class FieldPairCounts(Metric):
     def _count_numpy(self, features: torch.Tensor, label: torch.Tensor) -> None:
         """:meth:`_count` on CPU, in numpy: the same codes, counted with ``bincount`` (index_add_ took about 20 ns
         per increment here); in a side-by-side run about 1.5 times faster than the torch path."""
-        x = features.numpy()
-        if self._lookup is not None:
-            table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
-            found = table[np.minimum(x, spans - 1) + offsets]
-            bt = np.where(x < spans, found, self.num_values).astype(np.int32)
-        else:
-            bt = self.buckets(features).numpy().astype(np.int32)
-        bt = np.ascontiguousarray(bt.T)  # [N, B]: each field's buckets in one row, gathered by pair below
+        # [N, B]: each field's buckets in one row, gathered by pair below.
+        bt = np.ascontiguousarray(self.buckets(features).numpy().T.astype(np.int32))
         y = label.numpy().astype(np.int32)
         field_base, left_base, right_base, first, second = (t.numpy() for t in self._code_parts(torch.device("cpu")))
         fields = (bt * 2 + y + field_base).reshape(-1)

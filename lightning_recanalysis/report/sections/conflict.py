@@ -82,8 +82,11 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
             "looked-up rows. Red: the tasks pull the shared embedding apart; blank: undefined (a task's gradient "
             "never reaches this view, as for another task's STEM chunk)."))
     if history:
-        series = {k: ([s for s, _ in v], [c for _, c in v]) for k, v in sorted(history.items()) if "(whole view)" not in k}
-        series = dict(list(series.items())[:10]) or {k: ([s for s, _ in v], [c for _, c in v]) for k, v in history.items()}
+        def points(steps_and_cosines):
+            return [s for s, _ in steps_and_cosines], [c for _, c in steps_and_cosines]
+
+        per_field = [(k, points(v)) for k, v in sorted(history.items()) if "(whole view)" not in k]
+        series = dict(per_field[:10]) or {k: points(v) for k, v in history.items()}
         section.figures.append(ReportFigure(
             "conflict_trend", "Mean gradient cosine over training",
             line_image(series, title="mean gradient cosine per field and task pair", xlabel="global step",
