@@ -373,21 +373,38 @@ class FieldPairCounts(Metric):
         _add_counts(self.pair_counts, codes, ones)
 
     def _count_numpy(self, features: torch.Tensor, label: torch.Tensor) -> None:
-        """:meth:`_count` on CPU, in numpy: the same codes, counted with ``bincount`` (index_add_ took about 20 ns
-        per increment here); in a side-by-side run about 1.5 times faster than the torch path."""
-        # [N, B]: each field's buckets in one row, gathered by pair below.
-        bt = np.ascontiguousarray(self.buckets(features).numpy().T.astype(np.int32))
+        """:meth:`_count` on CPU, in numpy, one field and one pair at a time: each ``bincount`` then fills a
+        table of (V + 1)^2 x 2 cells that stays in cache, where one ``bincount`` over every pair's codes at once
+        scattered into the whole P x (V + 1)^2 x 2 array (about 5 times slower, side by side, 8 fields)."""
+        k = self.num_buckets
+        bt = self._buckets_numpy(features)  # [N, B] int32, each field's buckets in one contiguous row
         y = label.numpy().astype(np.int32)
-        field_base, left_base, right_base, first, second = (t.numpy() for t in self._code_parts(torch.device("cpu")))
-        fields = (bt * 2 + y + field_base).reshape(-1)
-        self.field_counts.view(-1).add_(torch.from_numpy(np.bincount(fields, minlength=self.field_counts.numel())))
+        # Code of (a, y) in a field's table is 2 a + y; of (a, b, y) in a pair's table (a k + b) 2 + y.
+        right = bt * 2 + y
+        field_counts = self.field_counts.numpy()  # shares the tensor's memory: the adds land in the state
+        for f in range(self.num_fields):
+            field_counts[f] += np.bincount(right[f], minlength=2 * k).reshape(k, 2)
         if self.num_fields < 2:
             return
-        # The pair codes of _count: a part of field i's column plus a part of field j's.
-        left = bt * (self.num_buckets * 2) + left_base
-        right = bt * 2 + y + right_base
-        pairs = (left[first] + right[second]).reshape(-1)
-        self.pair_counts.view(-1).add_(torch.from_numpy(np.bincount(pairs, minlength=self.pair_counts.numel())))
+        left = bt * (2 * k)
+        pair_counts = self.pair_counts.view(-1, k * k * 2).numpy()
+        for p, (i, j) in enumerate(zip(self._first.tolist(), self._second.tolist())):
+            pair_counts[p] += np.bincount(left[i] + right[j], minlength=k * k * 2)
+
+    def _buckets_numpy(self, features: torch.Tensor) -> np.ndarray:
+        """:meth:`buckets` on CPU as an ``[N, B]`` int32 array, looked up field by field on contiguous rows."""
+        if self._lookup is None:
+            return np.ascontiguousarray(self.buckets(features).numpy().T.astype(np.int32))
+        table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
+        x = np.ascontiguousarray(features.numpy().T)  # [N, B]
+        out = np.empty(x.shape, dtype=np.int32)
+        for f in range(self.num_fields):
+            span, at = int(spans[f]), int(offsets[f])
+            ids = x[f]
+            inside = ids < span
+            # Ids past the field's largest kept id are "other"; clamp them to a valid index first.
+            out[f] = np.where(inside, table[at: at + span][np.minimum(ids, span - 1)], self.num_values)
+        return out
 
     def _code_parts(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Per-field [N, 1] code offsets and the pairs' field indices on ``device`` (made once per device)."""
