@@ -63,3 +63,24 @@ def test_nan_table_mid_run_is_skipped_and_training_goes_on(tmp_path):
     last = monitor.history[-1]["views"]["embedding"]
     assert last["excluded_rows"] == 57
     assert last["fields"]["item"]["information_abundance"] == 0.0  # zeros, not NaN
+
+
+def test_state_keys_are_the_checkpoint_names_of_earlier_releases():
+    """Checkpoints store each monitor's state under its state_key; the key is now built once (Lightning reads it
+    on every hook call), and must still be the string it was, or old checkpoints would not load into it."""
+    from lightning_recanalysis import (EntanglementMonitor, FeatureCorrelationMonitor, FieldPairCorrelationMonitor,
+                                       GradientConflictMonitor)
+
+    spectrum = EmbeddingSpectrumMonitor(include=["emb"])
+    assert spectrum.state_key == "EmbeddingSpectrumMonitor{'include': ['emb'], 'exclude': None, 'parameters': None}"
+    pairs = FieldPairCorrelationMonitor(["a", "b", "c"], fields=["c", "a"])
+    assert pairs.state_key == "FieldPairCorrelationMonitor{'fields': ('c', 'a'), 'features': 'features'}"
+    assert pairs.state_key is pairs.state_key  # built once
+    assert FieldPairCorrelationMonitor(["a", "b", "c"]).state_key != pairs.state_key
+    correlation = FeatureCorrelationMonitor(category_embedding="cat")
+    assert correlation.state_key == (
+        "FeatureCorrelationMonitor{'keys': {'target_category': 'target_category', 'behavior_category': "
+        "'behavior_category', 'label': 'label', 'mask': 'mask'}, 'category_embedding': 'cat'}")
+    # Monitors with nothing to tell two instances apart keep Lightning's default key, the class name.
+    assert GradientConflictMonitor().state_key == "GradientConflictMonitor"
+    assert EntanglementMonitor(user_field="user", item_field="item").state_key == "EntanglementMonitor"

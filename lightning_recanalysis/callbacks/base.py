@@ -60,6 +60,22 @@ class AnalysisCallback(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._trainer = trainer
 
+    @property
+    def state_key(self) -> str:
+        # Lightning formats every callback's state_key on each hook call (its profiler's action name): some
+        # twenty thousand times in a short run, so the key is built once. What it is built from is set in
+        # __init__ and not changed afterwards.
+        key = self.__dict__.get("_state_key")
+        if key is None:
+            identity = self._state_key_fields()
+            key = self._generate_state_key(**identity) if identity else type(self).__qualname__
+            self._state_key = key
+        return key
+
+    def _state_key_fields(self) -> dict[str, Any]:
+        """What tells two instances of one monitor apart in a checkpoint (none: the class name is the key)."""
+        return {}
+
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         """Custom-scalars charts for this analysis: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``."""
         return {}
@@ -133,7 +149,7 @@ class AnalysisCallback(Callback):
         self._skipped(what, cause)
         return False, None
 
-    def _analyse_counts(self, trainer, pl_module, name: str, counts, flush: Callable[[], None]) -> None:
+    def _analyse_counts(self, trainer, pl_module, name: str, counts, flush: Callable[[], None]) -> bool:
         """The epoch-end analysis of a monitor whose ground truth is a counting metric, the same on every rank.
 
         1. Batches still waiting are checked and counted (``flush``), before the sync: a bad label or id is an
@@ -144,19 +160,21 @@ class AnalysisCallback(Callback):
            and computes the record with ``self.analyse(pl_module)``, so every rank keeps the same history (a
            failure on any rank skips the record on all).
         3. The record is kept, and ``self._log`` draws and writes it (only rank 0 writes).
+
+        Returns whether the counting (step 1) succeeded on every rank.
         """
         epoch = trainer.current_epoch
         what = f"the {name} analysis of epoch {epoch}"
-        ok, _ = self._together(trainer, f"counting the batches for {what}", flush, fatal=(ValueError,))
-        if not ok:
-            return
+        counted, _ = self._together(trainer, f"counting the batches for {what}", flush, fatal=(ValueError,))
+        if not counted:
+            return False
         with counts.sync_context(should_sync=True):
             ok, record = self._together(trainer, what, lambda: self.analyse(pl_module))
-        if not ok:
-            return
-        record = {"stage": "epoch", "epoch": epoch, "step": trainer.global_step, **record}
-        self._record(record)
-        self._guarded(f"logging {what}", lambda: self._log(trainer, record))
+        if ok:
+            record = {"stage": "epoch", "epoch": epoch, "step": trainer.global_step, **record}
+            self._record(record)
+            self._guarded(f"logging {what}", lambda: self._log(trainer, record))
+        return True
 
     def _skipped(self, what: str, cause: str) -> None:
         self.failures += 1

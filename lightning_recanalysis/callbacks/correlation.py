@@ -166,9 +166,8 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         self._drawn: dict[str, Any] = {}
         self._counted_epochs: set[int] = set()
 
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(keys=self.keys, category_embedding=self.category_embedding)
+    def _state_key_fields(self) -> dict[str, Any]:
+        return {"keys": self.keys, "category_embedding": self.category_embedding}
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:

@@ -131,9 +131,8 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         self._cross: tuple[str, nn.Linear, TableView] | None = None
         self._warned_excluded = False
 
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(include=self.include, exclude=self.exclude, parameters=self.parameters)
+    def _state_key_fields(self) -> dict[str, Any]:
+        return {"include": self.include, "exclude": self.exclude, "parameters": self.parameters}
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
