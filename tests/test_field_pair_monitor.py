@@ -286,3 +286,41 @@ def test_resume_continues_the_history_with_the_same_bucketing(tmp_path):
     # Same samples, same buckets: the resumed epochs' ground truth equals the first run's.
     assert second.history[-1]["mutual_information"] == first.history[-1]["mutual_information"]
     assert second.history[0] == first.history[0]
+
+
+class _NewDataEachEpoch(TinyFwFM):
+    """Trains on the XOR-planted data in epoch 0, then on data whose label ignores the features (a stream)."""
+
+    def train_dataloader(self):
+        x, y = _data(seed=self.current_epoch)
+        if self.current_epoch > 0:
+            y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(self.current_epoch))]
+        return _loader(x, y)
+
+
+def _pair_mi_bits(monitor, x, y, i, j) -> float:
+    buckets = monitor.counts.buckets(x)
+    return float(mutual_info_score(buckets[:, i] * 6 + buckets[:, j], y.long())) / math.log(2)
+
+
+@pytest.mark.parametrize("recount", [False, True])
+def test_the_first_pass_is_the_ground_truth_unless_recount(tmp_path, recount):
+    pl.seed_everything(3)
+    monitor = _monitor(bias_correction="none", recount=recount)
+    _trainer(tmp_path, [monitor], max_epochs=3, reload_dataloaders_every_n_epochs=1).fit(_NewDataEachEpoch())
+    epochs = [r["epoch"] for r in monitor.history]
+    assert epochs == [0, 1, 2] and all(r["samples"] == 512 for r in monitor.history)
+    first_x, first_y = _data(seed=0)
+    planted = monitor.history[0]["mutual_information"][0][2]
+    assert planted == pytest.approx(_pair_mi_bits(monitor, first_x, first_y, 0, 2), rel=2e-4)
+    last = monitor.history[-1]["mutual_information"][0][2]
+    if not recount:
+        # One pass, kept: the later epochs' tables are the first epoch's, whatever those epochs saw.
+        assert all(r["mutual_information"] == monitor.history[0]["mutual_information"] for r in monitor.history)
+        assert "kept" in monitor.inventory_markdown()
+    else:
+        # Each analysed epoch counts its own pass: the last one's label ignores the features.
+        x, y = _data(seed=2)
+        y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(2))]
+        assert last == pytest.approx(_pair_mi_bits(monitor, x, y, 0, 2), rel=2e-4, abs=1e-6)
+        assert last < planted / 10

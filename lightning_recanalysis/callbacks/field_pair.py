@@ -47,11 +47,14 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     (value pairs - 1) / (2 N ln 2) bits, 340 times more for a pair of two 32-value fields than for a pair of two binary
     ones, which would rank pairs by their number of values.
 
-    Each analysed epoch counts its own pass over the data: the counts are zeroed at its start (the bucketing is
-    kept) and summed across processes at its end. So the estimate and its bias correction are those of one pass,
-    whose samples are distinct (accumulating repeated epochs would multiply the sample size the correction
-    assumes without adding information); repeated epochs over the same data give the same ground truth, a stream
-    of new data a fresh estimate each epoch; and epochs that are not analysed (``every_n_epochs``) count nothing.
+    The ground truth is one pass over the data: the first analysed epoch of a fit (or of a resumed fit) is
+    counted, its counts are summed across processes at its end, and they stay the ground truth of every later
+    analysis, beside the learned strength read afresh each time. Repeated epochs over the same data would give
+    the same tables again, at the cost of counting them (on the DCNv2 demo, most of the monitor's time), and
+    accumulating them would multiply the sample size the bias correction assumes without adding information.
+    With data that change between epochs (a stream, resampled or reloaded loaders) pass ``recount=True``: every
+    analysed epoch then counts its own pass, the counts zeroed at its start (the bucketing is kept). Epochs that
+    are not analysed (``every_n_epochs``) count nothing.
 
     **Learned.** For a DCNv2 (Wang et al., WWW 2021): S_ij = (||W[j, i]||_F + ||W[i, j]||_F) / 2 from the first
     cross layer's weight, where block W[j, i] maps field i's embedding into field j's slot
@@ -67,7 +70,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     Scalars (every logger):
         - ``correlation/field_pair/agreement``: Spearman's rho, learned strength vs pair MI, over pairs i < j.
         - ``correlation/field_pair/agreement_interaction``: the same vs interaction information.
-        - ``correlation/field_pair/samples``: training samples counted in the epoch (all processes).
+        - ``correlation/field_pair/samples``: training samples in the counted pass (all processes).
         - ``correlation/field_pair/other_fraction``: mean over fields of the share of samples whose value fell in
           the "other" bucket (0 = nothing merged, every estimate exact).
 
@@ -112,6 +115,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         top_k: pairs listed in the text.
         images: turn the images off (scalars, text and history are always kept).
         redraw_tolerance: see the ground-truth images above.
+        recount: count every analysed epoch's pass anew (for data that change between epochs) instead of
+            keeping the first analysed epoch's counts.
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         strict: re-raise analysis errors instead of warning and skipping. Bad batches and configuration always raise.
     """
@@ -138,6 +143,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         top_k: int = 10,
         images: bool = True,
         redraw_tolerance: float = 1e-3,
+        recount: bool = False,
         every_n_epochs: int = 1,
         strict: bool = False,
     ) -> None:
@@ -178,11 +184,12 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         self._cross: tuple[str, nn.Linear, int] | None = None
         self._loaded_vocabulary: list[list[int]] | None = None
         self._drawn: dict[str, np.ndarray] = {}
+        self.recount = bool(recount)
         self._counting = False
+        self._counted = False  # the counts hold a whole pass (kept unless recount)
 
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(fields=tuple(self.selected_names), features=self.keys["features"])
+    def _state_key_fields(self) -> dict[str, Any]:
+        return {"fields": tuple(self.selected_names), "features": self.keys["features"]}
 
     @property
     def selected_names(self) -> list[str]:
@@ -220,6 +227,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         if stage != "fit":
             return
         self.counts = self._new_counts(self._loaded_vocabulary)
+        self._counted = False
         self._drawn = {}
         self._cross = None
         if self.pair_strength is not None:
@@ -291,6 +299,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     def inventory_markdown(self) -> str:
         n, k = len(self.fields), self.num_values + 1
         pairs = n * (n - 1) // 2
+        passes = "every analysed epoch's pass" if self.recount else "one pass (the first analysed epoch), kept"
         state = (pairs * k * k * 2 + n * k * 2) * 8
         if self.pair_strength is not None:
             learned = "the user's `pair_strength` function"
@@ -302,7 +311,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             learned = "nothing (ground truth only)"
         return (f"Field pairs: {n} fields ({', '.join(self.selected_names)}), {pairs} pairs; each field's "
                 f"{self.num_values} most frequent values (chosen from the first {self.warmup_batches} batches) and "
-                f"\"other\"; counts {state / 2**20:.2f} MiB per process, one epoch at a time. Learned strength: "
+                f"\"other\"; counts {state / 2**20:.2f} MiB per process, of {passes}. Learned strength: "
                 f"{learned}. MI in bits, bias correction: {self.bias_correction}.")
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
@@ -315,8 +324,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
 
     # ---- counting ------------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        # One pass per analysis: zero the counts (not the bucketing); epochs not analysed are not counted.
-        self._counting = self._is_analysis_epoch(trainer)
+        # One pass: the first analysed epoch's (or each analysed epoch's with recount); zero the counts first,
+        # not the bucketing. Epochs not analysed are not counted.
+        self._counting = self._is_analysis_epoch(trainer) and (self.recount or not self._counted)
         if self._counting:
             self.counts.reset()
 
@@ -366,7 +376,10 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._is_analysis_epoch(trainer):
             return
-        self._analyse_counts(trainer, pl_module, "field-pair", self.counts, self._flush_counts)
+        counted = self._analyse_counts(trainer, pl_module, "field-pair", self.counts, self._flush_counts)
+        # Kept only when the whole pass was counted; a pass whose counting failed is counted again next time.
+        self._counted = self._counted or (self._counting and counted)
+        self._counting = False
 
     def learned_strength(self, pl_module: nn.Module) -> tuple[torch.Tensor, str] | None:
         """``([n, n] float64, source)`` over the analysed fields, or None when there is nothing to read."""
@@ -445,7 +458,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     # ---- resume ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        # The bucketing, so a resumed run counts into the same buckets (counts cover one epoch: nothing else to keep).
+        # The bucketing, so a resumed run counts into the same buckets. Not the counts: they are local to each
+        # process, and a resumed fit counts its first analysed epoch again.
         state["vocabulary"] = self.counts.vocabulary
         return state
 
