@@ -16,7 +16,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
-__all__ = ["AnalysisWriter", "tensorboard_experiments", "RECORD_PLUGIN", "record_tag", "record_summary"]
+__all__ = ["AnalysisWriter", "tensorboard_experiments", "RECORD_PLUGIN", "record_tag", "record_summary",
+           "image_summary"]
 
 #: Plugin name of the summaries that carry each analysis' full record (JSON). TensorBoard's dashboards ignore
 #: plugins they do not know, so these stay out of sight, while ``python -m lightning_recanalysis report`` reads
@@ -40,6 +41,35 @@ def record_summary(namespace: str, record: Mapping) -> "object":
     tensor = TensorProto(dtype="DT_STRING", string_val=[json.dumps(record, allow_nan=True).encode("utf-8")],
                          tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
     return Summary(value=[Summary.Value(tag=record_tag(namespace), metadata=metadata, tensor=tensor)])
+
+
+def image_summary(tag: str, image_hwc: np.ndarray) -> "object":
+    """A TensorBoard image ``Summary`` of an ``[H, W, 3]`` uint8 image, PNG-encoded at zlib level 1.
+
+    The same summary as ``SummaryWriter.add_image``'s, in about a third of its time on the monitors' images:
+    that converts the pixels to float32 and back, and encodes at level 6, whose files are only about 5% smaller
+    for these flat-coloured maps."""
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image_hwc)).save(buffer, format="PNG", compress_level=1)
+    height, width = image_hwc.shape[:2]
+    png = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=png)])
+
+
+def _writes_tensorboard_protos(experiment) -> bool:
+    """True for torch's ``SummaryWriter``, whose file writer takes ``tensorboard``'s own protos."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return isinstance(experiment, SummaryWriter)
+
+
+def _is_rgb8(image: np.ndarray) -> bool:
+    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
 def tensorboard_experiments(trainer) -> list:
@@ -89,9 +119,18 @@ class AnalysisWriter:
                 self._warn_once(f"scalars-{type(logger).__name__}", f"could not log scalars to {type(logger).__name__}: {err!r}")
 
     def image(self, trainer, tag: str, image_hwc: np.ndarray, step: int) -> None:
-        for exp in self._experiments(trainer, "image " + tag):
+        """An ``[H, W, 3]`` uint8 image (what :mod:`~lightning_recanalysis.raster` draws)."""
+        experiments = self._experiments(trainer, "image " + tag)
+        if not experiments:
+            return
+        summary = None
+        for exp in experiments:
             try:
-                exp.add_image(tag, image_hwc, global_step=step, dataformats="HWC")
+                if _writes_tensorboard_protos(exp) and _is_rgb8(image_hwc):
+                    summary = summary or image_summary(tag, image_hwc)
+                    exp._get_file_writer().add_summary(summary, global_step=step)
+                else:
+                    exp.add_image(tag, image_hwc, global_step=step, dataformats="HWC")
             except Exception as err:
                 self._warn_once("image", f"could not write image '{tag}': {err!r}")
 
