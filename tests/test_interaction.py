@@ -8,11 +8,13 @@ from helpers import numpy_information_abundance, numpy_row_normalized_singular_v
 from lightning_recanalysis.functional import cross_layer_block, interaction_information_abundance
 
 
-@pytest.mark.parametrize("batched_max_rows", [1 << 16, 0], ids=["all-partners-float64", "pair-by-pair-streamed"])
-def test_interaction_matrix_matches_direct_computation(monkeypatch, batched_max_rows):
-    # Both ways of computing the matrix (small fields: all partners at once; large: pair by pair) must agree
-    # with the oracle; the threshold is moved so that these small fields take each way.
+@pytest.mark.parametrize("batched_max_rows, step_values", [(1 << 16, 1 << 18), (1 << 16, 7 * 18), (0, 1 << 18)],
+                         ids=["all-partners-float64", "all-partners-in-slices-of-7-rows", "pair-by-pair-streamed"])
+def test_interaction_matrix_matches_direct_computation(monkeypatch, batched_max_rows, step_values):
+    # Both ways of computing the matrix (small fields: all partners at once, in row slices; large: pair by pair)
+    # must agree with the oracle; the thresholds are moved so that these small fields take each way.
     monkeypatch.setattr("lightning_recanalysis.functional.interaction._BATCHED_MAX_ROWS", batched_max_rows)
+    monkeypatch.setattr("lightning_recanalysis.functional.interaction._BATCHED_STEP_VALUES_CPU", step_values)
     g = torch.Generator().manual_seed(0)
     dims, k = [5, 40, 300], 6
     tables = [torch.randn(d, k, generator=g) for d in dims]

@@ -23,8 +23,11 @@ __all__ = ["cross_layer_block", "interaction_information_abundance"]
 # Fields with at most this many rows get all N partners in one float64 pass (see _all_partner_grams); larger
 # ones are streamed pair by pair in float32 with the rotated Gram of row_normalized_gram.
 _BATCHED_MAX_ROWS = 1 << 16
-# Values of the [rows, N, K] float64 block formed per step of the batched pass (32 MiB).
+# Values of the [N, rows, K] float64 block formed per step of the batched pass: 32 MiB on a GPU (few, large
+# launches); 2 MiB on a CPU, where a block that stays in cache made the pass 2 to 2.8 times faster than 32 MiB
+# blocks (10,000 and 65,536 rows, 8 fields of 16, side by side).
 _BATCHED_STEP_VALUES = 1 << 22
+_BATCHED_STEP_VALUES_CPU = 1 << 18
 
 
 def cross_layer_block(cross_weight: torch.Tensor, source: int, partner: int, width: int) -> torch.Tensor:
@@ -80,12 +83,16 @@ def _all_partner_grams(table: torch.Tensor, w_i: torch.Tensor, n: int, width: in
     """``[N, K, K]`` float64 Grams of the row-normalised P_i1 ... P_iN (rows of P_ij that are zero or not
     finite are left out, as :func:`row_normalized_gram` leaves them out)."""
     grams = torch.zeros(n, width, width, dtype=torch.float64, device=table.device)
-    step = max(1, _BATCHED_STEP_VALUES // (n * width))
+    # [N, K, K]: partner j's block W_ij^T. One batched product gives every P_ij in the [N, rows, K] layout, so
+    # the Grams are one batched product too (an einsum over the [rows, N, K] layout copied it first: 1.7 to 2
+    # times slower on the DCNv2 demo's largest field, side by side).
+    blocks = w_i.view(width, n, width).permute(1, 0, 2)
+    values = _BATCHED_STEP_VALUES if table.is_cuda else _BATCHED_STEP_VALUES_CPU
+    step = max(1, values // (n * width))
     for start in range(0, table.shape[0], step):
-        sub = (table[start : start + step].detach().to(torch.float64) @ w_i).view(-1, n, width)
-        norms = torch.linalg.vector_norm(sub, dim=2)  # [rows, N]
+        sub = torch.matmul(table[start : start + step].detach().to(torch.float64), blocks)  # [N, rows, K]
+        norms = torch.linalg.vector_norm(sub, dim=2, keepdim=True)
         valid = torch.isfinite(norms) & (norms > 0)
-        scale = torch.where(valid, 1.0 / (norms + ROW_NORM_EPS), torch.zeros_like(norms))
-        sub = torch.where(valid[..., None], sub * scale[..., None], torch.zeros_like(sub))
-        grams += torch.einsum("rnk,rnl->nkl", sub, sub)
+        sub = torch.where(valid, sub / (norms + ROW_NORM_EPS), 0.0)
+        grams += torch.bmm(sub.transpose(1, 2), sub)
     return grams
