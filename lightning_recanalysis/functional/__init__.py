@@ -14,6 +14,7 @@ from .field_pair import (
     table_mutual_information,
 )
 from .interaction import cross_layer_block, interaction_information_abundance
+from .ranking import subset_aurocs
 from .spectrum import (
     RowNormalizedGram,
     all_reduce_gram,
@@ -47,6 +48,7 @@ __all__ = [
     "singular_values",
     "singular_values_from_gram",
     "stable_rank",
+    "subset_aurocs",
     "cross_layer_pair_strength",
     "field_label_mutual_information",
     "field_pair_matrices",

@@ -1,0 +1,38 @@
+"""subset_aurocs against torchmetrics' binary_auroc and scipy's Mann-Whitney U, ties included."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import mannwhitneyu
+from torchmetrics.functional.classification import binary_auroc
+
+from lightning_recanalysis.functional import subset_aurocs
+
+
+def test_every_subset_matches_torchmetrics_and_mann_whitney_with_ties():
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    # Scores rounded to two decimals: many ties, within and across the classes.
+    scores = (torch.rand(n, generator=g, dtype=torch.float64) * 4).round(decimals=2)
+    target = (torch.rand(n, generator=g) < torch.sigmoid(scores.float() - 2)).long()
+    other = torch.rand(n, generator=g) < 0.5
+    masks = [torch.ones(n, dtype=torch.bool), other, ~other, target.bool() | other, torch.zeros(n, dtype=torch.bool)]
+    got = subset_aurocs(scores, target, masks)
+    for mask, value in zip(masks[:3], got[:3]):
+        expected = float(binary_auroc(scores[mask], target[mask]))
+        assert value == pytest.approx(expected, abs=1e-6)  # torchmetrics computes in float32
+        pos, neg = scores[mask][target[mask] == 1].numpy(), scores[mask][target[mask] == 0].numpy()
+        assert value == pytest.approx(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)), rel=1e-12)
+    # A subset of positives only, and an empty one, have no AUROC.
+    assert got[3] is not None and got[4] is None
+    only_positives = subset_aurocs(scores, target, [target.bool()])
+    assert only_positives == [None]
+
+
+def test_hand_computed_value_and_shape_errors():
+    # Positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5), (0.9>0.1), (0.5=0.5: half), (0.5>0.1) -> 3.5/4.
+    assert subset_aurocs(np.array([0.9, 0.5, 0.5, 0.1]), np.array([1, 1, 0, 0]), [np.ones(4, bool)]) == [0.875]
+    with pytest.raises(ValueError, match="same number of values"):
+        subset_aurocs(np.zeros(3), np.zeros(4), [])
+    with pytest.raises(ValueError, match="each mask must have 3 values"):
+        subset_aurocs(np.zeros(3), np.zeros(3), [np.ones(2, bool)])
