@@ -16,6 +16,8 @@ matplotlib.use("Agg", force=False)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .raster import _cell_text  # noqa: E402
+
 __all__ = ["heatmap_figure", "figure_to_png", "grouped_bar_figure", "ia_bar_figure"]
 
 
@@ -63,7 +65,7 @@ def heatmap_figure(
                 # Text colour from the cell's own brightness, so any colour map (diverging too) stays legible.
                 red, green, blue, _ = image.cmap(image.norm(data[r, c]))
                 light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
-                ax.text(c, r, fmt.format(data[r, c]), ha="center", va="center", fontsize=6,
+                ax.text(c, r, _cell_text(fmt, data[r, c]), ha="center", va="center", fontsize=6,
                         color="black" if light else "white")
     cbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if colorbar_label:

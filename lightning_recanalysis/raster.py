@@ -128,6 +128,14 @@ def _tick_texts(ticks: Sequence[float]) -> list[str]:
     return [f"{t + 0.0:.{decimals}f}".replace("-", "\u2212") for t in ticks]
 
 
+def _cell_text(fmt: str, value: float) -> str:
+    """``fmt.format(value)``, without the sign of a value that rounds to zero ("-0.000" reads as negative)."""
+    text = fmt.format(value)
+    if text.startswith("-") and not any(c in "123456789" for c in text):
+        return text[1:]
+    return text
+
+
 def heatmap_image(
     matrix,
     *,
@@ -166,7 +174,7 @@ def heatmap_image(
     title_size, label_size, tick_size, cell_text = 14, 13, 11, 10  # px; matplotlib's 10 pt at 100 dpi is 14 px
 
     cell_w, cell_h = (cell, cell) if isinstance(cell, int) else cell
-    texts = [[fmt.format(v) if np.isfinite(v) else "" for v in row] for row in data] if annotate else []
+    texts = [[_cell_text(fmt, v) if np.isfinite(v) else "" for v in row] for row in data] if annotate else []
     if annotate:
         cell_w = max(cell_w, max((_size(t, cell_text)[0] for row in texts for t in row), default=0) + 6)
     col_w = max((_size(c, tick_size)[0] for c in cols), default=0)

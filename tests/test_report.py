@@ -199,6 +199,15 @@ def test_raster_heatmap_blank_cells_and_labels_that_fit():
     assert png_bytes(image)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cell_values_that_round_to_zero_carry_no_minus_sign():
+    from lightning_recanalysis.raster import _cell_text
+
+    # A Miller-Madow-corrected MI of -4e-5 bits prints as zero, not as a negative "-0.000".
+    assert [_cell_text("{:.3f}", v) for v in (-4e-5, -0.0, 4e-5, -0.0021, -1.5)] == [
+        "0.000", "0.000", "0.000", "-0.002", "-1.500"]
+    assert _cell_text("{:.1e}", -1e-5) == "-1.0e-05" and _cell_text("{:.2f}", -0.004) == "0.00"
+
+
 def test_raster_line_legend_never_hides_data():
     x = list(range(20))
     low = {"one": (x, [0.3 * i / 19 for i in x]), "two": (x, [0.1] * 20)}
