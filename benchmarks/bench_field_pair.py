@@ -5,8 +5,9 @@ the monitor's share of the DCNv2 demo's training time.
 
 1. *Memory*: the bytes of ``FieldPairCounts``' states (int64 counts of every pair's (V+1) x (V+1) x 2 table) for
    8 (the synthetic demo), 26 and 39 fields (Criteo), at the default V = 31, beside the formula.
-2. *Counting*: median time of ``update`` on a batch of Zipf-distributed ids, after the warm-up, one torch thread
-   and all of them.
+2. *Counting*: time per batch of Zipf-distributed ids after the warm-up (``update`` of every batch and the flush
+   that counts them, one torch thread and all of them); and the CPU count per sample and pair side by side with
+   one ``bincount`` over every pair's codes at once (the way it counted before), on the same rows.
 3. *Analysis*: one epoch-end analysis (MI matrices, learned strength, three heatmaps, the text) for 39 fields.
 4. *Share of training*: the DCNv2 demo at its defaults (8 epochs) with only ``FieldPairCorrelationMonitor``, every
    hook of the monitor timed (``benchmarks.bench_overhead``'s instrumentation), in a fresh process; the share of
@@ -36,6 +37,11 @@ def _zipf_batch(batch: int, fields: int, seed: int) -> tuple[torch.Tensor, torch
 
 
 def count_worker(fields: int, batch: int, threads: int, batches: int) -> dict:
+    """Per batch: ``update`` of ``batches`` batches and the flush that counts them, over ``batches``. Then the CPU
+    count itself against one ``bincount`` over every pair's codes at once (the former way), interleaved, on
+    the same rows."""
+    import numpy as np
+
     from lightning_recanalysis.metrics import FieldPairCounts
 
     if threads:
@@ -44,13 +50,41 @@ def count_worker(fields: int, batch: int, threads: int, batches: int) -> dict:
     data = [_zipf_batch(batch, fields, s) for s in range(batches + metric.warmup_batches)]
     for x, y in data[: metric.warmup_batches]:
         metric.update(x, y)
-    seconds = []
+    start = time.perf_counter()
     for x, y in data[metric.warmup_batches :]:
-        start = time.perf_counter()
         metric.update(x, y)
-        seconds.append(time.perf_counter() - start)
+    metric.flush()
+    per_batch = (time.perf_counter() - start) / batches
     state = sum(t.numel() * t.element_size() for t in (metric.pair_counts, metric.field_counts))
-    return {"update_ms": 1000 * statistics.median(seconds), "state_bytes": state}
+
+    x = torch.cat([x for x, _ in data[metric.warmup_batches :]])
+    y = torch.cat([y for _, y in data[metric.warmup_batches :]])
+    first, second = (t.numpy() for t in metric.pairs())
+    k = metric.num_buckets
+    cells = k * k * 2
+
+    def ours():
+        metric.reset()
+        metric._count_numpy(x, y)
+        return metric.pair_counts.reshape(-1).numpy()
+
+    def one_bincount():
+        bt, label = metric._buckets_numpy(x), y.numpy().astype(np.int32)
+        base = (np.arange(first.size, dtype=np.int32) * cells)[:, None]
+        codes = (bt[first] * (2 * k) + base + bt[second] * 2 + label).reshape(-1)
+        return np.bincount(codes, minlength=first.size * cells)
+
+    same = bool(np.array_equal(ours(), one_bincount()))
+    seconds: dict = {"ours": [], "one": []}
+    for _ in range(5):
+        for name, fn in (("ours", ours), ("one", one_bincount)):
+            tick = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - tick)
+    codes = x.shape[0] * first.size
+    return {"update_ms": 1000 * per_batch, "state_bytes": state, "same": same,
+            "ours_ns": 1e9 * statistics.median(seconds["ours"]) / codes,
+            "one_ns": 1e9 * statistics.median(seconds["one"]) / codes}
 
 
 def analysis_worker(fields: int) -> dict:
@@ -137,8 +171,11 @@ def main(argv=None) -> None:
         pairs = fields * (fields - 1) // 2
         formula = (pairs * 32 * 32 * 2 + fields * 32 * 2) * 8
         rows.append([str(fields), str(pairs), f"{one['state_bytes'] / 2**20:.2f} MiB", f"{formula / 2**20:.2f} MiB",
-                     f"{one['update_ms']:.2f} ms", f"{every['update_ms']:.2f} ms"])
-    print(table(["fields", "pairs", "count state", "formula", "update, 1 thread", "update, all threads"], rows))
+                     f"{one['update_ms']:.2f} ms", f"{every['update_ms']:.2f} ms",
+                     f"{one['ours_ns']:.1f} ns", f"{one['one_ns'] / one['ours_ns']:.1f}x slower",
+                     "yes" if one["same"] else "NO"])
+    print(table(["fields", "pairs", "count state", "formula", "per batch, 1 thread", "per batch, all threads",
+                 "per sample and pair", "one bincount for all pairs", "same counts"], rows))
     analysis = run_worker("benchmarks.bench_field_pair", "analysis", "39")
     print(f"\none epoch-end analysis, 39 fields: MI matrices + learned strength {analysis['analyse_s'] * 1000:.0f} ms, "
           f"three heatmaps + text {analysis['log_s']:.2f} s")

@@ -30,9 +30,9 @@ id -> bucket table takes 2 bytes per id from 0 to each field's largest kept id (
 search is used; a few KiB when ids are numbered by frequency, as in the demo).
 
 **Cost.** Per batch: one gather in a dense id -> bucket table (binary search for ids too large for one), then
-B x N(N - 1)/2 increments (numpy ``bincount`` on CPU, ``index_add_`` on CUDA; both exact). On a busy 2-core CPU
-(``benchmarks/bench_field_pair.py``): about 1 ms per 1024 samples of 8 fields, 8 ms of 26 fields, 20 to 25 ms of
-39 fields (about 30 ns per sample and pair).
+B x N(N - 1)/2 increments (on CPU numpy ``bincount``, one field and one pair at a time; on CUDA ``index_add_``;
+both exact). On a 2-core CPU, one thread (``benchmarks/bench_field_pair.py``): about 0.5 ms per 1024 samples of
+8 fields, 2 ms of 26 fields, 3 ms of 39 fields (3.5 to 12 ns per sample and pair).
 """
 
 from __future__ import annotations
