@@ -61,6 +61,31 @@ def image_summary(tag: str, image_hwc: np.ndarray) -> "object":
     return Summary(value=[Summary.Value(tag=tag, image=png)])
 
 
+def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: int) -> bool:
+    """Write ``metrics`` to a ``TensorBoardLogger`` as one event; False for any other logger (left to it).
+
+    The values TensorBoardLogger.log_metrics writes (one ``simple_value`` per tag, under the logger's prefix,
+    rank 0 only), in one event instead of one per scalar: an analysis logs tens to hundreds of scalars, and
+    each event cost about 140 microseconds to build and queue."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if not isinstance(logger, TensorBoardLogger):
+        return False
+    if not trainer.is_global_zero:
+        return True  # log_metrics is rank-zero-only too
+    experiment = logger.experiment
+    if not _writes_tensorboard_protos(experiment):
+        return False
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    prefix = getattr(logger, "_prefix", "")
+    join = getattr(logger, "LOGGER_JOIN_CHAR", "-")
+    values = [Summary.Value(tag=f"{prefix}{join}{tag}" if prefix else tag, simple_value=value)
+              for tag, value in metrics.items()]
+    experiment._get_file_writer().add_summary(Summary(value=values), global_step=step)
+    return True
+
+
 def _writes_tensorboard_protos(experiment) -> bool:
     """True for torch's ``SummaryWriter``, whose file writer takes ``tensorboard``'s own protos."""
     from torch.utils.tensorboard import SummaryWriter
@@ -84,7 +109,8 @@ def tensorboard_experiments(trainer) -> list:
 class AnalysisWriter:
     """Sends one analysis' results to the trainer's loggers.
 
-    Scalars go to every logger (``log_metrics``, which Lightning's loggers already restrict to rank 0);
+    Scalars go to every logger (``log_metrics``, which Lightning's loggers already restrict to rank 0; to a
+    TensorBoard logger as one event per call, the same values);
     images, histograms and text go to TensorBoard loggers only. With loggers but none of them TensorBoard,
     images and histograms are skipped with a single warning (with no logger at all, silently).
     """
@@ -114,7 +140,8 @@ class AnalysisWriter:
         clean = {k: float(v) for k, v in metrics.items()}
         for logger in trainer.loggers:
             try:
-                logger.log_metrics(clean, step=step)
+                if not _tensorboard_scalars(trainer, logger, clean, step):
+                    logger.log_metrics(clean, step=step)
             except Exception as err:  # a logger's own failure must not stop training
                 self._warn_once(f"scalars-{type(logger).__name__}", f"could not log scalars to {type(logger).__name__}: {err!r}")
 

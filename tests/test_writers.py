@@ -31,3 +31,34 @@ def test_images_read_back_pixel_for_pixel_beside_add_image(tmp_path):
     assert np.array_equal(decoded["ours"], drawn)
     assert np.array_equal(decoded["ours"], decoded["theirs"])
     assert np.abs(decoded["float"].astype(int) - drawn).max() <= 1
+
+
+def _scalars(log_dir):
+    events = read_events(log_dir)
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_scalars_read_back_as_log_metrics_writes_them(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    metrics = [{"collapse/a/ia": 3.25, "collapse/b/ia": 1.5}, {"collapse/a/ia": 2.75, "collapse/c": -1e-3}]
+    for prefix in ("", "fold1"):
+        ours = TensorBoardLogger(str(tmp_path / f"ours{prefix}"), name="run", version=0, prefix=prefix)
+        theirs = TensorBoardLogger(str(tmp_path / f"theirs{prefix}"), name="run", version=0, prefix=prefix)
+        csv = CSVLogger(str(tmp_path / f"csv{prefix}"), name="run", version=0)
+        writer = AnalysisWriter("test")
+        for step, values in enumerate(metrics):
+            writer.scalars(SimpleNamespace(is_global_zero=True, loggers=[ours, csv]), values, step)
+            theirs.log_metrics(values, step=step)  # the oracle: Lightning's own path, one event per scalar
+        for logger in (ours, theirs, csv):
+            logger.finalize("success")
+        got = _scalars(tmp_path / f"ours{prefix}" / "run" / "version_0")
+        assert got == _scalars(tmp_path / f"theirs{prefix}" / "run" / "version_0")
+        assert set(got) == {f"{prefix}-{t}" if prefix else t for t in ("collapse/a/ia", "collapse/b/ia", "collapse/c")}
+        # Other loggers still get log_metrics.
+        rows = (tmp_path / f"csv{prefix}" / "run" / "version_0" / "metrics.csv").read_text().splitlines()
+        assert rows[0].split(",") == ["collapse/a/ia", "collapse/b/ia", "collapse/c", "step"] and len(rows) == 3
+    # Off rank 0 nothing is written, as log_metrics does.
+    quiet = TensorBoardLogger(str(tmp_path / "quiet"), name="run", version=0)
+    AnalysisWriter("test").scalars(SimpleNamespace(is_global_zero=False, loggers=[quiet]), metrics[0], 0)
+    assert not (tmp_path / "quiet").exists()
