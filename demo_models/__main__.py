@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, 
         callbacks.append(AnalysisReport())
     logger = TensorBoardLogger(str(out), name=f"{model}-{data}", version="monitors" if monitors else "no-monitors",
                                default_hp_metric=False)
+    # A demo run is a fresh fit, not a resume: the previous run's event files, checkpoints and report in this
+    # fixed directory would otherwise sit beside the new ones, and TensorBoard would draw both runs as one.
+    previous = Path(logger.log_dir)
+    if previous.is_dir():
+        shutil.rmtree(previous)
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         logger=logger,
