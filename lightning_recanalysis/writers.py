@@ -69,7 +69,8 @@ def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: in
     each event cost about 140 microseconds to build and queue."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    if not isinstance(logger, TensorBoardLogger):
+    # A subclass that overrides log_metrics (to filter or rename) gets its own method.
+    if not isinstance(logger, TensorBoardLogger) or type(logger).log_metrics is not TensorBoardLogger.log_metrics:
         return False
     if not trainer.is_global_zero:
         return True  # log_metrics is rank-zero-only too
@@ -87,10 +88,13 @@ def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: in
 
 
 def _writes_tensorboard_protos(experiment) -> bool:
-    """True for torch's ``SummaryWriter``, whose file writer takes ``tensorboard``'s own protos."""
+    """True for torch's own ``SummaryWriter`` (not a subclass that changes how it adds scalars or images), whose
+    file writer takes ``tensorboard``'s protos."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return isinstance(experiment, SummaryWriter)
+    kind = type(experiment)
+    return (isinstance(experiment, SummaryWriter) and kind.add_image is SummaryWriter.add_image
+            and kind.add_scalar is SummaryWriter.add_scalar)
 
 
 def _is_rgb8(image: np.ndarray) -> bool:

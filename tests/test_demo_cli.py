@@ -5,11 +5,15 @@ from lightning_recanalysis.report.run_data import read_run
 
 
 def test_a_second_demo_run_replaces_the_first(tmp_path):
+    neighbour = tmp_path / "shared_bottom-synthetic" / "no-monitors"  # another run's directory, left alone
+    neighbour.mkdir(parents=True)
+    (neighbour / "keep.txt").write_text("not this run's")
     first = run("shared_bottom", None, 2, tmp_path, 0, True, quiet=True)
     (first / "stale.txt").write_text("left by the first run")
     second = run("shared_bottom", None, 1, tmp_path, 0, True, quiet=True)
     assert second == first
     assert len(list(second.glob("events.out.tfevents.*"))) == 1 and not (second / "stale.txt").exists()
+    assert (neighbour / "keep.txt").exists()
     # The report rebuilt from the event files sees the second run's one epoch, not the first run's two.
     epochs = {r["epoch"] for r in read_run(second).records["entanglement"]}
     assert epochs == {0}

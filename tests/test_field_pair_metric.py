@@ -39,11 +39,15 @@ def _bucket(vocab, f, value):
     return vocab[f].index(value) if value in vocab[f] else V
 
 
-def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent_values():
+@pytest.mark.parametrize("lookup_limit", [1 << 22, 0], ids=["lookup-table", "binary-search"])
+def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent_values(monkeypatch, lookup_limit):
+    # Both ways of finding a value's bucket (a dense table, or a binary search when ids are too large for one).
+    monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._LOOKUP_LIMIT", lookup_limit)
     batches, x, y = _random_batches()
     metric = FieldPairCounts(len(DIMS), num_values=V, warmup_batches=3)
     for xb, yb in batches:
         metric.update(xb, yb)
+    assert (metric._lookup is None) == (lookup_limit == 0)
     vocab = _oracle_vocabulary(x[:300], V)  # the first three batches
     assert metric.vocabulary == vocab
     pair_dict, field_dict = collections.Counter(), collections.Counter()

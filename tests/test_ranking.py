@@ -36,3 +36,11 @@ def test_hand_computed_value_and_shape_errors():
         subset_aurocs(np.zeros(3), np.zeros(4), [])
     with pytest.raises(ValueError, match="each mask must have 3 values"):
         subset_aurocs(np.zeros(3), np.zeros(3), [np.ones(2, bool)])
+
+
+def test_integer_masks_are_refused_and_saturating_logits_keep_their_order():
+    scores, target = np.array([0.9, 0.5, 0.5, 0.1, 0.3]), np.array([1, 1, 0, 0, 1])
+    with pytest.raises(ValueError, match="masks must be boolean"):
+        subset_aurocs(scores, target, [np.array([1, 1, 1, 1, 0])])  # would index rows 1 and 0, not select
+    # Logits 30 > 25 > 20 > 18 rank the positives first: AUROC 1 by hand. A float32 sigmoid rounds all four to 1.0.
+    assert subset_aurocs(np.array([30.0, 20.0, 25.0, 18.0]), np.array([1, 0, 1, 0]), [np.ones(4, bool)]) == [1.0]

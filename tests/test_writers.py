@@ -62,3 +62,14 @@ def test_scalars_read_back_as_log_metrics_writes_them(tmp_path):
     quiet = TensorBoardLogger(str(tmp_path / "quiet"), name="run", version=0)
     AnalysisWriter("test").scalars(SimpleNamespace(is_global_zero=False, loggers=[quiet]), metrics[0], 0)
     assert not (tmp_path / "quiet").exists()
+
+
+def test_a_logger_subclass_that_filters_its_metrics_keeps_its_own_log_metrics(tmp_path):
+    class NoSkip(TensorBoardLogger):
+        def log_metrics(self, metrics, step=None):
+            super().log_metrics({k: v for k, v in metrics.items() if not k.startswith("skip/")}, step)
+
+    logger = NoSkip(str(tmp_path), name="run", version=0)
+    AnalysisWriter("test").scalars(SimpleNamespace(is_global_zero=True, loggers=[logger]), {"skip/a": 1.0, "keep": 2.0}, 0)
+    logger.finalize("success")
+    assert _scalars(tmp_path / "run" / "version_0") == {"keep": [(0, 2.0)]}

@@ -18,7 +18,9 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     AUROC = P(s+ > s-) + P(s+ = s-) / 2 over the subset's positive/negative pairs, computed as Mann-Whitney's
     U / (P N) with U = (sum of the positives' ranks) - P (P + 1) / 2 and tied scores given their average rank:
     the area under the exact ROC curve (``torchmetrics``' ``binary_auroc`` without thresholds, trapezoids
-    between distinct scores). The scores are sorted once for all subsets; each subset is then one linear pass,
+    between distinct scores), on the scores as given: logits far from 0 keep their order, where a float32
+    sigmoid first (as ``binary_auroc`` applies to scores outside [0, 1]) can round them to ties. The scores are
+    sorted once for all subsets; each subset is then one linear pass,
     where a call per subset would sort again every time.
     """
     s = _numpy(scores).astype(np.float64, copy=False).reshape(-1)
@@ -30,6 +32,9 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     out: list[float | None] = []
     for mask in masks:
         keep = _numpy(mask).reshape(-1)
+        if keep.dtype != np.bool_:
+            # An integer array would index, not select: the subset would be silently wrong.
+            raise ValueError(f"masks must be boolean, got dtype {keep.dtype}; pass mask.bool() / mask != 0")
         if keep.shape != s.shape:
             raise ValueError(f"each mask must have {s.size} values, got {keep.size}")
         ss, yy = s_sorted[keep[order]], y_sorted[keep[order]]
