@@ -328,10 +328,7 @@ class FieldPairCounts(Metric):
                                "vocabulary=")
         if self._lookup is not None and not features.is_cuda:
             # numpy's gather and select: about twice as fast as torch's integer kernels on CPU here.
-            table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
-            x = features.to(torch.int64).numpy()
-            found = table[np.minimum(x, spans - 1) + offsets]  # ids past the largest kept id are clamped first
-            return torch.from_numpy(np.where(x < spans, found, self.num_values).astype(np.int64))
+            return torch.from_numpy(self._buckets_numpy(features).T.astype(np.int64))
         if self._lookup is not None:
             table, offsets, spans = (t.to(features.device) for t in self._lookup)
             x = features.to(torch.int64)
@@ -392,11 +389,12 @@ class FieldPairCounts(Metric):
             pair_counts[p] += np.bincount(left[i] + right[j], minlength=k * k * 2)
 
     def _buckets_numpy(self, features: torch.Tensor) -> np.ndarray:
-        """:meth:`buckets` on CPU as an ``[N, B]`` int32 array, looked up field by field on contiguous rows."""
+        """:meth:`buckets` on CPU as an ``[N, B]`` int32 array: the dense table looked up field by field on
+        contiguous rows (the binary search, for ids too large for a table, is :meth:`buckets`' own)."""
         if self._lookup is None:
             return np.ascontiguousarray(self.buckets(features).numpy().T.astype(np.int32))
         table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
-        x = np.ascontiguousarray(features.numpy().T)  # [N, B]
+        x = np.ascontiguousarray(features.to(torch.int64).numpy().T)  # [N, B]
         out = np.empty(x.shape, dtype=np.int32)
         for f in range(self.num_fields):
             span, at = int(spans[f]), int(offsets[f])
