@@ -55,8 +55,9 @@ class EntanglementMonitor(AnalysisCallback):
     ``b_only`` pair the same way for both tasks; a task's own chunk does not.
 
     Each task's AUROC (:func:`~lightning_recanalysis.functional.subset_aurocs`, the exact area under the ROC
-    curve, ties counted half, on the scores the module returns) is reported on subsets where it is defined. Inside one label-pattern subset a task's labels are all equal,
-    so its AUROC there has no meaning; the subsets are therefore unions of patterns, as in STEM's analysis:
+    curve, ties counted half, on the scores the module returns) is reported on subsets where it is defined.
+    Inside one label-pattern subset a task's labels are all equal, so its AUROC there has no meaning; the
+    subsets are therefore unions of patterns, as in STEM's analysis:
 
     - ``all``: every pair;
     - ``labels_agree`` (all tasks' labels equal: ``both`` + ``neither``) and ``labels_disagree`` (the rest:

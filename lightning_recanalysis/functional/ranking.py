@@ -20,8 +20,8 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     the area under the exact ROC curve (``torchmetrics``' ``binary_auroc`` without thresholds, trapezoids
     between distinct scores), on the scores as given: logits far from 0 keep their order, where a float32
     sigmoid first (as ``binary_auroc`` applies to scores outside [0, 1]) can round them to ties. The scores are
-    sorted once for all subsets; each subset is then one linear pass,
-    where a call per subset would sort again every time.
+    sorted once for all subsets; each subset is then one linear pass, where a call per subset would sort again
+    every time.
     """
     s = _numpy(scores).astype(np.float64, copy=False).reshape(-1)
     y = _numpy(target).reshape(-1) > 0.5
@@ -37,7 +37,8 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
             raise ValueError(f"masks must be boolean, got dtype {keep.dtype}; pass mask.bool() / mask != 0")
         if keep.shape != s.shape:
             raise ValueError(f"each mask must have {s.size} values, got {keep.size}")
-        ss, yy = s_sorted[keep[order]], y_sorted[keep[order]]
+        kept = keep[order]
+        ss, yy = s_sorted[kept], y_sorted[kept]
         positives = int(yy.sum())
         negatives = yy.size - positives
         if positives == 0 or negatives == 0:
