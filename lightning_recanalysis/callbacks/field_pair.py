@@ -21,7 +21,10 @@ from ..functional.correlation import rank_correlation
 from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
 from ..raster import heatmap_image
-from ..tables import is_square_linear, named_cross_layer
+from ..cross import block_pair_strength
+from ..field_sets import analysis_units
+from ..tables import discover_tables, is_square_linear, named_cross_layer
+from ._cross import CrossFinder
 from .base import AnalysisCallback
 
 __all__ = ["FieldPairCorrelationMonitor"]
@@ -60,7 +63,13 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     cross layer's weight, where block W[j, i] maps field i's embedding into field j's slot
     (:func:`~lightning_recanalysis.functional.cross_layer_pair_strength`); the cross input must hold the batch's
     fields in column order, each of width K, from column ``cross_offset``. For FM-family models (FM, FFM, FwFM) or
-    any other layout pass ``pair_strength(module) -> [N, N]`` (e.g. FwFM's |r_ij|).
+    any other layout pass ``pair_strength(module) -> [N, N]`` (e.g. FwFM's |r_ij|). A model whose fields live in
+    tables of their own (one per feature, or shared), whose cross kernel is a raw ``[L, D, D]`` tensor or a
+    low-rank mixture, or whose cross input mixes in dense features: the kernel is resolved as the
+    :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` resolves it, and each field's columns are found on the
+    first training batch (or given as ``cross_fields``); the batch's ``field_names`` are matched to the fields
+    found by name (a table per feature is named after its module, e.g. ``embedding_dict.C1`` -> ``C1``), and
+    S_ij is the same mean of block norms over those columns.
 
     **Agreement.** Spearman's rank correlation between the learned strength and the ground truth over the pairs
     i < j (the diagonal is left out): 1 = the model couples most the pairs that tell most.
@@ -111,6 +120,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             ``"auto"`` (default) for the first square ``nn.Linear`` of side ``cross_offset + N K`` with K the width
             of one of the model's embeddings, or ``None``.
         cross_offset: column of the cross input where field 0's embedding starts.
+        cross_layer_index / cross_fields / cross_input: as in
+            :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` (the kernel's layer, the input layout given,
+            the module whose input is x_0).
         embed_dim: K, the per-field width in the cross input (default: the model's embedding width).
         pair_strength: ``fn(module) -> [N, N]`` learned strength over all N fields, used instead of the cross layer.
         top_k: pairs listed in the text.
@@ -139,6 +151,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         bias_correction: str = "miller_madow",
         cross_layer: str | None = "auto",
         cross_offset: int = 0,
+        cross_layer_index: int = 0,
+        cross_fields: Sequence[str | int] | None = None,
+        cross_input: str | None = None,
         embed_dim: int | None = None,
         pair_strength: PairStrength | None = None,
         top_k: int = 10,
@@ -183,6 +198,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         self.images, self.redraw_tolerance = images, redraw_tolerance
         self.counts = self._new_counts(None)
         self._cross: tuple[str, nn.Linear, int] | None = None
+        self._finder = CrossFinder(cross_layer, layer_index=cross_layer_index, cross_fields=cross_fields,
+                                   input_module=cross_input, owner=type(self).__name__)
+        self._slots = None
         self._loaded_vocabulary: list[list[int]] | None = None
         self._drawn: dict[str, np.ndarray] = {}
         self.recount = bool(recount)
@@ -234,8 +252,14 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         if self.pair_strength is not None:
             self._check_strength(self._call_pair_strength(pl_module), "at setup")
         elif self.cross_layer is not None:
-            self._cross = self._find_cross_layer(pl_module)
+            self._slots = None
+            concatenated = self._finder.cross_fields is None and self._has_concatenated_table(pl_module)
+            self._cross = self._find_cross_layer(pl_module) if concatenated else None
             if self._cross is None:
+                self._setup_finder(pl_module)
+            if self._cross is None and self._finder.layout is not None:
+                self._slots = self._match_fields()
+            if self._cross is None and self._finder.layout is None and not self._finder.waiting:
                 warnings.warn(
                     f"{type(self).__name__}: no DCNv2 cross layer found (a square nn.Linear of side "
                     f"{self.cross_offset} + {self.num_fields} x K, K an embedding width of the model); only the "
@@ -244,6 +268,50 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
                     RuntimeWarning,
                     stacklevel=2,
                 )
+
+    def _has_concatenated_table(self, model: nn.Module) -> bool:
+        """The demo's layout: one table holds every field (sum(field_dims) rows, or the model's only table)."""
+        tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.embedding_dim > 1]
+        if self.field_dims is not None:
+            return any(m.num_embeddings == sum(self.field_dims) for m in tables)
+        return len({id(m.weight) for m in tables}) == 1
+
+    def _setup_finder(self, model: nn.Module) -> None:
+        try:
+            dims = None
+            if self.field_dims is not None:
+                dims = {m.num_embeddings: dict(zip(self.field_names, self.field_dims)) for m in model.modules()
+                        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.num_embeddings == sum(self.field_dims)}
+            tables = discover_tables(model)
+            if dims:
+                tables = discover_tables(model, field_dims={t.name: dims[t.rows] for t in tables if t.rows in dims})
+        except ValueError:
+            return
+        self._finder.setup(model, analysis_units(tables))
+
+    def _match_fields(self):
+        """The cross-input slot of each configured field, by name (slot name, or its field's name)."""
+        layout = self._finder.layout
+        by_name = {}
+        for slot in layout.slots:
+            for key in (slot.name, slot.field, *slot.field.split("+")):
+                by_name.setdefault(key, slot)
+        missing = [n for n in self.field_names if n not in by_name]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: fields {missing} of field_names are not in the input of cross layer "
+                f"'{self._finder.kernel.name}', which holds {layout.describe()}. Name the batch's fields as the "
+                "model's tables are named, or give pair_strength=fn(module)")
+        return [by_name[n] for n in self.field_names]
+
+    # The cross input's layout, when it must be read from a batch: hooks for the first step's forward only.
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._finder.waiting:
+            self._finder.start()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if self._finder.finish():
+            self._slots = self._match_fields()
 
     def _embedding_widths(self, model: nn.Module) -> list[int]:
         if self.embed_dim is not None:
@@ -308,6 +376,10 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             name, layer, width = self._cross
             learned = (f"cross layer `{name}` ({layer.weight.shape[0]} x {layer.weight.shape[1]}), "
                        f"{self.num_fields} fields of width {width} from column {self.cross_offset}")
+        elif self._finder.layout is not None:
+            learned = self._finder.describe()
+        elif self._finder.waiting:
+            learned = "a cross layer whose field order is read on the first training batch"
         else:
             learned = "nothing (ground truth only)"
         return (f"Field pairs: {n} fields ({', '.join(self.selected_names)}), {pairs} pairs; each field's "
@@ -332,6 +404,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             self.counts.reset()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._finder.finish():  # no backward seen (manual optimisation without one)
+            self._slots = self._match_fields()
         if not self._counting or batch_idx % self.count_every_n_batches:
             return
         features, label = self._fields(batch)
@@ -391,6 +465,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             name, layer, width = self._cross
             full = cross_layer_pair_strength(layer.weight, self.num_fields, width, offset=self.cross_offset)
             source = f"||W[j, i]||_F of {name}"
+        elif self._slots is not None:
+            full = block_pair_strength(self._finder.kernel.matrix(), self._slots)
+            source = f"||W[j, i]||_F of {self._finder.kernel.name}"
         else:
             return None
         index = torch.tensor(self.fields)

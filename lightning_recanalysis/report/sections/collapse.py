@@ -98,7 +98,8 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
     if interaction is not None:
         view_fields = last["views"][interaction["view"]]["fields"]
         matrix = np.asarray(interaction["matrix"], dtype=float)
-        own = np.array([view_fields[n]["information_abundance"] for n in interaction["fields"]])
+        sources = interaction.get("source_fields", interaction["fields"])
+        own = np.array([view_fields[n]["information_abundance"] for n in sources])
         rows_r = _pearson(matrix.mean(axis=1), own)
         cols_r = _pearson(matrix.mean(axis=0), own)
         numbers["interaction"] = {**interaction, "row_mean_vs_source_ia_pearson": rows_r,
