@@ -311,7 +311,12 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         if self._finder.finish():
-            self._slots = self._match_fields()
+            self._layout_found(trainer)
+
+    def _layout_found(self, trainer) -> None:
+        self._slots = self._match_fields()
+        if trainer is not None:  # the inventory again, now with the layout read from the batch
+            self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
     def _embedding_widths(self, model: nn.Module) -> list[int]:
         if self.embed_dim is not None:
@@ -405,7 +410,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._finder.finish():  # no backward seen (manual optimisation without one)
-            self._slots = self._match_fields()
+            self._layout_found(trainer)
         if not self._counting or batch_idx % self.count_every_n_batches:
             return
         features, label = self._fields(batch)

@@ -226,10 +226,18 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         if self._finder.finish():
+            self._layout_found(trainer)
             self._interaction_at_init(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._finder.finish()  # no backward seen (manual optimisation without one): layout only
+        if self._finder.finish():  # no backward seen (manual optimisation without one): layout only
+            self._layout_found(trainer)
+
+    def _layout_found(self, trainer) -> None:
+        # The inventory again, now with the layout read from the batch (same tag, the step of that batch).
+        if trainer is not None:
+            self._guarded("logging the inventory", lambda: self.writer.text(
+                trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step))
 
     def _interaction_at_init(self, trainer) -> None:
         initial = next((r for r in self.history if r["stage"] == "init"), None)
