@@ -49,8 +49,9 @@ class CrossInputDiscovery:
         embedding_modules: ``{module name: module}`` to watch.
         field_of: ``field_of(module_name, ids) -> (slot name, unit, field)`` for a ``[B]`` column of ids, or
             None when the ids are not one field's (the slot is then ignored).
-        slots_of: optional ``slots_of(module_name, args, output) -> [(ids [B] or None, values [B, K])]`` for
-            modules whose lookups are not ``ids -> [..., K]`` (TorchRec collections).
+        slots_of: optional ``slots_of(module_name, args, kwargs, output) -> [(table module name, slot name, ids,
+            values [B, K])]``, or None for a plain module, for modules whose lookups are not ``ids -> [..., K]``
+            (TorchRec collections, :mod:`lightning_recanalysis.torchrec_tables`).
     """
 
     def __init__(self, model: nn.Module, kernels: Sequence[CrossKernel], embedding_modules: dict[str, nn.Module],
@@ -68,7 +69,7 @@ class CrossInputDiscovery:
     def start(self) -> None:
         modules = dict(self.model.named_modules())
         for name, module in self.embedding_modules.items():
-            self._handles.append(module.register_forward_hook(self._lookup_hook(name)))
+            self._handles.append(module.register_forward_hook(self._lookup_hook(name), with_kwargs=True))
         for kernel in self.kernels:
             target = modules.get(kernel.input_module) if kernel.input_module else self.model
             if target is not None and kernel.input_module not in self._inputs:
@@ -80,8 +81,8 @@ class CrossInputDiscovery:
         self._handles = []
 
     def _lookup_hook(self, name: str):
-        def hook(module, args, output):
-            self._raw.append((name, args, output))
+        def hook(module, args, kwargs, output):
+            self._raw.append((name, args, kwargs, output))
         return hook
 
     def _input_hook(self, name: str):
@@ -93,12 +94,14 @@ class CrossInputDiscovery:
     def lookups(self) -> list[Lookup]:
         out: list[Lookup] = []
         with torch.no_grad():
-            for name, args, output in self._raw:
-                pairs = self.slots_of(name, args, output) if self.slots_of else _default_slots(args, output)
-                for ids, values in pairs:
-                    named = self.field_of(name, ids)
+            for name, args, kwargs, output in self._raw:
+                pairs = self.slots_of(name, args, kwargs, output) if self.slots_of else None
+                if pairs is None:
+                    pairs = [(name, None, ids, values) for ids, values in _default_slots(args, kwargs, output)]
+                for table_module, slot_name, ids, values in pairs:
+                    named = self.field_of(table_module, ids)
                     if named is not None:
-                        out.append(Lookup(named[0], named[1], named[2], values.detach()))
+                        out.append(Lookup(slot_name or named[0], named[1], named[2], values.detach()))
         return out
 
     def layouts(self) -> dict[str, CrossLayout | Exception]:
@@ -121,11 +124,12 @@ class CrossInputDiscovery:
         return result
 
 
-def _default_slots(args, output) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _default_slots(args, kwargs, output) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``nn.Embedding``: ids ``[B, *S]`` -> one slot per id column; ``nn.EmbeddingBag``: one slot per bag."""
-    if not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+    ids = args[0] if args else kwargs.get("input")
+    if not isinstance(ids, torch.Tensor) or not isinstance(output, torch.Tensor):
         return []
-    ids, width = args[0], output.shape[-1]
+    width = output.shape[-1]
     if output.dim() < 2:
         return []
     batch = output.shape[0]

@@ -98,14 +98,15 @@ def analysis_units(
     *,
     field_sets: bool = True,
     keep_alone: Callable[[EmbeddingTable], bool] = lambda table: False,
-    field_names: Callable[[EmbeddingTable], str | None] = lambda table: None,
+    field_names: Callable[[EmbeddingTable], str | None] = lambda table: (
+        table.fields[0].name if table.fields[0].name != table.name else None),
 ) -> list[AnalysisUnit]:
     """The units of ``tables``: field sets of same-width single-field tables (``field_sets``), then every other
     table's views, in module order (a field set takes the place of its first table).
 
     ``keep_alone(table)`` keeps a table out of every field set (row-sharded tables). ``field_names(table)`` may
-    name a table's field (TorchRec feature names); by default the module name below the set's common prefix,
-    joined with ``+`` to the names of modules that share its weight.
+    name a table's field; by default its own field's name where it has one (TorchRec: its feature names), else
+    the module name below the set's common prefix, joined with ``+`` to the modules that share its weight.
     """
     groupable = [t for t in tables if field_sets and len(t.fields) == 1 and len(t.column_groups) == 1
                  and not keep_alone(t)]

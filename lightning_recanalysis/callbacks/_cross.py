@@ -16,6 +16,7 @@ from ..cross import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidate
                      resolve_cross_kernel)
 from ..cross_discovery import CrossInputDiscovery
 from ..field_sets import AnalysisUnit, FieldSet
+from ..torchrec_tables import collection_lookups
 
 __all__ = ["CrossFinder", "field_locator", "field_widths"]
 
@@ -98,8 +99,7 @@ class CrossFinder:
             return cross_kernel_candidates(model, layer=self.layer_index)
         return [resolve_cross_kernel(model, self.spec, layer=self.layer_index, input_module=self.input_module)]
 
-    def setup(self, model: nn.Module, units: Sequence[AnalysisUnit], legacy: Callable | None = None,
-              slots_of: Callable | None = None, extra_modules: dict | None = None) -> None:
+    def setup(self, model: nn.Module, units: Sequence[AnalysisUnit], legacy: Callable | None = None) -> None:
         """``legacy(kernels) -> (kernel, layout) | None``: the table-order layout of a concatenated table."""
         self.kernel = self.layout = self.discovery = None
         kernels = self.kernels(model)
@@ -122,8 +122,9 @@ class CrossFinder:
                 return
         modules, field_of = field_locator(units)
         named = dict(model.named_modules())
-        hooked = {name: named[name] for name in modules if name in named}
-        hooked.update(extra_modules or {})
+        collections, inner, slots_of = collection_lookups(model)  # TorchRec: hook the collection, by feature
+        hooked = {name: named[name] for name in modules if name in named and name not in inner}
+        hooked.update(collections)
         self._candidates = kernels
         self.discovery = CrossInputDiscovery(model, kernels, hooked, field_of, slots_of)
 
