@@ -112,6 +112,7 @@ def test_an_input_that_cannot_be_matched_names_the_fields_found_and_the_columns_
         _found(model)
     with pytest.warns(RuntimeWarning, match="no cross layer's input holds"):  # 'auto' skips, with a warning
         assert _found(model, spec="auto")[0].layout is None
+    assert _found(model, spec="auto", quiet_auto=True)[0].layout is None  # the spectrum monitor's: a log line
 
 
 def _numpy_interaction(tables, weight, slots):

@@ -10,6 +10,7 @@ import warnings
 from typing import Callable, Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ..cross import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidates, explicit_layout,
@@ -79,9 +80,9 @@ class CrossFinder:
     """Resolves ``cross_layer`` at setup; finds the input layout on the first training batch when needed."""
 
     def __init__(self, spec, *, layer_index: int = 0, cross_fields: Sequence[str | int] | None = None,
-                 input_module: str | None = None, owner: str = "monitor") -> None:
+                 input_module: str | None = None, owner: str = "monitor", quiet_auto: bool = False) -> None:
         self.spec, self.layer_index, self.cross_fields = spec, layer_index, cross_fields
-        self.input_module, self.owner = input_module, owner
+        self.input_module, self.owner, self.quiet_auto = input_module, owner, quiet_auto
         self.kernel: CrossKernel | None = None
         self.layout: CrossLayout | None = None
         self.discovery: CrossInputDiscovery | None = None
@@ -151,10 +152,13 @@ class CrossFinder:
         ambiguous = [e for e in layouts.values() if isinstance(e, ValueError) and "several fields" in str(e)]
         if ambiguous:
             raise ValueError(f"{self.owner}: {ambiguous[0]}")
-        warnings.warn(f"{self.owner}: no cross layer's input holds the looked-up field embeddings (candidates: "
-                      f"{[k.name for k in self._candidates]}); the interaction analysis is skipped. Name it with "
-                      "cross_layer= (and cross_fields=[...] for the order), or pass cross_layer=None.",
-                      RuntimeWarning, stacklevel=2)
+        message = (f"{self.owner}: no cross layer's input holds the looked-up field embeddings (candidates: "
+                   f"{[k.name for k in self._candidates]}); the interaction analysis is skipped. Name it with "
+                   "cross_layer= (and cross_fields=[...] for the order), or pass cross_layer=None.")
+        if self.quiet_auto:  # a model without a cross layer is no mistake for a monitor whose cross part is extra
+            rank_zero_info(message)
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
         return False
 
     def describe(self) -> str:

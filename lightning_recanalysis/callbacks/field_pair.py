@@ -292,9 +292,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     def _match_fields(self):
         """The cross-input slot of each configured field, by name (slot name, or its field's name)."""
         layout = self._finder.layout
-        by_name = {}
+        by_name = {slot.name: slot for slot in reversed(layout.slots)}  # a feature's own slot first, then its field's
         for slot in layout.slots:
-            for key in (slot.name, slot.field, *slot.field.split("+")):
+            for key in (slot.field, *slot.field.split("+")):
                 by_name.setdefault(key, slot)
         missing = [n for n in self.field_names if n not in by_name]
         if missing:

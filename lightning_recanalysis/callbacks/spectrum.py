@@ -153,7 +153,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         self.tables: list[EmbeddingTable] = []
         self.units: list[AnalysisUnit] = []
         self._finder = CrossFinder(cross_layer, layer_index=cross_layer_index, cross_fields=cross_fields,
-                                   input_module=cross_input, owner=type(self).__name__)
+                                   input_module=cross_input, owner=type(self).__name__, quiet_auto=True)
         self._warned_excluded = False
 
     def _state_key_fields(self) -> dict[str, Any]:
