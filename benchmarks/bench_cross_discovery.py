@@ -1,8 +1,9 @@
 """What finding the cross input's field order costs, against one training step of the per-feature DCNv2 demo.
 
-    python -m benchmarks.bench_cross_discovery [--repeats 7] [--batch 1024] [--fields 8|26] [--quick]
+    python -m benchmarks.bench_cross_discovery [--repeats 7] [--batch 1024] [--fields 8|26] [--threads 1] [--quick]
 
-One process, interleaved repetitions, medians. A training step is forward + backward + Adam step on one batch of
+One process, interleaved repetitions, medians, one torch thread by default (as the demos train): small kernels
+on two threads wait on each other, and a busy neighbour process slows them many times over. A training step is forward + backward + Adam step on one batch of
 the demo's synthetic data. The discovery is everything it adds, once: registering the hooks, the hooked forward's
 extra cost (forward with hooks minus forward without, measured side by side) and the matching after it. After
 it, the model holds no hook (checked), so later steps cost what they cost without the monitor.
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--fields", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.repeats = 3
     torch.manual_seed(0)

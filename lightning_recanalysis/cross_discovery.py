@@ -7,7 +7,8 @@ with every K-column window of ``x_0``: the input is a concatenation, so a field'
 lookup. The slot's field comes from its ids (the row range they fall in), so a concatenated table, a table per
 feature and a table shared by several features are told apart alike. Columns that match no lookup are dense
 inputs. The hooks are removed at once; nothing runs on later steps. Cost: storing references during the one
-forward, then O(slots x B x D) comparisons (see ``benchmarks/bench_cross_discovery.py``).
+forward, then one fingerprint per column and an exact comparison where fingerprints agree, O(B D + slots B K)
+(see ``benchmarks/bench_cross_discovery.py``).
 
 Errors (raised at that first batch): two different fields whose looked-up rows are identical in the batch match
 the same columns (the order cannot be read from the values: give it with ``cross_fields``), and an input in
@@ -146,14 +147,21 @@ def match_cross_input(x0: torch.Tensor, lookups: Sequence[Lookup], kernel_name: 
     """The layout of ``x0`` ``[B, D]``: each lookup placed where its ``[B, K]`` values equal K columns of ``x0``."""
     batch, side = x0.shape
     by_start: dict[int, list[Lookup]] = {}
+    # A column's fingerprint: its float64 product with one random vector over the batch. Equal columns have equal
+    # fingerprints up to summation order, so only the windows whose first column's fingerprint is within rounding
+    # of the slot's are compared exactly: O(B D + slots B K) instead of O(slots B D).
+    r = torch.randn(batch, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(x0.device)
+    x0_64 = x0.to(torch.float64)
+    fingerprint, bound = r @ x0_64, r.abs() @ x0_64.abs()
     for lk in lookups:
         values = lk.values
         if values.shape[0] != batch or values.shape[1] > side:
             continue
         values = values.to(device=x0.device, dtype=x0.dtype)
         k = values.shape[1]
-        first = (x0 == values[:, :1]).all(0).nonzero().flatten().tolist()
-        for start in first:
+        first_column = r @ values[:, 0].to(torch.float64)
+        close = (fingerprint - first_column).abs() <= 1e-9 * (bound + 1e-30)
+        for start in close.nonzero().flatten().tolist():
             if start + k <= side and torch.equal(x0[:, start : start + k], values):
                 by_start.setdefault(start, []).append(lk)
     slots: list[CrossSlot] = []
