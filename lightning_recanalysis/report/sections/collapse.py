@@ -112,9 +112,10 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
             "layer; both axes sorted by the fields' own IA (colour scale: IA). The interaction-collapse law: "
             "low-IA fields drag down the fields they interact with."))
         low = [interaction["fields"][i] for i in np.argsort(own)[:2]]
+        kernel = f" (kernel: {interaction['kernel']})" if interaction.get("kernel") else ""
         findings.append((0.5, f"Interaction collapse in `{interaction['view']}`: the IA of a field's sub-embeddings "
                          f"tracks the source field's own IA (Pearson r = {rows_r:.2f} over rows) and the partner's "
-                         f"(r = {cols_r:.2f} over columns); the lowest-IA fields are {', '.join(low)}."))
+                         f"(r = {cols_r:.2f} over columns); the lowest-IA fields are {', '.join(low)}{kernel}."))
     findings.sort(key=lambda f: f[0])
     section.findings = [text for _, text in findings[: thresholds.max_findings_per_section]]
     section.numbers = numbers
