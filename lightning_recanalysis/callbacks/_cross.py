@@ -16,10 +16,11 @@ from torch import nn
 from ..cross import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidates, explicit_layout,
                      resolve_cross_kernel)
 from ..cross_discovery import CrossInputDiscovery
-from ..field_sets import AnalysisUnit, FieldSet
+from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..tables import discover_tables
 from ..torchrec_tables import collection_lookups
 
-__all__ = ["CrossFinder", "field_locator", "field_widths"]
+__all__ = ["CrossFinder", "field_locator", "field_widths", "field_units", "one_table_holds_all", "slots_by_name"]
 
 
 def field_widths(units: Sequence[AnalysisUnit]) -> dict[str, tuple[str, str, int]]:
@@ -173,3 +174,40 @@ def table_order_layout(kernel: CrossKernel, unit, offset: int) -> CrossLayout:
     k = unit.width
     slots = [CrossSlot(f.name, unit.name, f.name, offset + i * k, offset + (i + 1) * k) for i, f in enumerate(unit.fields)]
     return CrossLayout(kernel.side, slots, "table order")
+
+
+# ---- for FieldPairCorrelationMonitor, whose fields are the batch's columns, named by field_names --------------
+def one_table_holds_all(model: nn.Module, field_dims: Sequence[int] | None) -> bool:
+    """The demo's layout: one table holds every field (``sum(field_dims)`` rows, or the model's only table)."""
+    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.embedding_dim > 1]
+    if field_dims is not None:
+        return any(m.num_embeddings == sum(field_dims) for m in tables)
+    return len({id(m.weight) for m in tables}) == 1
+
+
+def field_units(model: nn.Module, field_names: Sequence[str], field_dims: Sequence[int] | None) -> list[AnalysisUnit]:
+    """The model's analysis units, a table of ``sum(field_dims)`` rows split into the named fields; none found: []."""
+    try:
+        tables = discover_tables(model)
+        if field_dims is not None:
+            split = {t.name: dict(zip(field_names, field_dims)) for t in tables if t.rows == sum(field_dims)}
+            tables = discover_tables(model, field_dims=split) if split else tables
+    except ValueError:
+        return []
+    return analysis_units(tables)
+
+
+def slots_by_name(finder: CrossFinder, names: Sequence[str]) -> list[CrossSlot]:
+    """The cross-input slot of each name: a feature's own slot first, else the slot of the field it names."""
+    layout = finder.layout
+    by_name = {slot.name: slot for slot in reversed(layout.slots)}
+    for slot in layout.slots:
+        for key in (slot.field, *slot.field.split("+")):
+            by_name.setdefault(key, slot)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(
+            f"{finder.owner}: fields {missing} of field_names are not in the input of cross layer "
+            f"'{finder.kernel.name}', which holds {layout.describe()}. Name the batch's fields as the model's "
+            "tables are named (or give cross_fields=[...]), or give pair_strength=fn(module)")
+    return [by_name[n] for n in names]

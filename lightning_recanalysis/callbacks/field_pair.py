@@ -22,9 +22,8 @@ from ..functional.field_pair import cross_layer_pair_strength, field_pair_matric
 from ..metrics.field_pair import FieldPairCounts
 from ..raster import heatmap_image
 from ..cross import block_pair_strength
-from ..field_sets import analysis_units
-from ..tables import discover_tables, is_square_linear, named_cross_layer
-from ._cross import CrossFinder
+from ..tables import is_square_linear, named_cross_layer
+from ._cross import CrossFinder, field_units, one_table_holds_all, slots_by_name
 from .base import AnalysisCallback
 
 __all__ = ["FieldPairCorrelationMonitor"]
@@ -253,12 +252,18 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             self._check_strength(self._call_pair_strength(pl_module), "at setup")
         elif self.cross_layer is not None:
             self._slots = None
-            concatenated = self._finder.cross_fields is None and self._has_concatenated_table(pl_module)
-            self._cross = self._find_cross_layer(pl_module) if concatenated else None
+            # The demo's layout (one table holds every field, an nn.Linear reads them in batch order) as before;
+            # any other through the kernel forms and the input order of _cross.
+            named = dict(pl_module.named_modules()).get(self.cross_layer)
+            legacy = (self._finder.cross_fields is None and one_table_holds_all(pl_module, self.field_dims)
+                      and (self.cross_layer == "auto" or is_square_linear(named)))
+            self._cross = self._find_cross_layer(pl_module) if legacy else None
             if self._cross is None:
-                self._setup_finder(pl_module)
+                units = field_units(pl_module, self.field_names, self.field_dims)
+                if units:
+                    self._finder.setup(pl_module, units)
             if self._cross is None and self._finder.layout is not None:
-                self._slots = self._match_fields()
+                self._slots = slots_by_name(self._finder, self.field_names)
             if self._cross is None and self._finder.layout is None and not self._finder.waiting:
                 warnings.warn(
                     f"{type(self).__name__}: no DCNv2 cross layer found (a square nn.Linear of side "
@@ -268,41 +273,6 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
                     RuntimeWarning,
                     stacklevel=2,
                 )
-
-    def _has_concatenated_table(self, model: nn.Module) -> bool:
-        """The demo's layout: one table holds every field (sum(field_dims) rows, or the model's only table)."""
-        tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.embedding_dim > 1]
-        if self.field_dims is not None:
-            return any(m.num_embeddings == sum(self.field_dims) for m in tables)
-        return len({id(m.weight) for m in tables}) == 1
-
-    def _setup_finder(self, model: nn.Module) -> None:
-        try:
-            dims = None
-            if self.field_dims is not None:
-                dims = {m.num_embeddings: dict(zip(self.field_names, self.field_dims)) for m in model.modules()
-                        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.num_embeddings == sum(self.field_dims)}
-            tables = discover_tables(model)
-            if dims:
-                tables = discover_tables(model, field_dims={t.name: dims[t.rows] for t in tables if t.rows in dims})
-        except ValueError:
-            return
-        self._finder.setup(model, analysis_units(tables))
-
-    def _match_fields(self):
-        """The cross-input slot of each configured field, by name (slot name, or its field's name)."""
-        layout = self._finder.layout
-        by_name = {slot.name: slot for slot in reversed(layout.slots)}  # a feature's own slot first, then its field's
-        for slot in layout.slots:
-            for key in (slot.field, *slot.field.split("+")):
-                by_name.setdefault(key, slot)
-        missing = [n for n in self.field_names if n not in by_name]
-        if missing:
-            raise ValueError(
-                f"{type(self).__name__}: fields {missing} of field_names are not in the input of cross layer "
-                f"'{self._finder.kernel.name}', which holds {layout.describe()}. Name the batch's fields as the "
-                "model's tables are named, or give pair_strength=fn(module)")
-        return [by_name[n] for n in self.field_names]
 
     # The cross input's layout, when it must be read from a batch: hooks for the first step's forward only.
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -314,7 +284,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             self._layout_found(trainer)
 
     def _layout_found(self, trainer) -> None:
-        self._slots = self._match_fields()
+        self._slots = slots_by_name(self._finder, self.field_names)
         if trainer is not None:  # the inventory again, now with the layout read from the batch
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 

@@ -15,7 +15,6 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch import nn
 
 from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (
