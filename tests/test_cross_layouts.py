@@ -101,7 +101,11 @@ def test_identical_rows_of_two_fields_are_an_ambiguity_error_that_says_how_to_gi
     with pytest.raises(ValueError, match=r"several fields.*emb/a, emb/b.*cross_fields="):
         _found(model, ids=ids)
     finder, _ = _found(model, ids=ids, cross_fields=["b", "a"])  # given: no batch needed, no error
-    assert _columns(finder) == [("b", 0, 4), ("a", 4, 8)]
+    assert _columns(finder) == [("b", 0, 4), ("a", 4, 8)] and finder.layout.found == "given"
+    with pytest.raises(ValueError, match=r"cover 12 columns but the cross layer's input has 8"):
+        _found(model, cross_fields=["b", 4, "a"])
+    with pytest.raises(ValueError, match=r"names 'c', which is not a field.*\['a', 'b'"):
+        _found(model, cross_fields=["c", "a"])
 
 
 def test_an_input_that_cannot_be_matched_names_the_fields_found_and_the_columns_left():
