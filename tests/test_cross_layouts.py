@@ -232,3 +232,7 @@ def test_a_per_feature_model_gets_one_heatmap_and_one_ia_chart_for_its_n_fields(
     assert monitor.history[0]["stage"] == "init" and monitor.history[0]["interaction"]["fields"] == names
     events = read_events(tmp_path / "run" / "version_0")
     assert [e.step for e in events.Scalars("collapse/embedding_dict/interaction/F0/mean_information_abundance")] == [0, 4]
+    # The inventory, logged again once the order is read: the layout the matrix is computed over.
+    (tag,) = [t for t in events.Tags()["tensors"] if t.startswith("collapse/inventory")]
+    text = events.Tensors(tag)[-1].tensor_proto.string_val[0].decode()
+    assert "F0 [0:8] | F1 [8:16] | F2 [16:24] | F3 [24:32]" in text and "cross.kernels[0] of [L, D, D]" in text
