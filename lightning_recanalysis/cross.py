@@ -8,13 +8,17 @@ order, possibly with dense features before, between or after them. The analyses 
 
   - an ``nn.Linear`` with a square weight (the demo's ``cross.layers.0``);
   - a parameter or buffer, ``[D, D]`` or ``[L, D, D]`` with a layer index (DeepCTR's ``CrossNet.kernels``), or a
-    module holding such a ``kernels`` parameter;
+    module holding such a ``kernels`` parameter, or a list of ``[D, D]`` ones (TorchRec's ``CrossNet``);
+  - DCNv2's low-rank layer ``W = U V`` (TorchRec's ``LowRankCrossNet``: ``W_kernels[l]`` ``[D, r]``,
+    ``V_kernels[l]`` ``[r, D]``);
   - DCNv2's mixture of low-rank experts, per expert ``W_e = U_e C_e V_e^T`` (DeepCTR's ``CrossNetMix``:
     ``U_list``/``V_list`` ``[L, E, D, r]``, ``C_list`` ``[L, E, r, r]``; or TorchRec's
     ``LowRankMixtureCrossNet``: ``U_kernels[l]`` ``[E, D, r]``, ``V_kernels[l]`` ``[E, r, D]``,
     ``C_kernels[l]`` ``[E, r, r]``). The matrix analysed is the **gate-free sum over experts**
     ``sum_e U_e C_e V_e^T``: what the layer would compute with every gate at 1 and the nonlinearities between the
     factors left out. The gates depend on the input, so no single matrix is the layer; this one is its fixed part.
+    (A common scale of the matrix changes neither the interaction IA, which normalises rows, nor the rank
+    agreement of the field-pair strength: the sum and the mean over experts give the same analyses.)
 
 - **the layout** of ``x_0`` (:class:`CrossLayout`): which columns hold which field. It is given
   (``cross_fields=[13, "C1", "C2", ...]``: field names in input order, integers for runs of dense columns) or
@@ -48,6 +52,10 @@ class CrossKernel:
     def matrix(self) -> torch.Tensor:
         with torch.no_grad():
             return self._matrix().detach()
+
+    def renamed(self, layer: int) -> "CrossKernel":
+        self.form = self.form.replace("(layer 0,", f"(layer {layer},")
+        return self
 
     @property
     def side(self) -> int:
@@ -113,6 +121,20 @@ def _owner(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
 
 
+def _called_owner(modules: dict, name: str) -> str:
+    """The module that owns tensor ``name`` and is called with the input (a ParameterList holding it is not)."""
+    owner = _owner(name)
+    while owner and isinstance(modules.get(owner), (nn.ParameterList, nn.ParameterDict)):
+        owner = _owner(owner)
+    return owner
+
+
+def _layer_of(params, layer: int, name: str) -> torch.Tensor:
+    if not 0 <= layer < len(params):
+        raise ValueError(f"cross_layer_index={layer} is outside the {len(params)} layers of '{name}'")
+    return params[layer]
+
+
 def _raw_kernel(name: str, tensor: torch.Tensor, layer: int, input_module: str) -> CrossKernel:
     if tensor.dim() == 2 and tensor.shape[0] == tensor.shape[1]:
         return CrossKernel(name, f"parameter {name} [D, D]", input_module, lambda: tensor)
@@ -174,12 +196,20 @@ def resolve_cross_kernel(model: nn.Module, spec: CrossSpec, *, layer: int = 0,
         params = dict(module.named_parameters(recurse=False))
         if isinstance(params.get("kernels"), torch.Tensor) and params["kernels"].dim() == 3:
             return _raw_kernel(f"{name}.kernels", params["kernels"], layer, owner)
+        if isinstance(getattr(module, "kernels", None), nn.ParameterList):  # TorchRec's CrossNet
+            return _raw_kernel(f"{name}.kernels.{layer}", _layer_of(module.kernels, layer, name), 0, owner)
+        if all(isinstance(getattr(module, a, None), nn.ParameterList) for a in ("W_kernels", "V_kernels")):
+            w, v = _layer_of(module.W_kernels, layer, name), _layer_of(module.V_kernels, layer, name)
+            return CrossKernel(name, f"low-rank layer {name} (layer {layer}, rank {v.shape[0]}): W = U V", owner,
+                               lambda: w @ v)
         if all(hasattr(module, a) for a in ("U_list", "V_list", "C_list")):
             return _mixture(name, module.U_list, module.V_list, module.C_list, layer, owner)
         if all(hasattr(module, a) for a in ("U_kernels", "V_kernels", "C_kernels")):
-            return _mixture(name, module.U_kernels[layer], module.V_kernels[layer], module.C_kernels[layer], 0, owner)
+            u, v, c = (_layer_of(getattr(module, a), layer, name) for a in ("U_kernels", "V_kernels", "C_kernels"))
+            return _mixture(name, u, v, c, 0, owner).renamed(layer)
     elif name in tensors:
-        return _raw_kernel(name, tensors[name], layer, input_module if input_module is not None else _owner(name))
+        return _raw_kernel(name, tensors[name], layer,
+                           input_module if input_module is not None else _called_owner(modules, name))
     squares = [k for k, m in modules.items() if isinstance(m, nn.Linear) and m.weight.shape[0] == m.weight.shape[1]]
     raw = [k for k, t in tensors.items() if t.dim() in (2, 3) and t.shape[-1] == t.shape[-2] and t.shape[-1] > 1]
     found = f"found {type(module).__name__}" if module is not None else "no such module, parameter or buffer"
@@ -199,7 +229,8 @@ def cross_kernel_candidates(model: nn.Module, *, layer: int = 0) -> list[CrossKe
         try:
             if isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]:
                 out.append(resolve_cross_kernel(model, name))
-            elif (isinstance(getattr(module, "kernels", None), torch.Tensor)
+            elif (isinstance(getattr(module, "kernels", None), (torch.Tensor, nn.ParameterList))
+                  or all(hasattr(module, a) for a in ("W_kernels", "V_kernels"))
                   or all(hasattr(module, a) for a in ("U_list", "V_list", "C_list"))
                   or all(hasattr(module, a) for a in ("U_kernels", "V_kernels", "C_kernels"))):
                 out.append(resolve_cross_kernel(model, name, layer=layer))

@@ -131,3 +131,38 @@ def test_gradient_conflict_through_a_collection_against_known_gradients(tmp_path
     assert m["conflict/ebc.embedding_bags.t0/a_vs_b/cosine_mean"] == pytest.approx(0.0, abs=1e-12)
     assert m["conflict/ebc.embedding_bags.t1/a_vs_b/cosine_mean"] == pytest.approx(-1.0, abs=1e-12)
     assert m["conflict/ebc.embedding_bags.t1/a_vs_b/norm_ratio"] == pytest.approx(0.5, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["CrossNet", "LowRankCrossNet", "LowRankMixtureCrossNet"])
+def test_torchrec_cross_networks_give_their_kernel_and_their_input_order(kind):
+    from torchrec.modules import crossnet
+
+    torch.manual_seed(0)
+    side = 2 + 3 * 8
+    layer = {"CrossNet": lambda: crossnet.CrossNet(side, 2),
+             "LowRankCrossNet": lambda: crossnet.LowRankCrossNet(side, 2, low_rank=3),
+             "LowRankMixtureCrossNet": lambda: crossnet.LowRankMixtureCrossNet(side, 2, num_experts=3, low_rank=3,
+                                                                              activation=lambda x: x)}[kind]()
+    model = CrossOverCollection().double()
+    model.cross = layer.double()
+    monitor = EmbeddingSpectrumMonitor(cross_layer="cross", cross_layer_index=1, strict=True)
+    monitor.setup(None, model, "fit")
+    monitor.on_train_batch_start(None, model, None, 0)
+    model(_kjt(), torch.randn(B, 2, dtype=torch.float64))
+    monitor.on_before_backward(None, model, None)
+    assert [s.name for s in monitor._finder.layout.slots] == ["hist_item", "user", "item"]
+    w = monitor._finder.kernel.matrix()
+    if kind == "LowRankMixtureCrossNet":  # the gate-free sum over experts of U_e C_e V_e
+        u, v, c = layer.U_kernels[1], layer.V_kernels[1], layer.C_kernels[1]
+        oracle = sum(u[e] @ c[e] @ v[e] for e in range(3))
+    else:  # one layer x_1 = x_0 * (W x_0 + b) + x_0 with b = 0: W x_0 = (x_1 - x_0) / x_0, read off the layer itself
+        single = type(layer)(side, 1, **({"low_rank": 3} if kind == "LowRankCrossNet" else {})).double()
+        with torch.no_grad():
+            for attr in ("kernels", "W_kernels", "V_kernels"):
+                if hasattr(layer, attr):
+                    getattr(single, attr)[0].copy_(getattr(layer, attr)[1])
+        x0 = torch.rand(5, side, dtype=torch.float64) + 0.5
+        oracle_x = (single(x0) - x0) / x0
+        torch.testing.assert_close(x0 @ w.T, oracle_x.detach(), rtol=1e-10, atol=1e-12)
+        return
+    torch.testing.assert_close(w, oracle.detach(), rtol=1e-10, atol=1e-12)
