@@ -86,7 +86,8 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
           fields' own IA (Guo et al.'s interaction-collapse figure).
 
     Text (TensorBoard):
-        - ``collapse/inventory``: the tables, fields and column groups found.
+        - ``collapse/inventory``: the tables, fields, column groups and field sets found, and the cross layer's
+          kernel form and input layout (logged again at the first training batch when the order is read there).
         - ``collapse/findings``: the most collapsed fields and the interaction-collapse correlation, in words.
 
     Custom Scalars (with :class:`~lightning_recanalysis.AnalysisReport`): per view, one chart each for IA,
