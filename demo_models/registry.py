@@ -8,6 +8,7 @@ never touches another. ``n_samples`` draws that many rows of the synthetic data 
 
 MODELS: dict[str, str] = {
     "dcnv2": "demo_models.dcnv2:build",
+    "dcnv2_per_feature": "demo_models.dcnv2_per_feature:build",
     "din": "demo_models.sequence:build",
     "tin": "demo_models.sequence:build",
     "shared_bottom": "demo_models.multitask:build",
@@ -19,6 +20,7 @@ MODELS: dict[str, str] = {
 #: The data sets each model accepts; the first is its default.
 DATASETS: dict[str, tuple[str, ...]] = {
     "dcnv2": ("synthetic", "criteo-sample"),
+    "dcnv2_per_feature": ("synthetic", "criteo-sample"),
     "din": ("synthetic", "alimama-sample", "movielens"),
     "tin": ("synthetic", "alimama-sample", "movielens"),
     "shared_bottom": ("synthetic", "census-income"),

@@ -23,6 +23,8 @@ from typing import Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
+from .torchrec_tables import collection_feature_names
+
 __all__ = ["Field", "ColumnGroup", "EmbeddingTable", "TableView", "discover_tables", "describe_tables",
            "is_square_linear", "named_cross_layer"]
 
@@ -210,6 +212,7 @@ def discover_tables(
     """
     found: dict[int, EmbeddingTable] = {}
     skipped: list[str] = []
+    features = collection_feature_names(model)  # TorchRec: a table's field is named by its features
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             continue
@@ -225,7 +228,7 @@ def discover_tables(
         if weight.dim() != 2 or weight.shape[1] < min_width:
             skipped.append(name)
             continue
-        found[key] = _build_table(name, weight, field_dims, column_groups)
+        found[key] = _build_table(name, weight, field_dims, column_groups, "+".join(features.get(name, [])) or name)
     named_params = dict(model.named_parameters(remove_duplicate=False))
     for pname in parameters or []:
         if pname not in named_params:
@@ -249,14 +252,14 @@ def discover_tables(
     return list(found.values())
 
 
-def _build_table(name, weight, field_dims, column_groups) -> EmbeddingTable:
+def _build_table(name, weight, field_dims, column_groups, field_name=None) -> EmbeddingTable:
     rows, width = int(weight.shape[0]), int(weight.shape[1])
     dims = _per_table(field_dims, name, _is_field_dims)
     groups = _per_table(column_groups, name, _is_column_groups)
     return EmbeddingTable(
         name=name,
         parameter=weight,
-        fields=_make_fields(name, rows, dims, default_name=name),
+        fields=_make_fields(name, rows, dims, default_name=field_name or name),
         column_groups=_make_groups(name, width, groups),
     )
 

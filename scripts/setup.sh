@@ -13,3 +13,11 @@ if ! python -c "import torch" 2>/dev/null; then
     python -m pip install --quiet "torch==2.13.0"
 fi
 python -m pip install --quiet -e ".[test]"
+# TorchRec, for the tests of its EmbeddingBagCollection / EmbeddingCollection layouts: torchrec 1.8.0 with the CPU
+# build of fbgemm 1.8.0 loads on torch 2.13.0 on a CPU (1.9.x does not). torchrec's metadata asks for the GPU build
+# of fbgemm, so every package here goes in with --no-deps (nothing may replace the CPU torch), with what torchrec
+# imports; then the pinned torch is checked.
+python -m pip install --quiet --no-deps "torchrec==1.8.0" "fbgemm-gpu-cpu==1.8.0" "tensordict==0.15.3" \
+    "pyvers==0.2.3" "cloudpickle==3.1.3" "orjson==3.13.0" "pyre-extensions==0.0.32" "typing-inspect==0.9.0" \
+    "mypy-extensions==1.2.0"
+python -c "import torch, torchrec; assert torch.__version__.startswith('2.13.0'), torch.__version__"

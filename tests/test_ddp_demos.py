@@ -2,7 +2,7 @@
 every rank keeps the same records and logs the same keys, only rank 0 writes files, and the values that depend on
 the data alone equal those of one process trained on the same rows.
 
-Both runs come from tests/scripts/demo_ddp.py, started once for all seven models (importing torch and Lightning
+Both runs come from tests/scripts/demo_ddp.py, started once for every demo model (importing torch and Lightning
 in each process costs more than training a small model). There, rank r of 2 takes rows r, r + 2, ... in order,
 with half the batch of the single process, so step k of the DDP run covers the same rows as step k of the single
 run, and each epoch covers every row exactly once (the row counts divide evenly: no padding, no repeats).
@@ -28,6 +28,8 @@ VALIDATION_ROWS = 512  # multi-task demos: 20% of 2560 rows
 EXPECTED = {
     "dcnv2": {"EmbeddingSpectrumMonitor": [("init", 0, 0), ("epoch", 0, 9), ("epoch", 1, 18)],
               "FieldPairCorrelationMonitor": [("epoch", 0, 9), ("epoch", 1, 18)]},
+    "dcnv2_per_feature": {"EmbeddingSpectrumMonitor": [("init", 0, 0), ("epoch", 0, 9), ("epoch", 1, 18)],
+                          "FieldPairCorrelationMonitor": [("epoch", 0, 9), ("epoch", 1, 18)]},
     "din": {"FeatureCorrelationMonitor": [("epoch", 0, 9), ("epoch", 1, 18)]},
     "tin": {"FeatureCorrelationMonitor": [("epoch", 0, 9), ("epoch", 1, 18)]},
     **{model: {"GradientConflictMonitor": [("train", 0, 8), ("train", 1, 16)],
@@ -130,7 +132,7 @@ def test_demo_model_in_two_process_ddp(runs, model):
     rank0, rank1 = _load(ddp_dir, model, 0), _load(ddp_dir, model, 1)
     one = _load(single_dir, model, 0)
 
-    steps, _ = SINGLE_TASK if model in ("dcnv2", "din", "tin") else MULTI_TASK
+    steps, _ = SINGLE_TASK if model in ("dcnv2", "dcnv2_per_feature", "din", "tin") else MULTI_TASK
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["train_batches_per_rank"] == one["train_batches_per_rank"] == steps
     assert rank0["global_step"] == rank1["global_step"] == one["global_step"] == 2 * steps

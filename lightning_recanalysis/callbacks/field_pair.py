@@ -21,7 +21,9 @@ from ..functional.correlation import rank_correlation
 from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
 from ..raster import heatmap_image
+from ..cross import block_pair_strength
 from ..tables import is_square_linear, named_cross_layer
+from ._cross import CrossFinder, field_units, one_table_holds_all, slots_by_name
 from .base import AnalysisCallback
 
 __all__ = ["FieldPairCorrelationMonitor"]
@@ -60,7 +62,13 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     cross layer's weight, where block W[j, i] maps field i's embedding into field j's slot
     (:func:`~lightning_recanalysis.functional.cross_layer_pair_strength`); the cross input must hold the batch's
     fields in column order, each of width K, from column ``cross_offset``. For FM-family models (FM, FFM, FwFM) or
-    any other layout pass ``pair_strength(module) -> [N, N]`` (e.g. FwFM's |r_ij|).
+    any other layout pass ``pair_strength(module) -> [N, N]`` (e.g. FwFM's |r_ij|). A model whose fields live in
+    tables of their own (one per feature, or shared), whose cross kernel is a raw ``[L, D, D]`` tensor or a
+    low-rank mixture, or whose cross input mixes in dense features: the kernel is resolved as the
+    :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` resolves it, and each field's columns are found on the
+    first training batch (or given as ``cross_fields``); the batch's ``field_names`` are matched to the fields
+    found by name (a table per feature is named after its module, e.g. ``embedding_dict.C1`` -> ``C1``), and
+    S_ij is the same mean of block norms over those columns.
 
     **Agreement.** Spearman's rank correlation between the learned strength and the ground truth over the pairs
     i < j (the diagonal is left out): 1 = the model couples most the pairs that tell most.
@@ -111,6 +119,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             ``"auto"`` (default) for the first square ``nn.Linear`` of side ``cross_offset + N K`` with K the width
             of one of the model's embeddings, or ``None``.
         cross_offset: column of the cross input where field 0's embedding starts.
+        cross_layer_index / cross_fields / cross_input: as in
+            :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` (the kernel's layer, the input layout given,
+            the module whose input is x_0).
         embed_dim: K, the per-field width in the cross input (default: the model's embedding width).
         pair_strength: ``fn(module) -> [N, N]`` learned strength over all N fields, used instead of the cross layer.
         top_k: pairs listed in the text.
@@ -139,6 +150,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         bias_correction: str = "miller_madow",
         cross_layer: str | None = "auto",
         cross_offset: int = 0,
+        cross_layer_index: int = 0,
+        cross_fields: Sequence[str | int] | None = None,
+        cross_input: str | None = None,
         embed_dim: int | None = None,
         pair_strength: PairStrength | None = None,
         top_k: int = 10,
@@ -183,6 +197,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         self.images, self.redraw_tolerance = images, redraw_tolerance
         self.counts = self._new_counts(None)
         self._cross: tuple[str, nn.Linear, int] | None = None
+        self._finder = CrossFinder(cross_layer, layer_index=cross_layer_index, cross_fields=cross_fields,
+                                   input_module=cross_input, owner=type(self).__name__)
+        self._slots = None
         self._loaded_vocabulary: list[list[int]] | None = None
         self._drawn: dict[str, np.ndarray] = {}
         self.recount = bool(recount)
@@ -234,8 +251,20 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         if self.pair_strength is not None:
             self._check_strength(self._call_pair_strength(pl_module), "at setup")
         elif self.cross_layer is not None:
-            self._cross = self._find_cross_layer(pl_module)
+            self._slots = None
+            # The demo's layout (one table holds every field, an nn.Linear reads them in batch order) as before;
+            # any other through the kernel forms and the input order of _cross.
+            named = dict(pl_module.named_modules()).get(self.cross_layer)
+            legacy = (self._finder.cross_fields is None and one_table_holds_all(pl_module, self.field_dims)
+                      and (self.cross_layer == "auto" or is_square_linear(named)))
+            self._cross = self._find_cross_layer(pl_module) if legacy else None
             if self._cross is None:
+                units = field_units(pl_module, self.field_names, self.field_dims)
+                if units:
+                    self._finder.setup(pl_module, units)
+            if self._cross is None and self._finder.layout is not None:
+                self._slots = slots_by_name(self._finder, self.field_names)
+            if self._cross is None and self._finder.layout is None and not self._finder.waiting:
                 warnings.warn(
                     f"{type(self).__name__}: no DCNv2 cross layer found (a square nn.Linear of side "
                     f"{self.cross_offset} + {self.num_fields} x K, K an embedding width of the model); only the "
@@ -244,6 +273,20 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
                     RuntimeWarning,
                     stacklevel=2,
                 )
+
+    # The cross input's layout, when it must be read from a batch: hooks for the first step's forward only.
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._finder.waiting:
+            self._finder.start()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if self._finder.finish():
+            self._layout_found(trainer)
+
+    def _layout_found(self, trainer) -> None:
+        self._slots = slots_by_name(self._finder, self.field_names)
+        if trainer is not None:  # the inventory again, now with the layout read from the batch
+            self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
     def _embedding_widths(self, model: nn.Module) -> list[int]:
         if self.embed_dim is not None:
@@ -308,6 +351,10 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             name, layer, width = self._cross
             learned = (f"cross layer `{name}` ({layer.weight.shape[0]} x {layer.weight.shape[1]}), "
                        f"{self.num_fields} fields of width {width} from column {self.cross_offset}")
+        elif self._finder.layout is not None:
+            learned = self._finder.describe()
+        elif self._finder.waiting:
+            learned = "a cross layer whose field order is read on the first training batch"
         else:
             learned = "nothing (ground truth only)"
         return (f"Field pairs: {n} fields ({', '.join(self.selected_names)}), {pairs} pairs; each field's "
@@ -332,6 +379,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             self.counts.reset()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._finder.finish():  # no backward seen (manual optimisation without one)
+            self._layout_found(trainer)
         if not self._counting or batch_idx % self.count_every_n_batches:
             return
         features, label = self._fields(batch)
@@ -391,6 +440,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             name, layer, width = self._cross
             full = cross_layer_pair_strength(layer.weight, self.num_fields, width, offset=self.cross_offset)
             source = f"||W[j, i]||_F of {name}"
+        elif self._slots is not None:
+            full = block_pair_strength(self._finder.kernel.matrix(), self._slots)
+            source = f"||W[j, i]||_F of {self._finder.kernel.name}"
         else:
             return None
         index = torch.tensor(self.fields)

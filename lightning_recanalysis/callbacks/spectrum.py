@@ -15,7 +15,6 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch import nn
 
 from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (
@@ -30,16 +29,9 @@ from ..functional.spectrum import (
 )
 from ..plotting import heatmap_figure
 from ..raster import heatmap_image
-from ..tables import (
-    ColumnGroups,
-    EmbeddingTable,
-    FieldDims,
-    TableView,
-    describe_tables,
-    discover_tables,
-    is_square_linear,
-    named_cross_layer,
-)
+from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables
+from ._cross import CrossFinder, table_order_layout
 from .base import AnalysisCallback
 
 __all__ = ["EmbeddingSpectrumMonitor"]
@@ -52,8 +44,25 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
     and then at the end of every ``every_n_epochs``-th training epoch. Tables are found by
     :func:`~lightning_recanalysis.tables.discover_tables`; a model with none is an error at ``setup``.
 
-    Logged tags (``<view>`` is the table's module name, or ``table[group]`` for a column-split table;
-    ``<field>`` a field name; all at step ``trainer.global_step``):
+    **Where the fields are.** A field is a row range of a table (``field_dims``), a whole table, or a table shared
+    by several features (analysed once, named by all: ``item+hist_item``). The single-field tables of one width
+    form one *field set* (``field_sets=True``), shown like the fields of a concatenated table: a per-feature model
+    of N tables gets one spectrum heatmap, one IA chart and one finding for its N fields, named after the
+    tables' common module prefix; tables of several widths get one field set per width, ``<prefix>[K=<width>]``
+    (IA is bounded by the width, so widths are not mixed on one scale). See :mod:`lightning_recanalysis.field_sets`.
+
+    **Cross layer.** The interaction matrix reads a DCN-style cross layer's kernel: an ``nn.Linear``, a ``[D, D]``
+    or ``[L, D, D]`` tensor (``cross_layer_index``), or DCNv2's mixture of low-rank experts (the gate-free sum
+    over experts of U_e C_e V_e^T; see :mod:`lightning_recanalysis.cross`). The fields' order in its input is
+    the table's own for a concatenated table whose side fits exactly (as before), given as ``cross_fields``, or
+    found on the first training batch by matching the input's columns against each embedding lookup
+    (:mod:`lightning_recanalysis.cross_discovery`; dense features anywhere are allowed). The initial interaction
+    matrix is then computed at that batch, before the first optimiser step, and logged at step 0. The matrix
+    covers the fields of the unit with most fields in the input (fields of one width); the inventory shows the
+    layout.
+
+    Logged tags (``<view>`` is the table's module name, ``table[group]`` for a column-split table, or a field
+    set's name; ``<field>`` a field name; all at step ``trainer.global_step``):
 
     Scalars (every logger):
         - ``collapse/<view>/<field>/information_abundance``: IA = sum(s) / s_1 of the row-normalised field table.
@@ -77,7 +86,8 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
           fields' own IA (Guo et al.'s interaction-collapse figure).
 
     Text (TensorBoard):
-        - ``collapse/inventory``: the tables, fields and column groups found.
+        - ``collapse/inventory``: the tables, fields, column groups and field sets found, and the cross layer's
+          kernel form and input layout (logged again at the first training batch when the order is read there).
         - ``collapse/findings``: the most collapsed fields and the interaction-collapse correlation, in words.
 
     Custom Scalars (with :class:`~lightning_recanalysis.AnalysisReport`): per view, one chart each for IA,
@@ -91,11 +101,19 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             one all-reduce per field, so every rank gets the whole table's spectrum. Such a table is one field.
             Each rank's part is computed before any all-reduce: if it fails on one rank, every rank skips the
             analysis (with a warning) instead of waiting for that rank in the all-reduce.
-        cross_layer: qualified name of a DCNv2 cross layer (an ``nn.Linear`` whose square weight maps the
-            concatenated field embeddings, field order, starting at column ``cross_offset``), ``"auto"`` to take
-            the first square ``nn.Linear`` of side N x K for a multi-field table, or ``None`` to skip the
-            interaction analysis.
-        cross_offset: column of the cross input where the first field's embedding starts.
+        cross_layer: the DCN cross layer: a module name (square ``nn.Linear``, a module holding ``kernels`` or a
+            low-rank mixture), a kernel tensor's name, ``{"U": .., "V": .., "C": ..}``, ``"auto"`` (a square
+            ``nn.Linear`` of side ``cross_offset`` + N K for a concatenated table, else the first recognised
+            kernel whose input holds the fields on the first batch), or ``None`` to skip the interaction analysis.
+        cross_offset: column of the cross input where the first field's embedding starts (concatenated table).
+        cross_layer_index: which layer of an ``[L, D, D]`` kernel or a low-rank mixture (default the first).
+        cross_fields: the cross input's layout, given: field names in input order (a field set's field names,
+            or ``unit/field``), integers for runs of dense columns, e.g. ``[13, "C1", "C2", ...]``. Needed only
+            where the first batch cannot tell (two fields looking up identical rows).
+        cross_input: the module whose first input is x_0 (default: the cross layer's own module, or the
+            parameter's owner).
+        field_sets: group same-width single-field tables into field sets (default); ``False`` shows each
+            table alone.
         log_initial: analyse the initial weights at fit start (the baseline of ``*_vs_init``).
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         histograms / images: turn those outputs off (scalars and history are always kept).
@@ -115,6 +133,10 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         row_sharded: Sequence[str] | None = None,
         cross_layer: str | None = "auto",
         cross_offset: int = 0,
+        cross_layer_index: int = 0,
+        cross_fields: Sequence[str | int] | None = None,
+        cross_input: str | None = None,
+        field_sets: bool = True,
         log_initial: bool = True,
         every_n_epochs: int = 1,
         histograms: bool = True,
@@ -127,8 +149,11 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         self.row_sharded = list(row_sharded or [])
         self.cross_layer, self.cross_offset = cross_layer, cross_offset
         self.log_initial, self.histograms, self.images = log_initial, histograms, images
+        self.field_sets = field_sets
         self.tables: list[EmbeddingTable] = []
-        self._cross: tuple[str, nn.Linear, TableView] | None = None
+        self.units: list[AnalysisUnit] = []
+        self._finder = CrossFinder(cross_layer, layer_index=cross_layer_index, cross_fields=cross_fields,
+                                   input_module=cross_input, owner=type(self).__name__, quiet_auto=True)
         self._warned_excluded = False
 
     def _state_key_fields(self) -> dict[str, Any]:
@@ -153,12 +178,15 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                     f"table '{table.name}' is row_sharded, so each rank holds different rows and fields cannot be "
                     "located by row: drop its field_dims (it is analysed as one field), or give each field its own table"
                 )
-        self._cross = self._find_cross_layer(pl_module)
+        self.units = analysis_units(self.tables, field_sets=self.field_sets,
+                                    keep_alone=lambda t: self._is_sharded(t.name))
+        self._finder.setup(pl_module, self.units, legacy=self._table_order_layout)
         from lightning.pytorch.utilities import rank_zero_info
 
-        n_views = sum(len(t.column_groups) for t in self.tables)
-        n_fields = sum(len(t.fields) * len(t.column_groups) for t in self.tables)
-        cross = f"; interaction analysis through '{self._cross[0]}'" if self._cross else ""
+        n_views = len(self.units)
+        n_fields = sum(len(u.fields) for u in self.units)
+        cross = (f"; interaction analysis through '{self._finder.kernel.name}'" if self._finder.layout else
+                 "; the cross layer's field order is read on the first training batch" if self._finder.waiting else "")
         rank_zero_info(f"EmbeddingSpectrumMonitor: {len(self.tables)} table(s), {n_views} view(s), {n_fields} field "
                        f"spectra per analysis{cross} (inventory in TensorBoard's Text tab, collapse/inventory)")
 
@@ -167,26 +195,16 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
 
         return any(fnmatch(table_name, p) for p in self.row_sharded)
 
-    def _find_cross_layer(self, model: nn.Module) -> tuple[str, nn.Linear, TableView] | None:
-        if self.cross_layer is None:
-            return None
-        multi_field = [v for t in self.tables for v in t.views() if len(v.fields) > 1]
-        modules = dict(model.named_modules())
-        if self.cross_layer != "auto":
-            layer = named_cross_layer(model, self.cross_layer)
-            side = layer.weight.shape[0] - self.cross_offset
-            for view in multi_field:
-                if side >= len(view.fields) * view.width:
-                    return self.cross_layer, layer, view
-            raise ValueError(
-                f"cross_layer '{self.cross_layer}' has side {layer.weight.shape[0]}, too small for the fields of any "
-                f"table ({[(v.name, len(v.fields), v.width) for v in multi_field]}) at cross_offset={self.cross_offset}"
-            )
-        for name, layer in modules.items():
-            if is_square_linear(layer):
-                for view in multi_field:
-                    if layer.weight.shape[0] == self.cross_offset + len(view.fields) * view.width:
-                        return name, layer, view
+    def _table_order_layout(self, kernels):
+        """A concatenated table whose fields fill an ``nn.Linear`` cross layer from ``cross_offset`` in table order
+        (auto: the side fits exactly; named: at least): the demo's layout, read without a batch, as before."""
+        multi = [u for u in self.units if isinstance(u, TableView) and len(u.fields) > 1]
+        linear = [k for k in kernels if k.form.startswith("nn.Linear")]
+        for kernel in linear:
+            for view in multi:
+                need = self.cross_offset + len(view.fields) * view.width
+                if kernel.side == need or (self.cross_layer != "auto" and kernel.side > need):
+                    return kernel, table_order_layout(kernel, view, self.cross_offset)
         return None
 
     # ---- when ------------------------------------------------------------------------------------------------
@@ -199,14 +217,47 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         if self.log_initial and not self.has_record("init"):
             self._analyse(trainer, "init", 0)
 
+    # The cross input's layout, when it has to be read from a batch: hooks for the first training step's forward
+    # only, matched before its backward (the weights are still the initial ones, so the baseline's interaction
+    # matrix can be computed then). Nothing is hooked on any later step.
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._finder.waiting:
+            self._finder.start()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if self._finder.finish():
+            self._layout_found(trainer)
+            self._interaction_at_init(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._finder.finish():  # no backward seen (manual optimisation without one): layout only
+            self._layout_found(trainer)
+
+    def _layout_found(self, trainer) -> None:
+        # The inventory again, now with the layout read from the batch (same tag, the step of that batch).
+        if trainer is not None:
+            self._guarded("logging the inventory", lambda: self.writer.text(
+                trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step))
+
+    def _interaction_at_init(self, trainer) -> None:
+        initial = next((r for r in self.history if r["stage"] == "init"), None)
+        if initial is None or initial.get("interaction") is not None or trainer.global_step != 0:
+            return
+        ok, interaction = self._together(trainer, "the initial interaction analysis", self._interaction)
+        if ok and interaction is not None:
+            initial["interaction"] = interaction
+            self._record(initial)
+            self._guarded("logging the initial interaction analysis",
+                          lambda: (self._log_interaction(trainer, initial), self.writer.flush(trainer)))
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._is_analysis_epoch(trainer):
             self._analyse(trainer, "epoch", trainer.current_epoch)
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         layout: dict[str, dict[str, list]] = {}
-        for table in self.tables:
-            for view in table.views():
+        for view in self.units:
+            if True:
                 base = f"{self.namespace}/{re.escape(view.name)}"
                 layout[f"collapse: {view.name}"] = {
                     "information abundance, all fields": ["Multiline", [rf"^{base}/[^/]+/information_abundance$"]],
@@ -214,19 +265,25 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                     "effective rank, all fields": ["Multiline", [rf"^{base}/[^/]+/effective_rank$"]],
                     "mean IA over fields": ["Multiline", [rf"^{base}/mean_information_abundance$"]],
                 }
-        if self._cross is not None:
-            view = self._cross[2]
-            base = f"{self.namespace}/{re.escape(view.name)}/interaction"
-            layout[f"collapse: {view.name}"]["interaction: mean IA of each field's sub-embeddings"] = [
+        if self._finder.layout is not None:
+            view = self._finder.layout.unit_slots()[0].unit
+            base = f"{self.namespace}/{re.escape(view)}/interaction"
+            layout[f"collapse: {view}"]["interaction: mean IA of each field's sub-embeddings"] = [
                 "Multiline", [rf"^{base}/[^/]+/mean_information_abundance$"]]
         return layout
 
     def inventory_markdown(self) -> str:
         text = describe_tables(self.tables)
-        if self._cross is not None:
-            name, layer, view = self._cross
-            text += (f"\n\nInteraction analysis: cross layer `{name}` ({layer.weight.shape[0]} x "
-                     f"{layer.weight.shape[1]}) over the {len(view.fields)} fields of `{view.name}`.")
+        sets = [u for u in self.units if isinstance(u, FieldSet)]
+        for unit in sets:
+            text += (f"\n\nField set `{unit.name}` ({len(unit.fields)} tables of width {unit.width}, shown together): "
+                     + ", ".join(f"{f.name} = `{f.table.name}`" for f in unit.fields))
+        if self._finder.layout is not None:
+            slots = self._finder.layout.unit_slots()
+            text += (f"\n\nInteraction analysis: {self._finder.describe()}. Interaction matrix over the "
+                     f"{len(slots)} fields of `{slots[0].unit}`.")
+        elif self._finder.waiting:
+            text += "\n\nInteraction analysis: the cross layer's field order is read on the first training batch."
         return text
 
     # ---- what ------------------------------------------------------------------------------------------------
@@ -239,37 +296,49 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         if sharded_grams is None:
             sharded_grams = {key: all_reduce_gram(gram) for key, gram in self.local_sharded_grams().items()}
         views: dict[str, Any] = {}
-        for table in self.tables:
-            for view in table.views():
-                views[view.name] = self._analyse_view(view, sharded_grams)
+        for view in self.units:
+            views[view.name] = self._analyse_view(view, sharded_grams)
         result: dict[str, Any] = {"views": views}
-        if self._cross is not None:
-            name, layer, view = self._cross
-            fields = [view.field_weight(f) for f in view.fields]
-            k, n = view.width, len(view.fields)
-            weight = layer.weight.detach()[self.cross_offset : self.cross_offset + n * k,
-                                           self.cross_offset : self.cross_offset + n * k]
-            matrix = interaction_information_abundance(fields, weight)
-            result["interaction"] = {
-                "view": view.name,
-                "layer": name,
-                "fields": [f.name for f in view.fields],
-                "matrix": matrix.tolist(),
-            }
+        interaction = self._interaction()
+        if interaction is not None:
+            result["interaction"] = interaction
         return result
+
+    def _interaction(self) -> dict[str, Any] | None:
+        """The interaction matrix over the fields of the unit with most fields in the cross input, in input order:
+        the kernel restricted to those fields' columns (dense columns and other fields left out), so entry (i, j)
+        is the IA of E_i W_ij^T with W_ij the block that maps field i's columns into field j's."""
+        layout = self._finder.layout
+        if layout is None:
+            return None
+        slots = layout.unit_slots()
+        unit = next(u for u in self.units if u.name == slots[0].unit)
+        by_name = {f.name: f for f in unit.fields}
+        tables = [unit.field_weight(by_name[s.field]) for s in slots]
+        columns = torch.cat([torch.arange(s.start, s.stop) for s in slots])
+        weight = self._finder.kernel.matrix()
+        columns = columns.to(weight.device)
+        matrix = interaction_information_abundance(tables, weight[columns][:, columns])
+        out = {"view": unit.name, "layer": self._finder.kernel.name, "fields": [s.name for s in slots],
+               "matrix": matrix.tolist()}
+        if any(s.name != s.field for s in slots):
+            out["source_fields"] = [s.field for s in slots]
+        if not self._finder.kernel.form.startswith("nn.Linear"):
+            out["kernel"] = self._finder.kernel.form
+        return out
 
     def local_sharded_grams(self) -> dict[tuple[str, str], RowNormalizedGram]:
         """This rank's Gram of its own rows of every ``row_sharded`` field, by (view, field), in one fixed order."""
         return {(view.name, fld.name): row_normalized_gram(view.field_weight(fld))
-                for table in self.tables if self._is_sharded(table.name)
-                for view in table.views() for fld in view.fields}
+                for view in self.units if isinstance(view, TableView) and self._is_sharded(view.table.name)
+                for fld in view.fields}
 
     def _analyse_view(self, view: TableView,
                       sharded_grams: Mapping[tuple[str, str], RowNormalizedGram]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         excluded = 0
         for fld in view.fields:
-            if self._is_sharded(view.table.name):
+            if isinstance(view, TableView) and self._is_sharded(view.table.name):
                 gram = sharded_grams[(view.name, fld.name)]
             else:
                 gram = row_normalized_gram(view.field_weight(fld))
@@ -284,6 +353,9 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 "normalized_spectrum": normalized_spectrum(sv, view.width).tolist(),
                 "excluded_rows": gram.excluded_rows,
             }
+        if isinstance(view, FieldSet):
+            return {"width": view.width, "table": view.name, "group": "all", "tables": view.table_names,
+                    "fields": fields, "excluded_rows": excluded}
         return {"width": view.width, "table": view.table.name, "group": view.group.name,
                 "fields": fields, "excluded_rows": excluded}
 
@@ -357,25 +429,31 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 )
             if self.images and trainer.is_global_zero:
                 self._log_view_images(trainer, view_name, view, initial, record["epoch"], record["stage"], step)
-        interaction = record.get("interaction")
-        if interaction is not None:
-            matrix = interaction["matrix"]
-            for name, row in zip(interaction["fields"], matrix):
-                scalars[f"{ns}/{interaction['view']}/interaction/{name}/mean_information_abundance"] = sum(row) / len(row)
-            if self.images and trainer.is_global_zero:
-                own = record["views"][interaction["view"]]["fields"]
-                names = interaction["fields"]
-                order = sorted(range(len(names)), key=lambda i: own[names[i]]["information_abundance"])
-                when = "initial weights" if record["stage"] == "init" else f"epoch {record['epoch']}"
-                self.writer.image(trainer, f"{ns}/{interaction['view']}/interaction_information_abundance",
-                                  heatmap_image([[interaction["matrix"][i][j] for j in order] for i in order],
-                                                title=f"IA of field i's sub-embedding as field j sees it, {when}",
-                                                row_labels=[names[i] for i in order],
-                                                col_labels=[names[i] for i in order],
-                                                xlabel="partner field j (by own IA)", ylabel="source field i",
-                                                colorbar_label="IA", vmin=None, vmax=None, cmap="magma",
-                                                annotate=len(names) <= 12), step)
         self.writer.scalars(trainer, scalars, step)
+        self._log_interaction(trainer, record)
+
+    def _log_interaction(self, trainer, record: dict[str, Any]) -> None:
+        interaction = record.get("interaction")
+        if interaction is None:
+            return
+        ns, step = self.namespace, record["step"]
+        matrix, names = interaction["matrix"], interaction["fields"]
+        scalars = {f"{ns}/{interaction['view']}/interaction/{name}/mean_information_abundance": sum(row) / len(row)
+                   for name, row in zip(names, matrix)}
+        self.writer.scalars(trainer, scalars, step)
+        if self.images and trainer.is_global_zero:
+            own = record["views"][interaction["view"]]["fields"]
+            sources = interaction.get("source_fields", names)
+            order = sorted(range(len(names)), key=lambda i: own[sources[i]]["information_abundance"])
+            when = "initial weights" if record["stage"] == "init" else f"epoch {record['epoch']}"
+            self.writer.image(trainer, f"{ns}/{interaction['view']}/interaction_information_abundance",
+                              heatmap_image([[matrix[i][j] for j in order] for i in order],
+                                            title=f"IA of field i's sub-embedding as field j sees it, {when}",
+                                            row_labels=[names[i] for i in order],
+                                            col_labels=[names[i] for i in order],
+                                            xlabel="partner field j (by own IA)", ylabel="source field i",
+                                            colorbar_label="IA", vmin=None, vmax=None, cmap="magma",
+                                            annotate=len(names) <= 12), step)
 
     def _log_view_images(self, trainer, view_name, view, initial, epoch, stage, step) -> None:
         # Live images are drawn with Pillow (milliseconds); the report redraws them with matplotlib.
@@ -421,7 +499,8 @@ def spectrum_heatmap_figure(view_name: str, view: dict[str, Any], when: str):
 def interaction_figure(interaction: dict[str, Any], own_fields: dict[str, Any], record: dict[str, Any]):
     """IA of field i's sub-embedding as seen by field j, both axes sorted by the fields' own IA."""
     names = interaction["fields"]
-    order = sorted(range(len(names)), key=lambda i: own_fields[names[i]]["information_abundance"])
+    sources = interaction.get("source_fields", names)
+    order = sorted(range(len(names)), key=lambda i: own_fields[sources[i]]["information_abundance"])
     matrix = [[interaction["matrix"][i][j] for j in order] for i in order]
     labels = [names[i] for i in order]
     when = "initial weights" if record["stage"] == "init" else f"epoch {record['epoch']}"

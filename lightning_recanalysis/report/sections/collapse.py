@@ -98,7 +98,8 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
     if interaction is not None:
         view_fields = last["views"][interaction["view"]]["fields"]
         matrix = np.asarray(interaction["matrix"], dtype=float)
-        own = np.array([view_fields[n]["information_abundance"] for n in interaction["fields"]])
+        sources = interaction.get("source_fields", interaction["fields"])
+        own = np.array([view_fields[n]["information_abundance"] for n in sources])
         rows_r = _pearson(matrix.mean(axis=1), own)
         cols_r = _pearson(matrix.mean(axis=0), own)
         numbers["interaction"] = {**interaction, "row_mean_vs_source_ia_pearson": rows_r,
@@ -111,9 +112,10 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
             "layer; both axes sorted by the fields' own IA (colour scale: IA). The interaction-collapse law: "
             "low-IA fields drag down the fields they interact with."))
         low = [interaction["fields"][i] for i in np.argsort(own)[:2]]
+        kernel = f" (kernel: {interaction['kernel']})" if interaction.get("kernel") else ""
         findings.append((0.5, f"Interaction collapse in `{interaction['view']}`: the IA of a field's sub-embeddings "
                          f"tracks the source field's own IA (Pearson r = {rows_r:.2f} over rows) and the partner's "
-                         f"(r = {cols_r:.2f} over columns); the lowest-IA fields are {', '.join(low)}."))
+                         f"(r = {cols_r:.2f} over columns); the lowest-IA fields are {', '.join(low)}{kernel}."))
     findings.sort(key=lambda f: f[0])
     section.findings = [text for _, text in findings[: thresholds.max_findings_per_section]]
     section.numbers = numbers

@@ -1,0 +1,144 @@
+"""Fields wherever they live, grouped into the units the analyses show side by side.
+
+A *field* is the rows of the embedding that one categorical feature looks up:
+
+- a row range of a concatenated table (``field_dims``; pytorch-fm's ``FeaturesEmbedding``);
+- a whole table (one ``nn.Embedding`` per feature, the layout of DeepCTR, FuxiCTR and TorchRec);
+- one table shared by several features (a behaviour sequence looking up the target item's table): analysed once,
+  named by all of them (``item+hist_item``).
+
+An *analysis unit* is what one spectrum heatmap, one IA-vs-init chart, one Custom Scalars chart and one finding
+show: either a :class:`~lightning_recanalysis.tables.TableView` (the fields of one table, one column group) or a
+:class:`FieldSet`: by default the single-field tables of a model that share a width. A per-feature model of N
+tables of width 16 is one field set of N fields, named after the tables' common module prefix
+(``embedding_dict``, fields ``C1`` .. ``C26``). Tables of different widths (a 64-wide id beside 8-wide small
+fields) form one field set per width, named ``<prefix>[K=64]`` and ``<prefix>[K=8]``: singular values of
+different widths are not on one scale (IA is at most the width), so each width gets its own chart. A width held
+by one table alone, a column-split table and a row-sharded table stay units of their own, named as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import torch
+
+from .tables import EmbeddingTable, TableView
+
+__all__ = ["SetField", "FieldSet", "AnalysisUnit", "analysis_units", "field_key"]
+
+
+@dataclass(frozen=True)
+class SetField:
+    """One field of a :class:`FieldSet`: a whole table (all its rows)."""
+
+    name: str
+    table: EmbeddingTable
+
+    @property
+    def start(self) -> int:
+        return 0
+
+    @property
+    def stop(self) -> int:
+        return self.table.rows
+
+    @property
+    def cardinality(self) -> int:
+        return self.table.rows
+
+
+@dataclass
+class FieldSet:
+    """Single-field tables of one width, shown side by side as the fields of one unit."""
+
+    name: str
+    fields: list[SetField]
+
+    @property
+    def width(self) -> int:
+        return self.fields[0].table.width
+
+    @property
+    def table_names(self) -> list[str]:
+        return [f.table.name for f in self.fields]
+
+    def field_weight(self, fld: SetField) -> torch.Tensor:
+        """The field's whole table, ``[rows, width]`` (the live weight, detached, no copy)."""
+        return fld.table.parameter.detach()
+
+
+AnalysisUnit = Union[TableView, FieldSet]
+
+
+def field_key(unit: AnalysisUnit, fld) -> tuple[str, str]:
+    """How a field is addressed everywhere: (unit name, field name)."""
+    return unit.name, fld.name
+
+
+def _common_prefix(names: Sequence[str]) -> list[str]:
+    parts = [n.split(".")[:-1] for n in names]
+    prefix = parts[0]
+    for p in parts[1:]:
+        keep = 0
+        while keep < min(len(prefix), len(p)) and prefix[keep] == p[keep]:
+            keep += 1
+        prefix = prefix[:keep]
+    return prefix
+
+
+def _short(name: str, prefix: list[str]) -> str:
+    parts = name.split(".")
+    return ".".join(parts[len(prefix):]) if parts[: len(prefix)] == prefix and len(parts) > len(prefix) else name
+
+
+def analysis_units(
+    tables: Sequence[EmbeddingTable],
+    *,
+    field_sets: bool = True,
+    keep_alone: Callable[[EmbeddingTable], bool] = lambda table: False,
+    field_names: Callable[[EmbeddingTable], str | None] = lambda table: (
+        table.fields[0].name if table.fields[0].name != table.name else None),
+) -> list[AnalysisUnit]:
+    """The units of ``tables``: field sets of same-width single-field tables (``field_sets``), then every other
+    table's views, in module order (a field set takes the place of its first table).
+
+    ``keep_alone(table)`` keeps a table out of every field set (row-sharded tables). ``field_names(table)`` may
+    name a table's field; by default its own field's name where it has one (TorchRec: its feature names), else
+    the module name below the set's common prefix, joined with ``+`` to the modules that share its weight.
+    """
+    groupable = [t for t in tables if field_sets and len(t.fields) == 1 and len(t.column_groups) == 1
+                 and not keep_alone(t)]
+    by_width: dict[int, list[EmbeddingTable]] = {}
+    for t in groupable:
+        by_width.setdefault(t.width, []).append(t)
+    sets = {w: ts for w, ts in by_width.items() if len(ts) > 1}
+    if not sets:
+        return [v for t in tables for v in t.views()]
+    all_grouped = [t for ts in sets.values() for t in ts]
+    prefix = _common_prefix([t.name for t in all_grouped])
+    base = ".".join(prefix) or "embeddings"
+    made: dict[int, FieldSet] = {}
+    for width, members in sets.items():
+        name = base if len(sets) == 1 else f"{base}[K={width}]"
+        fields = []
+        for t in members:
+            given = field_names(t)
+            short = given or "+".join(_short(n, prefix) for n in [t.name, *t.aliases])
+            fields.append(SetField(short, t))
+        made[width] = FieldSet(name, fields)
+    units: list[AnalysisUnit] = []
+    grouped_ids = {id(t) for t in all_grouped}
+    for t in tables:
+        if id(t) in grouped_ids:
+            if made[t.width].fields[0].table is t:
+                units.append(made[t.width])
+            continue
+        units.extend(t.views())
+    names = [u.name for u in units]
+    clash = {n for n in names if names.count(n) > 1}
+    if clash:
+        raise ValueError(f"field set name(s) {sorted(clash)} are also table names; pass field_sets=False to show "
+                         "every table on its own")
+    return units
