@@ -1,0 +1,337 @@
+"""Reading a weight that lives in pieces across processes, exactly, without gathering it whole.
+
+When a table outgrows one device it is sharded: Lightning's ``ModelParallelStrategy`` (FSDP2 ``fully_shard``,
+tensor parallelism) turns every parameter into a :class:`~torch.distributed.tensor.DTensor` whose
+``placements`` say, per mesh dimension, whether the rows are split (``Shard(0)``), the columns (``Shard(1)``) or
+the whole tensor is copied (``Replicate()``). Every rank then holds one rectangular *block* of the global tensor.
+
+The analyses need three things of such a weight, and each is exact here:
+
+- the Gram ``G = E_hat^T E_hat`` of a row range and column range of the row-normalised table (spectra,
+  information abundance, interaction sub-embeddings): :func:`sharded_gram`. When every block holds whole rows of
+  the requested columns (row sharding, replication: FSDP2's ``Shard(0)``), ``G`` is a sum over rows, so each
+  rank streams its own rows and one all-reduce of ``K^2 + 3`` numbers sums them; extra memory O(K^2) plus a
+  chunk. When the columns are split (``Shard(1)``), a row's norm and its products need every column, so the
+  rows are assembled chunk by chunk (one all-reduce of a ``[chunk, K]`` buffer per chunk, each rank filling
+  the cells it holds) and never more than a chunk of the table is on any rank.
+- some rows of the table, identical on every rank (the rows of a few categories or sampled users and items):
+  :func:`lookup_rows`, one all-reduce of ``[len(ids), K]``.
+- a small tensor whole (a cross layer's kernel, a position table): :func:`full_tensor`.
+
+A replicated block is counted once: a rank contributes its block only if its coordinate along every
+``Replicate`` mesh dimension is 0. Plain tensors (a single process, or DDP, where every rank holds the same whole
+weight) need no communication at all and go straight to the single-process functions.
+
+Layouts that cannot be read exactly are refused by :func:`check_readable` with a message that names the
+placement: ``Partial`` (a pending sum), strided shards (FSDP2 combined with tensor parallelism on the same
+dimension), and meshes that do not span every process.
+
+Every function here makes the same collectives in the same order on every rank, and a failure on one rank is
+raised on every rank at the same point (its flag rides along in the collective's buffer), so no rank is left
+waiting in a collective that another has abandoned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from .functional.spectrum import RowNormalizedGram, row_normalized_gram
+
+__all__ = ["Block", "ShardLayout", "layout_of", "check_readable", "sharded_gram", "lookup_rows", "full_tensor",
+           "is_sharded"]
+
+# Rows per assembled chunk when the columns are split: one all-reduce each; a few MiB at any width.
+_ASSEMBLE_ROWS = 16384
+
+try:  # DTensor is part of torch.distributed; absent on builds without distributed support
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+except ImportError:  # pragma: no cover
+    DTensor = Partial = Replicate = Shard = None  # type: ignore[assignment,misc]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``[row0, row0 + rows)`` and columns ``[col0, col0 + cols)`` of the global tensor held by this rank."""
+
+    data: torch.Tensor
+    row0: int
+    col0: int
+
+    @property
+    def row_stop(self) -> int:
+        return self.row0 + int(self.data.shape[0])
+
+    @property
+    def col_stop(self) -> int:
+        return self.col0 + int(self.data.shape[1])
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How a 2-D weight is laid out across processes, the same description on every rank.
+
+    Attributes:
+        shape: the global ``(rows, columns)``.
+        kind: ``"local"`` (a plain tensor: one process, or a copy on every rank), ``"rows"`` (every block holds
+            whole rows: row sharding and/or replication) or ``"columns"`` (some blocks hold part of a row).
+        placements: the placements in words, for messages (``"Shard(dim=0)"``, ...); empty for a plain tensor.
+        problem: why the layout cannot be read exactly, or ``None``.
+    """
+
+    shape: tuple[int, int]
+    kind: str
+    placements: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a distributed tensor (read through this module) rather than a plain one."""
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def layout_of(tensor: torch.Tensor) -> ShardLayout:
+    """The :class:`ShardLayout` of a plain tensor or a ``DTensor`` (computed from global metadata only)."""
+    if not is_sharded(tensor):
+        return ShardLayout(shape=_shape2(tensor), kind="local")
+    placements = tuple(tensor.placements)
+    words = tuple(repr(p) for p in placements)
+    shape = _shape2(tensor)
+    problem = None
+    split_columns = False
+    for placement in placements:
+        if isinstance(placement, Replicate):
+            continue
+        if isinstance(placement, Partial):
+            problem = f"a Partial placement ({placement!r}) holds summands, not values, until it is reduced"
+        elif type(placement) is Shard and placement.dim in (0, 1, -1, -2):
+            split_columns |= placement.dim % 2 == 1
+        else:
+            problem = (f"placement {placement!r} (strided or custom sharding) does not say which rows and columns "
+                       "each rank holds")
+    mesh = tensor.device_mesh
+    if problem is None and dist.is_initialized() and mesh.size() != dist.get_world_size():
+        problem = (f"its device mesh spans {mesh.size()} of the {dist.get_world_size()} processes; the analyses "
+                   "read weights whose mesh spans them all")
+    return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
+
+
+def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
+    """The layout of ``tensor``, or a ``ValueError`` that names the weight and its placement if it cannot be
+    read exactly (call it at setup, before the first step)."""
+    layout = layout_of(tensor)
+    if layout.problem is not None:
+        raise ValueError(f"`{name}` is a DTensor with placements {list(layout.placements)}, which the analyses "
+                         f"cannot read exactly: {layout.problem}. Shard embedding tables by rows (FSDP2's "
+                         "default Shard(0)) or by columns (Shard(1)), or exclude the table from the monitor.")
+    return layout
+
+
+def _shape2(tensor: torch.Tensor) -> tuple[int, int]:
+    if tensor.dim() != 2:
+        raise ValueError(f"expected a 2-D weight [rows, columns], got shape {tuple(tensor.shape)}")
+    return int(tensor.shape[0]), int(tensor.shape[1])
+
+
+def _local_block(tensor: torch.Tensor) -> Block | None:
+    """This rank's block of a DTensor, or ``None`` if another rank holds the same block and counts it."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    # A private helper, but the one DTensor's own checkpointing uses to place a shard; the local tensor's shape
+    # alone does not say where it starts. tests/test_sharding.py pins its answer on uneven shards.
+    mesh, placements = tensor.device_mesh, tensor.placements
+    coordinate = mesh.get_coordinate()
+    if coordinate is None:
+        return None
+    if any(isinstance(p, Replicate) and c != 0 for p, c in zip(placements, coordinate)):
+        return None
+    _, offset = compute_local_shape_and_global_offset(tensor.shape, mesh, placements)
+    return Block(tensor.to_local().detach(), int(offset[0]), int(offset[1]))
+
+
+def _all_reduce_with_flag(buffer: torch.Tensor, failed: bool, group=None) -> bool:
+    """Sum ``buffer`` (1-D, float64, last element the failure flag) over the group; whether any rank failed."""
+    buffer[-1] = float(failed)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+    return bool(buffer[-1] > 0)
+
+
+class ShardedReadError(RuntimeError):
+    """Reading a sharded weight failed on another rank; every rank raises it at the same collective."""
+
+
+def sharded_gram(
+    tensor: torch.Tensor,
+    rows: tuple[int, int] | None = None,
+    columns: tuple[int, int] | None = None,
+    *,
+    normalize_rows: bool = True,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> RowNormalizedGram:
+    """The :class:`RowNormalizedGram` of ``tensor[rows[0]:rows[1], columns[0]:columns[1]]``, on every rank.
+
+    ``G = sum over the rows r of e_hat_r^T e_hat_r``, ``e_hat_r = t(e_r) / (||t(e_r)|| + 1e-8)`` with ``t`` the
+    optional ``transform`` of a chunk of rows (as in :func:`row_normalized_gram`). For a plain tensor this is
+    :func:`row_normalized_gram` of the slice. For a ``DTensor`` every rank must call it, in the same order.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.sharding import sharded_gram
+        >>> table = torch.eye(3)
+        >>> sharded_gram(table, rows=(0, 2)).gram.diagonal().tolist()
+        [1.0, 1.0, 0.0]
+    """
+    n_rows, n_cols = _shape2(tensor)
+    r0, r1 = rows if rows is not None else (0, n_rows)
+    c0, c1 = columns if columns is not None else (0, n_cols)
+    if not is_sharded(tensor):
+        return row_normalized_gram(tensor.detach()[r0:r1, c0:c1], normalize_rows=normalize_rows,
+                                   transform=transform)
+    layout = check_readable(tensor, "the weight")
+    block = None
+    error: Exception | None = None
+    result: RowNormalizedGram | None = None
+    try:
+        block = _local_block(tensor)
+        if layout.kind == "rows":
+            # Whole rows on every rank: a sum of per-rank Grams.
+            local = _rows_of(block, r0, r1, c0, c1) if block is not None else None
+            if local is not None and local.shape[0]:
+                result = row_normalized_gram(local, normalize_rows=normalize_rows, transform=transform)
+    except Exception as err:  # raised below, after this rank has joined the collective the others wait in
+        error = err
+    width = _output_width(tensor, c0, c1, transform)
+    if layout.kind == "columns":
+        result, error = _assembled_gram(block, r0, r1, c0, c1, normalize_rows, transform, tensor, error)
+        # Assembled chunks are the same on every rank, so every rank holds the whole Gram already; a flag alone
+        # is reduced, so that a rank that failed after the last chunk's collective is seen by all.
+        flag = torch.zeros(1, dtype=torch.float64, device=_device(tensor))
+        if _all_reduce_with_flag(flag, error is not None):
+            raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
+        return result if result is not None else _empty(width, tensor)
+    packed = torch.zeros(width * width + 3, dtype=torch.float64, device=_device(tensor))
+    if result is not None:
+        packed[: width * width] = result.gram.flatten().to(packed.device)
+        packed[-3], packed[-2] = float(result.rows), float(result.excluded_rows)
+    if _all_reduce_with_flag(packed, error is not None):
+        raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
+    return RowNormalizedGram(gram=packed[: width * width].view(width, width), rows=int(round(float(packed[-3]))),
+                             excluded_rows=int(round(float(packed[-2]))))
+
+
+def _device(tensor: torch.Tensor) -> torch.device:
+    return tensor.to_local().device if is_sharded(tensor) else tensor.device
+
+
+def _empty(width: int, tensor: torch.Tensor) -> RowNormalizedGram:
+    return RowNormalizedGram(torch.zeros(width, width, dtype=torch.float64, device=_device(tensor)), 0, 0)
+
+
+def _output_width(tensor, c0: int, c1: int, transform) -> int:
+    if transform is None:
+        return c1 - c0
+    probe = torch.zeros(0, c1 - c0, dtype=torch.float32, device=_device(tensor))
+    return int(transform(probe).shape[1])
+
+
+def _rows_of(block: Block, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor | None:
+    """The part of ``block`` inside rows ``[r0, r1)``, columns ``[c0, c1)`` (whole requested columns)."""
+    lo, hi = max(r0, block.row0), min(r1, block.row_stop)
+    if lo >= hi:
+        return None
+    return block.data[lo - block.row0 : hi - block.row0, c0 - block.col0 : c1 - block.col0]
+
+
+def _fill(buffer: torch.Tensor, block: Block | None, r0: int, r1: int, c0: int, c1: int) -> None:
+    """Write the cells of ``block`` inside rows ``[r0, r1)`` x columns ``[c0, c1)`` into ``buffer`` (that window)."""
+    if block is None:
+        return
+    lo, hi = max(r0, block.row0), min(r1, block.row_stop)
+    left, right = max(c0, block.col0), min(c1, block.col_stop)
+    if lo < hi and left < right:
+        buffer[lo - r0 : hi - r0, left - c0 : right - c0] = block.data[
+            lo - block.row0 : hi - block.row0, left - block.col0 : right - block.col0].to(buffer.dtype)
+
+
+def _assembled_gram(block, r0, r1, c0, c1, normalize_rows, transform, tensor, error):
+    """Split columns: assemble each chunk of whole rows on every rank (one all-reduce each), then add its Gram.
+
+    Returns ``(gram or None, error or None)`` and never raises: a failure on any rank is flagged in the next
+    chunk's all-reduce, where every rank sees it and leaves the loop at the same chunk, so all of them make the
+    same number of collectives."""
+    width = c1 - c0
+    dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    total: RowNormalizedGram | None = None
+    for start in range(r0, r1, _ASSEMBLE_ROWS):
+        stop = min(r1, start + _ASSEMBLE_ROWS)
+        buffer = torch.zeros((stop - start) * width + 1, dtype=torch.float64, device=_device(tensor))
+        if error is None:
+            try:
+                _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
+            except Exception as err:
+                error = err
+        if _all_reduce_with_flag(buffer, error is not None):
+            return None, error or ShardedReadError("reading a sharded weight failed on another rank")
+        try:
+            part = row_normalized_gram(buffer[:-1].view(stop - start, width).to(dtype),
+                                       normalize_rows=normalize_rows, transform=transform)
+            total = part if total is None else total + part
+        except Exception as err:
+            error = err
+    return total, error
+
+
+def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """``tensor[ids]`` as a plain tensor on every rank (``ids`` must be the same on every rank).
+
+    Each rank writes the cells it holds into a zero buffer and one all-reduce sums them: memory and traffic
+    ``len(ids) x K``, never the table.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.sharding import lookup_rows
+        >>> lookup_rows(torch.arange(6.0).view(3, 2), [2, 0]).tolist()
+        [[4.0, 5.0], [0.0, 1.0]]
+    """
+    index = torch.as_tensor(ids, dtype=torch.long)
+    if not is_sharded(tensor):
+        return tensor.detach()[index.to(tensor.device)]
+    check_readable(tensor, "the weight")
+    n_rows, n_cols = _shape2(tensor)
+    device = _device(tensor)
+    index = index.to(device)
+    buffer = torch.zeros(index.numel() * n_cols + 1, dtype=torch.float64, device=device)
+    failed = False
+    try:
+        block = _local_block(tensor)
+        if block is not None:
+            view = buffer[:-1].view(index.numel(), n_cols)
+            mine = (index >= block.row0) & (index < block.row_stop)
+            view[mine, block.col0 : block.col_stop] = block.data[index[mine] - block.row0].to(torch.float64)
+    except Exception:
+        failed = True
+    if _all_reduce_with_flag(buffer, failed):
+        raise ShardedReadError("looking up rows of a sharded weight failed on a rank")
+    return buffer[:-1].view(index.numel(), n_cols).to(tensor.dtype)
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a small weight (a cross layer's kernel, a position table) as a plain tensor on every rank.
+
+    For tables use :func:`sharded_gram` or :func:`lookup_rows`, which never hold the whole table.
+    """
+    if not is_sharded(tensor):
+        return tensor.detach()
+    if tensor.dim() == 2:
+        return lookup_rows(tensor, torch.arange(tensor.shape[0]))
+    check_readable_any(tensor)
+    return tensor.detach().full_tensor()
+
+
+def check_readable_any(tensor: torch.Tensor) -> None:
+    for placement in tensor.placements:
+        if Partial is not None and isinstance(placement, Partial):
+            raise ValueError(f"a DTensor with a Partial placement ({placement}) cannot be read before it is reduced")
