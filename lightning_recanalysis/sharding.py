@@ -41,8 +41,8 @@ import torch.distributed as dist
 
 from .functional.spectrum import RowNormalizedGram, row_normalized_gram
 
-__all__ = ["Block", "ShardLayout", "layout_of", "check_readable", "sharded_gram", "lookup_rows", "full_tensor",
-           "is_sharded"]
+__all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_readable", "row_sum", "sharded_gram",
+           "lookup_rows", "full_tensor", "is_sharded"]
 
 # Rows per assembled chunk when the columns are split: one all-reduce each; a few MiB at any width.
 _ASSEMBLE_ROWS = 16384
@@ -163,6 +163,78 @@ class ShardedReadError(RuntimeError):
     """Reading a sharded weight failed on another rank; every rank raises it at the same collective."""
 
 
+def row_sum(
+    tensor: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    rows: tuple[int, int] | None = None,
+    columns: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """``fn`` over rows ``[rows)`` x columns ``[columns)`` of ``tensor``, for an ``fn`` that is a sum over rows.
+
+    ``fn`` maps a block of whole rows ``[n, width]`` to a tensor of a fixed shape such that
+    ``fn(A stacked on B) = fn(A) + fn(B)`` (a Gram, a count, a batch of partner Grams). For a plain tensor this is
+    ``fn(tensor[rows, columns])``. For a ``DTensor`` each rank applies ``fn`` to whole rows it holds (row
+    sharding) or to chunks of whole rows assembled from every rank (column sharding), and the parts are summed;
+    every rank gets the same float64 result and must call this in the same order as the others.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.sharding import row_sum
+        >>> row_sum(torch.arange(6.0).view(3, 2), lambda block: block.sum(0), rows=(1, 3)).tolist()
+        [6.0, 8.0]
+    """
+    n_rows, n_cols = _shape2(tensor)
+    r0, r1 = rows if rows is not None else (0, n_rows)
+    c0, c1 = columns if columns is not None else (0, n_cols)
+    if not is_sharded(tensor):
+        return fn(tensor.detach()[r0:r1, c0:c1])
+    layout = check_readable(tensor, "the weight")
+    device = _device(tensor)
+    dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    # The result's shape, from an empty block: every rank knows it without a collective.
+    shape = fn(torch.zeros(0, c1 - c0, dtype=dtype, device=device)).shape
+    size = int(torch.Size(shape).numel())
+    total = torch.zeros(size + 1, dtype=torch.float64, device=device)
+    error: Exception | None = None
+    try:
+        block = _local_block(tensor)
+    except Exception as err:  # raised below, once this rank has joined the collectives the others wait in
+        block, error = None, err
+    if layout.kind == "rows":
+        if error is None and block is not None:
+            try:
+                local = _rows_of(block, r0, r1, c0, c1)
+                if local is not None:
+                    total[:-1] = fn(local.to(dtype)).reshape(-1).to(torch.float64)
+            except Exception as err:
+                error = err
+        if _all_reduce_with_flag(total, error is not None):
+            raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
+        return total[:-1].view(shape)
+    # Split columns: every rank assembles each chunk of whole rows (one all-reduce each) and adds fn of it; a
+    # failure is flagged in the next chunk's all-reduce (or the last flag), where every rank sees it and stops
+    # at the same point, so all of them make the same collectives.
+    width = c1 - c0
+    for start in range(r0, r1, _ASSEMBLE_ROWS):
+        stop = min(r1, start + _ASSEMBLE_ROWS)
+        buffer = torch.zeros((stop - start) * width + 1, dtype=torch.float64, device=device)
+        if error is None:
+            try:
+                _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
+            except Exception as err:
+                error = err
+        if _all_reduce_with_flag(buffer, error is not None):
+            break
+        try:
+            total[:-1] += fn(buffer[:-1].view(stop - start, width).to(dtype)).reshape(-1).to(torch.float64)
+        except Exception as err:
+            error = err
+    flag = torch.zeros(1, dtype=torch.float64, device=device)
+    if _all_reduce_with_flag(flag, error is not None):
+        raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
+    return total[:-1].view(shape)
+
+
 def sharded_gram(
     tensor: torch.Tensor,
     rows: tuple[int, int] | None = None,
@@ -175,66 +247,36 @@ def sharded_gram(
 
     ``G = sum over the rows r of e_hat_r^T e_hat_r``, ``e_hat_r = t(e_r) / (||t(e_r)|| + 1e-8)`` with ``t`` the
     optional ``transform`` of a chunk of rows (as in :func:`row_normalized_gram`). For a plain tensor this is
-    :func:`row_normalized_gram` of the slice. For a ``DTensor`` every rank must call it, in the same order.
+    :func:`row_normalized_gram` of the slice; for a ``DTensor`` it is :func:`row_sum` of it (a Gram and its row
+    counts are sums over rows), and every rank must call it in the same order.
 
     Example:
         >>> import torch
         >>> from lightning_recanalysis.sharding import sharded_gram
-        >>> table = torch.eye(3)
-        >>> sharded_gram(table, rows=(0, 2)).gram.diagonal().tolist()
+        >>> sharded_gram(torch.eye(3), rows=(0, 2)).gram.diagonal().tolist()
         [1.0, 1.0, 0.0]
     """
-    n_rows, n_cols = _shape2(tensor)
-    r0, r1 = rows if rows is not None else (0, n_rows)
-    c0, c1 = columns if columns is not None else (0, n_cols)
     if not is_sharded(tensor):
+        n_rows, n_cols = _shape2(tensor)
+        r0, r1 = rows if rows is not None else (0, n_rows)
+        c0, c1 = columns if columns is not None else (0, n_cols)
         return row_normalized_gram(tensor.detach()[r0:r1, c0:c1], normalize_rows=normalize_rows,
                                    transform=transform)
-    layout = check_readable(tensor, "the weight")
-    block = None
-    error: Exception | None = None
-    result: RowNormalizedGram | None = None
-    try:
-        block = _local_block(tensor)
-        if layout.kind == "rows":
-            # Whole rows on every rank: a sum of per-rank Grams.
-            local = _rows_of(block, r0, r1, c0, c1) if block is not None else None
-            if local is not None and local.shape[0]:
-                result = row_normalized_gram(local, normalize_rows=normalize_rows, transform=transform)
-    except Exception as err:  # raised below, after this rank has joined the collective the others wait in
-        error = err
-    width = _output_width(tensor, c0, c1, transform)
-    if layout.kind == "columns":
-        result, error = _assembled_gram(block, r0, r1, c0, c1, normalize_rows, transform, tensor, error)
-        # Assembled chunks are the same on every rank, so every rank holds the whole Gram already; a flag alone
-        # is reduced, so that a rank that failed after the last chunk's collective is seen by all.
-        flag = torch.zeros(1, dtype=torch.float64, device=_device(tensor))
-        if _all_reduce_with_flag(flag, error is not None):
-            raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
-        return result if result is not None else _empty(width, tensor)
-    packed = torch.zeros(width * width + 3, dtype=torch.float64, device=_device(tensor))
-    if result is not None:
-        packed[: width * width] = result.gram.flatten().to(packed.device)
-        packed[-3], packed[-2] = float(result.rows), float(result.excluded_rows)
-    if _all_reduce_with_flag(packed, error is not None):
-        raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
-    return RowNormalizedGram(gram=packed[: width * width].view(width, width), rows=int(round(float(packed[-3]))),
-                             excluded_rows=int(round(float(packed[-2]))))
+
+    def packed(block: torch.Tensor) -> torch.Tensor:
+        part = row_normalized_gram(block, normalize_rows=normalize_rows, transform=transform)
+        counts = torch.tensor([float(part.rows), float(part.excluded_rows)], dtype=torch.float64,
+                              device=part.gram.device)
+        return torch.cat([part.gram.flatten(), counts])
+
+    total = row_sum(tensor, packed, rows, columns)
+    width = int(round((total.numel() - 2) ** 0.5))
+    return RowNormalizedGram(gram=total[:-2].view(width, width), rows=int(round(float(total[-2]))),
+                             excluded_rows=int(round(float(total[-1]))))
 
 
 def _device(tensor: torch.Tensor) -> torch.device:
     return tensor.to_local().device if is_sharded(tensor) else tensor.device
-
-
-def _empty(width: int, tensor: torch.Tensor) -> RowNormalizedGram:
-    return RowNormalizedGram(torch.zeros(width, width, dtype=torch.float64, device=_device(tensor)), 0, 0)
-
-
-def _output_width(tensor, c0: int, c1: int, transform) -> int:
-    if transform is None:
-        return c1 - c0
-    probe = torch.zeros(0, c1 - c0, dtype=torch.float32, device=_device(tensor))
-    return int(transform(probe).shape[1])
 
 
 def _rows_of(block: Block, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor | None:
@@ -254,34 +296,6 @@ def _fill(buffer: torch.Tensor, block: Block | None, r0: int, r1: int, c0: int, 
     if lo < hi and left < right:
         buffer[lo - r0 : hi - r0, left - c0 : right - c0] = block.data[
             lo - block.row0 : hi - block.row0, left - block.col0 : right - block.col0].to(buffer.dtype)
-
-
-def _assembled_gram(block, r0, r1, c0, c1, normalize_rows, transform, tensor, error):
-    """Split columns: assemble each chunk of whole rows on every rank (one all-reduce each), then add its Gram.
-
-    Returns ``(gram or None, error or None)`` and never raises: a failure on any rank is flagged in the next
-    chunk's all-reduce, where every rank sees it and leaves the loop at the same chunk, so all of them make the
-    same number of collectives."""
-    width = c1 - c0
-    dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-    total: RowNormalizedGram | None = None
-    for start in range(r0, r1, _ASSEMBLE_ROWS):
-        stop = min(r1, start + _ASSEMBLE_ROWS)
-        buffer = torch.zeros((stop - start) * width + 1, dtype=torch.float64, device=_device(tensor))
-        if error is None:
-            try:
-                _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
-            except Exception as err:
-                error = err
-        if _all_reduce_with_flag(buffer, error is not None):
-            return None, error or ShardedReadError("reading a sharded weight failed on another rank")
-        try:
-            part = row_normalized_gram(buffer[:-1].view(stop - start, width).to(dtype),
-                                       normalize_rows=normalize_rows, transform=transform)
-            total = part if total is None else total + part
-        except Exception as err:
-            error = err
-    return total, error
 
 
 def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -321,17 +335,10 @@ def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int]) -> torc
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The whole of a small weight (a cross layer's kernel, a position table) as a plain tensor on every rank.
 
-    For tables use :func:`sharded_gram` or :func:`lookup_rows`, which never hold the whole table.
+    DTensor's own ``full_tensor`` (an all-gather that any placement, strided and partial included, knows how to
+    undo). For tables use :func:`sharded_gram`, :func:`row_sum` or :func:`lookup_rows`, which never hold the
+    whole table.
     """
     if not is_sharded(tensor):
         return tensor.detach()
-    if tensor.dim() == 2:
-        return lookup_rows(tensor, torch.arange(tensor.shape[0]))
-    check_readable_any(tensor)
     return tensor.detach().full_tensor()
-
-
-def check_readable_any(tensor: torch.Tensor) -> None:
-    for placement in tensor.placements:
-        if Partial is not None and isinstance(placement, Partial):
-            raise ValueError(f"a DTensor with a Partial placement ({placement}) cannot be read before it is reduced")
