@@ -23,8 +23,11 @@ from typing import Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
+from .functional.spectrum import RowNormalizedGram
+from .sharding import sharded_gram
+
 __all__ = ["Field", "ColumnGroup", "EmbeddingTable", "TableView", "discover_tables", "describe_tables",
-           "is_square_linear", "named_cross_layer"]
+           "is_square_linear", "named_cross_layer", "refresh_parameters"]
 
 FieldDims = Union[Sequence[int], Mapping[str, int]]
 ColumnGroups = Union[int, Sequence[str]]
@@ -114,6 +117,30 @@ class TableView:
 
     def weight(self) -> torch.Tensor:
         return self.table.parameter.detach()[:, self.group.start : self.group.stop]
+
+    def field_gram(self, fld: Field) -> RowNormalizedGram:
+        """The row-normalised Gram of one field's rows of this view, exact for a sharded weight too
+        (:func:`~lightning_recanalysis.sharding.sharded_gram`: every rank must call it, in the same order)."""
+        return sharded_gram(self.table.parameter, rows=(fld.start, fld.stop),
+                            columns=(self.group.start, self.group.stop))
+
+
+def refresh_parameters(tables: Sequence[EmbeddingTable], model: nn.Module) -> None:
+    """Point every table at the weight its module holds now.
+
+    A strategy that shards the model after the callbacks' ``setup`` (Lightning's ``ModelParallelStrategy`` runs
+    ``configure_model``, where ``fully_shard`` replaces each ``nn.Parameter`` by a ``DTensor`` one) leaves the
+    weights found at ``setup`` stale: they would keep the initial, unsharded values for the whole run.
+    """
+    for table in tables:
+        try:
+            module = model.get_submodule(table.name)
+        except AttributeError:
+            module = None
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            table.parameter = module.weight
+        else:
+            table.parameter = model.get_parameter(table.name)
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:

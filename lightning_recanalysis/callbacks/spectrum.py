@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..functional.interaction import interaction_information_abundance
+from ..functional.interaction import interaction_information_abundance, partner_grams
 from ..functional.spectrum import (
     RowNormalizedGram,
     all_reduce_gram,
@@ -30,6 +30,7 @@ from ..functional.spectrum import (
 )
 from ..plotting import heatmap_figure
 from ..raster import heatmap_image
+from .. import sharding
 from ..tables import (
     ColumnGroups,
     EmbeddingTable,
@@ -39,6 +40,7 @@ from ..tables import (
     discover_tables,
     is_square_linear,
     named_cross_layer,
+    refresh_parameters,
 )
 from .base import AnalysisCallback
 
@@ -193,6 +195,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
     def on_fit_start(self, trainer, pl_module) -> None:
         if not self._is_real_fit(trainer):
             return
+        self._read_weights_as_sharded(pl_module)
         self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
         # A resumed run already holds its baseline; the weights now are trained ones. (Every rank has the same
         # history, so all of them take this branch or none.)
@@ -229,6 +232,22 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                      f"{layer.weight.shape[1]}) over the {len(view.fields)} fields of `{view.name}`.")
         return text
 
+    def _read_weights_as_sharded(self, pl_module: nn.Module) -> None:
+        """Take the weights as the strategy left them after ``configure_model`` and check that every one can be
+        read exactly (a ``DTensor`` of row, column or replicated placements; see :mod:`~lightning_recanalysis.
+        sharding`): an error here, before the first step, names the table and its placement."""
+        refresh_parameters(self.tables, pl_module)
+        for table in self.tables:
+            layout = sharding.check_readable(table.parameter, table.name)
+            if layout.kind != "local" and self._is_sharded(table.name):
+                raise ValueError(
+                    f"table '{table.name}' is a DTensor ({list(layout.placements)}), which the monitor reads "
+                    "across ranks by itself: drop it from row_sharded (that option is for a table split by hand, "
+                    "whose every rank holds a plain tensor of its own rows)")
+        if self._cross is not None:
+            name, _, view = self._cross
+            self._cross = (name, dict(pl_module.named_modules())[name], view)
+
     # ---- what ------------------------------------------------------------------------------------------------
     def analyse(self, sharded_grams: Mapping[tuple[str, str], RowNormalizedGram] | None = None) -> dict[str, Any]:
         """Compute every view's per-field spectra (and the interaction matrix) now; returns plain values.
@@ -245,11 +264,13 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         result: dict[str, Any] = {"views": views}
         if self._cross is not None:
             name, layer, view = self._cross
-            fields = [view.field_weight(f) for f in view.fields]
             k, n = view.width, len(view.fields)
-            weight = layer.weight.detach()[self.cross_offset : self.cross_offset + n * k,
-                                           self.cross_offset : self.cross_offset + n * k]
-            matrix = interaction_information_abundance(fields, weight)
+            weight = sharding.full_tensor(layer.weight)[self.cross_offset : self.cross_offset + n * k,
+                                                        self.cross_offset : self.cross_offset + n * k]
+            if sharding.is_sharded(view.table.parameter):
+                matrix = self._sharded_interaction(view, weight)
+            else:
+                matrix = interaction_information_abundance([view.field_weight(f) for f in view.fields], weight)
             result["interaction"] = {
                 "view": view.name,
                 "layer": name,
@@ -257,6 +278,21 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 "matrix": matrix.tolist(),
             }
         return result
+
+    @staticmethod
+    def _sharded_interaction(view: TableView, weight: torch.Tensor) -> torch.Tensor:
+        """The interaction matrix of a view whose table is a ``DTensor``: each source field's partner Grams
+        are a sum over its rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank holds the table."""
+        k, n = view.width, len(view.fields)
+        out = torch.zeros(n, n, dtype=torch.float64)
+        for i, fld in enumerate(view.fields):
+            w_i = weight[:, i * k : (i + 1) * k].T.to(torch.float64)
+            grams = sharding.row_sum(view.table.parameter,
+                                     lambda rows, w_i=w_i: partner_grams(rows, w_i.to(rows.device), n, k),
+                                     rows=(fld.start, fld.stop), columns=(view.group.start, view.group.stop))
+            sv = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt().flip(-1)[:, : min(fld.cardinality, k)]
+            out[i] = information_abundance(sv).cpu()
+        return out
 
     def local_sharded_grams(self) -> dict[tuple[str, str], RowNormalizedGram]:
         """This rank's Gram of its own rows of every ``row_sharded`` field, by (view, field), in one fixed order."""
@@ -272,7 +308,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             if self._is_sharded(view.table.name):
                 gram = sharded_grams[(view.name, fld.name)]
             else:
-                gram = row_normalized_gram(view.field_weight(fld))
+                gram = view.field_gram(fld)
             excluded += gram.excluded_rows
             rows = gram.rows + gram.excluded_rows
             sv = singular_values_from_gram(gram.gram, min(rows, view.width))
