@@ -12,7 +12,9 @@ import torch
 from ddp_helpers import other_ranks_exit_codes, run_ddp_script
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from model_parallel import ShardedDCN, monitors  # noqa: E402
+from model_parallel import DIM, ShardedDCN, monitors  # noqa: E402
+
+from lightning_recanalysis.functional.field_pair import cross_layer_pair_strength  # noqa: E402
 
 SCRIPT = Path(__file__).parent / "scripts" / "model_parallel.py"
 
@@ -31,34 +33,50 @@ def _numbers(value, path=""):
 
 def _single_process_records(weights: list[dict[str, torch.Tensor]]) -> dict[str, list[dict]]:
     """Each analysis again, in this process, on a plain model holding the gathered weights of that moment."""
-    records: dict[str, list[dict]] = {}
+    records: list[dict] = []
     for snapshot in weights:
         model = ShardedDCN("none")
         model.load_state_dict(snapshot, strict=False)
-        for monitor in monitors():
-            monitor.setup(None, model, "fit")
-            records.setdefault(type(monitor).__name__, []).append(monitor.analyse())
+        monitor = monitors()[0]
+        monitor.setup(None, model, "fit")
+        records.append(monitor.analyse())
     return records
 
 
+def _assert_numbers_equal(logged: dict, expected: dict, what: str) -> None:
+    got, want = dict(_numbers(logged)), dict(_numbers(expected))
+    assert set(want) <= set(got), (what, sorted(set(want) - set(got))[:5])
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (what, key)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,placement", [("fsdp", "S(0)"), ("tp", "S(1)")])
-def test_every_logged_number_equals_one_process_on_the_same_weights(tmp_path, mode, placement):
-    proc = run_ddp_script(SCRIPT, tmp_path, mode, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.parametrize("mode,placement,data_parallel", [("fsdp", "S(0)", "ddp"), ("tp", "S(1)", "single")])
+def test_every_logged_number_equals_one_process_on_the_same_weights(tmp_path, mode, placement, data_parallel):
+    """Weights: each record recomputed in one process from the weights gathered at that moment. Data: the counts
+    of a plain run that feeds the processes the same batches (DDP for FSDP2's two data-parallel ranks; one
+    process for two tensor-parallel ranks, which both see every batch and must count it once)."""
+    for run_mode in (mode, data_parallel):
+        proc = run_ddp_script(SCRIPT, tmp_path, run_mode, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     assert other_ranks_exit_codes(tmp_path) == [0]
     assert json.loads((tmp_path / "monitors_placements_rank0.json").read_text())["embedding.weight"] == [placement]
     histories = [json.loads((tmp_path / f"monitors_history_rank{r}.json").read_text()) for r in range(2)]
     assert histories[0] == histories[1]
-    expected = _single_process_records(torch.load(tmp_path / "monitors_weights.pt", weights_only=True))
-    for name, history in histories[0].items():
-        assert [r["stage"] for r in history] == ["init", "epoch", "epoch"]
-        assert len(history) == len(expected[name])
-        for logged, recomputed in zip(history, expected[name]):
-            got, want = dict(_numbers(logged)), dict(_numbers(recomputed))
-            assert set(want) <= set(got)
-            for key, value in want.items():
-                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (name, logged["stage"], key)
+    weights = torch.load(tmp_path / "monitors_weights.pt", weights_only=True)
+    spectra = histories[0]["EmbeddingSpectrumMonitor"]
+    assert [r["stage"] for r in spectra] == ["init", "epoch", "epoch"]
+    for logged, recomputed in zip(spectra, _single_process_records(weights), strict=True):
+        _assert_numbers_equal(logged, recomputed, f"spectrum {logged['stage']} {logged['epoch']}")
+    reference = json.loads((tmp_path / f"monitors_{data_parallel}_history_rank0.json").read_text())
+    pairs = histories[0]["FieldPairCorrelationMonitor"]
+    assert [r["epoch"] for r in pairs] == [0, 1]
+    for logged, plain, snapshot in zip(pairs, reference["FieldPairCorrelationMonitor"], weights[1:], strict=True):
+        assert logged["samples"] == plain["samples"] == 2048
+        data_only = {k: v for k, v in plain.items() if k not in ("learned", "agreement", "agreement_interaction", "step")}
+        _assert_numbers_equal(logged, data_only, f"field-pair ground truth, epoch {logged['epoch']}")
+        learned = cross_layer_pair_strength(snapshot["cross.weight"], 3, DIM)
+        _assert_numbers_equal({"learned": logged["learned"]}, {"learned": learned.tolist()}, "learned strength")
 
 
 @pytest.mark.slow

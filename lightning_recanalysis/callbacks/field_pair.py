@@ -20,9 +20,10 @@ from torch import nn
 from ..functional.correlation import rank_correlation
 from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
+from .. import sharding
 from ..raster import heatmap_image
 from ..tables import is_square_linear, named_cross_layer
-from .base import AnalysisCallback
+from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["FieldPairCorrelationMonitor"]
 
@@ -293,6 +294,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     def on_fit_start(self, trainer, pl_module) -> None:
         # Count where the batches are (the model's device), and sum there across processes.
         self.counts = self.counts.to(pl_module.device)
+        # Under tensor parallelism several ranks see the same batches: counts are summed over the ranks whose
+        # batches differ (every rank under DDP).
+        self.counts.process_group = data_parallel_group(trainer)
         self._counting = False
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
@@ -389,7 +393,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             source = "pair_strength"
         elif self._cross is not None:
             name, layer, width = self._cross
-            full = cross_layer_pair_strength(layer.weight, self.num_fields, width, offset=self.cross_offset)
+            full = cross_layer_pair_strength(sharding.full_tensor(layer.weight), self.num_fields, width,
+                                             offset=self.cross_offset)
             source = f"||W[j, i]||_F of {name}"
         else:
             return None

@@ -1,9 +1,10 @@
 """Train a small DCN on 2 CPU processes under Lightning's ModelParallelStrategy (FSDP2 row shards, or tensor
 parallel column shards of the embedding) with the monitors attached, and save what each rank logged beside the
 gathered weights at every analysis: ``python model_parallel.py OUT_DIR MODE [--no-monitors]``, MODE ``fsdp`` or
-``tp``. Run by tests/test_model_parallel.py, which recomputes every record in one process from those weights."""
+``tp`` (or ``ddp`` and ``single``, the data-parallel layouts whose counts they must match). Run by tests/test_model_parallel.py, which recomputes every record in one process from those weights."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Replicate
 from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_common import wait_for_other_ranks  # noqa: E402
@@ -58,17 +59,24 @@ class ShardedDCN(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
-def loader() -> DataLoader:
+def loader(mode: str) -> DataLoader:
+    """Rows in order, split between the data-parallel ranks (two for FSDP2 and DDP, one for tensor parallelism
+    and one process): runs with the same data-parallel layout count the same batches."""
     g = torch.Generator().manual_seed(0)
     x = torch.stack([torch.randint(0, d, (2048,), generator=g) for d in FIELD_DIMS], 1)
     y = ((x[:, 0] % 2) ^ (x[:, 2] % 3 == 0)).float()
-    return DataLoader(TensorDataset(x, y), batch_size=128)
+    replicas = 2 if mode in ("fsdp", "ddp") else 1
+    rank = int(os.environ.get("LOCAL_RANK", 0)) if replicas > 1 else 0
+    data = TensorDataset(x, y)
+    return DataLoader(data, batch_size=128, sampler=DistributedSampler(data, replicas, rank, shuffle=False))
 
 
 def monitors():
-    from lightning_recanalysis import EmbeddingSpectrumMonitor
+    from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
 
-    return [EmbeddingSpectrumMonitor(field_dims={"a": 7, "b": 50, "c": 301}, strict=True)]
+    return [EmbeddingSpectrumMonitor(field_dims={"a": 7, "b": 50, "c": 301}, strict=True),
+            FieldPairCorrelationMonitor(["a", "b", "c"], features=0, label=1, field_dims=list(FIELD_DIMS),
+                                        cross_layer="cross", strict=True)]
 
 
 class Snapshots(pl.Callback):
@@ -90,17 +98,18 @@ class Snapshots(pl.Callback):
 
 def main(out: Path, mode: str, with_monitors: bool) -> None:
     pl.seed_everything(0)
-    parallel = {"fsdp": dict(data_parallel_size=2, tensor_parallel_size=1),
-                "tp": dict(data_parallel_size=1, tensor_parallel_size=2)}[mode]
+    strategy = {"fsdp": lambda: ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
+                "tp": lambda: ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2),
+                "ddp": lambda: "ddp", "single": lambda: "auto"}[mode]()
     attached = monitors() if with_monitors else []
     snapshots = Snapshots()
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=ModelParallelStrategy(**parallel), max_epochs=2,
+    trainer = pl.Trainer(accelerator="cpu", devices=1 if mode == "single" else 2, strategy=strategy, max_epochs=2,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[*attached, snapshots])
+                         enable_model_summary=False, callbacks=[*attached, snapshots], use_distributed_sampler=False)
     model = ShardedDCN(mode)
-    trainer.fit(model, loader())
+    trainer.fit(model, loader(mode))
     rank = trainer.global_rank
-    tag = "monitors" if with_monitors else "plain"
+    tag = ("monitors" if with_monitors else "plain") + ("" if mode in ("fsdp", "tp") else f"_{mode}")
     (out / f"{tag}_history_rank{rank}.json").write_text(
         json.dumps({type(m).__name__: m.history for m in attached}))
     kinds = {name: [str(p) for p in getattr(param, "placements", [])] for name, param in model.named_parameters()}
