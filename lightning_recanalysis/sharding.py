@@ -47,10 +47,11 @@ __all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_reada
 # Rows per assembled chunk when the columns are split: one all-reduce each; a few MiB at any width.
 _ASSEMBLE_ROWS = 16384
 
-try:  # DTensor is part of torch.distributed; absent on builds without distributed support
+try:  # part of torch.distributed; absent on builds without distributed support
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 except ImportError:  # pragma: no cover
-    DTensor = Partial = Replicate = Shard = None  # type: ignore[assignment,misc]
+    DTensor = Partial = Replicate = Shard = ShardedTensor = None  # type: ignore[assignment,misc]
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,18 @@ class ShardLayout:
 
 
 def is_sharded(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a distributed tensor (read through this module) rather than a plain one."""
-    return DTensor is not None and isinstance(tensor, DTensor)
+    """Whether ``tensor`` is a distributed tensor (a ``DTensor``, or the ``ShardedTensor`` of TorchRec's sharded
+    tables) read through this module, rather than a plain one."""
+    return DTensor is not None and isinstance(tensor, (DTensor, ShardedTensor))
 
 
 def layout_of(tensor: torch.Tensor) -> ShardLayout:
-    """The :class:`ShardLayout` of a plain tensor or a ``DTensor`` (computed from global metadata only)."""
+    """The :class:`ShardLayout` of a plain tensor, a ``DTensor`` or a ``ShardedTensor`` (from global metadata
+    only, the same on every rank)."""
     if not is_sharded(tensor):
         return ShardLayout(shape=_shape2(tensor), kind="local")
+    if isinstance(tensor, ShardedTensor):
+        return _sharded_tensor_layout(tensor)
     placements = tuple(tensor.placements)
     words = tuple(repr(p) for p in placements)
     shape = _shape2(tensor)
@@ -119,12 +124,26 @@ def layout_of(tensor: torch.Tensor) -> ShardLayout:
     return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
 
 
+def _sharded_tensor_layout(tensor) -> ShardLayout:
+    """TorchRec's table-wise, column-wise and table-column-wise shards (and row-wise ones, on GPUs): rectangles,
+    each on one rank, listed in the global metadata."""
+    shape = _shape2(tensor)
+    shards = tensor.metadata().shards_metadata
+    words = tuple(f"rows {m.shard_offsets[0]}+{m.shard_sizes[0]}, columns {m.shard_offsets[1]}+{m.shard_sizes[1]} "
+                  f"on {m.placement}" for m in shards)
+    covered = sum(m.shard_sizes[0] * m.shard_sizes[1] for m in shards)
+    problem = None if covered == shape[0] * shape[1] else (
+        f"its shards cover {covered} of its {shape[0] * shape[1]} cells (overlapping or missing shards)")
+    split_columns = any(m.shard_sizes[1] != shape[1] for m in shards)
+    return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
+
+
 def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
     """The layout of ``tensor``, or a ``ValueError`` that names the weight and its placement if it cannot be
     read exactly (call it at setup, before the first step)."""
     layout = layout_of(tensor)
     if layout.problem is not None:
-        raise ValueError(f"`{name}` is a DTensor with placements {list(layout.placements)}, which the analyses "
+        raise ValueError(f"`{name}` is a {type(tensor).__name__} laid out as {list(layout.placements)}, which the analyses "
                          f"cannot read exactly: {layout.problem}. Shard embedding tables by rows (FSDP2's "
                          "default Shard(0)) or by columns (Shard(1)), or exclude the table from the monitor.")
     return layout
@@ -136,8 +155,17 @@ def _shape2(tensor: torch.Tensor) -> tuple[int, int]:
     return int(tensor.shape[0]), int(tensor.shape[1])
 
 
-def _local_block(tensor: torch.Tensor) -> Block | None:
-    """This rank's block of a DTensor, or ``None`` if another rank holds the same block and counts it."""
+def _local_blocks(tensor: torch.Tensor) -> list[Block]:
+    """The blocks this rank holds and counts: a ``ShardedTensor``'s local shards; a ``DTensor``'s one local
+    block, or none where another rank holds the same block (a replica) and counts it."""
+    if isinstance(tensor, ShardedTensor):
+        return [Block(shard.tensor.detach(), int(shard.metadata.shard_offsets[0]),
+                      int(shard.metadata.shard_offsets[1])) for shard in tensor.local_shards()]
+    block = _dtensor_block(tensor)
+    return [] if block is None else [block]
+
+
+def _dtensor_block(tensor: torch.Tensor) -> Block | None:
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     # A private helper, but the one DTensor's own checkpointing uses to place a shard; the local tensor's shape
@@ -196,16 +224,18 @@ def row_sum(
     size = int(torch.Size(shape).numel())
     total = torch.zeros(size + 1, dtype=torch.float64, device=device)
     error: Exception | None = None
+    blocks: list[Block] = []
     try:
-        block = _local_block(tensor)
+        blocks = _local_blocks(tensor)
     except Exception as err:  # raised below, once this rank has joined the collectives the others wait in
-        block, error = None, err
+        error = err
     if layout.kind == "rows":
-        if error is None and block is not None:
+        if error is None:
             try:
-                local = _rows_of(block, r0, r1, c0, c1)
-                if local is not None:
-                    total[:-1] = fn(local.to(dtype)).reshape(-1).to(torch.float64)
+                for block in blocks:
+                    local = _rows_of(block, r0, r1, c0, c1)
+                    if local is not None:
+                        total[:-1] += fn(local.to(dtype)).reshape(-1).to(torch.float64)
             except Exception as err:
                 error = err
         if _all_reduce_with_flag(total, error is not None):
@@ -220,7 +250,8 @@ def row_sum(
         buffer = torch.zeros((stop - start) * width + 1, dtype=torch.float64, device=device)
         if error is None:
             try:
-                _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
+                for block in blocks:
+                    _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
             except Exception as err:
                 error = err
         if _all_reduce_with_flag(buffer, error is not None):
@@ -276,7 +307,18 @@ def sharded_gram(
 
 
 def _device(tensor: torch.Tensor) -> torch.device:
-    return tensor.to_local().device if is_sharded(tensor) else tensor.device
+    """Where this rank's part lives, and so where the collectives' buffers go (CUDA under NCCL)."""
+    if DTensor is not None and isinstance(tensor, DTensor):
+        return tensor.to_local().device
+    if ShardedTensor is not None and isinstance(tensor, ShardedTensor):
+        shards = tensor.local_shards()
+        if shards:
+            return shards[0].tensor.device
+        # A rank that holds none of the table (table-wise sharding) still takes part in the collectives.
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return tensor.device
 
 
 def _rows_of(block: Block, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor | None:
@@ -287,10 +329,8 @@ def _rows_of(block: Block, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor |
     return block.data[lo - block.row0 : hi - block.row0, c0 - block.col0 : c1 - block.col0]
 
 
-def _fill(buffer: torch.Tensor, block: Block | None, r0: int, r1: int, c0: int, c1: int) -> None:
+def _fill(buffer: torch.Tensor, block: Block, r0: int, r1: int, c0: int, c1: int) -> None:
     """Write the cells of ``block`` inside rows ``[r0, r1)`` x columns ``[c0, c1)`` into ``buffer`` (that window)."""
-    if block is None:
-        return
     lo, hi = max(r0, block.row0), min(r1, block.row_stop)
     left, right = max(c0, block.col0), min(c1, block.col_stop)
     if lo < hi and left < right:
@@ -320,9 +360,8 @@ def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int]) -> torc
     buffer = torch.zeros(index.numel() * n_cols + 1, dtype=torch.float64, device=device)
     failed = False
     try:
-        block = _local_block(tensor)
-        if block is not None:
-            view = buffer[:-1].view(index.numel(), n_cols)
+        view = buffer[:-1].view(index.numel(), n_cols)
+        for block in _local_blocks(tensor):
             mine = (index >= block.row0) & (index < block.row_stop)
             view[mine, block.col0 : block.col_stop] = block.data[index[mine] - block.row0].to(torch.float64)
     except Exception:
@@ -341,4 +380,6 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_sharded(tensor):
         return tensor.detach()
+    if isinstance(tensor, ShardedTensor):
+        return lookup_rows(tensor, torch.arange(tensor.shape[0]))
     return tensor.detach().full_tensor()

@@ -62,16 +62,16 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
         mesh = init_device_mesh("cpu", (world,))
         for placement in (Shard(0), Shard(1)):
             dt = distribute_tensor(full, mesh, [placement])
-            original = sharding._local_block
+            original = sharding._local_blocks
             if rank == 1:
-                sharding._local_block = lambda t: (_ for _ in ()).throw(MemoryError("planted on rank 1"))
+                sharding._local_blocks = lambda t: (_ for _ in ()).throw(MemoryError("planted on rank 1"))
             try:
                 sharding.sharded_gram(dt)
                 results[f"failure_{placement}"] = "no error"
             except Exception as err:
                 results[f"failure_{placement}"] = type(err).__name__
             finally:
-                sharding._local_block = original
+                sharding._local_blocks = original
             results[f"after_failure_{placement}"] = sharding.sharded_gram(dt).gram
         # Layouts that cannot be read exactly are refused, with the placement named.
         for name, placement in (("partial", Partial()), ("strided", _StridedShard(0, split_factor=2))):
