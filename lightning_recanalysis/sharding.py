@@ -44,8 +44,10 @@ from .functional.spectrum import RowNormalizedGram, row_normalized_gram
 __all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_readable", "row_sum", "sharded_gram",
            "lookup_rows", "full_tensor", "is_sharded"]
 
-# Rows per assembled chunk when the columns are split: one all-reduce each; a few MiB at any width.
-_ASSEMBLE_ROWS = 16384
+# Values per chunk: a rank's own rows are streamed (row shards), or whole rows assembled (column shards, one
+# all-reduce per chunk), 2^18 values at a time: 1 MiB in float32, so that the few buffers of a pass stay a small
+# share of any shard worth sharding (tested: under 5% of a 1,000,000 x 32 shard, benchmarks/bench_sharded_memory).
+_CHUNK_VALUES = 1 << 18
 
 try:  # part of torch.distributed; absent on builds without distributed support
     from torch.distributed._shard.sharded_tensor import ShardedTensor
@@ -166,18 +168,31 @@ def _local_blocks(tensor: torch.Tensor) -> list[Block]:
 
 
 def _dtensor_block(tensor: torch.Tensor) -> Block | None:
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
-    # A private helper, but the one DTensor's own checkpointing uses to place a shard; the local tensor's shape
-    # alone does not say where it starts. tests/test_sharding.py pins its answer on uneven shards.
+    """Where this rank's block of a DTensor starts: ``Shard(d)`` cuts dimension d as ``torch.chunk`` does (pieces
+    of ``ceil(size / n)``, the last ones shorter or empty), mesh dimension by mesh dimension, each cutting the
+    piece the previous ones left. (DTensor's own helper for this builds an index over every row: megabytes for
+    a large table, and private.) The block's shape is checked against the local tensor's."""
     mesh, placements = tensor.device_mesh, tensor.placements
     coordinate = mesh.get_coordinate()
     if coordinate is None:
         return None
     if any(isinstance(p, Replicate) and c != 0 for p, c in zip(placements, coordinate)):
         return None
-    _, offset = compute_local_shape_and_global_offset(tensor.shape, mesh, placements)
-    return Block(tensor.to_local().detach(), int(offset[0]), int(offset[1]))
+    sizes, offsets = [int(tensor.shape[0]), int(tensor.shape[1])], [0, 0]
+    for mesh_dim, placement in enumerate(placements):
+        if isinstance(placement, Shard):
+            dim = placement.dim % 2
+            pieces, index = mesh.size(mesh_dim), coordinate[mesh_dim]
+            chunk = -(-sizes[dim] // pieces)
+            start = min(index * chunk, sizes[dim])
+            offsets[dim] += start
+            sizes[dim] = min(start + chunk, sizes[dim]) - start
+    local = tensor.to_local().detach()
+    if tuple(local.shape) != tuple(sizes):
+        raise ValueError(f"a DTensor with placements {list(placements)} holds a local block of shape "
+                         f"{tuple(local.shape)} on this rank where {tuple(sizes)} was expected: its rows and columns "
+                         "cannot be placed in the table")
+    return Block(local, offsets[0], offsets[1])
 
 
 def _all_reduce_with_flag(buffer: torch.Tensor, failed: bool, group=None) -> bool:
@@ -245,9 +260,12 @@ def row_sum(
     # failure is flagged in the next chunk's all-reduce (or the last flag), where every rank sees it and stops
     # at the same point, so all of them make the same collectives.
     width = c1 - c0
-    for start in range(r0, r1, _ASSEMBLE_ROWS):
-        stop = min(r1, start + _ASSEMBLE_ROWS)
-        buffer = torch.zeros((stop - start) * width + 1, dtype=torch.float64, device=device)
+    # Assembled in the working dtype: each cell is one rank's value plus zeros, exact in float32 for any table
+    # narrower than float64 (and the 0/1 failure flag too).
+    step = _chunk_rows(width)
+    for start in range(r0, r1, step):
+        stop = min(r1, start + step)
+        buffer = torch.zeros((stop - start) * width + 1, dtype=dtype, device=device)
         if error is None:
             try:
                 for block in blocks:
@@ -257,7 +275,7 @@ def row_sum(
         if _all_reduce_with_flag(buffer, error is not None):
             break
         try:
-            total[:-1] += fn(buffer[:-1].view(stop - start, width).to(dtype)).reshape(-1).to(torch.float64)
+            total[:-1] += fn(buffer[:-1].view(stop - start, width)).reshape(-1).to(torch.float64)
         except Exception as err:
             error = err
     flag = torch.zeros(1, dtype=torch.float64, device=device)
@@ -295,7 +313,8 @@ def sharded_gram(
                                    transform=transform)
 
     def packed(block: torch.Tensor) -> torch.Tensor:
-        part = row_normalized_gram(block, normalize_rows=normalize_rows, transform=transform)
+        part = row_normalized_gram(block, normalize_rows=normalize_rows, transform=transform,
+                                   chunk_rows=_chunk_rows(block.shape[1]))
         counts = torch.tensor([float(part.rows), float(part.excluded_rows)], dtype=torch.float64,
                               device=part.gram.device)
         return torch.cat([part.gram.flatten(), counts])
@@ -304,6 +323,10 @@ def sharded_gram(
     width = int(round((total.numel() - 2) ** 0.5))
     return RowNormalizedGram(gram=total[:-2].view(width, width), rows=int(round(float(total[-2]))),
                              excluded_rows=int(round(float(total[-1]))))
+
+
+def _chunk_rows(width: int) -> int:
+    return max(1024, _CHUNK_VALUES // max(1, width))
 
 
 def _device(tensor: torch.Tensor) -> torch.device:

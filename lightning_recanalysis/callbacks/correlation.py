@@ -226,6 +226,11 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         # Under tensor parallelism several ranks see the same batches: counts are summed over the ranks whose
         # batches differ (every rank under DDP).
         self.counts.process_group = data_parallel_group(trainer)
+        # A strategy may have sharded the tables since setup: their layout must be one the lookups read exactly.
+        for option in ("category_embedding", "position_embedding"):
+            name = getattr(self, option)
+            if name is not None and self.learned_embeddings is None:
+                sharding.check_readable(self._table(pl_module, name, option), name)
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
