@@ -63,6 +63,7 @@ def test_every_placement_reads_as_the_unsharded_table(tmp_path, world):
         # Refused layouts name the weight and the placement and say what to do.
         assert "model.table.weight" in results["refused_partial"] and "Partial" in results["refused_partial"]
         assert "_StridedShard" in results["refused_strided"] or "StridedShard" in results["refused_strided"]
+        assert "`table`" in results["monitor_refusal"] and "_StridedShard" in results["monitor_refusal"]
     # The planted failure on rank 1: its own error there, a ShardedReadError on every other rank, and the next
     # read pairs up again and is exact.
     for rank, results in enumerate(ranks):

@@ -81,6 +81,22 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
                 results[f"refused_{name}"] = "accepted"
             except ValueError as err:
                 results[f"refused_{name}"] = str(err)
+        # The monitor refuses such a table before the first step, naming it and its placement.
+        from torch import nn
+
+        from lightning_recanalysis import EmbeddingSpectrumMonitor
+
+        model = nn.Module()
+        model.table = nn.Embedding(10, 4)
+        monitor = EmbeddingSpectrumMonitor(cross_layer=None)
+        monitor.setup(None, model, "fit")
+        model.table.weight = nn.Parameter(DTensor.from_local(torch.zeros(10, 4), mesh,
+                                                             [_StridedShard(0, split_factor=2)], run_check=False))
+        try:
+            monitor._read_weights_as_sharded(model)
+            results["monitor_refusal"] = "accepted"
+        except ValueError as err:
+            results["monitor_refusal"] = str(err)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
