@@ -139,8 +139,16 @@ def refresh_parameters(tables: Sequence[EmbeddingTable], model: nn.Module) -> No
             module = None
         if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             table.parameter = module.weight
-        else:
+            continue
+        try:
             table.parameter = model.get_parameter(table.name)
+        except AttributeError:
+            raise ValueError(
+                f"the table `{table.name}` found at setup is no longer an nn.Embedding, nn.EmbeddingBag or parameter "
+                f"of {type(model).__name__} at fit start ({type(module).__name__ if module is not None else 'gone'} "
+                "now): configure_model replaced it (TorchRec's DistributedModelParallel does). Read such tables "
+                "with lightning_recanalysis.sharding (sharded_gram of the model's state_dict() entries), or "
+                "exclude them from the monitor") from None
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:
