@@ -33,6 +33,8 @@ from typing import Callable, Mapping, Sequence, Union
 import torch
 from torch import nn
 
+from .sharding import full_tensor
+
 __all__ = ["CrossKernel", "CrossSlot", "CrossLayout", "resolve_cross_kernel", "cross_kernel_candidates",
            "explicit_layout", "block_pair_strength"]
 
@@ -50,8 +52,10 @@ class CrossKernel:
     _matrix: Callable[[], torch.Tensor] = field(repr=False)
 
     def matrix(self) -> torch.Tensor:
+        """The ``[D, D]`` matrix, whole on every rank (a kernel sharded as a ``DTensor`` is gathered: it is
+        D x D, never a table)."""
         with torch.no_grad():
-            return self._matrix().detach()
+            return full_tensor(self._matrix()).detach()
 
     def renamed(self, layer: int) -> "CrossKernel":
         self.form = self.form.replace("(layer 0,", f"(layer {layer},")

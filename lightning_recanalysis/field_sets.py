@@ -24,9 +24,11 @@ from typing import Callable, Sequence, Union
 
 import torch
 
+from .functional.spectrum import RowNormalizedGram
+from .sharding import sharded_gram
 from .tables import EmbeddingTable, TableView
 
-__all__ = ["SetField", "FieldSet", "AnalysisUnit", "analysis_units", "field_key"]
+__all__ = ["SetField", "FieldSet", "AnalysisUnit", "analysis_units", "field_gram", "field_key"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,19 @@ class FieldSet:
         """The field's whole table, ``[rows, width]`` (the live weight, detached, no copy)."""
         return fld.table.parameter.detach()
 
+    def field_source(self, fld: SetField) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """``(weight, rows, columns)``: the field's whole table (see ``TableView.field_source``)."""
+        return fld.table.parameter, (0, fld.table.rows), (0, fld.table.width)
+
 
 AnalysisUnit = Union[TableView, FieldSet]
+
+
+def field_gram(unit: AnalysisUnit, fld) -> RowNormalizedGram:
+    """The row-normalised Gram of one field of a unit, exact for a sharded weight too
+    (:func:`~lightning_recanalysis.sharding.sharded_gram`: every rank must call it, in the same order)."""
+    weight, rows, columns = unit.field_source(fld)
+    return sharded_gram(weight, rows=rows, columns=columns)
 
 
 def field_key(unit: AnalysisUnit, fld) -> tuple[str, str]:

@@ -26,7 +26,7 @@ from torch import nn
 from .torchrec_tables import collection_feature_names
 
 __all__ = ["Field", "ColumnGroup", "EmbeddingTable", "TableView", "discover_tables", "describe_tables",
-           "is_square_linear", "named_cross_layer"]
+           "is_square_linear", "named_cross_layer", "refresh_parameters"]
 
 FieldDims = Union[Sequence[int], Mapping[str, int]]
 ColumnGroups = Union[int, Sequence[str]]
@@ -116,6 +116,37 @@ class TableView:
 
     def weight(self) -> torch.Tensor:
         return self.table.parameter.detach()[:, self.group.start : self.group.stop]
+
+    def field_source(self, fld: Field) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """``(weight, rows, columns)``: where one field of this view lives, for reads of a sharded weight
+        (:mod:`~lightning_recanalysis.sharding`) that cannot slice it."""
+        return self.table.parameter, (fld.start, fld.stop), (self.group.start, self.group.stop)
+
+
+def refresh_parameters(tables: Sequence[EmbeddingTable], model: nn.Module) -> None:
+    """Point every table at the weight its module holds now.
+
+    A strategy that shards the model after the callbacks' ``setup`` (Lightning's ``ModelParallelStrategy`` runs
+    ``configure_model``, where ``fully_shard`` replaces each ``nn.Parameter`` by a ``DTensor`` one) leaves the
+    weights found at ``setup`` stale: they would keep the initial, unsharded values for the whole run.
+    """
+    for table in tables:
+        try:
+            module = model.get_submodule(table.name)
+        except AttributeError:
+            module = None
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            table.parameter = module.weight
+            continue
+        try:
+            table.parameter = model.get_parameter(table.name)
+        except AttributeError:
+            raise ValueError(
+                f"the table `{table.name}` found at setup is no longer an nn.Embedding, nn.EmbeddingBag or parameter "
+                f"of {type(model).__name__} at fit start ({type(module).__name__ if module is not None else 'gone'} "
+                "now): configure_model replaced it (TorchRec's DistributedModelParallel does). Read such tables "
+                "with lightning_recanalysis.sharding (sharded_gram of the model's state_dict() entries), or "
+                "exclude them from the monitor") from None
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:

@@ -206,6 +206,26 @@ class AnalysisCallback(Callback):
         self.history = list(state_dict.get("history", []))
 
 
+def data_parallel_group(trainer) -> Any:
+    """The process group over which the batches differ: ``None`` (every process, as under DDP) unless a
+    model-parallel strategy gives several ranks the same batches (``ModelParallelStrategy`` with a tensor-parallel
+    size above 1 feeds every rank of a tensor-parallel group the same rows). Counts summed over every process
+    would count those rows once per rank; summed over this group they count each row once.
+    """
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    replicas = (getattr(trainer, "distributed_sampler_kwargs", None) or {}).get("num_replicas", trainer.world_size)
+    if replicas == trainer.world_size:
+        return None
+    mesh = getattr(trainer.strategy, "device_mesh", None)
+    if mesh is None or "data_parallel" not in (mesh.mesh_dim_names or ()):
+        raise ValueError(
+            f"{type(trainer.strategy).__name__} feeds {trainer.world_size} processes with {replicas} different "
+            "streams of batches, and the monitors cannot tell which processes share one: use DDP or Lightning's "
+            "ModelParallelStrategy, whose device mesh names its data-parallel dimension")
+    return mesh["data_parallel"].get_group()
+
+
 def _count_over_ranks(trainer, failed: bool, fatal: bool) -> tuple[int, int]:
     """``(ranks that failed, ranks that failed fatally)``, summed over the trainer's processes with one
     all-reduce of two numbers (none with a single process)."""

@@ -22,7 +22,7 @@ from ..functional.conflict import cosine_from_gram, embedding_row_gradients, fie
 from ..tables import TableView, describe_tables, discover_tables
 from ..writers import tensorboard_experiments
 from ._multitask import protocol_error, resolve_tasks
-from .base import AnalysisCallback
+from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["GradientConflictMonitor"]
 
@@ -428,7 +428,8 @@ class GradientConflictMonitor(AnalysisCallback):
         if trainer.world_size <= 1:
             return acc
         flat = torch.cat([acc[k].reshape(-1) for k in keys]).to(pl_module.device)
-        flat = trainer.strategy.reduce(flat, reduce_op="sum").cpu()
+        # Over the ranks whose batches differ: tensor-parallel ranks that train on the same rows count them once.
+        flat = trainer.strategy.reduce(flat, group=data_parallel_group(trainer), reduce_op="sum").cpu()
         pooled, offset = {}, 0
         for k in keys:
             size = acc[k].numel()

@@ -23,8 +23,9 @@ from torch import nn
 
 from ..functional.correlation import learned_correlation, mutual_information, rank_correlation
 from ..metrics.behavior_target import BehaviorTargetCounts
+from .. import sharding
 from ..raster import heatmap_image, line_image
-from .base import AnalysisCallback
+from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["FeatureCorrelationMonitor"]
 
@@ -222,6 +223,14 @@ class FeatureCorrelationMonitor(AnalysisCallback):
     def on_fit_start(self, trainer, pl_module) -> None:
         # Count where the batches are (the model's device), and sum there across processes.
         self.counts = self.counts.to(pl_module.device)
+        # Under tensor parallelism several ranks see the same batches: counts are summed over the ranks whose
+        # batches differ (every rank under DDP).
+        self.counts.process_group = data_parallel_group(trainer)
+        # A strategy may have sharded the tables since setup: their layout must be one the lookups read exactly.
+        for option in ("category_embedding", "position_embedding"):
+            name = getattr(self, option)
+            if name is not None and self.learned_embeddings is None:
+                sharding.check_readable(self._table(pl_module, name, option), name)
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
@@ -373,14 +382,17 @@ class FeatureCorrelationMonitor(AnalysisCallback):
             if self.learned_embeddings is not None:
                 behavior, target_vec = self.learned_embeddings(pl_module, target, rows, positions)
             else:
-                category = self._table(pl_module, self.category_embedding, "category_embedding").detach()
-                device = category.device
-                behavior = category[rows.to(device)][:, None, :].expand(-1, len(positions), -1)
-                target_vec = category[target]
+                # The rows of the analysed categories and positions only: exact for a sharded table too,
+                # where every rank takes part in the lookups (sharding.lookup_rows).
+                category = self._table(pl_module, self.category_embedding, "category_embedding")
+                looked_up = sharding.lookup_rows(category, torch.cat([rows.cpu(), torch.tensor([target])]))
+                behavior = looked_up[:-1][:, None, :].expand(-1, len(positions), -1)
+                target_vec = looked_up[-1]
                 if self.position_embedding is not None:
-                    position = self._table(pl_module, self.position_embedding, "position_embedding").detach()
-                    behavior = behavior + position[positions.to(device)][None, :, :]
-                    target_vec = target_vec + position[self.target_position]
+                    position = self._table(pl_module, self.position_embedding, "position_embedding")
+                    at = sharding.lookup_rows(position, torch.cat([positions, torch.tensor([self.target_position])]))
+                    behavior = behavior + at[:-1][None, :, :]
+                    target_vec = target_vec + at[-1]
         return learned_correlation(behavior, target_vec, representation=self.representation,
                                    scaled=self.scaled).cpu()
 

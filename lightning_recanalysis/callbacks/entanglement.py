@@ -20,7 +20,7 @@ from ..functional.ranking import subset_aurocs
 from ..tables import EmbeddingTable, Field, discover_tables
 from ..writers import tensorboard_experiments
 from ._multitask import protocol_error, resolve_tasks
-from .base import AnalysisCallback
+from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["EntanglementMonitor", "label_pattern_name"]
 
@@ -134,7 +134,7 @@ class EntanglementMonitor(AnalysisCallback):
         self._item: tuple[EmbeddingTable, Field] | None = None
         self._views: list[tuple[str, slice, slice]] = []
         self._handles: list[Any] = []
-        self._calls: dict[str, list[torch.Tensor]] = {"user": [], "item": []}
+        self._calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"user": [], "item": []}
         self._active = False
         self._broken = False
         self._rows: list[torch.Tensor] = []
@@ -209,8 +209,10 @@ class EntanglementMonitor(AnalysisCallback):
         self._handles = []
 
     def _hook(self, role: str):
+        # The ids and the rows the lookup returned: the embeddings the model used, read without touching the
+        # weight, which a sharding strategy may hold in pieces (a DTensor) outside the forward pass.
         def capture(module, args, output):
-            self._calls[role].append(args[0])
+            self._calls[role].append((args[0], output.detach()))
         return capture
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -227,19 +229,21 @@ class EntanglementMonitor(AnalysisCallback):
         self._calls = {"user": [], "item": []}
 
     @staticmethod
-    def _field_rows(calls: list[torch.Tensor], fld: Field, batch_size: int, role: str) -> torch.Tensor:
-        """Each sample's one row id inside ``fld``, read from the embedding inputs of this batch."""
-        columns = [c.reshape(batch_size, -1) for c in calls if c.dim() >= 1 and c.shape[0] == batch_size]
-        if not columns:
+    def _field_rows(calls: list[tuple[torch.Tensor, torch.Tensor]], fld: Field, batch_size: int,
+                    role: str) -> torch.Tensor:
+        """Each sample's one embedding row of ``fld``, ``[batch, width]``, as the lookups of this batch returned it."""
+        calls = [(ids, rows) for ids, rows in calls if ids.dim() >= 1 and ids.shape[0] == batch_size]
+        if not calls:
             raise ValueError(f"the {role} embedding was not called on a [batch, ...] input in validation_step "
-                             f"(input shapes: {[tuple(c.shape) for c in calls]}, batch size {batch_size})")
-        ids = torch.cat(columns, dim=1)
+                             f"(batch size {batch_size})")
+        ids = torch.cat([c.reshape(batch_size, -1) for c, _ in calls], dim=1)
+        rows = torch.cat([r.reshape(batch_size, -1, r.shape[-1]) for _, r in calls], dim=1)
         inside = (ids >= fld.start) & (ids < fld.stop)
         per_sample = inside.sum(dim=1)
         if not bool((per_sample == 1).all()):
             raise ValueError(f"every sample must look up exactly one row of field '{fld.name}' (rows {fld.start}-"
                              f"{fld.stop - 1}), but samples look up {sorted(set(per_sample.tolist()))} of them")
-        return ids[inside]  # row-major: one id per sample, in sample order
+        return rows[inside]  # row-major: one row per sample, in sample order
 
     def _collect(self, outputs) -> None:
         owner = type(self).__name__
@@ -254,17 +258,16 @@ class EntanglementMonitor(AnalysisCallback):
         y = torch.stack([labels[t].detach().reshape(-1).to(torch.float64) for t in self._task_names], dim=1)
         s = torch.stack([scores[t].detach().reshape(-1).to(torch.float64) for t in self._task_names], dim=1)
         batch_size = y.shape[0]
-        (u_table, u_field), (i_table, i_field) = self._user, self._item
+        (_, u_field), (_, i_field) = self._user, self._item
         users = self._field_rows(self._calls["user"], u_field, batch_size, "user")
         items = self._field_rows(self._calls["item"], i_field, batch_size, "item")
         take = min(batch_size, self.max_pairs - self._kept)
         if take <= 0:
             return
         with torch.no_grad():
-            u_weight, i_weight = u_table.parameter.detach(), i_table.parameter.detach()
             distances = [
-                torch.linalg.vector_norm(u_weight[users[:take], us].to(torch.float64)
-                                         - i_weight[items[:take], its].to(torch.float64), dim=1)
+                torch.linalg.vector_norm(users[:take, us].to(torch.float64) - items[:take, its].to(torch.float64),
+                                         dim=1)
                 for _, us, its in self._views
             ]
         self._rows.append(torch.cat([torch.stack(distances, dim=1), y[:take].to(distances[0].device),
@@ -296,7 +299,8 @@ class EntanglementMonitor(AnalysisCallback):
             return local
         from torchmetrics.utilities.distributed import gather_all_tensors
 
-        parts = gather_all_tensors(local.to(pl_module.device))
+        # Over the ranks whose batches differ: tensor-parallel ranks that validate the same rows send them once.
+        parts = gather_all_tensors(local.to(pl_module.device), group=data_parallel_group(trainer))
         return torch.cat([p.cpu() for p in parts])
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

@@ -20,11 +20,12 @@ from torch import nn
 from ..functional.correlation import rank_correlation
 from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
+from .. import sharding
 from ..raster import heatmap_image
 from ..cross import block_pair_strength
 from ..tables import is_square_linear, named_cross_layer
 from ._cross import CrossFinder, field_units, one_table_holds_all, slots_by_name
-from .base import AnalysisCallback
+from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["FieldPairCorrelationMonitor"]
 
@@ -336,7 +337,19 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     def on_fit_start(self, trainer, pl_module) -> None:
         # Count where the batches are (the model's device), and sum there across processes.
         self.counts = self.counts.to(pl_module.device)
+        # Under tensor parallelism several ranks see the same batches: counts are summed over the ranks whose
+        # batches differ (every rank under DDP).
+        self.counts.process_group = data_parallel_group(trainer)
         self._counting = False
+        if (self._cross is None and self.pair_strength is None and self.cross_layer is not None
+                and any(sharding.is_sharded(p) for p in pl_module.parameters())):
+            # The strategy replaced the parameters after setup: the kernel is resolved again on the current ones
+            # (before any batch, so nothing the first batch finds is lost).
+            units = field_units(pl_module, self.field_names, self.field_dims)
+            if units:
+                self._finder.setup(pl_module, units)
+                if self._finder.layout is not None:
+                    self._slots = slots_by_name(self._finder, self.field_names)
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
@@ -438,7 +451,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             source = "pair_strength"
         elif self._cross is not None:
             name, layer, width = self._cross
-            full = cross_layer_pair_strength(layer.weight, self.num_fields, width, offset=self.cross_offset)
+            full = cross_layer_pair_strength(sharding.full_tensor(layer.weight), self.num_fields, width,
+                                             offset=self.cross_offset)
             source = f"||W[j, i]||_F of {name}"
         elif self._slots is not None:
             full = block_pair_strength(self._finder.kernel.matrix(), self._slots)

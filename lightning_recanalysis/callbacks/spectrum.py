@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..functional.interaction import interaction_information_abundance
+from ..functional.interaction import interaction_information_abundance, partner_grams
 from ..functional.spectrum import (
     RowNormalizedGram,
     all_reduce_gram,
@@ -29,8 +29,10 @@ from ..functional.spectrum import (
 )
 from ..plotting import heatmap_figure
 from ..raster import heatmap_image
-from ..field_sets import AnalysisUnit, FieldSet, analysis_units
-from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables
+from .. import sharding
+from ..field_sets import AnalysisUnit, FieldSet, analysis_units, field_gram
+from ..tables import (ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables,
+                      refresh_parameters)
 from ._cross import CrossFinder, table_order_layout
 from .base import AnalysisCallback
 
@@ -211,6 +213,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
     def on_fit_start(self, trainer, pl_module) -> None:
         if not self._is_real_fit(trainer):
             return
+        self._read_weights_as_sharded(pl_module)
         self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
         # A resumed run already holds its baseline; the weights now are trained ones. (Every rank has the same
         # history, so all of them take this branch or none.)
@@ -286,6 +289,23 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             text += "\n\nInteraction analysis: the cross layer's field order is read on the first training batch."
         return text
 
+    def _read_weights_as_sharded(self, pl_module: torch.nn.Module) -> None:
+        """Take the weights as the strategy left them after ``configure_model`` and check that every one can be
+        read exactly (a ``DTensor`` of row, column or replicated placements; see :mod:`~lightning_recanalysis.
+        sharding`): an error here, before the first step, names the table and its placement."""
+        refresh_parameters(self.tables, pl_module)
+        for table in self.tables:
+            layout = sharding.check_readable(table.parameter, table.name)
+            if layout.kind != "local" and self._is_sharded(table.name):
+                raise ValueError(
+                    f"table '{table.name}' is a DTensor ({list(layout.placements)}), which the monitor reads "
+                    "across ranks by itself: drop it from row_sharded (that option is for a table split by hand, "
+                    "whose every rank holds a plain tensor of its own rows)")
+        if any(sharding.is_sharded(p) for p in pl_module.parameters()):
+            # The strategy replaced the parameters: the cross kernel is resolved again on the current ones (no
+            # batch has run yet, so nothing the first batch finds is lost).
+            self._finder.setup(pl_module, self.units, legacy=self._table_order_layout)
+
     # ---- what ------------------------------------------------------------------------------------------------
     def analyse(self, sharded_grams: Mapping[tuple[str, str], RowNormalizedGram] | None = None) -> dict[str, Any]:
         """Compute every view's per-field spectra (and the interaction matrix) now; returns plain values.
@@ -314,11 +334,15 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         slots = layout.unit_slots()
         unit = next(u for u in self.units if u.name == slots[0].unit)
         by_name = {f.name: f for f in unit.fields}
-        tables = [unit.field_weight(by_name[s.field]) for s in slots]
         columns = torch.cat([torch.arange(s.start, s.stop) for s in slots])
         weight = self._finder.kernel.matrix()
         columns = columns.to(weight.device)
-        matrix = interaction_information_abundance(tables, weight[columns][:, columns])
+        kernel = weight[columns][:, columns]
+        sources = [unit.field_source(by_name[s.field]) for s in slots]
+        if any(sharding.is_sharded(parameter) for parameter, _, _ in sources):
+            matrix = _sharded_interaction(sources, kernel, unit.width)
+        else:
+            matrix = interaction_information_abundance([unit.field_weight(by_name[s.field]) for s in slots], kernel)
         out = {"view": unit.name, "layer": self._finder.kernel.name, "fields": [s.name for s in slots],
                "matrix": matrix.tolist()}
         if any(s.name != s.field for s in slots):
@@ -341,7 +365,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             if isinstance(view, TableView) and self._is_sharded(view.table.name):
                 gram = sharded_grams[(view.name, fld.name)]
             else:
-                gram = row_normalized_gram(view.field_weight(fld))
+                gram = field_gram(view, fld)
             excluded += gram.excluded_rows
             rows = gram.rows + gram.excluded_rows
             sv = singular_values_from_gram(gram.gram, min(rows, view.width))
@@ -519,3 +543,19 @@ def interaction_figure(interaction: dict[str, Any], own_fields: dict[str, Any], 
 
 
 __all__ += ["spectrum_heatmap_figure", "interaction_figure"]
+
+
+def _sharded_interaction(sources, weight: torch.Tensor, width: int) -> torch.Tensor:
+    """The interaction matrix of fields whose tables are sharded (``DTensor`` or ``ShardedTensor``): each source
+    field's N partner Grams are a sum over its rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank
+    holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order."""
+    n = len(sources)
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i, (parameter, rows, columns) in enumerate(sources):
+        w_i = weight[:, i * width : (i + 1) * width].T.to(torch.float64)
+        grams = sharding.row_sum(parameter,
+                                 lambda block, w_i=w_i: partner_grams(block, w_i.to(block.device), n, width),
+                                 rows=rows, columns=columns)
+        sv = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt().flip(-1)[:, : min(rows[1] - rows[0], width)]
+        out[i] = information_abundance(sv).cpu()
+    return out

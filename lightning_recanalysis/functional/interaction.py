@@ -18,9 +18,9 @@ import torch
 
 from .spectrum import ROW_NORM_EPS, information_abundance, row_normalized_gram, singular_values_from_gram
 
-__all__ = ["cross_layer_block", "interaction_information_abundance"]
+__all__ = ["cross_layer_block", "interaction_information_abundance", "partner_grams"]
 
-# Fields with at most this many rows get all N partners in one float64 pass (see _all_partner_grams); larger
+# Fields with at most this many rows get all N partners in one float64 pass (see partner_grams); larger
 # ones are streamed pair by pair in float32 with the rotated Gram of row_normalized_gram.
 _BATCHED_MAX_ROWS = 1 << 16
 # Values of the [N, rows, K] float64 block formed per step of the batched pass: 32 MiB on a GPU (few, large
@@ -67,7 +67,7 @@ def interaction_information_abundance(
         if table.shape[0] <= _BATCHED_MAX_ROWS:
             # Columns j*K..(j+1)*K of the product are P_ij: the blocks W_ij^T side by side.
             w_i = w[:, i * width : (i + 1) * width].T.to(torch.float64)  # [K, N K]
-            grams = _all_partner_grams(table, w_i, n, width)
+            grams = partner_grams(table, w_i, n, width)
             sv = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt().flip(-1)[:, : min(table.shape[0], width)]
             out[i] = information_abundance(sv).cpu()
             continue
@@ -79,9 +79,20 @@ def interaction_information_abundance(
     return out
 
 
-def _all_partner_grams(table: torch.Tensor, w_i: torch.Tensor, n: int, width: int) -> torch.Tensor:
+def partner_grams(table: torch.Tensor, w_i: torch.Tensor, n: int, width: int) -> torch.Tensor:
     """``[N, K, K]`` float64 Grams of the row-normalised P_i1 ... P_iN (rows of P_ij that are zero or not
-    finite are left out, as :func:`row_normalized_gram` leaves them out)."""
+    finite are left out, as :func:`row_normalized_gram` leaves them out).
+
+    ``w_i = W[:, iK:(i+1)K]^T`` (``[K, N K]``, float64): the blocks W_ij^T side by side. A sum over the rows of
+    ``table``, so the Grams of a table split by rows are the sums of its parts'.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.functional.interaction import partner_grams
+        >>> grams = partner_grams(torch.eye(2, dtype=torch.float64), torch.eye(2, 4, dtype=torch.float64), 2, 2)
+        >>> grams[0].diagonal().tolist(), grams[1].abs().sum().item()
+        ([1.0, 1.0], 0.0)
+    """
     grams = torch.zeros(n, width, width, dtype=torch.float64, device=table.device)
     # [N, K, K]: partner j's block W_ij^T. One batched product gives every P_ij in the [N, rows, K] layout, so
     # the Grams are one batched product too (an einsum over the [rows, N, K] layout copied it first: 1.7 to 2

@@ -1,0 +1,408 @@
+"""Reading a weight that lives in pieces across processes, exactly, without gathering it whole.
+
+When a table outgrows one device it is sharded: Lightning's ``ModelParallelStrategy`` (FSDP2 ``fully_shard``,
+tensor parallelism) turns every parameter into a :class:`~torch.distributed.tensor.DTensor` whose
+``placements`` say, per mesh dimension, whether the rows are split (``Shard(0)``), the columns (``Shard(1)``) or
+the whole tensor is copied (``Replicate()``). Every rank then holds one rectangular *block* of the global tensor.
+
+The analyses need three things of such a weight, and each is exact here:
+
+- the Gram ``G = E_hat^T E_hat`` of a row range and column range of the row-normalised table (spectra,
+  information abundance, interaction sub-embeddings): :func:`sharded_gram`. When every block holds whole rows of
+  the requested columns (row sharding, replication: FSDP2's ``Shard(0)``), ``G`` is a sum over rows, so each
+  rank streams its own rows and one all-reduce of ``K^2 + 3`` numbers sums them; extra memory O(K^2) plus a
+  chunk. When the columns are split (``Shard(1)``), a row's norm and its products need every column, so the
+  rows are assembled chunk by chunk (one all-reduce of a ``[chunk, K]`` buffer per chunk, each rank filling
+  the cells it holds) and never more than a chunk of the table is on any rank.
+- some rows of the table, identical on every rank (the rows of a few categories or sampled users and items):
+  :func:`lookup_rows`, one all-reduce of ``[len(ids), K]``.
+- a small tensor whole (a cross layer's kernel, a position table): :func:`full_tensor`.
+
+A replicated block is counted once: a rank contributes its block only if its coordinate along every
+``Replicate`` mesh dimension is 0. Plain tensors (a single process, or DDP, where every rank holds the same whole
+weight) need no communication at all and go straight to the single-process functions.
+
+Layouts that cannot be read exactly are refused by :func:`check_readable` with a message that names the
+placement: ``Partial`` (a pending sum), strided shards (FSDP2 combined with tensor parallelism on the same
+dimension), and meshes that do not span every process.
+
+Every function here makes the same collectives in the same order on every rank, and a failure on one rank is
+raised on every rank at the same point (its flag rides along in the collective's buffer), so no rank is left
+waiting in a collective that another has abandoned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from .functional.spectrum import RowNormalizedGram, row_normalized_gram
+
+__all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_readable", "row_sum", "sharded_gram",
+           "lookup_rows", "full_tensor", "is_sharded"]
+
+# Values per chunk: a rank's own rows are streamed (row shards), or whole rows assembled (column shards, one
+# all-reduce per chunk), 2^18 values at a time: 1 MiB in float32, so that the few buffers of a pass stay a small
+# share of any shard worth sharding (tested: under 5% of a 1,000,000 x 32 shard, benchmarks/bench_sharded_memory).
+_CHUNK_VALUES = 1 << 18
+
+try:  # part of torch.distributed; absent on builds without distributed support
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+except ImportError:  # pragma: no cover
+    DTensor = Partial = Replicate = Shard = ShardedTensor = None  # type: ignore[assignment,misc]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``[row0, row0 + rows)`` and columns ``[col0, col0 + cols)`` of the global tensor held by this rank."""
+
+    data: torch.Tensor
+    row0: int
+    col0: int
+
+    @property
+    def row_stop(self) -> int:
+        return self.row0 + int(self.data.shape[0])
+
+    @property
+    def col_stop(self) -> int:
+        return self.col0 + int(self.data.shape[1])
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How a 2-D weight is laid out across processes, the same description on every rank.
+
+    Attributes:
+        shape: the global ``(rows, columns)``.
+        kind: ``"local"`` (a plain tensor: one process, or a copy on every rank), ``"rows"`` (every block holds
+            whole rows: row sharding and/or replication) or ``"columns"`` (some blocks hold part of a row).
+        placements: the placements in words, for messages (``"Shard(dim=0)"``, ...); empty for a plain tensor.
+        problem: why the layout cannot be read exactly, or ``None``.
+    """
+
+    shape: tuple[int, int]
+    kind: str
+    placements: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a distributed tensor (a ``DTensor``, or the ``ShardedTensor`` of TorchRec's sharded
+    tables) read through this module, rather than a plain one."""
+    return DTensor is not None and isinstance(tensor, (DTensor, ShardedTensor))
+
+
+def layout_of(tensor: torch.Tensor) -> ShardLayout:
+    """The :class:`ShardLayout` of a plain tensor, a ``DTensor`` or a ``ShardedTensor`` (from global metadata
+    only, the same on every rank)."""
+    if not is_sharded(tensor):
+        return ShardLayout(shape=_shape2(tensor), kind="local")
+    if isinstance(tensor, ShardedTensor):
+        return _sharded_tensor_layout(tensor)
+    placements = tuple(tensor.placements)
+    words = tuple(repr(p) for p in placements)
+    shape = _shape2(tensor)
+    problem = None
+    split_columns = False
+    for placement in placements:
+        if isinstance(placement, Replicate):
+            continue
+        if isinstance(placement, Partial):
+            problem = f"a Partial placement ({placement!r}) holds summands, not values, until it is reduced"
+        elif type(placement) is Shard and placement.dim in (0, 1, -1, -2):
+            split_columns |= placement.dim % 2 == 1
+        else:
+            problem = (f"placement {placement!r} (strided or custom sharding) does not say which rows and columns "
+                       "each rank holds")
+    mesh = tensor.device_mesh
+    if problem is None and dist.is_initialized() and mesh.size() != dist.get_world_size():
+        problem = (f"its device mesh spans {mesh.size()} of the {dist.get_world_size()} processes; the analyses "
+                   "read weights whose mesh spans them all")
+    return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
+
+
+def _sharded_tensor_layout(tensor) -> ShardLayout:
+    """TorchRec's table-wise, column-wise and table-column-wise shards (and row-wise ones, on GPUs): rectangles,
+    each on one rank, listed in the global metadata."""
+    shape = _shape2(tensor)
+    shards = tensor.metadata().shards_metadata
+    words = tuple(f"rows {m.shard_offsets[0]}+{m.shard_sizes[0]}, columns {m.shard_offsets[1]}+{m.shard_sizes[1]} "
+                  f"on {m.placement}" for m in shards)
+    covered = sum(m.shard_sizes[0] * m.shard_sizes[1] for m in shards)
+    problem = None if covered == shape[0] * shape[1] else (
+        f"its shards cover {covered} of its {shape[0] * shape[1]} cells (overlapping or missing shards)")
+    split_columns = any(m.shard_sizes[1] != shape[1] for m in shards)
+    return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
+
+
+def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
+    """The layout of ``tensor``, or a ``ValueError`` that names the weight and its placement if it cannot be
+    read exactly (call it at setup, before the first step)."""
+    layout = layout_of(tensor)
+    if layout.problem is not None:
+        raise ValueError(f"`{name}` is a {type(tensor).__name__} laid out as {list(layout.placements)}, which the analyses "
+                         f"cannot read exactly: {layout.problem}. Shard embedding tables by rows (FSDP2's "
+                         "default Shard(0)) or by columns (Shard(1)), or exclude the table from the monitor.")
+    return layout
+
+
+def _shape2(tensor: torch.Tensor) -> tuple[int, int]:
+    if tensor.dim() != 2:
+        raise ValueError(f"expected a 2-D weight [rows, columns], got shape {tuple(tensor.shape)}")
+    return int(tensor.shape[0]), int(tensor.shape[1])
+
+
+def _local_blocks(tensor: torch.Tensor) -> list[Block]:
+    """The blocks this rank holds and counts: a ``ShardedTensor``'s local shards; a ``DTensor``'s one local
+    block, or none where another rank holds the same block (a replica) and counts it."""
+    if isinstance(tensor, ShardedTensor):
+        return [Block(shard.tensor.detach(), int(shard.metadata.shard_offsets[0]),
+                      int(shard.metadata.shard_offsets[1])) for shard in tensor.local_shards()]
+    block = _dtensor_block(tensor)
+    return [] if block is None else [block]
+
+
+def _dtensor_block(tensor: torch.Tensor) -> Block | None:
+    """Where this rank's block of a DTensor starts: ``Shard(d)`` cuts dimension d as ``torch.chunk`` does (pieces
+    of ``ceil(size / n)``, the last ones shorter or empty), mesh dimension by mesh dimension, each cutting the
+    piece the previous ones left. (DTensor's own helper for this builds an index over every row: megabytes for
+    a large table, and private.) The block's shape is checked against the local tensor's."""
+    mesh, placements = tensor.device_mesh, tensor.placements
+    coordinate = mesh.get_coordinate()
+    if coordinate is None:
+        return None
+    if any(isinstance(p, Replicate) and c != 0 for p, c in zip(placements, coordinate)):
+        return None
+    sizes, offsets = [int(tensor.shape[0]), int(tensor.shape[1])], [0, 0]
+    for mesh_dim, placement in enumerate(placements):
+        if isinstance(placement, Shard):
+            dim = placement.dim % 2
+            pieces, index = mesh.size(mesh_dim), coordinate[mesh_dim]
+            chunk = -(-sizes[dim] // pieces)
+            start = min(index * chunk, sizes[dim])
+            offsets[dim] += start
+            sizes[dim] = min(start + chunk, sizes[dim]) - start
+    local = tensor.to_local().detach()
+    if tuple(local.shape) != tuple(sizes):
+        raise ValueError(f"a DTensor with placements {list(placements)} holds a local block of shape "
+                         f"{tuple(local.shape)} on this rank where {tuple(sizes)} was expected: its rows and columns "
+                         "cannot be placed in the table")
+    return Block(local, offsets[0], offsets[1])
+
+
+def _all_reduce_with_flag(buffer: torch.Tensor, failed: bool, group=None) -> bool:
+    """Sum ``buffer`` (1-D, float64, last element the failure flag) over the group; whether any rank failed."""
+    buffer[-1] = float(failed)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+    return bool(buffer[-1] > 0)
+
+
+class ShardedReadError(RuntimeError):
+    """Reading a sharded weight failed on another rank; every rank raises it at the same collective."""
+
+
+def row_sum(
+    tensor: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    rows: tuple[int, int] | None = None,
+    columns: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """``fn`` over rows ``[rows)`` x columns ``[columns)`` of ``tensor``, for an ``fn`` that is a sum over rows.
+
+    ``fn`` maps a block of whole rows ``[n, width]`` to a tensor of a fixed shape such that
+    ``fn(A stacked on B) = fn(A) + fn(B)`` (a Gram, a count, a batch of partner Grams). For a plain tensor this is
+    ``fn(tensor[rows, columns])``. For a ``DTensor`` each rank applies ``fn`` to whole rows it holds (row
+    sharding) or to chunks of whole rows assembled from every rank (column sharding), and the parts are summed;
+    every rank gets the same float64 result and must call this in the same order as the others.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.sharding import row_sum
+        >>> row_sum(torch.arange(6.0).view(3, 2), lambda block: block.sum(0), rows=(1, 3)).tolist()
+        [6.0, 8.0]
+    """
+    n_rows, n_cols = _shape2(tensor)
+    r0, r1 = rows if rows is not None else (0, n_rows)
+    c0, c1 = columns if columns is not None else (0, n_cols)
+    if not is_sharded(tensor):
+        return fn(tensor.detach()[r0:r1, c0:c1])
+    layout = check_readable(tensor, "the weight")
+    device = _device(tensor)
+    dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    # The result's shape, from an empty block: every rank knows it without a collective.
+    shape = fn(torch.zeros(0, c1 - c0, dtype=dtype, device=device)).shape
+    size = int(torch.Size(shape).numel())
+    total = torch.zeros(size + 1, dtype=torch.float64, device=device)
+    error: Exception | None = None
+    blocks: list[Block] = []
+    try:
+        blocks = _local_blocks(tensor)
+    except Exception as err:  # raised below, once this rank has joined the collectives the others wait in
+        error = err
+    if layout.kind == "rows":
+        if error is None:
+            try:
+                for block in blocks:
+                    local = _rows_of(block, r0, r1, c0, c1)
+                    if local is not None:
+                        total[:-1] += fn(local.to(dtype)).reshape(-1).to(torch.float64)
+            except Exception as err:
+                error = err
+        if _all_reduce_with_flag(total, error is not None):
+            raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
+        return total[:-1].view(shape)
+    # Split columns: every rank assembles each chunk of whole rows (one all-reduce each) and adds fn of it; a
+    # failure is flagged in the next chunk's all-reduce (or the last flag), where every rank sees it and stops
+    # at the same point, so all of them make the same collectives.
+    width = c1 - c0
+    # Assembled in the working dtype: each cell is one rank's value plus zeros, exact in float32 for any table
+    # narrower than float64 (and the 0/1 failure flag too).
+    step = _chunk_rows(width)
+    for start in range(r0, r1, step):
+        stop = min(r1, start + step)
+        buffer = torch.zeros((stop - start) * width + 1, dtype=dtype, device=device)
+        if error is None:
+            try:
+                for block in blocks:
+                    _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
+            except Exception as err:
+                error = err
+        if _all_reduce_with_flag(buffer, error is not None):
+            break
+        try:
+            total[:-1] += fn(buffer[:-1].view(stop - start, width)).reshape(-1).to(torch.float64)
+        except Exception as err:
+            error = err
+    flag = torch.zeros(1, dtype=torch.float64, device=device)
+    if _all_reduce_with_flag(flag, error is not None):
+        raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
+    return total[:-1].view(shape)
+
+
+def sharded_gram(
+    tensor: torch.Tensor,
+    rows: tuple[int, int] | None = None,
+    columns: tuple[int, int] | None = None,
+    *,
+    normalize_rows: bool = True,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> RowNormalizedGram:
+    """The :class:`RowNormalizedGram` of ``tensor[rows[0]:rows[1], columns[0]:columns[1]]``, on every rank.
+
+    ``G = sum over the rows r of e_hat_r^T e_hat_r``, ``e_hat_r = t(e_r) / (||t(e_r)|| + 1e-8)`` with ``t`` the
+    optional ``transform`` of a chunk of rows (as in :func:`row_normalized_gram`). For a plain tensor this is
+    :func:`row_normalized_gram` of the slice; for a ``DTensor`` it is :func:`row_sum` of it (a Gram and its row
+    counts are sums over rows), and every rank must call it in the same order.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.sharding import sharded_gram
+        >>> sharded_gram(torch.eye(3), rows=(0, 2)).gram.diagonal().tolist()
+        [1.0, 1.0, 0.0]
+    """
+    if not is_sharded(tensor):
+        n_rows, n_cols = _shape2(tensor)
+        r0, r1 = rows if rows is not None else (0, n_rows)
+        c0, c1 = columns if columns is not None else (0, n_cols)
+        return row_normalized_gram(tensor.detach()[r0:r1, c0:c1], normalize_rows=normalize_rows,
+                                   transform=transform)
+
+    def packed(block: torch.Tensor) -> torch.Tensor:
+        part = row_normalized_gram(block, normalize_rows=normalize_rows, transform=transform,
+                                   chunk_rows=_chunk_rows(block.shape[1]))
+        counts = torch.tensor([float(part.rows), float(part.excluded_rows)], dtype=torch.float64,
+                              device=part.gram.device)
+        return torch.cat([part.gram.flatten(), counts])
+
+    total = row_sum(tensor, packed, rows, columns)
+    width = int(round((total.numel() - 2) ** 0.5))
+    return RowNormalizedGram(gram=total[:-2].view(width, width), rows=int(round(float(total[-2]))),
+                             excluded_rows=int(round(float(total[-1]))))
+
+
+def _chunk_rows(width: int) -> int:
+    return max(1024, _CHUNK_VALUES // max(1, width))
+
+
+def _device(tensor: torch.Tensor) -> torch.device:
+    """Where this rank's part lives, and so where the collectives' buffers go (CUDA under NCCL)."""
+    if DTensor is not None and isinstance(tensor, DTensor):
+        return tensor.to_local().device
+    if ShardedTensor is not None and isinstance(tensor, ShardedTensor):
+        shards = tensor.local_shards()
+        if shards:
+            return shards[0].tensor.device
+        # A rank that holds none of the table (table-wise sharding) still takes part in the collectives.
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return tensor.device
+
+
+def _rows_of(block: Block, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor | None:
+    """The part of ``block`` inside rows ``[r0, r1)``, columns ``[c0, c1)`` (whole requested columns)."""
+    lo, hi = max(r0, block.row0), min(r1, block.row_stop)
+    if lo >= hi:
+        return None
+    return block.data[lo - block.row0 : hi - block.row0, c0 - block.col0 : c1 - block.col0]
+
+
+def _fill(buffer: torch.Tensor, block: Block, r0: int, r1: int, c0: int, c1: int) -> None:
+    """Write the cells of ``block`` inside rows ``[r0, r1)`` x columns ``[c0, c1)`` into ``buffer`` (that window)."""
+    lo, hi = max(r0, block.row0), min(r1, block.row_stop)
+    left, right = max(c0, block.col0), min(c1, block.col_stop)
+    if lo < hi and left < right:
+        buffer[lo - r0 : hi - r0, left - c0 : right - c0] = block.data[
+            lo - block.row0 : hi - block.row0, left - block.col0 : right - block.col0].to(buffer.dtype)
+
+
+def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """``tensor[ids]`` as a plain tensor on every rank (``ids`` must be the same on every rank).
+
+    Each rank writes the cells it holds into a zero buffer and one all-reduce sums them: memory and traffic
+    ``len(ids) x K``, never the table.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.sharding import lookup_rows
+        >>> lookup_rows(torch.arange(6.0).view(3, 2), [2, 0]).tolist()
+        [[4.0, 5.0], [0.0, 1.0]]
+    """
+    index = torch.as_tensor(ids, dtype=torch.long)
+    if not is_sharded(tensor):
+        return tensor.detach()[index.to(tensor.device)]
+    check_readable(tensor, "the weight")
+    n_rows, n_cols = _shape2(tensor)
+    device = _device(tensor)
+    index = index.to(device)
+    buffer = torch.zeros(index.numel() * n_cols + 1, dtype=torch.float64, device=device)
+    failed = False
+    try:
+        view = buffer[:-1].view(index.numel(), n_cols)
+        for block in _local_blocks(tensor):
+            mine = (index >= block.row0) & (index < block.row_stop)
+            view[mine, block.col0 : block.col_stop] = block.data[index[mine] - block.row0].to(torch.float64)
+    except Exception:
+        failed = True
+    if _all_reduce_with_flag(buffer, failed):
+        raise ShardedReadError("looking up rows of a sharded weight failed on a rank")
+    return buffer[:-1].view(index.numel(), n_cols).to(tensor.dtype)
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a small weight (a cross layer's kernel, a position table) as a plain tensor on every rank.
+
+    DTensor's own ``full_tensor`` (an all-gather that any placement, strided and partial included, knows how to
+    undo). For tables use :func:`sharded_gram`, :func:`row_sum` or :func:`lookup_rows`, which never hold the
+    whole table.
+    """
+    if not is_sharded(tensor):
+        return tensor.detach()
+    if isinstance(tensor, ShardedTensor):
+        return lookup_rows(tensor, torch.arange(tensor.shape[0]))
+    return tensor.detach().full_tensor()

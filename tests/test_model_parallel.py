@@ -1,0 +1,126 @@
+"""Lightning's ModelParallelStrategy on 2 CPU processes (gloo): FSDP2 row shards and tensor-parallel column shards
+of the embedding table. Every number the monitors log equals what one process computes from the same (gathered)
+weights, every rank logs the same, and the monitors leave the trained weights bit for bit as they were."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddp_helpers import other_ranks_exit_codes, run_ddp_script
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+from model_parallel import DIM, ShardedDCN, monitors  # noqa: E402
+
+from lightning_recanalysis.functional.field_pair import cross_layer_pair_strength  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "scripts" / "model_parallel.py"
+
+
+def _numbers(value, path=""):
+    """Every number in a record, by its path, so two records compare number by number."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _numbers(item, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, float(value)
+
+
+def _single_process_records(weights: list[dict[str, torch.Tensor]]) -> dict[str, list[dict]]:
+    """Each analysis again, in this process, on a plain model holding the gathered weights of that moment."""
+    records: list[dict] = []
+    for snapshot in weights:
+        model = ShardedDCN("none")
+        model.load_state_dict(snapshot, strict=False)
+        monitor = monitors()[0]
+        monitor.setup(None, model, "fit")
+        records.append(monitor.analyse())
+    return records
+
+
+def _assert_numbers_equal(logged: dict, expected: dict, what: str) -> None:
+    got, want = dict(_numbers(logged)), dict(_numbers(expected))
+    assert set(want) <= set(got), (what, sorted(set(want) - set(got))[:5])
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (what, key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,placement,data_parallel", [("fsdp", "S(0)", "ddp"), ("tp", "S(1)", "single")])
+def test_every_logged_number_equals_one_process_on_the_same_weights(tmp_path, mode, placement, data_parallel):
+    """Weights: each record recomputed in one process from the weights gathered at that moment. Data: the counts
+    of a plain run that feeds the processes the same batches (DDP for FSDP2's two data-parallel ranks; one
+    process for two tensor-parallel ranks, which both see every batch and must count it once)."""
+    for run_mode in (mode, data_parallel):
+        proc = run_ddp_script(SCRIPT, tmp_path, run_mode, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    assert json.loads((tmp_path / "monitors_placements_rank0.json").read_text())["embedding.weight"] == [placement]
+    histories = [json.loads((tmp_path / f"monitors_history_rank{r}.json").read_text()) for r in range(2)]
+    assert histories[0] == histories[1]
+    weights = torch.load(tmp_path / "monitors_weights.pt", weights_only=True)
+    spectra = histories[0]["EmbeddingSpectrumMonitor"]
+    assert [r["stage"] for r in spectra] == ["init", "epoch", "epoch"]
+    for logged, recomputed in zip(spectra, _single_process_records(weights), strict=True):
+        _assert_numbers_equal(logged, recomputed, f"spectrum {logged['stage']} {logged['epoch']}")
+    reference = json.loads((tmp_path / f"monitors_{data_parallel}_history_rank0.json").read_text())
+    pairs = histories[0]["FieldPairCorrelationMonitor"]
+    assert [r["epoch"] for r in pairs] == [0, 1]
+    for logged, plain, snapshot in zip(pairs, reference["FieldPairCorrelationMonitor"], weights[1:], strict=True):
+        assert logged["samples"] == plain["samples"] == 2048
+        data_only = {k: v for k, v in plain.items() if k not in ("learned", "agreement", "agreement_interaction", "step")}
+        _assert_numbers_equal(logged, data_only, f"field-pair ground truth, epoch {logged['epoch']}")
+        learned = cross_layer_pair_strength(snapshot["cross.weight"], 3, DIM)
+        _assert_numbers_equal({"learned": logged["learned"]}, {"learned": learned.tolist()}, "learned strength")
+
+
+@pytest.mark.slow
+def test_monitors_leave_the_sharded_training_unchanged(tmp_path):
+    for flag in ([], ["--no-monitors"]):
+        proc = run_ddp_script(SCRIPT, tmp_path, "fsdp", *flag, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    with_monitors = torch.load(tmp_path / "monitors_weights.pt", weights_only=True)[-1]
+    without = torch.load(tmp_path / "plain_weights.pt", weights_only=True)[-1]
+    assert with_monitors.keys() == without.keys()
+    for name in without:
+        assert torch.equal(with_monitors[name], without[name]), name
+
+
+DEMOS_SCRIPT = Path(__file__).parent / "scripts" / "model_parallel_demos.py"
+
+
+@pytest.mark.slow
+def test_demo_models_under_fsdp2_log_what_ddp_logs(tmp_path):
+    """TIN (correlation: category and position tables looked up) and STEM (gradient conflict and entanglement on
+    task chunks of one table) with every table sharded by rows: each record equals the DDP run's on the same rows
+    (FSDP2 and DDP train to the same weights here, so every number, learned ones included, must agree), and the
+    monitors leave FSDP2's training unchanged."""
+    for mode, *flags in (("fsdp",), ("ddp",), ("fsdp", "--no-monitors")):
+        proc = run_ddp_script(DEMOS_SCRIPT, "tin,stem", tmp_path, mode, *flags, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for model, monitors, table in (("tin", ["FeatureCorrelationMonitor"], "category_embedding.weight"),
+                                   ("stem", ["GradientConflictMonitor", "EntanglementMonitor"], "embedding.weight")):
+        placements = json.loads((tmp_path / f"{model}_fsdp_monitors_placements.json").read_text())
+        assert placements[table] == ["Shard(dim=0)"]
+        sharded = json.loads((tmp_path / f"{model}_fsdp_monitors.json").read_text())
+        plain = json.loads((tmp_path / f"{model}_ddp_monitors.json").read_text())
+        assert sorted(sharded) == sorted(plain) == sorted(monitors)
+        # The runs train alike: the same weights, so the monitors read the same model.
+        fsdp_weights = torch.load(tmp_path / f"{model}_fsdp_monitors.pt", weights_only=True)
+        ddp_weights = torch.load(tmp_path / f"{model}_ddp_monitors.pt", weights_only=True)
+        for name, value in ddp_weights.items():
+            assert torch.allclose(fsdp_weights[name], value, rtol=1e-6, atol=1e-7), name
+        for name in monitors:
+            assert len(sharded[name]) == len(plain[name]) == 2, name
+            for logged, expected in zip(sharded[name], plain[name]):
+                assert logged["world_size" if "world_size" in logged else "stage"] == \
+                    expected["world_size" if "world_size" in expected else "stage"]
+                _assert_numbers_equal(logged, expected, f"{model} {name} epoch {logged['epoch']}")
+        untouched = torch.load(tmp_path / f"{model}_fsdp_plain.pt", weights_only=True)
+        for name, value in untouched.items():
+            assert torch.equal(fsdp_weights[name], value), (model, name)

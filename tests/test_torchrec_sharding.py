@@ -1,0 +1,49 @@
+"""TorchRec's DistributedModelParallel on 2 CPU processes (gloo): the ShardedTensor tables of its state, sharded
+table-wise, column-wise and table-column-wise, are read exactly: spectra of whole tables and of row and column
+ranges, and looked-up rows, equal those of the table that TorchRec's own sharded lookup returns."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddp_helpers import run_ddp_script
+
+pytest.importorskip("torchrec")
+
+SCRIPT = Path(__file__).parent / "scripts" / "torchrec_sharding.py"
+
+
+def _numpy_singular_values(rows: np.ndarray) -> np.ndarray:
+    normalised = rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-8)
+    return np.linalg.svd(normalised, compute_uv=False)
+
+
+def _singular_values(gram: torch.Tensor) -> np.ndarray:
+    return np.sqrt(np.clip(np.linalg.eigvalsh(gram.double().numpy()), 0, None))[::-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,layout,shards", [("table_wise", "rows", 1), ("column_wise", "columns", 4),
+                                                ("table_column_wise", "columns", 4)])
+def test_sharded_tables_read_as_the_unsharded_ones(tmp_path, kind, layout, shards):
+    """``shards``: how many pieces each table is cut into over both ranks (the planner's choice at this size)."""
+    proc = run_ddp_script(SCRIPT, tmp_path, kind, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    oracle = ranks[0].pop("oracle")
+    assert torch.equal(torch.cat(list(oracle.values())), torch.cat(list(ranks[1].pop("oracle").values())))
+    assert sorted(ranks[0]) == sorted(oracle) and len(oracle) == 3
+    for results in ranks:
+        for key, got in results.items():
+            table = oracle[key].double().numpy()
+            assert got["type"] == "ShardedTensor" and got["kind"] == layout
+            for gram, rows in ((got["whole"], table), (got["range"], table[10:900, 2:14])):
+                sv, expected = _singular_values(gram), _numpy_singular_values(rows)
+                assert np.allclose(sv, expected, rtol=0, atol=3e-5 * expected[0]), (kind, key)
+            assert int(got["rows"]) == 890
+            assert torch.equal(got["lookup"], oracle[key][[0, 3, 999, 500, 3]])
+    for key in oracle:  # every rank holds the same numbers
+        assert sum(results[key]["local_shards"] for results in ranks) == shards
+        assert torch.equal(ranks[0][key]["whole"], ranks[1][key]["whole"])
