@@ -128,8 +128,11 @@ def refresh_parameters(tables: Sequence[EmbeddingTable], model: nn.Module) -> No
 
     A strategy that shards the model after the callbacks' ``setup`` (Lightning's ``ModelParallelStrategy`` runs
     ``configure_model``, where ``fully_shard`` replaces each ``nn.Parameter`` by a ``DTensor`` one) leaves the
-    weights found at ``setup`` stale: they would keep the initial, unsharded values for the whole run.
+    weights found at ``setup`` stale: they would keep the initial, unsharded values for the whole run. A table
+    that TorchRec's ``DistributedModelParallel`` took over is no module of its own any more: its weight is the
+    ``ShardedTensor`` the model's ``state_dict`` holds under the same name (live views of the shards).
     """
+    state: dict | None = None
     for table in tables:
         try:
             module = model.get_submodule(table.name)
@@ -140,13 +143,21 @@ def refresh_parameters(tables: Sequence[EmbeddingTable], model: nn.Module) -> No
             continue
         try:
             table.parameter = model.get_parameter(table.name)
+            continue
         except AttributeError:
+            pass
+        if state is None:
+            state = model.state_dict(keep_vars=True)
+        for key in (f"{table.name}.weight", table.name):
+            if key in state and getattr(state[key], "dim", lambda: 0)() == 2:
+                table.parameter = state[key]
+                break
+        else:
             raise ValueError(
-                f"the table `{table.name}` found at setup is no longer an nn.Embedding, nn.EmbeddingBag or parameter "
-                f"of {type(model).__name__} at fit start ({type(module).__name__ if module is not None else 'gone'} "
-                "now): configure_model replaced it (TorchRec's DistributedModelParallel does). Read such tables "
-                "with lightning_recanalysis.sharding (sharded_gram of the model's state_dict() entries), or "
-                "exclude them from the monitor") from None
+                f"the table `{table.name}` found at setup is no longer an nn.Embedding, nn.EmbeddingBag, parameter "
+                f"or state_dict entry of {type(model).__name__} at fit start "
+                f"({type(module).__name__ if module is not None else 'gone'} now): configure_model replaced it. "
+                "Read such tables with lightning_recanalysis.sharding, or exclude them from the monitor") from None
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:

@@ -47,3 +47,34 @@ def test_sharded_tables_read_as_the_unsharded_ones(tmp_path, kind, layout, shard
     for key in oracle:  # every rank holds the same numbers
         assert sum(results[key]["local_shards"] for results in ranks) == shards
         assert torch.equal(ranks[0][key]["whole"], ranks[1][key]["whole"])
+
+
+LIGHTNING_SCRIPT = Path(__file__).parent / "scripts" / "torchrec_lightning.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["table_wise", "column_wise"])
+def test_a_lightning_module_hosting_distributed_model_parallel(tmp_path, kind):
+    """configure_model hands the collection to DistributedModelParallel under ModelParallelStrategy: the monitor
+    finds the tables at setup (named by their features), reads their shards at every analysis, and logs the
+    spectra of the tables that TorchRec's own lookups return at that moment; both ranks log the same."""
+    import json
+
+    from ddp_helpers import other_ranks_exit_codes
+
+    proc = run_ddp_script(LIGHTNING_SCRIPT, tmp_path, kind, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    histories = [json.loads((tmp_path / f"history_rank{r}.json").read_text()) for r in range(2)]
+    assert histories[0] == histories[1]
+    tables = torch.load(tmp_path / "tables.pt", weights_only=True)
+    assert [r["stage"] for r in histories[0]] == ["init", "epoch", "epoch"]
+    assert not torch.equal(tables[0]["user"], tables[-1]["user"])  # the tables trained
+    for record, snapshot in zip(histories[0], tables, strict=True):
+        (view,) = record["views"].values()
+        assert sorted(view["fields"]) == ["item", "user"]
+        for feature, table in snapshot.items():
+            sv = _numpy_singular_values(table.double().numpy())
+            logged = view["fields"][feature]
+            assert logged["information_abundance"] == pytest.approx(sv.sum() / sv[0], rel=1e-6)
+            assert np.allclose(logged["normalized_spectrum"], sv / sv[0], rtol=0, atol=3e-5)

@@ -61,3 +61,26 @@ def resolve_tasks(pl_module, tasks: Sequence[str] | None, owner: str) -> list[st
         if unknown:
             raise ValueError(f"{owner}: tasks {unknown} are not among the module's task_names {list(declared)}")
     return chosen
+
+
+def check_lookups_still_called(pl_module, modules: dict[str, object], owner: str) -> None:
+    """At fit start: every embedding module hooked by name at setup is still the model's module of that name.
+
+    Both multi-task monitors read the lookups the model makes (forward hooks on its ``nn.Embedding`` modules).
+    A ``configure_model`` that hands the tables to an engine of its own (TorchRec's ``DistributedModelParallel``:
+    fused kernels look the rows up, the modules found at setup are never called again) would leave them without a
+    single lookup, so that is an error here, before the first step, naming the table. FSDP2 and DDP keep the
+    modules (and their lookups) as they are.
+    """
+    for name, module in modules.items():
+        try:
+            current = pl_module.get_submodule(name)
+        except AttributeError:
+            current = None
+        if current is not module:
+            raise ValueError(
+                f"{owner}: the embedding module `{name}` found at setup is "
+                f"{'gone' if current is None else 'replaced by a ' + type(current).__name__} at fit start: "
+                "configure_model handed it to another engine (TorchRec's DistributedModelParallel looks rows up in "
+                "fused kernels), so its lookups cannot be read. Exclude it with exclude=[...], or shard the model "
+                "with FSDP2, whose modules keep their lookups.")

@@ -21,7 +21,7 @@ from torch import nn
 from ..functional.conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram
 from ..tables import TableView, describe_tables, discover_tables
 from ..writers import tensorboard_experiments
-from ._multitask import protocol_error, resolve_tasks
+from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks
 from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["GradientConflictMonitor"]
@@ -252,6 +252,9 @@ class GradientConflictMonitor(AnalysisCallback):
         return {"conflict": charts} if charts else {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        check_lookups_still_called(
+            pl_module, {name: module for table, modules in zip(self._tables, self._modules)
+                        for name, module in zip([table.name, *table.aliases], modules)}, type(self).__name__)
         if self._tables and tensorboard_experiments(trainer):
             text = (f"Tasks: {', '.join(self._task_names)}. Probe every {self.every_n_steps} training batches; "
                     f"scalars pool the probes of all {trainer.world_size} rank(s).\n\n" + describe_tables(self._tables))
