@@ -79,18 +79,6 @@ def test_every_logged_number_equals_one_process_on_the_same_weights(tmp_path, mo
         _assert_numbers_equal({"learned": logged["learned"]}, {"learned": learned.tolist()}, "learned strength")
 
 
-@pytest.mark.slow
-def test_monitors_leave_the_sharded_training_unchanged(tmp_path):
-    for flag in ([], ["--no-monitors"]):
-        proc = run_ddp_script(SCRIPT, tmp_path, "fsdp", *flag, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    with_monitors = torch.load(tmp_path / "monitors_weights.pt", weights_only=True)[-1]
-    without = torch.load(tmp_path / "plain_weights.pt", weights_only=True)[-1]
-    assert with_monitors.keys() == without.keys()
-    for name in without:
-        assert torch.equal(with_monitors[name], without[name]), name
-
-
 DEMOS_SCRIPT = Path(__file__).parent / "scripts" / "model_parallel_demos.py"
 
 

@@ -1,6 +1,6 @@
 """Train a small DCN on 2 CPU processes under Lightning's ModelParallelStrategy (FSDP2 row shards, or tensor
 parallel column shards of the embedding) with the monitors attached, and save what each rank logged beside the
-gathered weights at every analysis: ``python model_parallel.py OUT_DIR MODE [--no-monitors]``, MODE ``fsdp`` or
+gathered weights at every analysis: ``python model_parallel.py OUT_DIR MODE``, MODE ``fsdp`` or
 ``tp`` (or ``ddp`` and ``single``, the data-parallel layouts whose counts they must match). Run by tests/test_model_parallel.py, which recomputes every record in one process from those weights."""
 
 import json
@@ -96,12 +96,12 @@ class Snapshots(pl.Callback):
         self._take(pl_module)
 
 
-def main(out: Path, mode: str, with_monitors: bool) -> None:
+def main(out: Path, mode: str) -> None:
     pl.seed_everything(0)
     strategy = {"fsdp": lambda: ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
                 "tp": lambda: ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2),
                 "ddp": lambda: "ddp", "single": lambda: "auto"}[mode]()
-    attached = monitors() if with_monitors else []
+    attached = monitors()
     snapshots = Snapshots()
     trainer = pl.Trainer(accelerator="cpu", devices=1 if mode == "single" else 2, strategy=strategy, max_epochs=2,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -109,7 +109,7 @@ def main(out: Path, mode: str, with_monitors: bool) -> None:
     model = ShardedDCN(mode)
     trainer.fit(model, loader(mode))
     rank = trainer.global_rank
-    tag = ("monitors" if with_monitors else "plain") + ("" if mode in ("fsdp", "tp") else f"_{mode}")
+    tag = "monitors" + ("" if mode in ("fsdp", "tp") else f"_{mode}")
     (out / f"{tag}_history_rank{rank}.json").write_text(
         json.dumps({type(m).__name__: m.history for m in attached}))
     kinds = {name: [str(p) for p in getattr(param, "placements", [])] for name, param in model.named_parameters()}
@@ -120,4 +120,4 @@ def main(out: Path, mode: str, with_monitors: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], "--no-monitors" not in sys.argv)
+    main(Path(sys.argv[1]), sys.argv[2])
