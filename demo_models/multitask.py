@@ -57,10 +57,16 @@ class MultiTaskModel(pl.LightningModule):
 
     Subclasses define ``task_logits(e)``: ``e`` is ``[B, N, width]`` (``width = chunks * embed_dim``), the
     result ``[B, T]``.
+
+    ``pair_fields=(u, f)`` adds a metric-learning term (as in CML, Hsieh et al., WWW 2017) to every task's logit:
+    ``- alpha_t ||e_u - e_f||^2`` with a learned ``alpha_t`` (initially 5, so that the term is not drowned by the MLP at the start), the squared distance taken in the
+    columns task t reads (:meth:`pair_columns`: the whole shared embedding; STEM: task t's own chunk). It gives
+    the user-item distance a meaning for the task, which the interest-entanglement analysis reads (an MLP on
+    concatenated embeddings leaves that distance unrelated to the pair's affinity).
     """
 
     def __init__(self, field_dims: list[int], tasks: tuple[str, ...], embed_dim: int = 8, chunks: int = 1,
-                 lr: float = 2e-3) -> None:
+                 lr: float = 2e-3, pair_fields: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.task_names = tuple(tasks)
         self.task_losses: dict[str, torch.Tensor] = {}
@@ -69,12 +75,26 @@ class MultiTaskModel(pl.LightningModule):
         nn.init.xavier_uniform_(self.embedding.weight)
         self.register_buffer("offsets", torch.tensor([0, *torch.tensor(field_dims).cumsum(0)[:-1].tolist()]))
         self.val_auroc = nn.ModuleDict({t: torchmetrics.AUROC(task="binary") for t in self.task_names})
+        self.pair_fields = tuple(pair_fields) if pair_fields is not None else None
+        if self.pair_fields is not None:
+            self.pair_alpha = nn.Parameter(torch.full((len(self.task_names),), 5.0))
 
     def task_logits(self, e: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def pair_columns(self, task: int) -> slice:
+        """The embedding columns whose user-item distance enters task ``task``'s logit (``pair_fields``)."""
+        return slice(None)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.task_logits(self.embedding(features + self.offsets))
+        e = self.embedding(features + self.offsets)
+        logits = self.task_logits(e)
+        if self.pair_fields is None:
+            return logits
+        u, f = self.pair_fields
+        distances = torch.stack([(e[:, u, self.pair_columns(t)] - e[:, f, self.pair_columns(t)]).pow(2).sum(-1)
+                                 for t in range(len(self.task_names))], dim=1)
+        return logits - self.pair_alpha * distances
 
     def training_step(self, batch, batch_idx):
         logits, labels = self(batch["features"]), batch["labels"]
@@ -174,6 +194,9 @@ class STEM(MultiTaskModel):
         n_experts = len(tasks) * specific_experts + shared_experts
         self.gates = nn.ModuleList(nn.Linear(2 * x_dim, n_experts) for _ in tasks)
         self.towers = nn.ModuleList(Tower(expert_dims[-1], tower_dims, dropout) for _ in tasks)
+
+    def pair_columns(self, task: int) -> slice:
+        return slice(task * self.embed_dim, (task + 1) * self.embed_dim)
 
     def chunk(self, e: torch.Tensor, index: int) -> torch.Tensor:
         """Chunk ``index`` of every field's embedding, flattened: tasks 0..T-1, then the shared chunk (T)."""

@@ -19,7 +19,9 @@ from torch import nn
 from ..functional.ranking import subset_aurocs
 from ..tables import EmbeddingTable, Field, discover_tables
 from ..writers import tensorboard_experiments
+from ._conflict_subset import ConflictSubsetAnalysis
 from ._multitask import protocol_error, resolve_tasks
+from ._reference import ReferenceSource
 from .base import AnalysisCallback
 
 __all__ = ["EntanglementMonitor", "label_pattern_name"]
@@ -67,8 +69,13 @@ class EntanglementMonitor(AnalysisCallback):
 
     A subset without both a positive and a negative label for the task gives no AUROC (not logged).
 
-    Not computed here: the authors' "conflict subset" (pairs that two separately trained single-task models place
-    far for one task and near for the other, 60th/40th percentiles), which needs those two extra models.
+    **Conflict subsets** (the authors' own analysis; with ``references``, one single-task model per task, see
+    :mod:`~lightning_recanalysis.callbacks._reference`): pairs that one task's reference places far (above
+    its ``conflict_percentiles[0]``-th percentile, 60) and another's near (at or below the ``[1]``-th, 40), one
+    mode per ordered task pair; per view, where it puts them by its own percentiles, its agreement with each
+    reference and its rank correlation (:mod:`~lightning_recanalysis.functional.conflict_subset`).
+    ``frequent_only`` keeps the pairs whose user and item are above the ``frequency_percentile``-th percentile of
+    training frequency, counted over the first training epoch's lookups (sums over ranks).
 
     **What it needs.** ``user_field`` and ``item_field`` name fields of the discovered tables (a field of a
     concatenated table split by ``field_dims``, or a one-field table named by its module). The monitor reads each
@@ -86,7 +93,12 @@ class EntanglementMonitor(AnalysisCallback):
       for each label-pattern subset that has pairs;
     - ``entanglement/<subset>/pairs``: pairs in each label-pattern subset; ``entanglement/pairs``: all pairs;
     - ``entanglement/<task>/auroc/<subset>``: the task's AUROC on ``all``, ``labels_agree``,
-      ``labels_disagree`` and ``given_...`` subsets.
+      ``labels_disagree`` and ``given_...`` subsets;
+    - with ``references`` (``<mode>`` is ``<far task>_far_<near task>_near``): ``entanglement/conflict/
+      selected_pairs``, ``.../<mode>/pairs`` and ``/fraction``; per view ``.../<view>/<mode>/share_top``,
+      ``share_middle``, ``share_bottom``, ``agreement_<task>``, ``.../<view>/rank_correlation_<task>``;
+      histograms ``.../<view>/<mode>/distance`` and ``.../reference[<task>]/distance``; image
+      ``.../<view>/histogram`` (the authors' figure, one panel per mode).
 
     **Distributed.** Every rank collects its own pairs; at epoch end they are gathered from all ranks (one
     gather), so every rank computes and would log the same numbers on the pairs of all ranks; rank 0 writes.
@@ -99,6 +111,9 @@ class EntanglementMonitor(AnalysisCallback):
             :func:`~lightning_recanalysis.tables.discover_tables`.
         max_pairs: pairs kept per rank and epoch (the first ones of the validation set).
         bins: histogram bins (default: the authors' 39).
+        references: ``{task: single-task model}`` (module, checkpoint path or run directory) for the conflict
+            subsets; ``conflict_percentiles``: (far above, near at or below), default (60, 40);
+            ``frequent_only``, ``frequency_percentile``: keep frequent users and items only (default 60).
         every_n_epochs, strict: see :class:`~lightning_recanalysis.callbacks.base.AnalysisCallback`.
     """
 
@@ -116,6 +131,10 @@ class EntanglementMonitor(AnalysisCallback):
         column_groups: int | Sequence[str] | Mapping[str, Any] | None = None,
         max_pairs: int = 100_000,
         bins: int = AUTHORS_BINS,
+        references: Mapping[str, ReferenceSource] | None = None,
+        conflict_percentiles: tuple[float, float] = (60.0, 40.0),
+        frequent_only: bool = False,
+        frequency_percentile: float = 60.0,
         every_n_epochs: int = 1,
         strict: bool = False,
     ) -> None:
@@ -140,6 +159,8 @@ class EntanglementMonitor(AnalysisCallback):
         self._rows: list[torch.Tensor] = []
         self._kept = 0
         self._root: nn.Module | None = None
+        self.conflict = None if references is None else ConflictSubsetAnalysis(
+            references, *conflict_percentiles, frequent_only, frequency_percentile, bins, type(self).__name__)
 
     # ---- setup ------------------------------------------------------------------------------------------
     def _find_field(self, tables: list[EmbeddingTable], name: str, role: str) -> tuple[EmbeddingTable, Field]:
@@ -188,6 +209,9 @@ class EntanglementMonitor(AnalysisCallback):
                  slice(g.start, g.stop), slice(g.start, g.stop))
                 for g in u_table.column_groups
             ]
+        if self.conflict is not None:
+            self.conflict.setup(self._task_names, self._user, self._item, {
+                "include": self.include, "exclude": self.exclude, "field_dims": self.field_dims})
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         """Custom-scalars charts: each view's mean distance by label subset, each task's AUROC by subset."""
@@ -201,6 +225,16 @@ class EntanglementMonitor(AnalysisCallback):
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._remove_hooks()
+        if self.conflict is not None:
+            self.conflict.stop_counting(finished_epoch=False)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.conflict is not None and self._user is not None:
+            self.conflict.start_counting(pl_module, *[[t.name, *t.aliases] for t, _ in (self._user, self._item)])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.conflict is not None:
+            self.conflict.stop_counting(finished_epoch=True)
 
     # ---- collecting pairs -------------------------------------------------------------------------------
     def _remove_hooks(self) -> None:
@@ -267,8 +301,9 @@ class EntanglementMonitor(AnalysisCallback):
                                          - i_weight[items[:take], its].to(torch.float64), dim=1)
                 for _, us, its in self._views
             ]
+        ids = torch.stack([users[:take] - u_field.start, items[:take] - i_field.start], dim=1)  # within the fields
         self._rows.append(torch.cat([torch.stack(distances, dim=1), y[:take].to(distances[0].device),
-                                     s[:take].to(distances[0].device)], dim=1).cpu())
+                                     s[:take].to(distances[0].device), ids.to(distances[0])], dim=1).cpu())
         self._kept += take
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
@@ -290,7 +325,7 @@ class EntanglementMonitor(AnalysisCallback):
 
     # ---- per epoch --------------------------------------------------------------------------------------
     def _gathered(self, trainer, pl_module) -> torch.Tensor:
-        width = len(self._views) + 2 * len(self._task_names)
+        width = len(self._views) + 2 * len(self._task_names) + 2
         local = torch.cat(self._rows) if self._rows else torch.zeros(0, width, dtype=torch.float64)
         if trainer.world_size <= 1:
             return local
@@ -306,17 +341,19 @@ class EntanglementMonitor(AnalysisCallback):
         self._active = False
         data = self._gathered(trainer, pl_module)  # every rank, even one whose collection failed
         self._rows = []
+        # A collective (with frequent_only): every rank, before anything that may fail on one rank alone.
+        counts = self.conflict.frequencies(trainer, pl_module) if self.conflict is not None else None
         if data.shape[0] == 0:
             return
         # Every rank holds the same pairs; a failure on any rank skips the record on all, so that the ranks keep
         # the same history.
-        ok, result = self._together(trainer, "the entanglement analysis", lambda: self._analyse(trainer, data))
+        ok, result = self._together(trainer, "the entanglement analysis", lambda: self._analyse(trainer, data, counts))
         if not ok:
             return
         record, histograms = result
         self._record(record)
         self._guarded("logging the entanglement analysis",
-                      lambda: self._log_epoch(trainer, record["metrics"], histograms))
+                      lambda: self._log_epoch(trainer, record, histograms))
 
     def _subsets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Boolean masks of the label-pattern subsets, in a fixed order (all patterns, also empty ones)."""
@@ -341,7 +378,7 @@ class EntanglementMonitor(AnalysisCallback):
         n_views, n_tasks = len(self._views), len(self._task_names)
         distances = data[:, :n_views]
         labels = data[:, n_views : n_views + n_tasks]
-        scores = data[:, n_views + n_tasks :]
+        scores = data[:, n_views + n_tasks : n_views + 2 * n_tasks]
         metrics: dict[str, float] = {"entanglement/pairs": float(data.shape[0])}
         histograms: dict[str, torch.Tensor] = {}
         subsets = self._subsets(labels)
@@ -363,9 +400,14 @@ class EntanglementMonitor(AnalysisCallback):
                     metrics[f"entanglement/{task}/auroc/{name}"] = auroc
         return metrics, histograms
 
-    def _analyse(self, trainer, data: torch.Tensor) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    def _analyse(self, trainer, data: torch.Tensor, counts=None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The epoch's history record and its histograms' values, from the pairs of every rank."""
         metrics, histograms = self._metrics(data)
+        conflict = None
+        if self.conflict is not None:
+            ids = data[:, -2:].to(torch.int64)
+            found, conflict_histograms, conflict = self.conflict.analyse(
+                ids[:, 0], ids[:, 1], [v for v, _, _ in self._views], data[:, : len(self._views)], counts)
         record = {
             "stage": "validation",
             "epoch": int(trainer.current_epoch),
@@ -376,14 +418,21 @@ class EntanglementMonitor(AnalysisCallback):
             "metrics": metrics,
             "histograms": self._binned(histograms),
         }
+        if conflict is not None:
+            metrics.update(found)
+            histograms.update(conflict_histograms)
+            record["conflict"] = conflict
         return record, histograms
 
-    def _log_epoch(self, trainer, metrics: dict[str, float], histograms: dict[str, torch.Tensor]) -> None:
+    def _log_epoch(self, trainer, record: dict[str, Any], histograms: dict[str, torch.Tensor]) -> None:
         step = trainer.global_step
-        self.writer.scalars(trainer, metrics, step=step)
+        self.writer.scalars(trainer, record["metrics"], step=step)
         if tensorboard_experiments(trainer):
             for tag, values in histograms.items():
                 self.writer.histogram(trainer, tag, values, step=step, bins=self.bins)
+            if "conflict" in record:
+                for tag, image in self.conflict.images(record["conflict"]):
+                    self.writer.image(trainer, tag, image, step=step)
         self.writer.flush(trainer)
 
     def _binned(self, histograms: dict[str, torch.Tensor]) -> dict[str, dict[str, dict[str, list[float]]]]:

@@ -134,7 +134,7 @@ def conflict_histogram(view_distances: torch.Tensor, mask: torch.Tensor, bins: i
     """The authors' figure for one view and mode: ``bins`` equal-width bins over all the view's pairs, counts of
     the conflict pairs (``mask``) and of the rest per bin, and the view's own ``P_low``/``P_high`` that colour
     the bins. Returns ``{"edges", "conflict", "rest", "low", "high"}`` (plain lists and floats)."""
-    d = view_distances.reshape(-1).to(torch.float64)
+    d = view_distances.reshape(-1).to(torch.float64).contiguous()
     m = mask.reshape(-1)
     lo, hi = float(d.min()), float(d.max())
     hi = hi if hi > lo else lo + 1.0
