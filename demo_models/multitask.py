@@ -31,6 +31,9 @@ from .common import Experiment, synthetic_size
 from .data.batches import batch_loader, split
 from .data.multitask import load, synthetic_two_task
 
+#: Logit shift of the synthetic demo's planted disagreeing user-item pairs (``synthetic_two_task(pair_conflict=)``).
+DEMO_PAIR_CONFLICT = 3.0
+
 
 def mlp(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequential:
     layers, width = [], in_dim
@@ -221,35 +224,50 @@ DISPLAY_NAMES = {"shared_bottom": "Shared-Bottom", "mmoe": "MMoE", "ple": "PLE",
 
 
 def monitors_for(model: str, field_names: list[str], field_dims: list[int], tasks, user_field: str,
-                 item_field: str, **conflict_options) -> list[pl.Callback]:
-    """The two multi-task monitors, configured for this model's table (STEM: one view per chunk)."""
+                 item_field: str, references=None, **conflict_options) -> list[pl.Callback]:
+    """The two multi-task monitors, configured for this model's table (STEM: one view per chunk); with
+    ``references`` ({task: single-task model or its run directory}) the entanglement monitor also draws the
+    authors' conflict subsets."""
     from lightning_recanalysis import EntanglementMonitor, GradientConflictMonitor
 
     fields = dict(zip(field_names, field_dims))
     groups = [*tasks, "shared"] if model == "stem" else None
     return [
         GradientConflictMonitor(field_dims=fields, column_groups=groups, **conflict_options),
-        EntanglementMonitor(user_field=user_field, item_field=item_field, field_dims=fields, column_groups=groups),
+        EntanglementMonitor(user_field=user_field, item_field=item_field, field_dims=fields, column_groups=groups,
+                            references=references),
     ]
 
 
-def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None,
-          **model_options) -> Experiment:
+def demo_data(data: str, seed: int, n_samples: int | None = None):
+    """The demo's data set: the synthetic one with its planted disagreeing user-item pairs, or a real one."""
     size = synthetic_size(data, n_samples)
-    dataset = synthetic_two_task(seed=seed, **size) if size else load(data, seed)
-    train, val = split({"features": dataset.features, "labels": dataset.labels}, 0.2, seed)
-    module = MODEL_CLASSES[model](dataset.field_dims, dataset.tasks, **model_options)
+    if data == "synthetic":
+        return synthetic_two_task(seed=seed, pair_conflict=DEMO_PAIR_CONFLICT, **size)
+    return load(data, seed)
+
+
+def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None, references=None,
+          task: str | None = None, **model_options) -> Experiment:
+    """A multi-task demo; ``task`` trains it on that task alone (a single-task reference of the conflict
+    subsets); ``references`` ({task: reference}) go to the entanglement monitor."""
+    dataset = demo_data(data, seed, n_samples)
+    labels = dataset.labels if task is None else dataset.labels[:, [dataset.tasks.index(task)]]
+    tasks = dataset.tasks if task is None else (task,)
+    train, val = split({"features": dataset.features, "labels": labels}, 0.2, seed)
+    pair_fields = (dataset.field_names.index(dataset.user_field), dataset.field_names.index(dataset.item_field))
+    module = MODEL_CLASSES[model](dataset.field_dims, tasks, pair_fields=pair_fields, **model_options)
     callbacks = []
-    if monitors:
+    if monitors and task is None:
         callbacks = monitors_for(model, dataset.field_names, dataset.field_dims, dataset.tasks, dataset.user_field,
-                                 dataset.item_field)
+                                 dataset.item_field, references=references)
     return Experiment(
         module=module,
         train_loader=batch_loader(train, 256, shuffle=True, seed=seed),
         val_loader=batch_loader(val, 4096, shuffle=False),
         callbacks=callbacks,
         max_epochs=4 if data == "synthetic" else 2,
-        description=f"{DISPLAY_NAMES[model]}, tasks {', '.join(dataset.tasks)}; {dataset.description}; "
+        description=f"{DISPLAY_NAMES[model]}, tasks {', '.join(tasks)}; {dataset.description}; "
                     f"{len(train['labels'])} training rows",
         extra={"conflict_field": dataset.conflict_field, "field_names": dataset.field_names, "tasks": dataset.tasks},
     )
