@@ -32,7 +32,7 @@ from .data.batches import batch_loader, split
 from .data.multitask import load, synthetic_two_task
 
 #: Logit shift of the synthetic demo's planted disagreeing user-item pairs (``synthetic_two_task(pair_conflict=)``).
-DEMO_PAIR_CONFLICT = 3.0
+DEMO_PAIR_CONFLICT = 4.0
 
 
 def mlp(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequential:

@@ -14,6 +14,10 @@ from pathlib import Path
 
 #: The demos that take references; the references themselves are Shared-Bottoms.
 MULTITASK_MODELS = ("shared_bottom", "mmoe", "ple", "stem")
+#: The references' Adam learning rate: 5 times the demos' own, so that their user-item geometry settles within
+#: the demo's few epochs (on the synthetic data, 4 epochs: the conflict subset's precision against the planted
+#: pairs rises from 0.2 at 2e-3 to about 0.45).
+REFERENCE_LR = 1e-2
 
 
 def train_references(data: str, seed: int, out: Path, epochs: int | None = None, quiet: bool = True,
@@ -29,7 +33,8 @@ def train_references(data: str, seed: int, out: Path, epochs: int | None = None,
     runs = {}
     for task in tasks:
         pl.seed_everything(seed, workers=True, verbose=False)
-        experiment = build("shared_bottom", data, seed, monitors=False, n_samples=n_samples, task=task)
+        experiment = build("shared_bottom", data, seed, monitors=False, n_samples=n_samples, task=task,
+                           lr=REFERENCE_LR)
         logger = TensorBoardLogger(str(out), name=f"reference_{task}-{data}", version="single-task",
                                    default_hp_metric=False)
         if Path(logger.log_dir).is_dir():  # a fresh fit, as for the demos themselves
