@@ -8,6 +8,7 @@ histograms of :mod:`lightning_recanalysis.functional.conflict_subset`.
 
 from __future__ import annotations
 
+import re
 from itertools import permutations
 from typing import Any, Mapping, Sequence
 
@@ -167,6 +168,12 @@ class ConflictSubsetAnalysis:
                 metrics[f"{PREFIX}/{view}/rank_correlation_{t}"] = rho
             part["views"][view] = view_part
         return metrics, histograms, part
+
+    @staticmethod
+    def dashboard_charts(views: Sequence[str]) -> dict[str, list]:
+        """Custom-scalars charts: per view, its agreement with each task on each conflict mode."""
+        return {f"{view}: agreement with each single-task geometry on the conflict subsets": [
+            "Multiline", [rf"{PREFIX}/{re.escape(view)}/[^/]+/agreement_"]] for view in views}
 
     def images(self, part: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
         """The authors' figure per view, as ``(tag, image)`` for the live images."""

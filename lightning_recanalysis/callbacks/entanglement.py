@@ -207,6 +207,8 @@ class EntanglementMonitor(AnalysisCallback):
             "Multiline", [rf"entanglement/{re.escape(view)}/[^/]+/distance_mean$"]] for view, _, _ in self._views}
         charts.update({f"{task}: AUROC by subset": ["Multiline", [rf"entanglement/{re.escape(task)}/auroc/"]]
                        for task in self._task_names})
+        if self.conflict is not None:
+            charts.update(self.conflict.dashboard_charts([view for view, _, _ in self._views]))
         return {"entanglement": charts} if charts else {}
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
