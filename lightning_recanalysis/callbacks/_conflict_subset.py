@@ -75,9 +75,11 @@ class ConflictSubsetAnalysis:
             if not module.training:  # validation and sanity checks look up rows too: not training frequency
                 return
             ids = args[0].detach().reshape(-1)
-            inside = ids[(ids >= fld.start) & (ids < fld.stop)] - fld.start
-            counted = torch.bincount(inside, minlength=fld.cardinality)
-            self._counts[role] = counted if self._counts[role] is None else self._counts[role] + counted
+            if self._counts[role] is None:
+                self._counts[role] = torch.zeros(fld.cardinality, dtype=torch.long, device=ids.device)
+            # A scatter-add of a 0/1 mask: no boolean indexing, so no host-device sync on an accelerator.
+            inside = (ids >= fld.start) & (ids < fld.stop)
+            self._counts[role].scatter_add_(0, (ids - fld.start).clamp(0, fld.cardinality - 1), inside.long())
         return count
 
     def start_counting(self, pl_module: nn.Module, user_modules: Sequence[str], item_modules: Sequence[str]) -> None:
@@ -102,8 +104,8 @@ class ConflictSubsetAnalysis:
             return self._reduced
         user_field, item_field = self._fields
         local = torch.cat([
-            self._counts["user"] if self._counts["user"] is not None else torch.zeros(user_field.cardinality),
-            self._counts["item"] if self._counts["item"] is not None else torch.zeros(item_field.cardinality),
+            counts.cpu() if counts is not None else torch.zeros(fld.cardinality, dtype=torch.long)
+            for counts, fld in ((self._counts["user"], user_field), (self._counts["item"], item_field))
         ]).to(torch.float64)
         if trainer.world_size > 1:
             from torchmetrics.utilities.distributed import gather_all_tensors
