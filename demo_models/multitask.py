@@ -62,10 +62,11 @@ class MultiTaskModel(pl.LightningModule):
     result ``[B, T]``.
 
     ``pair_fields=(u, f)`` adds a metric-learning term (as in CML, Hsieh et al., WWW 2017) to every task's logit:
-    ``- alpha_t ||e_u - e_f||^2`` with a learned ``alpha_t`` (initially 5, so that the term is not drowned by the MLP at the start), the squared distance taken in the
-    columns task t reads (:meth:`pair_columns`: the whole shared embedding; STEM: task t's own chunk). It gives
-    the user-item distance a meaning for the task, which the interest-entanglement analysis reads (an MLP on
-    concatenated embeddings leaves that distance unrelated to the pair's affinity).
+    ``- alpha_t ||e_u - e_f||^2`` with a learned ``alpha_t`` (initially 5, so that the MLP does not drown it at
+    the start), the squared distance taken in the columns task t reads (:meth:`pair_columns`: the whole shared
+    embedding; STEM: task t's own chunk). It gives the user-item distance a meaning for the task, which the
+    interest-entanglement analysis reads (an MLP on concatenated embeddings leaves that distance unrelated to the
+    pair's affinity).
     """
 
     def __init__(self, field_dims: list[int], tasks: tuple[str, ...], embed_dim: int = 8, chunks: int = 1,

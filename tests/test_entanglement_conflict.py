@@ -35,9 +35,11 @@ def batches(n_batches, batch_size, seed, skew=False):
             users = (torch.rand(batch_size, generator=g) ** 3 * USERS).long()
             items = (torch.rand(batch_size, generator=g) ** 3 * ITEMS).long()
         else:
-            users, items = torch.randint(0, USERS, (batch_size,), generator=g), torch.randint(0, ITEMS, (batch_size,), generator=g)
+            users = torch.randint(0, USERS, (batch_size,), generator=g)
+            items = torch.randint(0, ITEMS, (batch_size,), generator=g)
         labels = (torch.rand(batch_size, 2, generator=g) > 0.5).float()
-        out.append({"ids": torch.stack([users, USERS + items], 1), "labels": labels, "scores": torch.randn(batch_size, 2, generator=g)})
+        out.append({"ids": torch.stack([users, USERS + items], 1), "labels": labels,
+                    "scores": torch.randn(batch_size, 2, generator=g)})
     return out
 
 
