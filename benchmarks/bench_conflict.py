@@ -153,6 +153,7 @@ def main(argv=None) -> None:
         args.repeats, args.epochs, args.probe_repeats = 2, 1, 50
     from demo_models.references import train_references
 
+    torch.set_num_threads(1)  # as every worker, and as the demo trains them
     reference_dir = tempfile.mkdtemp(prefix="bench_conflict_references_")
     start = time.perf_counter()
     train_references("synthetic", 0, Path(reference_dir), epochs=args.epochs or None)
