@@ -52,7 +52,12 @@ def synthetic_two_task(n_samples: int = 50_000, seed: int = 0, label_correlation
         logit_purchase = <p_u, q_i> + a_segment + a_category + a_hour - c(creative) - 1
 
     A creative that attracts clicks repels purchases (a "clickbait" creative); everything else pushes both tasks
-    the same way. Labels are ``y_t = [logit_t + 1.6 * eps_t > 0]`` (a probit-like link) with noises that share
+    the same way. With ``pair_conflict = delta > 0`` the tasks also disagree on planted (user, item) pairs: every
+    user and item falls in one of ``PAIR_GROUPS`` (8) random groups; a pair whose item group equals its user group
+    gets ``+delta`` on the click logit and ``-delta`` on the purchase logit (``planted_pairs`` +1: click near,
+    purchase far, for single-task models whose user-item distance tracks affinity), a pair whose item group is
+    the user's group + 1 (mod 8) the opposite (-1); 1/8 of the pairs each. ``pair_conflict=0`` (the default)
+    leaves the data exactly as without it. Labels are ``y_t = [logit_t + 1.6 * eps_t > 0]`` (a probit-like link) with noises that share
     a common part, ``corr(eps_click, eps_purchase) = label_correlation``, as a user's propensity to respond is
     common to both tasks.
 
