@@ -7,7 +7,7 @@ import torch
 from scipy.stats import spearmanr
 
 from lightning_recanalysis.functional.conflict_subset import (
-    conflict_histogram,
+    conflict_histograms,
     conflict_rank_correlations,
     conflict_subsets,
     frequent_ids,
@@ -49,12 +49,13 @@ def test_subsets_percentiles_and_shares_equal_numpy(seed, high, low):
         assert shares["top"] == pytest.approx(top, abs=1e-12)
         assert shares["bottom"] == pytest.approx(bottom, abs=1e-12)
         assert shares["middle"] == pytest.approx(1 - top - bottom, abs=1e-12)
-        hist = conflict_histogram(torch.from_numpy(view), mask, bins=39, high=high, low=low)
+        hist = conflict_histograms(torch.from_numpy(view), masks, bins=39, high=high, low=low)
         edges = np.linspace(view.min(), view.max(), 40)
         np.testing.assert_allclose(hist["edges"], edges, rtol=1e-12)
-        np.testing.assert_array_equal(hist["conflict"], np.histogram(chosen, bins=edges)[0])
-        np.testing.assert_array_equal(hist["rest"], np.histogram(view[~expected[mode]], bins=edges)[0])
+        np.testing.assert_array_equal(hist["modes"][mode]["conflict"], np.histogram(chosen, bins=edges)[0])
+        np.testing.assert_array_equal(hist["modes"][mode]["rest"], np.histogram(view[~expected[mode]], bins=edges)[0])
         assert hist["low"] == pytest.approx(np.percentile(view, low))
+        assert hist["high"] == pytest.approx(np.percentile(view, high))
 
 
 def test_pair_distances_and_frequent_ids():

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..functional.conflict_subset import (
-    conflict_histogram,
+    conflict_histograms,
     conflict_mode_name,
     conflict_rank_correlations,
     conflict_subsets,
@@ -150,14 +150,12 @@ class ConflictSubsetAnalysis:
             histograms[f"{PREFIX}/reference[{task}]/distance"] = d
         for v, view in enumerate(views):
             d = distances[:, v]
-            hist = None
+            hist = conflict_histograms(d, masks, bins=self.bins, high=self.high, low=self.low)
             view_part: dict[str, Any] = {"modes": {}}
             for mode, mask in masks.items():
-                shares = placement_shares(d, mask, high=self.high, low=self.low)
+                shares = placement_shares(d, mask, thresholds=(hist["low"], hist["high"]))
                 agreement = {t: geometry_agreement(shares, far=(t == modes[mode][0])) for t in modes[mode]}
-                hist = conflict_histogram(d, mask, bins=self.bins, high=self.high, low=self.low)
-                view_part["modes"][mode] = {"conflict": hist["conflict"], "rest": hist["rest"], "shares": shares,
-                                            "agreement": agreement}
+                view_part["modes"][mode] = {**hist["modes"][mode], "shares": shares, "agreement": agreement}
                 for key, value in shares.items():
                     metrics[f"{PREFIX}/{view}/{mode}/share_{key}"] = value
                 for t, value in agreement.items():

@@ -21,14 +21,14 @@ Everything is computed in float64, on the device of the inputs.
 from __future__ import annotations
 
 from itertools import permutations
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .correlation import rank_correlation
 
-__all__ = ["percentile", "pair_distances", "conflict_mode_name", "conflict_subsets", "frequent_ids",
-           "placement_shares", "geometry_agreement", "conflict_histogram", "conflict_rank_correlations"]
+__all__ = ["percentile", "percentiles", "pair_distances", "conflict_mode_name", "conflict_subsets", "frequent_ids",
+           "placement_shares", "geometry_agreement", "conflict_histograms", "conflict_rank_correlations"]
 
 #: The authors' thresholds: far means above the 60th percentile, near at or below the 40th.
 AUTHORS_HIGH, AUTHORS_LOW = 60.0, 40.0
@@ -41,16 +41,24 @@ def percentile(values: torch.Tensor, q: float) -> float:
     >>> percentile(torch.tensor([1.0, 2.0, 3.0, 4.0]), 40)
     2.2
     """
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile q must lie in [0, 100], got {q}")
+    return percentiles(values, [q])[0]
+
+
+def percentiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
+    """:func:`percentile` for several ``qs`` from one sort of ``values``."""
+    if any(not 0.0 <= q <= 100.0 for q in qs):
+        raise ValueError(f"percentiles must lie in [0, 100], got {list(qs)}")
     x = values.detach().reshape(-1).to(torch.float64)
     if x.numel() == 0:
         raise ValueError("percentile of no values")
-    x = torch.sort(x).values
-    h = (x.numel() - 1) * q / 100.0
-    lo = int(h)
-    hi = min(lo + 1, x.numel() - 1)
-    return float(x[lo] + (h - lo) * (x[hi] - x[lo]))
+    x = torch.sort(x).values.cpu()
+    out = []
+    for q in qs:
+        h = (x.numel() - 1) * q / 100.0
+        lo = int(h)
+        hi = min(lo + 1, x.numel() - 1)
+        out.append(float(x[lo] + (h - lo) * (x[hi] - x[lo])))
+    return out
 
 
 def pair_distances(user_rows: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
@@ -82,8 +90,9 @@ def conflict_subsets(reference_distances: Mapping[str, torch.Tensor], high: floa
     lengths = {t: d.numel() for t, d in reference_distances.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"every reference must measure the same pairs, got pair counts {lengths}")
-    far = {t: reference_distances[t].reshape(-1) > percentile(reference_distances[t], high) for t in tasks}
-    near = {t: reference_distances[t].reshape(-1) <= percentile(reference_distances[t], low) for t in tasks}
+    thresholds = {t: percentiles(d, [low, high]) for t, d in reference_distances.items()}
+    far = {t: reference_distances[t].reshape(-1) > thresholds[t][1] for t in tasks}
+    near = {t: reference_distances[t].reshape(-1) <= thresholds[t][0] for t in tasks}
     return {conflict_mode_name(f, n): far[f] & near[n] for f, n in permutations(tasks, 2)}
 
 
@@ -101,18 +110,20 @@ def frequent_ids(counts: torch.Tensor, q: float = AUTHORS_HIGH) -> torch.Tensor:
 
 
 def placement_shares(view_distances: torch.Tensor, mask: torch.Tensor, high: float = AUTHORS_HIGH,
-                     low: float = AUTHORS_LOW) -> dict[str, float]:
+                     low: float = AUTHORS_LOW, thresholds: tuple[float, float] | None = None) -> dict[str, float]:
     """Where a view puts the pairs of ``mask``, by the view's own percentiles over all its pairs.
 
     ``top`` = share of the masked pairs with ``d > P_high(d)`` (the view's top 40% by default), ``bottom`` = share
     with ``d <= P_low(d)`` (its bottom 40%), ``middle`` = the rest; they sum to 1. NaN for an empty mask.
+    ``thresholds``: ``(P_low, P_high)`` of the view when already known (one sort per view, not per mode).
     """
     d = view_distances.reshape(-1).to(torch.float64)
     chosen = d[mask.reshape(-1)]
     if chosen.numel() == 0:
         return {"top": float("nan"), "middle": float("nan"), "bottom": float("nan")}
-    top = float((chosen > percentile(d, high)).to(torch.float64).mean())
-    bottom = float((chosen <= percentile(d, low)).to(torch.float64).mean())
+    p_low, p_high = thresholds if thresholds is not None else percentiles(d, [low, high])
+    top = float((chosen > p_high).to(torch.float64).mean())
+    bottom = float((chosen <= p_low).to(torch.float64).mean())
     return {"top": top, "middle": 1.0 - top - bottom, "bottom": bottom}
 
 
@@ -129,22 +140,24 @@ def geometry_agreement(shares: Mapping[str, float], far: bool) -> float:
     return difference if far else -difference
 
 
-def conflict_histogram(view_distances: torch.Tensor, mask: torch.Tensor, bins: int = 39,
-                       high: float = AUTHORS_HIGH, low: float = AUTHORS_LOW) -> dict[str, list[float]]:
-    """The authors' figure for one view and mode: ``bins`` equal-width bins over all the view's pairs, counts of
-    the conflict pairs (``mask``) and of the rest per bin, and the view's own ``P_low``/``P_high`` that colour
-    the bins. Returns ``{"edges", "conflict", "rest", "low", "high"}`` (plain lists and floats)."""
+def conflict_histograms(view_distances: torch.Tensor, masks: Mapping[str, torch.Tensor], bins: int = 39,
+                        high: float = AUTHORS_HIGH, low: float = AUTHORS_LOW) -> dict[str, Any]:
+    """The authors' figure for one view: ``bins`` equal-width bins over all the view's pairs and, per mode, the
+    counts of its conflict pairs (``masks[mode]``) and of the rest per bin; the view's own ``P_low``/``P_high``
+    colour the bins. Returns ``{"edges", "low", "high", "modes": {mode: {"conflict", "rest"}}}`` (plain lists)."""
     d = view_distances.reshape(-1).to(torch.float64).contiguous()
-    m = mask.reshape(-1)
     lo, hi = float(d.min()), float(d.max())
     hi = hi if hi > lo else lo + 1.0
     edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64, device=d.device)
     # Bin k holds [edge_k, edge_k+1), the last bin also its right edge (numpy.histogram's rule).
     index = torch.bucketize(d, edges[1:-1], right=True)
-    conflict = torch.bincount(index[m], minlength=bins)
-    rest = torch.bincount(index[~m], minlength=bins)
-    return {"edges": edges.tolist(), "conflict": conflict.tolist(), "rest": rest.tolist(),
-            "low": percentile(d, low), "high": percentile(d, high)}
+    every = torch.bincount(index, minlength=bins)
+    p_low, p_high = percentiles(d, [low, high])
+    modes = {}
+    for mode, mask in masks.items():
+        conflict = torch.bincount(index[mask.reshape(-1)], minlength=bins)
+        modes[mode] = {"conflict": conflict.tolist(), "rest": (every - conflict).tolist()}
+    return {"edges": edges.tolist(), "low": p_low, "high": p_high, "modes": modes}
 
 
 def conflict_rank_correlations(view_distances: torch.Tensor, reference_distances: Mapping[str, torch.Tensor],
