@@ -27,7 +27,7 @@ def _tint(color: tuple[int, int, int], amount: float = 0.7) -> tuple[int, int, i
 
 def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], upper: Sequence[float],
                             colors: Sequence[tuple[int, int, int]], *, title: str, xlabel: str, ylabel: str,
-                            notes: Sequence[str] = (), size: tuple[int, int] = (460, 320)) -> np.ndarray:
+                            notes: Sequence[str] = (), size: tuple[int, int] = (440, 290)) -> np.ndarray:
     """Bars over ``edges``: ``lower`` counts in each bin's colour, ``upper`` stacked on them in a tint of it,
     with round ticks, a grid, a title, axis labels and ``notes`` (one line each) under the axes."""
     width, height = size

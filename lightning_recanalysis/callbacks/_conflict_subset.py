@@ -54,6 +54,7 @@ class ConflictSubsetAnalysis:
         self._handles: list[Any] = []
         self._counting_done = False
         self._reduced: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._reference_histograms_logged = False
 
     # ---- setup --------------------------------------------------------------------------------------------
     def setup(self, tasks: Sequence[str], user: tuple[EmbeddingTable, Field], item: tuple[EmbeddingTable, Field],
@@ -68,6 +69,7 @@ class ConflictSubsetAnalysis:
         self._fields = (user[1], item[1])
         self._counts = {"user": None, "item": None}
         self._counting_done, self._reduced = False, None
+        self._reference_histograms_logged = False
 
     # ---- frequency counting over the first training epoch --------------------------------------------------
     def _count_hook(self, role: str, fld: Field):
@@ -146,8 +148,10 @@ class ConflictSubsetAnalysis:
             part["modes"][mode] = {"far": far, "near": near, "pairs": int(mask.sum())}
             metrics[f"{PREFIX}/{mode}/pairs"] = float(mask.sum())
             metrics[f"{PREFIX}/{mode}/fraction"] = float(mask.to(torch.float64).mean())
-        for task, d in reference.items():
-            histograms[f"{PREFIX}/reference[{task}]/distance"] = d
+        if not self._reference_histograms_logged:  # the references never change: their histograms once per fit
+            self._reference_histograms_logged = True
+            for task, d in reference.items():
+                histograms[f"{PREFIX}/reference[{task}]/distance"] = d
         for v, view in enumerate(views):
             d = distances[:, v]
             hist = conflict_histograms(d, masks, bins=self.bins, high=self.high, low=self.low)

@@ -83,7 +83,7 @@ class EntanglementMonitor(AnalysisCallback):
     - with ``references`` (``<mode>`` is ``<far task>_far_<near task>_near``): ``entanglement/conflict/
       selected_pairs``, ``.../<mode>/pairs`` and ``/fraction``; per view ``.../<view>/<mode>/share_top``,
       ``share_middle``, ``share_bottom``, ``agreement_<task>``, ``.../<view>/rank_correlation_<task>``;
-      histograms ``.../<view>/<mode>/distance`` and ``.../reference[<task>]/distance``; image
+      histograms ``.../<view>/<mode>/distance`` and (first analysis) ``.../reference[<task>]/distance``; image
       ``.../<view>/histogram`` (the authors' figure, one panel per mode).
 
     **Distributed.** Every rank collects its own pairs; at epoch end they are gathered from all ranks (one
