@@ -68,7 +68,8 @@ def fit_worker(config: str, epochs: int) -> dict:
     probes = experiment.callbacks[0].history[-1]["measured_steps"] if config != "none" else 0
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": trainer.global_step, "probes_last_epoch": probes,
             "monitor_seconds": sum(inside.values()),
-            "per_monitor": {cls: sum(v for (c, _), v in inside.items() if c == cls) for cls, _ in inside}}
+            "per_monitor": {cls: sum(v for (c, _), v in inside.items() if c == cls) for cls, _ in inside},
+            "per_hook": {f"{c}.{hook}": v for (c, hook), v in inside.items()}}
 
 
 def _time_hooks(callbacks) -> dict:
@@ -177,6 +178,10 @@ def main(argv=None) -> None:
         for cls in results[config][0]["per_monitor"]:
             share = median(r["per_monitor"][cls] for r in results[config]) / cpu["none"]
             print(f"  inside {cls} (config '{config}'): {share:.1%} of the CPU time of training without monitors")
+    hooks = results["references"][0]["per_hook"]
+    print("  inside EntanglementMonitor (config 'references') by hook: " + ", ".join(
+        f"{h.split('.', 1)[1]} {median(r['per_hook'][h] for r in results['references']) / cpu['none']:.1%}"
+        for h in hooks if h.startswith("EntanglementMonitor.")))
     shutil.rmtree(reference_dir, ignore_errors=True)
     print("(wall ratio: end to end, at the mercy of other processes on the machine; CPU ratio: the process's own "
           "CPU time, far less so; 1 + inside / none: only the CPU time spent inside the monitors' hooks)")
