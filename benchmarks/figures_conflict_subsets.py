@@ -29,9 +29,9 @@ def planted_precision_recall(references: dict[str, Path], seed: int) -> dict[str
     from lightning_recanalysis.functional.conflict_subset import conflict_subsets
     from lightning_recanalysis.tables import discover_tables
 
-    data = demo_data("synthetic", seed)
+    data = demo_data("synthetic-pairs", seed)
     _, val = split({"features": data.features, "planted": data.planted_pairs}, 0.2, seed)
-    table_ = discover_tables(build("shared_bottom", "synthetic", seed, monitors=False, task="click").module,
+    table_ = discover_tables(build("shared_bottom", "synthetic-pairs", seed, monitors=False, task="click").module,
                              field_dims=dict(zip(data.field_names, data.field_dims)))[0]
     user, item = [(table_, f) for f in table_.fields if f.name in ("user_id", "item_id")]
     refs = {t: load_reference(p, t, user, item, {}, "figures") for t, p in references.items()}
@@ -68,12 +68,12 @@ def main(argv=None) -> None:
     scores: dict[str, list[dict[str, float]]] = {m: [] for m in args.models}
     for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="conflict_figures_") as out:
-            references = train_references("synthetic", seed, Path(out))
+            references = train_references("synthetic-pairs", seed, Path(out))
             for mode, pr in planted_precision_recall(references, seed).items():
                 precision.setdefault(mode, []).append(pr)
             for model in args.models:
                 pl.seed_everything(seed, verbose=False)
-                experiment = build(model, "synthetic", seed, monitors=True, references=references)
+                experiment = build(model, "synthetic-pairs", seed, monitors=True, references=references)
                 monitor = experiment.callbacks[1]
                 pl.Trainer(max_epochs=experiment.max_epochs, callbacks=[monitor], logger=False, accelerator="cpu",
                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,

@@ -29,7 +29,7 @@ def train_references(data: str, seed: int, out: Path, epochs: int | None = None,
     from .data.multitask import SYNTHETIC_TASKS, CENSUS_TASKS
     from .multitask import build
 
-    tasks = SYNTHETIC_TASKS if data == "synthetic" else CENSUS_TASKS
+    tasks = SYNTHETIC_TASKS if data.startswith("synthetic") else CENSUS_TASKS
     runs = {}
     for task in tasks:
         pl.seed_everything(seed, workers=True, verbose=False)

@@ -28,7 +28,7 @@ def one_thread():
 def references(tmp_path_factory):
     """The demo's two single-task references (a Shared-Bottom per task, 4 epochs), as run directories."""
     torch.set_num_threads(1)
-    return train_references("synthetic", 0, tmp_path_factory.mktemp("references"))
+    return train_references("synthetic-pairs", 0, tmp_path_factory.mktemp("references"))
 
 
 def agreement_by_serving_view(record):
@@ -44,9 +44,9 @@ def agreement_by_serving_view(record):
 
 @pytest.mark.slow
 def test_conflict_subset_recovers_the_planted_pairs(references):
-    data = demo_data("synthetic", 0)
+    data = demo_data("synthetic-pairs", 0)
     _, val = split({"features": data.features, "planted": data.planted_pairs}, 0.2, 0)
-    model = build("shared_bottom", "synthetic", 0, monitors=False, task="click").module
+    model = build("shared_bottom", "synthetic-pairs", 0, monitors=False, task="click").module
     table = discover_tables(model, field_dims=dict(zip(data.field_names, data.field_dims)))[0]
     user, item = [(table, f) for f in table.fields if f.name in ("user_id", "item_id")]
     refs = {t: load_reference(path, t, user, item, {}, "test") for t, path in references.items()}
@@ -69,7 +69,7 @@ def test_stem_chunks_reproduce_single_task_geometry_better_than_mmoe(references)
     agreement = {}
     for model in ("mmoe", "stem"):
         pl.seed_everything(0, verbose=False)
-        experiment = build(model, "synthetic", 0, monitors=True, references=references)
+        experiment = build(model, "synthetic-pairs", 0, monitors=True, references=references)
         monitor = experiment.callbacks[1]
         monitor.strict = True
         quiet_trainer(max_epochs=experiment.max_epochs, callbacks=[monitor], num_sanity_val_steps=0).fit(
@@ -84,7 +84,7 @@ def test_stem_chunks_reproduce_single_task_geometry_better_than_mmoe(references)
 
 def _final_weights(references, with_monitor: bool) -> dict[str, torch.Tensor]:
     pl.seed_everything(3, verbose=False)
-    experiment = build("mmoe", "synthetic", 3, monitors=True, n_samples=3000, references=references, dropout=0.1)
+    experiment = build("mmoe", "synthetic-pairs", 3, monitors=True, n_samples=3000, references=references, dropout=0.1)
     monitor = experiment.callbacks[1]
     monitor.strict, monitor.conflict.frequent_only = True, True
     quiet_trainer(max_epochs=2, callbacks=[monitor] if with_monitor else [], num_sanity_val_steps=1).fit(
