@@ -246,7 +246,7 @@ def demo_data(data: str, seed: int, n_samples: int | None = None):
 
     Two synthetic sets, because the planted pairs' opposite residuals, 1/4 of the rows at +-4 on the logits,
     drown the ``creative`` field's gradient conflict (its mean cosine on the Shared-Bottom and MMoE demos goes
-    from -0.2..-0.35 to -0.18..+0.15 over seeds 0-2), and a gentler plant is not learnt by the references."""
+    from -0.20..-0.31 to -0.18..+0.08 over seeds 0-2), and a gentler plant is not learnt by the references."""
     size = synthetic_size(data, n_samples)
     if data == "synthetic":
         return synthetic_two_task(seed=seed, **size)
