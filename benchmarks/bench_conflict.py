@@ -4,8 +4,10 @@
 
 1. **Training time.** The MMoE demo (``python -m demo_models mmoe``: synthetic two-task data, its default epochs)
    trained in a fresh process per run, configurations interleaved repetition by repetition, median fit time:
-   ``none`` (``--no-monitors``), ``conflict`` (GradientConflictMonitor alone, default cadence) and ``both``
-   (GradientConflictMonitor and EntanglementMonitor, as the demo attaches them). Ratio = median / median of
+   ``none`` (``--no-monitors``), ``conflict`` (GradientConflictMonitor alone, default cadence), ``both``
+   (GradientConflictMonitor and EntanglementMonitor without references) and ``references`` (both, the
+   EntanglementMonitor with the two single-task references, as ``python -m demo_models mmoe`` attaches them: the
+   conflict subsets; the references are trained once beforehand, not timed). Ratio = median / median of
    ``none``; the target for ``conflict`` is under 1.05.
 2. **One probe.** On one demo batch (256 rows), median CPU time over many repetitions of: the probe (one
    ``autograd.grad`` per task to the looked-up rows, the per-id sums and the per-field Grams), one backward pass
@@ -23,16 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from ._common import machine, median, run_worker, table
 
 SUPPORTS_QUICK = True
-CONFIGS = ("none", "conflict", "both")
+CONFIGS = ("none", "conflict", "both", "references")
+#: Where the parent process trained the single-task references for the ``references`` configuration.
+REFERENCES_ENV = "BENCH_CONFLICT_REFERENCES"
 
 
 def fit_worker(config: str, epochs: int) -> dict:
@@ -43,7 +49,11 @@ def fit_worker(config: str, epochs: int) -> dict:
 
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
-    experiment = build(model="mmoe", data="synthetic", seed=0, monitors=config != "none")
+    references = None
+    if config == "references":
+        root = Path(os.environ[REFERENCES_ENV])
+        references = {t: root / f"reference_{t}-synthetic" / "single-task" for t in ("click", "purchase")}
+    experiment = build(model="mmoe", data="synthetic", seed=0, monitors=config != "none", references=references)
     callbacks = experiment.callbacks[:1] if config == "conflict" else experiment.callbacks
     inside = _time_hooks(callbacks)
     # A TensorBoard logger as the demo has: the monitors' heatmaps and histograms are part of their cost.
@@ -58,7 +68,8 @@ def fit_worker(config: str, epochs: int) -> dict:
     probes = experiment.callbacks[0].history[-1]["measured_steps"] if config != "none" else 0
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": trainer.global_step, "probes_last_epoch": probes,
             "monitor_seconds": sum(inside.values()),
-            "per_monitor": {cls: sum(v for (c, _), v in inside.items() if c == cls) for cls, _ in inside}}
+            "per_monitor": {cls: sum(v for (c, _), v in inside.items() if c == cls) for cls, _ in inside},
+            "per_hook": {f"{c}.{hook}": v for (c, hook), v in inside.items()}}
 
 
 def _time_hooks(callbacks) -> dict:
@@ -141,6 +152,14 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.repeats, args.epochs, args.probe_repeats = 2, 1, 50
+    from demo_models.references import train_references
+
+    torch.set_num_threads(1)  # as every worker, and as the demo trains them
+    reference_dir = tempfile.mkdtemp(prefix="bench_conflict_references_")
+    start = time.perf_counter()
+    train_references("synthetic", 0, Path(reference_dir), epochs=args.epochs or None)
+    print(f"training the two single-task references (once, not timed below): {time.perf_counter() - start:.1f} s")
+    os.environ[REFERENCES_ENV] = reference_dir
     results = {c: [] for c in CONFIGS}
     for _ in range(args.repeats):
         for config in CONFIGS:  # interleaved, so drift in machine load hits every configuration alike
@@ -155,10 +174,15 @@ def main(argv=None) -> None:
             for c in CONFIGS]
     print(table(["monitors", "wall s", "wall ratio", "CPU s", "CPU ratio", "CPU s inside monitors",
                  "1 + inside / none", "probes/epoch"], rows))
-    both = results["both"]
-    for cls in both[0]["per_monitor"]:
-        share = median(r["per_monitor"][cls] for r in both) / cpu["none"]
-        print(f"  inside {cls} (config 'both'): {share:.1%} of the CPU time of training without monitors")
+    for config in ("both", "references"):
+        for cls in results[config][0]["per_monitor"]:
+            share = median(r["per_monitor"][cls] for r in results[config]) / cpu["none"]
+            print(f"  inside {cls} (config '{config}'): {share:.1%} of the CPU time of training without monitors")
+    hooks = results["references"][0]["per_hook"]
+    print("  inside EntanglementMonitor (config 'references') by hook: " + ", ".join(
+        f"{h.split('.', 1)[1]} {median(r['per_hook'][h] for r in results['references']) / cpu['none']:.1%}"
+        for h in hooks if h.startswith("EntanglementMonitor.")))
+    shutil.rmtree(reference_dir, ignore_errors=True)
     print("(wall ratio: end to end, at the mercy of other processes on the machine; CPU ratio: the process's own "
           "CPU time, far less so; 1 + inside / none: only the CPU time spent inside the monitors' hooks)")
     costs = probe_costs(args.probe_repeats)

@@ -2,7 +2,9 @@
 [--accelerator cpu|gpu|auto] [--precision 32-true|bf16-mixed|...]``
 
 Trains a demo model with the lightning_recanalysis monitors attached and writes TensorBoard event files (and the
-end-of-run report) under ``DIR/MODEL-DATA``. ``MODEL`` may be ``all``.
+end-of-run report) under ``DIR/MODEL-DATA``. ``MODEL`` may be ``all``. A multi-task model (shared_bottom, mmoe,
+ple, stem) with monitors first trains its two single-task references (a Shared-Bottom on each task alone, under
+``DIR/reference_TASK-DATA``; once per data set and call) for the entanglement monitor's conflict subsets.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from .references import MULTITASK_MODELS, train_references
 from .registry import DATASETS, MODELS
 
 
@@ -24,10 +27,12 @@ def _builder(model: str):
 
 def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, monitors: bool,
         quiet: bool = False, only: list[str] | None = None, accelerator: str = "cpu",
-        precision: str = "32-true") -> Path:
+        precision: str = "32-true", references: dict | None = None) -> Path:
     """Train one demo model; returns its log directory.
 
     ``only`` keeps just the monitors whose class names are listed (the benchmarks time each monitor alone).
+    ``references`` ({task: run directory}) are the single-task references of a multi-task model; without them
+    a multi-task model with monitors trains its own first.
     """
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -35,8 +40,11 @@ def run(model: str, data: str | None, epochs: int | None, out: Path, seed: int, 
     data = data or DATASETS[model][0]
     if data not in DATASETS[model]:
         raise SystemExit(f"model '{model}' takes --data one of {list(DATASETS[model])}, not '{data}'")
+    options = {}
+    if monitors and model in MULTITASK_MODELS:
+        options["references"] = references or train_references(data, seed, out, epochs, quiet, accelerator)
     pl.seed_everything(seed, workers=True, verbose=False)
-    experiment = _builder(model)(model=model, data=data, seed=seed, monitors=monitors)
+    experiment = _builder(model)(model=model, data=data, seed=seed, monitors=monitors, **options)
     if only is not None:
         experiment.callbacks = [c for c in experiment.callbacks if type(c).__name__ in only]
     max_epochs = epochs if epochs is not None else experiment.max_epochs
@@ -99,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     models = list(MODELS) if args.model == "all" else [args.model]
+    references: dict[str, dict] = {}  # per data set: trained once for all the multi-task models of this call
     for model in models:
         data = args.data if args.data in DATASETS[model] or args.model != "all" else None
+        data = data or DATASETS[model][0]
+        if model in MULTITASK_MODELS and not args.no_monitors and data not in references:
+            references[data] = train_references(data, args.seed, args.out, args.epochs, args.quiet, args.accelerator)
         run(model, data, args.epochs, args.out, args.seed, not args.no_monitors, quiet=args.quiet,
-            accelerator=args.accelerator, precision=args.precision)
+            accelerator=args.accelerator, precision=args.precision, references=references.get(data))
     return 0
 
 

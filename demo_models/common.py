@@ -13,7 +13,7 @@ def synthetic_size(data: str, n_samples: int | None) -> dict[str, int]:
     """Keyword arguments that set a synthetic generator's row count: none for the default, an error for real data."""
     if n_samples is None:
         return {}
-    if data != "synthetic":
+    if not data.startswith("synthetic"):
         raise ValueError(f"n_samples sets the size of the synthetic data; the '{data}' sample is used whole")
     return {"n_samples": n_samples}
 

@@ -23,8 +23,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "dcnv2_per_feature": ("synthetic", "criteo-sample"),
     "din": ("synthetic", "alimama-sample", "movielens"),
     "tin": ("synthetic", "alimama-sample", "movielens"),
-    "shared_bottom": ("synthetic", "census-income"),
-    "mmoe": ("synthetic", "census-income"),
-    "ple": ("synthetic", "census-income"),
-    "stem": ("synthetic", "census-income"),
+    "shared_bottom": ("synthetic", "synthetic-pairs", "census-income"),
+    "mmoe": ("synthetic", "synthetic-pairs", "census-income"),
+    "ple": ("synthetic", "synthetic-pairs", "census-income"),
+    "stem": ("synthetic", "synthetic-pairs", "census-income"),
 }

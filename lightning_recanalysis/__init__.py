@@ -8,7 +8,8 @@ Callbacks (attach to a ``lightning.pytorch.Trainer``):
   (``correlation/field_pair/``).
 - :class:`GradientConflictMonitor`: per-task gradient conflict on shared embeddings (``conflict/``).
 - :class:`AnalysisReport`: the dashboard layout at fit start and the end-of-run report.
-- :class:`EntanglementMonitor`: each task's embedding view of (user, item) pairs, by label subset (``entanglement/``).
+- :class:`EntanglementMonitor`: each task's embedding view of (user, item) pairs, by label subset, and with
+  single-task references the authors' conflict subsets (``entanglement/``).
 """
 
 from ._version import __version__

@@ -32,3 +32,15 @@ def test_two_process_ddp_pools_over_ranks_and_only_rank0_writes(tmp_path):
     # Every validation pair of both ranks' shards (400 rows, 200 per rank).
     assert rank0["EntanglementMonitor"][0]["metrics"]["entanglement/pairs"] == 400
     assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 1
+    # The conflict subsets depend on the references and the data alone: with the training frequencies summed
+    # over ranks, two processes select the same pairs and find the same subsets as one process.
+    single = tmp_path / "single"
+    single.mkdir()
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(single), "1"], capture_output=True, text=True,
+                          timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((single / "history_rank0.json").read_text())["EntanglementMonitor"][0]["conflict"]
+    two = rank0["EntanglementMonitor"][0]["conflict"]
+    assert two["validation_pairs"] == one["validation_pairs"] == 400
+    assert 0 < two["pairs"] == one["pairs"] < 400  # frequent users and items only
+    assert two["modes"] == one["modes"] and all(m["pairs"] > 0 for m in one["modes"].values())

@@ -27,6 +27,9 @@ class MultiTaskData:
     item_field: str
     conflict_field: str | None = None
     description: str = ""
+    #: ``[n]`` per row: +1 where the (user, item) pair is planted click-near/purchase-far, -1 for the opposite
+    #: plant, 0 elsewhere (synthetic data with ``pair_conflict`` only).
+    planted_pairs: torch.Tensor | None = None
 
 
 # ---- synthetic ------------------------------------------------------------------------------------------------
@@ -34,10 +37,12 @@ class MultiTaskData:
 SYNTHETIC_FIELDS = {"user_id": 400, "item_id": 300, "user_segment": 8, "item_category": 12, "creative": 8, "hour": 24}
 SYNTHETIC_TASKS = ("click", "purchase")
 CONFLICT_FIELD = "creative"
+#: User and item groups of the planted disagreeing pairs (``pair_conflict``): one group pair in PAIR_GROUPS per mode.
+PAIR_GROUPS = 8
 
 
 def synthetic_two_task(n_samples: int = 50_000, seed: int = 0, label_correlation: float = 0.7,
-                       latent_dim: int = 4) -> MultiTaskData:
+                       latent_dim: int = 4, pair_conflict: float = 0.0) -> MultiTaskData:
     """Two tasks that agree on every field but one, where they respond to it in opposite ways.
 
     Every user u and item i has a latent vector (p_u, q_i in R^d, standard normal / d^(1/4)); every value v of
@@ -47,7 +52,12 @@ def synthetic_two_task(n_samples: int = 50_000, seed: int = 0, label_correlation
         logit_purchase = <p_u, q_i> + a_segment + a_category + a_hour - c(creative) - 1
 
     A creative that attracts clicks repels purchases (a "clickbait" creative); everything else pushes both tasks
-    the same way. Labels are ``y_t = [logit_t + 1.6 * eps_t > 0]`` (a probit-like link) with noises that share
+    the same way. With ``pair_conflict = delta > 0`` the tasks also disagree on planted (user, item) pairs: every
+    user and item falls in one of ``PAIR_GROUPS`` (8) random groups; a pair whose item group equals its user group
+    gets ``+delta`` on the click logit and ``-delta`` on the purchase logit (``planted_pairs`` +1: click near,
+    purchase far, for single-task models whose user-item distance tracks affinity), a pair whose item group is
+    the user's group + 1 (mod 8) the opposite (-1); 1/8 of the pairs each. ``pair_conflict=0`` (the default)
+    leaves the data exactly as without it. Labels are ``y_t = [logit_t + 1.6 * eps_t > 0]`` (a probit-like link) with noises that share
     a common part, ``corr(eps_click, eps_purchase) = label_correlation``, as a user's propensity to respond is
     common to both tasks.
 
@@ -71,12 +81,19 @@ def synthetic_two_task(n_samples: int = 50_000, seed: int = 0, label_correlation
     common = torch.randn(n_samples, generator=g)
     noise = [math.sqrt(label_correlation) * common
              + math.sqrt(1 - label_correlation) * torch.randn(n_samples, generator=g) for _ in range(2)]
-    logits = (shared + conflict - 1.0, shared - conflict - 1.0)
+    # Drawn after every other draw, so that pair_conflict=0 leaves the data of earlier versions as they were.
+    user_group = torch.randint(0, PAIR_GROUPS, (SYNTHETIC_FIELDS["user_id"],), generator=g)[col["user_id"]]
+    item_group = torch.randint(0, PAIR_GROUPS, (SYNTHETIC_FIELDS["item_id"],), generator=g)[col["item_id"]]
+    planted = (item_group == user_group).long() - (item_group == (user_group + 1) % PAIR_GROUPS).long()
+    pair = pair_conflict * planted
+    logits = (shared + conflict + pair - 1.0, shared - conflict - pair - 1.0)
     labels = torch.stack([(lg + 1.6 * eps > 0).float() for lg, eps in zip(logits, noise)], dim=1)
     return MultiTaskData(
         features=features, labels=labels, field_names=names, field_dims=dims, tasks=SYNTHETIC_TASKS,
         user_field="user_id", item_field="item_id", conflict_field=CONFLICT_FIELD,
-        description=f"synthetic two-task data, conflict planted on '{CONFLICT_FIELD}'",
+        description=f"synthetic two-task data, conflict planted on '{CONFLICT_FIELD}'"
+                    + (f" and on 2 x 1/{PAIR_GROUPS} of the user-item pairs" if pair_conflict else ""),
+        planted_pairs=planted if pair_conflict else None,
     )
 
 

@@ -10,7 +10,6 @@ positive feedback. This monitor does both, live, at the end of every validation 
 from __future__ import annotations
 
 import warnings
-from itertools import product
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -19,27 +18,16 @@ from torch import nn
 from ..functional.ranking import subset_aurocs
 from ..tables import EmbeddingTable, Field, discover_tables
 from ..writers import tensorboard_experiments
-from ._multitask import protocol_error, resolve_tasks
+from ._conflict_subset import ConflictSubsetAnalysis
+from ._label_subsets import auroc_subsets, binned_by_subset, label_pattern_masks, label_pattern_name
+from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks
+from ._reference import ReferenceSource
 from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["EntanglementMonitor", "label_pattern_name"]
 
 #: The authors' released analysis draws its distance histograms with 39 equal-width bins.
 AUTHORS_BINS = 39
-
-
-def label_pattern_name(tasks: Sequence[str], positive: Sequence[bool]) -> str:
-    """Name of the subset of pairs whose labels are positive exactly for the given tasks.
-
-    Two tasks a, b: ``a_only``, ``b_only``, ``both``, ``neither``. More tasks: ``all``, ``none`` and
-    ``a+c_only`` (the positive tasks joined by ``+``).
-    """
-    pos = [t for t, p in zip(tasks, positive) if p]
-    if not pos:
-        return "neither" if len(tasks) == 2 else "none"
-    if len(pos) == len(tasks):
-        return "both" if len(tasks) == 2 else "all"
-    return "+".join(pos) + "_only"
 
 
 class EntanglementMonitor(AnalysisCallback):
@@ -67,8 +55,13 @@ class EntanglementMonitor(AnalysisCallback):
 
     A subset without both a positive and a negative label for the task gives no AUROC (not logged).
 
-    Not computed here: the authors' "conflict subset" (pairs that two separately trained single-task models place
-    far for one task and near for the other, 60th/40th percentiles), which needs those two extra models.
+    **Conflict subsets** (the authors' own analysis; with ``references``, one single-task model per task, see
+    :mod:`~lightning_recanalysis.callbacks._reference`): pairs that one task's reference places far (above
+    its ``conflict_percentiles[0]``-th percentile, 60) and another's near (at or below the ``[1]``-th, 40), one
+    mode per ordered task pair; per view, where it puts them by its own percentiles, its agreement with each
+    reference and its rank correlation (:mod:`~lightning_recanalysis.functional.conflict_subset`).
+    ``frequent_only`` keeps the pairs whose user and item are above the ``frequency_percentile``-th percentile of
+    training frequency, counted over the first training epoch's lookups (sums over ranks).
 
     **What it needs.** ``user_field`` and ``item_field`` name fields of the discovered tables (a field of a
     concatenated table split by ``field_dims``, or a one-field table named by its module). The monitor reads each
@@ -86,7 +79,12 @@ class EntanglementMonitor(AnalysisCallback):
       for each label-pattern subset that has pairs;
     - ``entanglement/<subset>/pairs``: pairs in each label-pattern subset; ``entanglement/pairs``: all pairs;
     - ``entanglement/<task>/auroc/<subset>``: the task's AUROC on ``all``, ``labels_agree``,
-      ``labels_disagree`` and ``given_...`` subsets.
+      ``labels_disagree`` and ``given_...`` subsets;
+    - with ``references`` (``<mode>`` is ``<far task>_far_<near task>_near``): ``entanglement/conflict/
+      selected_pairs``, ``.../<mode>/pairs`` and ``/fraction``; per view ``.../<view>/<mode>/share_top``,
+      ``share_middle``, ``share_bottom``, ``agreement_<task>``, ``.../<view>/rank_correlation_<task>``;
+      histograms ``.../<view>/<mode>/distance`` and (first analysis) ``.../reference[<task>]/distance``; image
+      ``.../<view>/histogram`` (the authors' figure, one panel per mode).
 
     **Distributed.** Every rank collects its own pairs; at epoch end they are gathered from all ranks (one
     gather), so every rank computes and would log the same numbers on the pairs of all ranks; rank 0 writes.
@@ -99,6 +97,9 @@ class EntanglementMonitor(AnalysisCallback):
             :func:`~lightning_recanalysis.tables.discover_tables`.
         max_pairs: pairs kept per rank and epoch (the first ones of the validation set).
         bins: histogram bins (default: the authors' 39).
+        references: ``{task: single-task model}`` (module, checkpoint path or run directory) for the conflict
+            subsets; ``conflict_percentiles``: (far above, near at or below), default (60, 40);
+            ``frequent_only``, ``frequency_percentile``: keep frequent users and items only (default 60).
         every_n_epochs, strict: see :class:`~lightning_recanalysis.callbacks.base.AnalysisCallback`.
     """
 
@@ -116,6 +117,10 @@ class EntanglementMonitor(AnalysisCallback):
         column_groups: int | Sequence[str] | Mapping[str, Any] | None = None,
         max_pairs: int = 100_000,
         bins: int = AUTHORS_BINS,
+        references: Mapping[str, ReferenceSource] | None = None,
+        conflict_percentiles: tuple[float, float] = (60.0, 40.0),
+        frequent_only: bool = False,
+        frequency_percentile: float = 60.0,
         every_n_epochs: int = 1,
         strict: bool = False,
     ) -> None:
@@ -140,6 +145,8 @@ class EntanglementMonitor(AnalysisCallback):
         self._rows: list[torch.Tensor] = []
         self._kept = 0
         self._root: nn.Module | None = None
+        self.conflict = None if references is None else ConflictSubsetAnalysis(
+            references, *conflict_percentiles, frequent_only, frequency_percentile, bins, type(self).__name__)
 
     # ---- setup ------------------------------------------------------------------------------------------
     def _find_field(self, tables: list[EmbeddingTable], name: str, role: str) -> tuple[EmbeddingTable, Field]:
@@ -160,6 +167,10 @@ class EntanglementMonitor(AnalysisCallback):
                                  "nn.Embedding (one row per sample and field)")
         return table, fld
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self._user is not None:
+            check_lookups_still_called(pl_module, self._lookup_modules, type(self).__name__)
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
@@ -171,6 +182,8 @@ class EntanglementMonitor(AnalysisCallback):
         self._user = self._find_field(tables, self.user_field, "user_field")
         self._item = self._find_field(tables, self.item_field, "item_field")
         (u_table, _), (i_table, _) = self._user, self._item
+        self._lookup_modules = {name: pl_module.get_submodule(name) for table in (u_table, i_table)
+                                for name in [table.name, *table.aliases]}
         if u_table is i_table:
             self._views = [(f"{v.name}", slice(v.group.start, v.group.stop), slice(v.group.start, v.group.stop))
                            for v in u_table.views()]
@@ -188,6 +201,9 @@ class EntanglementMonitor(AnalysisCallback):
                  slice(g.start, g.stop), slice(g.start, g.stop))
                 for g in u_table.column_groups
             ]
+        if self.conflict is not None:
+            self.conflict.setup(self._task_names, self._user, self._item, {
+                "include": self.include, "exclude": self.exclude, "field_dims": self.field_dims})
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         """Custom-scalars charts: each view's mean distance by label subset, each task's AUROC by subset."""
@@ -197,10 +213,22 @@ class EntanglementMonitor(AnalysisCallback):
             "Multiline", [rf"entanglement/{re.escape(view)}/[^/]+/distance_mean$"]] for view, _, _ in self._views}
         charts.update({f"{task}: AUROC by subset": ["Multiline", [rf"entanglement/{re.escape(task)}/auroc/"]]
                        for task in self._task_names})
+        if self.conflict is not None:
+            charts.update(self.conflict.dashboard_charts([view for view, _, _ in self._views]))
         return {"entanglement": charts} if charts else {}
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._remove_hooks()
+        if self.conflict is not None:
+            self.conflict.stop_counting(finished_epoch=False)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.conflict is not None and self._user is not None:
+            self.conflict.start_counting(pl_module, *[[t.name, *t.aliases] for t, _ in (self._user, self._item)])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.conflict is not None:
+            self.conflict.stop_counting(finished_epoch=True)
 
     # ---- collecting pairs -------------------------------------------------------------------------------
     def _remove_hooks(self) -> None:
@@ -230,8 +258,9 @@ class EntanglementMonitor(AnalysisCallback):
 
     @staticmethod
     def _field_rows(calls: list[tuple[torch.Tensor, torch.Tensor]], fld: Field, batch_size: int,
-                    role: str) -> torch.Tensor:
-        """Each sample's one embedding row of ``fld``, ``[batch, width]``, as the lookups of this batch returned it."""
+                    role: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's one id in ``fld`` and its embedding row (``[batch]``, ``[batch, width]``), as the lookups
+        of this batch were called and returned it."""
         calls = [(ids, rows) for ids, rows in calls if ids.dim() >= 1 and ids.shape[0] == batch_size]
         if not calls:
             raise ValueError(f"the {role} embedding was not called on a [batch, ...] input in validation_step "
@@ -243,7 +272,7 @@ class EntanglementMonitor(AnalysisCallback):
         if not bool((per_sample == 1).all()):
             raise ValueError(f"every sample must look up exactly one row of field '{fld.name}' (rows {fld.start}-"
                              f"{fld.stop - 1}), but samples look up {sorted(set(per_sample.tolist()))} of them")
-        return rows[inside]  # row-major: one row per sample, in sample order
+        return ids[inside], rows[inside]  # row-major: one per sample, in sample order
 
     def _collect(self, outputs) -> None:
         owner = type(self).__name__
@@ -259,8 +288,8 @@ class EntanglementMonitor(AnalysisCallback):
         s = torch.stack([scores[t].detach().reshape(-1).to(torch.float64) for t in self._task_names], dim=1)
         batch_size = y.shape[0]
         (_, u_field), (_, i_field) = self._user, self._item
-        users = self._field_rows(self._calls["user"], u_field, batch_size, "user")
-        items = self._field_rows(self._calls["item"], i_field, batch_size, "item")
+        user_ids, users = self._field_rows(self._calls["user"], u_field, batch_size, "user")
+        item_ids, items = self._field_rows(self._calls["item"], i_field, batch_size, "item")
         take = min(batch_size, self.max_pairs - self._kept)
         if take <= 0:
             return
@@ -270,8 +299,9 @@ class EntanglementMonitor(AnalysisCallback):
                                          dim=1)
                 for _, us, its in self._views
             ]
+        ids = torch.stack([user_ids[:take] - u_field.start, item_ids[:take] - i_field.start], dim=1)  # in the fields
         self._rows.append(torch.cat([torch.stack(distances, dim=1), y[:take].to(distances[0].device),
-                                     s[:take].to(distances[0].device)], dim=1).cpu())
+                                     s[:take].to(distances[0].device), ids.to(distances[0])], dim=1).cpu())
         self._kept += take
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
@@ -293,7 +323,7 @@ class EntanglementMonitor(AnalysisCallback):
 
     # ---- per epoch --------------------------------------------------------------------------------------
     def _gathered(self, trainer, pl_module) -> torch.Tensor:
-        width = len(self._views) + 2 * len(self._task_names)
+        width = len(self._views) + 2 * len(self._task_names) + 2
         local = torch.cat(self._rows) if self._rows else torch.zeros(0, width, dtype=torch.float64)
         if trainer.world_size <= 1:
             return local
@@ -310,45 +340,28 @@ class EntanglementMonitor(AnalysisCallback):
         self._active = False
         data = self._gathered(trainer, pl_module)  # every rank, even one whose collection failed
         self._rows = []
+        # A collective (with frequent_only): every rank, before anything that may fail on one rank alone.
+        counts = self.conflict.frequencies(trainer, pl_module) if self.conflict is not None else None
         if data.shape[0] == 0:
             return
         # Every rank holds the same pairs; a failure on any rank skips the record on all, so that the ranks keep
         # the same history.
-        ok, result = self._together(trainer, "the entanglement analysis", lambda: self._analyse(trainer, data))
+        ok, result = self._together(trainer, "the entanglement analysis", lambda: self._analyse(trainer, data, counts))
         if not ok:
             return
         record, histograms = result
         self._record(record)
         self._guarded("logging the entanglement analysis",
-                      lambda: self._log_epoch(trainer, record["metrics"], histograms))
-
-    def _subsets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Boolean masks of the label-pattern subsets, in a fixed order (all patterns, also empty ones)."""
-        positive = labels > 0.5
-        masks = {}
-        for pattern in product([True, False], repeat=len(self._task_names)):
-            target = torch.tensor(pattern)
-            masks[label_pattern_name(self._task_names, pattern)] = (positive == target).all(dim=1)
-        return masks
-
-    def _auroc_subsets(self, labels: torch.Tensor, task: int) -> dict[str, torch.Tensor]:
-        positive = labels > 0.5
-        agree = (positive == positive[:, :1]).all(dim=1)
-        subsets = {"all": torch.ones_like(agree), "labels_agree": agree, "labels_disagree": ~agree}
-        others = [t for t in range(len(self._task_names)) if t != task]
-        for pattern in product([True, False], repeat=len(others)):
-            name = "given_" + "_".join(f"{self._task_names[o]}_{'pos' if p else 'neg'}" for o, p in zip(others, pattern))
-            subsets[name] = (positive[:, others] == torch.tensor(pattern)).all(dim=1)
-        return subsets
+                      lambda: self._log_epoch(trainer, record, histograms))
 
     def _metrics(self, data: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         n_views, n_tasks = len(self._views), len(self._task_names)
         distances = data[:, :n_views]
         labels = data[:, n_views : n_views + n_tasks]
-        scores = data[:, n_views + n_tasks :]
+        scores = data[:, n_views + n_tasks : n_views + 2 * n_tasks]
         metrics: dict[str, float] = {"entanglement/pairs": float(data.shape[0])}
         histograms: dict[str, torch.Tensor] = {}
-        subsets = self._subsets(labels)
+        subsets = label_pattern_masks(labels, self._task_names)
         for name, mask in subsets.items():
             metrics[f"entanglement/{name}/pairs"] = float(mask.sum())
         for v, (view, _, _) in enumerate(self._views):
@@ -359,7 +372,7 @@ class EntanglementMonitor(AnalysisCallback):
                     histograms[f"entanglement/{view}/{name}/distance"] = distances[mask, v]
                     metrics[f"entanglement/{view}/{name}/distance_mean"] = float(distances[mask, v].mean())
         for t, task in enumerate(self._task_names):
-            subsets = self._auroc_subsets(labels, t)
+            subsets = auroc_subsets(labels, self._task_names, t)
             # One sort of the task's scores for all its subsets: 2 to 4 times faster than torchmetrics' binary_auroc
             # per subset, side by side (2,000 to 100,000 pairs, five subsets).
             for name, auroc in zip(subsets, subset_aurocs(scores[:, t], labels[:, t], subsets.values())):
@@ -367,9 +380,14 @@ class EntanglementMonitor(AnalysisCallback):
                     metrics[f"entanglement/{task}/auroc/{name}"] = auroc
         return metrics, histograms
 
-    def _analyse(self, trainer, data: torch.Tensor) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    def _analyse(self, trainer, data: torch.Tensor, counts=None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The epoch's history record and its histograms' values, from the pairs of every rank."""
         metrics, histograms = self._metrics(data)
+        conflict = None
+        if self.conflict is not None:
+            ids = data[:, -2:].to(torch.int64)
+            found, conflict_histograms, conflict = self.conflict.analyse(
+                ids[:, 0], ids[:, 1], [v for v, _, _ in self._views], data[:, : len(self._views)], counts)
         record = {
             "stage": "validation",
             "epoch": int(trainer.current_epoch),
@@ -378,38 +396,21 @@ class EntanglementMonitor(AnalysisCallback):
             "views": [v for v, _, _ in self._views],
             "world_size": int(trainer.world_size),
             "metrics": metrics,
-            "histograms": self._binned(histograms),
+            "histograms": binned_by_subset([v for v, _, _ in self._views], histograms, self.bins),
         }
+        if conflict is not None:
+            metrics.update(found)
+            histograms.update(conflict_histograms)
+            record["conflict"] = conflict
         return record, histograms
 
-    def _log_epoch(self, trainer, metrics: dict[str, float], histograms: dict[str, torch.Tensor]) -> None:
+    def _log_epoch(self, trainer, record: dict[str, Any], histograms: dict[str, torch.Tensor]) -> None:
         step = trainer.global_step
-        self.writer.scalars(trainer, metrics, step=step)
+        self.writer.scalars(trainer, record["metrics"], step=step)
         if tensorboard_experiments(trainer):
             for tag, values in histograms.items():
                 self.writer.histogram(trainer, tag, values, step=step, bins=self.bins)
+            if "conflict" in record:
+                for tag, image in self.conflict.images(record["conflict"]):
+                    self.writer.image(trainer, tag, image, step=step)
         self.writer.flush(trainer)
-
-    def _binned(self, histograms: dict[str, torch.Tensor]) -> dict[str, dict[str, dict[str, list[float]]]]:
-        """Each view's distance histograms per label subset on one shared grid of ``bins`` equal-width bins
-        (the authors' figure), as plain lists for the report: ``{view: {subset: {"centers", "density"}}}``."""
-        out: dict[str, dict[str, dict[str, list[float]]]] = {}
-        for view, _, _ in self._views:
-            prefix = f"entanglement/{view}/"
-            every = histograms.get(f"{prefix}distance")
-            if every is None or every.numel() == 0:
-                continue
-            low, high = float(every.min()), float(every.max())
-            high = high if high > low else low + 1.0
-            edges = torch.linspace(low, high, self.bins + 1, dtype=torch.float64)
-            centers = ((edges[1:] + edges[:-1]) / 2).tolist()
-            width = (high - low) / self.bins
-            out[view] = {}
-            for tag, values in histograms.items():
-                if not tag.startswith(prefix) or tag == f"{prefix}distance":
-                    continue
-                subset = tag[len(prefix):].rsplit("/", 1)[0]
-                counts = torch.histc(values.double(), bins=self.bins, min=low, max=high)
-                density = (counts / max(1, values.numel()) / width).tolist()
-                out[view][subset] = {"centers": centers, "density": density}
-        return out

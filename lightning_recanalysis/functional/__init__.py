@@ -4,6 +4,17 @@ The callbacks in :mod:`lightning_recanalysis.callbacks` only decide when to call
 """
 
 from .conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram, gradient_cosine
+from .conflict_subset import (
+    conflict_histograms,
+    conflict_rank_correlations,
+    conflict_subsets,
+    frequent_ids,
+    geometry_agreement,
+    pair_distances,
+    percentile,
+    percentiles,
+    placement_shares,
+)
 from .correlation import learned_correlation, mutual_information, rank_correlation, target_relative_positions
 from .field_pair import (
     cross_layer_pair_strength,
@@ -29,6 +40,15 @@ from .spectrum import (
 )
 
 __all__ = [
+    "conflict_histograms",
+    "conflict_rank_correlations",
+    "conflict_subsets",
+    "frequent_ids",
+    "geometry_agreement",
+    "pair_distances",
+    "percentile",
+    "percentiles",
+    "placement_shares",
     "cosine_from_gram",
     "embedding_row_gradients",
     "field_gradient_gram",

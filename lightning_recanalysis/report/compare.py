@@ -1,7 +1,8 @@
 """``compare``: several runs side by side (e.g. single- vs multi-embedding IA per field, MMoE vs STEM conflict).
 
 For every analysis present in at least two runs: the final value of every scalar the runs share, one column
-per run, and for ``collapse/`` a grouped bar chart of IA per field.
+per run, for ``collapse/`` a grouped bar chart of IA per field, and for ``entanglement/`` the conflict subsets
+run by run and view by view (:mod:`.compare_conflict`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..plotting import grouped_bar_figure
+from .compare_conflict import add_conflict_comparison
 from .model import ReportFigure, ReportTable, ReportThresholds, Section
 from .render import _section_order, write_report
 from .run_data import RunData
@@ -63,6 +65,8 @@ def compare_runs(runs: list[RunData], out_dir: str | Path, thresholds: ReportThr
                     safe = view.replace("[", "_").replace("]", "").replace("/", "_")
                     section.figures.append(ReportFigure(f"compare_{safe}_ia", f"{view}: IA per field by run", fig,
                                                         "Last-epoch information abundance of each field, one bar per run."))
+        if ns == "entanglement":
+            add_conflict_comparison(section, have)
         sections.append(section)
     notes = [n for r in runs for n in (f"{r.name}: {x}" for x in r.notes)]
     return write_report(sections, out_dir, title="Run comparison: " + " vs ".join(r.name for r in runs),

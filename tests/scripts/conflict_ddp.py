@@ -1,5 +1,9 @@
 """Train a small MMoE with GradientConflictMonitor and EntanglementMonitor on N CPU processes (Lightning "ddp",
-gloo) and dump what each rank holds: ``python conflict_ddp.py OUT_DIR DEVICES``. Run by tests/test_conflict_ddp.py."""
+gloo) and dump what each rank holds: ``python conflict_ddp.py OUT_DIR DEVICES``. Run by tests/test_conflict_ddp.py.
+
+The EntanglementMonitor has two single-task references (untrained single-task Shared-Bottoms with fixed seeds:
+their random geometries disagree, which is all the conflict subsets need) and keeps frequent pairs only, so the
+frequency counts are summed over ranks."""
 
 import json
 import sys
@@ -14,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from demo_models.data.batches import TensorBatches, split  # noqa: E402
 from demo_models.data.multitask import synthetic_two_task  # noqa: E402
-from demo_models.multitask import MMoE, monitors_for  # noqa: E402
+from demo_models.multitask import MMoE, SharedBottom, monitors_for  # noqa: E402
 
 
 def main(out: Path, devices: int) -> None:
@@ -23,8 +27,13 @@ def main(out: Path, devices: int) -> None:
     data = synthetic_two_task(n_samples=2000, seed=0)
     train, val = split({"features": data.features, "labels": data.labels}, 0.2, 0)
     module = MMoE(data.field_dims, data.tasks)
+    references = {}
+    for seed, task in enumerate(data.tasks):
+        torch.manual_seed(100 + seed)
+        references[task] = SharedBottom(data.field_dims, (task,))
     monitors = monitors_for("mmoe", data.field_names, data.field_dims, data.tasks, data.user_field,
-                            data.item_field, every_n_steps=2, strict=True)
+                            data.item_field, references=references, every_n_steps=2, strict=True)
+    monitors[1].strict, monitors[1].conflict.frequent_only = True, True
     trainer = pl.Trainer(
         max_epochs=1, accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
         logger=TensorBoardLogger(str(out), name="tb", version=0), callbacks=monitors,

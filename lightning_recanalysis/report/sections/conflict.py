@@ -10,6 +10,7 @@ import numpy as np
 
 from ...raster import heatmap_image, line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
+from .conflict_subset import add_conflict_subsets
 
 
 def _parse_conflict(metrics: dict[str, float]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -118,6 +119,7 @@ def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresh
         [[name] + [format_value(metrics.get(f"entanglement/{t}/auroc/{name}"), 3) for t in last["tasks"]]
          for name in auroc_subsets]))
     section.numbers = {"last_epoch": last["epoch"], "tasks": last["tasks"], "views": views, "metrics": metrics}
+    add_conflict_subsets(section, last, figures)
     histograms = last.get("histograms")
     if figures and histograms:
         for view, by_subset in histograms.items():

@@ -1,0 +1,100 @@
+"""Stacked histograms drawn straight into pixels (Pillow), for the conflict-subset figure of the entanglement
+analysis: the live image a monitor logs at every analysis and the report's figure (the same pixels).
+
+The authors' figure (Pan et al., KDD 2024): one view's user-item distances in 39 equal-width bins over all
+selected pairs, the conflict subset stacked under the rest, each bin coloured by where it lies among the view's
+own distances: blue at or below the view's 40th percentile ("near"), red above its 60th ("far"), grey between.
+The conflict pairs are drawn in the full colour, the rest in a light tint of it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .raster import _GRID, _INK, _nice_ticks, _size, _tick_texts, _vertical_text, _write, side_by_side
+
+__all__ = ["stacked_histogram_image", "conflict_subset_image", "NEAR", "MIDDLE", "FAR"]
+
+NEAR, MIDDLE, FAR = (31, 119, 180), (150, 150, 150), (214, 39, 40)  # tab:blue, grey, tab:red
+
+
+def _tint(color: tuple[int, int, int], amount: float = 0.7) -> tuple[int, int, int]:
+    return tuple(int(round(c + (255 - c) * amount)) for c in color)
+
+
+def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], upper: Sequence[float],
+                            colors: Sequence[tuple[int, int, int]], *, title: str, xlabel: str, ylabel: str,
+                            notes: Sequence[str] = (), size: tuple[int, int] = (440, 290)) -> np.ndarray:
+    """Bars over ``edges``: ``lower`` counts in each bin's colour, ``upper`` stacked on them in a tint of it,
+    with round ticks, a grid, a title, axis labels and ``notes`` (one line each) under the axes."""
+    width, height = size
+    edges = np.asarray(edges, dtype=np.float64)
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    title_size, label_size, tick_size, note_size = 13, 12, 11, 10
+    label_h, tick_h, note_h = _size("Ag", label_size)[1], _size("Ag", tick_size)[1], _size("Ag", note_size)[1] + 2
+    y_high = float(max(1.0, (lower + upper).max(initial=0.0))) * 1.05
+    y_ticks = _nice_ticks(0.0, y_high, max(3, (height - 100) // 35), integer=True)
+    y_texts = _tick_texts(y_ticks)
+    left = 8 + label_h + 6 + max(_size(t, tick_size)[0] for t in y_texts) + 8
+    top, right = 8 + _size(title, title_size)[1] + 6, width - 12
+    bottom = height - (6 + label_h + 3 + tick_h + 3 + 5) - note_h * len(notes)
+    x_low, x_high = float(edges[0]), float(edges[-1]) if edges[-1] > edges[0] else float(edges[0]) + 1.0
+    x_ticks = _nice_ticks(x_low, x_high, max(3, (right - left) // 60))
+    x_texts = _tick_texts(x_ticks)
+    plot_w, plot_h = right - left, bottom - top
+    to_x = lambda v: left + (v - x_low) / (x_high - x_low) * plot_w  # noqa: E731
+    to_y = lambda v: bottom - v / y_high * plot_h  # noqa: E731
+
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for value in y_ticks:
+        draw.line([(left, to_y(value)), (right, to_y(value))], fill=_GRID)
+    for k, color in enumerate(colors):
+        x0, x1 = to_x(edges[k]), max(to_x(edges[k]) + 1, to_x(edges[k + 1]) - 1)
+        if lower[k] > 0:
+            draw.rectangle([x0, to_y(lower[k]), x1, bottom], fill=color)
+        if upper[k] > 0:
+            draw.rectangle([x0, to_y(lower[k] + upper[k]), x1, to_y(lower[k])], fill=_tint(color))
+    draw.rectangle([left - 1, top - 1, right, bottom], outline=_INK)
+    for value, text in zip(y_ticks, y_texts):
+        draw.line([(left - 5, to_y(value)), (left, to_y(value))], fill=_INK)
+        _write(image, (left - 8 - _size(text, tick_size)[0], to_y(value) - tick_h / 2), text, tick_size)
+    for value, text in zip(x_ticks, x_texts):
+        draw.line([(to_x(value), bottom), (to_x(value), bottom + 5)], fill=_INK)
+        _write(image, (to_x(value) - _size(text, tick_size)[0] / 2, bottom + 8), text, tick_size)
+    _write(image, ((left + right - _size(title, title_size)[0]) / 2, 6), title, title_size)
+    label_y = bottom + 8 + tick_h + 3
+    _write(image, ((left + right - _size(xlabel, label_size)[0]) / 2, label_y), xlabel, label_size)
+    _vertical_text(image, (8 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
+    for index, note in enumerate(notes):
+        _write(image, (8, label_y + label_h + 4 + note_h * index), note, note_size)
+    return np.asarray(image)
+
+
+def bin_colors(edges: Sequence[float], low: float, high: float) -> list[tuple[int, int, int]]:
+    """Each bin's colour by its centre: NEAR at or below ``low``, FAR above ``high``, MIDDLE between."""
+    edges = np.asarray(edges, dtype=np.float64)
+    centers = (edges[1:] + edges[:-1]) / 2
+    return [NEAR if c <= low else FAR if c > high else MIDDLE for c in centers]
+
+
+def conflict_subset_image(view: str, view_record: Mapping, low_q: float = 40.0, high_q: float = 60.0) -> np.ndarray:
+    """One panel per conflict mode, side by side, for one view's record (``{"edges", "low", "high", "modes":
+    {mode: {"conflict", "rest", "shares"}}}``, as the entanglement monitor keeps it)."""
+    colors = bin_colors(view_record["edges"], view_record["low"], view_record["high"])
+    panels = []
+    for mode, data in view_record["modes"].items():
+        shares = data["shares"]
+        share_text = ", ".join(f"{name} {shares[key]:.0%}" if shares[key] == shares[key] else f"{name} -"
+                               for name, key in ((f"top {100 - high_q:g}%", "top"), ("middle", "middle"),
+                                                 (f"bottom {low_q:g}%", "bottom")))
+        panels.append(stacked_histogram_image(
+            view_record["edges"], data["conflict"], data["rest"], colors,
+            title=f"{view}: {mode.replace('_', ' ')}", xlabel="user-item L2 distance in this view",
+            ylabel="pairs",
+            notes=[f"dark: the {int(sum(data['conflict']))} conflict pairs ({share_text});",
+                   f"light: the rest. Blue/grey/red: the view's bottom {low_q:g}% / middle / top {100 - high_q:g}%."]))
+    return side_by_side(panels)

@@ -1,0 +1,77 @@
+"""``compare``'s view of the conflict subsets: each run's figure per view, the agreements side by side, view by
+view, and which embedding reproduces the single-task geometries (e.g. an MMoE run against a STEM run).
+
+A shared embedding has one distance per (user, item) pair; the conflict pairs are exactly the ones the two
+single-task models place far for one task and near for the other, so its agreements with the two tasks are
+opposite numbers and it can reproduce at most one geometry. STEM's task chunks can reproduce each its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..raster_histogram import conflict_subset_image
+from .model import ReportFigure, ReportTable, Section, format_value
+from .run_data import RunData
+from .sections.conflict_subset import own_task, view_reproduction
+
+__all__ = ["add_conflict_comparison", "serving_views"]
+
+
+def _last_conflict(run: RunData) -> dict[str, Any] | None:
+    records = [r for r in run.records.get("entanglement", []) if r.get("stage") == "validation" and r.get("conflict")]
+    return records[-1]["conflict"] if records else None
+
+
+def serving_views(part: dict[str, Any]) -> dict[str, str]:
+    """For each task the view that serves it: its own chunk if the table has one, else the shared view."""
+    views = list(part["views"])
+    shared = [v for v in views if own_task(v, part["tasks"]) is None]
+    return {t: next((v for v in views if own_task(v, part["tasks"]) == t), shared[0] if shared else views[0])
+            for t in part["tasks"]}
+
+
+def add_conflict_comparison(section: Section, runs: list[RunData]) -> None:
+    """Figures, a table and findings of the conflict subsets of every run that has them."""
+    parts = {run.name: part for run in runs if (part := _last_conflict(run)) is not None}
+    if not parts:
+        return
+    if len(parts) < len(runs):
+        section.notes.append("conflict subsets only in " + ", ".join(parts) + " (the others had no references)")
+    rows, numbers, summary = [], {}, []
+    for name, part in parts.items():
+        agreement = view_reproduction(part)
+        for view, values in agreement.items():
+            rows.append([name, view, part["pairs"]] + [format_value(values.get(t), 2) for t in part["tasks"]]
+                        + [format_value(part["views"][view]["rank_correlation"].get(t), 2) for t in part["tasks"]])
+        serving = serving_views(part)
+        own = {t: agreement[v].get(t, float("nan")) for t, v in serving.items()}
+        numbers[name] = {"agreement": agreement, "serving_views": serving, "own_task_agreement": own,
+                         "modes": part["modes"], "selected_pairs": part["pairs"]}
+        summary.append((min(own.values()), name, serving, own))
+    tasks = next(iter(parts.values()))["tasks"]
+    section.tables.append(ReportTable(
+        "Conflict subsets, run by run and view by view: mean agreement with each single-task geometry (1 = as "
+        "that task's single-task model, 0 = chance) and Spearman's rho with each reference",
+        ["run", "view", "pairs"] + [f"agreement with {t}" for t in tasks] + [f"rho with {t}" for t in tasks], rows))
+    summary.sort(reverse=True)
+    for _, name, serving, own in summary:
+        text = ", ".join(f"{t} {a:+.2f} in `{serving[t]}`" for t, a in own.items())
+        section.findings.append(f"**{name}**: agreement with each task's single-task geometry on the conflict pairs, "
+                                f"in the view that serves the task: {text}.")
+    if len(summary) > 1:
+        best, worst = summary[0], summary[-1]
+        section.findings.append(
+            f"**{best[1]}** reproduces both single-task geometries better than **{worst[1]}**: its weaker task "
+            f"agrees at {best[0]:+.2f} against {worst[0]:+.2f} (a shared view cannot exceed 0 for both tasks).")
+    section.numbers["conflict"] = numbers
+    views_in_order = []
+    for name, part in parts.items():
+        views_in_order += [(view, name, part) for view in part["views"]]
+    for view, name, part in sorted(views_in_order, key=lambda x: (x[0], x[1])):
+        safe = f"{name}_{view}".replace("[", "_").replace("]", "").replace("/", "_")
+        section.figures.append(ReportFigure(
+            f"compare_{safe}_conflict_subsets", f"{name}, {view}: the conflict subsets",
+            conflict_subset_image(f"{name} {view}", part["views"][view], low_q=part["low"], high_q=part["high"]),
+            f"{part['pairs']} pairs in {part['bins']} equal-width bins; dark: the conflict pairs of each mode, "
+            "light: the rest; blue/red: the view's own bottom/top percentiles."))

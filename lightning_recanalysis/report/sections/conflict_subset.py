@@ -1,0 +1,114 @@
+"""The conflict-subset part of the ``entanglement/`` report section and of ``compare``: the authors' figure per
+view, the shares and agreements in a table, and a finding in words.
+
+A record's ``conflict`` part is written by :class:`~lightning_recanalysis.callbacks.entanglement.
+EntanglementMonitor` when it has single-task references (see its docstring for the layout of ``views``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ...raster_histogram import conflict_subset_image
+from ..model import ReportFigure, ReportTable, Section, format_value
+
+__all__ = ["view_reproduction", "add_conflict_subsets", "own_task", "reproduction_sentence"]
+
+
+def view_reproduction(part: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{view: {task: mean agreement over the modes that involve the task}}``.
+
+    The agreement of a view with task t on mode ``f_far_n_near`` (t = f or n) is ``top - bottom`` share of the
+    mode's pairs if t is the far task, ``bottom - top`` if the near one
+    (:func:`~lightning_recanalysis.functional.conflict_subset.geometry_agreement`); the mean over both modes of
+    two tasks is 1 when the view places every conflict pair as t's single-task model does, about 0 by chance.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for view, view_part in part.get("views", {}).items():
+        sums: dict[str, list[float]] = {}
+        for mode in view_part["modes"].values():
+            for task, value in mode["agreement"].items():
+                if value is not None and value == value:
+                    sums.setdefault(task, []).append(value)
+        out[view] = {task: sum(v) / len(v) for task, v in sums.items() if v}
+    return out
+
+
+def own_task(view: str, tasks) -> str | None:
+    """The task whose chunk a view is (``table[task]``), or None for a shared view."""
+    return next((t for t in tasks if view.endswith(f"[{t}]")), None)
+
+
+def reproduction_sentence(view: str, agreement: Mapping[str, float], part: Mapping[str, Any], run: str = "") -> str:
+    """One finding: how far ``view`` reproduces each task's single-task geometry on the conflict pairs."""
+    who = f"{run}'s " if run else ""
+    task = own_task(view, part["tasks"])
+    values = ", ".join(f"{t} {a:+.2f}" for t, a in agreement.items())
+    if task is not None:
+        modes = [(m, d) for m, d in part["views"][view]["modes"].items() if m.startswith(f"{task}_far_")]
+        where = ""
+        if modes and modes[0][1]["shares"]["top"] == modes[0][1]["shares"]["top"]:
+            mode, data = modes[0]
+            where = (f"; it puts {data['shares']['top']:.0%} of the {mode.replace('_', ' ')} pairs in its top "
+                     f"{100 - part['high']:g}%")
+        return (f"{who}task chunk `{view}` reproduces its own task's single-task geometry on the conflict pairs: "
+                f"agreement {agreement.get(task, float('nan')):+.2f} with {task} (all: {values}){where}.")
+    best = max(agreement.values(), default=float("nan"))
+    return (f"{who}`{view}` (shared by every task) reproduces the single-task geometries on the conflict pairs at "
+            f"{values} (at best {best:+.2f}): one distance per pair cannot place a pair far for one task and near "
+            "for the other.")
+
+
+def add_conflict_subsets(section: Section, last: Mapping[str, Any], figures: bool = True) -> None:
+    """Add the conflict-subset table, figures, findings and numbers of the last record to ``section``."""
+    part = last.get("conflict")
+    if not part:
+        return
+    if part["pairs"] < 2 or not part["views"]:
+        section.notes.append(f"conflict subsets: only {part['pairs']} pairs selected, nothing to show")
+        return
+    agreement = view_reproduction(part)
+    tasks = part["tasks"]
+    rows = []
+    for view, view_part in part["views"].items():
+        for mode, data in view_part["modes"].items():
+            s = data["shares"]
+            rows.append([view, mode, part["modes"][mode]["pairs"], format_value(s["top"], 2),
+                         format_value(s["middle"], 2), format_value(s["bottom"], 2)]
+                        + [format_value(data["agreement"].get(t), 2) for t in tasks])
+    low, high = part["low"], part["high"]
+    selected = f"{part['pairs']} of {part['validation_pairs']} validation pairs"
+    if part["frequent_only"]:
+        selected += " (frequent users and items)"
+    section.tables.append(ReportTable(
+        f"Conflict subsets (far above the references' {high:g}th percentile, near at or below their {low:g}th; "
+        f"{selected}, epoch {last['epoch']}): where each view puts them",
+        ["view", "mode", "pairs", f"top {100 - high:g}%", "middle", f"bottom {low:g}%"]
+        + [f"agreement with {t}" for t in tasks], rows))
+    section.tables.append(ReportTable(
+        "How far each view reproduces each single-task geometry on the conflict pairs (mean agreement over the "
+        "modes: 1 = as that task's single-task model, 0 = chance; Spearman's rho with the reference's distances)",
+        ["view"] + [f"agreement with {t}" for t in tasks] + [f"rho with {t}" for t in tasks],
+        [[view] + [format_value(agreement[view].get(t), 2) for t in tasks]
+         + [format_value(part["views"][view]["rank_correlation"].get(t), 2) for t in tasks]
+         for view in part["views"]]))
+    section.findings += [reproduction_sentence(view, agreement[view], part) for view in part["views"]]
+    section.numbers["conflict"] = {
+        "selected_pairs": part["pairs"], "validation_pairs": part["validation_pairs"],
+        "percentiles": {"high": high, "low": low}, "frequent_only": part["frequent_only"],
+        "references": part["references"], "modes": part["modes"], "agreement": agreement,
+        "views": {view: {"shares": {m: d["shares"] for m, d in vp["modes"].items()},
+                         "agreement": {m: d["agreement"] for m, d in vp["modes"].items()},
+                         "rank_correlation": vp["rank_correlation"], "percentiles": [vp["low"], vp["high"]]}
+                  for view, vp in part["views"].items()},
+    }
+    if not figures:
+        return
+    for view, view_part in part["views"].items():
+        safe = view.replace("[", "_").replace("]", "").replace("/", "_")
+        section.figures.append(ReportFigure(
+            f"entanglement_{safe}_conflict_subsets", f"{view}: the conflict subsets in this view",
+            conflict_subset_image(view, view_part, low_q=low, high_q=high),
+            f"The authors' figure: this view's user-item distances of the {selected} in {part['bins']} equal-width "
+            "bins, the conflict pairs of each mode (dark) stacked under the rest (light), bins coloured by the "
+            f"view's own percentiles (blue: bottom {low:g}%, red: top {100 - high:g}%)."))
