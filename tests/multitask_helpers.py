@@ -79,6 +79,21 @@ class KnownGradients(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+class KnownGradientsPerFeature(KnownGradients):
+    """:class:`KnownGradients` with one table per field (an ``nn.ModuleDict``, the layout of public CTR
+    libraries): the same losses, so the same gradients, field by field and over both tables together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.embedding
+        self.embedding_dict = nn.ModuleDict({"f0": nn.Embedding(4, 4), "f1": nn.Embedding(4, 4)})
+
+    def training_step(self, batch, batch_idx):
+        e0, e1 = self.embedding_dict["f0"](batch[:, 0]), self.embedding_dict["f1"](batch[:, 1] - 4)
+        self.task_losses = {"a": (e0 @ U).sum() + (e1 @ W).sum(), "b": (e0 @ U_PERP).sum() - 2 * (e1 @ W).sum()}
+        return sum(self.task_losses.values()) + 0.0 * self.bias
+
+
 def known_loader(n_batches: int = 6, batch_size: int = 16, seed: int = 0) -> DataLoader:
     return DataLoader(ListBatches(known_batches(n_batches, batch_size, seed)), batch_size=None)
 

@@ -12,6 +12,7 @@ from multitask_helpers import (
     KNOWN_FIELDS,
     KnownChunks,
     KnownGradients,
+    KnownGradientsPerFeature,
     known_batches,
     known_loader,
     numpy_table_cosine,
@@ -53,6 +54,24 @@ def test_known_gradients_orthogonal_opposite_and_table_level(tmp_path):
     assert events.Scalars("conflict/embedding/f1/a_vs_b/cosine_mean")[-1].value == pytest.approx(-1.0, abs=1e-6)
     assert "conflict/embedding/cosine_heatmap" in tags["images"]
     assert "conflict/embedding/a_vs_b/cosine_per_step" in tags["histograms"]
+
+
+def test_one_table_per_feature_is_one_field_set_with_the_concatenated_answers(tmp_path):
+    """Two same-width tables, one per field: one view (the field set ``embedding_dict``) whose fields carry the
+    known per-field answers and whose whole-set cosine is the concatenated table's numpy oracle."""
+    monitor = GradientConflictMonitor(every_n_steps=2, strict=True)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[monitor])
+    trainer.fit(KnownGradientsPerFeature(), known_loader(n_batches=6))
+    assert [v.name for v in monitor._views] == ["embedding_dict"]
+    m = monitor.history[-1]["metrics"]
+    assert m["conflict/embedding_dict/f0/a_vs_b/cosine_mean"] == 0.0
+    assert m["conflict/embedding_dict/f1/a_vs_b/cosine_mean"] == pytest.approx(-1.0, abs=1e-12)
+    assert m["conflict/embedding_dict/f1/a_vs_b/norm_ratio"] == pytest.approx(0.5, abs=1e-12)
+    expected = np.mean([numpy_table_cosine(b) for b in known_batches(6)[0::2]])
+    assert m["conflict/embedding_dict/a_vs_b/cosine_mean"] == pytest.approx(expected, abs=1e-9)
+    assert not any("embedding_dict.f0/" in tag for tag in m)  # no per-table view beside the set
+    assert list(monitor.dashboard_layout()["conflict"]) == ["embedding_dict a_vs_b: cosine_mean per field",
+                                                            "embedding_dict a_vs_b: negative_fraction per field"]
 
 
 def test_stem_chunks_are_views_analysed_separately():

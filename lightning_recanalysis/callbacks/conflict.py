@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..functional.conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram
-from ..tables import TableView, describe_tables, discover_tables
+from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
 from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks
 from .base import AnalysisCallback, data_parallel_group
@@ -129,14 +130,19 @@ class GradientConflictMonitor(AnalysisCallback):
     ``cosine_mean`` is logged for that pair on that view. That is how the monitor shows that the tasks no longer
     share gradients there; on the shared chunk the cosine is measured as usual.
 
-    **Tags** (``<view>`` is a table or ``table[group]``, ``<a>_vs_<b>`` a task pair in ``task_names`` order,
+    **One table per feature**: same-width single-field tables form one field set (see
+    :mod:`~lightning_recanalysis.field_sets`), one view whose fields are the tables: the whole-view cosine is
+    that of all their rows together, as for a concatenated table; a member table not looked up in a probed step
+    is left out of that step.
+
+    **Tags** (``<view>`` is a table, ``table[group]`` or a field set, ``<a>_vs_<b>`` a task pair in ``task_names`` order,
     step = ``trainer.global_step`` at the end of the epoch):
 
     - ``conflict/<view>/<a>_vs_<b>/cosine_mean``: mean over the epoch's measured steps of the cosine on the
       whole view (all its fields' rows together); ``.../negative_fraction``: fraction of those steps with
       cosine < 0; ``.../norm_ratio``: mean ||g_a|| / mean ||g_b||.
     - ``conflict/<view>/<field>/<a>_vs_<b>/cosine_mean``, ``.../negative_fraction``, ``.../norm_ratio``: the
-      same on one field's rows (only for tables with more than one field).
+      same on one field's rows (only for views with more than one field).
     - ``conflict/<view>/<task>/gradient_norm``: mean norm of the task's gradient on the view.
     - ``conflict/measured_steps``, ``conflict/skipped_steps``: probes that measured two tasks or more, and probes
       that could not (missing or non-finite task losses).
@@ -199,7 +205,8 @@ class GradientConflictMonitor(AnalysisCallback):
         self.field_dims, self.column_groups = field_dims, column_groups
         self._task_names: list[str] = []
         self._tables = []
-        self._views: list[TableView] = []
+        self._views: list[AnalysisUnit] = []
+        self._parts: list[list[tuple[int, int]]] = []
         self._modules: list[list[nn.Module]] = []
         self._handles: list[Any] = []
         self._captures: dict[int, list[_Lookup]] = {}
@@ -232,7 +239,13 @@ class GradientConflictMonitor(AnalysisCallback):
                         f"{owner}: '{name}' is an nn.EmbeddingBag in 'max' mode, whose row gradients the monitor "
                         f"cannot recover from the bag output; leave it out with exclude=['{name}']")
             self._modules.append(modules)
-        self._views = [view for table in self._tables for view in table.views()]
+        # Same-width single-field tables (one table per feature) form one field set, shown like the fields of a
+        # concatenated table; each unit's Gram is assembled from (table, column group) parts.
+        self._views = analysis_units(self._tables)
+        index = {id(table): ti for ti, table in enumerate(self._tables)}
+        self._parts = [[(index[id(f.table)], 0) for f in unit.fields] if isinstance(unit, FieldSet)
+                       else [(index[id(unit.table)], unit.table.column_groups.index(unit.group))]
+                       for unit in self._views]
         self._reset_epoch()
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
@@ -365,6 +378,7 @@ class GradientConflictMonitor(AnalysisCallback):
         present = torch.tensor([self._task_names.index(t) for t in grads])
         n = len(self._task_names)
         with torch.no_grad():
+            parts: dict[tuple[int, int], torch.Tensor] = {}  # (table, column group) -> [fields, T', T']
             for ti, table in enumerate(self._tables):
                 picked = [j for j, (tj, _) in enumerate(lookups) if tj == ti]
                 if not picked:
@@ -379,18 +393,23 @@ class GradientConflictMonitor(AnalysisCallback):
                     row_grads.append(flat_grads)
                 rows, summed = embedding_row_gradients(torch.cat(ids), torch.cat(row_grads, dim=1))
                 starts = [f.start for f in table.fields]
-                for vi, view in enumerate(self._views):
-                    if view.table is not table:
-                        continue
-                    per_field = field_gradient_gram(rows, summed, starts,
-                                                    columns=slice(view.group.start, view.group.stop))
-                    gram = torch.cat([per_field, per_field.sum(0, keepdim=True)]).cpu()
-                    if len(present) < n:  # absent tasks get a NaN row and column: undefined, not zero
-                        full = torch.full((gram.shape[0], n, n), float("nan"), dtype=torch.float64)
-                        full[:, present[:, None], present[None, :]] = gram
-                        gram = full
-                    # Only the small Gram is kept; cosines and sums are formed once per epoch, vectorised.
-                    self._grams[vi].append(gram)
+                for gi, group in enumerate(table.column_groups):
+                    parts[(ti, gi)] = field_gradient_gram(rows, summed, starts,
+                                                          columns=slice(group.start, group.stop)).cpu()
+            for vi, keys in enumerate(self._parts):
+                found = [parts.get(key) for key in keys]
+                if all(part is None for part in found):
+                    continue  # no lookup of this unit in the step: not measured there
+                # A field-set member not looked up in this step has no gradient to compare: undefined (NaN).
+                blank = torch.full((1, len(present), len(present)), float("nan"), dtype=torch.float64)
+                per_field = torch.cat([part if part is not None else blank for part in found])
+                gram = torch.cat([per_field, per_field.nansum(0, keepdim=True)])
+                if len(present) < n:  # absent tasks get a NaN row and column: undefined, not zero
+                    full = torch.full((gram.shape[0], n, n), float("nan"), dtype=torch.float64)
+                    full[:, present[:, None], present[None, :]] = gram
+                    gram = full
+                # Only the small Gram is kept; cosines and sums are formed once per epoch, vectorised.
+                self._grams[vi].append(gram)
         self._counts["measured"] += 1
 
     # ---- per epoch --------------------------------------------------------------------------------------
