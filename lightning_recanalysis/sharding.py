@@ -145,8 +145,8 @@ def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
     read exactly (call it at setup, before the first step)."""
     layout = layout_of(tensor)
     if layout.problem is not None:
-        raise ValueError(f"`{name}` is a {type(tensor).__name__} laid out as {list(layout.placements)}, which the analyses "
-                         f"cannot read exactly: {layout.problem}. Shard embedding tables by rows (FSDP2's "
+        raise ValueError(f"`{name}` is a {type(tensor).__name__} laid out as {list(layout.placements)}, which the "
+                         f"analyses cannot read exactly: {layout.problem}. Shard embedding tables by rows (FSDP2's "
                          "default Shard(0)) or by columns (Shard(1)), or exclude the table from the monitor.")
     return layout
 

@@ -135,8 +135,8 @@ class GradientConflictMonitor(AnalysisCallback):
     that of all their rows together, as for a concatenated table; a member table not looked up in a probed step
     is left out of that step.
 
-    **Tags** (``<view>`` is a table, ``table[group]`` or a field set, ``<a>_vs_<b>`` a task pair in ``task_names`` order,
-    step = ``trainer.global_step`` at the end of the epoch):
+    **Tags** (``<view>`` is a table, ``table[group]`` or a field set, ``<a>_vs_<b>`` a task pair in
+    ``task_names`` order, step = ``trainer.global_step`` at the end of the epoch):
 
     - ``conflict/<view>/<a>_vs_<b>/cosine_mean``: mean over the epoch's measured steps of the cosine on the
       whole view (all its fields' rows together); ``.../negative_fraction``: fraction of those steps with

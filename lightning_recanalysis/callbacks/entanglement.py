@@ -239,8 +239,9 @@ class EntanglementMonitor(AnalysisCallback):
     def _hook(self, role: str):
         # The ids and the rows the lookup returned: the embeddings the model used, read without touching the
         # weight, which a sharding strategy may hold in pieces (a DTensor) outside the forward pass.
-        def capture(module, args, output):
-            self._calls[role].append((args[0], output.detach()))
+        def capture(module, args, kwargs, output):
+            # TorchRec's EmbeddingCollection calls its tables with `input=` as a keyword.
+            self._calls[role].append((args[0] if args else kwargs["input"], output.detach()))
         return capture
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -251,7 +252,8 @@ class EntanglementMonitor(AnalysisCallback):
             return
         for role, (table, _) in (("user", self._user), ("item", self._item)):
             for name in [table.name, *table.aliases]:
-                self._handles.append(pl_module.get_submodule(name).register_forward_hook(self._hook(role)))
+                module = pl_module.get_submodule(name)
+                self._handles.append(module.register_forward_hook(self._hook(role), with_kwargs=True))
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._calls = {"user": [], "item": []}
