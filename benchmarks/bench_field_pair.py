@@ -1,7 +1,7 @@
 """What the field-pair correlation costs: memory of the counts, time per counted batch, time of one analysis, and
 the monitor's share of the DCNv2 demo's training time.
 
-    python -m benchmarks.bench_field_pair [--epochs N] [--batches 30] [--quick]
+    python -m benchmarks.bench_field_pair [--epochs N] [--batches 30] [--quick] [--no-demo]
 
 1. *Memory*: the bytes of ``FieldPairCounts``' states (int64 counts of every pair's (V+1) x (V+1) x 2 table) for
    8 (the synthetic demo), 26 and 39 fields (Criteo), at the default V = 31, beside the formula.
@@ -168,6 +168,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the demo runs (default: the demo's, 8)")
     parser.add_argument("--batches", type=int, default=30, help="timed batches per counting measurement")
     parser.add_argument("--quick", action="store_true", help="2 epochs of the synthetic demo, 10 timed batches")
+    parser.add_argument("--no-demo", action="store_true", help="memory and counting only (no analysis, no demo)")
     parser.add_argument("--worker", nargs="+")
     args = parser.parse_args(argv)
     if args.worker:
@@ -197,6 +198,8 @@ def main(argv=None) -> None:
                  "ns per sample and pair (wall)", "(CPU time)", "one bincount for all pairs", "same counts"], rows))
     print("per sample and pair: update of every batch and the flush, 1 thread, min median max of 5 repetitions; "
           "CPU time is the process's own, which a busy neighbour on a shared machine inflates less than wall time")
+    if args.no_demo:
+        return
     analysis = run_worker("benchmarks.bench_field_pair", "analysis", "39")
     print(f"\none epoch-end analysis, 39 fields: MI matrices + learned strength {analysis['analyse_s'] * 1000:.0f} ms, "
           f"three heatmaps + text {analysis['log_s']:.2f} s")
