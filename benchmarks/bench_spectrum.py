@@ -22,9 +22,10 @@ repetition by repetition, medians reported. Methods, all on the row-normalised f
 Extra peak memory is the growth of the process's resident high-water mark during the call, beyond the table
 (after a warm-up call on a tiny table has loaded the libraries each method needs).
 
-The machine should be otherwise idle: ``singular_values`` streams many chunks, and each chunk's multithreaded
-kernels wait on every thread, so another process competing for the cores slows it far more than a single
-large LAPACK call (measured here: about 50x under a second busy process on 2 cores).
+``ours`` streams the table in chunks over worker threads (one per torch thread, each operator single-threaded),
+so another process on one core costs it about that core's share; the floor is one multithreaded BLAS call. Each
+repetition runs ``ours`` and ``floor`` back to back, so their per-repetition ratio (printed with its spread)
+cancels slow drifts in machine load.
 """
 
 from __future__ import annotations

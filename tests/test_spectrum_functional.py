@@ -214,3 +214,10 @@ def test_sharded_float32_grams_add_up_to_the_whole_spectrum(monkeypatch):
     sv = torch.linalg.eigvalsh(parts.gram).clamp_min(0).sqrt().flip(0).numpy()
     oracle = numpy_row_normalized_singular_values(table)
     assert np.max(np.abs(sv - oracle)) <= 3e-5 * oracle[0]
+
+
+def test_an_empty_shard_has_a_k_by_k_zero_gram():
+    """A rank that holds no rows of a sharded table still all-reduces a K x K Gram with the others."""
+    result = row_normalized_gram(torch.zeros(0, 12))
+    assert result.gram.shape == (12, 12) and not result.gram.any()
+    assert result.rows == 0 and result.excluded_rows == 0

@@ -262,8 +262,10 @@ def _row_normalized_gram(weight, normalize_rows, chunk_rows, transform) -> RowNo
                                n_rows, step, weight.device)
 
     gram, kept = gram_pass(None)
-    if n_rows == 0 and transform is not None:  # the derived table's width, from an empty chunk
-        width = transform(weight[:0].to(torch.float64 if weight.dtype == torch.float64 else torch.float32)).shape[1]
+    if n_rows == 0:  # still a K x K Gram (an empty shard all-reduces with the others); a derived table's width
+        # comes from an empty chunk
+        width = weight.shape[1] if transform is None else transform(
+            weight[:0].to(torch.float64 if weight.dtype == torch.float64 else torch.float32)).shape[1]
         gram = torch.zeros(width, width, dtype=torch.float64, device=weight.device)
     kept = int(kept)
     if not exact and kept > 0:
