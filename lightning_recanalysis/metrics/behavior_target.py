@@ -479,6 +479,12 @@ class BehaviorTargetCounts(Metric):
                 result = (keys[0], counts[0])
             else:
                 result = self._sum_equal_keys(torch.cat(keys), torch.cat(counts))
+                if name != "triple" or self._dense is None:
+                    # The merged keys become the state: the chunks they came from (whose keys may repeat
+                    # across chunks) are dropped rather than kept beside a merged copy, so the state holds each
+                    # distinct key once (16 bytes: key and count).
+                    getattr(self, f"{name}_keys")[:] = [result[0]]
+                    getattr(self, f"{name}_counts")[:] = [result[1]]
         else:  # synced: every rank's keys, concatenated
             result = self._sum_equal_keys(keys, counts)
         self._query_cache[name] = (stamp, result)
