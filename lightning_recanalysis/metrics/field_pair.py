@@ -32,7 +32,7 @@ search is used; a few KiB when ids are numbered by frequency, as in the demo).
 
 **Cost.** Per batch after the warm-up, on CPU: one copy into the rows waiting. Per flush (once 32,768 rows and
 2^22 codes wait): one gather in a dense id -> bucket table (binary search for ids too large for one), then
-B x N(N - 1)/2 increments, one ``bincount`` per field over all its pairs (see ``_count_numpy``; on CUDA
+B x N(N - 1)/2 increments, one ``bincount`` per field over all its pairs (see :mod:`.field_pair_cpu`; on CUDA
 ``index_add_``; both exact). The increments are the floor: ``bincount`` alone takes about 0.8 ns each on this
 project's 2-core machine, and the whole count about 1.4 ns per sample and pair at 39 fields, one thread, CPU time
 (``benchmarks/bench_field_pair.py``).
@@ -47,6 +47,7 @@ import torch
 from torchmetrics import Metric
 
 from ..functional.field_pair import field_pair_matrices
+from .field_pair_cpu import count_buckets, lookup_buckets, padded_lookup
 
 __all__ = ["FieldPairCounts"]
 
@@ -411,72 +412,20 @@ class FieldPairCounts(Metric):
         _add_counts(self.pair_counts, codes, ones)
 
     def _count_numpy(self, features: torch.Tensor, label: torch.Tensor) -> None:
-        """:meth:`_count` on CPU: one ``bincount`` per field i over the codes of all its pairs (i, j > i).
-
-        Field i's pairs occupy consecutive slices of ``pair_counts`` (row-major pairs), so the code of
-        (pair (i, j), a, b, y) relative to field i's first pair is ``(j - i - 1) (V + 1)^2 2 + (a (V + 1) + b) 2 + y``:
-        one add of field i's row (a part) to the rows of its partners (b, y and the pair's slice), then one
-        ``bincount`` into a block of at most (N - 1) x 16 KiB that stays in cache. The codes are laid out pair by
-        pair, so each run of increments stays inside one pair's 16 KiB table. Rows are taken in blocks of
-        ``_COUNT_BLOCK_ROWS``, enough that a block's codes outnumber the cells it adds to the state (and the
-        per-call overhead vanishes), few enough that the codes stay a few MB. torch's ``bincount`` reads the
-        int32 codes as they are, where numpy's converts them to int64 first.
-        """
-        k = self.num_buckets
-        n = self.num_fields
-        cells = k * k * 2
-        bt = self._buckets_numpy(features)  # [N, B] int32, each field's buckets in one contiguous row
-        y = label.numpy().astype(np.int32)
-        # Code of (a, y) in a field's table is 2 a + y; of (a, b, y) in a pair's table (a k + b) 2 + y.
-        right = bt * 2 + y
-        # Every field's (a, y) codes offset to its own table: one bincount for all fields.
-        right += (np.arange(n, dtype=np.int32) * (2 * k))[:, None]
-        self.field_counts.view(-1).add_(torch.bincount(torch.from_numpy(right).view(-1), minlength=n * 2 * k))
-        if n < 2:
-            return
-        # Partner j's (b, y) code with its pair slot j (cells apart); field i subtracts the slot of (i, i + 1).
-        right += (np.arange(n, dtype=np.int32) * (cells - 2 * k))[:, None]
-        left = bt * (2 * k)
-        pair_counts = self.pair_counts.view(-1)
-        batch = bt.shape[1]
-        step = min(batch, _COUNT_BLOCK_ROWS)
-        buffer = np.empty((n - 1) * step, dtype=np.int32)
-        first_pair = 0
-        for i in range(n - 1):
-            partners = n - 1 - i
-            block = pair_counts[first_pair * cells : (first_pair + partners) * cells]
-            left[i] -= (i + 1) * cells
-            for start in range(0, batch, step):
-                rows = min(step, batch - start)
-                codes = buffer[: partners * rows].reshape(partners, rows)
-                np.add(right[i + 1 :, start : start + rows], left[i, start : start + rows], out=codes)
-                block.add_(torch.bincount(torch.from_numpy(codes).view(-1), minlength=partners * cells))
-            first_pair += partners
+        """:meth:`_count` on CPU: one ``bincount`` per field over all its pairs (see
+        :func:`~lightning_recanalysis.metrics.field_pair_cpu.count_buckets`)."""
+        count_buckets(self._buckets_numpy(features), label.numpy(), self.field_counts, self.pair_counts,
+                      _COUNT_BLOCK_ROWS)
 
     def _buckets_numpy(self, features: torch.Tensor) -> np.ndarray:
         """:meth:`buckets` on CPU as an ``[N, B]`` int32 array: one gather in the dense table for all fields
         (the binary search, for ids too large for a table, is :meth:`buckets`' own)."""
         if self._lookup is None:
             return np.ascontiguousarray(self.buckets(features).numpy().T.astype(np.int32))
-        table, offsets, spans = self._lookup_numpy()
-        # Ids past a field's largest kept id are clamped to its span, whose entry (one past the ids) is "other".
-        index = np.minimum(features.numpy(), spans)
-        index += offsets
-        # The [N, B] transpose is made by the int32 copy (of the gathered int16 buckets, the narrowest array).
-        return table[index].T.astype(np.int32, order="C")
-
-    def _lookup_numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The dense lookup for numpy: each field's entries followed by one "other" entry at index ``span``."""
         if self._lookup_np is None or self._lookup_np[0] is not self._lookup:
-            table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
-            n = offsets.size
-            # Field f's entries move f places up (one "other" entry after each earlier field).
-            padded = np.full(table.size + n, self.num_values, dtype=table.dtype)
-            shifted = offsets + np.arange(n)
-            for f in range(n):
-                padded[shifted[f] : shifted[f] + spans[f]] = table[offsets[f] : offsets[f] + spans[f]]
-            self._lookup_np = (self._lookup, (padded, shifted.astype(np.int64), spans.astype(np.int64)))
-        return self._lookup_np[1]
+            numpy_lookup = padded_lookup(*(t.cpu().numpy() for t in self._lookup), self.num_values)
+            self._lookup_np = (self._lookup, numpy_lookup)
+        return lookup_buckets(features.numpy(), self._lookup_np[1])
 
     def _code_parts(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Per-field [N, 1] code offsets and the pairs' field indices on ``device`` (made once per device)."""
