@@ -153,7 +153,8 @@ def main(argv=None) -> None:
     mem = {m: median(r["extra_peak_bytes"] for r in results[m]) for m in methods}
     table_bytes = results[methods[0]][0]["table_bytes"]
     threads = f"{args.threads} torch thread(s) per worker" if args.threads else "torch's default threads"
-    print(f"spectrum of a {args.rows:,} x {args.cols} {args.table} float32 table ({table_bytes / 2**20:.0f} MiB); {machine()}; "
+    print(f"spectrum of a {args.rows:,} x {args.cols} {args.table} float32 table ({table_bytes / 2**20:.0f} MiB); "
+          f"{machine()}; "
           f"{threads}; median of {args.repeats} fresh processes each")
     rows = []
     for m in methods:

@@ -161,7 +161,8 @@ def _map_row_ranges(task: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]
 
 
 def _gram_of_rows(weight: torch.Tensor, start: int, stop: int, step: int, work_dtype: torch.dtype,
-                  transform, normalize_rows: bool, basis: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | int]:
+                  transform, normalize_rows: bool,
+                  basis: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | int]:
     """Float64 ``sum Y^T Y`` over rows ``start:stop`` in chunks of ``step``, and the rows kept.
 
     ``Y`` holds the chunk's finite, non-zero rows (after ``transform``), divided by their norm plus 1e-8 when

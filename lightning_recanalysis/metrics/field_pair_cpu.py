@@ -30,7 +30,8 @@ def padded_lookup(table: np.ndarray, offsets: np.ndarray, spans: np.ndarray,
 
 
 def lookup_buckets(ids: np.ndarray, lookup: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """``[N, B]`` int32 buckets of ``[B, N]`` non-negative ids, one gather for all fields (see :func:`padded_lookup`)."""
+    """``[N, B]`` int32 buckets of ``[B, N]`` non-negative ids: one gather for all fields (see
+    :func:`padded_lookup`)."""
     table, offsets, spans = lookup
     # Ids past a field's largest kept id are clamped to its span, whose entry (one past the ids) is "other".
     index = np.minimum(ids, spans)
