@@ -190,6 +190,8 @@ def _gram_of_rows(weight: torch.Tensor, start: int, stop: int, step: int, work_d
             kept += valid.sum()
             scale = torch.where(valid, 1.0 / (norms + ROW_NORM_EPS) if normalize_rows else 1.0, 0.0)
             scaled = torch.where(valid[:, None], chunk * scale[:, None], 0.0)
+            if basis is not None:
+                scaled = scaled @ basis
         else:
             # One reduction answers "are all rows valid?" (a NaN fails both comparisons); the mask only if not.
             smallest, largest = torch.aminmax(norms)
@@ -201,7 +203,13 @@ def _gram_of_rows(weight: torch.Tensor, start: int, stop: int, step: int, work_d
                 kept += chunk.shape[0]
                 if chunk.shape[0] == 0:
                     continue
-            if normalize_rows:
+            if basis is not None:
+                # Projected first, then scaled: a row's scale is one factor, so this is the same as scaling
+                # first, with m columns to scale instead of K.
+                scaled = chunk @ basis
+                if normalize_rows:
+                    scaled.mul_(norms.add_(ROW_NORM_EPS).reciprocal_()[:, None])
+            elif normalize_rows:
                 if scaled_buffer is None:
                     scaled_buffer = torch.empty(step, chunk.shape[1], dtype=work_dtype)
                 # norms is a fresh tensor: scaling in place saves an allocation per chunk.
@@ -209,8 +217,6 @@ def _gram_of_rows(weight: torch.Tensor, start: int, stop: int, step: int, work_d
                                    out=scaled_buffer[: chunk.shape[0]])
             else:
                 scaled = chunk
-        if basis is not None:
-            scaled = scaled @ basis
         gram += (scaled.T @ scaled).to(torch.float64)
     if gram is None:
         gram = torch.zeros(width or 0, width or 0, dtype=torch.float64, device=weight.device)
