@@ -73,6 +73,10 @@ def dictionary_counts(target, behavior, label) -> tuple[dict, float, float]:
     return counts, time.perf_counter() - start, time.process_time() - cpu
 
 
+def _times(ratio: float) -> str:
+    return f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+
+
 def _state_bytes(metric) -> int:
     """Bytes the metric holds for its counts: sparse keys and counts of both counters, and the dense array."""
     tensors = [t for name in ("triple_keys", "triple_counts", "target_keys", "target_counts")
@@ -218,8 +222,8 @@ def main(argv=None) -> None:
         rows.append([f"{categories:,}", state, f"{result['baseline_seconds']:.1f}",
                      f"{1e9 * result['baseline_seconds'] / behaviours:.0f}", f"{result['ours_seconds']:.2f}",
                      f"{1e9 * result['ours_seconds'] / behaviours:.1f}",
-                     f"{result['baseline_seconds'] / result['ours_seconds']:.0f}x",
-                     f"{result['baseline_cpu_seconds'] / result['ours_cpu_seconds']:.0f}x", str(result["identical"]),
+                     _times(result['baseline_seconds'] / result['ours_seconds']),
+                     _times(result['baseline_cpu_seconds'] / result['ours_cpu_seconds']), str(result["identical"]),
                      f"{result['distinct_triples']:,}", f"{result['state_bytes'] / 2**20:.0f}",
                      f"{result['state_bytes'] / max(8 * result['distinct_keys'], 1):.2f}"])
         if baseline_n != args.sequences:
