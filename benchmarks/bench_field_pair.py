@@ -1,13 +1,14 @@
 """What the field-pair correlation costs: memory of the counts, time per counted batch, time of one analysis, and
 the monitor's share of the DCNv2 demo's training time.
 
-    python -m benchmarks.bench_field_pair [--epochs N] [--batches 30] [--quick]
+    python -m benchmarks.bench_field_pair [--epochs N] [--batches 30] [--quick] [--no-demo]
 
 1. *Memory*: the bytes of ``FieldPairCounts``' states (int64 counts of every pair's (V+1) x (V+1) x 2 table) for
    8 (the synthetic demo), 26 and 39 fields (Criteo), at the default V = 31, beside the formula.
 2. *Counting*: time per batch of Zipf-distributed ids after the warm-up (``update`` of every batch and the flush
-   that counts them, one torch thread and all of them); and the CPU count per sample and pair side by side with
-   one ``bincount`` over every pair's codes at once (the way it counted before), on the same rows.
+   that counts them, one torch thread and all of them), and per sample and pair (wall and CPU time, min median
+   max of 5 repetitions); and the CPU count side by side with one ``bincount`` over every pair's codes at once
+   (the way it counted before), on the same rows.
 3. *Analysis*: one epoch-end analysis (MI matrices, learned strength, three heatmaps, the text) for 39 fields.
 4. *Share of training*: the DCNv2 demo at its defaults (8 epochs) with only ``FieldPairCorrelationMonitor``, every
    hook of the monitor timed (``benchmarks.bench_overhead``'s instrumentation), in a fresh process; the share of
@@ -50,11 +51,22 @@ def count_worker(fields: int, batch: int, threads: int, batches: int) -> dict:
     data = [_zipf_batch(batch, fields, s) for s in range(batches + metric.warmup_batches)]
     for x, y in data[: metric.warmup_batches]:
         metric.update(x, y)
-    start = time.perf_counter()
-    for x, y in data[metric.warmup_batches :]:
-        metric.update(x, y)
-    metric.flush()
-    per_batch = (time.perf_counter() - start) / batches
+
+    def update_all():
+        metric.reset()  # keeps the vocabulary
+        for x, y in data[metric.warmup_batches :]:
+            metric.update(x, y)
+        metric.flush()
+
+    update_all()
+    walls, cpus = [], []
+    for _ in range(5):
+        wall, cpu = time.perf_counter(), time.process_time()
+        update_all()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    per_batch = statistics.median(walls) / batches
+    pair_samples = batches * batch * max(1, fields * (fields - 1) // 2)
     state = sum(t.numel() * t.element_size() for t in (metric.pair_counts, metric.field_counts))
 
     x = torch.cat([x for x, _ in data[metric.warmup_batches :]])
@@ -83,8 +95,15 @@ def count_worker(fields: int, batch: int, threads: int, batches: int) -> dict:
             seconds[name].append(time.perf_counter() - tick)
     codes = x.shape[0] * first.size
     return {"update_ms": 1000 * per_batch, "state_bytes": state, "same": same,
+            "update_ns": [1e9 * v / pair_samples for v in sorted(walls)],
+            "update_cpu_ns": [1e9 * v / pair_samples for v in sorted(cpus)],
             "ours_ns": 1e9 * statistics.median(seconds["ours"]) / codes,
             "one_ns": 1e9 * statistics.median(seconds["one"]) / codes}
+
+
+def _spread(values) -> str:
+    values = sorted(values)
+    return f"{values[0]:.2f} {statistics.median(values):.2f} {values[-1]:.2f}"
 
 
 def analysis_worker(fields: int) -> dict:
@@ -149,6 +168,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the demo runs (default: the demo's, 8)")
     parser.add_argument("--batches", type=int, default=30, help="timed batches per counting measurement")
     parser.add_argument("--quick", action="store_true", help="2 epochs of the synthetic demo, 10 timed batches")
+    parser.add_argument("--no-demo", action="store_true", help="memory and counting only (no analysis, no demo)")
     parser.add_argument("--worker", nargs="+")
     args = parser.parse_args(argv)
     if args.worker:
@@ -172,10 +192,14 @@ def main(argv=None) -> None:
         formula = (pairs * 32 * 32 * 2 + fields * 32 * 2) * 8
         rows.append([str(fields), str(pairs), f"{one['state_bytes'] / 2**20:.2f} MiB", f"{formula / 2**20:.2f} MiB",
                      f"{one['update_ms']:.2f} ms", f"{every['update_ms']:.2f} ms",
-                     f"{one['ours_ns']:.1f} ns", f"{one['one_ns'] / one['ours_ns']:.1f}x slower",
-                     "yes" if one["same"] else "NO"])
+                     _spread(one["update_ns"]), _spread(one["update_cpu_ns"]),
+                     f"{one['one_ns'] / one['ours_ns']:.1f}x slower", "yes" if one["same"] else "NO"])
     print(table(["fields", "pairs", "count state", "formula", "per batch, 1 thread", "per batch, all threads",
-                 "per sample and pair", "one bincount for all pairs", "same counts"], rows))
+                 "ns per sample and pair (wall)", "(CPU time)", "one bincount for all pairs", "same counts"], rows))
+    print("per sample and pair: update of every batch and the flush, 1 thread, min median max of 5 repetitions; "
+          "CPU time is the process's own, which a busy neighbour on a shared machine inflates less than wall time")
+    if args.no_demo:
+        return
     analysis = run_worker("benchmarks.bench_field_pair", "analysis", "39")
     print(f"\none epoch-end analysis, 39 fields: MI matrices + learned strength {analysis['analyse_s'] * 1000:.0f} ms, "
           f"three heatmaps + text {analysis['log_s']:.2f} s")

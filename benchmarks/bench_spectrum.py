@@ -2,6 +2,11 @@
 
     python -m benchmarks.bench_spectrum [--rows 2000000] [--cols 32] [--repeats 3]
     python -m benchmarks.bench_spectrum --sweep [--repeats 3] [--large-repeats 1]
+    python -m benchmarks.bench_spectrum --methods ours,floor --table decaying   # a collapsed table
+
+``--table gaussian`` (the default) has no small singular values, so ``ours`` reads it once; ``--table decaying``
+has singular values falling geometrically from 1 to 1e-4 (a collapsed table), so every direction below about
+1e-2 s_1 takes the second, narrow pass.
 
 ``--sweep`` measures 1M, 4M and 16M rows x 16, 32 and 64 columns (2^20, 2^22, 2^24 rows) in one table; the
 16M-row tables (1 to 4 GiB, and the authors' method forms U of the same size) get ``--large-repeats``.
@@ -17,9 +22,10 @@ repetition by repetition, medians reported. Methods, all on the row-normalised f
 Extra peak memory is the growth of the process's resident high-water mark during the call, beyond the table
 (after a warm-up call on a tiny table has loaded the libraries each method needs).
 
-The machine should be otherwise idle: ``singular_values`` streams many chunks, and each chunk's multithreaded
-kernels wait on every thread, so another process competing for the cores slows it far more than a single
-large LAPACK call (measured here: about 50x under a second busy process on 2 cores).
+``ours`` streams the table in chunks over worker threads (one per torch thread, each operator single-threaded),
+so another process on one core costs it about that core's share; the floor is one multithreaded BLAS call. Each
+repetition runs ``ours`` and ``floor`` back to back, so their per-repetition ratio (printed with its spread)
+cancels slow drifts in machine load.
 """
 
 from __future__ import annotations
@@ -55,10 +61,19 @@ def _call(method: str, a: torch.Tensor):
     raise ValueError(method)
 
 
-def worker(method: str, rows: int, cols: int, threads: int) -> dict:
+def _table(kind: str, rows: int, cols: int) -> torch.Tensor:
+    a = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0))
+    if kind == "decaying":
+        a *= torch.logspace(0, -4, cols)
+    elif kind != "gaussian":
+        raise ValueError(f"unknown table kind {kind!r}: gaussian or decaying")
+    return a
+
+
+def worker(method: str, rows: int, cols: int, threads: int, kind: str = "gaussian") -> dict:
     if threads:
         torch.set_num_threads(threads)
-    a = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0))
+    a = _table(kind, rows, cols)
     # Load the method's libraries (LAPACK, BLAS kernels) on a tiny table first: their code pages are not the
     # method's working memory, and every method pays this once per process anyway.
     _call(method, a[:2048].clone())
@@ -71,12 +86,13 @@ def worker(method: str, rows: int, cols: int, threads: int) -> dict:
             "table_bytes": a.numel() * a.element_size()}
 
 
-def _measure(methods, rows, cols, repeats, threads) -> tuple[dict, dict, int]:
+def _measure(methods, rows, cols, repeats, threads, kind="gaussian") -> tuple[dict, dict, int]:
     results = {m: [] for m in methods}
     for _ in range(repeats):
         for m in methods:  # interleaved, so drift in machine load hits every method alike
             try:
-                results[m].append(run_worker("benchmarks.bench_spectrum", m, str(rows), str(cols), str(threads)))
+                results[m].append(run_worker("benchmarks.bench_spectrum", m, str(rows), str(cols), str(threads),
+                                             kind))
             except (RuntimeError, subprocess.TimeoutExpired) as error:  # e.g. out of memory for the authors' U of a 16M-row table
                 print(f"  {m} at {rows:,} x {cols} failed: {str(error).splitlines()[-1][:200]}", flush=True)
     secs = {m: median(r["seconds"] for r in results[m]) for m in methods if results[m]}
@@ -85,7 +101,7 @@ def _measure(methods, rows, cols, repeats, threads) -> tuple[dict, dict, int]:
     return secs, mem, table_bytes
 
 
-def sweep(methods, repeats, large_repeats, threads, sizes=(1 << 20, 1 << 22, 1 << 24)) -> None:
+def sweep(methods, repeats, large_repeats, threads, sizes=(1 << 20, 1 << 22, 1 << 24), kind="gaussian") -> None:
     print(f"spectra of float32 tables; {machine()}; "
           f"{f'{threads} torch thread(s)' if threads else 'default torch threads'} per worker; medians of "
           f"{repeats} fresh processes each ({large_repeats} at 16M rows), methods interleaved", flush=True)
@@ -93,7 +109,7 @@ def sweep(methods, repeats, large_repeats, threads, sizes=(1 << 20, 1 << 22, 1 <
     for rows in sizes:
         for cols in (16, 32, 64):
             secs, mem, table_bytes = _measure(methods, rows, cols, large_repeats if rows >= 1 << 24 else repeats,
-                                              threads)
+                                              threads, kind)
             for m in methods:
                 if m not in secs:
                     out.append([f"{rows:,}", cols, m, "failed", "-", "-", "-"])
@@ -115,35 +131,43 @@ def main(argv=None) -> None:
     parser.add_argument("--sweep", action="store_true", help="1M/4M/16M rows x 16/32/64 columns")
     parser.add_argument("--large-repeats", type=int, default=1, help="repetitions at 16M rows in --sweep")
     parser.add_argument("--sweep-rows", default=f"{1 << 20},{1 << 22},{1 << 24}", help="row counts of --sweep")
-    parser.add_argument("--worker", nargs=4, metavar=("METHOD", "ROWS", "COLS", "THREADS"))
+    parser.add_argument("--table", default="gaussian", choices=("gaussian", "decaying"),
+                        help="gaussian: no small singular values; decaying: s_k from 1 down to 1e-4 (collapsed)")
+    parser.add_argument("--worker", nargs=5, metavar=("METHOD", "ROWS", "COLS", "THREADS", "TABLE"))
     args = parser.parse_args(argv)
     if args.worker:
-        method, rows, cols, threads = args.worker
-        print(json.dumps(worker(method, int(rows), int(cols), int(threads))))
+        method, rows, cols, threads, kind = args.worker
+        print(json.dumps(worker(method, int(rows), int(cols), int(threads), kind)))
         return
     methods = args.methods.split(",")
     if args.sweep:
         sweep(methods, args.repeats, args.large_repeats, args.threads,
-              tuple(int(r) for r in args.sweep_rows.split(",")))
+              tuple(int(r) for r in args.sweep_rows.split(",")), args.table)
         return
     results = {m: [] for m in methods}
     for _ in range(args.repeats):
         for m in methods:  # interleaved, so drift in machine load hits every method alike
             results[m].append(run_worker("benchmarks.bench_spectrum", m, str(args.rows), str(args.cols),
-                                         str(args.threads)))
+                                         str(args.threads), args.table))
     secs = {m: median(r["seconds"] for r in results[m]) for m in methods}
     mem = {m: median(r["extra_peak_bytes"] for r in results[m]) for m in methods}
     table_bytes = results[methods[0]][0]["table_bytes"]
     threads = f"{args.threads} torch thread(s) per worker" if args.threads else "torch's default threads"
-    print(f"spectrum of a {args.rows:,} x {args.cols} float32 table ({table_bytes / 2**20:.0f} MiB); {machine()}; "
+    print(f"spectrum of a {args.rows:,} x {args.cols} {args.table} float32 table ({table_bytes / 2**20:.0f} MiB); "
+          f"{machine()}; "
           f"{threads}; median of {args.repeats} fresh processes each")
     rows = []
     for m in methods:
-        rows.append([m, f"{secs[m]:.3f}", f"{secs[m] / secs['ours']:.1f}x" if "ours" in secs else "-",
+        spread = sorted(r["seconds"] for r in results[m])
+        rows.append([m, f"{spread[0]:.3f} {secs[m]:.3f} {spread[-1]:.3f}",
+                     f"{secs[m] / secs['ours']:.1f}x" if "ours" in secs else "-",
                      f"{mem[m] / 2**20:.1f}", f"{100 * mem[m] / table_bytes:.1f}%"])
-    print(table(["method", "seconds", "time / ours", "extra peak MiB", "of table"], rows))
+    print(table(["method", "seconds min median max", "time / ours", "extra peak MiB", "of table"], rows))
     if "ours" in secs and "floor" in secs:
-        print(f"ours takes {secs['ours'] / secs['floor']:.2f}x the float32 floor (one A^T A pass)")
+        # Each repetition's ours and floor ran back to back, so their ratio cancels slow drifts in machine load.
+        ratios = sorted(o["seconds"] / f["seconds"] for o, f in zip(results["ours"], results["floor"]))
+        print(f"ours takes {secs['ours'] / secs['floor']:.2f}x the float32 floor (one A^T A pass; ratio of the "
+              f"medians); per repetition min {ratios[0]:.2f}x, median {median(ratios):.2f}x, max {ratios[-1]:.2f}x")
 
 
 if __name__ == "__main__":

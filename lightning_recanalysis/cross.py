@@ -63,7 +63,7 @@ class CrossKernel:
 
     @property
     def side(self) -> int:
-        return int(self.matrix().shape[0])
+        return int(self._matrix().shape[0])  # the global shape: no gather of a sharded kernel
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,7 @@ def row_sum(
                 for block in blocks:
                     local = _rows_of(block, r0, r1, c0, c1)
                     if local is not None:
-                        total[:-1] += fn(local.to(dtype)).reshape(-1).to(torch.float64)
+                        total[:-1] += fn(local).reshape(-1).to(torch.float64)  # fn converts chunk by chunk: no copy
             except Exception as err:
                 error = err
         if _all_reduce_with_flag(total, error is not None):

@@ -271,3 +271,29 @@ def test_sync_and_unsync_keep_waiting_batches_and_the_dense_array():
             assert_tables_match(metric, triples, totals, 5, 6)
         assert not metric._is_synced
         assert_tables_match(metric, triples, totals, 5, 6)
+
+
+@pytest.mark.parametrize("categories", [1_000, 10_000], ids=["int32-codes", "int64-codes"])
+def test_sparse_counts_over_many_flushes_and_merges_equal_a_dictionary_count(categories, monkeypatch):
+    """Real vocabulary sizes on the sparse path: Zipf-like ids (keys that repeat across batches, added in place,
+    and new keys, merged into the sorted state), flushed every few batches."""
+    monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 1_500)
+    monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 1_500)
+    g = torch.Generator().manual_seed(categories)
+    weights = 1.0 / torch.arange(1, categories + 1, dtype=torch.float64)
+    batches = []
+    for _ in range(25):
+        target = torch.multinomial(weights, 64, replacement=True, generator=g)
+        behavior = torch.multinomial(weights, 64 * 12, replacement=True, generator=g).view(64, 12)
+        mask = torch.rand(64, 12, generator=g) > 0.2
+        batches.append((target, torch.where(mask, behavior, -1), torch.randint(0, 2, (64,), generator=g), mask))
+    metric = BehaviorTargetCounts()
+    for b in batches:
+        metric.update(*b)
+    triples, totals = dictionary_counts(batches)
+    assert metric._dense is None
+    keys, counts = metric._merged("triple")
+    decoded = zip(*(x.tolist() for x in behavior_target._decode(keys)))
+    assert dict(zip(decoded, counts.tolist())) == dict(triples)
+    assert torch.equal(metric.label_counts(), torch.tensor([sum(v for (_, y), v in totals.items() if y == y_)
+                                                            for y_ in (0, 1)]))

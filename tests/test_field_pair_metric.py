@@ -39,10 +39,17 @@ def _bucket(vocab, f, value):
     return vocab[f].index(value) if value in vocab[f] else V
 
 
-@pytest.mark.parametrize("lookup_limit", [1 << 22, 0], ids=["lookup-table", "binary-search"])
-def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent_values(monkeypatch, lookup_limit):
-    # Both ways of finding a value's bucket (a dense table, or a binary search when ids are too large for one).
+@pytest.mark.parametrize("lookup_limit,block_rows,flush", [(1 << 22, 1 << 15, 1 << 22), (0, 1 << 15, 1 << 22),
+                                                            (1 << 22, 37, 150)],
+                         ids=["lookup-table", "binary-search", "row-blocks-and-early-flushes"])
+def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent_values(monkeypatch, lookup_limit,
+                                                                                         block_rows, flush):
+    # Both ways of finding a value's bucket (a dense table, or a binary search when ids are too large for one);
+    # the CPU count in blocks of 37 rows, flushed every 150 codes (a block boundary inside every batch).
     monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._LOOKUP_LIMIT", lookup_limit)
+    monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._COUNT_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._FLUSH_CODES", flush)
+    monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._FLUSH_MIN_ROWS_CPU", min(flush, 1 << 15))
     batches, x, y = _random_batches()
     metric = FieldPairCounts(len(DIMS), num_values=V, warmup_batches=3)
     for xb, yb in batches:

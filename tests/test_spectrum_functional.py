@@ -155,3 +155,69 @@ def test_half_precision_tables_give_the_float32_information_abundance(dtype):
     for table in tables:
         reference = float(information_abundance(singular_values(table)))
         assert float(information_abundance(singular_values(table.to(dtype)))) == pytest.approx(reference, rel=1e-3)
+
+
+@pytest.mark.parametrize("name,table", list(_tables()), ids=[n for n, _ in _tables()])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_pass_with_narrow_second_pass_matches_float64_numpy(name, table, threads, monkeypatch):
+    """The streamed float32 path (small chunks, worker threads or not), forced on the small test tables."""
+    from lightning_recanalysis.functional import spectrum as module
+
+    monkeypatch.setattr(module, "_EXACT_MAX_VALUES", 0)
+    monkeypatch.setattr(module, "_CPU_CHUNK_BYTES", 0)  # the smallest chunks (256 rows): many worker tasks
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        sv = singular_values(table)
+        assert torch.get_num_threads() == threads  # the workers' single-threaded setting is restored
+    finally:
+        torch.set_num_threads(previous)
+    oracle = numpy_row_normalized_singular_values(table)
+    assert np.max(np.abs(sv.numpy() - oracle)) <= 3e-5 * oracle[0]
+
+
+def test_second_pass_covers_exactly_the_directions_float32_cannot_resolve(monkeypatch):
+    """A planted rank-3 table: the 29 null directions take the second pass, the 3 planted ones do not; an
+    isotropic table is read once."""
+    from lightning_recanalysis.functional import spectrum as module
+
+    monkeypatch.setattr(module, "_EXACT_MAX_VALUES", 0)
+    widths = []
+    original = module._gram_of_rows
+
+    def spy(weight, start, stop, step, work_dtype, transform, normalize_rows, basis):
+        widths.append(None if basis is None else basis.shape[1])
+        return original(weight, start, stop, step, work_dtype, transform, normalize_rows, basis)
+
+    monkeypatch.setattr(module, "_gram_of_rows", spy)
+    g = torch.Generator().manual_seed(8)
+    planted = torch.randn(20_000, 3, generator=g) @ torch.randn(3, 32, generator=g)
+    sv = singular_values(planted)
+    assert set(widths) == {None, 29}
+    assert torch.all(sv[3:] < 1e-6 * sv[0])
+    widths.clear()
+    singular_values(torch.randn(20_000, 32, generator=g))
+    assert set(widths) == {None}
+
+
+def test_sharded_float32_grams_add_up_to_the_whole_spectrum(monkeypatch):
+    """Each shard's Gram is corrected on its own; their sum still gives the whole table's spectrum, also when
+    the shards hold different directions (each shard's small directions are the whole table's large ones)."""
+    from lightning_recanalysis.functional import spectrum as module
+
+    monkeypatch.setattr(module, "_EXACT_MAX_VALUES", 0)
+    g = torch.Generator().manual_seed(9)
+    first = torch.randn(15_000, 16, generator=g) * torch.tensor([1.0] * 3 + [1e-5] * 13)
+    second = torch.randn(15_000, 16, generator=g) * torch.tensor([1e-5] * 13 + [1.0] * 3)
+    table = torch.cat([first, second, torch.randn(500, 3, generator=g) @ torch.randn(3, 16, generator=g)])
+    parts = row_normalized_gram(table[:15_000]) + row_normalized_gram(table[15_000:])
+    sv = torch.linalg.eigvalsh(parts.gram).clamp_min(0).sqrt().flip(0).numpy()
+    oracle = numpy_row_normalized_singular_values(table)
+    assert np.max(np.abs(sv - oracle)) <= 3e-5 * oracle[0]
+
+
+def test_an_empty_shard_has_a_k_by_k_zero_gram():
+    """A rank that holds no rows of a sharded table still all-reduces a K x K Gram with the others."""
+    result = row_normalized_gram(torch.zeros(0, 12))
+    assert result.gram.shape == (12, 12) and not result.gram.any()
+    assert result.rows == 0 and result.excluded_rows == 0

@@ -21,7 +21,7 @@ from .spectrum import ROW_NORM_EPS, information_abundance, row_normalized_gram, 
 __all__ = ["cross_layer_block", "interaction_information_abundance", "partner_grams"]
 
 # Fields with at most this many rows get all N partners in one float64 pass (see partner_grams); larger
-# ones are streamed pair by pair in float32 with the rotated Gram of row_normalized_gram.
+# ones are streamed pair by pair through row_normalized_gram (float32 pass, narrow second pass where needed).
 _BATCHED_MAX_ROWS = 1 << 16
 # Values of the [N, rows, K] float64 block formed per step of the batched pass: 32 MiB on a GPU (few, large
 # launches); 2 MiB on a CPU, where a block that stays in cache made the pass 2 to 2.8 times faster than 32 MiB

@@ -24,15 +24,18 @@ buckets and few samples the plug-in estimate is biased up instead (see ``bias_co
 
 **Memory.** int64 counts of N(N - 1)/2 pair tables of (V + 1)^2 x 2 cells plus N field tables of (V + 1) x 2:
 for the 39 Criteo fields at V = 31, 741 x 2,048 x 8 bytes = 11.6 MiB (one copy per process); for the DCNv2 demo's
-8 fields, 0.4 MiB. During warm-up the held batches add 8 x B x N x 8 bytes (2.4 MiB at B = 1024, N = 39), and
-each counted batch makes a transient int32 code array of B x N(N - 1)/2 (2.9 MiB at B = 1024, N = 39). The
+8 fields, 0.4 MiB. During warm-up the held batches add 8 x B x N x 8 bytes (2.4 MiB at B = 1024, N = 39); after
+it, the rows waiting to be counted take up to 9 bytes per id and label (10 MiB at N = 39), and a count makes a
+transient int32 code array of at most 32,768 x (N - 1) (4.6 MiB at N = 39). The
 id -> bucket table takes 2 bytes per id from 0 to each field's largest kept id (at most 8 MiB, else a binary
 search is used; a few KiB when ids are numbered by frequency, as in the demo).
 
-**Cost.** Per batch: one gather in a dense id -> bucket table (binary search for ids too large for one), then
-B x N(N - 1)/2 increments (on CPU numpy ``bincount``, one field and one pair at a time; on CUDA ``index_add_``;
-both exact). On a 2-core CPU, one thread (``benchmarks/bench_field_pair.py``): about 0.5 ms per 1024 samples of
-8 fields, 2 ms of 26 fields, 3 ms of 39 fields (3.5 to 12 ns per sample and pair).
+**Cost.** Per batch after the warm-up, on CPU: one copy into the rows waiting. Per flush (once 32,768 rows and
+2^22 codes wait): one gather in a dense id -> bucket table (binary search for ids too large for one), then
+B x N(N - 1)/2 increments, one ``bincount`` per field over all its pairs (see :mod:`.field_pair_cpu`; on CUDA
+``index_add_``; both exact). The increments are the floor: ``bincount`` alone takes about 0.8 ns each on this
+project's 2-core machine, and the whole count about 1.4 ns per sample and pair at 39 fields, one thread, CPU time
+(``benchmarks/bench_field_pair.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import torch
 from torchmetrics import Metric
 
 from ..functional.field_pair import field_pair_matrices
+from .field_pair_cpu import count_buckets, lookup_buckets, padded_lookup
 
 __all__ = ["FieldPairCounts"]
 
@@ -58,6 +62,12 @@ _LOOKUP_LIMIT = 1 << 22
 # stop the host until the training step's kernels finish, and one pass over many batches costs about what one
 # costs over a single batch.
 _FLUSH_CODES = 1 << 22
+# On CPU, batches also wait until at least this many rows have gathered: counting costs a fixed few microseconds
+# per field and adds every pair's 16 KiB table to the state per block, which 1,024-row batches of 39 fields did
+# not amortise (2.2 ns per sample and pair, against 1.1 ns at 32,768 rows). 32,768 rows of 39 int64 ids wait in
+# 10 MiB.
+_FLUSH_MIN_ROWS_CPU = 1 << 15
+_COUNT_BLOCK_ROWS = 1 << 15
 
 
 class FieldPairCounts(Metric):
@@ -137,9 +147,13 @@ class FieldPairCounts(Metric):
         self._held: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._waiting: list[tuple[torch.Tensor, torch.Tensor]] = []  # after the warm-up, not yet counted
         self._waiting_rows = 0
+        # CPU batches after the warm-up wait here instead: (ids [rows, N] int64, labels [rows] float64), rows used.
+        self._buffered: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._buffered_count = 0
         self._sorted_values: torch.Tensor | None = None  # [N, V] each field's kept ids ascending, _PAD after
         self._sorted_buckets: torch.Tensor | None = None  # [N, V] the bucket of each of those ids
         self._lookup: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # table, offsets, spans
+        self._lookup_np: tuple | None = None  # (the _lookup it was made from, its numpy form), see _lookup_numpy
         self._parts: tuple[torch.Tensor, ...] | None = None  # see _code_parts
         self.vocabulary: list[list[int]] | None = None
         if vocabulary is not None:
@@ -265,13 +279,40 @@ class FieldPairCounts(Metric):
         features, label = self._check_shapes(features, label)
         if features.shape[0] == 0:
             return
-        self._waiting.append((features.clone(), label.clone()))
+        if features.is_cuda:
+            self._waiting.append((features.clone(), label.clone()))
+        else:
+            self._buffer_rows(features, label)
         self._waiting_rows += features.shape[0]
-        if self._waiting_rows * max(1, self._first.numel()) >= _FLUSH_CODES:
+        enough = self._waiting_rows * max(1, self._first.numel()) >= _FLUSH_CODES
+        if enough and (self._waiting_rows >= _FLUSH_MIN_ROWS_CPU or self.field_counts.is_cuda):
             self.flush()
+
+    def _buffer_rows(self, features: torch.Tensor, label: torch.Tensor) -> None:
+        """Copy a CPU batch into the rows waiting to be counted: one copy per batch, where a clone per batch and
+        a concatenation at the flush made two (ids as int64 and labels as float64 keep every value the checks
+        at the flush look at)."""
+        rows = features.shape[0]
+        held = self._buffered
+        if held is None or held[0].shape[0] < self._buffered_count + rows:
+            pairs = max(1, self._first.numel())
+            capacity = max(self._buffered_count + rows, _FLUSH_MIN_ROWS_CPU, -(-_FLUSH_CODES // pairs)) + rows
+            grown = (torch.empty(capacity, self.num_fields, dtype=torch.int64),
+                     torch.empty(capacity, dtype=torch.float64))
+            if held is not None and self._buffered_count:
+                grown[0][: self._buffered_count] = held[0][: self._buffered_count]
+                grown[1][: self._buffered_count] = held[1][: self._buffered_count]
+            self._buffered = held = grown
+        held[0][self._buffered_count : self._buffered_count + rows] = features
+        held[1][self._buffered_count : self._buffered_count + rows] = label
+        self._buffered_count += rows
 
     def flush(self) -> None:
         """Check and count the batches waiting (every read of the counts, ``sync`` and ``reset`` do it first)."""
+        if self._buffered_count:
+            rows, self._buffered_count = self._buffered_count, 0
+            self._waiting_rows = sum(f.shape[0] for f, _ in self._waiting)
+            self._count(*self._validate(self._buffered[0][:rows], self._buffered[1][:rows]))
         if not self._waiting:
             return
         waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
@@ -287,8 +328,9 @@ class FieldPairCounts(Metric):
             raise ValueError(f"label must hold 0/1 responses, found {bad!r}")
         features = features.to(torch.int64)
         if features.numel():
-            low = features.amin(0)
-            if bool((low < 0).any()):
+            # A column-wise minimum (a strided reduction, slow on CPU) only when the batch's minimum is negative.
+            if int(features.min()) < 0:
+                low = features.amin(0)
                 f = int(torch.nonzero(low < 0)[0])
                 raise ValueError(f"{self.field_names[f]} (column {f}) has a negative id {int(low[f])}; ids are "
                                  "0-based per field")
@@ -370,39 +412,20 @@ class FieldPairCounts(Metric):
         _add_counts(self.pair_counts, codes, ones)
 
     def _count_numpy(self, features: torch.Tensor, label: torch.Tensor) -> None:
-        """:meth:`_count` on CPU, in numpy, one field and one pair at a time: each ``bincount`` then fills a
-        table of (V + 1)^2 x 2 cells that stays in cache, where one ``bincount`` over every pair's codes at once
-        scattered into the whole P x (V + 1)^2 x 2 array (about 5 times slower, side by side, 8 fields)."""
-        k = self.num_buckets
-        bt = self._buckets_numpy(features)  # [N, B] int32, each field's buckets in one contiguous row
-        y = label.numpy().astype(np.int32)
-        # Code of (a, y) in a field's table is 2 a + y; of (a, b, y) in a pair's table (a k + b) 2 + y.
-        right = bt * 2 + y
-        field_counts = self.field_counts.numpy()  # shares the tensor's memory: the adds land in the state
-        for f in range(self.num_fields):
-            field_counts[f] += np.bincount(right[f], minlength=2 * k).reshape(k, 2)
-        if self.num_fields < 2:
-            return
-        left = bt * (2 * k)
-        pair_counts = self.pair_counts.view(-1, k * k * 2).numpy()
-        for p, (i, j) in enumerate(zip(self._first.tolist(), self._second.tolist())):
-            pair_counts[p] += np.bincount(left[i] + right[j], minlength=k * k * 2)
+        """:meth:`_count` on CPU: one ``bincount`` per field over all its pairs (see
+        :func:`~lightning_recanalysis.metrics.field_pair_cpu.count_buckets`)."""
+        count_buckets(self._buckets_numpy(features), label.numpy(), self.field_counts, self.pair_counts,
+                      _COUNT_BLOCK_ROWS)
 
     def _buckets_numpy(self, features: torch.Tensor) -> np.ndarray:
-        """:meth:`buckets` on CPU as an ``[N, B]`` int32 array: the dense table looked up field by field on
-        contiguous rows (the binary search, for ids too large for a table, is :meth:`buckets`' own)."""
+        """:meth:`buckets` on CPU as an ``[N, B]`` int32 array: one gather in the dense table for all fields
+        (the binary search, for ids too large for a table, is :meth:`buckets`' own)."""
         if self._lookup is None:
             return np.ascontiguousarray(self.buckets(features).numpy().T.astype(np.int32))
-        table, offsets, spans = (t.cpu().numpy() for t in self._lookup)
-        x = np.ascontiguousarray(features.to(torch.int64).numpy().T)  # [N, B]
-        out = np.empty(x.shape, dtype=np.int32)
-        for f in range(self.num_fields):
-            span, at = int(spans[f]), int(offsets[f])
-            ids = x[f]
-            inside = ids < span
-            # Ids past the field's largest kept id are "other"; clamp them to a valid index first.
-            out[f] = np.where(inside, table[at: at + span][np.minimum(ids, span - 1)], self.num_values)
-        return out
+        if self._lookup_np is None or self._lookup_np[0] is not self._lookup:
+            numpy_lookup = padded_lookup(*(t.cpu().numpy() for t in self._lookup), self.num_values)
+            self._lookup_np = (self._lookup, numpy_lookup)
+        return lookup_buckets(features.numpy(), self._lookup_np[1])
 
     def _code_parts(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Per-field [N, 1] code offsets and the pairs' field indices on ``device`` (made once per device)."""
@@ -432,7 +455,7 @@ class FieldPairCounts(Metric):
         """Zero the counts (and drop held warm-up batches); the vocabulary is kept."""
         super().reset()
         self._held = []
-        self._waiting, self._waiting_rows = [], 0
+        self._waiting, self._waiting_rows, self._buffered_count = [], 0, 0
 
     # ---- reading ------------------------------------------------------------------------------------------------
     @property

@@ -1,0 +1,77 @@
+"""Whole runs of the demo CLI with every monitor and the report, against ``--no-monitors``: the A/B a user sees.
+
+    python -m benchmarks.bench_whole_run [--models dcnv2,tin,mmoe] [--epochs 2] [--repeats 3] [--threads 1]
+
+Each run is one fresh ``python -m demo_models MODEL --epochs N --quiet --threads T [--no-monitors]`` process,
+timed from start to exit (imports, data, fit, and with monitors the end-of-run report), the two variants
+interleaved pair by pair so that drift in machine load reaches both. Printed per model: min, median and max of
+each variant's seconds, and of the per-pair ratio monitored / plain (the ratio of two runs side by side, which
+cancels slow drifts in load). ``--epochs 0`` runs each demo at its own default number of epochs.
+
+On a shared 2-core machine one thread per run (the default here) keeps a busy neighbour from stalling the
+training's own threads; the spread printed says how far to trust the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from ._common import machine, table
+
+SUPPORTS_QUICK = True
+
+
+def _run(model: str, epochs: int, threads: int, monitors: bool) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "demo_models", model, "--out", out, "--quiet", "--threads", str(threads)]
+        if epochs:
+            command += ["--epochs", str(epochs)]
+        if not monitors:
+            command.append("--no-monitors")
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+        seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
+    return seconds
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    values = sorted(values)
+    return " ".join(format(v, fmt) for v in (values[0], statistics.median(values), values[-1]))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="dcnv2,tin,mmoe")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (0: each demo's default)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved pairs of runs per model")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (demo_models --threads)")
+    parser.add_argument("--quick", action="store_true", help="DCNv2 only, one pair")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.repeats = "dcnv2", 1
+    print(f"whole demo runs, all monitors and the report vs --no-monitors; {machine()}; {args.threads} torch "
+          f"thread(s) per run; {args.repeats} interleaved pairs of fresh processes; "
+          f"{args.epochs or 'default'} epochs", flush=True)
+    rows = []
+    for model in args.models.split(","):
+        plain, monitored = [], []
+        for _ in range(args.repeats):
+            plain.append(_run(model, args.epochs, args.threads, monitors=False))
+            monitored.append(_run(model, args.epochs, args.threads, monitors=True))
+        ratios = [m / p for m, p in zip(monitored, plain)]
+        rows.append([model, _spread(plain, ".1f"), _spread(monitored, ".1f"), _spread(ratios, ".3f"),
+                     f"{statistics.median(monitored) / statistics.median(plain):.3f}"])
+        print(f"  done {model}", flush=True)
+    print(table(["model", "--no-monitors s (min med max)", "monitored s (min med max)",
+                 "ratio per pair (min med max)", "ratio of medians"], rows))
+
+
+if __name__ == "__main__":
+    main()
