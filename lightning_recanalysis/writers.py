@@ -6,15 +6,29 @@ the training loss.
 
 Writing never takes training down: a failed write (full disk, unwritable directory) becomes one warning per
 kind of failure and the run goes on.
+
+Two private TensorBoard/Lightning attributes are used, because no public API does the same: torch's
+``SummaryWriter._get_file_writer()`` (the only way to add a ready-made ``Summary`` proto: our JSON records under
+our own plugin, and all of an analysis' scalars or an already PNG-encoded image in one event) and Lightning's
+``TensorBoardLogger._prefix`` (the prefix ``log_metrics`` puts before every tag; it has no public getter).
+``tests/test_writers.py`` pins both: what they return and that the events read back as the public path writes them.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import warnings
 from typing import Iterable, Mapping
 
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.compat.proto.tensor_pb2 import TensorProto
+from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["AnalysisWriter", "tensorboard_experiments", "RECORD_PLUGIN", "record_tag", "record_summary",
            "image_summary"]
@@ -26,17 +40,25 @@ RECORD_PLUGIN = "lightning_recanalysis"
 
 
 def record_tag(namespace: str) -> str:
+    """The tag of a namespace's record summaries.
+
+    Example:
+        >>> from lightning_recanalysis.writers import record_tag
+        >>> record_tag("collapse")
+        'collapse/_record'
+    """
     return f"{namespace}/_record"
 
 
 def record_summary(namespace: str, record: Mapping) -> "object":
-    """A TensorBoard ``Summary`` holding one analysis record as a JSON string tensor under our own plugin."""
-    import json
+    """A TensorBoard ``Summary`` holding one analysis record as a JSON string tensor under our own plugin.
 
-    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.compat.proto.tensor_pb2 import TensorProto
-    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
-
+    Example:
+        >>> from lightning_recanalysis.writers import record_summary
+        >>> value = record_summary("collapse", {"epoch": 0, "ia": float("nan")}).value[0]
+        >>> value.tag, value.metadata.plugin_data.plugin_name, value.tensor.string_val[0]
+        ('collapse/_record', 'lightning_recanalysis', b'{"epoch": 0, "ia": NaN}')
+    """
     metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=RECORD_PLUGIN, content=b"1"))
     tensor = TensorProto(dtype="DT_STRING", string_val=[json.dumps(record, allow_nan=True).encode("utf-8")],
                          tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
@@ -48,12 +70,15 @@ def image_summary(tag: str, image_hwc: np.ndarray) -> "object":
 
     The same summary as ``SummaryWriter.add_image``'s, in about a third of its time on the monitors' images:
     that converts the pixels to float32 and back, and encodes at level 6, whose files are only about 5% smaller
-    for these flat-coloured maps."""
-    import io
+    for these flat-coloured maps.
 
-    from PIL import Image
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
+    Example:
+        >>> import numpy as np
+        >>> from lightning_recanalysis.writers import image_summary
+        >>> image = image_summary("collapse/t/spectrum_heatmap", np.zeros((4, 6, 3), np.uint8)).value[0].image
+        >>> image.height, image.width, image.encoded_image_string[:4]
+        (4, 6, b'\\x89PNG')
+    """
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image_hwc)).save(buffer, format="PNG", compress_level=1)
     height, width = image_hwc.shape[:2]
@@ -67,8 +92,6 @@ def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: in
     The values TensorBoardLogger.log_metrics writes (one ``simple_value`` per tag, under the logger's prefix,
     rank 0 only), in one event instead of one per scalar: an analysis logs tens to hundreds of scalars, and
     each event cost about 140 microseconds to build and queue."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
     # A subclass that overrides log_metrics (to filter or rename) gets its own method.
     if not isinstance(logger, TensorBoardLogger) or type(logger).log_metrics is not TensorBoardLogger.log_metrics:
         return False
@@ -77,12 +100,12 @@ def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: in
     experiment = logger.experiment
     if not _writes_tensorboard_protos(experiment):
         return False
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
+    # Private: TensorBoardLogger has no public getter of the prefix log_metrics puts before every tag.
     prefix = getattr(logger, "_prefix", "")
     join = getattr(logger, "LOGGER_JOIN_CHAR", "-")
     values = [Summary.Value(tag=f"{prefix}{join}{tag}" if prefix else tag, simple_value=value)
               for tag, value in metrics.items()]
+    # Private: SummaryWriter has no public way to add a ready-made Summary (here: many scalars in one event).
     experiment._get_file_writer().add_summary(Summary(value=values), global_step=step)
     return True
 
@@ -90,8 +113,6 @@ def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: in
 def _writes_tensorboard_protos(experiment) -> bool:
     """True for torch's own ``SummaryWriter`` (not a subclass that changes how it adds scalars or images), whose
     file writer takes ``tensorboard``'s protos."""
-    from torch.utils.tensorboard import SummaryWriter
-
     kind = type(experiment)
     return (isinstance(experiment, SummaryWriter) and kind.add_image is SummaryWriter.add_image
             and kind.add_scalar is SummaryWriter.add_scalar)
@@ -102,9 +123,14 @@ def _is_rgb8(image: np.ndarray) -> bool:
 
 
 def tensorboard_experiments(trainer) -> list:
-    """The ``SummaryWriter`` of every TensorBoard logger attached to the trainer (rank 0 only; else empty)."""
-    from lightning.pytorch.loggers import TensorBoardLogger
+    """The ``SummaryWriter`` of every TensorBoard logger attached to the trainer (rank 0 only; else empty).
 
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from lightning_recanalysis.writers import tensorboard_experiments
+        >>> tensorboard_experiments(SimpleNamespace(is_global_zero=False, loggers=[]))
+        []
+    """
     if trainer is None or not trainer.is_global_zero:
         return []
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
@@ -117,6 +143,18 @@ class AnalysisWriter:
     TensorBoard logger as one event per call, the same values);
     images, histograms and text go to TensorBoard loggers only. With loggers but none of them TensorBoard,
     images and histograms are skipped with a single warning (with no logger at all, silently).
+
+    Example:
+        >>> import tempfile
+        >>> from types import SimpleNamespace
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+        >>> from lightning_recanalysis.writers import AnalysisWriter
+        >>> logger = TensorBoardLogger(tempfile.mkdtemp(), name="run", version=0)
+        >>> trainer = SimpleNamespace(is_global_zero=True, loggers=[logger])  # what the writer reads of a Trainer
+        >>> writer = AnalysisWriter("MyMonitor")
+        >>> writer.scalars(trainer, {"collapse/t/f/information_abundance": 3.5}, step=0)
+        >>> writer.text(trainer, "collapse/findings", "- no field is collapsed yet", step=0)
+        >>> writer.flush(trainer)
     """
 
     def __init__(self, owner: str) -> None:
@@ -150,7 +188,7 @@ class AnalysisWriter:
                 self._warn_once(f"scalars-{type(logger).__name__}", f"could not log scalars to {type(logger).__name__}: {err!r}")
 
     def image(self, trainer, tag: str, image_hwc: np.ndarray, step: int) -> None:
-        """An ``[H, W, 3]`` uint8 image (what :mod:`~lightning_recanalysis.raster` draws)."""
+        """An ``[H, W, 3]`` uint8 image (what :mod:`~lightning_recanalysis.figures` draws)."""
         experiments = self._experiments(trainer, "image " + tag)
         if not experiments:
             return
@@ -159,6 +197,7 @@ class AnalysisWriter:
             try:
                 if _writes_tensorboard_protos(exp) and _is_rgb8(image_hwc):
                     summary = summary or image_summary(tag, image_hwc)
+                    # Private: add_image would decode and re-encode the pixels we have encoded once.
                     exp._get_file_writer().add_summary(summary, global_step=step)
                 else:
                     exp.add_image(tag, image_hwc, global_step=step, dataformats="HWC")
@@ -194,7 +233,7 @@ class AnalysisWriter:
     def record(self, trainer, namespace: str, record: Mapping, step: int) -> None:
         """Store an analysis' full record in the event file (see :data:`RECORD_PLUGIN`)."""
         for exp in tensorboard_experiments(trainer):
-            try:
+            try:  # private: no public SummaryWriter method adds a tensor summary under our own plugin
                 exp._get_file_writer().add_summary(record_summary(namespace, record), global_step=step)
             except Exception as err:
                 self._warn_once("record", f"could not write the {namespace} record to the event file: {err!r}")

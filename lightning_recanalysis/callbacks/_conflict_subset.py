@@ -25,7 +25,7 @@ from ..functional.conflict_subset import (
     geometry_agreement,
     placement_shares,
 )
-from ..raster_histogram import conflict_subset_image
+from ..figures.conflict_subset import conflict_subset_image
 from ..tables import EmbeddingTable, Field
 from ._reference import ReferenceRows, ReferenceSource, load_reference
 from .base import data_parallel_group

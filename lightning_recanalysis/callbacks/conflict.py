@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..figures.conflict import cosine_heatmap
 from ..functional.conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
 from ..tables import describe_tables, discover_tables
@@ -76,20 +77,6 @@ def _rows_and_grads(lookup: _Lookup, output_grads: torch.Tensor) -> tuple[torch.
     if keep is not None:
         flat_ids, grads = flat_ids[keep], grads[:, keep]
     return flat_ids, grads
-
-
-def cosine_heatmap(mean: np.ndarray, tasks: Sequence[str], title: str) -> np.ndarray:
-    """A small labelled task x task heatmap of mean cosines as an HWC uint8 image.
-
-    Colours run from -1 (red) through 0 (white) to 1 (blue); undefined (NaN) cells are blank; every cell is
-    written out (up to 20 x 20). Drawn with Pillow (:func:`~lightning_recanalysis.raster.heatmap_image`):
-    inside training a matplotlib figure cost about 0.1 s, a few times an epoch's probes on a small model.
-    """
-    from ..raster import heatmap_image
-
-    return heatmap_image(np.asarray(mean, dtype=np.float64), title=title, row_labels=list(tasks),
-                         col_labels=list(tasks), colorbar_label="cosine", vmin=-1.0, vmax=1.0, cmap="RdBu",
-                         cell=(34, 22), annotate=True)
 
 
 class GradientConflictMonitor(AnalysisCallback):

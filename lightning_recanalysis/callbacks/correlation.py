@@ -24,7 +24,7 @@ from torch import nn
 from ..functional.correlation import learned_correlation, mutual_information, rank_correlation
 from ..metrics.behavior_target import BehaviorTargetCounts
 from .. import sharding
-from ..raster import heatmap_image, line_image
+from ..figures.correlation import correlation_map_image, same_category_image
 from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["FeatureCorrelationMonitor"]
@@ -446,36 +446,3 @@ def _min_max(matrix: torch.Tensor) -> torch.Tensor:
         return matrix
     low, high = matrix.min(), matrix.max()
     return (matrix - low) / (high - low) if float(high - low) > 0 else torch.zeros_like(matrix)
-
-
-def correlation_map_image(target: dict[str, Any], which: str, when: str) -> np.ndarray:
-    """Behaviour categories (rows, most informative first) x positions, one map of one target category.
-
-    Drawn with :mod:`lightning_recanalysis.raster` (milliseconds), since learned maps are logged every epoch."""
-    title = {"ground_truth": "ground truth MI(X; Y)", "learned": "learned correlation"}[which]
-    if which == "learned" and target.get("agreement") is not None:
-        title += f", rank corr. {target['agreement']:.2f}"
-    return heatmap_image(
-        target[which],
-        title=f"target {target['name']}: {title} ({when})",
-        row_labels=target["behavior_names"],
-        col_labels=[str(p) for p in target["positions"]],
-        xlabel="target-relative position p (1 = most recent)",
-        ylabel="behaviour category",
-        colorbar_label="normalised correlation",
-        # Cell values would be 100 more labels per map; the colour bar reads them, the history holds them.
-        annotate=False,
-    )
-
-
-def same_category_image(record: dict[str, Any]) -> np.ndarray:
-    """MI by position of "the behaviour at p has the target's category" vs the label."""
-    return line_image(
-        {"same category as target": (record["same_category_positions"], record["same_category_mi"])},
-        title=f"behaviour at p has the target's category vs label ({record['samples']} samples)",
-        xlabel="target-relative position p (1 = most recent)",
-        ylabel="mutual information (bits)",
-    )
-
-
-__all__ += ["correlation_map_image", "same_category_image"]

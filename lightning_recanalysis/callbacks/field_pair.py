@@ -21,7 +21,7 @@ from ..functional.correlation import rank_correlation
 from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
 from .. import sharding
-from ..raster import heatmap_image
+from ..figures.field_pair import field_pair_image, top_pairs_markdown
 from ..cross import block_pair_strength
 from ..tables import is_square_linear, named_cross_layer
 from ._cross import CrossFinder, field_units, one_table_holds_all, slots_by_name
@@ -543,79 +543,3 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
 def _short(names: Sequence[str], limit: int = 6) -> str:
     names = list(names)
     return ", ".join(names) if len(names) <= limit else ", ".join(names[: limit - 1]) + f", ..., {names[-1]}"
-
-
-def _pairs_ranked(matrix: np.ndarray) -> list[tuple[int, int]]:
-    """Pairs i < j, largest value first (ties by position, so the order is reproducible)."""
-    n = matrix.shape[0]
-    i, j = np.triu_indices(n, 1)
-    order = np.lexsort((j, i, -matrix[i, j]))
-    return [(int(i[k]), int(j[k])) for k in order]
-
-
-def top_pairs_markdown(record: dict[str, Any], top_k: int) -> str:
-    """Markdown tables of the strongest pairs in the data and in the model."""
-    names = record["fields"]
-    mi = np.asarray(record["mutual_information"], dtype=np.float64)
-    ii = np.asarray(record["interaction_information"], dtype=np.float64)
-    learned = None if record["learned"] is None else np.asarray(record["learned"], dtype=np.float64)
-    by_mi = _pairs_ranked(mi)
-    learned_rank = {} if learned is None else {p: r + 1 for r, p in enumerate(_pairs_ranked(learned))}
-    unit = "bits" + (", Miller-Madow corrected" if record.get("bias_correction") == "miller_madow" else "")
-    lines = [f"**Top pairs in the data** ({record['samples']:,} samples; {unit}; {len(by_mi)} pairs)", "",
-             "| rank | pair | MI((F_i, F_j); Y) | interaction information | learned strength | learned rank |",
-             "|---|---|---|---|---|---|"]
-    for r, (i, j) in enumerate(by_mi[:top_k], 1):
-        s = "" if learned is None else f"{learned[i, j]:.4g}"
-        lr = "" if learned is None else str(learned_rank[(i, j)])
-        lines.append(f"| {r} | {names[i]} x {names[j]} | {mi[i, j]:.4g} | {ii[i, j]:.4g} | {s} | {lr} |")
-    if learned is not None:
-        mi_rank = {p: r + 1 for r, p in enumerate(by_mi)}
-        lines += ["", f"**Top pairs in the model** ({record['learned_source']}; agreement with MI: "
-                      f"{_fmt(record['agreement'])}, with interaction information: "
-                      f"{_fmt(record['agreement_interaction'])})", "",
-                  "| rank | pair | learned strength | MI rank |", "|---|---|---|---|"]
-        for r, (i, j) in enumerate(_pairs_ranked(learned)[:top_k], 1):
-            lines.append(f"| {r} | {names[i]} x {names[j]} | {learned[i, j]:.4g} | {mi_rank[(i, j)]} |")
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def field_pair_image(record: dict[str, Any], which: str) -> np.ndarray:
-    """N x N heatmap (RGB array) of one of the record's matrices, fields in the configured order on both axes.
-
-    Drawn with Pillow (:mod:`lightning_recanalysis.raster`): a few milliseconds where matplotlib took about
-    400 ms a figure, which made the live images most of the monitor's cost on a GPU.
-    """
-    names = record["fields"]
-    data = np.asarray(record[which], dtype=np.float64)
-    when = f"epoch {record['epoch']}"
-    kwargs: dict[str, Any] = {"vmin": 0.0, "vmax": None, "cmap": "viridis"}
-    if which == "mutual_information":
-        title = f"MI((F_i, F_j); Y), diagonal MI(F_i; Y), {record['samples']:,} samples, {when}"
-        label = "bits"
-    elif which == "interaction_information":
-        data = data.copy()
-        np.fill_diagonal(data, np.nan)
-        bound = float(np.nanmax(np.abs(data))) if data.size > 1 and np.isfinite(data).any() else 0.0
-        bound = bound if bound > 0 else 1e-12
-        title = f"interaction information MI((F_i, F_j); Y) - MI(F_i; Y) - MI(F_j; Y), {when}"
-        label = "bits (+ synergy, - redundancy)"
-        kwargs = {"vmin": -bound, "vmax": bound, "cmap": "RdBu_r"}
-    else:
-        title = f"learned pair strength ({record['learned_source']}), {when}"
-        if record.get("agreement") is not None:
-            title += f"; rank corr. with MI {record['agreement']:.2f}"
-        label = "strength"
-        kwargs = {"vmin": None, "vmax": None, "cmap": "magma"}
-    if which == "mutual_information" and record.get("bias_correction") == "miller_madow":
-        label += ", Miller-Madow corrected"
-    return heatmap_image(data, title=title, row_labels=names, col_labels=names, xlabel="field j", ylabel="field i",
-                         colorbar_label=label, annotate=len(names) <= 12 and which != "interaction_information",
-                         fmt="{:.3f}", **kwargs)
-
-
-__all__ += ["field_pair_image", "top_pairs_markdown"]

@@ -27,8 +27,10 @@ from ..functional.spectrum import (
     singular_values_from_gram,
     stable_rank,
 )
-from ..plotting import heatmap_figure
-from ..raster import heatmap_image
+from ..figures.collapse import ia_vs_init_image, interaction_image, spectrum_heatmap_image
+# The live Text tab shows the report's own findings sentences; the report never imports the callbacks.
+from ..report.model import ReportThresholds
+from ..report.sections.collapse import collapse_findings
 from .. import sharding
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units, field_gram
 from ..tables import (ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables,
@@ -405,9 +407,6 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         initial = next((r for r in self.history if r["stage"] == "init"), None)
         self._log(trainer, record, initial)
         if trainer.is_global_zero:
-            from ..report.model import ReportThresholds
-            from ..report.sections.collapse import collapse_findings
-
             findings = collapse_findings(self.history, ReportThresholds())
             self.writer.text(trainer, f"{self.namespace}/findings",
                              "\n".join(f"- {f}" for f in findings) or "- no field is collapsed yet", step)
@@ -467,82 +466,19 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         self.writer.scalars(trainer, scalars, step)
         if self.images and trainer.is_global_zero:
             own = record["views"][interaction["view"]]["fields"]
-            sources = interaction.get("source_fields", names)
-            order = sorted(range(len(names)), key=lambda i: own[sources[i]]["information_abundance"])
             when = "initial weights" if record["stage"] == "init" else f"epoch {record['epoch']}"
             self.writer.image(trainer, f"{ns}/{interaction['view']}/interaction_information_abundance",
-                              heatmap_image([[matrix[i][j] for j in order] for i in order],
-                                            title=f"IA of field i's sub-embedding as field j sees it, {when}",
-                                            row_labels=[names[i] for i in order],
-                                            col_labels=[names[i] for i in order],
-                                            xlabel="partner field j (by own IA)", ylabel="source field i",
-                                            colorbar_label="IA", vmin=None, vmax=None, cmap="magma",
-                                            annotate=len(names) <= 12), step)
+                              interaction_image(interaction, own, when), step)
 
     def _log_view_images(self, trainer, view_name, view, initial, epoch, stage, step) -> None:
-        # Live images are drawn with Pillow (milliseconds); the report redraws them with matplotlib.
         when = "initial weights" if stage == "init" else f"epoch {epoch}"
-        names = _sorted_by_cardinality(view)
-        labels = [f"{n} ({view['fields'][n]['cardinality']})" for n in names]
-        self.writer.image(trainer, f"{self.namespace}/{view_name}/spectrum_heatmap", heatmap_image(
-            [view["fields"][n]["normalized_spectrum"] for n in names],
-            title=f"{view_name}: normalised singular values, {when}", row_labels=labels,
-            col_labels=[str(i + 1) for i in range(view["width"])], xlabel="singular value index k",
-            ylabel="field (cardinality)", colorbar_label="s_k / s_1", annotate=False), step)
+        self.writer.image(trainer, f"{self.namespace}/{view_name}/spectrum_heatmap",
+                          spectrum_heatmap_image(view_name, view, when), step)
         if initial is not None and stage != "init":
             init_view = initial["views"].get(view_name)
             if init_view is not None:
-                rows = [[init_view["fields"].get(n, {}).get("information_abundance", float("nan")) for n in names],
-                        [view["fields"][n]["information_abundance"] for n in names]]
-                self.writer.image(trainer, f"{self.namespace}/{view_name}/information_abundance_vs_init", heatmap_image(
-                    rows, title=f"{view_name}: IA per field (max {view['width']})", row_labels=["initial", when],
-                    col_labels=labels, xlabel="field (cardinality), by cardinality", ylabel="",
-                    colorbar_label="information abundance", vmin=1.0, vmax=float(view["width"]), annotate=True), step)
-
-
-def _sorted_by_cardinality(view: dict[str, Any]) -> list[str]:
-    return sorted(view["fields"], key=lambda f: (view["fields"][f]["cardinality"], f))
-
-
-def spectrum_heatmap_figure(view_name: str, view: dict[str, Any], when: str):
-    """Fields (rows, ascending cardinality) x singular-value index, s_k / s_1 on a 0..1 colour scale."""
-    names = _sorted_by_cardinality(view)
-    matrix = [view["fields"][n]["normalized_spectrum"] for n in names]
-    labels = [f"{n} ({view['fields'][n]['cardinality']})" for n in names]
-    return heatmap_figure(
-        matrix,
-        title=f"{view_name}: normalised singular values, {when}",
-        row_labels=labels,
-        col_labels=[str(i + 1) for i in range(view["width"])],
-        xlabel="singular value index k",
-        ylabel="field (cardinality), sorted by cardinality",
-        colorbar_label="s_k / s_1",
-    )
-
-
-def interaction_figure(interaction: dict[str, Any], own_fields: dict[str, Any], record: dict[str, Any]):
-    """IA of field i's sub-embedding as seen by field j, both axes sorted by the fields' own IA."""
-    names = interaction["fields"]
-    sources = interaction.get("source_fields", names)
-    order = sorted(range(len(names)), key=lambda i: own_fields[sources[i]]["information_abundance"])
-    matrix = [[interaction["matrix"][i][j] for j in order] for i in order]
-    labels = [names[i] for i in order]
-    when = "initial weights" if record["stage"] == "init" else f"epoch {record['epoch']}"
-    return heatmap_figure(
-        matrix,
-        title=f"{interaction['view']}: IA of sub-embeddings via {interaction['layer']}, {when}",
-        row_labels=labels,
-        col_labels=labels,
-        xlabel="partner field j (sorted by own IA)",
-        ylabel="source field i (sorted by own IA)",
-        colorbar_label="information abundance",
-        vmin=None,
-        vmax=None,
-        cmap="magma",
-    )
-
-
-__all__ += ["spectrum_heatmap_figure", "interaction_figure"]
+                self.writer.image(trainer, f"{self.namespace}/{view_name}/information_abundance_vs_init",
+                                  ia_vs_init_image(view_name, view, init_view, when), step)
 
 
 def _sharded_interaction(sources, weight: torch.Tensor, width: int) -> torch.Tensor:

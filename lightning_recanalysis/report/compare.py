@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..plotting import grouped_bar_figure
+from ..figures.bars import grouped_bar_figure
 from .compare_conflict import add_conflict_comparison
 from .model import ReportFigure, ReportTable, ReportThresholds, Section
 from .render import _section_order, write_report

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..raster_histogram import conflict_subset_image
+from ..figures.conflict_subset import conflict_subset_image
 from .model import ReportFigure, ReportTable, Section, format_value
 from .run_data import RunData
 from .sections.conflict_subset import own_task, view_reproduction

@@ -33,7 +33,7 @@ class ReportThresholds:
 @dataclass
 class ReportFigure:
     """A figure: ``name`` is its PNG file stem; ``figure`` a matplotlib Figure or an ``[H, W, 3]`` uint8 image
-    drawn with :mod:`lightning_recanalysis.raster` (encoded to PNG once, then dropped)."""
+    drawn with :mod:`lightning_recanalysis.figures` (encoded to PNG once, then dropped)."""
 
     name: str
     title: str

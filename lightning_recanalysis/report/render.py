@@ -15,8 +15,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from .._version import __version__
-from ..plotting import figure_to_png
-from ..raster import png_bytes
+from ..figures.bars import figure_to_png
+from ..figures.pillow import png_bytes
 from .model import ReportFigure, ReportTable, ReportThresholds, Section
 from .run_data import RunData
 from .sections import BUILDERS, ORDER

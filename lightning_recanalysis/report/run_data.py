@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.util import tensor_util
+
 from ..writers import RECORD_PLUGIN
 
 __all__ = ["RunData", "find_runs", "read_run", "run_from_callbacks", "run_name"]
@@ -50,12 +53,12 @@ def _sorted_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_from_callbacks(callbacks: Iterable[Any], name: str, path: str | Path) -> RunData:
-    """RunData from live monitors (``AnalysisCallback`` instances), at the end of fit."""
-    from ..callbacks.base import AnalysisCallback
-
+    """RunData from live monitors at the end of fit: every callback with a ``namespace`` and a non-empty
+    ``history`` of records (what :class:`~lightning_recanalysis.callbacks.base.AnalysisCallback` keeps; the
+    report reads that shape rather than importing the callbacks, which import the report's sections)."""
     run = RunData(name=name, path=str(path))
     for cb in callbacks:
-        if isinstance(cb, AnalysisCallback) and cb.history:
+        if isinstance(getattr(cb, "namespace", None), str) and getattr(cb, "history", None):
             # Round-trip through JSON so the live report sees exactly what the event files hold.
             run.records.setdefault(cb.namespace, []).extend(json.loads(json.dumps(cb.history, allow_nan=True)))
     run.records = {ns: _sorted_records(recs) for ns, recs in run.records.items()}
@@ -77,8 +80,6 @@ def read_run(run_dir: str | Path, progress: Callable[[str], None] | None = None)
     Files that cannot be read (corrupt, truncated, still being written) become notes, never exceptions.
     ``progress`` receives a line per event file, for long reads.
     """
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
     run_dir = Path(run_dir)
     run = RunData(name=run_name(run_dir), path=str(run_dir))
     files = sorted(run_dir.glob(EVENT_GLOB))
@@ -114,8 +115,6 @@ def _take_value(value, step: int, run: RunData, records: dict[str, list[dict[str
     elif value.HasField("simple_value"):
         run.scalars.setdefault(value.tag, []).append((step, float(value.simple_value)))
     elif plugin == "scalars" and value.HasField("tensor"):
-        from tensorboard.util import tensor_util
-
         run.scalars.setdefault(value.tag, []).append((step, float(tensor_util.make_ndarray(value.tensor).item())))
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ...plotting import ia_bar_figure
-from ...raster import line_image
+from ...figures.collapse import ia_bar_figure, interaction_image, spectrum_heatmap_image
+from ...figures.line import line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
@@ -16,8 +16,6 @@ def _when(record: dict[str, Any]) -> str:
 
 
 def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
-    from ...callbacks.spectrum import interaction_figure, spectrum_heatmap_figure
-
     section = Section("collapse", "Dimensional collapse of embedding tables")
     epochs = [r for r in records if r["stage"] == "epoch"]
     initial = next((r for r in records if r["stage"] == "init"), None)
@@ -80,7 +78,7 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
         if figures:
             section.figures.append(ReportFigure(
             f"collapse_{safe}_spectrum", f"{view_name}: normalised singular values, {_when(last)}",
-            spectrum_heatmap_figure(view_name, view, _when(last)),
+            spectrum_heatmap_image(view_name, view, _when(last)),
             "Rows: fields sorted by cardinality; columns: singular-value index; colour: s_k / s_1 from 0 to 1. "
             "A row that goes dark after a few columns is a field that uses only those directions."))
         if figures and len(epochs) >= 1 and len(view["fields"]) >= 1:
@@ -107,7 +105,7 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
         if figures:
             section.figures.append(ReportFigure(
             "collapse_interaction", f"{interaction['view']}: interaction collapse through {interaction['layer']}",
-            interaction_figure(interaction, view_fields, last),
+            interaction_image(interaction, view_fields, _when(last)),
             "Entry (i, j): IA of field i's sub-embedding E_i W_ij^T as partner j sees it through the first cross "
             "layer; both axes sorted by the fields' own IA (colour scale: IA). The interaction-collapse law: "
             "low-IA fields drag down the fields they interact with."))

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ...raster import heatmap_image, line_image
+from ...figures.heatmap import heatmap_image
+from ...figures.line import line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 from .conflict_subset import add_conflict_subsets
 

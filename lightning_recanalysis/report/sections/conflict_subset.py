@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ...raster_histogram import conflict_subset_image
+from ...figures.conflict_subset import conflict_subset_image
 from ..model import ReportFigure, ReportTable, Section, format_value
 
 __all__ = ["view_reproduction", "add_conflict_subsets", "own_task", "reproduction_sentence"]

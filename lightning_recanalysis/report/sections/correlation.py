@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ...raster import heatmap_image, line_image, side_by_side
+from ...figures.correlation import correlation_maps_image
+from ...figures.line import line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 
 
@@ -25,27 +26,6 @@ def spearman(a, b) -> float:
     if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")
     return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
-
-
-def _maps_figure(target: dict[str, Any], when: str) -> np.ndarray:
-    """The ground-truth and the learned map of one target side by side, on one 0..1 colour scale (its bar on
-    the right of the last map)."""
-    panels = [(f"target {target['name']}: ground truth MI(X; Y), min-max, {when}", target["ground_truth"])]
-    if target.get("learned") is not None:
-        title = "learned correlation"
-        if target.get("agreement") is not None:
-            title += f" (rank corr. {target['agreement']:.2f})"
-        panels.append((title, target["learned"]))
-    # Cells sized so that the maps of up to ~20 positions fit the report's width side by side.
-    cell = (max(12, min(34, 440 // max(1, len(target["positions"])))), 26)
-    return side_by_side([
-        heatmap_image(matrix, title=title, row_labels=target["behavior_names"],
-                      col_labels=[str(p) for p in target["positions"]],
-                      xlabel="target-relative position p (1 = most recent)",
-                      ylabel="behaviour category" if index == 0 else "",
-                      colorbar_label="normalised correlation (0..1)", cell=cell, annotate=False,
-                      colorbar=index == len(panels) - 1)
-        for index, (title, matrix) in enumerate(panels)], gap=24)
 
 
 def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
@@ -101,7 +81,7 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
         if target["behavior_names"]:
             section.figures.append(ReportFigure(
                 f"correlation_target_{target['target_category']}", f"Target {target['name']}: data vs learned",
-                _maps_figure(target, when),
+                correlation_maps_image(target, when),
                 "Rows: the most informative behaviour categories; columns: positions 1..P. Left: mutual information "
                 "between 'the behaviour at p has this category' and the label (bits, min-max normalised); right: "
                 "the same cells read from the model's embeddings (softmax of z-scored <e, v> times ||r||)."))

@@ -6,13 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from ...raster import line_image
+from ...figures.field_pair import field_pair_image
+from ...figures.line import line_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
 def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
-    from ...callbacks.field_pair import field_pair_image
-
     section = Section("correlation/field_pair", "Field-pair correlation: the data beside the interaction layer")
     epochs = [r for r in records if r.get("stage") == "epoch" and r.get("samples", 0) > 0]
     if not epochs:

@@ -1,11 +1,6 @@
-"""Stacked histograms drawn straight into pixels (Pillow), for the conflict-subset figure of the entanglement
-analysis: the live image a monitor logs at every analysis and the report's figure (the same pixels).
-
-The authors' figure (Pan et al., KDD 2024): one view's user-item distances in 39 equal-width bins over all
-selected pairs, the conflict subset stacked under the rest, each bin coloured by where it lies among the view's
-own distances: blue at or below the view's 40th percentile ("near"), red above its 60th ("far"), grey between.
-The conflict pairs are drawn in the full colour, the rest in a light tint of it.
-"""
+"""Stacked histograms drawn straight into pixels (Pillow), e.g. for the conflict-subset figure
+(:mod:`~lightning_recanalysis.figures.conflict_subset`): bars in each bin's colour, a second count stacked on
+them in a light tint of it."""
 
 from __future__ import annotations
 
@@ -14,9 +9,9 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .raster import _GRID, _INK, _nice_ticks, _size, _tick_texts, _vertical_text, _write, side_by_side
+from .pillow import _GRID, _INK, _nice_ticks, _size, _tick_texts, _vertical_text, _write
 
-__all__ = ["stacked_histogram_image", "conflict_subset_image", "NEAR", "MIDDLE", "FAR"]
+__all__ = ["stacked_histogram_image", "bin_colors", "NEAR", "MIDDLE", "FAR"]
 
 NEAR, MIDDLE, FAR = (31, 119, 180), (150, 150, 150), (214, 39, 40)  # tab:blue, grey, tab:red
 
@@ -29,7 +24,13 @@ def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], uppe
                             colors: Sequence[tuple[int, int, int]], *, title: str, xlabel: str, ylabel: str,
                             notes: Sequence[str] = (), size: tuple[int, int] = (440, 290)) -> np.ndarray:
     """Bars over ``edges``: ``lower`` counts in each bin's colour, ``upper`` stacked on them in a tint of it,
-    with round ticks, a grid, a title, axis labels and ``notes`` (one line each) under the axes."""
+    with round ticks, a grid, a title, axis labels and ``notes`` (one line each) under the axes.
+
+    Example:
+        >>> from lightning_recanalysis.figures import NEAR, FAR, stacked_histogram_image
+        >>> stacked_histogram_image([0, 1, 2], [3, 1], [1, 2], [NEAR, FAR], title="t", xlabel="x", ylabel="y").shape
+        (290, 440, 3)
+    """
     width, height = size
     edges = np.asarray(edges, dtype=np.float64)
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
@@ -75,26 +76,13 @@ def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], uppe
 
 
 def bin_colors(edges: Sequence[float], low: float, high: float) -> list[tuple[int, int, int]]:
-    """Each bin's colour by its centre: NEAR at or below ``low``, FAR above ``high``, MIDDLE between."""
+    """Each bin's colour by its centre: NEAR at or below ``low``, FAR above ``high``, MIDDLE between.
+
+    Example:
+        >>> from lightning_recanalysis.figures import FAR, MIDDLE, NEAR, bin_colors
+        >>> bin_colors([0, 1, 2, 3], low=1.0, high=2.0) == [NEAR, MIDDLE, FAR]
+        True
+    """
     edges = np.asarray(edges, dtype=np.float64)
     centers = (edges[1:] + edges[:-1]) / 2
     return [NEAR if c <= low else FAR if c > high else MIDDLE for c in centers]
-
-
-def conflict_subset_image(view: str, view_record: Mapping, low_q: float = 40.0, high_q: float = 60.0) -> np.ndarray:
-    """One panel per conflict mode, side by side, for one view's record (``{"edges", "low", "high", "modes":
-    {mode: {"conflict", "rest", "shares"}}}``, as the entanglement monitor keeps it)."""
-    colors = bin_colors(view_record["edges"], view_record["low"], view_record["high"])
-    panels = []
-    for mode, data in view_record["modes"].items():
-        shares = data["shares"]
-        share_text = ", ".join(f"{name} {shares[key]:.0%}" if shares[key] == shares[key] else f"{name} -"
-                               for name, key in ((f"top {100 - high_q:g}%", "top"), ("middle", "middle"),
-                                                 (f"bottom {low_q:g}%", "bottom")))
-        panels.append(stacked_histogram_image(
-            view_record["edges"], data["conflict"], data["rest"], colors,
-            title=f"{view}: {mode.replace('_', ' ')}", xlabel="user-item L2 distance in this view",
-            ylabel="pairs",
-            notes=[f"dark: the {int(sum(data['conflict']))} conflict pairs ({share_text});",
-                   f"light: the rest. Blue/grey/red: the view's bottom {low_q:g}% / middle / top {100 - high_q:g}%."]))
-    return side_by_side(panels)

@@ -1,0 +1,114 @@
+"""Figures of the dimensional-collapse analysis (``collapse/``): the images
+:class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` logs live and the report shows (the same pixels), and
+the report's bar chart of IA per field against initialisation.
+
+They read the monitor's record: ``view = {"width": K, "fields": {name: {"cardinality", "information_abundance",
+"normalized_spectrum", ...}}}`` and ``interaction = {"view", "layer", "fields", "matrix", ["source_fields"]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .bars import grouped_bar_figure
+from .heatmap import heatmap_image
+
+__all__ = ["spectrum_heatmap_image", "ia_vs_init_image", "interaction_image", "ia_bar_figure"]
+
+
+def _by_cardinality(view: Mapping[str, Any]) -> list[str]:
+    return sorted(view["fields"], key=lambda f: (view["fields"][f]["cardinality"], f))
+
+
+def _field_labels(view: Mapping[str, Any], names: list[str]) -> list[str]:
+    return [f"{n} ({view['fields'][n]['cardinality']})" for n in names]
+
+
+def spectrum_heatmap_image(view_name: str, view: Mapping[str, Any], when: str) -> np.ndarray:
+    """Fields (rows, ascending cardinality) x singular-value index k, s_k / s_1 on a 0..1 colour scale: a row that
+    goes dark after a few columns is a field that uses only those directions.
+
+    Example:
+        >>> from lightning_recanalysis.figures import spectrum_heatmap_image
+        >>> view = {"width": 3, "fields": {
+        ...     "user": {"cardinality": 50, "normalized_spectrum": [1.0, 0.5, 0.1]},
+        ...     "item": {"cardinality": 9, "normalized_spectrum": [1.0, 0.1, 0.0]}}}
+        >>> spectrum_heatmap_image("table", view, "epoch 0").dtype
+        dtype('uint8')
+    """
+    names = _by_cardinality(view)
+    return heatmap_image(
+        [view["fields"][n]["normalized_spectrum"] for n in names],
+        title=f"{view_name}: normalised singular values, {when}", row_labels=_field_labels(view, names),
+        col_labels=[str(i + 1) for i in range(view["width"])], xlabel="singular value index k",
+        ylabel="field (cardinality)", colorbar_label="s_k / s_1", annotate=False)
+
+
+def ia_vs_init_image(view_name: str, view: Mapping[str, Any], initial_view: Mapping[str, Any], when: str) -> np.ndarray:
+    """Two rows, IA per field at initialisation and now, fields by cardinality, on the scale 1..K (K the width,
+    the most a field can reach); a field missing at initialisation is a blank cell.
+
+    Example:
+        >>> from lightning_recanalysis.figures import ia_vs_init_image
+        >>> view = {"width": 4, "fields": {"user": {"cardinality": 50, "information_abundance": 2.5}}}
+        >>> init = {"width": 4, "fields": {"user": {"cardinality": 50, "information_abundance": 3.5}}}
+        >>> ia_vs_init_image("table", view, init, "epoch 0").shape[2]
+        3
+    """
+    names = _by_cardinality(view)
+    rows = [[initial_view["fields"].get(n, {}).get("information_abundance", float("nan")) for n in names],
+            [view["fields"][n]["information_abundance"] for n in names]]
+    return heatmap_image(
+        rows, title=f"{view_name}: IA per field (max {view['width']})", row_labels=["initial", when],
+        col_labels=_field_labels(view, names), xlabel="field (cardinality), by cardinality", ylabel="",
+        colorbar_label="information abundance", vmin=1.0, vmax=float(view["width"]), annotate=True)
+
+
+def interaction_image(interaction: Mapping[str, Any], own_fields: Mapping[str, Any], when: str) -> np.ndarray:
+    """Entry (i, j): the IA of field i's sub-embedding as partner j sees it through the cross layer, both axes
+    sorted by the source fields' own IA (``own_fields[name]["information_abundance"]``); colour scale: the data's
+    range (magma). The interaction-collapse law: low-IA fields drag down the fields they interact with.
+
+    Example:
+        >>> from lightning_recanalysis.figures import interaction_image
+        >>> interaction = {"fields": ["a", "b"], "matrix": [[2.0, 1.0], [1.5, 3.0]]}
+        >>> own = {"a": {"information_abundance": 3.0}, "b": {"information_abundance": 1.0}}
+        >>> interaction_image(interaction, own, "epoch 1").ndim
+        3
+    """
+    names, matrix = interaction["fields"], interaction["matrix"]
+    sources = interaction.get("source_fields", names)
+    order = sorted(range(len(names)), key=lambda i: own_fields[sources[i]]["information_abundance"])
+    return heatmap_image([[matrix[i][j] for j in order] for i in order],
+                         title=f"IA of field i's sub-embedding as field j sees it, {when}",
+                         row_labels=[names[i] for i in order], col_labels=[names[i] for i in order],
+                         xlabel="partner field j (by own IA)", ylabel="source field i",
+                         colorbar_label="IA", vmin=None, vmax=None, cmap="magma", annotate=len(names) <= 12)
+
+
+def ia_bar_figure(view_name: str, view: Mapping[str, Any], initial_view: Mapping[str, Any], when: str) -> Figure:
+    """Information abundance per field now beside at initialisation (Guo et al.'s Figure 2), fields sorted by
+    cardinality; the dashed line is the width K, the most a field can reach.
+
+    Example:
+        >>> from lightning_recanalysis.figures import ia_bar_figure
+        >>> view = {"width": 4, "fields": {"user": {"cardinality": 50, "information_abundance": 2.5}}}
+        >>> init = {"width": 4, "fields": {"user": {"cardinality": 50, "information_abundance": 3.5}}}
+        >>> [float(bar.get_height()) for bar in ia_bar_figure("table", view, init, "epoch 0").axes[0].patches]
+        [3.5, 2.5]
+    """
+    names = _by_cardinality(view)
+    now = [view["fields"][n]["information_abundance"] for n in names]
+    init = [initial_view["fields"].get(n, {}).get("information_abundance", float("nan")) for n in names]
+    return grouped_bar_figure(
+        {"initialisation": init, when: now},
+        _field_labels(view, names),
+        title=f"{view_name}: information abundance per field",
+        xlabel="field (cardinality), sorted by cardinality",
+        ylabel="information abundance",
+        colors=["#9ecae1", "#e6550d"],
+        reference=(view["width"], f"width K = {view['width']}"),
+    )

@@ -1,0 +1,175 @@
+"""A line chart with ticks, grid and legend, drawn with Pillow in milliseconds (see :mod:`.pillow` for why)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+
+from .pillow import _FRAME, _GRID, _INK, _SUPERSAMPLE, _nice_ticks, _size, _tick_texts, _vertical_text, _write
+
+__all__ = ["line_image"]
+
+
+def _legend_size(names: Sequence[str], size: int) -> tuple[int, int, int]:
+    """Width and height of a legend box listing ``names`` one a line, and the height of one line."""
+    line_h = _size("Ag", size)[1] + 3
+    return 8 + 22 + 6 + max(_size(n, size)[0] for n in names) + 8, 6 + line_h * len(names) + 4, line_h
+
+
+def _draw_legend_samples(draw: ImageDraw.ImageDraw, entries, s: int) -> None:
+    """Line-and-marker samples onto ``draw`` (the supersampled canvas, scale ``s``); the labels later, at 1x."""
+    for x, y, color in entries:
+        draw.line([(x * s, y * s), ((x + 22) * s, y * s)], fill=color, width=round(2.1 * s))
+        r = 2.1 * s
+        draw.ellipse([(x + 11) * s - r, y * s - r, (x + 11) * s + r, y * s + r], fill=color)
+
+
+def line_image(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int] = (600, 360),
+    ylim: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """One line with markers per named ``(x, y)`` series, on axes with round ticks, a grid, a title, axis labels
+    and, for more than one series, a legend: in the corner of the plot where it hides the fewest points, or
+    below the plot when every corner would hide some (the image then grows taller). Like matplotlib's, the axes
+    reach 5% beyond the data unless ``ylim`` is given.
+
+    Example:
+        >>> from lightning_recanalysis.figures import line_image
+        >>> line_image({"IA": ([0, 1, 2], [4.0, 3.0, 2.5])}, title="t", xlabel="step", ylabel="IA").shape
+        (360, 600, 3)
+    """
+    palette = [tuple(int(round(255 * v)) for v in colormaps["tab10"](i)[:3]) for i in range(10)]
+    width, height = size
+    title_size, label_size, tick_size, legend_size = 14, 14, 13, 10  # px: matplotlib's sizes at 100 dpi
+    s = _SUPERSAMPLE
+    curves = [(name, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+              for name, (x, y) in series.items()]
+    xs = np.concatenate([x for _, x, _ in curves] or [np.zeros(1)])
+    ys = np.concatenate([y for _, _, y in curves] or [np.zeros(1)])
+    xs, ys = xs[np.isfinite(xs)], ys[np.isfinite(ys)]
+    xs, ys = (xs if xs.size else np.zeros(1)), (ys if ys.size else np.zeros(1))
+
+    def padded(low: float, high: float) -> tuple[float, float]:
+        if high > low:
+            return low - 0.05 * (high - low), high + 0.05 * (high - low)
+        pad = 0.05 * abs(low) or 0.5  # one value: 5% of it either side (0: half a unit)
+        return low - pad, high + pad
+
+    x_low, x_high = padded(float(xs.min()), float(xs.max()))
+    y_low, y_high = ylim if ylim is not None else padded(float(ys.min()), float(ys.max()))
+
+    label_h, tick_h = _size("Ag", label_size)[1], _size("Ag", tick_size)[1]
+    y_ticks = _nice_ticks(y_low, y_high, max(3, (height - 100) // 30))
+    y_texts = _tick_texts(y_ticks)
+    left = 10 + label_h + 8 + max(_size(t, tick_size)[0] for t in y_texts) + 4 + 5
+    top = 8 + _size(title, title_size)[1] + 8
+    right = width - 16
+    bottom = height - (8 + label_h + 4 + tick_h + 3 + 5)
+    integer = bool(np.all(np.round(xs) == xs))
+    x_ticks = _nice_ticks(x_low, x_high, max(3, (right - left) // 60), integer=integer)
+    x_texts = _tick_texts(x_ticks)
+    plot_w, plot_h = right - left, bottom - top
+    to_x = lambda v: (np.asarray(v) - x_low) / (x_high - x_low) * plot_w  # noqa: E731  (plot-area pixels)
+    to_y = lambda v: (y_high - np.asarray(v)) / (y_high - y_low) * plot_h  # noqa: E731
+
+    # The legend: the corner covering the fewest points of the curves (sampled along their segments too).
+    names = [name for name, _, _ in curves] if len(curves) > 1 else []
+    legend_at, below_h = None, 0
+    if names:
+        box_w, box_h, entry_h = _legend_size(names, legend_size)
+        px, py = [], []
+        for _, x, y in curves:
+            ok = np.isfinite(x) & np.isfinite(y)
+            gx, gy = to_x(x[ok]), to_y(y[ok])
+            if gx.size > 1:
+                t = np.linspace(0, 1, 8)[:, None]
+                gx = np.concatenate([gx, (gx[:-1] + t * np.diff(gx)).ravel()])
+                gy = np.concatenate([gy, (gy[:-1] + t * np.diff(gy)).ravel()])
+            px.append(gx)
+            py.append(gy)
+        px, py = np.concatenate(px), np.concatenate(py)
+        best = None
+        if box_w <= 0.6 * plot_w and box_h <= 0.6 * plot_h:
+            inset = 6
+            corners = [(plot_w - inset - box_w, inset), (inset, inset), (inset, plot_h - inset - box_h),
+                       (plot_w - inset - box_w, plot_h - inset - box_h)]  # upper right first, as matplotlib's order
+            hidden = [int(np.sum((px >= cx - 4) & (px <= cx + box_w + 4) & (py >= cy - 4) & (py <= cy + box_h + 4)))
+                      for cx, cy in corners]
+            if min(hidden) == 0:
+                best = corners[hidden.index(0)]
+        if best is not None:
+            legend_at = (left + best[0], top + best[1])
+        else:  # no free corner: a legend under the x label, in as many columns as fit
+            columns = max(1, min(len(names), (width - 20) // (box_w - 8)))
+            per_column = math.ceil(len(names) / columns)
+            below_h = 6 + entry_h * per_column + 4 + 6
+    total_h = height + below_h
+    big = Image.new("RGB", (width * s, total_h * s), "white")
+    draw = ImageDraw.Draw(big)
+
+    # The plot area on its own canvas, so lines outside ``ylim`` are cut at the frame, as matplotlib clips them.
+    plot = Image.new("RGB", (plot_w * s, plot_h * s), "white")
+    pdraw = ImageDraw.Draw(plot)
+    for value in y_ticks:
+        y = float(to_y(value)) * s
+        pdraw.line([(0, y), (plot_w * s, y)], fill=_GRID, width=s)
+    for value in x_ticks:
+        x = float(to_x(value)) * s
+        pdraw.line([(x, 0), (x, plot_h * s)], fill=_GRID, width=s)
+    for index, (_, x, y) in enumerate(curves):
+        color = palette[index % len(palette)]
+        ok = np.isfinite(x) & np.isfinite(y)
+        points = list(zip((to_x(x[ok]) * s).tolist(), (to_y(y[ok]) * s).tolist()))
+        if len(points) > 1:
+            pdraw.line(points, fill=color, width=round(2.1 * s), joint="curve")
+        r = 2.1 * s
+        for px_, py_ in points:
+            pdraw.ellipse([px_ - r, py_ - r, px_ + r, py_ + r], fill=color)
+    big.paste(plot, (left * s, top * s))
+    draw.rectangle([left * s - s, top * s - s, right * s, bottom * s], outline=_INK, width=s)
+    for value in y_ticks:
+        y = (top + float(to_y(value))) * s
+        draw.line([((left - 5) * s, y), (left * s, y)], fill=_INK, width=s)
+    for value in x_ticks:
+        x = (left + float(to_x(value))) * s
+        draw.line([(x, bottom * s), (x, (bottom + 5) * s)], fill=_INK, width=s)
+    entries = []
+    if legend_at is not None:
+        lx, ly = legend_at
+        box = [lx * s, ly * s, (lx + box_w) * s, (ly + box_h) * s]
+        if hasattr(draw, "rounded_rectangle"):  # Pillow >= 8.2: matplotlib's rounded legend frame
+            draw.rounded_rectangle(box, radius=3 * s, fill="white", outline=_FRAME, width=s)
+        else:
+            draw.rectangle(box, fill="white", outline=_FRAME, width=s)
+        entries = [(lx + 8, ly + 6 + entry_h * i + entry_h / 2 - 1, palette[i % len(palette)], name, lx + 36,
+                    ly + 6 + entry_h * i) for i, name in enumerate(names)]
+    elif names:
+        column_w = box_w - 8
+        x0 = (width - columns * column_w) / 2
+        y0 = height + 6
+        entries = [(x0 + column_w * (i // per_column), y0 + entry_h * (i % per_column) + entry_h / 2 - 1,
+                    palette[i % len(palette)], name, x0 + column_w * (i // per_column) + 28,
+                    y0 + entry_h * (i % per_column)) for i, name in enumerate(names)]
+    _draw_legend_samples(draw, [(x, y, c) for x, y, c, _, _, _ in entries], s)
+
+    image = big.reduce(s)  # the anti-aliasing: each pixel the mean of s x s drawn ones
+    for value, text in zip(y_ticks, y_texts):
+        _write(image, (left - 8 - _size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
+    for value, text in zip(x_ticks, x_texts):
+        _write(image, (left + float(to_x(value)) - _size(text, tick_size)[0] / 2, bottom + 5 + 3), text, tick_size)
+    for _, _, _, name, tx, ty in entries:
+        _write(image, (tx, ty), name, legend_size)
+    _write(image, ((left + right - _size(title, title_size)[0]) / 2, 8), title, title_size)
+    _write(image, ((left + right - _size(xlabel, label_size)[0]) / 2, bottom + 5 + 3 + tick_h + 4), xlabel, label_size)
+    _vertical_text(image, (10 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
+    return np.asarray(image)
+
