@@ -149,7 +149,7 @@ def demo_worker(monitors: bool) -> dict:
     import lightning.pytorch as pl
 
     from demo_models.registry import DATASETS
-    from demo_models.sequence import build
+    from demo_models.sequence_demo import build
 
     pl.seed_everything(0, verbose=False)
     experiment = build(model="tin", data=DATASETS["tin"][0], seed=0, monitors=monitors)

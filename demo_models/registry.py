@@ -9,8 +9,8 @@ never touches another. ``n_samples`` draws that many rows of the synthetic data 
 MODELS: dict[str, str] = {
     "dcnv2": "demo_models.dcnv2:build",
     "dcnv2_per_feature": "demo_models.dcnv2_per_feature:build",
-    "din": "demo_models.sequence:build",
-    "tin": "demo_models.sequence:build",
+    "din": "demo_models.sequence_demo:build",
+    "tin": "demo_models.sequence_demo:build",
     "shared_bottom": "demo_models.multitask:build",
     "mmoe": "demo_models.multitask:build",
     "ple": "demo_models.multitask:build",

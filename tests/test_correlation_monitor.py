@@ -230,7 +230,7 @@ def test_batches_without_behaviour_or_with_one_label_give_zeros_and_training_goe
 def test_tin_learns_the_planted_map_and_din_cannot_decay(tmp_path):
     """The paper's finding, live: after two epochs on the planted data TIN's learned map agrees with the
     ground truth (Spearman >= 0.7 over the heatmap); DIN, having no position term, has every row flat."""
-    from demo_models.sequence import build
+    from demo_models.sequence_demo import build
 
     pl.seed_everything(0)
     experiment = build(model="tin", data="synthetic", seed=0, monitors=True)

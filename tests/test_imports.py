@@ -1,0 +1,127 @@
+"""Imports only downward: no cycle among the modules of ``lightning_recanalysis`` or of ``demo_models``, checked
+twice, on the source (an import graph built with ``ast``) and by importing every module in a fresh interpreter in
+forward and in reverse order (a cycle breaks an import only from some entry points)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("lightning_recanalysis", "demo_models")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules(package: str) -> dict[str, Path]:
+    """Every module of ``package`` (``pkg.sub`` for ``pkg/sub/__init__.py``) and its file."""
+    return {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def _imported(module: str, path: Path, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """Absolute names ``node`` imports: ``from ..a import b`` in ``pkg.x.y`` gives ``pkg.a`` and ``pkg.a.b``."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        base = package[: len(package) - node.level + 1]
+        prefix = ".".join(base + ([node.module] if node.module else []))
+    else:
+        prefix = node.module or ""
+    return [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, anywhere in its source (in functions too: an import hidden in
+    a function to dodge a cycle still closes it). Importing ``pkg.a.b`` runs ``pkg/a/__init__.py`` first, so the
+    packages on the way count too, except those the importer is itself inside (already being imported)."""
+    modules = package_modules(package)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        own_packages = {".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)}
+        if path.name == "__init__.py":
+            own_packages.add(name)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for target in _imported(name, path, node):
+                parts = target.split(".")
+                for k in range(1, len(parts) + 1):
+                    prefix = ".".join(parts[:k])
+                    if prefix in modules and prefix not in own_packages and prefix != name:
+                        graph[name].add(prefix)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path that ends where it starts, or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_cycle_finder_finds_a_planted_cycle_and_accepts_a_dag():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_graph_resolves_relative_imports_and_the_packages_on_the_way():
+    graph = import_graph("lightning_recanalysis")
+    # report/sections/collapse.py: ``from ...figures.collapse import ...`` and ``from ..model import ...``
+    assert {"lightning_recanalysis.figures", "lightning_recanalysis.figures.collapse",
+            "lightning_recanalysis.report.model"} <= graph["lightning_recanalysis.report.sections.collapse"]
+    # ... but not its own package, which is being imported when it runs
+    assert "lightning_recanalysis.report" not in graph["lightning_recanalysis.report.sections.collapse"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_cycle(package):
+    cycle = find_cycle(import_graph(package))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_figures_import_neither_callbacks_nor_report():
+    graph = import_graph("lightning_recanalysis")
+    for name, targets in graph.items():
+        if name.startswith("lightning_recanalysis.figures"):
+            upward = {t for t in targets if t.startswith(("lightning_recanalysis.callbacks", "lightning_recanalysis.report"))}
+            assert not upward, f"{name} imports {upward}"
+        if name.startswith("lightning_recanalysis.report"):
+            assert not {t for t in targets if t.startswith("lightning_recanalysis.callbacks")}, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+def test_every_module_imports_in_a_fresh_interpreter(order):
+    names = [n for package in PACKAGES for n in package_modules(package) if not n.endswith("__main__")]
+    if order == "reverse":
+        names.reverse()
+    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script, *names], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
