@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
 from helpers import read_events
-from lightning_recanalysis.raster import heatmap_image
+from lightning_recanalysis.figures import heatmap_image
 from lightning_recanalysis.writers import AnalysisWriter
 
 
@@ -73,3 +73,23 @@ def test_a_logger_subclass_that_filters_its_metrics_keeps_its_own_log_metrics(tm
     AnalysisWriter("test").scalars(SimpleNamespace(is_global_zero=True, loggers=[logger]), {"skip/a": 1.0, "keep": 2.0}, 0)
     logger.finalize("success")
     assert _scalars(tmp_path / "run" / "version_0") == {"keep": [(0, 2.0)]}
+
+
+def test_the_private_tensorboard_attributes_writers_relies_on(tmp_path):
+    """writers.py uses SummaryWriter._get_file_writer() (to add a ready-made Summary) and
+    TensorBoardLogger._prefix (log_metrics' tag prefix), which have no public equivalent: pin what it relies on."""
+    from lightning_recanalysis.writers import record_summary
+
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=0, prefix="fold1")
+    assert logger._prefix == "fold1"
+    experiment = logger.experiment
+    file_writer = experiment._get_file_writer()
+    assert file_writer is experiment._get_file_writer()  # one writer, not a new file per call
+    file_writer.add_summary(record_summary("collapse", {"epoch": 1}), global_step=7)
+    experiment.close()
+    # After close() it opens a new event file rather than failing: a record written after a logger closed its
+    # writer (e.g. by a user's on_fit_end) still lands on disk.
+    experiment._get_file_writer().add_summary(record_summary("collapse", {"epoch": 2}), global_step=8)
+    experiment.flush()
+    events = read_events(tmp_path / "run" / "version_0")
+    assert [e.step for e in events.Tensors("collapse/_record")] == [7, 8]

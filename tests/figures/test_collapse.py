@@ -1,0 +1,58 @@
+"""Figures of the collapse analysis: fields ordered by cardinality (spectra) or by their own IA (interaction)
+whatever the record's order, bars that are the record's numbers, and one renderer for the live image and the
+report's figure."""
+
+import numpy as np
+from matplotlib import colormaps
+
+from lightning_recanalysis.figures import ia_bar_figure, interaction_image, spectrum_heatmap_image
+from lightning_recanalysis.report.model import ReportThresholds
+from lightning_recanalysis.report.sections.collapse import collapse_section
+
+
+def _view(order):
+    fields = {"user": {"cardinality": 900, "information_abundance": 2.0, "normalized_spectrum": [1.0, 0.0, 0.0]},
+              "item": {"cardinality": 40, "information_abundance": 3.0, "normalized_spectrum": [1.0, 1.0, 1.0]},
+              "city": {"cardinality": 7, "information_abundance": 1.5, "normalized_spectrum": [1.0, 0.5, 0.0]}}
+    return {"width": 3, "excluded_rows": 0, "fields": {n: {**fields[n], "effective_rank": 1.0, "stable_rank": 1.0}
+                                                      for n in order}}
+
+
+def test_spectrum_rows_follow_cardinality_not_record_order():
+    a = spectrum_heatmap_image("t", _view(["user", "item", "city"]), "epoch 1")
+    b = spectrum_heatmap_image("t", _view(["city", "user", "item"]), "epoch 1")
+    assert np.array_equal(a, b)
+    # Rows by ascending cardinality: city (s = 1, 0.5, 0) above item (1, 1, 1) above user (1, 0, 0). Colours are
+    # matplotlib's viridis (the oracle): 0.5 is city's cell, 0 is mostly user's two cells (one is city's).
+    def median_row(value):
+        rgb = (np.asarray(colormaps["viridis"](value)[:3]) * 255).round().astype(np.uint8)
+        rows, _ = np.nonzero((a == rgb).all(axis=2))
+        assert len(rows) >= 22 * 22
+        return np.median(rows)
+
+    assert median_row(0.5) < median_row(0.0)
+
+
+def test_interaction_axes_sorted_by_the_fields_own_ia():
+    own = {"a": {"information_abundance": 3.0}, "b": {"information_abundance": 1.0}, "c": {"information_abundance": 2.0}}
+    m = np.arange(9.0).reshape(3, 3)
+    first = interaction_image({"fields": ["a", "b", "c"], "matrix": m.tolist()}, own, "epoch 0")
+    perm = [1, 2, 0]  # the same matrix with its fields in another order
+    second = interaction_image({"fields": ["b", "c", "a"], "matrix": m[np.ix_(perm, perm)].tolist()}, own, "epoch 0")
+    assert np.array_equal(first, second)
+
+
+def test_ia_bars_are_the_records_numbers_in_cardinality_order():
+    view, init = _view(["user", "item", "city"]), _view(["user", "item", "city"])
+    init["fields"]["user"] = {**init["fields"]["user"], "information_abundance": 2.75}
+    fig = ia_bar_figure("t", view, init, "epoch 1")
+    heights = [float(bar.get_height()) for bar in fig.axes[0].patches]
+    assert heights == [1.5, 3.0, 2.75, 1.5, 3.0, 2.0]  # initialisation city, item, user; then now
+
+
+def test_report_draws_the_live_images_pixels():
+    init = {"stage": "init", "epoch": 0, "step": 0, "views": {"t": _view(["user", "item", "city"])}}
+    last = {"stage": "epoch", "epoch": 1, "step": 10, "views": {"t": _view(["user", "item", "city"])}}
+    section = collapse_section([init, last], ReportThresholds())
+    spectrum = next(f for f in section.figures if f.name == "collapse_t_spectrum")
+    assert np.array_equal(spectrum.figure, spectrum_heatmap_image("t", last["views"]["t"], "epoch 1"))
