@@ -14,7 +14,6 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 

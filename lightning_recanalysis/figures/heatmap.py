@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .pillow import _BLANK, _INK, _cell_text, _colors, _nice_ticks, _size, _tick_texts, _vertical_glyphs, _vertical_text, _write
+from .pillow import _INK, _cell_text, _colors, _nice_ticks, _size, _tick_texts, _vertical_glyphs, _vertical_text, _write
 
 __all__ = ["heatmap_image"]
 

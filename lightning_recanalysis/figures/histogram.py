@@ -4,7 +4,7 @@ them in a light tint of it."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -16,7 +16,6 @@ encodes one for a file or a web page.
 from __future__ import annotations
 
 import io
-import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence

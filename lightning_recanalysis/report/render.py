@@ -17,7 +17,7 @@ import numpy as np
 from .._version import __version__
 from ..figures.bars import figure_to_png
 from ..figures.pillow import png_bytes
-from .model import ReportFigure, ReportTable, ReportThresholds, Section
+from .model import ReportTable, ReportThresholds, Section
 from .run_data import RunData
 from .sections import BUILDERS, ORDER
 
