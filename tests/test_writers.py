@@ -92,4 +92,4 @@ def test_the_private_tensorboard_attributes_writers_relies_on(tmp_path):
     experiment._get_file_writer().add_summary(record_summary("collapse", {"epoch": 2}), global_step=8)
     experiment.flush()
     events = read_events(tmp_path / "run" / "version_0")
-    assert [e.step for e in events.Tensors("collapse/_record")] == [7, 8]
+    assert sorted(e.step for e in events.Tensors("collapse/_record")) == [7, 8]  # two files, either order
