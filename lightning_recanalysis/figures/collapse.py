@@ -8,15 +8,16 @@ They read the monitor's record: ``view = {"width": K, "fields": {name: {"cardina
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from .bars import grouped_bar_figure
 from .heatmap import heatmap_image
+from .line import line_image
 
-__all__ = ["spectrum_heatmap_image", "ia_vs_init_image", "interaction_image", "ia_bar_figure"]
+__all__ = ["spectrum_heatmap_image", "ia_vs_init_image", "interaction_image", "ia_bar_figure", "ia_over_time_image"]
 
 
 def _by_cardinality(view: Mapping[str, Any]) -> list[str]:
@@ -112,3 +113,15 @@ def ia_bar_figure(view_name: str, view: Mapping[str, Any], initial_view: Mapping
         colors=["#9ecae1", "#e6550d"],
         reference=(view["width"], f"width K = {view['width']}"),
     )
+
+
+def ia_over_time_image(view_name: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> np.ndarray:
+    """IA of a few fields over training: ``series`` maps a legend label to ``(global steps, IA)``.
+
+    Example:
+        >>> from lightning_recanalysis.figures import ia_over_time_image
+        >>> ia_over_time_image("table", {"user (most collapsed)": ([0, 10], [7.5, 3.0])}).shape
+        (360, 600, 3)
+    """
+    return line_image(dict(series), title=f"{view_name}: information abundance over training", xlabel="global step",
+                      ylabel="information abundance")

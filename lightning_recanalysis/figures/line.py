@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from .pillow import _FRAME, _GRID, _INK, _SUPERSAMPLE, _nice_ticks, _size, _tick_texts, _vertical_text, _write
 
-__all__ = ["line_image"]
+__all__ = ["line_image", "agreement_image"]
 
 
 def _legend_size(names: Sequence[str], size: int) -> tuple[int, int, int]:
@@ -173,3 +173,16 @@ def line_image(
     _vertical_text(image, (10 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
     return np.asarray(image)
 
+
+
+def agreement_image(history: Sequence[tuple[float, float]], *, name: str, title: str, ylabel: str) -> np.ndarray:
+    """A rank correlation (or any value in [-1, 1]) over training: ``history`` is ``(global step, value)`` pairs,
+    drawn as one series ``name`` on a fixed -1..1 scale, so two runs' charts compare at a glance.
+
+    Example:
+        >>> from lightning_recanalysis.figures import agreement_image
+        >>> agreement_image([(10, 0.2), (20, 0.6)], name="Spearman rho", title="t", ylabel="rho").shape
+        (360, 600, 3)
+    """
+    return line_image({name: ([s for s, _ in history], [a for _, a in history])}, title=title, xlabel="global step",
+                      ylabel=ylabel, ylim=(-1.05, 1.05))

@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ...figures.collapse import ia_bar_figure, interaction_image, spectrum_heatmap_image
-from ...figures.line import line_image
+from ...figures.collapse import ia_bar_figure, ia_over_time_image, interaction_image, spectrum_heatmap_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
@@ -89,8 +88,7 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
                       ([s for s, _ in per_field[n]["history"]], [v for _, v in per_field[n]["history"]]) for n in chosen}
             section.figures.append(ReportFigure(
                 f"collapse_{safe}_ia_over_time", f"{view_name}: IA over training, most and least collapsed fields",
-                line_image(series, title=f"{view_name}: information abundance over training", xlabel="global step",
-                           ylabel="information abundance"),
+                ia_over_time_image(view_name, series),
                 "Step 0 is the initial weights. Most/least collapsed by IA as a fraction of min(cardinality, K)."))
     interaction = last.get("interaction")
     if interaction is not None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ...figures.heatmap import heatmap_image
-from ...figures.line import line_image
+from ...figures.conflict import cosine_trend_image, field_pair_cosine_image
+from ...figures.entanglement import distance_histogram_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 from .conflict_subset import add_conflict_subsets
 
@@ -76,10 +76,7 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
         safe = view.replace("[", "_").replace("]", "").replace("/", "_")
         section.figures.append(ReportFigure(
             f"conflict_{safe}_cosines", f"{view}: mean gradient cosine per field and task pair",
-            heatmap_image(matrix, title=f"{view}: mean gradient cosine, epoch {last['epoch']}", row_labels=fields,
-                          col_labels=[p.replace("_vs_", " vs ") for p in pairs], xlabel="task pair", ylabel="field",
-                          colorbar_label="cosine (-1 opposite, +1 aligned)", vmin=-1, vmax=1, cmap="RdBu",
-                          cell=(26, 26), annotate=True),
+            field_pair_cosine_image(view, matrix, fields, pairs, last["epoch"]),
             "Mean over the epoch's measured steps of the cosine between two tasks' loss gradients on the field's "
             "looked-up rows. Red: the tasks pull the shared embedding apart; blank: undefined (a task's gradient "
             "never reaches this view, as for another task's STEM chunk)."))
@@ -91,8 +88,7 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
         series = dict(per_field[:10]) or {k: points(v) for k, v in history.items()}
         section.figures.append(ReportFigure(
             "conflict_trend", "Mean gradient cosine over training",
-            line_image(series, title="mean gradient cosine per field and task pair", xlabel="global step",
-                       ylabel="mean cosine", ylim=(-1.05, 1.05)),
+            cosine_trend_image(series),
             "One line per field and task pair (first ten): below 0 the tasks conflict on that field."))
     return section
 
@@ -124,12 +120,10 @@ def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresh
     histograms = last.get("histograms")
     if figures and histograms:
         for view, by_subset in histograms.items():
-            series = {s: (h["centers"], h["density"]) for s, h in by_subset.items()}
             safe = view.replace("[", "_").replace("]", "").replace("/", "_")
             section.figures.append(ReportFigure(
                 f"entanglement_{safe}_distances", f"{view}: user-item distance by label subset",
-                line_image(series, title=f"{view}: distance histogram by label subset", xlabel="L2 distance",
-                           ylabel="density"),
+                distance_histogram_image(view, by_subset),
                 "Where the view puts user-item pairs of each label subset; a view that separates one task's "
                 "positives from the other's has room for both tasks."))
     return section

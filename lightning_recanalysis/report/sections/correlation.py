@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ...figures.correlation import correlation_maps_image
-from ...figures.line import line_image
+from ...figures.correlation import correlation_maps_image, same_category_image
+from ...figures.line import agreement_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 
 
@@ -88,14 +88,11 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
     if history:
         section.figures.append(ReportFigure(
             "correlation_agreement", "Agreement of the learned map with the data over training",
-            line_image({"mean over targets": ([s for s, _ in history], [a for _, a in history])},
-                       title="learned vs ground truth: Spearman over map cells", xlabel="global step",
-                       ylabel="rank correlation", ylim=(-1.05, 1.05)), ""))
+            agreement_image(history, name="mean over targets", title="learned vs ground truth: Spearman over map cells",
+                            ylabel="rank correlation"), ""))
     section.figures.append(ReportFigure(
         "correlation_same_category", "Same-category mutual information by position",
-        line_image({"behaviour at p has the target's category": (last["same_category_positions"], last["same_category_mi"])},
-                   title=f"MI with the label by position ({last['samples']:,} samples)",
-                   xlabel="target-relative position p (1 = most recent)", ylabel="mutual information (bits)"),
+        same_category_image(last),
         "Needs no choice of categories: how much 'the p-th most recent behaviour shares the target's category' "
         "tells about the label. A falling curve is the temporal decay."))
     return section

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ...figures.field_pair import field_pair_image
-from ...figures.line import line_image
+from ...figures.line import agreement_image
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
 
 
@@ -64,9 +64,8 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
         if history:
             section.figures.append(ReportFigure(
                 "field_pair_agreement", "Agreement between the learned and the ground-truth pair maps",
-                line_image({"Spearman rho": ([s for s, _ in history], [a for _, a in history])},
-                           title="learned vs data: rank correlation over pairs", xlabel="global step",
-                           ylabel="Spearman rho", ylim=(-1.05, 1.05)),
+                agreement_image(history, name="Spearman rho", title="learned vs data: rank correlation over pairs",
+                                ylabel="Spearman rho"),
                 "1: the model couples the pairs in the order the data ranks them."))
     return section
 
