@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # The demo package lives in the repository, not in the installed distribution.
@@ -17,3 +18,12 @@ def data_root() -> Path:
     from demo_models.data.paths import data_root
 
     return data_root()
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one intra-op thread, then restore the count (tiny models only lose to thread contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

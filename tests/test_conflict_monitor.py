@@ -24,13 +24,8 @@ from lightning_recanalysis.callbacks.conflict import _Lookup, _rows_and_grads
 from lightning_recanalysis.functional import embedding_row_gradients
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: more threads only add contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These models are tiny: more intra-op threads only add contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_known_gradients_orthogonal_opposite_and_table_level(tmp_path):
