@@ -10,8 +10,10 @@ import torch
 from scipy.stats import chi2, spearmanr
 
 import lightning_recanalysis.metrics.behavior_target as behavior_target
+import lightning_recanalysis.metrics.dense_counts as dense_counts
 from lightning_recanalysis.functional import mutual_information
 from lightning_recanalysis.metrics import BehaviorTargetCounts
+from lightning_recanalysis.metrics.sparse_keys import decode_keys, sum_equal_keys
 
 
 def dictionary_counts(batches):
@@ -59,8 +61,8 @@ def assert_tables_match(metric, triples, totals, categories, length):
 @pytest.mark.parametrize("gaps, pad_value", [(False, 0), (False, -1), (True, 7)])
 def test_dense_counts_equal_a_dictionary_count_with_padding(gaps, pad_value, per_position, monkeypatch):
     if per_position:  # the one-bincount-per-position path of large dense arrays, forced on a small one
-        monkeypatch.setattr(behavior_target, "_DENSE_IN_CACHE_CELLS", 0)
-        monkeypatch.setattr(behavior_target, "_ROWS_PER_POSITION_PASS", 1)
+        monkeypatch.setattr(dense_counts, "DENSE_IN_CACHE_CELLS", 0)
+        monkeypatch.setattr(dense_counts, "ROWS_PER_POSITION_PASS", 1)
     batches = random_batches(0, 6, 50, 9, 6, pad_value, gaps)
     metric = BehaviorTargetCounts()
     for b in batches:
@@ -82,7 +84,7 @@ def test_sparse_counts_equal_a_dictionary_count(monkeypatch):
     assert metric._dense is None
     keys, counts = metric._merged("triple")
     assert keys.numel() == len(triples)
-    decoded = zip(*(x.tolist() for x in behavior_target._decode(keys)))
+    decoded = zip(*(x.tolist() for x in decode_keys(keys)))
     assert dict(zip(decoded, counts.tolist())) == dict(triples)
     for t in (0, 17, 399):
         table = metric.table(t, [3, 250, 399], 12)
@@ -103,7 +105,7 @@ def test_dense_array_grows_then_turns_sparse_without_losing_counts(monkeypatch):
         assert (metric._dense is None) == (step >= 3), (step, shapes)
     triples, totals = dictionary_counts(batches)
     keys, counts = metric._merged("triple")
-    decoded = zip(*(x.tolist() for x in behavior_target._decode(keys)))
+    decoded = zip(*(x.tolist() for x in decode_keys(keys)))
     assert dict(zip(decoded, counts.tolist())) == dict(triples)
 
 
@@ -250,7 +252,7 @@ def test_counts_of_two_parts_add_up_like_ranks():
         whole.update(*b)
         (first if i % 2 else second).update(*b)
     merged = [first._merged("triple"), second._merged("triple")]
-    keys, counts = BehaviorTargetCounts._sum_equal_keys(torch.cat([m[0] for m in merged]),
+    keys, counts = sum_equal_keys(torch.cat([m[0] for m in merged]),
                                                         torch.cat([m[1] for m in merged]))
     expected = whole._merged("triple")
     assert torch.equal(keys, expected[0]) and torch.equal(counts, expected[1])
@@ -293,7 +295,7 @@ def test_sparse_counts_over_many_flushes_and_merges_equal_a_dictionary_count(cat
     triples, totals = dictionary_counts(batches)
     assert metric._dense is None
     keys, counts = metric._merged("triple")
-    decoded = zip(*(x.tolist() for x in behavior_target._decode(keys)))
+    decoded = zip(*(x.tolist() for x in decode_keys(keys)))
     assert dict(zip(decoded, counts.tolist())) == dict(triples)
     assert torch.equal(metric.label_counts(), torch.tensor([sum(v for (_, y), v in totals.items() if y == y_)
                                                             for y_ in (0, 1)]))
