@@ -90,7 +90,7 @@ def partner_grams(table: torch.Tensor, w_i: torch.Tensor, n: int, width: int) ->
         >>> import torch
         >>> from lightning_recanalysis.functional.interaction import partner_grams
         >>> grams = partner_grams(torch.eye(2, dtype=torch.float64), torch.eye(2, 4, dtype=torch.float64), 2, 2)
-        >>> grams[0].diagonal().tolist(), grams[1].abs().sum().item()
+        >>> [round(v, 6) for v in grams[0].diagonal().tolist()], grams[1].abs().sum().item()
         ([1.0, 1.0], 0.0)
     """
     grams = torch.zeros(n, width, width, dtype=torch.float64, device=table.device)
