@@ -166,10 +166,12 @@ def conflict_rank_correlations(view_distances: torch.Tensor, reference_distances
 
     On the conflict pairs the references disagree by construction (rho between two references there is strongly
     negative), so a view cannot correlate positively with both: a shared embedding's rhos sum to about zero or
-    less, a task chunk that reproduces its task's geometry has a clearly positive rho with that task.
+    less, a task chunk that reproduces its task's geometry has a clearly positive rho with that task. 0.0 where
+    a set of distances is constant (no ranking to compare).
     """
     union = torch.zeros_like(view_distances.reshape(-1), dtype=torch.bool)
     for mask in masks:
         union |= mask.reshape(-1)
     view = view_distances.reshape(-1)[union]
-    return {task: rank_correlation(view, d.reshape(-1)[union]) for task, d in reference_distances.items()}
+    return {task: rank_correlation(view, d.reshape(-1)[union], undefined=0.0)
+            for task, d in reference_distances.items()}

@@ -120,23 +120,36 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation of two maps of the same shape, cell by cell (ties get average ranks).
+def rank_correlation(a, b, *, undefined: float = float("nan")) -> float:
+    """Spearman's rank correlation of two maps (tensors, arrays or sequences) of the same shape, cell by cell.
 
-    ``rho = Pearson correlation of rank(a) and rank(b)``. Returns 0.0 when either map is constant (no ranking
-    to compare), never NaN.
+    ``rho = Pearson correlation of rank(a) and rank(b)``, ties sharing their average rank: what
+    ``scipy.stats.spearmanr`` computes. Where a map is constant, or has fewer than two cells, there is no ranking
+    to compare and rho is undefined: ``undefined`` is returned, by default NaN as scipy returns. The monitors
+    pass ``undefined=0.0`` for the agreement they log (a number on every chart: no ranking, no agreement).
+
+    Example:
+        >>> import torch
+        >>> rank_correlation(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([10.0, 30.0, 20.0, 40.0]))
+        0.8
+        >>> rank_correlation([1, 2, 2], [3, 1, 1])
+        -1.0
+        >>> flat, other = torch.ones(3), torch.tensor([1.0, 3.0, 2.0])
+        >>> rank_correlation(flat, other), rank_correlation(flat, other, undefined=0.0)
+        (nan, 0.0)
     """
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
     if a.shape != b.shape:
         raise ValueError(f"maps to compare must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     x = a.detach().to(torch.float64).flatten()
     y = b.detach().to(torch.float64).flatten().to(x.device)
     if x.numel() < 2:
-        return 0.0
+        return undefined
     rx, ry = _average_ranks(x), _average_ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = torch.sqrt((rx * rx).sum() * (ry * ry).sum())
     if not float(denom) > 0:
-        return 0.0
+        return undefined
     return float((rx * ry).sum() / denom)
 
 
