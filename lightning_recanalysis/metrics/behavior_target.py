@@ -292,6 +292,11 @@ class BehaviorTargetCounts(Metric):
         # copy restored on unsync does not hold them, and the dense array stays as it was). torchmetrics also
         # fills a rank that saw no batch with an empty *float* tensor, which cannot be gathered with other
         # ranks' int64 keys: every rank sends one int64 tensor per state.
+        # This overrides a private method because no public hook runs between the copy of the states that
+        # ``sync`` keeps for ``unsync`` and the gather: done in ``sync`` the dense counts would enter that copy
+        # and be counted twice after ``unsync``; ``dist_sync_fn`` sees only the states, after they are read.
+        # tests/metrics/test_behavior_target.py pins what this relies on: ``sync`` copies the states, then calls
+        # ``_sync_dist(dist_sync_fn, process_group=...)``, which gathers each list state with ``dist_sync_fn``.
         self.flush()
         for name in ("triple", "target"):
             keys, counts = self._merged(name)

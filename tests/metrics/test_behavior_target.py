@@ -252,10 +252,39 @@ def test_counts_of_two_parts_add_up_like_ranks():
         whole.update(*b)
         (first if i % 2 else second).update(*b)
     merged = [first._merged("triple"), second._merged("triple")]
-    keys, counts = sum_equal_keys(torch.cat([m[0] for m in merged]),
-                                                        torch.cat([m[1] for m in merged]))
+    keys, counts = sum_equal_keys(torch.cat([m[0] for m in merged]), torch.cat([m[1] for m in merged]))
     expected = whole._merged("triple")
     assert torch.equal(keys, expected[0]) and torch.equal(counts, expected[1])
+
+
+@pytest.mark.parametrize("categories", [5, 3000])  # the dense array, sparse keys
+def test_a_two_rank_sync_gathers_one_int64_tensor_per_state_and_sums_the_ranks(categories):
+    """Pins torchmetrics' private ``_sync_dist`` that the metric overrides: ``sync`` calls it with the
+    ``dist_sync_fn`` given, which receives each state (the dense counts folded into the list states, as int64
+    tensors, also on a rank that saw no batch) and whose results are summed; ``unsync`` restores one rank."""
+    batches = random_batches(5, 3, 40, 6, categories, 0, gaps=False)
+    metric, idle = BehaviorTargetCounts(), BehaviorTargetCounts()
+    for b in batches:
+        metric.update(*b)
+    _, totals = dictionary_counts(batches)
+    per_label = [sum(n for (_, y), n in totals.items() if y == label) for label in (0, 1)]
+    target = int(batches[0][0][0])
+    single = metric.table(target, list(range(5)), 6)
+    sent = []
+
+    def two_ranks(tensor, group=None):  # this rank and an identical second one
+        sent.append(tensor.dtype)
+        return [tensor, tensor.clone()]
+
+    with metric.sync_context(dist_sync_fn=two_ranks, distributed_available=lambda: True):
+        assert torch.equal(metric.table(target, list(range(5)), 6), 2 * single)
+        assert metric.label_counts().tolist() == [2 * n for n in per_label]
+    assert sent == [torch.int64] * 5  # triple keys and counts, target keys and counts, max_length
+    assert torch.equal(metric.table(target, list(range(5)), 6), single)
+    sent.clear()
+    with idle.sync_context(dist_sync_fn=two_ranks, distributed_available=lambda: True):
+        assert idle.label_counts().tolist() == [0, 0]
+    assert sent == [torch.int64] * 5
 
 
 def test_sync_and_unsync_keep_waiting_batches_and_the_dense_array():
