@@ -38,6 +38,13 @@ def cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
     A gradient whose squared norm ``G_tt`` is zero (or not finite) has no direction: every cosine involving it,
     its own diagonal entry included, is NaN ("undefined"). Defined entries are clamped to ``[-1, 1]`` against
     rounding; defined diagonal entries are exactly 1.
+
+    Example:
+        >>> gram = torch.tensor([[4.0, -2.0, 0.0], [-2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+        >>> cosine_from_gram(gram)
+        tensor([[ 1., -1., nan],
+                [-1.,  1., nan],
+                [nan, nan, nan]], dtype=torch.float64)
     """
     gram = gram.to(torch.float64)
     sq_norms = torch.diagonal(gram, dim1=-2, dim2=-1)
@@ -65,6 +72,11 @@ def gradient_cosine(gradients: Mapping[str, torch.Tensor]) -> torch.Tensor:
     A zero gradient has no direction, so every cosine involving it (its diagonal entry too) is **NaN**, never a
     made-up 0: an "orthogonal" 0 would read as "no conflict". Gradients holding NaN or inf give NaN the same way.
     Callers average with ``nanmean`` and count the undefined entries (as :class:`GradientConflictMonitor` does).
+
+    Example:
+        >>> gradient_cosine({'click': torch.tensor([1.0, 0.0]), 'buy': torch.tensor([-1.0, 1.0])}).round(decimals=4)
+        tensor([[ 1.0000, -0.7071],
+                [-0.7071,  1.0000]], dtype=torch.float64)
     """
     if len(gradients) < 2:
         raise ValueError(f"gradient_cosine needs the gradients of two tasks or more, got {list(gradients)}")
@@ -91,6 +103,11 @@ def embedding_row_gradients(
     Returns:
         ``(rows, grads)``: the sorted unique row ids ``[U]`` and their summed gradients, ``[T, U, K]`` (or
         ``[U, K]``) in float64.
+
+    Example:
+        >>> rows, grads = embedding_row_gradients(torch.tensor([3, 1, 3]), torch.tensor([[1.0], [2.0], [4.0]]))
+        >>> rows.tolist(), grads.tolist()
+        ([1, 3], [[2.0], [5.0]])
     """
     single = output_grads.dim() == ids.dim() + 1
     grads = output_grads.unsqueeze(0) if single else output_grads
@@ -127,6 +144,12 @@ def field_gradient_gram(
     Returns:
         ``[F, T, T]`` float64. The Gram of the whole table (or chunk) is the sum over f; cosines and norms
         follow with :func:`cosine_from_gram`.
+
+    Example:
+        >>> rows = torch.tensor([0, 1, 5])  # fields: rows 0-3, rows 4 and up
+        >>> row_grads = torch.tensor([[[1.0], [2.0], [3.0]], [[1.0], [-1.0], [0.5]]])  # [T=2, U=3, K=1]
+        >>> field_gradient_gram(rows, row_grads, [0, 4]).tolist()
+        [[[5.0, -1.0], [-1.0, 2.0]], [[9.0, 1.5], [1.5, 0.25]]]
     """
     g = row_grads.to(torch.float64)
     if columns is not None:

@@ -43,6 +43,12 @@ def mutual_information(counts: torch.Tensor, *, base: float = 2.0) -> torch.Tens
         adds 1e-5 to empty cells, which biases tables with few samples); an all-empty table gives 0, never
         NaN. The plug-in estimate of independent variables is not 0 but about ``chi2(1) / (2 N ln b)``: a
         G-test statistic ``G = 2 N ln(b) MI`` follows chi-square with one degree of freedom.
+
+    Example:
+        >>> mutual_information(torch.tensor([[50.0, 0.0], [0.0, 50.0]]))  # Y = X: one bit
+        tensor(1., dtype=torch.float64)
+        >>> mutual_information(torch.tensor([[25.0, 25.0], [25.0, 25.0]]))  # independent
+        tensor(0., dtype=torch.float64)
     """
     if counts.shape[-2:] != (2, 2):
         raise ValueError(f"counts must have shape [..., 2, 2], got {tuple(counts.shape)}")
@@ -79,6 +85,12 @@ def learned_correlation(
 
     Returns:
         ``[C, P]`` float64 in [0, 1]. A constant map (all logits and norms equal) gives zeros, never NaN.
+
+    Example:
+        >>> behavior = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 0.0], [0.0, 0.0]]])  # [C=2, P=2, d=2]
+        >>> learned_correlation(behavior, torch.tensor([1.0, 0.0])).round(decimals=3)
+        tensor([[0.1500, 0.0000],
+                [1.0000, 0.0000]], dtype=torch.float64)
     """
     if representation not in ("product", "behavior"):
         raise ValueError(f"representation must be 'product' (TIN) or 'behavior' (DIN), got {representation!r}")
@@ -159,6 +171,11 @@ def target_relative_positions(mask: torch.Tensor) -> torch.Tensor:
     ``mask`` is ``[B, L]``, true for real behaviours, the most recent in the last column. The position of a
     real behaviour is the number of real behaviours at or after its column, so padding anywhere in a row is
     skipped; with the usual left padding it is simply ``L - column``. Padding cells get 0.
+
+    Example:
+        >>> target_relative_positions(torch.tensor([[0, 1, 1, 1], [1, 0, 1, 0]]))
+        tensor([[0, 3, 2, 1],
+                [2, 0, 1, 0]])
     """
     if mask.dim() != 2:
         raise ValueError(f"mask must be [B, L], got shape {tuple(mask.shape)}")
