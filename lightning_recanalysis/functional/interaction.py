@@ -60,8 +60,8 @@ def interaction_information_abundance(
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> tables = [torch.randn(50, 4, generator=g), torch.randn(30, 4, generator=g)]
-        >>> weight = torch.eye(8)  # each field keeps its own embedding ...
-        >>> weight[4:, :4] = torch.diag(torch.tensor([1.0, 0.0, 0.0, 0.0]))  # ... field 0 reaches field 1's slot on one axis
+        >>> weight = torch.eye(8)  # each field keeps its own embedding; field 0 reaches field 1's slot on one axis:
+        >>> weight[4:, :4] = torch.diag(torch.tensor([1.0, 0.0, 0.0, 0.0]))
         >>> interaction_information_abundance(tables, weight).round(decimals=2)
         tensor([[3.4800, 1.0000],
                 [0.0000, 3.6000]], dtype=torch.float64)
