@@ -72,6 +72,20 @@ class BehaviorTargetCounts(Metric):
     Positions: p = 1 is the most recent real behaviour (the last column), p = 2 the one before, and so on;
     padding anywhere in a row is skipped (see
     :func:`~lightning_recanalysis.functional.target_relative_positions`).
+
+    Example:
+        >>> metric = BehaviorTargetCounts(num_categories=4)
+        >>> metric.update(target_category=torch.tensor([2, 2, 1]),
+        ...               behavior_category=torch.tensor([[0, 2, 2], [1, 3, 2], [0, 0, 1]]),
+        ...               label=torch.tensor([1, 0, 1]),
+        ...               mask=torch.tensor([[0, 1, 1], [1, 1, 1], [1, 1, 1]]))  # row 0: one padding cell
+        >>> metric.label_counts(2).tolist()  # target category 2: one sample of each label
+        [1, 1]
+        >>> metric.table(2, [2], num_positions=2).tolist()  # [C, P, X, Y]: category 2 at p = 1 in both samples
+        [[[[0, 0], [1, 1]], [[1, 0], [0, 1]]]]
+        >>> from lightning_recanalysis.functional import mutual_information
+        >>> mutual_information(metric.table(2, [2], num_positions=2)).tolist()  # bits, per position
+        [[0.0, 1.0]]
     """
 
     is_differentiable = False

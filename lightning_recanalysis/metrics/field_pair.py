@@ -101,6 +101,16 @@ class FieldPairCounts(Metric):
 
     Layout: ``pair_counts[p, a, b, y]`` for the p-th pair of ``pairs()`` (i < j, row-major: (0, 1), (0, 2),
     ..., (N - 2, N - 1)); ``field_counts[f, a, y]``.
+
+    Example:
+        >>> metric = FieldPairCounts(num_fields=3, num_values=2, warmup_batches=1)
+        >>> metric.update(torch.tensor([[0, 5, 1], [1, 5, 0], [0, 7, 1], [1, 7, 0]]), torch.tensor([0, 1, 0, 1]))
+        >>> metric.vocabulary  # each field's kept values, most frequent first
+        [[0, 1], [5, 7], [0, 1]]
+        >>> metric.compute()["mutual_information"]  # bits; fields 0 and 2 each give the label, field 1 does not
+        tensor([[1., 1., 1.],
+                [1., 0., 1.],
+                [1., 1., 1.]], dtype=torch.float64)
     """
 
     is_differentiable = False
