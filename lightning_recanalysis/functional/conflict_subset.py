@@ -38,8 +38,9 @@ def percentile(values: torch.Tensor, q: float) -> float:
     """The ``q``-th percentile (0..100) of ``values``, linear interpolation between order statistics (as
     ``numpy.percentile``'s default).
 
-    >>> percentile(torch.tensor([1.0, 2.0, 3.0, 4.0]), 40)
-    2.2
+    Example:
+        >>> percentile(torch.tensor([1.0, 2.0, 3.0, 4.0]), 40)
+        2.2
     """
     return percentiles(values, [q])[0]
 

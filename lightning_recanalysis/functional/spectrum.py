@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import torch.distributed as dist
 
 # The measures of a spectrum live in their own module; imported here so that this module serves them too.
 from .spectrum_measures import effective_rank, information_abundance, normalized_spectrum, stable_rank
@@ -366,8 +367,6 @@ def all_reduce_gram(result: RowNormalizedGram, group=None) -> RowNormalizedGram:
         >>> all_reduce_gram(part) is part  # without torch.distributed, the local Gram is the whole
         True
     """
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return result
     gram = result.gram
