@@ -19,6 +19,10 @@ would make it larger turns it into sparse keys for good.
 Here batches wait until about 10^5 behaviours have gathered and are then counted in a few vectorised passes:
 every behaviour becomes one integer code, and the codes are counted with ``bincount`` when their range is
 small and by sorting otherwise (``torch.sort``, then run boundaries; ``torch.unique`` on CUDA).
+
+Where things are: the key layout and the sparse counters in :mod:`.sparse_keys`, the dense array in
+:mod:`.dense_counts`, the checks of a batch in :mod:`.behavior_batches`; this module holds the ``Metric``
+(accumulation, sync across processes, the tables it answers).
 """
 
 from __future__ import annotations

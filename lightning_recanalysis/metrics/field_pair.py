@@ -36,6 +36,10 @@ B x N(N - 1)/2 increments, one ``bincount`` per field over all its pairs (see :m
 ``index_add_``; both exact). The increments are the floor: ``bincount`` alone takes about 0.8 ns each on this
 project's 2-core machine, and the whole count about 1.4 ns per sample and pair at 39 fields, one thread, CPU time
 (``benchmarks/bench_field_pair.py``).
+
+Where things are: the kept values and the bucket lookup in :mod:`.field_vocabulary`, the counting in
+:mod:`.field_pair_cpu` (numpy) and :mod:`.field_pair_torch` (GPUs), the checks of a batch in
+:mod:`.field_batches`; this module holds the ``Metric`` (warm-up, waiting rows, sync, the tables it answers).
 """
 
 from __future__ import annotations
