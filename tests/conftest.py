@@ -12,6 +12,10 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
+# pytest runs with --doctest-modules (pyproject.toml), which imports every .py file it collects. The scripts that
+# tests start in subprocesses hold no examples, and importing them needs what they test (torchrec, for some).
+collect_ignore_glob = ["scripts/*"]
+
 
 @pytest.fixture
 def data_root() -> Path:
