@@ -46,6 +46,12 @@ def random_batches(seed, n_batches, batch, length, categories, pad_value, gaps):
     return out
 
 
+def stored_counts(metric) -> dict:
+    """The metric's (target, behaviour, position, label) counts, decoded from its sorted keys, as a dictionary."""
+    keys, counts = metric._merged("triple")
+    return dict(zip(zip(*(x.tolist() for x in decode_keys(keys))), counts.tolist()))
+
+
 def assert_tables_match(metric, triples, totals, categories, length):
     cats = list(range(categories))
     for t in range(categories):
@@ -82,10 +88,7 @@ def test_sparse_counts_equal_a_dictionary_count(monkeypatch):
         metric.update(*b)
     triples, totals = dictionary_counts(batches)
     assert metric._dense is None
-    keys, counts = metric._merged("triple")
-    assert keys.numel() == len(triples)
-    decoded = zip(*(x.tolist() for x in decode_keys(keys)))
-    assert dict(zip(decoded, counts.tolist())) == dict(triples)
+    assert stored_counts(metric) == dict(triples)
     for t in (0, 17, 399):
         table = metric.table(t, [3, 250, 399], 12)
         expected = sum(v for (tt, c, _, _), v in triples.items() if tt == t and c in (3, 250, 399))
@@ -104,9 +107,7 @@ def test_dense_array_grows_then_turns_sparse_without_losing_counts(monkeypatch):
         shapes = metric._dense_shape
         assert (metric._dense is None) == (step >= 3), (step, shapes)
     triples, totals = dictionary_counts(batches)
-    keys, counts = metric._merged("triple")
-    decoded = zip(*(x.tolist() for x in decode_keys(keys)))
-    assert dict(zip(decoded, counts.tolist())) == dict(triples)
+    assert stored_counts(metric) == dict(triples)
 
 
 def test_same_category_table_and_label_counts_equal_the_dictionary():
@@ -323,8 +324,6 @@ def test_sparse_counts_over_many_flushes_and_merges_equal_a_dictionary_count(cat
         metric.update(*b)
     triples, totals = dictionary_counts(batches)
     assert metric._dense is None
-    keys, counts = metric._merged("triple")
-    decoded = zip(*(x.tolist() for x in decode_keys(keys)))
-    assert dict(zip(decoded, counts.tolist())) == dict(triples)
+    assert stored_counts(metric) == dict(triples)
     assert torch.equal(metric.label_counts(), torch.tensor([sum(v for (_, y), v in totals.items() if y == y_)
                                                             for y_ in (0, 1)]))
