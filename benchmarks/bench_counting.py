@@ -87,7 +87,7 @@ def _state_bytes(metric) -> int:
 
 
 def metric_counts_as_dict(metric) -> dict:
-    from lightning_recanalysis.metrics.behavior_target import _decode
+    from lightning_recanalysis.metrics.sparse_keys import decode_keys as _decode
 
     keys, counts = metric._merged("triple")
     t, b, p, y = (x.tolist() for x in _decode(keys))

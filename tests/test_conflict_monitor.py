@@ -5,7 +5,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from helpers import read_events
 from multitask_helpers import (
@@ -20,17 +19,10 @@ from multitask_helpers import (
 )
 
 from lightning_recanalysis import GradientConflictMonitor
-from lightning_recanalysis.callbacks.conflict import _Lookup, _rows_and_grads
-from lightning_recanalysis.functional import embedding_row_gradients
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: more threads only add contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These models are tiny: more intra-op threads only add contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_known_gradients_orthogonal_opposite_and_table_level(tmp_path):
@@ -141,21 +133,3 @@ def test_resume_from_checkpoint_continues_history(tmp_path):
     assert resumed.history[:2] == first.history
 
 
-@pytest.mark.parametrize("mode, two_d, weighted", [("sum", False, True), ("mean", False, False), ("mean", True, False),
-                                                   ("sum", True, False)])
-def test_embedding_bag_rows_equal_the_tables_gradient(mode, two_d, weighted):
-    torch.manual_seed(0)
-    bag = nn.EmbeddingBag(10, 3, mode=mode, padding_idx=9)
-    if two_d:
-        ids, offsets = torch.tensor([[1, 2, 9], [2, 2, 5]]), None
-    else:
-        ids, offsets = torch.tensor([1, 2, 9, 2, 2, 5, 7]), torch.tensor([0, 3, 6])
-    weights = torch.rand(ids.shape) if weighted else None
-    out = bag(ids, offsets, per_sample_weights=weights)
-    loss = (out * torch.randn(out.shape)).sum()
-    (out_grad,) = torch.autograd.grad(loss, out, retain_graph=True)
-    (dense,) = torch.autograd.grad(loss, bag.weight)
-    flat_ids, grads = _rows_and_grads(_Lookup(bag, ids, out, offsets, weights), out_grad[None])
-    rows, summed = embedding_row_gradients(flat_ids, grads)
-    np.testing.assert_allclose(summed[0].numpy(), dense[rows].double().numpy(), rtol=1e-6, atol=1e-7)
-    assert set(rows.tolist()) == set(torch.nonzero(dense.abs().sum(1)).squeeze(1).tolist())

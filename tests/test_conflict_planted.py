@@ -9,12 +9,8 @@ from multitask_helpers import quiet_trainer, small_multitask
 from demo_models.multitask import monitors_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These models are tiny: more intra-op threads only add contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _monitors(model, data, **conflict_options):

@@ -16,12 +16,8 @@ from lightning_recanalysis.functional.conflict_subset import conflict_subsets
 from lightning_recanalysis.tables import discover_tables
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These models are tiny: more intra-op threads only add contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,8 @@ from lightning_recanalysis.metrics import BehaviorTargetCounts
 FIELDS = ("target_category", "behavior_category", "label", "mask")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: more intra-op threads only add contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ SCRIPT = Path(__file__).parent / "scripts" / "fault_ddp.py"
 #: function that raised on rank 1.
 EXPECTED = {
     "spectrum": ([("init", 0), ("epoch", 1)], "row_normalized_gram"),
-    "conflict": ([("train", 1)], "cosine_from_gram"),
+    "conflict": ([("train", 1)], "cosine_sums"),
     "correlation": ([("epoch", 1)], "flush"),
     "field_pair": ([("epoch", 1)], "field_pair_matrices"),
 }

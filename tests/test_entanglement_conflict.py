@@ -18,12 +18,8 @@ USERS, ITEMS = 40, 30  # one concatenated table: user rows 0-39, item rows 40-69
 FIELDS = {"user_id": USERS, "item_id": ITEMS}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These models are tiny: more intra-op threads only add contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batches(n_batches, batch_size, seed, skew=False):

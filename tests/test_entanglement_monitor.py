@@ -20,12 +20,8 @@ USERS, ITEMS = 5, 5  # one concatenated table: user rows 0-4, item rows 5-9
 FIELDS = {"user_id": USERS, "item_id": ITEMS}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These models are tiny: more intra-op threads only add contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair_batches(n_batches=3, batch_size=100, seed=0):

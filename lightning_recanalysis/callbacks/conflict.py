@@ -18,7 +18,13 @@ import torch
 from torch import nn
 
 from ..figures.conflict import cosine_heatmap
-from ..functional.conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram
+from ..functional.conflict import (
+    cosine_sums,
+    embedding_row_gradients,
+    field_gradient_gram,
+    looked_up_row_gradients,
+    view_gram,
+)
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
 from ..tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
@@ -39,43 +45,6 @@ class _Lookup:
     per_sample_weights: torch.Tensor | None = None
 
 
-def _rows_and_grads(lookup: _Lookup, output_grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row ids ``[n]`` and the gradient of each looked-up row ``[T, n, K]`` for one embedding call.
-
-    ``nn.Embedding``: the output gradient of each lookup, as is. ``nn.EmbeddingBag`` (``sum``/``mean``): a bag's
-    output gradient flows back to each member row, times its per-sample weight (``sum``) or 1/bag size (``mean``).
-    Rows at ``padding_idx`` get no gradient, as in the table itself.
-    """
-    module, ids = lookup.module, lookup.ids
-    width = output_grads.shape[-1]
-    pad = module.padding_idx
-    if isinstance(module, nn.Embedding):
-        flat_ids = ids.reshape(-1)
-        grads = output_grads.reshape(output_grads.shape[0], -1, width)
-        keep = None if pad is None else flat_ids != pad
-    else:
-        if ids.dim() == 2:
-            n_bags, length = ids.shape
-            flat_ids = ids.reshape(-1)
-            bag = torch.arange(n_bags, device=ids.device).repeat_interleave(length)
-        else:
-            offsets = lookup.offsets
-            starts = offsets[:-1] if module.include_last_offset else offsets
-            n_bags = starts.numel()
-            flat_ids = ids
-            bag = torch.searchsorted(starts, torch.arange(ids.numel(), device=ids.device), right=True) - 1
-        keep = None if pad is None else flat_ids != pad
-        scale = torch.ones(flat_ids.shape, dtype=output_grads.dtype, device=ids.device)
-        if lookup.per_sample_weights is not None:
-            scale = scale * lookup.per_sample_weights.reshape(-1).to(output_grads.dtype)
-        if module.mode == "mean":
-            members = bag if keep is None else bag[keep]
-            size = torch.bincount(members, minlength=n_bags).clamp_min(1).to(output_grads.dtype)
-            scale = scale / size[bag]
-        grads = output_grads[:, bag] * scale[None, :, None]
-    if keep is not None:
-        flat_ids, grads = flat_ids[keep], grads[:, keep]
-    return flat_ids, grads
 
 
 class GradientConflictMonitor(AnalysisCallback):
@@ -374,7 +343,8 @@ class GradientConflictMonitor(AnalysisCallback):
                     lk = lookups[j][1]
                     per_task = torch.stack([g[j] if g[j] is not None else torch.zeros_like(lk.output)
                                             for g in grads.values()])
-                    flat_ids, flat_grads = _rows_and_grads(lk, per_task)
+                    flat_ids, flat_grads = looked_up_row_gradients(
+                        lk.module, lk.ids, per_task, offsets=lk.offsets, per_sample_weights=lk.per_sample_weights)
                     ids.append(flat_ids)
                     row_grads.append(flat_grads)
                 rows, summed = embedding_row_gradients(torch.cat(ids), torch.cat(row_grads, dim=1))
@@ -386,16 +356,8 @@ class GradientConflictMonitor(AnalysisCallback):
                 found = [parts.get(key) for key in keys]
                 if all(part is None for part in found):
                     continue  # no lookup of this unit in the step: not measured there
-                # A field-set member not looked up in this step has no gradient to compare: undefined (NaN).
-                blank = torch.full((1, len(present), len(present)), float("nan"), dtype=torch.float64)
-                per_field = torch.cat([part if part is not None else blank for part in found])
-                gram = torch.cat([per_field, per_field.nansum(0, keepdim=True)])
-                if len(present) < n:  # absent tasks get a NaN row and column: undefined, not zero
-                    full = torch.full((gram.shape[0], n, n), float("nan"), dtype=torch.float64)
-                    full[:, present[:, None], present[None, :]] = gram
-                    gram = full
                 # Only the small Gram is kept; cosines and sums are formed once per epoch, vectorised.
-                self._grams[vi].append(gram)
+                self._grams[vi].append(view_gram(found, present, n))
         self._counts["measured"] += 1
 
     # ---- per epoch --------------------------------------------------------------------------------------
@@ -418,15 +380,8 @@ class GradientConflictMonitor(AnalysisCallback):
             rows = len(view.fields) + 1
             grams = (torch.stack(self._grams[vi]) if self._grams[vi]
                      else torch.zeros(0, rows, n, n, dtype=torch.float64))
-            cosine = cosine_from_gram(grams)
-            defined = torch.isfinite(cosine)
-            sq_norms = torch.diagonal(grams, dim1=-2, dim2=-1)
-            present = torch.isfinite(sq_norms)
-            acc[f"cos_sum:{vi}"] = torch.where(defined, cosine, torch.zeros_like(cosine)).sum(0)
-            acc[f"cos_n:{vi}"] = defined.sum(0).to(torch.float64)
-            acc[f"neg_n:{vi}"] = (defined & (cosine < 0)).sum(0).to(torch.float64)
-            acc[f"norm_sum:{vi}"] = torch.where(present, sq_norms.clamp_min(0).sqrt(), torch.zeros_like(sq_norms)).sum(0)
-            acc[f"norm_n:{vi}"] = present.sum(0).to(torch.float64)
+            sums, cosine = cosine_sums(grams)
+            acc.update({f"{name}:{vi}": value for name, value in sums.items()})
             cosines.append(cosine if len(cosine) else None)
         return acc, cosines
 

@@ -371,7 +371,7 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         result["ground_truth"] = _min_max(mi).tolist()
         learned = self._learned_map(pl_module, target, rows) if rows.numel() else None
         result["learned"] = None if learned is None else learned.tolist()
-        result["agreement"] = None if learned is None else rank_correlation(learned, mi)
+        result["agreement"] = None if learned is None else rank_correlation(learned, mi, undefined=0.0)
         return result
 
     def _learned_map(self, pl_module: nn.Module | None, target: int, rows: torch.Tensor) -> torch.Tensor | None:

@@ -474,8 +474,8 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         i, j = first.cpu(), second.cpu()
         agreement = agreement_ii = None
         if learned is not None and samples > 0 and i.numel() > 1:
-            agreement = rank_correlation(learned[0][i, j], mi[i, j])
-            agreement_ii = rank_correlation(learned[0][i, j], ii[i, j])
+            agreement = rank_correlation(learned[0][i, j], mi[i, j], undefined=0.0)
+            agreement_ii = rank_correlation(learned[0][i, j], ii[i, j], undefined=0.0)
         return {
             "fields": self.selected_names,
             "samples": samples,

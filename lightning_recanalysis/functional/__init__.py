@@ -3,7 +3,15 @@
 The callbacks in :mod:`lightning_recanalysis.callbacks` only decide when to call these and where to log.
 """
 
-from .conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram, gradient_cosine
+from .conflict import (
+    cosine_from_gram,
+    cosine_sums,
+    embedding_row_gradients,
+    field_gradient_gram,
+    gradient_cosine,
+    looked_up_row_gradients,
+    view_gram,
+)
 from .conflict_subset import (
     conflict_histograms,
     conflict_rank_correlations,
@@ -50,6 +58,9 @@ __all__ = [
     "percentiles",
     "placement_shares",
     "cosine_from_gram",
+    "cosine_sums",
+    "looked_up_row_gradients",
+    "view_gram",
     "embedding_row_gradients",
     "field_gradient_gram",
     "gradient_cosine",

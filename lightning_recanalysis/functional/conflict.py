@@ -26,8 +26,10 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import torch
+from torch import nn
 
-__all__ = ["gradient_cosine", "cosine_from_gram", "embedding_row_gradients", "field_gradient_gram"]
+__all__ = ["gradient_cosine", "cosine_from_gram", "embedding_row_gradients", "field_gradient_gram",
+           "looked_up_row_gradients", "view_gram", "cosine_sums"]
 
 
 def cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
@@ -36,6 +38,13 @@ def cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
     A gradient whose squared norm ``G_tt`` is zero (or not finite) has no direction: every cosine involving it,
     its own diagonal entry included, is NaN ("undefined"). Defined entries are clamped to ``[-1, 1]`` against
     rounding; defined diagonal entries are exactly 1.
+
+    Example:
+        >>> gram = torch.tensor([[4.0, -2.0, 0.0], [-2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+        >>> cosine_from_gram(gram)
+        tensor([[ 1., -1., nan],
+                [-1.,  1., nan],
+                [nan, nan, nan]], dtype=torch.float64)
     """
     gram = gram.to(torch.float64)
     sq_norms = torch.diagonal(gram, dim1=-2, dim2=-1)
@@ -63,6 +72,11 @@ def gradient_cosine(gradients: Mapping[str, torch.Tensor]) -> torch.Tensor:
     A zero gradient has no direction, so every cosine involving it (its diagonal entry too) is **NaN**, never a
     made-up 0: an "orthogonal" 0 would read as "no conflict". Gradients holding NaN or inf give NaN the same way.
     Callers average with ``nanmean`` and count the undefined entries (as :class:`GradientConflictMonitor` does).
+
+    Example:
+        >>> gradient_cosine({'click': torch.tensor([1.0, 0.0]), 'buy': torch.tensor([-1.0, 1.0])}).round(decimals=4)
+        tensor([[ 1.0000, -0.7071],
+                [-0.7071,  1.0000]], dtype=torch.float64)
     """
     if len(gradients) < 2:
         raise ValueError(f"gradient_cosine needs the gradients of two tasks or more, got {list(gradients)}")
@@ -89,6 +103,11 @@ def embedding_row_gradients(
     Returns:
         ``(rows, grads)``: the sorted unique row ids ``[U]`` and their summed gradients, ``[T, U, K]`` (or
         ``[U, K]``) in float64.
+
+    Example:
+        >>> rows, grads = embedding_row_gradients(torch.tensor([3, 1, 3]), torch.tensor([[1.0], [2.0], [4.0]]))
+        >>> rows.tolist(), grads.tolist()
+        ([1, 3], [[2.0], [5.0]])
     """
     single = output_grads.dim() == ids.dim() + 1
     grads = output_grads.unsqueeze(0) if single else output_grads
@@ -125,6 +144,12 @@ def field_gradient_gram(
     Returns:
         ``[F, T, T]`` float64. The Gram of the whole table (or chunk) is the sum over f; cosines and norms
         follow with :func:`cosine_from_gram`.
+
+    Example:
+        >>> rows = torch.tensor([0, 1, 5])  # fields: rows 0-3, rows 4 and up
+        >>> row_grads = torch.tensor([[[1.0], [2.0], [3.0]], [[1.0], [-1.0], [0.5]]])  # [T=2, U=3, K=1]
+        >>> field_gradient_gram(rows, row_grads, [0, 4]).tolist()
+        [[[5.0, -1.0], [-1.0, 2.0]], [[9.0, 1.5], [1.5, 0.25]]]
     """
     g = row_grads.to(torch.float64)
     if columns is not None:
@@ -137,3 +162,112 @@ def field_gradient_gram(
     gram = per_row.new_zeros(starts.numel(), g.shape[0], g.shape[0])
     gram.index_put_((field_of_row,), per_row, accumulate=True)
     return gram
+
+
+def looked_up_row_gradients(
+    module: nn.Embedding | nn.EmbeddingBag,
+    ids: torch.Tensor,
+    output_grads: torch.Tensor,
+    *,
+    offsets: torch.Tensor | None = None,
+    per_sample_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row ids ``[n]`` and the gradient of each looked-up row ``[T, n, K]`` for one call of an embedding module.
+
+    ``nn.Embedding``: the output gradient of each lookup, as is. ``nn.EmbeddingBag`` (``sum``/``mean``): a bag's
+    output gradient flows back to each member row, times its per-sample weight (``sum``) or 1/bag size (``mean``).
+    Rows at ``padding_idx`` get no gradient, as in the table itself. Rows may repeat: sum them per id with
+    :func:`embedding_row_gradients`.
+
+    Args:
+        module: the embedding module that was called, with the ``ids`` (and ``offsets``, ``per_sample_weights``)
+            it was called with.
+        output_grads: ``[T, *output.shape]``, the gradient of each of T tasks' losses with respect to the output.
+
+    Example:
+        >>> bag = nn.EmbeddingBag(5, 2, mode="mean")
+        >>> ids, grads = looked_up_row_gradients(bag, torch.tensor([[1, 3]]), torch.ones(1, 1, 2))
+        >>> ids.tolist(), grads.tolist()  # each member of the 2-row bag gets half of the bag's gradient
+        ([1, 3], [[[0.5, 0.5], [0.5, 0.5]]])
+    """
+    width = output_grads.shape[-1]
+    pad = module.padding_idx
+    if isinstance(module, nn.Embedding):
+        flat_ids = ids.reshape(-1)
+        grads = output_grads.reshape(output_grads.shape[0], -1, width)
+        keep = None if pad is None else flat_ids != pad
+    else:
+        if ids.dim() == 2:
+            n_bags, length = ids.shape
+            flat_ids = ids.reshape(-1)
+            bag = torch.arange(n_bags, device=ids.device).repeat_interleave(length)
+        else:
+            starts = offsets[:-1] if module.include_last_offset else offsets
+            n_bags = starts.numel()
+            flat_ids = ids
+            bag = torch.searchsorted(starts, torch.arange(ids.numel(), device=ids.device), right=True) - 1
+        keep = None if pad is None else flat_ids != pad
+        scale = torch.ones(flat_ids.shape, dtype=output_grads.dtype, device=ids.device)
+        if per_sample_weights is not None:
+            scale = scale * per_sample_weights.reshape(-1).to(output_grads.dtype)
+        if module.mode == "mean":
+            members = bag if keep is None else bag[keep]
+            size = torch.bincount(members, minlength=n_bags).clamp_min(1).to(output_grads.dtype)
+            scale = scale / size[bag]
+        grads = output_grads[:, bag] * scale[None, :, None]
+    if keep is not None:
+        flat_ids, grads = flat_ids[keep], grads[:, keep]
+    return flat_ids, grads
+
+
+def view_gram(field_grams: Sequence[torch.Tensor | None], present: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """``[F + 1, T, T]`` float64 Grams of a view of F fields (then the whole view, their sum) at one step.
+
+    ``field_grams`` holds each field's ``[1, T', T']`` Gram over the ``present`` tasks (indices into the T
+    tasks), or ``None`` for a field not looked up in the step: its Gram is undefined (NaN), and left out of the
+    view's sum. Tasks not present get a NaN row and column (undefined, not zero).
+
+    Example:
+        >>> gram = view_gram([torch.ones(1, 2, 2, dtype=torch.float64), None], torch.tensor([0, 2]), 3)
+        >>> gram[0].tolist()
+        [[1.0, nan, 1.0], [nan, nan, nan], [1.0, nan, 1.0]]
+        >>> bool(gram[1].isnan().all()), gram[2, 0, 0].item()
+        (True, 1.0)
+    """
+    # A field-set member not looked up in this step has no gradient to compare: undefined (NaN).
+    blank = torch.full((1, len(present), len(present)), float("nan"), dtype=torch.float64)
+    per_field = torch.cat([part if part is not None else blank for part in field_grams])
+    gram = torch.cat([per_field, per_field.nansum(0, keepdim=True)])
+    if len(present) < num_tasks:  # absent tasks get a NaN row and column: undefined, not zero
+        full = torch.full((gram.shape[0], num_tasks, num_tasks), float("nan"), dtype=torch.float64)
+        full[:, present[:, None], present[None, :]] = gram
+        gram = full
+    return gram
+
+
+def cosine_sums(grams: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The sums behind the conflict statistics of ``[steps, R, T, T]`` Grams (NaN where undefined), and the
+    cosines ``[steps, R, T, T]`` (:func:`cosine_from_gram`).
+
+    Sums over the steps, each ``[R, T, T]`` (or ``[R, T]`` for norms), so that ranks and epochs add them up:
+    ``cos_sum`` / ``cos_n`` / ``neg_n`` sum the defined cosines, count them and count the negative ones;
+    ``norm_sum`` / ``norm_n`` sum the gradient norms ``sqrt(G_tt)`` of the tasks present and count them.
+
+    Example:
+        >>> grams = torch.tensor([[[[4.0, -2.0], [-2.0, 1.0]]], [[[1.0, 0.5], [0.5, 1.0]]]], dtype=torch.float64)
+        >>> sums, cosines = cosine_sums(grams)
+        >>> sums["cos_sum"][0, 0, 1].item(), sums["neg_n"][0, 0, 1].item(), sums["norm_sum"][0].tolist()
+        (-0.5, 1.0, [3.0, 2.0])
+    """
+    cosine = cosine_from_gram(grams)
+    defined = torch.isfinite(cosine)
+    sq_norms = torch.diagonal(grams, dim1=-2, dim2=-1)
+    present = torch.isfinite(sq_norms)
+    sums = {
+        "cos_sum": torch.where(defined, cosine, torch.zeros_like(cosine)).sum(0),
+        "cos_n": defined.sum(0).to(torch.float64),
+        "neg_n": (defined & (cosine < 0)).sum(0).to(torch.float64),
+        "norm_sum": torch.where(present, sq_norms.clamp_min(0).sqrt(), torch.zeros_like(sq_norms)).sum(0),
+        "norm_n": present.sum(0).to(torch.float64),
+    }
+    return sums, cosine

@@ -38,14 +38,20 @@ def percentile(values: torch.Tensor, q: float) -> float:
     """The ``q``-th percentile (0..100) of ``values``, linear interpolation between order statistics (as
     ``numpy.percentile``'s default).
 
-    >>> percentile(torch.tensor([1.0, 2.0, 3.0, 4.0]), 40)
-    2.2
+    Example:
+        >>> percentile(torch.tensor([1.0, 2.0, 3.0, 4.0]), 40)
+        2.2
     """
     return percentiles(values, [q])[0]
 
 
 def percentiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
-    """:func:`percentile` for several ``qs`` from one sort of ``values``."""
+    """:func:`percentile` for several ``qs`` from one sort of ``values``.
+
+    Example:
+        >>> percentiles(torch.tensor([1.0, 2.0, 3.0, 4.0]), [40, 60])
+        [2.2, 2.8]
+    """
     if any(not 0.0 <= q <= 100.0 for q in qs):
         raise ValueError(f"percentiles must lie in [0, 100], got {list(qs)}")
     x = values.detach().reshape(-1).to(torch.float64)
@@ -62,7 +68,12 @@ def percentiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
 
 
 def pair_distances(user_rows: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
-    """``||e_u - e_i||_2`` per pair: ``[n, width]`` user and item embeddings -> ``[n]`` float64."""
+    """``||e_u - e_i||_2`` per pair: ``[n, width]`` user and item embeddings -> ``[n]`` float64.
+
+    Example:
+        >>> pair_distances(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[3.0, 4.0], [1.0, 1.0]]))
+        tensor([5., 0.], dtype=torch.float64)
+    """
     if user_rows.shape != item_rows.shape:
         raise ValueError(f"user and item rows must have one shape, got {tuple(user_rows.shape)} and "
                          f"{tuple(item_rows.shape)}")
@@ -70,7 +81,12 @@ def pair_distances(user_rows: torch.Tensor, item_rows: torch.Tensor) -> torch.Te
 
 
 def conflict_mode_name(far: str, near: str) -> str:
-    """The mode whose pairs task ``far``'s reference places far and task ``near``'s near: ``far_far_near_near``."""
+    """The mode whose pairs task ``far``'s reference places far and task ``near``'s near: ``far_far_near_near``.
+
+    Example:
+        >>> conflict_mode_name('click', 'purchase')
+        'click_far_purchase_near'
+    """
     return f"{far}_far_{near}_near"
 
 
@@ -81,6 +97,13 @@ def conflict_subsets(reference_distances: Mapping[str, torch.Tensor], high: floa
     ``reference_distances`` maps each task to its single-task model's distances of the same ``n`` pairs.
     Mode ``f_far_n_near`` holds the pairs with ``d_f > P_high(d_f)`` and ``d_n <= P_low(d_n)``; the percentiles
     are taken over all ``n`` pairs. Requires ``low <= high`` (otherwise a pair could be far and near at once).
+
+    Example:
+        >>> d = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+        >>> for mode, mask in conflict_subsets({'click': d, 'buy': d.flip(0)}).items():
+        ...     print(mode, mask.tolist())
+        click_far_buy_near [False, False, False, True, True]
+        buy_far_click_near [True, True, False, False, False]
     """
     if not 0.0 <= low <= high <= 100.0:
         raise ValueError(f"conflict percentiles need 0 <= low <= high <= 100, got high={high}, low={low}")
@@ -102,6 +125,10 @@ def frequent_ids(counts: torch.Tensor, q: float = AUTHORS_HIGH) -> torch.Tensor:
     ``counts[k]`` is how often id ``k`` occurs in the training data. The authors keep users and items above the
     60th percentile of training frequency; ids never seen take no part in the percentile (a large vocabulary of
     unseen ids would otherwise pull it to zero) and are never frequent.
+
+    Example:
+        >>> frequent_ids(torch.tensor([0, 5, 1, 9, 2]))  # ids 1 and 3 are above the 60th percentile of 5, 1, 9, 2
+        tensor([False,  True, False,  True, False])
     """
     seen = counts[counts > 0]
     if seen.numel() == 0:
@@ -116,6 +143,11 @@ def placement_shares(view_distances: torch.Tensor, mask: torch.Tensor, high: flo
     ``top`` = share of the masked pairs with ``d > P_high(d)`` (the view's top 40% by default), ``bottom`` = share
     with ``d <= P_low(d)`` (its bottom 40%), ``middle`` = the rest; they sum to 1. NaN for an empty mask.
     ``thresholds``: ``(P_low, P_high)`` of the view when already known (one sort per view, not per mode).
+
+    Example:
+        >>> d = torch.arange(10, dtype=torch.float64)
+        >>> placement_shares(d, d >= 7)
+        {'top': 1.0, 'middle': 0.0, 'bottom': 0.0}
     """
     d = view_distances.reshape(-1).to(torch.float64)
     chosen = d[mask.reshape(-1)]
@@ -135,6 +167,11 @@ def geometry_agreement(shares: Mapping[str, float], far: bool) -> float:
     ``bottom - top``. 1: the view places every conflict pair where that task's single-task model does; -1: where
     the other task's does; 0: no preference (a view that ignores the references scores ``0.4 - 0.4 = 0``). On one
     mode the two tasks' agreements are opposite numbers: one distance per pair cannot serve both.
+
+    Example:
+        >>> shares = {'top': 0.75, 'middle': 0.25, 'bottom': 0.0}
+        >>> geometry_agreement(shares, far=True), geometry_agreement(shares, far=False)
+        (0.75, -0.75)
     """
     difference = shares["top"] - shares["bottom"]
     return difference if far else -difference
@@ -144,7 +181,14 @@ def conflict_histograms(view_distances: torch.Tensor, masks: Mapping[str, torch.
                         high: float = AUTHORS_HIGH, low: float = AUTHORS_LOW) -> dict[str, Any]:
     """The authors' figure for one view: ``bins`` equal-width bins over all the view's pairs and, per mode, the
     counts of its conflict pairs (``masks[mode]``) and of the rest per bin; the view's own ``P_low``/``P_high``
-    colour the bins. Returns ``{"edges", "low", "high", "modes": {mode: {"conflict", "rest"}}}`` (plain lists)."""
+    colour the bins. Returns ``{"edges", "low", "high", "modes": {mode: {"conflict", "rest"}}}`` (plain lists).
+
+    Example:
+        >>> d = torch.tensor([0.0, 1.0, 2.0, 3.0])
+        >>> out = conflict_histograms(d, {'a_far_b_near': torch.tensor([False, False, True, True])}, bins=2)
+        >>> out['edges'], out['modes']
+        ([0.0, 1.5, 3.0], {'a_far_b_near': {'conflict': [0, 2], 'rest': [2, 0]}})
+    """
     d = view_distances.reshape(-1).to(torch.float64).contiguous()
     lo, hi = float(d.min()), float(d.max())
     hi = hi if hi > lo else lo + 1.0
@@ -166,10 +210,18 @@ def conflict_rank_correlations(view_distances: torch.Tensor, reference_distances
 
     On the conflict pairs the references disagree by construction (rho between two references there is strongly
     negative), so a view cannot correlate positively with both: a shared embedding's rhos sum to about zero or
-    less, a task chunk that reproduces its task's geometry has a clearly positive rho with that task.
+    less, a task chunk that reproduces its task's geometry has a clearly positive rho with that task. 0.0 where
+    a set of distances is constant (no ranking to compare).
+
+    Example:
+        >>> view = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        >>> references = {'click': torch.tensor([1.0, 3.0, 2.0, 4.0]), 'buy': torch.tensor([4.0, 3.0, 2.0, 1.0])}
+        >>> conflict_rank_correlations(view, references, [torch.tensor([True, True, True, False])])
+        {'click': 0.5, 'buy': -1.0}
     """
     union = torch.zeros_like(view_distances.reshape(-1), dtype=torch.bool)
     for mask in masks:
         union |= mask.reshape(-1)
     view = view_distances.reshape(-1)[union]
-    return {task: rank_correlation(view, d.reshape(-1)[union]) for task, d in reference_distances.items()}
+    return {task: rank_correlation(view, d.reshape(-1)[union], undefined=0.0)
+            for task, d in reference_distances.items()}

@@ -43,6 +43,12 @@ def mutual_information(counts: torch.Tensor, *, base: float = 2.0) -> torch.Tens
         adds 1e-5 to empty cells, which biases tables with few samples); an all-empty table gives 0, never
         NaN. The plug-in estimate of independent variables is not 0 but about ``chi2(1) / (2 N ln b)``: a
         G-test statistic ``G = 2 N ln(b) MI`` follows chi-square with one degree of freedom.
+
+    Example:
+        >>> mutual_information(torch.tensor([[50.0, 0.0], [0.0, 50.0]]))  # Y = X: one bit
+        tensor(1., dtype=torch.float64)
+        >>> mutual_information(torch.tensor([[25.0, 25.0], [25.0, 25.0]]))  # independent
+        tensor(0., dtype=torch.float64)
     """
     if counts.shape[-2:] != (2, 2):
         raise ValueError(f"counts must have shape [..., 2, 2], got {tuple(counts.shape)}")
@@ -79,6 +85,12 @@ def learned_correlation(
 
     Returns:
         ``[C, P]`` float64 in [0, 1]. A constant map (all logits and norms equal) gives zeros, never NaN.
+
+    Example:
+        >>> behavior = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 0.0], [0.0, 0.0]]])  # [C=2, P=2, d=2]
+        >>> learned_correlation(behavior, torch.tensor([1.0, 0.0])).round(decimals=3)
+        tensor([[0.1500, 0.0000],
+                [1.0000, 0.0000]], dtype=torch.float64)
     """
     if representation not in ("product", "behavior"):
         raise ValueError(f"representation must be 'product' (TIN) or 'behavior' (DIN), got {representation!r}")
@@ -120,23 +132,36 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation of two maps of the same shape, cell by cell (ties get average ranks).
+def rank_correlation(a, b, *, undefined: float = float("nan")) -> float:
+    """Spearman's rank correlation of two maps (tensors, arrays or sequences) of the same shape, cell by cell.
 
-    ``rho = Pearson correlation of rank(a) and rank(b)``. Returns 0.0 when either map is constant (no ranking
-    to compare), never NaN.
+    ``rho = Pearson correlation of rank(a) and rank(b)``, ties sharing their average rank: what
+    ``scipy.stats.spearmanr`` computes. Where a map is constant, or has fewer than two cells, there is no ranking
+    to compare and rho is undefined: ``undefined`` is returned, by default NaN as scipy returns. The monitors
+    pass ``undefined=0.0`` for the agreement they log (a number on every chart: no ranking, no agreement).
+
+    Example:
+        >>> import torch
+        >>> rank_correlation(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([10.0, 30.0, 20.0, 40.0]))
+        0.8
+        >>> rank_correlation([1, 2, 2], [3, 1, 1])
+        -1.0
+        >>> flat, other = torch.ones(3), torch.tensor([1.0, 3.0, 2.0])
+        >>> rank_correlation(flat, other), rank_correlation(flat, other, undefined=0.0)
+        (nan, 0.0)
     """
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
     if a.shape != b.shape:
         raise ValueError(f"maps to compare must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     x = a.detach().to(torch.float64).flatten()
     y = b.detach().to(torch.float64).flatten().to(x.device)
     if x.numel() < 2:
-        return 0.0
+        return undefined
     rx, ry = _average_ranks(x), _average_ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = torch.sqrt((rx * rx).sum() * (ry * ry).sum())
     if not float(denom) > 0:
-        return 0.0
+        return undefined
     return float((rx * ry).sum() / denom)
 
 
@@ -146,6 +171,11 @@ def target_relative_positions(mask: torch.Tensor) -> torch.Tensor:
     ``mask`` is ``[B, L]``, true for real behaviours, the most recent in the last column. The position of a
     real behaviour is the number of real behaviours at or after its column, so padding anywhere in a row is
     skipped; with the usual left padding it is simply ``L - column``. Padding cells get 0.
+
+    Example:
+        >>> target_relative_positions(torch.tensor([[0, 1, 1, 1], [1, 0, 1, 0]]))
+        tensor([[0, 3, 2, 1],
+                [2, 0, 1, 0]])
     """
     if mask.dim() != 2:
         raise ValueError(f"mask must be [B, L], got shape {tuple(mask.shape)}")

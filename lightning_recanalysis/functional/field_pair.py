@@ -65,6 +65,10 @@ def table_mutual_information(counts: torch.Tensor, *, base: float = 2.0, bias_co
         ``[...]`` float64. An empty cell contributes 0 (the limit of p log p, no pseudo-count); an all-empty
         table gives 0; a table with a single non-empty row or column (a field that takes one value, a label that
         never varies) gives exactly 0, never NaN, with or without the correction.
+
+    Example:
+        >>> table_mutual_information(torch.tensor([[10.0, 0.0], [0.0, 10.0], [5.0, 5.0]])).round(decimals=4)
+        tensor(0.6667, dtype=torch.float64)
     """
     if bias_correction not in ("none", "miller_madow"):
         raise ValueError(f"bias_correction must be 'none' or 'miller_madow', got {bias_correction!r}")
@@ -103,7 +107,16 @@ def pair_label_mutual_information(
     counts: torch.Tensor, *, base: float = 2.0, bias_correction: str = "none"
 ) -> torch.Tensor:
     """MI((F_i, F_j); Y) from ``[..., A, B, C]`` counts of (value of F_i, value of F_j, label): the pair as one
-    variable of A x B values. Returns ``[...]`` float64 (see :func:`table_mutual_information`)."""
+    variable of A x B values. Returns ``[...]`` float64 (see :func:`table_mutual_information`).
+
+    Example:
+        >>> xor = torch.zeros(2, 2, 2)
+        >>> for a in (0, 1):
+        ...     for b in (0, 1):
+        ...         xor[a, b, a ^ b] = 25
+        >>> pair_label_mutual_information(xor)  # the pair determines Y: one bit
+        tensor(1., dtype=torch.float64)
+    """
     _check_label_axis(counts, 3, "pair")
     *lead, a, b, c = counts.shape
     return table_mutual_information(counts.reshape(*lead, a * b, c), base=base, bias_correction=bias_correction)
@@ -112,7 +125,12 @@ def pair_label_mutual_information(
 def field_label_mutual_information(
     counts: torch.Tensor, *, base: float = 2.0, bias_correction: str = "none"
 ) -> torch.Tensor:
-    """MI(F; Y) from ``[..., A, C]`` counts of (value of F, label). Returns ``[...]`` float64."""
+    """MI(F; Y) from ``[..., A, C]`` counts of (value of F, label). Returns ``[...]`` float64.
+
+    Example:
+        >>> field_label_mutual_information(torch.tensor([[30.0, 10.0], [10.0, 30.0]])).round(decimals=4)
+        tensor(0.1887, dtype=torch.float64)
+    """
     _check_label_axis(counts, 2, "field")
     return table_mutual_information(counts, base=base, bias_correction=bias_correction)
 
@@ -123,6 +141,14 @@ def interaction_information(counts: torch.Tensor, *, base: float = 2.0, bias_cor
     The single-field terms are read from the margins of the same table, so all three share one set of samples
     and one bucketing (the difference of estimates over different samples would not be an interaction).
     Returns ``[...]`` float64; positive = synergy (the pair says more than its fields), negative = redundancy.
+
+    Example:
+        >>> xor = torch.zeros(2, 2, 2)
+        >>> for a in (0, 1):
+        ...     for b in (0, 1):
+        ...         xor[a, b, a ^ b] = 25
+        >>> interaction_information(xor)  # neither field alone says anything: pure synergy
+        tensor(1., dtype=torch.float64)
     """
     _check_label_axis(counts, 3, "pair")
     kw = {"base": base, "bias_correction": bias_correction}
@@ -154,6 +180,13 @@ def cross_layer_pair_strength(
         width: K, the embedding width of each field.
         offset: where the first field starts (inputs placed before the fields, e.g. dense features).
         symmetric: average W[j, i] and W[i, j]; ``False`` keeps rows = source i, columns = partner j.
+
+    Example:
+        >>> weight = torch.zeros(4, 4)  # 2 fields of width 2
+        >>> weight[2:, :2] = torch.eye(2)  # field 0 feeds field 1's slot
+        >>> cross_layer_pair_strength(weight, num_fields=2, width=2).round(decimals=4)
+        tensor([[0.0000, 0.7071],
+                [0.7071, 0.0000]], dtype=torch.float64)
     """
     if cross_weight.dim() != 2 or cross_weight.shape[0] != cross_weight.shape[1]:
         raise ValueError(f"cross_weight must be square, got shape {tuple(cross_weight.shape)}")
@@ -198,6 +231,18 @@ def field_pair_matrices(
         ``interaction_information``: (i, j) = MI((F_i, F_j); Y) - MI(F_i; Y) - MI(F_j; Y), the single-field terms
         from each pair table's own margins; diagonal 0 (a field has no interaction with itself);
         ``field_mutual_information``: ``[N]`` MI(F_i; Y). All on the CPU.
+
+    Example:
+        >>> xor = torch.zeros(1, 2, 2, 2)
+        >>> for a in (0, 1):
+        ...     for b in (0, 1):
+        ...         xor[0, a, b, a ^ b] = 25
+        >>> fields = torch.stack([xor[0].sum(1), xor[0].sum(0)])  # [N=2, A=2, C=2] margins
+        >>> out = field_pair_matrices(xor, fields, torch.tensor([0]), torch.tensor([1]))
+        >>> out['mutual_information'], out['interaction_information']
+        (tensor([[0., 1.],
+                [1., 0.]], dtype=torch.float64), tensor([[0., 1.],
+                [1., 0.]], dtype=torch.float64))
     """
     n = field_counts.shape[0]
     kw = {"base": base, "bias_correction": bias_correction}

@@ -22,6 +22,12 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     sigmoid first (as ``binary_auroc`` applies to scores outside [0, 1]) can round them to ties. The scores are
     sorted once for all subsets; each subset is then one linear pass, where a call per subset would sort again
     every time.
+
+    Example:
+        >>> scores = torch.tensor([0.9, 0.8, 0.3, 0.1, 0.7, 0.2])
+        >>> target = torch.tensor([1, 0, 1, 0, 1, 0])
+        >>> subset_aurocs(scores, target, [torch.tensor([True, True, True, True, False, False]), target == 1])
+        [0.75, None]
     """
     s = _numpy(scores).astype(np.float64, copy=False).reshape(-1)
     y = _numpy(target).reshape(-1) > 0.5

@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import torch.distributed as dist
+
+# The measures of a spectrum live in their own module; imported here so that this module serves them too.
+from .spectrum_measures import effective_rank, information_abundance, normalized_spectrum, stable_rank
 
 __all__ = [
     "RowNormalizedGram",
@@ -78,6 +82,14 @@ class RowNormalizedGram:
         gram: ``[K, K]`` float64, ``sum_rows e_hat^T e_hat`` over the rows that were kept.
         rows: rows kept (finite and not all zero).
         excluded_rows: rows left out because they held a NaN/inf or were all zero.
+
+    Example:
+        >>> a = row_normalized_gram(torch.tensor([[3.0, 4.0]]))
+        >>> b = row_normalized_gram(torch.tensor([[0.0, 2.0], [0.0, 0.0]]))
+        >>> total = a + b  # the Gram of the two tables' rows together
+        >>> total.gram.round(decimals=4), total.rows, total.excluded_rows
+        (tensor([[0.3600, 0.4800],
+                [0.4800, 1.6400]], dtype=torch.float64), 2, 1)
     """
 
     gram: torch.Tensor
@@ -85,7 +97,8 @@ class RowNormalizedGram:
     excluded_rows: int
 
     def __add__(self, other: "RowNormalizedGram") -> "RowNormalizedGram":
-        return RowNormalizedGram(self.gram + other.gram, self.rows + other.rows, self.excluded_rows + other.excluded_rows)
+        return RowNormalizedGram(self.gram + other.gram, self.rows + other.rows,
+                                 self.excluded_rows + other.excluded_rows)
 
 
 def _chunk_rows(n_rows: int, n_cols: int, device: torch.device) -> int:
@@ -244,6 +257,12 @@ def row_normalized_gram(
         non-finite value, and all-zero rows, are excluded and counted.
 
     Float32 products run at full precision (TF32 is switched off for the call, see :func:`_ieee_float32_matmul`).
+
+    Example:
+        >>> result = row_normalized_gram(torch.tensor([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]]))
+        >>> result.gram.round(decimals=4), result.rows
+        (tensor([[1.5000, 0.5000],
+                [0.5000, 1.5000]], dtype=torch.float64), 3)
     """
     with _ieee_float32_matmul():
         return _row_normalized_gram(weight, normalize_rows, chunk_rows, transform)
@@ -304,7 +323,12 @@ def _resolve_small_directions(gram: torch.Tensor, gram_pass) -> torch.Tensor:
 
 
 def singular_values_from_gram(gram: torch.Tensor, length: int | None = None) -> torch.Tensor:
-    """Descending singular values ``sqrt(eig(G))`` in float64, optionally cut or zero-padded to ``length``."""
+    """Descending singular values ``sqrt(eig(G))`` in float64, optionally cut or zero-padded to ``length``.
+
+    Example:
+        >>> singular_values_from_gram(torch.tensor([[4.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
+        tensor([2., 1.], dtype=torch.float64)
+    """
     eig = torch.linalg.eigvalsh((gram.to(torch.float64) + gram.to(torch.float64).T) * 0.5)
     sv = eig.clamp_min(0.0).sqrt().flip(0)
     if length is not None:
@@ -321,6 +345,10 @@ def singular_values(weight: torch.Tensor, *, normalize_rows: bool = True) -> tor
     Computed from the streamed Gram of :func:`row_normalized_gram` (one pass, memory independent of the row
     count). Excluded rows (non-finite or all-zero) do not contribute; a table with fewer valid rows than ``K``
     has zeros past its rank.
+
+    Example:
+        >>> singular_values(torch.tensor([[2.0, 0.0], [0.0, 5.0], [1.0, 0.0]])).round(decimals=4)
+        tensor([1.4142, 1.0000], dtype=torch.float64)
     """
     result = row_normalized_gram(weight, normalize_rows=normalize_rows)
     return singular_values_from_gram(result.gram, min(weight.shape[0], weight.shape[1]))
@@ -333,9 +361,12 @@ def all_reduce_gram(result: RowNormalizedGram, group=None) -> RowNormalizedGram:
     because G and the row counts are sums, the reduced result is exactly the whole table's. Every rank of the
     group must call this, in the same order for the same tables. Without an initialised process group it
     returns ``result`` unchanged.
-    """
-    import torch.distributed as dist
 
+    Example:
+        >>> part = row_normalized_gram(torch.eye(2))
+        >>> all_reduce_gram(part) is part  # without torch.distributed, the local Gram is the whole
+        True
+    """
     if not (dist.is_available() and dist.is_initialized()):
         return result
     gram = result.gram
@@ -351,43 +382,11 @@ def sharded_singular_values(local_weight: torch.Tensor, *, normalize_rows: bool 
     """:func:`singular_values` of a table whose rows are split across ranks; each rank passes its own rows.
 
     Length ``min(total rows, K)``; equal on every rank.
+
+    Example:
+        >>> sharded_singular_values(torch.eye(3)).round(decimals=4)  # one process: all the rows
+        tensor([1., 1., 1.], dtype=torch.float64)
     """
     total = all_reduce_gram(row_normalized_gram(local_weight, normalize_rows=normalize_rows), group=group)
     all_rows = total.rows + total.excluded_rows
     return singular_values_from_gram(total.gram, min(all_rows, local_weight.shape[1]))
-
-
-def normalized_spectrum(sv: torch.Tensor, length: int | None = None) -> torch.Tensor:
-    """``s / s_1`` zero-padded to ``length`` (the rows of the paper's spectrum heatmap). All-zero -> zeros."""
-    sv = sv.to(torch.float64)
-    top = sv.max() if sv.numel() else sv.new_zeros(())
-    out = sv / top if float(top) > 0 else torch.zeros_like(sv)
-    if length is not None and length > out.numel():
-        out = torch.cat([out, out.new_zeros(length - out.numel())])
-    return out
-
-
-def information_abundance(sv: torch.Tensor) -> torch.Tensor:
-    """``IA = sum(s) / max(s)`` (Guo et al. 2024): 1 for a rank-one table, K for an isotropic one.
-
-    Returns 0 for an all-zero spectrum (an empty table has no information), never NaN.
-    """
-    sv = sv.to(torch.float64)
-    top = sv.max(dim=-1).values
-    return torch.where(top > 0, sv.sum(dim=-1) / top.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(top))
-
-
-def effective_rank(sv: torch.Tensor) -> torch.Tensor:
-    """``exp(H(p))``, ``p_k = s_k / sum(s)`` (Roy and Vetterli 2007; "RankMe"). 0 for an all-zero spectrum."""
-    sv = sv.to(torch.float64)
-    total = sv.sum(dim=-1, keepdim=True)
-    p = sv / total.clamp_min(torch.finfo(torch.float64).tiny)
-    entropy = -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(dim=-1)
-    return torch.where(total.squeeze(-1) > 0, entropy.exp(), torch.zeros_like(entropy))
-
-
-def stable_rank(sv: torch.Tensor) -> torch.Tensor:
-    """``sum(s^2) / max(s)^2``, the squared Frobenius over squared spectral norm. 0 for an all-zero spectrum."""
-    sv = sv.to(torch.float64)
-    top = sv.max(dim=-1).values
-    return torch.where(top > 0, (sv**2).sum(dim=-1) / top.clamp_min(1e-300) ** 2, torch.zeros_like(top))

@@ -36,6 +36,10 @@ B x N(N - 1)/2 increments, one ``bincount`` per field over all its pairs (see :m
 ``index_add_``; both exact). The increments are the floor: ``bincount`` alone takes about 0.8 ns each on this
 project's 2-core machine, and the whole count about 1.4 ns per sample and pair at 39 fields, one thread, CPU time
 (``benchmarks/bench_field_pair.py``).
+
+Where things are: the kept values and the bucket lookup in :mod:`.field_vocabulary`, the counting in
+:mod:`.field_pair_cpu` (numpy) and :mod:`.field_pair_torch` (GPUs), the checks of a batch in
+:mod:`.field_batches`; this module holds the ``Metric`` (warm-up, waiting rows, sync, the tables it answers).
 """
 
 from __future__ import annotations
@@ -45,18 +49,23 @@ from typing import Sequence
 import numpy as np
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from ..functional.field_pair import field_pair_matrices
+from .field_batches import check_feature_shapes, check_feature_values
 from .field_pair_cpu import count_buckets, lookup_buckets, padded_lookup
+from .field_pair_torch import code_parts, count_buckets_torch
+from .field_vocabulary import (
+    PAD,
+    VocabularyTables,
+    choose_vocabulary,
+    lookup_buckets_torch,
+    value_frequencies,
+    vocabulary_tables,
+)
 
 __all__ = ["FieldPairCounts"]
 
-# Padding of the per-field sorted vocabularies; ids must stay below it (checked in update).
-_PAD = torch.iinfo(torch.int64).max
-# Buckets are looked up in a dense table over ids 0..(largest kept id) of each field when all fields together
-# need at most this many entries (8 MiB of int16); beyond it (e.g. hashed ids), by binary search. The table is one
-# gather per batch; torch.searchsorted is 3 to 10 times slower and degrades badly with two threads on a busy CPU.
-_LOOKUP_LIMIT = 1 << 22
 # After the warm-up, batches wait (shapes checked at once) and are checked and counted together once their
 # rows x pairs reach this many codes (16 MiB of int32 codes): on a GPU each batch's value checks would each
 # stop the host until the training step's kernels finish, and one pass over many batches costs about what one
@@ -96,6 +105,16 @@ class FieldPairCounts(Metric):
 
     Layout: ``pair_counts[p, a, b, y]`` for the p-th pair of ``pairs()`` (i < j, row-major: (0, 1), (0, 2),
     ..., (N - 2, N - 1)); ``field_counts[f, a, y]``.
+
+    Example:
+        >>> metric = FieldPairCounts(num_fields=3, num_values=2, warmup_batches=1)
+        >>> metric.update(torch.tensor([[0, 5, 1], [1, 5, 0], [0, 7, 1], [1, 7, 0]]), torch.tensor([0, 1, 0, 1]))
+        >>> metric.vocabulary  # each field's kept values, most frequent first
+        [[0, 1], [5, 7], [0, 1]]
+        >>> metric.compute()["mutual_information"]  # bits; fields 0 and 2 each give the label, field 1 does not
+        tensor([[1., 1., 1.],
+                [1., 0., 1.],
+                [1., 1., 1.]], dtype=torch.float64)
     """
 
     is_differentiable = False
@@ -150,11 +169,9 @@ class FieldPairCounts(Metric):
         # CPU batches after the warm-up wait here instead: (ids [rows, N] int64, labels [rows] float64), rows used.
         self._buffered: tuple[torch.Tensor, torch.Tensor] | None = None
         self._buffered_count = 0
-        self._sorted_values: torch.Tensor | None = None  # [N, V] each field's kept ids ascending, _PAD after
-        self._sorted_buckets: torch.Tensor | None = None  # [N, V] the bucket of each of those ids
-        self._lookup: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # table, offsets, spans
-        self._lookup_np: tuple | None = None  # (the _lookup it was made from, its numpy form), see _lookup_numpy
-        self._parts: tuple[torch.Tensor, ...] | None = None  # see _code_parts
+        self._tables: VocabularyTables | None = None  # the bucket lookup, once the vocabulary is fixed
+        self._lookup_np: tuple | None = None  # (the lookup it was made from, its numpy form), see _buckets_numpy
+        self._parts: tuple[torch.Tensor, ...] | None = None  # see code_parts
         self.vocabulary: list[list[int]] | None = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
@@ -175,7 +192,7 @@ class FieldPairCounts(Metric):
     # ---- vocabulary ---------------------------------------------------------------------------------------------
     @property
     def frozen(self) -> bool:
-        return self._sorted_values is not None
+        return self._tables is not None
 
     def set_vocabulary(self, vocabulary: Sequence[Sequence[int]]) -> None:
         """Fix each field's kept values (most frequent first; bucket k = ``vocabulary[f][k]``)."""
@@ -187,33 +204,11 @@ class FieldPairCounts(Metric):
             if len(values) > self.num_values:
                 raise ValueError(f"vocabulary of {self.field_names[f]} has {len(values)} values; at most "
                                  f"num_values={self.num_values}")
-            if len(set(values)) != len(values) or any(v < 0 or v >= _PAD for v in values):
+            if len(set(values)) != len(values) or any(v < 0 or v >= PAD for v in values):
                 raise ValueError(f"vocabulary of {self.field_names[f]} must hold distinct non-negative ids")
             kept.append(values)
-        sorted_values = torch.full((self.num_fields, self.num_values), _PAD, dtype=torch.int64)
-        sorted_buckets = torch.full((self.num_fields, self.num_values), self.num_values, dtype=torch.int64)
-        for f, values in enumerate(kept):
-            if values:
-                ids = torch.tensor(values, dtype=torch.int64)
-                order = torch.argsort(ids)
-                sorted_values[f, : len(values)] = ids[order]
-                sorted_buckets[f, : len(values)] = order
         self.vocabulary = kept
-        self._sorted_values = sorted_values.to(self.device)
-        self._sorted_buckets = sorted_buckets.to(self.device)
-        # Dense lookup over 0..max kept id per field (at least one entry, "other", for an empty vocabulary).
-        spans = [max(values, default=-1) + 1 or 1 for values in kept]
-        self._lookup = None
-        if sum(spans) <= _LOOKUP_LIMIT and self.num_values < 2**15:
-            offsets = [0]
-            for span in spans[:-1]:
-                offsets.append(offsets[-1] + span)
-            table = torch.full((sum(spans),), self.num_values, dtype=torch.int16)
-            for f, values in enumerate(kept):
-                if values:
-                    table[offsets[f] + torch.tensor(values)] = torch.arange(len(values), dtype=torch.int16)
-            self._lookup = (table.to(self.device), torch.tensor(offsets, device=self.device),
-                            torch.tensor(spans, device=self.device))
+        self._tables = vocabulary_tables(kept, self.num_values, self.device)
 
     def freeze_vocabulary(self) -> None:
         """Choose the frequent values from the held warm-up batches (summed over processes) and count them.
@@ -227,29 +222,14 @@ class FieldPairCounts(Metric):
         n, dev = self.num_fields, self.device
         feats = torch.cat([x for x, _ in held]) if held else torch.zeros(0, n, dtype=torch.int64, device=dev)
         # Local frequencies as rows (field, value, count): only the values this process saw.
-        rows = []
-        for f in range(n):
-            values, counts = torch.unique(feats[:, f], return_counts=True)
-            rows.append(torch.stack([torch.full_like(values, f), values, counts], 1))
-        local = torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.int64, device=dev)
-        every = self._gather(local)
-        vocabulary = []
-        for f in range(n):
-            mine = every[every[:, 0] == f]
-            values, inverse = torch.unique(mine[:, 1], return_inverse=True)  # ascending
-            counts = torch.zeros_like(values).index_add_(0, inverse, mine[:, 2])
-            # Most frequent first; a stable sort of ascending ids breaks ties to the smaller id on every process.
-            order = torch.argsort(-counts, stable=True)[: self.num_values]
-            vocabulary.append(values[order].tolist())
-        self.set_vocabulary(vocabulary)
+        every = self._gather(value_frequencies(feats))
+        self.set_vocabulary(choose_vocabulary(every, n, self.num_values))
         for x, y in held:
             self._count(x, y)
 
     def _gather(self, local: torch.Tensor) -> torch.Tensor:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return local
-        from torchmetrics.utilities.distributed import gather_all_tensors
-
         return torch.cat(gather_all_tensors(local.contiguous(), group=self.process_group))
 
     # ---- accumulation -------------------------------------------------------------------------------------------
@@ -276,7 +256,7 @@ class FieldPairCounts(Metric):
             if len(self._held) >= self.warmup_batches:
                 self.freeze_vocabulary()
             return
-        features, label = self._check_shapes(features, label)
+        features, label = check_feature_shapes(features, label, self.field_names)
         if features.shape[0] == 0:
             return
         if features.is_cuda:
@@ -322,69 +302,18 @@ class FieldPairCounts(Metric):
 
     def _validate(self, features, label) -> tuple[torch.Tensor, torch.Tensor]:
         """Shapes, dtypes and values; returns int64 features and labels."""
-        features, label = self._check_shapes(features, label)
-        if label.numel() and not bool(((label == 0) | (label == 1)).all()):
-            bad = label[(label != 0) & (label != 1)][0].item()
-            raise ValueError(f"label must hold 0/1 responses, found {bad!r}")
-        features = features.to(torch.int64)
-        if features.numel():
-            # A column-wise minimum (a strided reduction, slow on CPU) only when the batch's minimum is negative.
-            if int(features.min()) < 0:
-                low = features.amin(0)
-                f = int(torch.nonzero(low < 0)[0])
-                raise ValueError(f"{self.field_names[f]} (column {f}) has a negative id {int(low[f])}; ids are "
-                                 "0-based per field")
-            if self.field_dims is not None:
-                high = features.amax(0)
-                dims = torch.tensor(self.field_dims, device=features.device)
-                if bool((high >= dims).any()):
-                    f = int(torch.nonzero(high >= dims)[0])
-                    raise ValueError(f"{self.field_names[f]} (column {f}) has id {int(high[f])}, outside "
-                                     f"[0, {self.field_dims[f]}) (its field_dims entry)")
-        return features, label.to(torch.int64)
-
-    def _check_shapes(self, features, label) -> tuple[torch.Tensor, torch.Tensor]:
-        """Types and shapes only (no value is read, so nothing waits for the device); label flattened to [B]."""
-        if not isinstance(features, torch.Tensor) or not isinstance(label, torch.Tensor):
-            raise ValueError(f"features and label must be tensors, got {type(features).__name__} and "
-                             f"{type(label).__name__}")
-        if features.is_floating_point() or features.is_complex() or features.dtype == torch.bool:
-            raise ValueError(f"features must hold integer value ids, got dtype {features.dtype}")
-        if features.dim() != 2 or features.shape[1] != self.num_fields:
-            got = f"{features.shape[1]} fields (shape {tuple(features.shape)})" if features.dim() == 2 else (
-                f"shape {tuple(features.shape)}, not [batch, fields]")
-            raise ValueError(
-                f"the batch's features have {got} but the field-pair counts are configured for {self.num_fields} "
-                f"fields ({_short(self.field_names)})"
-            )
-        label = label.reshape(-1) if label.dim() == 2 and label.shape[1] == 1 else label
-        if label.dim() != 1 or label.shape[0] != features.shape[0]:
-            raise ValueError(f"label must be [B] with B = {features.shape[0]} (the features' batch), got shape "
-                             f"{tuple(label.shape)}")
-        return features, label
+        features, label = check_feature_shapes(features, label, self.field_names)
+        return check_feature_values(features, label, self.field_names, self.field_dims)
 
     def buckets(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` bucket of every value (0..V-1 kept values by frequency, V = "other"); needs the vocabulary."""
         if not self.frozen:
             raise RuntimeError("no vocabulary yet: update() warmup_batches times, call freeze_vocabulary() or pass "
                                "vocabulary=")
-        if self._lookup is not None and not features.is_cuda:
+        if self._tables.lookup is not None and not features.is_cuda:
             # numpy's gather and select: about twice as fast as torch's integer kernels on CPU here.
             return torch.from_numpy(self._buckets_numpy(features).T.astype(np.int64))
-        if self._lookup is not None:
-            table, offsets, spans = (t.to(features.device) for t in self._lookup)
-            x = features.to(torch.int64)
-            inside = x < spans
-            # Ids past the field's largest kept id are "other"; clamp them to a valid index first.
-            index = torch.minimum(x, spans - 1) + offsets
-            found = table.index_select(0, index.reshape(-1)).view(x.shape).to(torch.int64)
-            return torch.where(inside, found, self.num_values)
-        sorted_values = self._sorted_values.to(features.device)
-        sorted_buckets = self._sorted_buckets.to(features.device)
-        x = features.to(torch.int64).T.contiguous()  # [N, B]: one sorted row of kept ids per field
-        at = torch.searchsorted(sorted_values, x).clamp_max(self.num_values - 1)
-        hit = torch.gather(sorted_values, 1, at) == x
-        return torch.where(hit, torch.gather(sorted_buckets, 1, at), self.num_values).T
+        return lookup_buckets_torch(features, self._tables, self.num_values)
 
     def _count(self, features: torch.Tensor, label: torch.Tensor) -> None:
         if features.shape[0] == 0:
@@ -393,23 +322,11 @@ class FieldPairCounts(Metric):
         if device.type == "cpu":
             self._count_numpy(features.cpu(), label.cpu())
             return
-        bt = self.buckets(features).T.to(device=device, dtype=torch.int32)  # [N, B]
-        y = label.to(device=device, dtype=torch.int32)
-        field_base, left_base, right_base, first, second = self._code_parts(device)
-        ones = torch.ones(1, dtype=torch.int64, device=device)
-        k = self.num_buckets
-        codes = (bt * 2 + y + field_base).reshape(-1)
-        _add_counts(self.field_counts, codes, ones)
-        if self.num_fields < 2:
-            return
-        # Code of (pair p = (i, j), a, b, y) = ((p k + a) k + b) 2 + y. For row-major i < j pairs
-        # p = g(i) + j with g(i) = i N - i (i + 1) / 2 - i - 1, so the code splits into a part of field i's
-        # column and a part of field j's: two row gathers and one add, no per-pair arithmetic. Pair-major
-        # layout keeps each pair's increments inside its own 16 KB slice of the counts (cache-friendly).
-        left = bt * (k * 2) + left_base
-        right = bt * 2 + y + right_base
-        codes = (left.index_select(0, first) + right.index_select(0, second)).reshape(-1)
-        _add_counts(self.pair_counts, codes, ones)
+        buckets = self.buckets(features).T.to(device=device, dtype=torch.int32)  # [N, B]
+        if self._parts is None or self._parts[0].device != device:  # made once per device
+            self._parts = code_parts(self.num_fields, self.num_buckets, device)
+        count_buckets_torch(buckets, label.to(device=device, dtype=torch.int32), self.field_counts, self.pair_counts,
+                            self._parts)
 
     def _count_numpy(self, features: torch.Tensor, label: torch.Tensor) -> None:
         """:meth:`_count` on CPU: one ``bincount`` per field over all its pairs (see
@@ -420,24 +337,12 @@ class FieldPairCounts(Metric):
     def _buckets_numpy(self, features: torch.Tensor) -> np.ndarray:
         """:meth:`buckets` on CPU as an ``[N, B]`` int32 array: one gather in the dense table for all fields
         (the binary search, for ids too large for a table, is :meth:`buckets`' own)."""
-        if self._lookup is None:
+        lookup = self._tables.lookup
+        if lookup is None:
             return np.ascontiguousarray(self.buckets(features).numpy().T.astype(np.int32))
-        if self._lookup_np is None or self._lookup_np[0] is not self._lookup:
-            numpy_lookup = padded_lookup(*(t.cpu().numpy() for t in self._lookup), self.num_values)
-            self._lookup_np = (self._lookup, numpy_lookup)
+        if self._lookup_np is None or self._lookup_np[0] is not lookup:
+            self._lookup_np = (lookup, padded_lookup(*(t.cpu().numpy() for t in lookup), self.num_values))
         return lookup_buckets(features.numpy(), self._lookup_np[1])
-
-    def _code_parts(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """Per-field [N, 1] code offsets and the pairs' field indices on ``device`` (made once per device)."""
-        if self._parts is None or self._parts[0].device != device:
-            n, k = self.num_fields, self.num_buckets
-            cells = k * k * 2
-            f = torch.arange(n, dtype=torch.int64)
-            g = (f * n - f * (f + 1) // 2 - f - 1) * cells
-            self._parts = tuple(t.to(device) for t in (
-                (f * k * 2).to(torch.int32)[:, None], g.to(torch.int32)[:, None],
-                (f * cells).to(torch.int32)[:, None], self._first, self._second))
-        return self._parts
 
     # ---- torchmetrics plumbing ---------------------------------------------------------------------------------
     def sync(self, *args, **kwargs) -> None:
@@ -489,16 +394,3 @@ class FieldPairCounts(Metric):
                                   bias_correction=bias_correction)
         out["samples"] = torch.tensor(self.samples)
         return out
-
-
-def _add_counts(counts: torch.Tensor, codes: torch.Tensor, one: torch.Tensor) -> None:
-    """``counts.view(-1)[code] += 1`` for every code (codes may repeat), with ``index_add_`` (deterministic on
-    a GPU, unlike a scatter-based bincount under ``torch.use_deterministic_algorithms``). The CPU path counts
-    with numpy's ``bincount`` instead (see ``_count_numpy``)."""
-    counts.view(-1).index_add_(0, codes, one.expand(codes.numel()))
-
-
-def _short(names: Sequence[str], limit: int = 6) -> str:
-    names = list(names)
-    return ", ".join(names) if len(names) <= limit else ", ".join(names[: limit - 1]) + f", ..., {names[-1]}"
-

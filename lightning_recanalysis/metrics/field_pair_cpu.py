@@ -19,6 +19,11 @@ def padded_lookup(table: np.ndarray, offsets: np.ndarray, spans: np.ndarray,
     span land on it: ``(padded table, each field's offset in it, spans)``.
 
     ``table[offsets[f] + id]`` is field f's bucket of ``id`` for ``id < spans[f]``; every larger id is "other".
+
+    Example:
+        >>> table = np.array([1, 0, 0], dtype=np.int16)  # field 0: id 0 -> bucket 1, id 1 -> 0; field 1: id 0 -> 0
+        >>> padded_lookup(table, np.array([0, 2]), np.array([2, 1]), other=2)
+        (array([1, 0, 2, 0, 2], dtype=int16), array([0, 3]), array([2, 1]))
     """
     n = offsets.size
     # Field f's entries move f places up (one "other" entry after each earlier field).
@@ -31,7 +36,14 @@ def padded_lookup(table: np.ndarray, offsets: np.ndarray, spans: np.ndarray,
 
 def lookup_buckets(ids: np.ndarray, lookup: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """``[N, B]`` int32 buckets of ``[B, N]`` non-negative ids: one gather for all fields (see
-    :func:`padded_lookup`)."""
+    :func:`padded_lookup`).
+
+    Example:
+        >>> lookup = padded_lookup(np.array([1, 0, 0], dtype=np.int16), np.array([0, 2]), np.array([2, 1]), other=2)
+        >>> lookup_buckets(np.array([[0, 0], [1, 5], [9, 0]]), lookup)  # [B=3, N=2] ids -> [N, B] buckets
+        array([[1, 0, 2],
+               [0, 2, 0]], dtype=int32)
+    """
     table, offsets, spans = lookup
     # Ids past a field's largest kept id are clamped to its span, whose entry (one past the ids) is "other".
     index = np.minimum(ids, spans)
@@ -53,6 +65,13 @@ def count_buckets(buckets: np.ndarray, label: np.ndarray, field_counts: torch.Te
     are taken in blocks of ``block_rows``, enough that a block's codes outnumber the cells it adds to the state
     (and the per-call overhead vanishes), few enough that the codes stay a few MB. torch's ``bincount`` reads the
     int32 codes as they are, where numpy's converts them to int64 first.
+
+    Example:
+        >>> fields, pairs = torch.zeros(2, 3, 2, dtype=torch.int64), torch.zeros(1, 3, 3, 2, dtype=torch.int64)
+        >>> buckets = np.array([[0, 2], [1, 1]], dtype=np.int32)  # [N = 2, B = 2]
+        >>> count_buckets(buckets, np.array([1, 0]), fields, pairs, block_rows=1024)
+        >>> torch.nonzero(pairs[0]).tolist()  # (a, b, y): (0, 1, 1) and (2, 1, 0)
+        [[0, 1, 1], [2, 1, 0]]
     """
     n, batch = buckets.shape
     k = field_counts.shape[1]

@@ -38,7 +38,7 @@ from lightning_recanalysis.metrics.behavior_target import BehaviorTargetCounts  
 #: (field_pair: the analysis, after the sync) the collective that pools the ranks.
 FAULTS = {
     "spectrum": (spectrum_module, "row_normalized_gram"),  # before the row_sharded all-reduce of the Gram
-    "conflict": (conflict_module, "cosine_from_gram"),  # before the all-reduce of the epoch's sums
+    "conflict": (conflict_module, "cosine_sums"),  # before the all-reduce of the epoch's sums
     "correlation": (BehaviorTargetCounts, "flush"),  # counting the waiting batches, before the counts' sync
     "field_pair": (field_pair_module, "field_pair_matrices"),  # the analysis of the synced counts
 }

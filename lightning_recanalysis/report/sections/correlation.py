@@ -8,24 +8,8 @@ import numpy as np
 
 from ...figures.correlation import correlation_maps_image, same_category_image
 from ...figures.line import agreement_image
+from ...functional.correlation import rank_correlation
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
-    for v in np.unique(values):  # ties share their average rank
-        tie = values == v
-        ranks[tie] = ranks[tie].mean()
-    return ranks
-
-
-def spearman(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan")
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
 def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
@@ -45,10 +29,11 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
         if own is not None and gt.size:
             own_row = gt[own]
             entry["own_category_is_top_row"] = bool(own_row.sum() >= gt.sum(axis=1).max())
-            entry["own_row_vs_position_spearman"] = spearman(own_row, target["positions"])
+            entry["own_row_vs_position_spearman"] = rank_correlation(own_row, target["positions"])
             entry["own_row_normalized"] = (own_row / own_row.max()).tolist() if own_row.max() > 0 else own_row.tolist()
             if target.get("learned") is not None:
-                entry["learned_own_row_vs_position_spearman"] = spearman(target["learned"][own], target["positions"])
+                learned_row = target["learned"][own]
+                entry["learned_own_row_vs_position_spearman"] = rank_correlation(learned_row, target["positions"])
             decay = entry["own_row_vs_position_spearman"]
             pattern = ("is the most informative row" if entry["own_category_is_top_row"] else "is not the top row")
             sentence = (f"Target category **{target['name']}** ({target['samples']:,} samples): in the data its own "

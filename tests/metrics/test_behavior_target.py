@@ -10,8 +10,10 @@ import torch
 from scipy.stats import chi2, spearmanr
 
 import lightning_recanalysis.metrics.behavior_target as behavior_target
+import lightning_recanalysis.metrics.dense_counts as dense_counts
 from lightning_recanalysis.functional import mutual_information
 from lightning_recanalysis.metrics import BehaviorTargetCounts
+from lightning_recanalysis.metrics.sparse_keys import decode_keys, sum_equal_keys
 
 
 def dictionary_counts(batches):
@@ -44,6 +46,12 @@ def random_batches(seed, n_batches, batch, length, categories, pad_value, gaps):
     return out
 
 
+def stored_counts(metric) -> dict:
+    """The metric's (target, behaviour, position, label) counts, decoded from its sorted keys, as a dictionary."""
+    keys, counts = metric._merged("triple")
+    return dict(zip(zip(*(x.tolist() for x in decode_keys(keys))), counts.tolist()))
+
+
 def assert_tables_match(metric, triples, totals, categories, length):
     cats = list(range(categories))
     for t in range(categories):
@@ -59,8 +67,8 @@ def assert_tables_match(metric, triples, totals, categories, length):
 @pytest.mark.parametrize("gaps, pad_value", [(False, 0), (False, -1), (True, 7)])
 def test_dense_counts_equal_a_dictionary_count_with_padding(gaps, pad_value, per_position, monkeypatch):
     if per_position:  # the one-bincount-per-position path of large dense arrays, forced on a small one
-        monkeypatch.setattr(behavior_target, "_DENSE_IN_CACHE_CELLS", 0)
-        monkeypatch.setattr(behavior_target, "_ROWS_PER_POSITION_PASS", 1)
+        monkeypatch.setattr(dense_counts, "DENSE_IN_CACHE_CELLS", 0)
+        monkeypatch.setattr(dense_counts, "ROWS_PER_POSITION_PASS", 1)
     batches = random_batches(0, 6, 50, 9, 6, pad_value, gaps)
     metric = BehaviorTargetCounts()
     for b in batches:
@@ -80,10 +88,7 @@ def test_sparse_counts_equal_a_dictionary_count(monkeypatch):
         metric.update(*b)
     triples, totals = dictionary_counts(batches)
     assert metric._dense is None
-    keys, counts = metric._merged("triple")
-    assert keys.numel() == len(triples)
-    decoded = zip(*(x.tolist() for x in behavior_target._decode(keys)))
-    assert dict(zip(decoded, counts.tolist())) == dict(triples)
+    assert stored_counts(metric) == dict(triples)
     for t in (0, 17, 399):
         table = metric.table(t, [3, 250, 399], 12)
         expected = sum(v for (tt, c, _, _), v in triples.items() if tt == t and c in (3, 250, 399))
@@ -102,9 +107,7 @@ def test_dense_array_grows_then_turns_sparse_without_losing_counts(monkeypatch):
         shapes = metric._dense_shape
         assert (metric._dense is None) == (step >= 3), (step, shapes)
     triples, totals = dictionary_counts(batches)
-    keys, counts = metric._merged("triple")
-    decoded = zip(*(x.tolist() for x in behavior_target._decode(keys)))
-    assert dict(zip(decoded, counts.tolist())) == dict(triples)
+    assert stored_counts(metric) == dict(triples)
 
 
 def test_same_category_table_and_label_counts_equal_the_dictionary():
@@ -250,10 +253,39 @@ def test_counts_of_two_parts_add_up_like_ranks():
         whole.update(*b)
         (first if i % 2 else second).update(*b)
     merged = [first._merged("triple"), second._merged("triple")]
-    keys, counts = BehaviorTargetCounts._sum_equal_keys(torch.cat([m[0] for m in merged]),
-                                                        torch.cat([m[1] for m in merged]))
+    keys, counts = sum_equal_keys(torch.cat([m[0] for m in merged]), torch.cat([m[1] for m in merged]))
     expected = whole._merged("triple")
     assert torch.equal(keys, expected[0]) and torch.equal(counts, expected[1])
+
+
+@pytest.mark.parametrize("categories", [5, 3000])  # the dense array, sparse keys
+def test_a_two_rank_sync_gathers_one_int64_tensor_per_state_and_sums_the_ranks(categories):
+    """Pins torchmetrics' private ``_sync_dist`` that the metric overrides: ``sync`` calls it with the
+    ``dist_sync_fn`` given, which receives each state (the dense counts folded into the list states, as int64
+    tensors, also on a rank that saw no batch) and whose results are summed; ``unsync`` restores one rank."""
+    batches = random_batches(5, 3, 40, 6, categories, 0, gaps=False)
+    metric, idle = BehaviorTargetCounts(), BehaviorTargetCounts()
+    for b in batches:
+        metric.update(*b)
+    _, totals = dictionary_counts(batches)
+    per_label = [sum(n for (_, y), n in totals.items() if y == label) for label in (0, 1)]
+    target = int(batches[0][0][0])
+    single = metric.table(target, list(range(5)), 6)
+    sent = []
+
+    def two_ranks(tensor, group=None):  # this rank and an identical second one
+        sent.append(tensor.dtype)
+        return [tensor, tensor.clone()]
+
+    with metric.sync_context(dist_sync_fn=two_ranks, distributed_available=lambda: True):
+        assert torch.equal(metric.table(target, list(range(5)), 6), 2 * single)
+        assert metric.label_counts().tolist() == [2 * n for n in per_label]
+    assert sent == [torch.int64] * 5  # triple keys and counts, target keys and counts, max_length
+    assert torch.equal(metric.table(target, list(range(5)), 6), single)
+    sent.clear()
+    with idle.sync_context(dist_sync_fn=two_ranks, distributed_available=lambda: True):
+        assert idle.label_counts().tolist() == [0, 0]
+    assert sent == [torch.int64] * 5
 
 
 def test_sync_and_unsync_keep_waiting_batches_and_the_dense_array():
@@ -292,8 +324,6 @@ def test_sparse_counts_over_many_flushes_and_merges_equal_a_dictionary_count(cat
         metric.update(*b)
     triples, totals = dictionary_counts(batches)
     assert metric._dense is None
-    keys, counts = metric._merged("triple")
-    decoded = zip(*(x.tolist() for x in behavior_target._decode(keys)))
-    assert dict(zip(decoded, counts.tolist())) == dict(triples)
+    assert stored_counts(metric) == dict(triples)
     assert torch.equal(metric.label_counts(), torch.tensor([sum(v for (_, y), v in totals.items() if y == y_)
                                                             for y_ in (0, 1)]))

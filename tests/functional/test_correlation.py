@@ -2,6 +2,7 @@
 torchmetrics' mutual information, the learned-correlation formula written out in numpy, and scipy's Spearman."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -125,6 +126,29 @@ def test_learned_correlation_known_answer_and_degenerate_inputs():
         learned_correlation(behavior, torch.ones(d + 1))
 
 
+@pytest.mark.parametrize("a, b", [
+    ([3.0, 3.0, 3.0], [1.0, 2.0, 3.0]),  # constant first map
+    ([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]),  # constant second map
+    ([2.0, 2.0], [2.0, 2.0]),  # both constant
+])
+def test_rank_correlation_of_a_constant_map_is_nan_as_in_scipy(a, b):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns that the correlation is undefined
+        expected = spearmanr(a, b).correlation
+    assert math.isnan(expected)
+    assert math.isnan(rank_correlation(torch.tensor(a), torch.tensor(b)))
+    assert math.isnan(rank_correlation(a, b))  # plain sequences, as the report passes them
+    assert rank_correlation(a, b, undefined=0.0) == 0.0  # what the monitors log
+
+
+def test_rank_correlation_of_sequences_and_arrays_equals_scipy():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=20), rng.integers(0, 4, size=20)
+    expected = spearmanr(a, b).correlation
+    assert rank_correlation(a.tolist(), b.tolist()) == pytest.approx(expected, abs=1e-12)
+    assert rank_correlation(a, b) == pytest.approx(expected, abs=1e-12)
+
+
 def test_rank_correlation_equals_scipy_spearman_with_ties():
     rng = np.random.default_rng(4)
     for _ in range(10):
@@ -133,7 +157,6 @@ def test_rank_correlation_equals_scipy_spearman_with_ties():
         b[0, :3] = b[0, 0]
         ours = rank_correlation(torch.from_numpy(a), torch.from_numpy(b))
         assert ours == pytest.approx(spearmanr(a.ravel(), b.ravel()).correlation, abs=1e-12)
-    assert rank_correlation(torch.ones(3, 3), torch.rand(3, 3)) == 0.0
     with pytest.raises(ValueError, match="one shape"):
         rank_correlation(torch.ones(2, 3), torch.ones(3, 2))
 

@@ -10,6 +10,7 @@ from lightning_recanalysis.functional import (
     embedding_row_gradients,
     field_gradient_gram,
     gradient_cosine,
+    looked_up_row_gradients,
 )
 
 
@@ -91,3 +92,24 @@ def test_field_gradient_gram_matches_dense_slices():
     for f, (lo, hi) in enumerate([(0, 5), (5, 9), (9, 12)]):
         a, b = dense[0, lo:hi, 2:6].numpy().ravel(), dense[1, lo:hi, 2:6].numpy().ravel()
         np.testing.assert_allclose(gram[f].numpy(), [[a @ a, a @ b], [b @ a, b @ b]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode, two_d, weighted", [("sum", False, True), ("mean", False, False), ("mean", True, False),
+                                                   ("sum", True, False)])
+def test_embedding_bag_rows_equal_the_tables_gradient(mode, two_d, weighted):
+    torch.manual_seed(0)
+    bag = nn.EmbeddingBag(10, 3, mode=mode, padding_idx=9)
+    if two_d:
+        ids, offsets = torch.tensor([[1, 2, 9], [2, 2, 5]]), None
+    else:
+        ids, offsets = torch.tensor([1, 2, 9, 2, 2, 5, 7]), torch.tensor([0, 3, 6])
+    weights = torch.rand(ids.shape) if weighted else None
+    out = bag(ids, offsets, per_sample_weights=weights)
+    loss = (out * torch.randn(out.shape)).sum()
+    (out_grad,) = torch.autograd.grad(loss, out, retain_graph=True)
+    (dense,) = torch.autograd.grad(loss, bag.weight)
+    flat_ids, grads = looked_up_row_gradients(bag, ids, out_grad[None], offsets=offsets,
+                                              per_sample_weights=weights)
+    rows, summed = embedding_row_gradients(flat_ids, grads)
+    np.testing.assert_allclose(summed[0].numpy(), dense[rows].double().numpy(), rtol=1e-6, atol=1e-7)
+    assert set(rows.tolist()) == set(torch.nonzero(dense.abs().sum(1)).squeeze(1).tolist())

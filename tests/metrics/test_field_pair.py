@@ -11,6 +11,7 @@ import torch
 from torchmetrics.functional.clustering import mutual_info_score
 
 from lightning_recanalysis.metrics import FieldPairCounts
+from lightning_recanalysis.metrics.field_pair_torch import code_parts, count_buckets_torch
 
 DIMS = [2, 5, 9, 60, 1]  # a binary field, small ones, one with more values than kept, a single-valued one
 V = 4
@@ -46,7 +47,7 @@ def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent
                                                                                          block_rows, flush):
     # Both ways of finding a value's bucket (a dense table, or a binary search when ids are too large for one);
     # the CPU count in blocks of 37 rows, flushed every 150 codes (a block boundary inside every batch).
-    monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._LOOKUP_LIMIT", lookup_limit)
+    monkeypatch.setattr("lightning_recanalysis.metrics.field_vocabulary.LOOKUP_LIMIT", lookup_limit)
     monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._COUNT_BLOCK_ROWS", block_rows)
     monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._FLUSH_CODES", flush)
     monkeypatch.setattr("lightning_recanalysis.metrics.field_pair._FLUSH_MIN_ROWS_CPU", min(flush, 1 << 15))
@@ -54,7 +55,7 @@ def test_counts_equal_a_dictionary_count_and_the_warm_up_picks_the_most_frequent
     metric = FieldPairCounts(len(DIMS), num_values=V, warmup_batches=3)
     for xb, yb in batches:
         metric.update(xb, yb)
-    assert (metric._lookup is None) == (lookup_limit == 0)
+    assert (metric._tables.lookup is None) == (lookup_limit == 0)
     vocab = _oracle_vocabulary(x[:300], V)  # the first three batches
     assert metric.vocabulary == vocab
     pair_dict, field_dict = collections.Counter(), collections.Counter()
@@ -135,11 +136,11 @@ def test_huge_ids_are_bucketed_by_binary_search_like_small_ones_by_the_lookup_ta
     big = 2**40
     vocab = [[big + 7, 3, big], [0, 2]]
     metric = FieldPairCounts(2, num_values=3, vocabulary=vocab)
-    assert metric._lookup is None
+    assert metric._tables.lookup is None
     x = torch.tensor([[big, 2], [3, 0], [big + 7, 1], [big + 8, 5], [0, 2]])
     assert metric.buckets(x).tolist() == [[2, 1], [1, 0], [0, 3], [3, 3], [3, 1]]
     small = FieldPairCounts(2, num_values=3, vocabulary=[[17, 3, 9], [0, 2]])
-    assert small._lookup is not None
+    assert small._tables.lookup is not None
     x = torch.tensor([[9, 2], [3, 0], [17, 1], [18, 5], [0, 2]])
     assert small.buckets(x).tolist() == [[2, 1], [1, 0], [0, 3], [3, 3], [3, 1]]
     small.update(x, torch.tensor([1, 0, 1, 1, 0]))
@@ -227,3 +228,29 @@ def test_after_the_warm_up_batches_wait_and_their_values_are_checked_when_counte
         metric.compute()
     with pytest.raises(ValueError, match="fields"):  # shapes are still checked at once
         metric.update(torch.tensor([[0, 1, 2]]), torch.tensor([1]))
+
+
+@pytest.mark.parametrize("num_fields", [1, 2, 5])
+def test_the_torch_counting_path_equals_a_dictionary_count(num_fields):
+    """The counting used on GPUs (torch's index_add_), run on CPU tensors, against one dictionary increment per
+    (field, bucket, label) and per (pair, bucket of i, bucket of j, label)."""
+    generator = torch.Generator().manual_seed(num_fields)
+    k, rows = 4, 300
+    buckets = torch.randint(0, k, (num_fields, rows), generator=generator, dtype=torch.int32)
+    label = torch.randint(0, 2, (rows,), generator=generator, dtype=torch.int32)
+    num_pairs = num_fields * (num_fields - 1) // 2
+    fields = torch.zeros(num_fields, k, 2, dtype=torch.int64)
+    pairs = torch.zeros(num_pairs, k, k, 2, dtype=torch.int64)
+    count_buckets_torch(buckets, label, fields, pairs, code_parts(num_fields, k))
+    field_oracle, pair_oracle = collections.Counter(), collections.Counter()
+    b, y = buckets.tolist(), label.tolist()
+    for r in range(rows):
+        for f in range(num_fields):
+            field_oracle[(f, b[f][r], y[r])] += 1
+        p = 0
+        for i in range(num_fields):
+            for j in range(i + 1, num_fields):
+                pair_oracle[(p, b[i][r], b[j][r], y[r])] += 1
+                p += 1
+    assert {tuple(c): int(fields[tuple(c)]) for c in torch.nonzero(fields).tolist()} == dict(field_oracle)
+    assert {tuple(c): int(pairs[tuple(c)]) for c in torch.nonzero(pairs).tolist()} == dict(pair_oracle)
