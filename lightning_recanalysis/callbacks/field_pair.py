@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import check_non_negative_int, check_positive_int
 from ..functional.correlation import rank_correlation
 from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
@@ -177,14 +178,11 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             raise ValueError(f"field_dims has {len(field_dims)} entries but field_names has {self.num_fields} fields")
         for name, value in (("num_values", num_values), ("warmup_batches", warmup_batches),
                             ("count_every_n_batches", count_every_n_batches), ("top_k", top_k)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if bias_correction not in ("none", "miller_madow"):
             raise ValueError(f"bias_correction must be 'miller_madow' or 'none', got {bias_correction!r}")
-        if embed_dim is not None and (not isinstance(embed_dim, int) or embed_dim < 1):
-            raise ValueError(f"embed_dim must be a positive integer, got {embed_dim!r}")
-        if not isinstance(cross_offset, int) or cross_offset < 0:
-            raise ValueError(f"cross_offset must be a non-negative integer, got {cross_offset!r}")
+        check_positive_int("embed_dim", embed_dim, allow_none=True)
+        check_non_negative_int("cross_offset", cross_offset)
         if pair_strength is not None and not callable(pair_strength):
             raise ValueError(f"pair_strength must be a function of the module, got {type(pair_strength).__name__}")
         self.keys = {"features": features, "label": label}

@@ -30,6 +30,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..distributed import is_distributed, sum_over_ranks
+
 __all__ = [
     "RowNormalizedGram",
     "row_normalized_gram",
@@ -334,14 +336,12 @@ def all_reduce_gram(result: RowNormalizedGram, group=None) -> RowNormalizedGram:
     group must call this, in the same order for the same tables. Without an initialised process group it
     returns ``result`` unchanged.
     """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return result
     gram = result.gram
     packed = torch.cat([gram.flatten(), torch.tensor([float(result.rows), float(result.excluded_rows)],
                                                      dtype=torch.float64, device=gram.device)])
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+    packed = sum_over_ranks(packed, group)
     k = gram.shape[0]
     return RowNormalizedGram(gram=packed[: k * k].view(k, k), rows=int(round(float(packed[-2]))),
                              excluded_rows=int(round(float(packed[-1]))))

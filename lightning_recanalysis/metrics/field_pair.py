@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from ..checks import check_positive_int, short_list
 from ..functional.field_pair import field_pair_matrices
 from .field_pair_cpu import count_buckets, lookup_buckets, padded_lookup
 
@@ -113,12 +114,9 @@ class FieldPairCounts(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(num_fields, int) or num_fields < 1:
-            raise ValueError(f"num_fields must be a positive integer, got {num_fields!r}")
-        if not isinstance(num_values, int) or num_values < 1:
-            raise ValueError(f"num_values must be a positive integer, got {num_values!r}")
-        if not isinstance(warmup_batches, int) or warmup_batches < 1:
-            raise ValueError(f"warmup_batches must be a positive integer, got {warmup_batches!r}")
+        for name, value in (("num_fields", num_fields), ("num_values", num_values),
+                            ("warmup_batches", warmup_batches)):
+            check_positive_int(name, value)
         self.num_fields, self.num_values, self.warmup_batches = num_fields, num_values, warmup_batches
         self.num_buckets = num_values + 1
         self.field_names = [f"field {f}" for f in range(num_fields)] if field_names is None else list(field_names)
@@ -355,7 +353,7 @@ class FieldPairCounts(Metric):
                 f"shape {tuple(features.shape)}, not [batch, fields]")
             raise ValueError(
                 f"the batch's features have {got} but the field-pair counts are configured for {self.num_fields} "
-                f"fields ({_short(self.field_names)})"
+                f"fields ({short_list(self.field_names)})"
             )
         label = label.reshape(-1) if label.dim() == 2 and label.shape[1] == 1 else label
         if label.dim() != 1 or label.shape[0] != features.shape[0]:
@@ -496,9 +494,4 @@ def _add_counts(counts: torch.Tensor, codes: torch.Tensor, one: torch.Tensor) ->
     a GPU, unlike a scatter-based bincount under ``torch.use_deterministic_algorithms``). The CPU path counts
     with numpy's ``bincount`` instead (see ``_count_numpy``)."""
     counts.view(-1).index_add_(0, codes, one.expand(codes.numel()))
-
-
-def _short(names: Sequence[str], limit: int = 6) -> str:
-    names = list(names)
-    return ", ".join(names) if len(names) <= limit else ", ".join(names[: limit - 1]) + f", ..., {names[-1]}"
 
