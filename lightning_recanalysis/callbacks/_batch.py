@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
-__all__ = ["BatchFieldReader"]
+import numpy as np
+
+__all__ = ["BatchFieldReader", "select_fields"]
 
 
 class BatchFieldReader:
@@ -74,3 +76,35 @@ class BatchFieldReader:
                 key = self.keys[field] if self.batch_fields is None else f"{field} of batch_fields"
                 return f"batch field {key!r} ({field}): {message}"
         return message
+
+
+def select_fields(field_names: Sequence[str], fields: Sequence[str | int] | None) -> list[int]:
+    """The column indices of the ``fields`` chosen (names or indices, in the order given); all by default.
+
+    Example:
+        >>> select_fields(["user", "item", "city"], ["city", 0])
+        [2, 0]
+        >>> select_fields(["user", "item"], [5])
+        Traceback (most recent call last):
+        ...
+        ValueError: fields[0] = 5 is out of range: the batch has 2 fields (field_names), so indices go from 0 to 1
+    """
+    n = len(field_names)
+    if fields is None:
+        return list(range(n))
+    chosen = []
+    for k, f in enumerate(fields):
+        if isinstance(f, str):
+            if f not in field_names:
+                raise ValueError(f"fields[{k}] = {f!r} is not one of the {n} field_names ({', '.join(field_names)})")
+            chosen.append(list(field_names).index(f))
+        elif isinstance(f, (int, np.integer)) and not isinstance(f, bool):
+            if not 0 <= int(f) < n:
+                raise ValueError(f"fields[{k}] = {int(f)} is out of range: the batch has {n} fields (field_names), "
+                                 f"so indices go from 0 to {n - 1}")
+            chosen.append(int(f))
+        else:
+            raise ValueError(f"fields[{k}] must be a field name or a column index, got {f!r}")
+    if len(set(chosen)) != len(chosen) or not chosen:
+        raise ValueError(f"fields must name distinct fields, at least one; got {list(fields)}")
+    return chosen

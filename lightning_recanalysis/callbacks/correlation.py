@@ -26,12 +26,11 @@ from ..checks import check_positive_int
 from ..functional.correlation import learned_correlation, mutual_information, rank_correlation
 from ..metrics.behavior_target import BehaviorTargetCounts
 from .. import sharding
-from ..distributed import data_parallel_group
 from ..raster import heatmap_image, line_image
 from ..records import BehaviorTargetRecord
 from ._batch import BatchFieldReader
 from ._embeddings import behavior_and_target_embeddings, check_behavior_embeddings, embedding_table
-from .base import AnalysisCallback
+from ._counting import CountingMonitor
 
 __all__ = ["FeatureCorrelationMonitor"]
 
@@ -39,7 +38,7 @@ BatchFields = Callable[[Any], Sequence[Any]]
 LearnedEmbeddings = Callable[[nn.Module, int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class FeatureCorrelationMonitor(AnalysisCallback):
+class FeatureCorrelationMonitor(CountingMonitor):
     r"""Ground-truth and learned correlation between a target and a user's behaviour sequence, while training.
 
     Counts every training batch as it passes (in ``on_train_batch_end``; never a second pass over the data)
@@ -118,10 +117,6 @@ class FeatureCorrelationMonitor(AnalysisCallback):
     namespace = "correlation"
     analysis_name = "correlation"
     record_type = BehaviorTargetRecord
-    # Batches still waiting are counted (and their values checked) before the counts are summed over ranks: a
-    # bad label or id is an error in the data and stops training on every rank, not a skipped analysis.
-    preparing = "counting the batches for {what}"
-    fatal_errors = (ValueError,)
 
     def __init__(
         self,
@@ -192,11 +187,7 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         self._counted_epochs = set()
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        # Count where the batches are (the model's device), and sum there across processes.
-        self.counts = self.counts.to(pl_module.device)
-        # Under tensor parallelism several ranks see the same batches: counts are summed over the ranks whose
-        # batches differ (every rank under DDP).
-        self.counts.process_group = data_parallel_group(trainer)
+        self._place_counts(trainer, pl_module)
         # A strategy may have sharded the tables since setup: their layout must be one the lookups read exactly.
         for option in ("category_embedding", "position_embedding"):
             name = getattr(self, option)
@@ -246,27 +237,14 @@ class FeatureCorrelationMonitor(AnalysisCallback):
                 return
             self._counted_epochs.add(epoch)
         fields = self._read_batch(batch)
-        self._counting(lambda: self.counts.update(*fields))
-
-    def _counting(self, fn) -> None:
-        """Run ``fn`` (an update or flush of the counts); a bad value becomes an error naming its batch field."""
-        try:
-            fn()
-        except ValueError as err:
-            raise ValueError(f"{type(self).__name__}: {self._read_batch.name_field(str(err))}") from None
+        self._count(lambda: self.counts.update(*fields))
 
     # ---- analysis ------------------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._is_analysis_epoch(trainer):
             self.run_analysis(trainer, pl_module)
 
-    # The contract (see AnalysisCallback): count what waits, sum the counts over ranks, compute, show.
-    def prepare(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self._counting(self.counts.flush)
-
-    def agree(self, trainer: "pl.Trainer", prepared: None):
-        return self.counts.sync_context(should_sync=True)
-
+    # The contract (see AnalysisCallback): CountingMonitor counts what waits and sums the counts over ranks.
     def compute(self, pl_module: nn.Module | None, agreed: Any = None) -> BehaviorTargetRecord:
         return BehaviorTargetRecord.from_dict(self.analyse(pl_module))
 
