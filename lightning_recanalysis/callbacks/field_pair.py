@@ -10,7 +10,6 @@ See :mod:`lightning_recanalysis.functional.field_pair` for the formulas.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
@@ -20,18 +19,15 @@ from torch import nn
 
 from ..checks import check_non_negative_int, check_positive_int, short_list
 from ..functional.correlation import rank_correlation
-from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
+from ..functional.field_pair import field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
-from .. import sharding
 from ..raster import heatmap_image
-from ..cross import block_pair_strength
-from ..tables import is_square_linear, named_cross_layer
-from ._cross import CrossFinder
 from ..records import FieldPairRecord
 from ._batch import BatchFieldReader, select_fields
+from ._counting import CountingMonitor
+from ._cross import CrossFinder
 from ._cross_hooks import CrossLayoutHooks
 from ._pair_strength import LearnedPairStrength, PairStrength
-from ._counting import CountingMonitor
 
 __all__ = ["FieldPairCorrelationMonitor"]
 
