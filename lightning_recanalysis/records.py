@@ -32,9 +32,9 @@ class Record:
         extra: keys of a published record this class does not know, kept as they were.
     """
 
-    stage: str
-    epoch: int
-    step: int
+    stage: str = "epoch"
+    epoch: int = 0
+    step: int = 0
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     #: Keys left out of :meth:`to_dict` when their value is None (absent in records written before they existed).
@@ -67,9 +67,6 @@ class Record:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
-        known.setdefault("stage", "epoch")
-        known.setdefault("epoch", 0)
-        known.setdefault("step", 0)
         return cls(**known, extra=extra)
 
 

@@ -66,6 +66,31 @@ class AnalysisCallback(Callback):
     Args:
         every_n_epochs: analyse at the end of every n-th training epoch (and always after the last one).
         strict: re-raise exceptions from the analysis instead of turning them into warnings.
+
+    Example:
+        A monitor of the mean row norm of an embedding: it says when, what and how; the base does the rest.
+
+        >>> from dataclasses import dataclass
+        >>> from lightning_recanalysis.records import Record
+        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
+        >>> @dataclass
+        ... class NormRecord(Record):
+        ...     mean_norm: float = 0.0
+        >>> class NormMonitor(AnalysisCallback):
+        ...     namespace, analysis_name, record_type = "norms", "norm", NormRecord
+        ...     def on_train_epoch_end(self, trainer, pl_module):
+        ...         if self._is_analysis_epoch(trainer):
+        ...             self.run_analysis(trainer, pl_module)
+        ...     def compute(self, pl_module, agreed):
+        ...         return NormRecord(mean_norm=float(pl_module.embedding.weight.norm(dim=1).mean()))
+        ...     def log_record(self, trainer, record):
+        ...         self.writer.scalars(trainer, {"norms/mean_norm": record.mean_norm}, record.step)
+        >>> monitor = NormMonitor()
+        >>> toy_trainer([monitor], max_epochs=2).fit(ToyDCN(), toy_loader())
+        >>> [(r.stage, r.epoch, r.step) for r in monitor.records]  # two batches an epoch
+        [('epoch', 0, 2), ('epoch', 1, 4)]
+        >>> monitor.history[0]["mean_norm"] > 0  # the published form: a plain dict
+        True
     """
 
     #: The TensorBoard tag namespace of this analysis (``collapse``, ``correlation``, ...).

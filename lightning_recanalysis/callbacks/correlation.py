@@ -112,6 +112,22 @@ class FeatureCorrelationMonitor(CountingMonitor):
             all of them.
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         strict: re-raise analysis errors instead of warning and skipping. Bad batch fields always raise.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.toy import ToySequence, toy_loader, toy_trainer
+        >>> _ = torch.manual_seed(0)
+        >>> monitor = FeatureCorrelationMonitor(category_embedding="category", position_embedding="position",
+        ...                                     num_positions=5, num_targets=1)
+        >>> toy_trainer([monitor]).fit(ToySequence(), toy_loader("sequence"))
+        >>> record = monitor.records[-1]
+        >>> record.samples, record.targets[0]["positions"]
+        (32, [1, 2, 3, 4, 5])
+        >>> mi = record.same_category_mi  # the toy label: the most recent behaviour has the target's category
+        >>> mi.index(max(mi)) + 1
+        1
+        >>> -1 <= record.agreement <= 1
+        True
     """
 
     namespace = "correlation"

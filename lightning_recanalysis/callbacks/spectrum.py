@@ -115,6 +115,20 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         histograms / images: turn those outputs off (scalars and history are always kept).
         strict: re-raise analysis errors instead of warning and skipping.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
+        >>> _ = torch.manual_seed(0)
+        >>> monitor = EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])  # one table holding three fields
+        >>> toy_trainer([monitor]).fit(ToyDCN(), toy_loader())
+        >>> [(r.stage, r.epoch) for r in monitor.records]  # the initial weights, then each epoch
+        [('init', 0), ('epoch', 0)]
+        >>> fields = monitor.records[-1].views["embedding"]["fields"]
+        >>> all(1 <= f["information_abundance"] <= 4 for f in fields.values())  # IA is at most the width, 4
+        True
+        >>> monitor.records[-1].interaction["fields"]  # the cross layer's input, in table order
+        ['field_0', 'field_1', 'field_2']
     """
 
     namespace = "collapse"
