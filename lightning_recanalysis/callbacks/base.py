@@ -136,9 +136,21 @@ class AnalysisCallback(Callback):
         """What tells two instances of one monitor apart in a checkpoint (none: the class name is the key)."""
         return {}
 
+    #: Custom-scalars charts of this analysis, in the category ``dashboard_category``: ``{chart title: [tag
+    #: pattern under the namespace, ...]}`` (regular expressions; see :meth:`dashboard_layout`).
+    dashboard_category: str = ""
+    dashboard_charts: dict[str, list[str]] = {}
+
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        """Custom-scalars charts for this analysis: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``."""
-        return {}
+        """Custom-scalars charts for this analysis: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``.
+
+        By default the ``dashboard_charts`` (each pattern ``p`` becomes ``^<namespace>/p$``); a monitor whose
+        charts depend on what it found (tables, fields) overrides this."""
+        if not self.dashboard_charts:
+            return {}
+        ns = self.namespace
+        return {self.dashboard_category: {chart: ["Multiline", [rf"^{ns}/{p}$" for p in patterns]]
+                                          for chart, patterns in self.dashboard_charts.items()}}
 
     # ---- the contract: what a monitor supplies ---------------------------------------------------------------
     def prepare(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> Any:

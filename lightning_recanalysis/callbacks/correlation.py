@@ -133,6 +133,9 @@ class FeatureCorrelationMonitor(CountingMonitor):
     namespace = "correlation"
     analysis_name = "correlation"
     record_type = BehaviorTargetRecord
+    dashboard_category = "correlation: behaviour sequence"
+    dashboard_charts = {"agreement of the learned map with the data (Spearman over cells)": [
+        "agreement", r"target_\d+/agreement"]}
 
     def __init__(
         self,
@@ -233,13 +236,6 @@ class FeatureCorrelationMonitor(CountingMonitor):
                 f"{self.num_behavior_categories} behaviour categories x positions 1..{self.num_positions}. "
                 f"Learned map from {learned}, representation `{self.representation}`"
                 f"{', logits / sqrt(d)' if self.scaled else ''}. MI in bits, empty cells contribute 0.")
-
-    def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        ns = self.namespace
-        return {"correlation: behaviour sequence": {
-            "agreement of the learned map with the data (Spearman over cells)": [
-                "Multiline", [rf"^{ns}/agreement$", rf"^{ns}/target_\d+/agreement$"]],
-        }}
 
     # ---- counting ------------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,

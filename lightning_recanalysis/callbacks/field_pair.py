@@ -150,6 +150,11 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     namespace = "correlation/field_pair"
     analysis_name = "field-pair"
     record_type = FieldPairRecord
+    dashboard_category = "correlation: field pairs"
+    dashboard_charts = {
+        "agreement of learned strength with the data (Spearman over pairs)": ["agreement", "agreement_interaction"],
+        "share of values in the \"other\" bucket": ["other_fraction"],
+    }
 
     def __init__(
         self,
@@ -269,14 +274,6 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
                 f"{self.num_values} most frequent values (chosen from the first {self.warmup_batches} batches) and "
                 f"\"other\"; counts {state / 2**20:.2f} MiB per process, of {passes}. Learned strength: "
                 f"{learned}. MI in bits, bias correction: {self.bias_correction}.")
-
-    def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        ns = self.namespace
-        return {"correlation: field pairs": {
-            "agreement of learned strength with the data (Spearman over pairs)": [
-                "Multiline", [rf"^{ns}/agreement$", rf"^{ns}/agreement_interaction$"]],
-            "share of values in the \"other\" bucket": ["Multiline", [rf"^{ns}/other_fraction$"]],
-        }}
 
     # ---- counting ------------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
