@@ -320,7 +320,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
             return None
 
     # ---- where ----------------------------------------------------------------------------------------------
-    def _log(self, trainer, record: dict[str, Any], initial: dict[str, Any] | None) -> None:
+    def _log(self, trainer: "pl.Trainer", record: dict[str, Any], initial: dict[str, Any] | None) -> None:
         ns, step = self.namespace, record["step"]
         scalars: dict[str, float] = {}
         for view_name, view in record["views"].items():
@@ -351,7 +351,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         self.writer.scalars(trainer, scalars, step)
         self._log_interaction(trainer, record)
 
-    def _log_interaction(self, trainer, record: dict[str, Any]) -> None:
+    def _log_interaction(self, trainer: "pl.Trainer", record: dict[str, Any]) -> None:
         interaction = record.get("interaction")
         if interaction is None:
             return
@@ -374,7 +374,8 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
                                             colorbar_label="IA", vmin=None, vmax=None, cmap="magma",
                                             annotate=len(names) <= 12), step)
 
-    def _log_view_images(self, trainer, view_name, view, initial, epoch, stage, step) -> None:
+    def _log_view_images(self, trainer: "pl.Trainer", view_name: str, view: dict[str, Any],
+                         initial: dict[str, Any] | None, epoch: int, stage: str, step: int) -> None:
         # Live images are drawn with Pillow (milliseconds); the report redraws them with matplotlib.
         when = "initial weights" if stage == "init" else f"epoch {epoch}"
         names = _sorted_by_cardinality(view)
