@@ -89,6 +89,14 @@ class SpectrumLayout:
                     "across ranks by itself: drop it from row_sharded (that option is for a table split by hand, "
                     "whose every rank holds a plain tensor of its own rows)")
 
+    def summary(self, finder: CrossFinder) -> str:
+        """One line for the console at setup: what will be analysed."""
+        n_fields = sum(len(u.fields) for u in self.units)
+        cross = (f"; interaction analysis through '{finder.kernel.name}'" if finder.layout else
+                 "; the cross layer's field order is read on the first training batch" if finder.waiting else "")
+        return (f"{len(self.tables)} table(s), {len(self.units)} view(s), {n_fields} field spectra per analysis"
+                f"{cross} (inventory in TensorBoard's Text tab, collapse/inventory)")
+
     def inventory_markdown(self, finder: CrossFinder) -> str:
         text = describe_tables(self.tables)
         for unit in (u for u in self.units if isinstance(u, FieldSet)):

@@ -180,12 +180,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
             return
         self._layout.find(pl_module)
         self._finder.setup(pl_module, self.units, legacy=self._layout.table_order_layout)
-        n_views = len(self.units)
-        n_fields = sum(len(u.fields) for u in self.units)
-        cross = (f"; interaction analysis through '{self._finder.kernel.name}'" if self._finder.layout else
-                 "; the cross layer's field order is read on the first training batch" if self._finder.waiting else "")
-        rank_zero_info(f"EmbeddingSpectrumMonitor: {len(self.tables)} table(s), {n_views} view(s), {n_fields} field "
-                       f"spectra per analysis{cross} (inventory in TensorBoard's Text tab, collapse/inventory)")
+        rank_zero_info(f"{type(self).__name__}: {self._layout.summary(self._finder)}")
 
     def _is_sharded(self, table_name: str) -> bool:
         return self._layout.is_sharded(table_name)
