@@ -82,7 +82,7 @@ class AnalysisCallback(Callback):
         ...         if self._is_analysis_epoch(trainer):
         ...             self.run_analysis(trainer, pl_module)
         ...     def compute(self, pl_module, agreed):
-        ...         return NormRecord(mean_norm=float(pl_module.embedding.weight.norm(dim=1).mean()))
+        ...         return NormRecord(mean_norm=float(pl_module.embedding.weight.detach().norm(dim=1).mean()))
         ...     def log_record(self, trainer, record):
         ...         self.writer.scalars(trainer, {"norms/mean_norm": record.mean_norm}, record.step)
         >>> monitor = NormMonitor()
