@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .sharding import full_tensor
+from .tables import ColumnSpan
 
 __all__ = ["CrossKernel", "CrossSlot", "CrossLayout", "resolve_cross_kernel", "cross_kernel_candidates",
            "explicit_layout", "block_pair_strength"]
@@ -67,7 +68,7 @@ class CrossKernel:
 
 
 @dataclass(frozen=True)
-class CrossSlot:
+class CrossSlot(ColumnSpan):
     """Columns ``[start, stop)`` of the cross input holding one field's embedding."""
 
     name: str    # the feature's name in the input (a shared table appears once per feature)
@@ -75,10 +76,6 @@ class CrossSlot:
     field: str   # the field's name in that unit
     start: int
     stop: int
-
-    @property
-    def width(self) -> int:
-        return self.stop - self.start
 
 
 @dataclass

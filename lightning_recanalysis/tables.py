@@ -45,17 +45,24 @@ class Field:
         return self.stop - self.start
 
 
-@dataclass(frozen=True)
-class ColumnGroup:
-    """Columns ``[start, stop)`` of a table: one embedding set, or one task's (or the shared) chunk."""
+class ColumnSpan:
+    """Columns ``[start, stop)`` of a matrix (a table's column group, a field's slot in a cross input): its width."""
 
-    name: str
     start: int
     stop: int
 
     @property
     def width(self) -> int:
         return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class ColumnGroup(ColumnSpan):
+    """Columns ``[start, stop)`` of a table: one embedding set, or one task's (or the shared) chunk."""
+
+    name: str
+    start: int
+    stop: int
 
 
 @dataclass

@@ -1,19 +1,21 @@
-"""What every analysis callback shares: when to run, how to fail, and a history that survives a resume.
+"""What every analysis callback shares: when to run, how to fail, one path from analysis to log, a history.
 
 A monitor's analysis is a side computation: it reads the model, never changes it, and must never end a long
-training run over a bad table or a logging detail. :class:`AnalysisCallback` gives each monitor
+training run over a bad table or a logging detail. :class:`AnalysisCallback` owns everything but the analysis:
 
 - ``every_n_epochs`` cadence and the rule that sanity checks, ``fast_dev_run`` and non-fit stages log nothing;
+- one path from analysis to log, :meth:`~AnalysisCallback.run_analysis`: prepare this rank's part, agree across
+  ranks, compute the record, keep it, log it (the monitor contract below);
 - :meth:`_guarded`: an exception inside an analysis becomes one warning and the analysis is skipped for that
   epoch (``strict=True`` re-raises, for tests and debugging);
 - :meth:`_together`: the same under DDP for the part of an analysis that precedes a collective or makes the
   history record: a failure on any rank skips it on every rank, so no rank waits in a collective that another
   has skipped and every rank keeps the same history;
-- :meth:`_analyse_counts`: the epoch-end analysis of a monitor whose ground truth is a counting metric (count
-  what waits, sync, analyse, record, log), in that order on every rank;
-- ``history``: a list of plain records (numbers, strings, lists) kept in ``state_dict`` so a run resumed from a
-  checkpoint continues it, with one record per (stage, epoch): a repeated epoch replaces, never duplicates;
-- an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text;
+- ``history``: the published records (plain dicts of numbers, strings, lists; :mod:`lightning_recanalysis.records`
+  gives each analysis its typed class) kept in ``state_dict`` so a run resumed from a checkpoint continues it,
+  with one record per (stage, epoch): a repeated epoch replaces, never duplicates;
+- an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text, and
+  :meth:`_changed`, which tells whether a data-derived image needs drawing again;
 - publishing: each record also goes into the event file (a summary TensorBoard's dashboards ignore), so the
   report can be rebuilt from the event files without the model. Subclasses that override ``setup`` call
   ``super().setup(trainer, pl_module, stage)`` first.
@@ -21,15 +23,22 @@ training run over a bad table or a logging detail. :class:`AnalysisCallback` giv
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Mapping
 
+import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
+from ..checks import check_positive_int
+from ..distributed import data_parallel_group, sum_over_ranks
+from ..records import Record
 from ..writers import AnalysisWriter
 
-__all__ = ["AnalysisCallback"]
+__all__ = ["AnalysisCallback", "data_parallel_group"]
 
 #: Bumped when the layout of the history records changes, so a report can read old checkpoints knowingly.
 HISTORY_VERSION = 1
@@ -38,27 +47,78 @@ HISTORY_VERSION = 1
 class AnalysisCallback(Callback):
     """Base class of the monitors; not used on its own.
 
+    **The monitor contract** (as torchmetrics' ``update``/``compute``). A monitor decides *when* to analyse (its
+    hooks call :meth:`run_analysis`) and supplies *what* to compute and *how* to show it; the base class owns
+    the rest, in this order and the same on every rank:
+
+    1. :meth:`prepare` (optional): this rank's own part, before any collective (count the batches still
+       waiting; a row-sharded table's local Gram). A failure on any rank skips the analysis on every rank
+       before any of them enters a collective; an exception of a type in ``fatal_errors`` (an error in the
+       data) stops training on every rank.
+    2. :meth:`agree` (optional): a context in which every rank holds the numbers of all ranks (sum the
+       prepared parts, sync a counting metric): the collectives, made by every rank in the same order.
+    3. :meth:`compute` (required): the analysis, from the agreed numbers and the module, as a typed
+       :class:`~lightning_recanalysis.records.Record` of ``record_type``; a failure on any rank skips it on all.
+    4. the record is kept in ``history`` and published to the event file (:meth:`_record`);
+    5. :meth:`log_record` (required): scalars, images, histograms and text from the record, through
+       ``self.writer`` (which writes on rank 0 only; scalars go to every logger). A failure here is a warning.
+
     Args:
         every_n_epochs: analyse at the end of every n-th training epoch (and always after the last one).
         strict: re-raise exceptions from the analysis instead of turning them into warnings.
+
+    Example:
+        A monitor of the mean row norm of an embedding: it says when, what and how; the base does the rest.
+
+        >>> from dataclasses import dataclass
+        >>> from lightning_recanalysis.records import Record
+        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
+        >>> @dataclass
+        ... class NormRecord(Record):
+        ...     mean_norm: float = 0.0
+        >>> class NormMonitor(AnalysisCallback):
+        ...     namespace, analysis_name, record_type = "norms", "norm", NormRecord
+        ...     def on_train_epoch_end(self, trainer, pl_module):
+        ...         if self._is_analysis_epoch(trainer):
+        ...             self.run_analysis(trainer, pl_module)
+        ...     def compute(self, pl_module, agreed):
+        ...         return NormRecord(mean_norm=float(pl_module.embedding.weight.detach().norm(dim=1).mean()))
+        ...     def log_record(self, trainer, record):
+        ...         self.writer.scalars(trainer, {"norms/mean_norm": record.mean_norm}, record.step)
+        >>> monitor = NormMonitor()
+        >>> toy_trainer([monitor], max_epochs=2).fit(ToyDCN(), toy_loader())
+        >>> [(r.stage, r.epoch, r.step) for r in monitor.records]  # two batches an epoch
+        [('epoch', 0, 2), ('epoch', 1, 4)]
+        >>> monitor.history[0]["mean_norm"] > 0  # the published form: a plain dict
+        True
     """
 
     #: The TensorBoard tag namespace of this analysis (``collapse``, ``correlation``, ...).
     namespace: str = "analysis"
+    #: The analysis' name in warnings ("the <name> analysis of epoch 3 failed ...").
+    analysis_name: str = "analysis"
+    #: The typed record :meth:`compute` returns and :attr:`records` reads ``history`` as.
+    record_type: type[Record] = Record
+    #: How a failure of :meth:`prepare` is named in the warning; ``{what}`` is the analysis.
+    preparing: str = "{what}"
+    #: Exceptions of :meth:`prepare` that are errors in the data: they stop training, on every rank.
+    fatal_errors: tuple[type[Exception], ...] = ()
 
     def __init__(self, *, every_n_epochs: int = 1, strict: bool = False) -> None:
         super().__init__()
-        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
         self.strict = strict
         self.history: list[dict[str, Any]] = []
         self.failures: int = 0
         self.writer = AnalysisWriter(type(self).__name__)
-        self._trainer = None
+        self.redraw_tolerance: float = 0.0
+        self._drawn: dict[str, tuple[Any, np.ndarray]] = {}
+        self._trainer: pl.Trainer | None = None
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._trainer = trainer
+        if stage == "fit":
+            self._drawn = {}
 
     @property
     def state_key(self) -> str:
@@ -76,23 +136,79 @@ class AnalysisCallback(Callback):
         """What tells two instances of one monitor apart in a checkpoint (none: the class name is the key)."""
         return {}
 
+    #: Custom-scalars charts of this analysis, in the category ``dashboard_category``: ``{chart title: [tag
+    #: pattern under the namespace, ...]}`` (regular expressions; see :meth:`dashboard_layout`).
+    dashboard_category: str = ""
+    dashboard_charts: dict[str, list[str]] = {}
+
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        """Custom-scalars charts for this analysis: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``."""
-        return {}
+        """Custom-scalars charts for this analysis: ``{category: {chart: ["Multiline", [tag regex, ...]]}}``.
+
+        By default the ``dashboard_charts`` (each pattern ``p`` becomes ``^<namespace>/p$``); a monitor whose
+        charts depend on what it found (tables, fields) overrides this."""
+        if not self.dashboard_charts:
+            return {}
+        ns = self.namespace
+        return {self.dashboard_category: {chart: ["Multiline", [rf"^{ns}/{p}$" for p in patterns]]
+                                          for chart, patterns in self.dashboard_charts.items()}}
+
+    # ---- the contract: what a monitor supplies ---------------------------------------------------------------
+    def prepare(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> Any:
+        """This rank's part of the analysis, before any collective; handed to :meth:`agree` (default: None)."""
+        return None
+
+    def agree(self, trainer: "pl.Trainer", prepared: Any) -> ContextManager[Any]:
+        """A context in which every rank holds the numbers of all ranks; it yields what :meth:`compute` reads.
+
+        Every rank enters it at the same point (its collectives run here). Default: ``prepared`` as it is."""
+        return contextlib.nullcontext(prepared)
+
+    def compute(self, pl_module: "pl.LightningModule | None", agreed: Any) -> Record:
+        """The analysis now, as a ``record_type`` whose ``stage``, ``epoch`` and ``step`` the base class sets."""
+        raise NotImplementedError(f"{type(self).__name__} must define compute(pl_module, agreed) -> Record")
+
+    def log_record(self, trainer: "pl.Trainer", record: Record) -> None:
+        """Show a record: scalars, images, histograms and text through ``self.writer``."""
+        raise NotImplementedError(f"{type(self).__name__} must define log_record(trainer, record)")
+
+    # ---- the one path from analysis to log ---------------------------------------------------------------
+    def run_analysis(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str = "epoch") -> bool:
+        """Prepare, agree, compute, keep and log one record (see the class docstring), the same on every rank.
+
+        ``stage`` is ``"epoch"`` (the record of ``trainer.current_epoch``) or ``"init"`` (epoch 0, the initial
+        weights). Returns whether :meth:`prepare` succeeded on every rank.
+        """
+        epoch = 0 if stage == "init" else trainer.current_epoch
+        what = (f"the initial {self.analysis_name} analysis" if stage == "init"
+                else f"the {self.analysis_name} analysis of epoch {epoch}")
+        ok, prepared = self._together(trainer, self.preparing.format(what=what),
+                                      lambda: self.prepare(trainer, pl_module), fatal=self.fatal_errors)
+        if not ok:
+            return False
+        with self.agree(trainer, prepared) as agreed:
+            ok, record = self._together(trainer, what, lambda: self.compute(pl_module, agreed))
+        if ok:  # failed on some rank: no rank keeps a record, so the histories stay the same
+            record.stage, record.epoch, record.step = stage, epoch, trainer.global_step
+            self._record(record)
+            self._guarded(f"logging {what}", lambda: self.log_record(trainer, record))
+        return True
+
+    @property
+    def records(self) -> list[Record]:
+        """``history`` as typed records (``record_type``), oldest first."""
+        return [self.record_type.from_dict(r) for r in self.history]
 
     # ---- when to run -------------------------------------------------------------------------------------
     @staticmethod
-    def _is_real_fit(trainer) -> bool:
+    def _is_real_fit(trainer: "pl.Trainer") -> bool:
         """False during sanity checks, ``fast_dev_run`` and validate/test/predict: their numbers mean nothing."""
-        from lightning.pytorch.trainer.states import TrainerFn
-
         return (
             not trainer.sanity_checking
             and not trainer.fast_dev_run
             and trainer.state.fn == TrainerFn.FITTING
         )
 
-    def _is_analysis_epoch(self, trainer) -> bool:
+    def _is_analysis_epoch(self, trainer: "pl.Trainer") -> bool:
         epoch = trainer.current_epoch + 1
         last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
         return self._is_real_fit(trainer) and (epoch % self.every_n_epochs == 0 or last)
@@ -111,7 +227,7 @@ class AnalysisCallback(Callback):
             self._skipped(what, f"{type(err).__name__}: {err}")
             return None
 
-    def _together(self, trainer, what: str, fn: Callable[[], Any], *,
+    def _together(self, trainer: "pl.Trainer | None", what: str, fn: Callable[[], Any], *,
                   fatal: tuple[type[Exception], ...] = ()) -> tuple[bool, Any]:
         """Run ``fn`` on this rank, then skip its result on every rank if it failed on any: ``(ok, result)``.
 
@@ -149,33 +265,6 @@ class AnalysisCallback(Callback):
         self._skipped(what, cause)
         return False, None
 
-    def _analyse_counts(self, trainer, pl_module, name: str, counts, flush: Callable[[], None]) -> bool:
-        """The epoch-end analysis of a monitor whose ground truth is a counting metric, the same on every rank.
-
-        1. Batches still waiting are checked and counted (``flush``), before the sync: a bad label or id is an
-           error of the data, not an analysis failure to warn about, and stops training on every rank (not
-           only on the rank whose batch it was, while the others wait for it in the sync); any other failure
-           of this rank's counting skips the analysis on every rank.
-        2. Every rank sums the counts of all ranks (``counts.sync_context``, a collective all of them reach)
-           and computes the record with ``self.analyse(pl_module)``, so every rank keeps the same history (a
-           failure on any rank skips the record on all).
-        3. The record is kept, and ``self._log`` draws and writes it (only rank 0 writes).
-
-        Returns whether the counting (step 1) succeeded on every rank.
-        """
-        epoch = trainer.current_epoch
-        what = f"the {name} analysis of epoch {epoch}"
-        counted, _ = self._together(trainer, f"counting the batches for {what}", flush, fatal=(ValueError,))
-        if not counted:
-            return False
-        with counts.sync_context(should_sync=True):
-            ok, record = self._together(trainer, what, lambda: self.analyse(pl_module))
-        if ok:
-            record = {"stage": "epoch", "epoch": epoch, "step": trainer.global_step, **record}
-            self._record(record)
-            self._guarded(f"logging {what}", lambda: self._log(trainer, record))
-        return True
-
     def _skipped(self, what: str, cause: str) -> None:
         self.failures += 1
         warnings.warn(
@@ -185,10 +274,28 @@ class AnalysisCallback(Callback):
             stacklevel=3,
         )
 
+    # ---- drawing ---------------------------------------------------------------------------------------------
+    def _changed(self, key: str, values: Any, rows: Any = None) -> bool:
+        """Whether a data-derived image differs from the one last drawn under ``key`` (and remember it if so).
+
+        The data's images (ground-truth maps) do not change between epochs over the same data, so they are drawn
+        again only when a value moved by more than ``redraw_tolerance``: of the largest value (``rows=None``), or
+        absolutely for a map normalised to 0..1 whose ``rows`` (the categories shown) are given, and drawn
+        whenever those rows change."""
+        current = np.asarray(values, dtype=np.float64)
+        previous = self._drawn.get(key)
+        if previous is not None and previous[0] == rows and previous[1].shape == current.shape:
+            scale = max(float(np.abs(previous[1]).max(initial=0.0)), 1e-300) if rows is None else 1.0
+            if float(np.abs(current - previous[1]).max(initial=0.0)) / scale <= self.redraw_tolerance:
+                return False
+        self._drawn[key] = (rows, current)
+        return True
+
     # ---- history -----------------------------------------------------------------------------------------
-    def _record(self, record: dict[str, Any]) -> None:
-        """Add a record, replacing any earlier one of the same stage and epoch (a resumed epoch runs again),
-        and store it in the event file for the report."""
+    def _record(self, record: Record | Mapping[str, Any]) -> None:
+        """Add a record (typed or published), replacing any earlier one of the same stage and epoch (a resumed
+        epoch runs again), and store it in the event file for the report."""
+        record = record.to_dict() if isinstance(record, Record) else dict(record)
         if self._trainer is not None:
             self.writer.record(self._trainer, self.namespace, record, int(record.get("step", 0)))
         key = (record.get("stage"), record.get("epoch"))
@@ -206,31 +313,11 @@ class AnalysisCallback(Callback):
         self.history = list(state_dict.get("history", []))
 
 
-def data_parallel_group(trainer) -> Any:
-    """The process group over which the batches differ: ``None`` (every process, as under DDP) unless a
-    model-parallel strategy gives several ranks the same batches (``ModelParallelStrategy`` with a tensor-parallel
-    size above 1 feeds every rank of a tensor-parallel group the same rows). Counts summed over every process
-    would count those rows once per rank; summed over this group they count each row once.
-    """
-    if trainer is None or trainer.world_size <= 1:
-        return None
-    replicas = (getattr(trainer, "distributed_sampler_kwargs", None) or {}).get("num_replicas", trainer.world_size)
-    if replicas == trainer.world_size:
-        return None
-    mesh = getattr(trainer.strategy, "device_mesh", None)
-    if mesh is None or "data_parallel" not in (mesh.mesh_dim_names or ()):
-        raise ValueError(
-            f"{type(trainer.strategy).__name__} feeds {trainer.world_size} processes with {replicas} different "
-            "streams of batches, and the monitors cannot tell which processes share one: use DDP or Lightning's "
-            "ModelParallelStrategy, whose device mesh names its data-parallel dimension")
-    return mesh["data_parallel"].get_group()
-
-
-def _count_over_ranks(trainer, failed: bool, fatal: bool) -> tuple[int, int]:
+def _count_over_ranks(trainer: "pl.Trainer | None", failed: bool, fatal: bool) -> tuple[int, int]:
     """``(ranks that failed, ranks that failed fatally)``, summed over the trainer's processes with one
     all-reduce of two numbers (none with a single process)."""
     if trainer is None or trainer.world_size <= 1:
         return int(failed), int(fatal)
     flags = torch.tensor([float(failed), float(fatal)], device=trainer.strategy.root_device)
-    flags = trainer.strategy.reduce(flags, reduce_op="sum")
+    flags = sum_over_ranks(flags)
     return int(round(float(flags[0]))), int(round(float(flags[1])))

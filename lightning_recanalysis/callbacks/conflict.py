@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..checks import check_positive_int
 from ..figures.conflict import cosine_heatmap
 from ..functional.conflict import (
     cosine_sums,
@@ -29,7 +30,8 @@ from ..field_sets import AnalysisUnit, FieldSet, analysis_units
 from ..tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
 from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks
-from .base import AnalysisCallback, data_parallel_group
+from ..distributed import data_parallel_group, sum_over_ranks
+from .base import AnalysisCallback
 
 __all__ = ["GradientConflictMonitor"]
 
@@ -151,8 +153,7 @@ class GradientConflictMonitor(AnalysisCallback):
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, strict=strict)
         for name, value in (("every_n_steps", every_n_steps), ("heatmap_every_n_epochs", heatmap_every_n_epochs)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         self.every_n_steps = every_n_steps
         self.heatmap_every_n_epochs = heatmap_every_n_epochs
         self.tasks = list(tasks) if tasks is not None else None
@@ -392,7 +393,7 @@ class GradientConflictMonitor(AnalysisCallback):
             return acc
         flat = torch.cat([acc[k].reshape(-1) for k in keys]).to(pl_module.device)
         # Over the ranks whose batches differ: tensor-parallel ranks that train on the same rows count them once.
-        flat = trainer.strategy.reduce(flat, group=data_parallel_group(trainer), reduce_op="sum").cpu()
+        flat = sum_over_ranks(flat, data_parallel_group(trainer)).cpu()
         pooled, offset = {}, 0
         for k in keys:
             size = acc[k].numel()

@@ -17,25 +17,28 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 
+from ..checks import check_positive_int
 from ..functional.correlation import learned_correlation, mutual_information, rank_correlation
 from ..metrics.behavior_target import BehaviorTargetCounts
 from .. import sharding
 from ..figures.correlation import correlation_map_image, same_category_image
-from .base import AnalysisCallback, data_parallel_group
+from ..records import BehaviorTargetRecord
+from ._batch import BatchFieldReader
+from ._embeddings import behavior_and_target_embeddings, check_behavior_embeddings, embedding_table
+from ._counting import CountingMonitor
 
 __all__ = ["FeatureCorrelationMonitor"]
 
 BatchFields = Callable[[Any], Sequence[Any]]
 LearnedEmbeddings = Callable[[nn.Module, int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-_FIELDS = ("target_category", "behavior_category", "label", "mask")
 
-
-class FeatureCorrelationMonitor(AnalysisCallback):
+class FeatureCorrelationMonitor(CountingMonitor):
     r"""Ground-truth and learned correlation between a target and a user's behaviour sequence, while training.
 
     Counts every training batch as it passes (in ``on_train_batch_end``; never a second pass over the data)
@@ -109,9 +112,30 @@ class FeatureCorrelationMonitor(AnalysisCallback):
             all of them.
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         strict: re-raise analysis errors instead of warning and skipping. Bad batch fields always raise.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.toy import ToySequence, toy_loader, toy_trainer
+        >>> _ = torch.manual_seed(0)
+        >>> monitor = FeatureCorrelationMonitor(category_embedding="category", position_embedding="position",
+        ...                                     num_positions=5, num_targets=1)
+        >>> toy_trainer([monitor]).fit(ToySequence(), toy_loader("sequence"))
+        >>> record = monitor.records[-1]
+        >>> record.samples, record.targets[0]["positions"]
+        (32, [1, 2, 3, 4, 5])
+        >>> mi = record.same_category_mi  # the toy label: the most recent behaviour has the target's category
+        >>> mi.index(max(mi)) + 1
+        1
+        >>> -1 <= record.agreement <= 1
+        True
     """
 
     namespace = "correlation"
+    analysis_name = "correlation"
+    record_type = BehaviorTargetRecord
+    dashboard_category = "correlation: behaviour sequence"
+    dashboard_charts = {"agreement of the learned map with the data (Spearman over cells)": [
+        "agreement", r"target_\d+/agreement"]}
 
     def __init__(
         self,
@@ -143,10 +167,8 @@ class FeatureCorrelationMonitor(AnalysisCallback):
             raise ValueError(f"representation must be 'product' (TIN) or 'behavior' (DIN), got {representation!r}")
         for name, value in (("num_targets", num_targets), ("num_behavior_categories", num_behavior_categories),
                             ("num_positions", num_positions)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if count_epochs is not None and (not isinstance(count_epochs, int) or count_epochs < 1):
-            raise ValueError(f"count_epochs must be a positive integer or None, got {count_epochs!r}")
+            check_positive_int(name, value)
+        check_positive_int("count_epochs", count_epochs, allow_none=True)
         if position_embedding is not None and category_embedding is None:
             raise ValueError("position_embedding needs category_embedding too (e = category + position embedding)")
         if learned_embeddings is not None and category_embedding is not None:
@@ -154,6 +176,8 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         self.keys = {"target_category": target_category, "behavior_category": behavior_category,
                      "label": label, "mask": mask}
         self.batch_fields = batch_fields
+        self._read_batch = BatchFieldReader(type(self).__name__, self.keys, batch_fields, optional=("mask",),
+                                            fixes={"mask": "mask=<key>, or mask=None if there is no padding"})
         self.category_embedding, self.position_embedding = category_embedding, position_embedding
         self.target_position, self.learned_embeddings = target_position, learned_embeddings
         self.representation, self.scaled = representation, scaled
@@ -164,73 +188,30 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         self.images, self.redraw_tolerance = images, redraw_tolerance
         self.count_epochs = count_epochs
         self.counts = BehaviorTargetCounts()
-        self._drawn: dict[str, Any] = {}
         self._counted_epochs: set[int] = set()
 
     def _state_key_fields(self) -> dict[str, Any]:
         return {"keys": self.keys, "category_embedding": self.category_embedding}
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         num_categories = None
         if self.category_embedding is not None:
-            category = self._table(pl_module, self.category_embedding, "category_embedding")
-            num_categories = category.shape[0]
-            if self.position_embedding is not None:
-                position = self._table(pl_module, self.position_embedding, "position_embedding")
-                if position.shape[1] != category.shape[1]:
-                    raise ValueError(
-                        f"position_embedding '{self.position_embedding}' has width {position.shape[1]} but "
-                        f"category_embedding '{self.category_embedding}' has {category.shape[1]}: e = category + "
-                        "position needs one width"
-                    )
-                needed = max(self.num_positions, self.target_position) + 1
-                if position.shape[0] < needed:
-                    raise ValueError(
-                        f"position_embedding '{self.position_embedding}' has {position.shape[0]} rows; positions "
-                        f"1..{self.num_positions} and the target's row {self.target_position} need {needed}. "
-                        "Lower num_positions or pass learned_embeddings for another layout."
-                    )
+            num_categories = check_behavior_embeddings(pl_module, self.category_embedding, self.position_embedding,
+                                                       self.num_positions, self.target_position)
         self.counts = BehaviorTargetCounts(num_categories=num_categories)
-        self._drawn = {}
         self._counted_epochs = set()
 
-    @staticmethod
-    def _table(module: nn.Module, name: str, option: str) -> torch.Tensor:
-        """The 2-D weight that ``name`` points to: an ``nn.Embedding``'s weight or a parameter of the module."""
-        try:
-            found = module.get_submodule(name)
-        except AttributeError:
-            found = None
-        if isinstance(found, nn.Embedding):
-            return found.weight
-        if found is None:
-            try:
-                found = module.get_parameter(name)
-            except AttributeError:
-                found = None
-        if isinstance(found, torch.Tensor) and found.dim() == 2:
-            return found
-        raise ValueError(
-            f"{option}='{name}' must name an nn.Embedding or a 2-D parameter of {type(module).__name__}; found "
-            f"{type(found).__name__ if found is not None else 'nothing'}. Embeddings of the module: "
-            f"{[n for n, m in module.named_modules() if isinstance(m, nn.Embedding)]}"
-        )
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        # Count where the batches are (the model's device), and sum there across processes.
-        self.counts = self.counts.to(pl_module.device)
-        # Under tensor parallelism several ranks see the same batches: counts are summed over the ranks whose
-        # batches differ (every rank under DDP).
-        self.counts.process_group = data_parallel_group(trainer)
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._place_counts(trainer, pl_module)
         # A strategy may have sharded the tables since setup: their layout must be one the lookups read exactly.
         for option in ("category_embedding", "position_embedding"):
             name = getattr(self, option)
             if name is not None and self.learned_embeddings is None:
-                sharding.check_readable(self._table(pl_module, name, option), name)
+                sharding.check_readable(embedding_table(pl_module, name, option), name)
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
@@ -256,15 +237,9 @@ class FeatureCorrelationMonitor(AnalysisCallback):
                 f"Learned map from {learned}, representation `{self.representation}`"
                 f"{', logits / sqrt(d)' if self.scaled else ''}. MI in bits, empty cells contribute 0.")
 
-    def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        ns = self.namespace
-        return {"correlation: behaviour sequence": {
-            "agreement of the learned map with the data (Spearman over cells)": [
-                "Multiline", [rf"^{ns}/agreement$", rf"^{ns}/target_\d+/agreement$"]],
-        }}
-
     # ---- counting ------------------------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         epoch = trainer.current_epoch
         if epoch not in self._counted_epochs:
             # Cheap tests first: this runs after every training batch, counted or not.
@@ -273,56 +248,17 @@ class FeatureCorrelationMonitor(AnalysisCallback):
             if trainer.sanity_checking or trainer.fast_dev_run:
                 return
             self._counted_epochs.add(epoch)
-        fields = self._fields(batch)
-        self._counting(lambda: self.counts.update(*fields))
-
-    def _counting(self, fn) -> None:
-        """Run ``fn`` (an update or flush of the counts); a bad value becomes an error naming its batch field."""
-        try:
-            fn()
-        except ValueError as err:
-            raise ValueError(f"{type(self).__name__}: {self._name_field(str(err))}") from None
-
-    def _fields(self, batch) -> tuple:
-        if self.batch_fields is not None:
-            fields = tuple(self.batch_fields(batch))
-            if len(fields) not in (3, 4):
-                raise ValueError(
-                    f"{type(self).__name__}: batch_fields must return (target_category, behavior_category, label"
-                    f"[, mask]), got {len(fields)} values"
-                )
-            return fields if len(fields) == 4 else (*fields, None)
-        values = []
-        for field in _FIELDS:
-            key = self.keys[field]
-            if key is None:
-                values.append(None)
-                continue
-            try:
-                values.append(batch[key])
-            except (KeyError, IndexError, TypeError):
-                available = list(batch.keys()) if isinstance(batch, Mapping) else f"a {type(batch).__name__}"
-                fix = "mask=<key>, or mask=None if there is no padding" if field == "mask" else f"{field}=<key>"
-                raise ValueError(
-                    f"{type(self).__name__}: the batch has no field {key!r} ({field}); batch: {available}. Pass "
-                    f"{fix}, or batch_fields=fn(batch) returning the fields."
-                ) from None
-        return tuple(values)
-
-    def _name_field(self, message: str) -> str:
-        """Prefix the metric's message with the batch key of the field it is about."""
-        for field in _FIELDS:
-            if message.startswith(field):
-                key = self.keys[field] if self.batch_fields is None else f"{field} of batch_fields"
-                return f"batch field {key!r} ({field}): {message}"
-        return message
+        fields = self._read_batch(batch)
+        self._count(lambda: self.counts.update(*fields))
 
     # ---- analysis ------------------------------------------------------------------------------------------
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._is_analysis_epoch(trainer):
-            return
-        self._analyse_counts(trainer, pl_module, "correlation", self.counts,
-                             lambda: self._counting(self.counts.flush))
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._is_analysis_epoch(trainer):
+            self.run_analysis(trainer, pl_module)
+
+    # The contract (see AnalysisCallback): CountingMonitor counts what waits and sums the counts over ranks.
+    def compute(self, pl_module: nn.Module | None, agreed: Any = None) -> BehaviorTargetRecord:
+        return BehaviorTargetRecord.from_dict(self.analyse(pl_module))
 
     def analyse(self, pl_module: nn.Module | None = None) -> dict[str, Any]:
         """Compute the maps from the counts so far (and the module's embeddings); returns plain values."""
@@ -382,17 +318,9 @@ class FeatureCorrelationMonitor(AnalysisCallback):
             if self.learned_embeddings is not None:
                 behavior, target_vec = self.learned_embeddings(pl_module, target, rows, positions)
             else:
-                # The rows of the analysed categories and positions only: exact for a sharded table too,
-                # where every rank takes part in the lookups (sharding.lookup_rows).
-                category = self._table(pl_module, self.category_embedding, "category_embedding")
-                looked_up = sharding.lookup_rows(category, torch.cat([rows.cpu(), torch.tensor([target])]))
-                behavior = looked_up[:-1][:, None, :].expand(-1, len(positions), -1)
-                target_vec = looked_up[-1]
-                if self.position_embedding is not None:
-                    position = self._table(pl_module, self.position_embedding, "position_embedding")
-                    at = sharding.lookup_rows(position, torch.cat([positions, torch.tensor([self.target_position])]))
-                    behavior = behavior + at[:-1][None, :, :]
-                    target_vec = target_vec + at[-1]
+                behavior, target_vec = behavior_and_target_embeddings(
+                    pl_module, self.category_embedding, self.position_embedding, self.target_position,
+                    target, rows, positions)
         return learned_correlation(behavior, target_vec, representation=self.representation,
                                    scaled=self.scaled).cpu()
 
@@ -406,7 +334,9 @@ class FeatureCorrelationMonitor(AnalysisCallback):
             return str(category)
 
     # ---- logging -------------------------------------------------------------------------------------------
-    def _log(self, trainer, record: dict[str, Any]) -> None:
+    def log_record(self, trainer: "pl.Trainer", typed: BehaviorTargetRecord) -> None:
+        # The figures draw the published (plain) record, as the report does from the event files.
+        record = typed.to_dict()
         ns, step = self.namespace, record["step"]
         scalars = {f"{ns}/target_{t['target_category']}/agreement": t["agreement"]
                    for t in record["targets"] if t["agreement"] is not None}
@@ -416,29 +346,18 @@ class FeatureCorrelationMonitor(AnalysisCallback):
         if self.images and trainer.is_global_zero:
             when = f"epoch {record['epoch']}"
             curve = record["same_category_mi"]
-            if self._changed("same_category", None, curve):
+            if self._changed("same_category", curve):
                 self.writer.image(trainer, f"{ns}/same_category_mi", same_category_image(record), step)
             for target in record["targets"]:
                 if not target["behavior_categories"]:
                     continue
                 tag = f"{ns}/target_{target['target_category']}"
-                if self._changed(tag, target["behavior_categories"], target["ground_truth"]):
+                if self._changed(tag, target["ground_truth"], rows=target["behavior_categories"]):
                     image = correlation_map_image(target, "ground_truth", when)
                     self.writer.image(trainer, f"{tag}/ground_truth", image, step)
                 if target["learned"] is not None:
                     self.writer.image(trainer, f"{tag}/learned", correlation_map_image(target, "learned", when), step)
         self.writer.flush(trainer)
-
-    def _changed(self, key: str, rows, values) -> bool:
-        """Whether a data-derived image differs from the one last drawn (and remember it if so)."""
-        current = np.asarray(values, dtype=np.float64)
-        previous = self._drawn.get(key)
-        if previous is not None and previous[0] == rows and previous[1].shape == current.shape:
-            scale = max(float(np.abs(previous[1]).max(initial=0.0)), 1e-300) if rows is None else 1.0
-            if float(np.abs(current - previous[1]).max(initial=0.0)) / scale <= self.redraw_tolerance:
-                return False
-        self._drawn[key] = (rows, current)
-        return True
 
 
 def _min_max(matrix: torch.Tensor) -> torch.Tensor:

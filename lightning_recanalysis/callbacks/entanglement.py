@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..checks import check_positive_int
 from ..functional.ranking import subset_aurocs
 from ..tables import EmbeddingTable, Field, discover_tables
 from ..writers import tensorboard_experiments
@@ -127,8 +128,7 @@ class EntanglementMonitor(AnalysisCallback):
         super().__init__(every_n_epochs=every_n_epochs, strict=strict)
         if user_field == item_field:
             raise ValueError(f"user_field and item_field must differ, both are '{user_field}'")
-        if not isinstance(max_pairs, int) or max_pairs < 1:
-            raise ValueError(f"max_pairs must be a positive integer, got {max_pairs!r}")
+        check_positive_int("max_pairs", max_pairs)
         self.user_field, self.item_field = user_field, item_field
         self.tasks = list(tasks) if tasks is not None else None
         self.include, self.exclude = include, exclude

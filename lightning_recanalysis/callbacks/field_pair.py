@@ -10,30 +10,31 @@ See :mod:`lightning_recanalysis.functional.field_pair` for the formulas.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 
+from ..checks import check_non_negative_int, check_positive_int, short_list
 from ..functional.correlation import rank_correlation
-from ..functional.field_pair import cross_layer_pair_strength, field_pair_matrices
+from ..functional.field_pair import field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
-from .. import sharding
 from ..figures.field_pair import field_pair_image, top_pairs_markdown
-from ..cross import block_pair_strength
-from ..tables import is_square_linear, named_cross_layer
-from ._cross import CrossFinder, field_units, one_table_holds_all, slots_by_name
-from .base import AnalysisCallback, data_parallel_group
+from ..records import FieldPairRecord
+from ._batch import BatchFieldReader, select_fields
+from ._counting import CountingMonitor
+from ._cross import CrossFinder
+from ._cross_hooks import CrossLayoutHooks
+from ._pair_strength import LearnedPairStrength, PairStrength
 
 __all__ = ["FieldPairCorrelationMonitor"]
 
 BatchFields = Callable[[Any], Sequence[torch.Tensor]]
-PairStrength = Callable[[nn.Module], torch.Tensor]
 
 
-class FieldPairCorrelationMonitor(AnalysisCallback):
+class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     r"""Field x field correlation with the label, counted from the training data, beside the model's learned coupling.
 
     **Ground truth.** Every training batch is counted as it passes (``on_train_batch_end``; never a second pass
@@ -132,9 +133,28 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
             keeping the first analysed epoch's counts.
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         strict: re-raise analysis errors instead of warning and skipping. Bad batches and configuration always raise.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
+        >>> _ = torch.manual_seed(0)
+        >>> monitor = FieldPairCorrelationMonitor(["a", "b", "c"])  # the columns of the batch's "features"
+        >>> toy_trainer([monitor]).fit(ToyDCN(), toy_loader())
+        >>> record = monitor.records[-1]
+        >>> record.samples, record.learned_source
+        (32, '||W[j, i]||_F of cross')
+        >>> round(record.field_mutual_information[0], 2)  # the toy label is field a's parity: 1 bit, bias-corrected
+        1.01
     """
 
     namespace = "correlation/field_pair"
+    analysis_name = "field-pair"
+    record_type = FieldPairRecord
+    dashboard_category = "correlation: field pairs"
+    dashboard_charts = {
+        "agreement of learned strength with the data (Spearman over pairs)": ["agreement", "agreement_interaction"],
+        "share of values in the \"other\" bucket": ["other_fraction"],
+    }
 
     def __init__(
         self,
@@ -172,23 +192,21 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         if not self.field_names or len(set(self.field_names)) != len(self.field_names):
             raise ValueError(f"field_names must be distinct and non-empty, got {self.field_names}")
         self.num_fields = len(self.field_names)
-        self.fields = self._resolve_fields(fields)
+        self.fields = select_fields(self.field_names, fields)
         if field_dims is not None and len(field_dims) != self.num_fields:
             raise ValueError(f"field_dims has {len(field_dims)} entries but field_names has {self.num_fields} fields")
         for name, value in (("num_values", num_values), ("warmup_batches", warmup_batches),
                             ("count_every_n_batches", count_every_n_batches), ("top_k", top_k)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if bias_correction not in ("none", "miller_madow"):
             raise ValueError(f"bias_correction must be 'miller_madow' or 'none', got {bias_correction!r}")
-        if embed_dim is not None and (not isinstance(embed_dim, int) or embed_dim < 1):
-            raise ValueError(f"embed_dim must be a positive integer, got {embed_dim!r}")
-        if not isinstance(cross_offset, int) or cross_offset < 0:
-            raise ValueError(f"cross_offset must be a non-negative integer, got {cross_offset!r}")
+        check_positive_int("embed_dim", embed_dim, allow_none=True)
+        check_non_negative_int("cross_offset", cross_offset)
         if pair_strength is not None and not callable(pair_strength):
             raise ValueError(f"pair_strength must be a function of the module, got {type(pair_strength).__name__}")
         self.keys = {"features": features, "label": label}
         self.batch_fields = batch_fields
+        self._read_batch = BatchFieldReader(type(self).__name__, self.keys, batch_fields)
         self.field_dims = None if field_dims is None else [int(d) for d in field_dims]
         self.num_values, self.warmup_batches = num_values, warmup_batches
         self.count_every_n_batches = count_every_n_batches
@@ -197,12 +215,12 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         self.pair_strength, self.top_k = pair_strength, top_k
         self.images, self.redraw_tolerance = images, redraw_tolerance
         self.counts = self._new_counts(None)
-        self._cross: tuple[str, nn.Linear, int] | None = None
         self._finder = CrossFinder(cross_layer, layer_index=cross_layer_index, cross_fields=cross_fields,
                                    input_module=cross_input, owner=type(self).__name__)
-        self._slots = None
+        self._strength = LearnedPairStrength(type(self).__name__, self.field_names, self.field_dims,
+                                             pair_strength=pair_strength, cross_layer=cross_layer,
+                                             cross_offset=cross_offset, embed_dim=embed_dim, finder=self._finder)
         self._loaded_vocabulary: list[list[int]] | None = None
-        self._drawn: dict[str, np.ndarray] = {}
         self.recount = bool(recount)
         self._counting = False
         self._counted = False  # the counts hold a whole pass (kept unless recount)
@@ -214,142 +232,35 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
     def selected_names(self) -> list[str]:
         return [self.field_names[f] for f in self.fields]
 
-    def _resolve_fields(self, fields: Sequence[str | int] | None) -> list[int]:
-        if fields is None:
-            return list(range(self.num_fields))
-        chosen = []
-        for k, f in enumerate(fields):
-            if isinstance(f, str):
-                if f not in self.field_names:
-                    raise ValueError(f"fields[{k}] = {f!r} is not one of the {self.num_fields} field_names "
-                                     f"({', '.join(self.field_names)})")
-                chosen.append(self.field_names.index(f))
-            elif isinstance(f, (int, np.integer)) and not isinstance(f, bool):
-                if not 0 <= int(f) < self.num_fields:
-                    raise ValueError(f"fields[{k}] = {int(f)} is out of range: the batch has {self.num_fields} "
-                                     f"fields (field_names), so indices go from 0 to {self.num_fields - 1}")
-                chosen.append(int(f))
-            else:
-                raise ValueError(f"fields[{k}] must be a field name or a column index, got {f!r}")
-        if len(set(chosen)) != len(chosen) or not chosen:
-            raise ValueError(f"fields must name distinct fields, at least one; got {list(fields)}")
-        return chosen
-
     def _new_counts(self, vocabulary) -> FieldPairCounts:
         dims = None if self.field_dims is None else [self.field_dims[f] for f in self.fields]
         return FieldPairCounts(len(self.fields), num_values=self.num_values, warmup_batches=self.warmup_batches,
                                vocabulary=vocabulary, field_names=self.selected_names, field_dims=dims)
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         self.counts = self._new_counts(self._loaded_vocabulary)
         self._counted = False
-        self._drawn = {}
-        self._cross = None
-        if self.pair_strength is not None:
-            self._check_strength(self._call_pair_strength(pl_module), "at setup")
-        elif self.cross_layer is not None:
-            self._slots = None
-            # The demo's layout (one table holds every field, an nn.Linear reads them in batch order) as before;
-            # any other through the kernel forms and the input order of _cross.
-            named = dict(pl_module.named_modules()).get(self.cross_layer)
-            legacy = (self._finder.cross_fields is None and one_table_holds_all(pl_module, self.field_dims)
-                      and (self.cross_layer == "auto" or is_square_linear(named)))
-            self._cross = self._find_cross_layer(pl_module) if legacy else None
-            if self._cross is None:
-                units = field_units(pl_module, self.field_names, self.field_dims)
-                if units:
-                    self._finder.setup(pl_module, units)
-            if self._cross is None and self._finder.layout is not None:
-                self._slots = slots_by_name(self._finder, self.field_names)
-            if self._cross is None and self._finder.layout is None and not self._finder.waiting:
-                warnings.warn(
-                    f"{type(self).__name__}: no DCNv2 cross layer found (a square nn.Linear of side "
-                    f"{self.cross_offset} + {self.num_fields} x K, K an embedding width of the model); only the "
-                    "ground truth is logged. Pass cross_layer='<module name>' (and embed_dim, cross_offset), "
-                    "pair_strength=fn(module) for another model, or cross_layer=None to silence this.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        self._strength.setup(pl_module)
 
-    # The cross input's layout, when it must be read from a batch: hooks for the first step's forward only.
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._finder.waiting:
-            self._finder.start()
+    @property
+    def _cross(self) -> tuple[str, nn.Linear, int] | None:
+        """``(name, layer, K)`` of a DCNv2 cross layer over one concatenated table, as found at setup."""
+        return self._strength.cross
 
-    def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if self._finder.finish():
-            self._layout_found(trainer)
-
-    def _layout_found(self, trainer) -> None:
-        self._slots = slots_by_name(self._finder, self.field_names)
+    # The cross input's layout, when it must be read from a batch: see CrossLayoutHooks.
+    def _layout_found(self, trainer: "pl.Trainer", before_backward: bool = False) -> None:
+        self._strength.layout_found()
         if trainer is not None:  # the inventory again, now with the layout read from the batch
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
-    def _embedding_widths(self, model: nn.Module) -> list[int]:
-        if self.embed_dim is not None:
-            return [self.embed_dim]
-        widths = {m.embedding_dim for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
-        return sorted(w for w in widths if w > 1)
-
-    def _find_cross_layer(self, model: nn.Module) -> tuple[str, nn.Linear, int] | None:
-        n, offset = self.num_fields, self.cross_offset
-        widths = self._embedding_widths(model)
-        modules = dict(model.named_modules())
-        if self.cross_layer != "auto":
-            layer = named_cross_layer(model, self.cross_layer)
-            side = layer.weight.shape[0]
-            fits = [k for k in widths if offset + n * k <= side]
-            exact = [k for k in fits if offset + n * k == side]
-            if exact or fits:
-                return self.cross_layer, layer, (exact or fits)[-1]
-            if not widths and (side - offset) % n == 0 and side > offset:
-                return self.cross_layer, layer, (side - offset) // n
-            raise ValueError(
-                f"cross_layer '{self.cross_layer}' has side {side}, which cannot hold {n} fields (field_names) of "
-                f"width {widths or 'K'} from cross_offset={offset}; pass embed_dim= and cross_offset= to match "
-                "the model's cross input"
-            )
-        for name, layer in modules.items():
-            if is_square_linear(layer):
-                for k in widths:
-                    if layer.weight.shape[0] == offset + n * k:
-                        return name, layer, k
-        return None
-
-    def _call_pair_strength(self, pl_module) -> torch.Tensor:
-        with torch.no_grad():
-            return self.pair_strength(pl_module)
-
-    def _check_strength(self, strength, when: str) -> torch.Tensor:
-        n = self.num_fields
-        if not isinstance(strength, torch.Tensor) or tuple(strength.shape) != (n, n):
-            shape = tuple(strength.shape) if isinstance(strength, torch.Tensor) else type(strength).__name__
-            raise ValueError(
-                f"{type(self).__name__}: pair_strength returned {shape} {when}, but field_names configures {n} "
-                f"fields: it must return an [{n}, {n}] tensor over all of them, in column order"
-            )
-        return strength.detach().to(torch.float64).cpu()
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        # Count where the batches are (the model's device), and sum there across processes.
-        self.counts = self.counts.to(pl_module.device)
-        # Under tensor parallelism several ranks see the same batches: counts are summed over the ranks whose
-        # batches differ (every rank under DDP).
-        self.counts.process_group = data_parallel_group(trainer)
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._place_counts(trainer, pl_module)
         self._counting = False
-        if (self._cross is None and self.pair_strength is None and self.cross_layer is not None
-                and any(sharding.is_sharded(p) for p in pl_module.parameters())):
-            # The strategy replaced the parameters after setup: the kernel is resolved again on the current ones
-            # (before any batch, so nothing the first batch finds is lost).
-            units = field_units(pl_module, self.field_names, self.field_dims)
-            if units:
-                self._finder.setup(pl_module, units)
-                if self._finder.layout is not None:
-                    self._slots = slots_by_name(self._finder, self.field_names)
+        self._strength.refresh_if_sharded(pl_module)
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
@@ -358,109 +269,57 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         pairs = n * (n - 1) // 2
         passes = "every analysed epoch's pass" if self.recount else "one pass (the first analysed epoch), kept"
         state = (pairs * k * k * 2 + n * k * 2) * 8
-        if self.pair_strength is not None:
-            learned = "the user's `pair_strength` function"
-        elif self._cross is not None:
-            name, layer, width = self._cross
-            learned = (f"cross layer `{name}` ({layer.weight.shape[0]} x {layer.weight.shape[1]}), "
-                       f"{self.num_fields} fields of width {width} from column {self.cross_offset}")
-        elif self._finder.layout is not None:
-            learned = self._finder.describe()
-        elif self._finder.waiting:
-            learned = "a cross layer whose field order is read on the first training batch"
-        else:
-            learned = "nothing (ground truth only)"
+        learned = self._strength.describe()
         return (f"Field pairs: {n} fields ({', '.join(self.selected_names)}), {pairs} pairs; each field's "
                 f"{self.num_values} most frequent values (chosen from the first {self.warmup_batches} batches) and "
                 f"\"other\"; counts {state / 2**20:.2f} MiB per process, of {passes}. Learned strength: "
                 f"{learned}. MI in bits, bias correction: {self.bias_correction}.")
 
-    def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        ns = self.namespace
-        return {"correlation: field pairs": {
-            "agreement of learned strength with the data (Spearman over pairs)": [
-                "Multiline", [rf"^{ns}/agreement$", rf"^{ns}/agreement_interaction$"]],
-            "share of values in the \"other\" bucket": ["Multiline", [rf"^{ns}/other_fraction$"]],
-        }}
-
     # ---- counting ------------------------------------------------------------------------------------------
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # One pass: the first analysed epoch's (or each analysed epoch's with recount); zero the counts first,
         # not the bucketing. Epochs not analysed are not counted.
         self._counting = self._is_analysis_epoch(trainer) and (self.recount or not self._counted)
         if self._counting:
             self.counts.reset()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._finder.finish():  # no backward seen (manual optimisation without one)
-            self._layout_found(trainer)
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the cross layout, if waiting
         if not self._counting or batch_idx % self.count_every_n_batches:
             return
-        features, label = self._fields(batch)
+        features, label = self._read_batch(batch)
         if isinstance(features, torch.Tensor) and features.dim() == 2 and features.shape[1] != self.num_fields:
             raise ValueError(
                 f"{type(self).__name__}: the batch's features have {features.shape[1]} fields (shape "
                 f"{tuple(features.shape)}) but field_names configures {self.num_fields} fields "
-                f"({_short(self.field_names)})"
+                f"({short_list(self.field_names)})"
             )
         if isinstance(features, torch.Tensor) and features.dim() == 2 and self.fields != list(range(self.num_fields)):
             features = features[:, self.fields]
-        try:
-            self.counts.update(features, label)
-        except ValueError as err:
-            raise ValueError(f"{type(self).__name__}: {err}") from None
-
-    def _flush_counts(self) -> None:
-        try:
-            self.counts.flush()
-        except ValueError as err:
-            raise ValueError(f"{type(self).__name__}: {err}") from None
-
-    def _fields(self, batch) -> tuple[Any, Any]:
-        if self.batch_fields is not None:
-            out = tuple(self.batch_fields(batch))
-            if len(out) != 2:
-                raise ValueError(f"{type(self).__name__}: batch_fields must return (features, label), got "
-                                 f"{len(out)} values")
-            return out
-        values = []
-        for what, key in self.keys.items():
-            try:
-                values.append(batch[key])
-            except (KeyError, IndexError, TypeError):
-                available = list(batch.keys()) if isinstance(batch, Mapping) else f"a {type(batch).__name__}"
-                raise ValueError(
-                    f"{type(self).__name__}: the batch has no {what} at {key!r}; batch: {available}. Pass "
-                    f"{what}=<key or index>, or batch_fields=fn(batch) -> (features, label)."
-                ) from None
-        return values[0], values[1]
+        self._count(lambda: self.counts.update(features, label))
 
     # ---- analysis ------------------------------------------------------------------------------------------
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._is_analysis_epoch(trainer):
             return
-        counted = self._analyse_counts(trainer, pl_module, "field-pair", self.counts, self._flush_counts)
+        counted = self.run_analysis(trainer, pl_module)
         # Kept only when the whole pass was counted; a pass whose counting failed is counted again next time.
         self._counted = self._counted or (self._counting and counted)
         self._counting = False
 
     def learned_strength(self, pl_module: nn.Module) -> tuple[torch.Tensor, str] | None:
         """``([n, n] float64, source)`` over the analysed fields, or None when there is nothing to read."""
-        if self.pair_strength is not None:
-            full = self._check_strength(self._call_pair_strength(pl_module), "during the analysis")
-            source = "pair_strength"
-        elif self._cross is not None:
-            name, layer, width = self._cross
-            full = cross_layer_pair_strength(sharding.full_tensor(layer.weight), self.num_fields, width,
-                                             offset=self.cross_offset)
-            source = f"||W[j, i]||_F of {name}"
-        elif self._slots is not None:
-            full = block_pair_strength(self._finder.kernel.matrix(), self._slots)
-            source = f"||W[j, i]||_F of {self._finder.kernel.name}"
-        else:
+        read = self._strength.read(pl_module)
+        if read is None:
             return None
+        full, source = read
         index = torch.tensor(self.fields)
         return full[index][:, index], source
+
+    # The contract (see AnalysisCallback): CountingMonitor counts what waits and sums the counts over ranks.
+    def compute(self, pl_module: nn.Module | None, agreed: Any = None) -> FieldPairRecord:
+        return FieldPairRecord.from_dict(self.analyse(pl_module))
 
     def analyse(self, pl_module: nn.Module | None = None) -> dict[str, Any]:
         """The ground truth from the counts so far (and the learned strength from the module); plain values."""
@@ -491,7 +350,9 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         }
 
     # ---- logging -------------------------------------------------------------------------------------------
-    def _log(self, trainer, record: dict[str, Any]) -> None:
+    def log_record(self, trainer: "pl.Trainer", typed: FieldPairRecord) -> None:
+        # The figures draw the published (plain) record, as the report does from the event files.
+        record = typed.to_dict()
         ns, step = self.namespace, record["step"]
         scalars = {f"{ns}/samples": float(record["samples"]),
                    f"{ns}/other_fraction": float(np.mean(record["other_fraction"]))}
@@ -511,17 +372,6 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
                                       field_pair_image(record, "learned"), step)
         self.writer.flush(trainer)
 
-    def _changed(self, key: str, values) -> bool:
-        """Whether a data-derived image moved by more than ``redraw_tolerance`` of its largest cell since drawn."""
-        current = np.asarray(values, dtype=np.float64)
-        previous = self._drawn.get(key)
-        if previous is not None and previous.shape == current.shape:
-            scale = max(float(np.abs(previous).max(initial=0.0)), 1e-300)
-            if float(np.abs(current - previous).max(initial=0.0)) / scale <= self.redraw_tolerance:
-                return False
-        self._drawn[key] = current
-        return True
-
     # ---- resume ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -540,6 +390,3 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
                 self.counts.set_vocabulary(self._loaded_vocabulary)
 
 
-def _short(names: Sequence[str], limit: int = 6) -> str:
-    names = list(names)
-    return ", ".join(names) if len(names) <= limit else ", ".join(names[: limit - 1]) + f", ..., {names[-1]}"

@@ -10,38 +10,33 @@ beside the same number for the randomly initialised table. See :mod:`lightning_r
 
 from __future__ import annotations
 
-import re
+import contextlib
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, ContextManager, Mapping, Sequence
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
-from ..functional.interaction import interaction_information_abundance, partner_grams
-from ..functional.spectrum import (
-    RowNormalizedGram,
-    all_reduce_gram,
-    effective_rank,
-    information_abundance,
-    normalized_spectrum,
-    row_normalized_gram,
-    singular_values_from_gram,
-    stable_rank,
-)
+from ..functional.spectrum import RowNormalizedGram, all_reduce_gram, row_normalized_gram
 from ..figures.collapse import ia_vs_init_image, interaction_image, spectrum_heatmap_image
 # The live Text tab shows the report's own findings sentences; the report never imports the callbacks.
 from ..report.model import ReportThresholds
 from ..report.sections.collapse import collapse_findings
 from .. import sharding
-from ..field_sets import AnalysisUnit, FieldSet, analysis_units, field_gram
-from ..tables import (ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables,
-                      refresh_parameters)
-from ._cross import CrossFinder, table_order_layout
+from ..field_sets import AnalysisUnit, field_gram
+from ..records import SpectrumRecord
+from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView
+from ._cross import CrossFinder
+from ._cross_hooks import CrossLayoutHooks
+from ._spectrum_analysis import interaction_matrix, view_spectra
+from ._spectrum_layout import SpectrumLayout
 from .base import AnalysisCallback
 
 __all__ = ["EmbeddingSpectrumMonitor"]
 
 
-class EmbeddingSpectrumMonitor(AnalysisCallback):
+class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
     r"""Singular-value spectra and information abundance of every embedding table, per field, while training.
 
     Runs once at fit start on the initial weights (the paper's "randomly initialised" baseline, logged at step 0)
@@ -122,9 +117,25 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         histograms / images: turn those outputs off (scalars and history are always kept).
         strict: re-raise analysis errors instead of warning and skipping.
+
+    Example:
+        >>> import torch
+        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
+        >>> _ = torch.manual_seed(0)
+        >>> monitor = EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])  # one table holding three fields
+        >>> toy_trainer([monitor]).fit(ToyDCN(), toy_loader())
+        >>> [(r.stage, r.epoch) for r in monitor.records]  # the initial weights, then each epoch
+        [('init', 0), ('epoch', 0)]
+        >>> fields = monitor.records[-1].views["embedding"]["fields"]
+        >>> all(1 <= f["information_abundance"] <= 4 for f in fields.values())  # IA is at most the width, 4
+        True
+        >>> monitor.records[-1].interaction["fields"]  # the cross layer's input, in table order
+        ['field_0', 'field_1', 'field_2']
     """
 
     namespace = "collapse"
+    analysis_name = "spectrum"
+    record_type = SpectrumRecord
 
     def __init__(
         self,
@@ -154,8 +165,9 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         self.cross_layer, self.cross_offset = cross_layer, cross_offset
         self.log_initial, self.histograms, self.images = log_initial, histograms, images
         self.field_sets = field_sets
-        self.tables: list[EmbeddingTable] = []
-        self.units: list[AnalysisUnit] = []
+        self._layout = SpectrumLayout(row_sharded=self.row_sharded, field_sets=field_sets, cross_layer=cross_layer,
+                                      cross_offset=cross_offset, include=include, exclude=exclude,
+                                      parameters=parameters, field_dims=field_dims, column_groups=column_groups)
         self._finder = CrossFinder(cross_layer, layer_index=cross_layer_index, cross_fields=cross_fields,
                                    input_module=cross_input, owner=type(self).__name__, quiet_auto=True)
         self._warned_excluded = False
@@ -164,55 +176,27 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         return {"include": self.include, "exclude": self.exclude, "parameters": self.parameters}
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
-        self.tables = discover_tables(
-            pl_module,
-            include=self.include,
-            exclude=self.exclude,
-            parameters=self.parameters,
-            field_dims=self.field_dims,
-            column_groups=self.column_groups,
-        )
-        for table in self.tables:
-            if self._is_sharded(table.name) and len(table.fields) > 1:
-                raise ValueError(
-                    f"table '{table.name}' is row_sharded, so each rank holds different rows and fields cannot be "
-                    "located by row: drop its field_dims (it is analysed as one field), or give each field its own table"
-                )
-        self.units = analysis_units(self.tables, field_sets=self.field_sets,
-                                    keep_alone=lambda t: self._is_sharded(t.name))
-        self._finder.setup(pl_module, self.units, legacy=self._table_order_layout)
-        from lightning.pytorch.utilities import rank_zero_info
-
-        n_views = len(self.units)
-        n_fields = sum(len(u.fields) for u in self.units)
-        cross = (f"; interaction analysis through '{self._finder.kernel.name}'" if self._finder.layout else
-                 "; the cross layer's field order is read on the first training batch" if self._finder.waiting else "")
-        rank_zero_info(f"EmbeddingSpectrumMonitor: {len(self.tables)} table(s), {n_views} view(s), {n_fields} field "
-                       f"spectra per analysis{cross} (inventory in TensorBoard's Text tab, collapse/inventory)")
+        self._layout.find(pl_module)
+        self._finder.setup(pl_module, self.units, legacy=self._layout.table_order_layout)
+        rank_zero_info(f"{type(self).__name__}: {self._layout.summary(self._finder)}")
 
     def _is_sharded(self, table_name: str) -> bool:
-        from fnmatch import fnmatch
+        return self._layout.is_sharded(table_name)
 
-        return any(fnmatch(table_name, p) for p in self.row_sharded)
+    @property
+    def tables(self) -> list[EmbeddingTable]:
+        return self._layout.tables
 
-    def _table_order_layout(self, kernels):
-        """A concatenated table whose fields fill an ``nn.Linear`` cross layer from ``cross_offset`` in table order
-        (auto: the side fits exactly; named: at least): the demo's layout, read without a batch, as before."""
-        multi = [u for u in self.units if isinstance(u, TableView) and len(u.fields) > 1]
-        linear = [k for k in kernels if k.form.startswith("nn.Linear")]
-        for kernel in linear:
-            for view in multi:
-                need = self.cross_offset + len(view.fields) * view.width
-                if kernel.side == need or (self.cross_layer != "auto" and kernel.side > need):
-                    return kernel, table_order_layout(kernel, view, self.cross_offset)
-        return None
+    @property
+    def units(self) -> list[AnalysisUnit]:
+        return self._layout.units
 
     # ---- when ------------------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._is_real_fit(trainer):
             return
         self._read_weights_as_sharded(pl_module)
@@ -220,29 +204,18 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         # A resumed run already holds its baseline; the weights now are trained ones. (Every rank has the same
         # history, so all of them take this branch or none.)
         if self.log_initial and not self.has_record("init"):
-            self._analyse(trainer, "init", 0)
+            self.run_analysis(trainer, pl_module, stage="init")
 
-    # The cross input's layout, when it has to be read from a batch: hooks for the first training step's forward
-    # only, matched before its backward (the weights are still the initial ones, so the baseline's interaction
-    # matrix can be computed then). Nothing is hooked on any later step.
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._finder.waiting:
-            self._finder.start()
-
-    def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if self._finder.finish():
-            self._layout_found(trainer)
-            self._interaction_at_init(trainer)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._finder.finish():  # no backward seen (manual optimisation without one): layout only
-            self._layout_found(trainer)
-
-    def _layout_found(self, trainer) -> None:
+    # The cross input's layout, when it has to be read from a batch (CrossLayoutHooks): matched before the first
+    # step's backward, while the weights are still the initial ones, so the baseline's interaction matrix can be
+    # computed then.
+    def _layout_found(self, trainer: "pl.Trainer", before_backward: bool = False) -> None:
         # The inventory again, now with the layout read from the batch (same tag, the step of that batch).
         if trainer is not None:
             self._guarded("logging the inventory", lambda: self.writer.text(
                 trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step))
+        if before_backward:
+            self._interaction_at_init(trainer)
 
     def _interaction_at_init(self, trainer) -> None:
         initial = next((r for r in self.history if r["stage"] == "init"), None)
@@ -255,60 +228,37 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             self._guarded("logging the initial interaction analysis",
                           lambda: (self._log_interaction(trainer, initial), self.writer.flush(trainer)))
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._is_analysis_epoch(trainer):
-            self._analyse(trainer, "epoch", trainer.current_epoch)
+            self.run_analysis(trainer, pl_module)
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        layout: dict[str, dict[str, list]] = {}
-        for view in self.units:
-            if True:
-                base = f"{self.namespace}/{re.escape(view.name)}"
-                layout[f"collapse: {view.name}"] = {
-                    "information abundance, all fields": ["Multiline", [rf"^{base}/[^/]+/information_abundance$"]],
-                    "IA / IA at initialisation": ["Multiline", [rf"^{base}/[^/]+/information_abundance_vs_init$"]],
-                    "effective rank, all fields": ["Multiline", [rf"^{base}/[^/]+/effective_rank$"]],
-                    "mean IA over fields": ["Multiline", [rf"^{base}/mean_information_abundance$"]],
-                }
-        if self._finder.layout is not None:
-            view = self._finder.layout.unit_slots()[0].unit
-            base = f"{self.namespace}/{re.escape(view)}/interaction"
-            layout[f"collapse: {view}"]["interaction: mean IA of each field's sub-embeddings"] = [
-                "Multiline", [rf"^{base}/[^/]+/mean_information_abundance$"]]
-        return layout
+        return self._layout.dashboard_layout(self.namespace, self._finder)
 
     def inventory_markdown(self) -> str:
-        text = describe_tables(self.tables)
-        sets = [u for u in self.units if isinstance(u, FieldSet)]
-        for unit in sets:
-            text += (f"\n\nField set `{unit.name}` ({len(unit.fields)} tables of width {unit.width}, shown together): "
-                     + ", ".join(f"{f.name} = `{f.table.name}`" for f in unit.fields))
-        if self._finder.layout is not None:
-            slots = self._finder.layout.unit_slots()
-            text += (f"\n\nInteraction analysis: {self._finder.describe()}. Interaction matrix over the "
-                     f"{len(slots)} fields of `{slots[0].unit}`.")
-        elif self._finder.waiting:
-            text += "\n\nInteraction analysis: the cross layer's field order is read on the first training batch."
-        return text
+        return self._layout.inventory_markdown(self._finder)
 
     def _read_weights_as_sharded(self, pl_module: torch.nn.Module) -> None:
-        """Take the weights as the strategy left them after ``configure_model`` and check that every one can be
-        read exactly (a ``DTensor`` of row, column or replicated placements; see :mod:`~lightning_recanalysis.
-        sharding`): an error here, before the first step, names the table and its placement."""
-        refresh_parameters(self.tables, pl_module)
-        for table in self.tables:
-            layout = sharding.check_readable(table.parameter, table.name)
-            if layout.kind != "local" and self._is_sharded(table.name):
-                raise ValueError(
-                    f"table '{table.name}' is a DTensor ({list(layout.placements)}), which the monitor reads "
-                    "across ranks by itself: drop it from row_sharded (that option is for a table split by hand, "
-                    "whose every rank holds a plain tensor of its own rows)")
+        self._layout.check_readable(pl_module)
         if any(sharding.is_sharded(p) for p in pl_module.parameters()):
             # The strategy replaced the parameters: the cross kernel is resolved again on the current ones (no
             # batch has run yet, so nothing the first batch finds is lost).
-            self._finder.setup(pl_module, self.units, legacy=self._table_order_layout)
+            self._finder.setup(pl_module, self.units, legacy=self._layout.table_order_layout)
 
     # ---- what ------------------------------------------------------------------------------------------------
+    # The contract (see AnalysisCallback). Row-sharded tables: each rank's Gram of its own rows first (prepare),
+    # then the all-reduces (agree). A failure in the local part on one rank is known to every rank before any
+    # of them enters an all-reduce (it would wait there for a rank gone back to training).
+    def prepare(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> dict[tuple[str, str], RowNormalizedGram]:
+        return self.local_sharded_grams()
+
+    def agree(self, trainer: "pl.Trainer", local: dict[tuple[str, str], RowNormalizedGram]) -> ContextManager[Any]:
+        return contextlib.nullcontext({key: all_reduce_gram(gram) for key, gram in local.items()})
+
+    def compute(self, pl_module: "pl.LightningModule | None",
+                sharded_grams: Mapping[tuple[str, str], RowNormalizedGram]) -> SpectrumRecord:
+        return SpectrumRecord.from_dict(self.analyse(sharded_grams))
+
     def analyse(self, sharded_grams: Mapping[tuple[str, str], RowNormalizedGram] | None = None) -> dict[str, Any]:
         """Compute every view's per-field spectra (and the interaction matrix) now; returns plain values.
 
@@ -319,7 +269,9 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             sharded_grams = {key: all_reduce_gram(gram) for key, gram in self.local_sharded_grams().items()}
         views: dict[str, Any] = {}
         for view in self.units:
-            views[view.name] = self._analyse_view(view, sharded_grams)
+            sharded = isinstance(view, TableView) and self._is_sharded(view.table.name)
+            views[view.name] = view_spectra(view, lambda fld, view=view, sharded=sharded: (
+                sharded_grams[(view.name, fld.name)] if sharded else field_gram(view, fld)))
         result: dict[str, Any] = {"views": views}
         interaction = self._interaction()
         if interaction is not None:
@@ -327,31 +279,10 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         return result
 
     def _interaction(self) -> dict[str, Any] | None:
-        """The interaction matrix over the fields of the unit with most fields in the cross input, in input order:
-        the kernel restricted to those fields' columns (dense columns and other fields left out), so entry (i, j)
-        is the IA of E_i W_ij^T with W_ij the block that maps field i's columns into field j's."""
-        layout = self._finder.layout
-        if layout is None:
+        """The interaction matrix through the cross layer (see :func:`interaction_matrix`), if its layout is known."""
+        if self._finder.layout is None:
             return None
-        slots = layout.unit_slots()
-        unit = next(u for u in self.units if u.name == slots[0].unit)
-        by_name = {f.name: f for f in unit.fields}
-        columns = torch.cat([torch.arange(s.start, s.stop) for s in slots])
-        weight = self._finder.kernel.matrix()
-        columns = columns.to(weight.device)
-        kernel = weight[columns][:, columns]
-        sources = [unit.field_source(by_name[s.field]) for s in slots]
-        if any(sharding.is_sharded(parameter) for parameter, _, _ in sources):
-            matrix = _sharded_interaction(sources, kernel, unit.width)
-        else:
-            matrix = interaction_information_abundance([unit.field_weight(by_name[s.field]) for s in slots], kernel)
-        out = {"view": unit.name, "layer": self._finder.kernel.name, "fields": [s.name for s in slots],
-               "matrix": matrix.tolist()}
-        if any(s.name != s.field for s in slots):
-            out["source_fields"] = [s.field for s in slots]
-        if not self._finder.kernel.form.startswith("nn.Linear"):
-            out["kernel"] = self._finder.kernel.form
-        return out
+        return interaction_matrix(self._finder.layout, self._finder.kernel, self.units)
 
     def local_sharded_grams(self) -> dict[tuple[str, str], RowNormalizedGram]:
         """This rank's Gram of its own rows of every ``row_sharded`` field, by (view, field), in one fixed order."""
@@ -359,50 +290,8 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 for view in self.units if isinstance(view, TableView) and self._is_sharded(view.table.name)
                 for fld in view.fields}
 
-    def _analyse_view(self, view: TableView,
-                      sharded_grams: Mapping[tuple[str, str], RowNormalizedGram]) -> dict[str, Any]:
-        fields: dict[str, Any] = {}
-        excluded = 0
-        for fld in view.fields:
-            if isinstance(view, TableView) and self._is_sharded(view.table.name):
-                gram = sharded_grams[(view.name, fld.name)]
-            else:
-                gram = field_gram(view, fld)
-            excluded += gram.excluded_rows
-            rows = gram.rows + gram.excluded_rows
-            sv = singular_values_from_gram(gram.gram, min(rows, view.width))
-            fields[fld.name] = {
-                "cardinality": rows,
-                "information_abundance": float(information_abundance(sv)),
-                "effective_rank": float(effective_rank(sv)),
-                "stable_rank": float(stable_rank(sv)),
-                "normalized_spectrum": normalized_spectrum(sv, view.width).tolist(),
-                "excluded_rows": gram.excluded_rows,
-            }
-        if isinstance(view, FieldSet):
-            return {"width": view.width, "table": view.name, "group": "all", "tables": view.table_names,
-                    "fields": fields, "excluded_rows": excluded}
-        return {"width": view.width, "table": view.table.name, "group": view.group.name,
-                "fields": fields, "excluded_rows": excluded}
-
-    def _analyse(self, trainer, stage: str, epoch: int) -> None:
-        what = "the initial spectrum analysis" if stage == "init" else f"the spectrum analysis of epoch {epoch}"
-        step = trainer.global_step
-        # Row-sharded tables: each rank's Gram of its own rows first, then the all-reduces. A failure in the
-        # local part on one rank is known to every rank before any of them enters an all-reduce (it would
-        # wait there for a rank gone back to training), and every rank skips the analysis.
-        ok, local = self._together(trainer, what, self.local_sharded_grams)
-        if not ok:
-            return
-        sharded = {key: all_reduce_gram(gram) for key, gram in local.items()}
-        ok, result = self._together(trainer, what, lambda: self.analyse(sharded))
-        if not ok:  # failed on some rank: no rank keeps a record, so the histories stay the same
-            return
-        record = {"stage": stage, "epoch": epoch, "step": step, **result}
-        self._record(record)
-        self._guarded(f"logging {what}", lambda: self._log_analysis(trainer, record))
-
-    def _log_analysis(self, trainer, record: dict[str, Any]) -> None:
+    def log_record(self, trainer: "pl.Trainer", typed: SpectrumRecord) -> None:
+        record = typed.to_dict()
         step = record["step"]
         initial = next((r for r in self.history if r["stage"] == "init"), None)
         self._log(trainer, record, initial)
@@ -424,7 +313,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             return None
 
     # ---- where ----------------------------------------------------------------------------------------------
-    def _log(self, trainer, record: dict[str, Any], initial: dict[str, Any] | None) -> None:
+    def _log(self, trainer: "pl.Trainer", record: dict[str, Any], initial: dict[str, Any] | None) -> None:
         ns, step = self.namespace, record["step"]
         scalars: dict[str, float] = {}
         for view_name, view in record["views"].items():
@@ -455,7 +344,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         self.writer.scalars(trainer, scalars, step)
         self._log_interaction(trainer, record)
 
-    def _log_interaction(self, trainer, record: dict[str, Any]) -> None:
+    def _log_interaction(self, trainer: "pl.Trainer", record: dict[str, Any]) -> None:
         interaction = record.get("interaction")
         if interaction is None:
             return
@@ -470,7 +359,8 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
             self.writer.image(trainer, f"{ns}/{interaction['view']}/interaction_information_abundance",
                               interaction_image(interaction, own, when), step)
 
-    def _log_view_images(self, trainer, view_name, view, initial, epoch, stage, step) -> None:
+    def _log_view_images(self, trainer: "pl.Trainer", view_name: str, view: dict[str, Any],
+                         initial: dict[str, Any] | None, epoch: int, stage: str, step: int) -> None:
         when = "initial weights" if stage == "init" else f"epoch {epoch}"
         self.writer.image(trainer, f"{self.namespace}/{view_name}/spectrum_heatmap",
                           spectrum_heatmap_image(view_name, view, when), step)
@@ -480,18 +370,3 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 self.writer.image(trainer, f"{self.namespace}/{view_name}/information_abundance_vs_init",
                                   ia_vs_init_image(view_name, view, init_view, when), step)
 
-
-def _sharded_interaction(sources, weight: torch.Tensor, width: int) -> torch.Tensor:
-    """The interaction matrix of fields whose tables are sharded (``DTensor`` or ``ShardedTensor``): each source
-    field's N partner Grams are a sum over its rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank
-    holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order."""
-    n = len(sources)
-    out = torch.zeros(n, n, dtype=torch.float64)
-    for i, (parameter, rows, columns) in enumerate(sources):
-        w_i = weight[:, i * width : (i + 1) * width].T.to(torch.float64)
-        grams = sharding.row_sum(parameter,
-                                 lambda block, w_i=w_i: partner_grams(block, w_i.to(block.device), n, width),
-                                 rows=rows, columns=columns)
-        sv = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt().flip(-1)[:, : min(rows[1] - rows[0], width)]
-        out[i] = information_abundance(sv).cpu()
-    return out

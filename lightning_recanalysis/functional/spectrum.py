@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import torch.distributed as dist
 
 # The measures of a spectrum live in their own module; imported here so that this module serves them too.
 from .spectrum_measures import effective_rank, information_abundance, normalized_spectrum, stable_rank
+
+from ..distributed import is_distributed, sum_over_ranks
 
 __all__ = [
     "RowNormalizedGram",
@@ -367,12 +368,12 @@ def all_reduce_gram(result: RowNormalizedGram, group=None) -> RowNormalizedGram:
         >>> all_reduce_gram(part) is part  # without torch.distributed, the local Gram is the whole
         True
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return result
     gram = result.gram
     packed = torch.cat([gram.flatten(), torch.tensor([float(result.rows), float(result.excluded_rows)],
                                                      dtype=torch.float64, device=gram.device)])
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+    packed = sum_over_ranks(packed, group)
     k = gram.shape[0]
     return RowNormalizedGram(gram=packed[: k * k].view(k, k), rows=int(round(float(packed[-2]))),
                              excluded_rows=int(round(float(packed[-1]))))

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import torch
 
+from ..checks import short_list
+
 __all__ = ["check_feature_shapes", "check_feature_values"]
 
 
@@ -34,7 +36,7 @@ def check_feature_shapes(features: torch.Tensor, label: torch.Tensor,
             f"shape {tuple(features.shape)}, not [batch, fields]")
         raise ValueError(
             f"the batch's features have {got} but the field-pair counts are configured for {num_fields} "
-            f"fields ({_short(field_names)})"
+            f"fields ({short_list(field_names)})"
         )
     label = label.reshape(-1) if label.dim() == 2 and label.shape[1] == 1 else label
     if label.dim() != 1 or label.shape[0] != features.shape[0]:
@@ -74,7 +76,3 @@ def check_feature_values(features: torch.Tensor, label: torch.Tensor, field_name
                                  f"[0, {field_dims[f]}) (its field_dims entry)")
     return features, label.to(torch.int64)
 
-
-def _short(names: Sequence[str], limit: int = 6) -> str:
-    names = list(names)
-    return ", ".join(names) if len(names) <= limit else ", ".join(names[: limit - 1]) + f", ..., {names[-1]}"

@@ -51,6 +51,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from ..checks import check_positive_int
 from ..functional.field_pair import field_pair_matrices
 from .field_batches import check_feature_shapes, check_feature_values
 from .field_pair_cpu import count_buckets, lookup_buckets, padded_lookup
@@ -132,12 +133,9 @@ class FieldPairCounts(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(num_fields, int) or num_fields < 1:
-            raise ValueError(f"num_fields must be a positive integer, got {num_fields!r}")
-        if not isinstance(num_values, int) or num_values < 1:
-            raise ValueError(f"num_values must be a positive integer, got {num_values!r}")
-        if not isinstance(warmup_batches, int) or warmup_batches < 1:
-            raise ValueError(f"warmup_batches must be a positive integer, got {warmup_batches!r}")
+        for name, value in (("num_fields", num_fields), ("num_values", num_values),
+                            ("warmup_batches", warmup_batches)):
+            check_positive_int(name, value)
         self.num_fields, self.num_values, self.warmup_batches = num_fields, num_values, warmup_batches
         self.num_buckets = num_values + 1
         self.field_names = [f"field {f}" for f in range(num_fields)] if field_names is None else list(field_names)

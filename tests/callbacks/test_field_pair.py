@@ -236,7 +236,7 @@ def test_bad_configuration_and_bad_batches_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="cross_layer='head' must name an nn.Linear with a square weight"):
         _trainer(tmp_path, [_monitor(pair_strength=None, cross_layer="head")], max_epochs=1).fit(
             TinyFwFM(), _loader(x, y))
-    with pytest.raises(ValueError, match=r"the batch has no features at 'features'"):
+    with pytest.raises(ValueError, match=r"the batch has no field 'features' \(features\)"):
         _trainer(tmp_path, [_monitor(features="features")], max_epochs=1).fit(TinyFwFM(), _loader(x, y))
     bad = x.clone()
     bad[5, 1] = 3

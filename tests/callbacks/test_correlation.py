@@ -185,7 +185,7 @@ def test_bad_batch_fields_raise_errors_that_name_the_field(tmp_path, small_data)
         _trainer(tmp_path, [_tin_monitor(**keys)], max_epochs=1).fit(
             RenamedTIN(data.num_categories, data.max_length, embed_dim=8), _renamed_loader(tensors, [0, 2]))
     with pytest.raises(ValueError, match=r"no field 'target_category' \(target_category\); batch: "
-                                         r"\['tgt', 'seq', 'valid', 'clk'\]. Pass target_category=<key>"):
+                                         r"\['tgt', 'seq', 'valid', 'clk'\]. Pass target_category=<key or index>"):
         _trainer(tmp_path, [_tin_monitor()], max_epochs=1).fit(
             RenamedTIN(data.num_categories, data.max_length, embed_dim=8), _renamed_loader(tensors))
     # Ids beyond the category embedding the monitor reads are caught at the batch, not deep in the analysis.

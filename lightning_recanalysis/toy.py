@@ -1,0 +1,104 @@
+"""Toy models and batches for the runnable examples in the docstrings: small enough to train in a blink.
+
+Not models to learn from (those are in ``demo_models/``): just the layouts the monitors read, so an example can
+attach a monitor to a ``Trainer`` in five lines.
+
+- :class:`ToyDCN`: N categorical fields in one concatenated embedding table and a DCNv2 cross layer (a square
+  ``nn.Linear`` over the N K concatenated embeddings); batches ``{"features": [B, N], "label": [B]}``.
+- :class:`ToySequence`: a behaviour sequence model with a category and a position embedding; batches
+  ``{"target_category": [B], "behavior_category": [B, L], "label": [B], "mask": [B, L]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+__all__ = ["ToyDCN", "ToySequence", "toy_loader", "toy_trainer"]
+
+
+class ToyDCN(pl.LightningModule):
+    """logit = w^T (x_0 + x_0 * (W x_0 + b)), x_0 the concatenated field embeddings (one DCNv2 cross layer).
+
+    Example:
+        >>> model = ToyDCN(field_dims=(3, 4), embed_dim=2)
+        >>> model({"features": torch.tensor([[0, 1], [2, 3]])}).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, field_dims: Sequence[int] = (4, 6, 8), embed_dim: int = 4) -> None:
+        super().__init__()
+        self.field_dims = list(field_dims)
+        self.embedding = nn.Embedding(sum(self.field_dims), embed_dim)
+        self.register_buffer("offsets", torch.cumsum(torch.tensor([0, *self.field_dims[:-1]]), 0))
+        side = len(self.field_dims) * embed_dim
+        self.cross = nn.Linear(side, side)
+        self.head = nn.Linear(side, 1)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        x0 = self.embedding(batch["features"] + self.offsets).flatten(1)
+        return self.head(x0 + x0 * self.cross(x0)).squeeze(1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(self(batch), batch["label"].float())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class ToySequence(pl.LightningModule):
+    """logit = mean over real behaviours of <E_cat[c] + E_pos[p], E_cat[c_t] + E_pos[0]> (p = 1 most recent).
+
+    Example:
+        >>> batch = next(iter(toy_loader("sequence")))
+        >>> ToySequence()(batch).shape
+        torch.Size([16])
+    """
+
+    def __init__(self, num_categories: int = 6, max_length: int = 5, embed_dim: int = 4) -> None:
+        super().__init__()
+        self.category = nn.Embedding(num_categories, embed_dim)
+        self.position = nn.Embedding(max_length + 1, embed_dim)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        length = batch["behavior_category"].shape[1]
+        positions = torch.arange(length, 0, -1, device=self.device)  # the last column is the most recent, p = 1
+        behaviours = self.category(batch["behavior_category"]) + self.position(positions)
+        target = self.category(batch["target_category"]) + self.position.weight[0]
+        mask = batch["mask"].float()
+        return ((behaviours * target[:, None]).sum(-1) * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(self(batch), batch["label"].float())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def toy_loader(kind: str = "dcn", *, samples: int = 32, batch_size: int = 16, seed: int = 0) -> DataLoader:
+    """Batches for :class:`ToyDCN` (``kind="dcn"``, its default three fields) or :class:`ToySequence`
+    (``"sequence"``, its default six categories and length five); the label depends on the first field (dcn) or on
+    whether the most recent behaviour has the target's category (sequence)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "dcn":
+        features = torch.stack([torch.randint(0, d, (samples,), generator=g) for d in (4, 6, 8)], 1)
+        rows = [{"features": f, "label": int(f[0] % 2)} for f in features]
+    elif kind == "sequence":
+        target = torch.randint(0, 6, (samples,), generator=g)
+        behaviour = torch.randint(0, 6, (samples, 5), generator=g)
+        rows = [{"target_category": t, "behavior_category": b, "label": int(b[-1] == t),
+                 "mask": torch.ones(5, dtype=torch.bool)} for t, b in zip(target, behaviour)]
+    else:
+        raise ValueError(f"kind must be 'dcn' or 'sequence', got {kind!r}")
+    return DataLoader(rows, batch_size=batch_size)
+
+
+def toy_trainer(callbacks: list, max_epochs: int = 1, **kwargs) -> pl.Trainer:
+    """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary."""
+    options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False)
+    return pl.Trainer(callbacks=callbacks, **{**options, **kwargs})

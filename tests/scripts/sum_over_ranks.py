@@ -1,0 +1,30 @@
+"""Sum a tensor over N gloo processes with lightning_recanalysis.distributed.sum_over_ranks and write each rank's
+result: ``python sum_over_ranks.py OUT_DIR N PORT``. Run by tests/test_distributed.py."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lightning_recanalysis.distributed import sum_over_ranks
+
+
+def rank_main(rank: int, world: int, port: int, out: Path) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        mine = torch.tensor([1.0, float(rank), 10.0 ** rank], dtype=torch.float64)
+        total = sum_over_ranks(mine)
+        pairs = dist.new_group([0, 1])  # a subgroup: ranks 0 and 1 only
+        sub = sum_over_ranks(mine, pairs) if rank < 2 else None
+        (out / f"rank{rank}.json").write_text(json.dumps({
+            "total": total.tolist(), "mine_unchanged": mine.tolist(), "pair": None if sub is None else sub.tolist()}))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    out, world, port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    mp.spawn(rank_main, args=(world, port, out), nprocs=world, join=True)

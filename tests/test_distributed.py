@@ -1,0 +1,36 @@
+"""The one rank-summing path: a sum over every process or a subgroup, and nothing at all in one process."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import torch
+
+from ddp_helpers import run_ddp_script
+from lightning_recanalysis.distributed import data_parallel_group, sum_over_ranks
+
+SCRIPT = Path(__file__).parent / "scripts" / "sum_over_ranks.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_one_process_returns_the_tensor_itself():
+    t = torch.tensor([1.0, 2.0])
+    assert sum_over_ranks(t) is t
+    assert data_parallel_group(None) is None
+
+
+def test_three_processes_each_get_the_sum_and_a_subgroup_its_own(tmp_path):
+    result = run_ddp_script(SCRIPT, tmp_path, 3, _free_port(), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    for r, got in enumerate(ranks):
+        assert got["total"] == [3.0, 0.0 + 1.0 + 2.0, 1.0 + 10.0 + 100.0]  # hand-added
+        assert got["mine_unchanged"] == [1.0, float(r), 10.0 ** r]  # the input is not reduced in place
+    assert ranks[0]["pair"] == ranks[1]["pair"] == [2.0, 1.0, 11.0] and ranks[2]["pair"] is None
