@@ -11,6 +11,10 @@ sub-mesh is that dimension's process group (:func:`reading_group`).
 
 A mesh of several dimensions that spans only some of the processes (a sub-mesh of a three-dimensional mesh)
 has no single process group of its own here: :func:`mesh_problem` says so, and the layout is refused at setup.
+
+Under tensor parallelism the module hooks of a monitor see ``DTensor`` arguments too (``parallelize_module``'s
+input hooks turn an embedding's ids into a replicated ``DTensor`` before the monitor's hook runs):
+:func:`local_value` gives the plain tensor every rank of the group holds.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["reading_group", "mesh_problem"]
+__all__ = ["reading_group", "mesh_problem", "local_value"]
 
 
 def _mesh_of(tensor: torch.Tensor):
@@ -49,3 +53,16 @@ def mesh_problem(tensor: torch.Tensor) -> str | None:
             f"{dist.get_world_size()} processes in several dimensions, and has no one process group that holds "
             "a whole copy of it; shard the table on one dimension of the mesh (fully_shard(table, "
             "mesh=mesh['data_parallel'])) or on a mesh that spans every process")
+
+
+def local_value(value):
+    """A hook's argument or output as a plain tensor: a ``DTensor`` replicated on every mesh dimension is its
+    local tensor (the same on every rank, and still in the autograd graph); any other ``DTensor`` is gathered
+    whole with ``full_tensor()`` (a collective: every rank of its mesh runs the same forward, so every rank calls
+    it at the same point). Anything else is returned as it is."""
+    placements = getattr(value, "placements", None)
+    if placements is None or not hasattr(value, "to_local"):
+        return value
+    if all(p.is_replicate() for p in placements):
+        return value.to_local()
+    return value.full_tensor()

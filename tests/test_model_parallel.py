@@ -115,3 +115,39 @@ def test_demo_models_under_fsdp2_log_what_ddp_logs(tmp_path):
         untouched = torch.load(tmp_path / f"{model}_fsdp_plain.pt", weights_only=True)
         for name, value in untouched.items():
             assert torch.equal(fsdp_weights[name], value), (model, name)
+
+
+@pytest.mark.slow
+def test_demo_models_under_tensor_parallelism_log_what_one_process_logs(tmp_path):
+    """Every embedding table split by columns over two tensor-parallel processes (torch's ``ColwiseParallel``:
+    the monitors' hooks see the ids as replicated DTensors), both training on every row: every monitor of TIN,
+    STEM and the per-feature DCNv2 logs what one process logs on the same rows (the runs train to the same
+    weights, checked), every analysis is present, and the monitors leave the training unchanged."""
+    for mode, *flags in (("tp",), ("single",), ("tp", "--no-monitors")):
+        proc = run_ddp_script(DEMOS_SCRIPT, "tin,stem,dcnv2_per_feature", tmp_path, mode, *flags, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for model, monitors, table in (("tin", ["FeatureCorrelationMonitor"], "category_embedding.weight"),
+                                   ("stem", ["GradientConflictMonitor", "EntanglementMonitor"], "embedding.weight"),
+                                   ("dcnv2_per_feature", ["EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"],
+                                    "embedding_dict.F0.weight")):
+        placements = json.loads((tmp_path / f"{model}_tp_monitors_placements.json").read_text())
+        assert placements[table] == ["Shard(dim=1)"]
+        sharded = json.loads((tmp_path / f"{model}_tp_monitors.json").read_text())
+        plain = json.loads((tmp_path / f"{model}_single_monitors.json").read_text())
+        assert sorted(sharded) == sorted(plain) == sorted(monitors)
+        tp_weights = torch.load(tmp_path / f"{model}_tp_monitors.pt", weights_only=True)
+        single_weights = torch.load(tmp_path / f"{model}_single_monitors.pt", weights_only=True)
+        for name, value in single_weights.items():
+            assert torch.allclose(tp_weights[name], value, rtol=1e-6, atol=1e-7), name
+        for name in monitors:
+            assert len(sharded[name]) == len(plain[name]) >= 2, name
+            for logged, expected in zip(sharded[name], plain[name]):
+                assert logged.pop("world_size", 2) == 2 and expected.pop("world_size", 1) == 1
+                _assert_numbers_equal(logged, expected, f"{model} {name} epoch {logged['epoch']}")
+                assert set(dict(_numbers(logged))) == set(dict(_numbers(expected))), (model, name)
+        conflict = sharded.get("GradientConflictMonitor")
+        if conflict:  # the probes measured: the analysis is there, not silently absent
+            assert all(r["measured_steps"] > 0 and r["metrics"] for r in conflict)
+        untouched = torch.load(tmp_path / f"{model}_tp_plain.pt", weights_only=True)
+        for name, value in untouched.items():
+            assert torch.equal(tp_weights[name], value), (model, name)
