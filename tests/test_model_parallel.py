@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,42 @@ def test_demo_models_under_tensor_parallelism_log_what_one_process_logs(tmp_path
         untouched = torch.load(tmp_path / f"{model}_tp_plain.pt", weights_only=True)
         for name, value in untouched.items():
             assert torch.equal(tp_weights[name], value), (model, name)
+
+
+FAULTS_SCRIPT = Path(__file__).parent / "scripts" / "model_parallel_faults.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario,problem", [("nan_task", "nonfinite:click"), ("missing_task", "missing:buy")])
+def test_a_task_loss_unusable_on_one_rank_skips_the_probe_on_every_rank(tmp_path, scenario, problem):
+    """Under FSDP2 every probe's autograd.grad makes collectives: a task loss NaN or missing on rank 1 alone at
+    batch 2 skips that probe on both ranks (no rank waits in a gradient all-gather), and every other probe
+    measures: 8 batches on each of 2 ranks, so 2 x 7 measured and 2 x 1 skipped, the same record on both."""
+    proc = run_ddp_script(FAULTS_SCRIPT, tmp_path, scenario, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    records = [json.loads((tmp_path / f"{scenario}_rank{r}.json").read_text())["GradientConflictMonitor"]
+               for r in range(2)]
+    for rank, (record,) in enumerate(records):
+        assert (record["measured_steps"], record["skipped_steps"]) == (14, 2)
+        assert record["problems"] == ({problem: 1} if rank == 1 else {})
+        assert "conflict/embedding_dict/click_vs_buy/cosine_mean" in record["metrics"], sorted(record["metrics"])
+    assert records[0][0]["metrics"] == records[1][0]["metrics"]
+
+
+@pytest.mark.slow
+def test_cross_layer_found_on_one_rank_only_is_every_rank_s(tmp_path):
+    """Rank 1 cannot read the cross layer's input on its first batch (planted), rank 0 reads it: both take rank
+    0's layout, so neither raises while the other reads the FSDP2-sharded tables, and both record the same
+    interaction matrix (initial and per epoch) and learned field-pair strength."""
+    proc = run_ddp_script(FAULTS_SCRIPT, tmp_path, "discovery", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    histories = [json.loads((tmp_path / f"discovery_rank{r}.json").read_text()) for r in range(2)]
+    assert histories[0] == histories[1]
+    spectra = histories[0]["EmbeddingSpectrumMonitor"]
+    assert [r["stage"] for r in spectra] == ["init", "epoch"]
+    for record in spectra:
+        assert record["interaction"]["fields"] == ["user", "item"]
+        assert np.all(np.isfinite(record["interaction"]["matrix"]))
+    assert "learned" in histories[0]["FieldPairCorrelationMonitor"][0]

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..cross import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidates, explicit_layout,
                      resolve_cross_kernel)
+from ..agreement import first_found
 from ..cross_discovery import CrossInputDiscovery
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
 from ..tables import discover_tables
@@ -136,23 +137,29 @@ class CrossFinder:
 
     def finish(self) -> bool:
         """Remove the hooks and read the layout; True when a layout was found now. A named cross layer whose
-        input cannot be read raises; ``'auto'`` takes the first candidate whose input holds the fields."""
+        input cannot be read raises; ``'auto'`` takes the first candidate whose input holds the fields.
+
+        Each rank reads its own first batch, so the ranks agree before any acts (one all-gather of the
+        answers): the layout found by the lowest rank that found one is every rank's; else the error of the
+        lowest rank that has one is raised on every rank; else every rank skips the interaction analysis. A
+        rank whose batch could not be read thus never raises while another goes on into the collectives that
+        read the sharded weights."""
         if not self.waiting or not self.discovery.hooked:
             return False
         self.discovery.stop()
-        layouts = self.discovery.layouts()
+        found, problem = None, None
+        try:
+            found, problem = self._choose(self.discovery.layouts())
+        except Exception as err:  # agreed below, like an unreadable input
+            problem = err
         self.discovery = None
-        for kernel in self._candidates:
-            layout = layouts.get(kernel.name)
-            if isinstance(layout, CrossLayout):
-                self.kernel, self.layout = kernel, layout
-                return True
-        if self.spec != "auto":
-            error = layouts.get(self._candidates[0].name)
-            raise ValueError(f"{self.owner}: cannot read the field order of cross_layer {self.spec!r}: {error}")
-        ambiguous = [e for e in layouts.values() if isinstance(e, ValueError) and "several fields" in str(e)]
-        if ambiguous:
-            raise ValueError(f"{self.owner}: {ambiguous[0]}")
+        found, problem = first_found(found, problem)
+        if found is not None:
+            index, self.layout = found
+            self.kernel = self._candidates[index]
+            return True
+        if problem is not None:
+            raise problem
         message = (f"{self.owner}: no cross layer's input holds the looked-up field embeddings (candidates: "
                    f"{[k.name for k in self._candidates]}); the interaction analysis is skipped. Name it with "
                    "cross_layer= (and cross_fields=[...] for the order), or pass cross_layer=None.")
@@ -161,6 +168,20 @@ class CrossFinder:
         else:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         return False
+
+    def _choose(self, layouts) -> tuple[tuple[int, CrossLayout] | None, Exception | None]:
+        """This rank's answer: ``((candidate index, layout), None)``, ``(None, error)`` or ``(None, None)``."""
+        for index, kernel in enumerate(self._candidates):
+            layout = layouts.get(kernel.name)
+            if isinstance(layout, CrossLayout):
+                return (index, layout), None
+        if self.spec != "auto":
+            error = layouts.get(self._candidates[0].name)
+            return None, ValueError(f"{self.owner}: cannot read the field order of cross_layer {self.spec!r}: {error}")
+        ambiguous = [e for e in layouts.values() if isinstance(e, ValueError) and "several fields" in str(e)]
+        if ambiguous:
+            return None, ValueError(f"{self.owner}: {ambiguous[0]}")
+        return None, None
 
     def describe(self) -> str:
         if self.layout is None:
