@@ -191,3 +191,17 @@ def test_cross_layer_found_on_one_rank_only_is_every_rank_s(tmp_path):
         assert record["interaction"]["fields"] == ["user", "item"]
         assert np.all(np.isfinite(record["interaction"]["matrix"]))
     assert "learned" in histories[0]["FieldPairCorrelationMonitor"][0]
+
+
+@pytest.mark.slow
+def test_a_spectrum_failing_on_one_rank_between_sharded_reads_is_skipped_on_every_rank(tmp_path):
+    """Rank 1's spectrum of the first of two FSDP2-sharded tables fails after epoch 0 (planted): every read of
+    the sharded tables comes before the local spectra, so rank 0 does not wait in the second table's read; both
+    ranks skip that epoch's record (one failure each), keep the same history, and analyse epoch 1 again."""
+    proc = run_ddp_script(FAULTS_SCRIPT, tmp_path, "spectrum_fault", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    histories = [json.loads((tmp_path / f"spectrum_fault_rank{r}.json").read_text()) for r in range(2)]
+    assert histories[0] == histories[1]
+    assert histories[0]["failures"] == [1]
+    assert [(r["stage"], r["epoch"]) for r in histories[0]["EmbeddingSpectrumMonitor"]] == [("init", 0), ("epoch", 1)]

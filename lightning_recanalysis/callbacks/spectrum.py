@@ -315,19 +315,25 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         """
         if sharded_grams is None:
             sharded_grams = {key: all_reduce_gram(gram) for key, gram in self.local_sharded_grams().items()}
+        # Every read of a sharded weight (a collective, which raises on every rank together if it fails) comes
+        # before any local computation: a failure of the local part on one rank then cannot leave another rank
+        # waiting in a read, only in the one flag all-reduce that every rank reaches after this.
+        grams = {(view.name, fld.name): sharded_grams[(view.name, fld.name)]
+                 if isinstance(view, TableView) and self._is_sharded(view.table.name) else field_gram(view, fld)
+                 for view in self.units for fld in view.fields}
+        interaction_reads = self._interaction_reads()
         views: dict[str, Any] = {}
         for view in self.units:
-            views[view.name] = self._analyse_view(view, sharded_grams)
+            views[view.name] = self._analyse_view(view, grams)
         result: dict[str, Any] = {"views": views}
-        interaction = self._interaction()
+        interaction = self._interaction(interaction_reads)
         if interaction is not None:
             result["interaction"] = interaction
         return result
 
-    def _interaction(self) -> dict[str, Any] | None:
-        """The interaction matrix over the fields of the unit with most fields in the cross input, in input order:
-        the kernel restricted to those fields' columns (dense columns and other fields left out), so entry (i, j)
-        is the IA of E_i W_ij^T with W_ij the block that maps field i's columns into field j's."""
+    def _interaction_reads(self):
+        """What the interaction matrix reads of the weights, every collective of it: ``(unit, slots, kernel,
+        partner Grams)`` (the Grams ``None`` for plain tables, read locally later), or ``None``."""
         layout = self._finder.layout
         if layout is None:
             return None
@@ -339,8 +345,23 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         columns = columns.to(weight.device)
         kernel = weight[columns][:, columns]
         sources = [unit.field_source(by_name[s.field]) for s in slots]
+        grams = None
         if any(sharding.is_sharded(parameter) for parameter, _, _ in sources):
-            matrix = _sharded_interaction(sources, kernel, unit.width)
+            grams = _sharded_partner_grams(sources, kernel, unit.width)
+        return unit, slots, kernel, grams
+
+    def _interaction(self, reads=None) -> dict[str, Any] | None:
+        """The interaction matrix over the fields of the unit with most fields in the cross input, in input order:
+        the kernel restricted to those fields' columns (dense columns and other fields left out), so entry (i, j)
+        is the IA of E_i W_ij^T with W_ij the block that maps field i's columns into field j's. ``reads``: from
+        :meth:`_interaction_reads` (read now by default)."""
+        reads = self._interaction_reads() if reads is None else reads
+        if reads is None:
+            return None
+        unit, slots, kernel, grams = reads
+        by_name = {f.name: f for f in unit.fields}
+        if grams is not None:
+            matrix = _interaction_from_partner_grams(grams, unit.width)
         else:
             matrix = interaction_information_abundance([unit.field_weight(by_name[s.field]) for s in slots], kernel)
         out = {"view": unit.name, "layer": self._finder.kernel.name, "fields": [s.name for s in slots],
@@ -357,15 +378,11 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                 for view in self.units if isinstance(view, TableView) and self._is_sharded(view.table.name)
                 for fld in view.fields}
 
-    def _analyse_view(self, view: TableView,
-                      sharded_grams: Mapping[tuple[str, str], RowNormalizedGram]) -> dict[str, Any]:
+    def _analyse_view(self, view: TableView, grams: Mapping[tuple[str, str], RowNormalizedGram]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         excluded = 0
         for fld in view.fields:
-            if isinstance(view, TableView) and self._is_sharded(view.table.name):
-                gram = sharded_grams[(view.name, fld.name)]
-            else:
-                gram = field_gram(view, fld)
+            gram = grams[(view.name, fld.name)]
             excluded += gram.excluded_rows
             rows = gram.rows + gram.excluded_rows
             sv = singular_values_from_gram(gram.gram, min(rows, view.width))
@@ -545,17 +562,26 @@ def interaction_figure(interaction: dict[str, Any], own_fields: dict[str, Any], 
 __all__ += ["spectrum_heatmap_figure", "interaction_figure"]
 
 
-def _sharded_interaction(sources, weight: torch.Tensor, width: int) -> torch.Tensor:
-    """The interaction matrix of fields whose tables are sharded (``DTensor`` or ``ShardedTensor``): each source
-    field's N partner Grams are a sum over its rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank
-    holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order."""
+def _sharded_partner_grams(sources, weight: torch.Tensor, width: int) -> list[tuple[torch.Tensor, int]]:
+    """Each field's N partner Grams ``[N, K, K]`` and its number of rows, for fields whose tables are sharded (``DTensor`` or
+    ``ShardedTensor``): a sum over the field's rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank
+    holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order. Only reads (every
+    rank makes the same collectives); the spectra are taken afterwards."""
     n = len(sources)
-    out = torch.zeros(n, n, dtype=torch.float64)
+    grams = []
     for i, (parameter, rows, columns) in enumerate(sources):
         w_i = weight[:, i * width : (i + 1) * width].T.to(torch.float64)
-        grams = sharding.row_sum(parameter,
-                                 lambda block, w_i=w_i: partner_grams(block, w_i.to(block.device), n, width),
-                                 rows=rows, columns=columns)
-        sv = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt().flip(-1)[:, : min(rows[1] - rows[0], width)]
+        grams.append((sharding.row_sum(parameter,
+                                       lambda block, w_i=w_i: partner_grams(block, w_i.to(block.device), n, width),
+                                       rows=rows, columns=columns), rows[1] - rows[0]))
+    return grams
+
+
+def _interaction_from_partner_grams(grams: list[tuple[torch.Tensor, int]], width: int) -> torch.Tensor:
+    """The interaction matrix (IA of each field's sub-embeddings) from the partner Grams, locally."""
+    n = len(grams)
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i, (partner, rows) in enumerate(grams):
+        sv = torch.linalg.eigvalsh(partner).clamp_min(0.0).sqrt().flip(-1)[:, : min(rows, width)]
         out[i] = information_abundance(sv).cpu()
     return out

@@ -5,7 +5,9 @@ monitors recorded. Run by tests/test_model_parallel.py, with a timeout: a rank l
 SCENARIO:
 - ``nan_task``: at batch 2, rank 1 reports a NaN loss for the task ``click`` (training itself is unaffected);
 - ``missing_task``: at batch 2, rank 1 leaves the task ``buy`` out of ``task_losses``;
-- ``discovery``: rank 1 cannot read the cross layer's input on its first batch (planted), rank 0 can.
+- ``discovery``: rank 1 cannot read the cross layer's input on its first batch (planted), rank 0 can;
+- ``spectrum_fault``: rank 1's spectrum of the first field fails at the end of epoch 0 (planted), between the
+  reads of the two FSDP2-sharded tables.
 """
 
 import json
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_common import wait_for_other_ranks  # noqa: E402
 
+import lightning_recanalysis.callbacks.spectrum as spectrum_module  # noqa: E402
 import lightning_recanalysis.cross_discovery as cross_discovery  # noqa: E402
 
 FIELDS = {"user": 40, "item": 60}
@@ -96,12 +99,23 @@ def main(out: Path, scenario: str) -> None:
         def unreadable(x0, lookups, kernel_name="cross layer"):
             raise ValueError("planted on rank 1: fields 'user' and 'item' match the same columns (several fields)")
         cross_discovery.match_cross_input = unreadable
-    if scenario == "discovery":
+    if scenario == "spectrum_fault" and int(os.environ.get("LOCAL_RANK", 0)) == 1:
+        original, calls = spectrum_module.singular_values_from_gram, []
+
+        def failing(*args, **kwargs):  # calls 1-2: the two fields at fit start; 3: the first field after epoch 0
+            calls.append(1)
+            if len(calls) == 3:
+                raise MemoryError("planted on rank 1")
+            return original(*args, **kwargs)
+        spectrum_module.singular_values_from_gram = failing
+    if scenario == "spectrum_fault":
+        monitors = [EmbeddingSpectrumMonitor(cross_layer=None)]
+    elif scenario == "discovery":
         monitors = [EmbeddingSpectrumMonitor(strict=True),
                     FieldPairCorrelationMonitor(list(FIELDS), field_dims=list(FIELDS.values()), strict=True)]
     else:
         monitors = [GradientConflictMonitor(every_n_steps=1, strict=True)]
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, callbacks=monitors,
+    trainer = pl.Trainer(max_epochs=2 if scenario == "spectrum_fault" else 1, accelerator="cpu", devices=2, callbacks=monitors,
                          strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
                          logger=False, use_distributed_sampler=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
@@ -109,7 +123,7 @@ def main(out: Path, scenario: str) -> None:
     sampler = DistributedSampler(data, num_replicas=2, rank=int(os.environ.get("LOCAL_RANK", 0)), shuffle=False)
     trainer.fit(TwoTaskDCN(scenario), DataLoader(data, batch_size=BATCH, sampler=sampler))
     (out / f"{scenario}_rank{trainer.global_rank}.json").write_text(
-        json.dumps({type(m).__name__: m.history for m in monitors}))
+        json.dumps({type(m).__name__: m.history for m in monitors} | {"failures": [m.failures for m in monitors]}))
     wait_for_other_ranks(trainer, out)
 
 
