@@ -10,18 +10,19 @@ import warnings
 from typing import Callable, Sequence
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from ..agreement import first_found
 from ..cross import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidates, explicit_layout,
                      resolve_cross_kernel)
-from ..agreement import first_found
 from ..cross_discovery import CrossInputDiscovery
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..sharding import is_sharded
 from ..tables import discover_tables
-from ..torchrec_tables import collection_lookups
+from ..torchrec_tables import collection_lookups, sharded_collections
 
-__all__ = ["CrossFinder", "field_locator", "field_widths", "field_units", "one_table_holds_all", "slots_by_name"]
+__all__ = ["CrossFinder", "resharded", "field_locator", "field_widths", "field_units", "one_table_holds_all", "slots_by_name"]
 
 
 def field_widths(units: Sequence[AnalysisUnit]) -> dict[str, tuple[str, str, int]]:
@@ -78,6 +79,13 @@ def field_locator(units: Sequence[AnalysisUnit]) -> tuple[dict[str, nn.Module], 
     return entries, field_of
 
 
+def resharded(model: nn.Module) -> bool:
+    """Whether the strategy replaced the model's parameters or lookups after the callbacks' ``setup`` (FSDP2 and
+    tensor parallelism: ``DTensor`` parameters; TorchRec's ``DistributedModelParallel``: sharded collections),
+    so that the cross layer is resolved again at fit start."""
+    return any(is_sharded(p) for p in model.parameters()) or bool(sharded_collections(model))
+
+
 class CrossFinder:
     """Resolves ``cross_layer`` at setup; finds the input layout on the first training batch when needed."""
 
@@ -123,6 +131,17 @@ class CrossFinder:
             if found is not None:
                 self.kernel, self.layout = found
                 return
+        sharded = sharded_collections(model)
+        if sharded:
+            # Said at fit start (where the strategy has sharded the model), not silently at the first batch.
+            rank_zero_warn(
+                f"{self.owner}: the cross layer's field order is read from the embedding lookups on the first "
+                f"batch, and TorchRec's DistributedModelParallel runs the lookups of {sharded} in sharded kernels "
+                "that do not return each feature's embedding: the analysis of the cross layer (the interaction "
+                "matrix, the learned field-pair strength) is skipped. Give the order of the cross layer's input "
+                "with cross_fields=[feature, ...] to analyse it from the sharded tables, or pass "
+                "cross_layer=None to silence this.", category=RuntimeWarning)
+            return
         modules, field_of = field_locator(units)
         named = dict(model.named_modules())
         collections, inner, slots_of = collection_lookups(model)  # TorchRec: hook the collection, by feature

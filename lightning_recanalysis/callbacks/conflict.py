@@ -163,7 +163,10 @@ class GradientConflictMonitor(AnalysisCallback):
     probes* and are identical on every rank. Images and histograms show the pooled means and rank 0's own
     per-step cosines respectively, and are written by rank 0 only. An analysis that fails on one rank (its
     sums, or the statistics) is skipped on every rank: a one-flag all-reduce tells them all, so none waits in
-    the pooling all-reduce for a rank that has gone back to training.
+    the pooling all-reduce for a rank that has gone back to training. Under FSDP2 and tensor parallelism each
+    ``autograd.grad`` of a probe makes collectives, so every probe first agrees over all ranks (one MIN
+    all-reduce of a usable flag per task and a looked-up flag): only tasks usable on every rank are probed, and
+    a step without a lookup on some rank is skipped on all (counted in ``skipped_steps`` on each).
 
     **Bad input** (counted in the epoch's history record under ``problems``, this rank's counts, and warned
     once each; training goes on): a task missing from ``task_losses``, a non-finite task loss, a task loss that

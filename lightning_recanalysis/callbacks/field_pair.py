@@ -24,7 +24,7 @@ from .. import sharding
 from ..raster import heatmap_image
 from ..cross import block_pair_strength
 from ..tables import is_square_linear, named_cross_layer
-from ._cross import CrossFinder, field_units, one_table_holds_all, slots_by_name
+from ._cross import CrossFinder, field_units, one_table_holds_all, resharded, slots_by_name
 from .base import AnalysisCallback, data_parallel_group
 
 __all__ = ["FieldPairCorrelationMonitor"]
@@ -342,7 +342,7 @@ class FieldPairCorrelationMonitor(AnalysisCallback):
         self.counts.process_group = data_parallel_group(trainer)
         self._counting = False
         if (self._cross is None and self.pair_strength is None and self.cross_layer is not None
-                and any(sharding.is_sharded(p) for p in pl_module.parameters())):
+                and resharded(pl_module)):
             # The strategy replaced the parameters after setup: the kernel is resolved again on the current ones
             # (before any batch, so nothing the first batch finds is lost).
             units = field_units(pl_module, self.field_names, self.field_dims)

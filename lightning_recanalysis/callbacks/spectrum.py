@@ -33,7 +33,7 @@ from .. import sharding
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units, field_gram
 from ..tables import (ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables,
                       refresh_parameters)
-from ._cross import CrossFinder, table_order_layout
+from ._cross import CrossFinder, resharded, table_order_layout
 from .base import AnalysisCallback
 
 __all__ = ["EmbeddingSpectrumMonitor"]
@@ -301,7 +301,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
                     f"table '{table.name}' is a DTensor ({list(layout.placements)}), which the monitor reads "
                     "across ranks by itself: drop it from row_sharded (that option is for a table split by hand, "
                     "whose every rank holds a plain tensor of its own rows)")
-        if any(sharding.is_sharded(p) for p in pl_module.parameters()):
+        if resharded(pl_module):
             # The strategy replaced the parameters: the cross kernel is resolved again on the current ones (no
             # batch has run yet, so nothing the first batch finds is lost).
             self._finder.setup(pl_module, self.units, legacy=self._table_order_layout)
