@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..functional.conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram
 from ..agreement import all_true
-from ..mesh_groups import local_value
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..functional.conflict import cosine_from_gram, embedding_row_gradients, field_gradient_gram
+from ..mesh_groups import local_value
 from ..tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
 from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks

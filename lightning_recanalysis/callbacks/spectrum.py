@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..functional.interaction import interaction_information_abundance, partner_grams
+from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (
     RowNormalizedGram,
     all_reduce_gram,
@@ -29,6 +29,7 @@ from ..functional.spectrum import (
 )
 from ..plotting import heatmap_figure
 from ..raster import heatmap_image
+from ..sharded_interaction import interaction_from_partner_grams, sharded_partner_grams
 from .. import sharding
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units, field_gram
 from ..tables import (ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables,
@@ -347,7 +348,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         sources = [unit.field_source(by_name[s.field]) for s in slots]
         grams = None
         if any(sharding.is_sharded(parameter) for parameter, _, _ in sources):
-            grams = _sharded_partner_grams(sources, kernel, unit.width)
+            grams = sharded_partner_grams(sources, kernel, unit.width)
         return unit, slots, kernel, grams
 
     def _interaction(self, reads=None) -> dict[str, Any] | None:
@@ -361,7 +362,7 @@ class EmbeddingSpectrumMonitor(AnalysisCallback):
         unit, slots, kernel, grams = reads
         by_name = {f.name: f for f in unit.fields}
         if grams is not None:
-            matrix = _interaction_from_partner_grams(grams, unit.width)
+            matrix = interaction_from_partner_grams(grams, unit.width)
         else:
             matrix = interaction_information_abundance([unit.field_weight(by_name[s.field]) for s in slots], kernel)
         out = {"view": unit.name, "layer": self._finder.kernel.name, "fields": [s.name for s in slots],
@@ -560,28 +561,3 @@ def interaction_figure(interaction: dict[str, Any], own_fields: dict[str, Any], 
 
 
 __all__ += ["spectrum_heatmap_figure", "interaction_figure"]
-
-
-def _sharded_partner_grams(sources, weight: torch.Tensor, width: int) -> list[tuple[torch.Tensor, int]]:
-    """Each field's N partner Grams ``[N, K, K]`` and its number of rows, for fields whose tables are sharded (``DTensor`` or
-    ``ShardedTensor``): a sum over the field's rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank
-    holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order. Only reads (every
-    rank makes the same collectives); the spectra are taken afterwards."""
-    n = len(sources)
-    grams = []
-    for i, (parameter, rows, columns) in enumerate(sources):
-        w_i = weight[:, i * width : (i + 1) * width].T.to(torch.float64)
-        grams.append((sharding.row_sum(parameter,
-                                       lambda block, w_i=w_i: partner_grams(block, w_i.to(block.device), n, width),
-                                       rows=rows, columns=columns), rows[1] - rows[0]))
-    return grams
-
-
-def _interaction_from_partner_grams(grams: list[tuple[torch.Tensor, int]], width: int) -> torch.Tensor:
-    """The interaction matrix (IA of each field's sub-embeddings) from the partner Grams, locally."""
-    n = len(grams)
-    out = torch.zeros(n, n, dtype=torch.float64)
-    for i, (partner, rows) in enumerate(grams):
-        sv = torch.linalg.eigvalsh(partner).clamp_min(0.0).sqrt().flip(-1)[:, : min(rows, width)]
-        out[i] = information_abundance(sv).cpu()
-    return out
