@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .cross import CrossKernel, CrossLayout, CrossSlot
+from .mesh_groups import local_value
 
 __all__ = ["Lookup", "CrossInputDiscovery", "match_cross_input"]
 
@@ -83,13 +84,15 @@ class CrossInputDiscovery:
 
     def _lookup_hook(self, name: str):
         def hook(module, args, kwargs, output):
-            self._raw.append((name, args, kwargs, output))
+            # Under tensor parallelism the ids arrive as a replicated DTensor: plain tensors are compared.
+            self._raw.append((name, tuple(local_value(a) for a in args),
+                              {k: local_value(v) for k, v in kwargs.items()}, local_value(output)))
         return hook
 
     def _input_hook(self, name: str):
         def hook(module, args):
             if name not in self._inputs and args and isinstance(args[0], torch.Tensor):
-                self._inputs[name] = args[0]
+                self._inputs[name] = local_value(args[0])
         return hook
 
     def lookups(self) -> list[Lookup]:

@@ -24,7 +24,9 @@ weight) need no communication at all and go straight to the single-process funct
 
 Layouts that cannot be read exactly are refused by :func:`check_readable` with a message that names the
 placement: ``Partial`` (a pending sum), strided shards (FSDP2 combined with tensor parallelism on the same
-dimension), and meshes that do not span every process.
+dimension), and meshes of several dimensions that span only some processes. A table on a one-dimensional
+sub-mesh (``fully_shard(table, mesh=mesh["data_parallel"])`` beside tensor parallelism) is read over that
+mesh's process group (:mod:`~lightning_recanalysis.mesh_groups`); every function takes ``group=`` to override.
 
 Every function here makes the same collectives in the same order on every rank, and a failure on one rank is
 raised on every rank at the same point (its flag rides along in the collective's buffer), so no rank is left
@@ -40,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from .functional.spectrum import RowNormalizedGram, row_normalized_gram
+from .mesh_groups import mesh_problem, reading_group
 
 __all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_readable", "row_sum", "sharded_gram",
            "lookup_rows", "full_tensor", "is_sharded"]
@@ -119,10 +122,8 @@ def layout_of(tensor: torch.Tensor) -> ShardLayout:
         else:
             problem = (f"placement {placement!r} (strided or custom sharding) does not say which rows and columns "
                        "each rank holds")
-    mesh = tensor.device_mesh
-    if problem is None and dist.is_initialized() and mesh.size() != dist.get_world_size():
-        problem = (f"its device mesh spans {mesh.size()} of the {dist.get_world_size()} processes; the analyses "
-                   "read weights whose mesh spans them all")
+    if problem is None:
+        problem = mesh_problem(tensor)
     return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
 
 
@@ -147,7 +148,8 @@ def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
     if layout.problem is not None:
         raise ValueError(f"`{name}` is a {type(tensor).__name__} laid out as {list(layout.placements)}, which the "
                          f"analyses cannot read exactly: {layout.problem}. Shard embedding tables by rows (FSDP2's "
-                         "default Shard(0)) or by columns (Shard(1)), or exclude the table from the monitor.")
+                         "default Shard(0)) or by columns (Shard(1)) on a mesh that spans every process or on one "
+                         "dimension of it, or exclude the table from the monitor.")
     return layout
 
 
@@ -211,6 +213,8 @@ def row_sum(
     fn: Callable[[torch.Tensor], torch.Tensor],
     rows: tuple[int, int] | None = None,
     columns: tuple[int, int] | None = None,
+    *,
+    group=None,
 ) -> torch.Tensor:
     """``fn`` over rows ``[rows)`` x columns ``[columns)`` of ``tensor``, for an ``fn`` that is a sum over rows.
 
@@ -218,7 +222,9 @@ def row_sum(
     ``fn(A stacked on B) = fn(A) + fn(B)`` (a Gram, a count, a batch of partner Grams). For a plain tensor this is
     ``fn(tensor[rows, columns])``. For a ``DTensor`` each rank applies ``fn`` to whole rows it holds (row
     sharding) or to chunks of whole rows assembled from every rank (column sharding), and the parts are summed;
-    every rank gets the same float64 result and must call this in the same order as the others.
+    every rank gets the same float64 result and must call this in the same order as the others. ``group``: the
+    processes that hold the pieces (default: the tensor's own, :func:`~lightning_recanalysis.mesh_groups.
+    reading_group`).
 
     Example:
         >>> import torch
@@ -232,6 +238,7 @@ def row_sum(
     if not is_sharded(tensor):
         return fn(tensor.detach()[r0:r1, c0:c1])
     layout = check_readable(tensor, "the weight")
+    group = reading_group(tensor) if group is None else group
     device = _device(tensor)
     dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     # The result's shape, from an empty block: every rank knows it without a collective.
@@ -253,7 +260,7 @@ def row_sum(
                         total[:-1] += fn(local).reshape(-1).to(torch.float64)  # fn converts chunk by chunk: no copy
             except Exception as err:
                 error = err
-        if _all_reduce_with_flag(total, error is not None):
+        if _all_reduce_with_flag(total, error is not None, group):
             raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
         return total[:-1].view(shape)
     # Split columns: every rank assembles each chunk of whole rows (one all-reduce each) and adds fn of it; a
@@ -272,14 +279,14 @@ def row_sum(
                     _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
             except Exception as err:
                 error = err
-        if _all_reduce_with_flag(buffer, error is not None):
+        if _all_reduce_with_flag(buffer, error is not None, group):
             break
         try:
             total[:-1] += fn(buffer[:-1].view(stop - start, width)).reshape(-1).to(torch.float64)
         except Exception as err:
             error = err
     flag = torch.zeros(1, dtype=torch.float64, device=device)
-    if _all_reduce_with_flag(flag, error is not None):
+    if _all_reduce_with_flag(flag, error is not None, group):
         raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
     return total[:-1].view(shape)
 
@@ -291,6 +298,7 @@ def sharded_gram(
     *,
     normalize_rows: bool = True,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    group=None,
 ) -> RowNormalizedGram:
     """The :class:`RowNormalizedGram` of ``tensor[rows[0]:rows[1], columns[0]:columns[1]]``, on every rank.
 
@@ -319,7 +327,7 @@ def sharded_gram(
                               device=part.gram.device)
         return torch.cat([part.gram.flatten(), counts])
 
-    total = row_sum(tensor, packed, rows, columns)
+    total = row_sum(tensor, packed, rows, columns, group=group)
     width = int(round((total.numel() - 2) ** 0.5))
     return RowNormalizedGram(gram=total[:-2].view(width, width), rows=int(round(float(total[-2]))),
                              excluded_rows=int(round(float(total[-1]))))
@@ -361,11 +369,13 @@ def _fill(buffer: torch.Tensor, block: Block, r0: int, r1: int, c0: int, c1: int
             lo - block.row0 : hi - block.row0, left - block.col0 : right - block.col0].to(buffer.dtype)
 
 
-def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int], *, group=None) -> torch.Tensor:
     """``tensor[ids]`` as a plain tensor on every rank (``ids`` must be the same on every rank).
 
-    Each rank writes the cells it holds into a zero buffer and one all-reduce sums them: memory and traffic
-    ``len(ids) x K``, never the table.
+    Each rank writes the cells it holds into a zero buffer and one all-reduce (over ``group``, default the
+    tensor's own) sums them: memory and traffic ``len(ids) x K``, never the table. An id outside
+    ``[0, rows)`` would read as a row of zeros (no rank holds it): it is an ``IndexError`` on every rank, raised
+    after the all-reduce so that every rank raises at the same point.
 
     Example:
         >>> import torch
@@ -377,20 +387,27 @@ def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int]) -> torc
     if not is_sharded(tensor):
         return tensor.detach()[index.to(tensor.device)]
     check_readable(tensor, "the weight")
+    group = reading_group(tensor) if group is None else group
     n_rows, n_cols = _shape2(tensor)
     device = _device(tensor)
     index = index.to(device)
     buffer = torch.zeros(index.numel() * n_cols + 1, dtype=torch.float64, device=device)
-    failed = False
-    try:
-        view = buffer[:-1].view(index.numel(), n_cols)
-        for block in _local_blocks(tensor):
-            mine = (index >= block.row0) & (index < block.row_stop)
-            view[mine, block.col0 : block.col_stop] = block.data[index[mine] - block.row0].to(torch.float64)
-    except Exception:
-        failed = True
-    if _all_reduce_with_flag(buffer, failed):
-        raise ShardedReadError("looking up rows of a sharded weight failed on a rank")
+    error: Exception | None = None
+    outside = index[(index < 0) | (index >= n_rows)]
+    if outside.numel():
+        error = IndexError(f"ids {outside[:5].tolist()} are outside the {n_rows} rows of the sharded weight "
+                           f"[0, {n_rows})")
+    else:
+        try:
+            view = buffer[:-1].view(index.numel(), n_cols)
+            for block in _local_blocks(tensor):
+                mine = (index >= block.row0) & (index < block.row_stop)
+                view[mine, block.col0 : block.col_stop] = block.data[index[mine] - block.row0].to(torch.float64)
+        except Exception as err:
+            error = err
+    if _all_reduce_with_flag(buffer, error is not None, group):
+        raise error if error is not None else ShardedReadError("looking up rows of a sharded weight failed on "
+                                                               "another rank")
     return buffer[:-1].view(index.numel(), n_cols).to(tensor.dtype)
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["collection_feature_names", "collection_lookups"]
+__all__ = ["collection_feature_names", "collection_lookups", "sharded_collections"]
 
 
 def _collections(model: nn.Module):
@@ -66,3 +66,11 @@ def collection_lookups(model: nn.Module) -> tuple[dict[str, nn.Module], set[str]
         return out
 
     return hooked, inner, slots_of
+
+
+def sharded_collections(model: nn.Module) -> list[str]:
+    """The names of the collections that TorchRec's ``DistributedModelParallel`` has sharded in ``model``
+    (``ShardedEmbeddingBagCollection``, ``ShardedEmbeddingCollection``): their lookups run in fused kernels that
+    return per-rank pieces, not the ``[B, K]`` embedding of each feature that a cross input is matched against."""
+    return [name for name, module in model.named_modules()
+            if type(module).__name__ in ("ShardedEmbeddingBagCollection", "ShardedEmbeddingCollection")]

@@ -236,3 +236,29 @@ def test_a_per_feature_model_gets_one_heatmap_and_one_ia_chart_for_its_n_fields(
     (tag,) = [t for t in events.Tags()["tensors"] if t.startswith("collapse/inventory")]
     text = events.Tensors(tag)[-1].tensor_proto.string_val[0].decode()
     assert "F0 [0:8] | F1 [8:16] | F2 [16:24] | F3 [24:32]" in text and "cross.kernels[0] of [L, D, D]" in text
+
+
+class ShardedEmbeddingBagCollection(nn.Module):
+    """Stands for the module TorchRec's DistributedModelParallel puts in place of a collection (recognised by its
+    class name, as the real one is): its lookups run in fused kernels, never through the tables' own modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user, self.item = nn.Embedding(30, 4), nn.Embedding(20, 4)
+
+
+def test_a_torchrec_sharded_collection_is_a_clear_notice_that_the_cross_analysis_is_skipped():
+    """A cross layer whose field order would be read from lookups that DistributedModelParallel runs in its own
+    kernels: a RuntimeWarning when the finder is set up (fit start) that says what is skipped, why, and how to
+    name the order, and no hooks waiting for a batch; with cross_fields the order is taken as given."""
+    model = nn.Module()
+    model.ebc = ShardedEmbeddingBagCollection()
+    model.cross = nn.Linear(8, 8)
+    units = analysis_units(discover_tables(model))
+    finder = CrossFinder("auto", owner="EmbeddingSpectrumMonitor")
+    with pytest.warns(RuntimeWarning, match=r"DistributedModelParallel.*skipped.*cross_fields"):
+        finder.setup(model, units)
+    assert not finder.waiting and finder.layout is None
+    given = CrossFinder("auto", cross_fields=["user", "item"], owner="EmbeddingSpectrumMonitor")
+    given.setup(model, units)
+    assert [(s.name, s.start, s.stop) for s in given.layout.slots] == [("user", 0, 4), ("item", 4, 8)]

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,18 +52,23 @@ def _assert_numbers_equal(logged: dict, expected: dict, what: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,placement,data_parallel", [("fsdp", "S(0)", "ddp"), ("tp", "S(1)", "single")])
+@pytest.mark.parametrize("mode,placement,data_parallel", [("fsdp", "S(0)", "ddp"), ("tp", "S(1)", "single"),
+                                                          ("fsdp_tp", "S(0)", "ddp")])
 def test_every_logged_number_equals_one_process_on_the_same_weights(tmp_path, mode, placement, data_parallel):
     """Weights: each record recomputed in one process from the weights gathered at that moment. Data: the counts
     of a plain run that feeds the processes the same batches (DDP for FSDP2's two data-parallel ranks; one
-    process for two tensor-parallel ranks, which both see every batch and must count it once)."""
-    for run_mode in (mode, data_parallel):
+    process for two tensor-parallel ranks, which both see every batch and must count it once). ``fsdp_tp``:
+    Lightning's recipe on 4 processes (data-parallel 2 x tensor-parallel 2), the table fully_shard-ed on the
+    data-parallel dimension only, so each tensor-parallel coordinate holds its own row-sharded copy."""
+    world = 4 if mode == "fsdp_tp" else 2
+    for run_mode, processes in ((mode, world), (data_parallel, 2 if data_parallel == "ddp" else 1)):
         proc = run_ddp_script(SCRIPT, tmp_path, run_mode, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert other_ranks_exit_codes(tmp_path) == [0]
+        if processes > 1:
+            assert other_ranks_exit_codes(tmp_path) == [0] * (processes - 1)
     assert json.loads((tmp_path / "monitors_placements_rank0.json").read_text())["embedding.weight"] == [placement]
-    histories = [json.loads((tmp_path / f"monitors_history_rank{r}.json").read_text()) for r in range(2)]
-    assert histories[0] == histories[1]
+    histories = [json.loads((tmp_path / f"monitors_history_rank{r}.json").read_text()) for r in range(world)]
+    assert all(history == histories[0] for history in histories)
     weights = torch.load(tmp_path / "monitors_weights.pt", weights_only=True)
     spectra = histories[0]["EmbeddingSpectrumMonitor"]
     assert [r["stage"] for r in spectra] == ["init", "epoch", "epoch"]
@@ -115,3 +121,92 @@ def test_demo_models_under_fsdp2_log_what_ddp_logs(tmp_path):
         untouched = torch.load(tmp_path / f"{model}_fsdp_plain.pt", weights_only=True)
         for name, value in untouched.items():
             assert torch.equal(fsdp_weights[name], value), (model, name)
+
+
+@pytest.mark.slow
+def test_demo_models_under_tensor_parallelism_log_what_one_process_logs(tmp_path):
+    """Every embedding table split by columns over two tensor-parallel processes (torch's ``ColwiseParallel``:
+    the monitors' hooks see the ids as replicated DTensors), both training on every row: every monitor of TIN,
+    STEM and the per-feature DCNv2 logs what one process logs on the same rows (the runs train to the same
+    weights, checked), every analysis is present, and the monitors leave the training unchanged."""
+    for mode, *flags in (("tp",), ("single",), ("tp", "--no-monitors")):
+        proc = run_ddp_script(DEMOS_SCRIPT, "tin,stem,dcnv2_per_feature", tmp_path, mode, *flags, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for model, monitors, table in (("tin", ["FeatureCorrelationMonitor"], "category_embedding.weight"),
+                                   ("stem", ["GradientConflictMonitor", "EntanglementMonitor"], "embedding.weight"),
+                                   ("dcnv2_per_feature", ["EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"],
+                                    "embedding_dict.F0.weight")):
+        placements = json.loads((tmp_path / f"{model}_tp_monitors_placements.json").read_text())
+        assert placements[table] == ["Shard(dim=1)"]
+        sharded = json.loads((tmp_path / f"{model}_tp_monitors.json").read_text())
+        plain = json.loads((tmp_path / f"{model}_single_monitors.json").read_text())
+        assert sorted(sharded) == sorted(plain) == sorted(monitors)
+        tp_weights = torch.load(tmp_path / f"{model}_tp_monitors.pt", weights_only=True)
+        single_weights = torch.load(tmp_path / f"{model}_single_monitors.pt", weights_only=True)
+        for name, value in single_weights.items():
+            assert torch.allclose(tp_weights[name], value, rtol=1e-6, atol=1e-7), name
+        for name in monitors:
+            assert len(sharded[name]) == len(plain[name]) >= 2, name
+            for logged, expected in zip(sharded[name], plain[name]):
+                assert logged.pop("world_size", 2) == 2 and expected.pop("world_size", 1) == 1
+                _assert_numbers_equal(logged, expected, f"{model} {name} epoch {logged['epoch']}")
+                assert set(dict(_numbers(logged))) == set(dict(_numbers(expected))), (model, name)
+        conflict = sharded.get("GradientConflictMonitor")
+        if conflict:  # the probes measured: the analysis is there, not silently absent
+            assert all(r["measured_steps"] > 0 and r["metrics"] for r in conflict)
+        untouched = torch.load(tmp_path / f"{model}_tp_plain.pt", weights_only=True)
+        for name, value in untouched.items():
+            assert torch.equal(tp_weights[name], value), (model, name)
+
+
+FAULTS_SCRIPT = Path(__file__).parent / "scripts" / "model_parallel_faults.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario,problem", [("nan_task", "nonfinite:click"), ("missing_task", "missing:buy")])
+def test_a_task_loss_unusable_on_one_rank_skips_the_probe_on_every_rank(tmp_path, scenario, problem):
+    """Under FSDP2 every probe's autograd.grad makes collectives: a task loss NaN or missing on rank 1 alone at
+    batch 2 skips that probe on both ranks (no rank waits in a gradient all-gather), and every other probe
+    measures: 8 batches on each of 2 ranks, so 2 x 7 measured and 2 x 1 skipped, the same record on both."""
+    proc = run_ddp_script(FAULTS_SCRIPT, tmp_path, scenario, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    records = [json.loads((tmp_path / f"{scenario}_rank{r}.json").read_text())["GradientConflictMonitor"]
+               for r in range(2)]
+    for rank, (record,) in enumerate(records):
+        assert (record["measured_steps"], record["skipped_steps"]) == (14, 2)
+        assert record["problems"] == ({problem: 1} if rank == 1 else {})
+        assert "conflict/embedding_dict/click_vs_buy/cosine_mean" in record["metrics"], sorted(record["metrics"])
+    assert records[0][0]["metrics"] == records[1][0]["metrics"]
+
+
+@pytest.mark.slow
+def test_cross_layer_found_on_one_rank_only_is_every_rank_s(tmp_path):
+    """Rank 1 cannot read the cross layer's input on its first batch (planted), rank 0 reads it: both take rank
+    0's layout, so neither raises while the other reads the FSDP2-sharded tables, and both record the same
+    interaction matrix (initial and per epoch) and learned field-pair strength."""
+    proc = run_ddp_script(FAULTS_SCRIPT, tmp_path, "discovery", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    histories = [json.loads((tmp_path / f"discovery_rank{r}.json").read_text()) for r in range(2)]
+    assert histories[0] == histories[1]
+    spectra = histories[0]["EmbeddingSpectrumMonitor"]
+    assert [r["stage"] for r in spectra] == ["init", "epoch"]
+    for record in spectra:
+        assert record["interaction"]["fields"] == ["user", "item"]
+        assert np.all(np.isfinite(record["interaction"]["matrix"]))
+    assert "learned" in histories[0]["FieldPairCorrelationMonitor"][0]
+
+
+@pytest.mark.slow
+def test_a_spectrum_failing_on_one_rank_between_sharded_reads_is_skipped_on_every_rank(tmp_path):
+    """Rank 1's spectrum of the first of two FSDP2-sharded tables fails after epoch 0 (planted): every read of
+    the sharded tables comes before the local spectra, so rank 0 does not wait in the second table's read; both
+    ranks skip that epoch's record (one failure each), keep the same history, and analyse epoch 1 again."""
+    proc = run_ddp_script(FAULTS_SCRIPT, tmp_path, "spectrum_fault", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other_ranks_exit_codes(tmp_path) == [0]
+    histories = [json.loads((tmp_path / f"spectrum_fault_rank{r}.json").read_text()) for r in range(2)]
+    assert histories[0] == histories[1]
+    assert histories[0]["failures"] == [1]
+    assert [(r["stage"], r["epoch"]) for r in histories[0]["EmbeddingSpectrumMonitor"]] == [("init", 0), ("epoch", 1)]

@@ -40,10 +40,11 @@ def test_every_placement_reads_as_the_unsharded_table(tmp_path, world):
         "whole": full, "rows": full[100:1500], "columns": full[990:1010, 3:11], "transform": full[:1200] @ w,
     }
     expected_kinds = {"shard0": "rows", "shard1": "columns", "replicate": "rows", "shard0_shard1": "columns",
-                      "replicate_shard0": "rows", "shard0_shard0": "rows", "shard1_replicate": "columns"}
+                      "replicate_shard0": "rows", "shard0_shard0": "rows", "shard1_replicate": "columns",
+                      "dp_submesh_shard0": "rows", "tp_submesh_shard1": "columns"}
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     layouts = [name for name in ranks[0] if isinstance(ranks[0][name], dict)]
-    assert len(layouts) in (3, 4)
+    assert len(layouts) in (3, 6)
     for results in ranks:
         for name in layouts:
             got = results[name]
@@ -64,6 +65,11 @@ def test_every_placement_reads_as_the_unsharded_table(tmp_path, world):
         assert "model.table.weight" in results["refused_partial"] and "Partial" in results["refused_partial"]
         assert "_StridedShard" in results["refused_strided"] or "StridedShard" in results["refused_strided"]
         assert "`table`" in results["monitor_refusal"] and "_StridedShard" in results["monitor_refusal"]
+    # Ids outside the table: an IndexError on every rank, naming the ids; the next lookup is exact.
+    for results in ranks:
+        for placement in ("S(0)", "S(1)"):
+            assert results[f"outside_{placement}"].startswith("IndexError") and str(2001) in results[f"outside_{placement}"]
+            assert torch.equal(results[f"after_outside_{placement}"], table()[IDS])
     # The planted failure on rank 1: its own error there, a ShardedReadError on every other rank, and the next
     # read pairs up again and is exact.
     for rank, results in enumerate(ranks):

@@ -26,6 +26,7 @@ from ..functional.conflict_subset import (
     placement_shares,
 )
 from ..figures.conflict_subset import conflict_subset_image
+from ..mesh_groups import local_value
 from ..tables import EmbeddingTable, Field
 from ._reference import ReferenceRows, ReferenceSource, load_reference
 from .base import data_parallel_group
@@ -77,7 +78,7 @@ class ConflictSubsetAnalysis:
         def count(module, args, output):
             if not module.training:  # validation and sanity checks look up rows too: not training frequency
                 return
-            ids = args[0].detach().reshape(-1)
+            ids = local_value(args[0]).detach().reshape(-1)  # a replicated DTensor under tensor parallelism
             if self._counts[role] is None:
                 self._counts[role] = torch.zeros(fld.cardinality, dtype=torch.long, device=ids.device)
             # A scatter-add of a 0/1 mask: no boolean indexing, so no host-device sync on an accelerator.

@@ -10,17 +10,19 @@ import warnings
 from typing import Callable, Sequence
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from ..agreement import first_found
 from ..cross import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidates, explicit_layout,
                      resolve_cross_kernel)
 from ..cross_discovery import CrossInputDiscovery
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..sharding import is_sharded
 from ..tables import discover_tables
-from ..torchrec_tables import collection_lookups
+from ..torchrec_tables import collection_lookups, sharded_collections
 
-__all__ = ["CrossFinder", "field_locator", "field_widths", "field_units", "one_table_holds_all", "slots_by_name"]
+__all__ = ["CrossFinder", "resharded", "field_locator", "field_widths", "field_units", "one_table_holds_all", "slots_by_name"]
 
 
 def field_widths(units: Sequence[AnalysisUnit]) -> dict[str, tuple[str, str, int]]:
@@ -77,6 +79,13 @@ def field_locator(units: Sequence[AnalysisUnit]) -> tuple[dict[str, nn.Module], 
     return entries, field_of
 
 
+def resharded(model: nn.Module) -> bool:
+    """Whether the strategy replaced the model's parameters or lookups after the callbacks' ``setup`` (FSDP2 and
+    tensor parallelism: ``DTensor`` parameters; TorchRec's ``DistributedModelParallel``: sharded collections),
+    so that the cross layer is resolved again at fit start."""
+    return any(is_sharded(p) for p in model.parameters()) or bool(sharded_collections(model))
+
+
 class CrossFinder:
     """Resolves ``cross_layer`` at setup; finds the input layout on the first training batch when needed."""
 
@@ -122,6 +131,17 @@ class CrossFinder:
             if found is not None:
                 self.kernel, self.layout = found
                 return
+        sharded = sharded_collections(model)
+        if sharded:
+            # Said at fit start (where the strategy has sharded the model), not silently at the first batch.
+            rank_zero_warn(
+                f"{self.owner}: the cross layer's field order is read from the embedding lookups on the first "
+                f"batch, and TorchRec's DistributedModelParallel runs the lookups of {sharded} in sharded kernels "
+                "that do not return each feature's embedding: the analysis of the cross layer (the interaction "
+                "matrix, the learned field-pair strength) is skipped. Give the order of the cross layer's input "
+                "with cross_fields=[feature, ...] to analyse it from the sharded tables, or pass "
+                "cross_layer=None to silence this.", category=RuntimeWarning)
+            return
         modules, field_of = field_locator(units)
         named = dict(model.named_modules())
         collections, inner, slots_of = collection_lookups(model)  # TorchRec: hook the collection, by feature
@@ -136,23 +156,29 @@ class CrossFinder:
 
     def finish(self) -> bool:
         """Remove the hooks and read the layout; True when a layout was found now. A named cross layer whose
-        input cannot be read raises; ``'auto'`` takes the first candidate whose input holds the fields."""
+        input cannot be read raises; ``'auto'`` takes the first candidate whose input holds the fields.
+
+        Each rank reads its own first batch, so the ranks agree before any acts (one all-gather of the
+        answers): the layout found by the lowest rank that found one is every rank's; else the error of the
+        lowest rank that has one is raised on every rank; else every rank skips the interaction analysis. A
+        rank whose batch could not be read thus never raises while another goes on into the collectives that
+        read the sharded weights."""
         if not self.waiting or not self.discovery.hooked:
             return False
         self.discovery.stop()
-        layouts = self.discovery.layouts()
+        found, problem = None, None
+        try:
+            found, problem = self._choose(self.discovery.layouts())
+        except Exception as err:  # agreed below, like an unreadable input
+            problem = err
         self.discovery = None
-        for kernel in self._candidates:
-            layout = layouts.get(kernel.name)
-            if isinstance(layout, CrossLayout):
-                self.kernel, self.layout = kernel, layout
-                return True
-        if self.spec != "auto":
-            error = layouts.get(self._candidates[0].name)
-            raise ValueError(f"{self.owner}: cannot read the field order of cross_layer {self.spec!r}: {error}")
-        ambiguous = [e for e in layouts.values() if isinstance(e, ValueError) and "several fields" in str(e)]
-        if ambiguous:
-            raise ValueError(f"{self.owner}: {ambiguous[0]}")
+        found, problem = first_found(found, problem)
+        if found is not None:
+            index, self.layout = found
+            self.kernel = self._candidates[index]
+            return True
+        if problem is not None:
+            raise problem
         message = (f"{self.owner}: no cross layer's input holds the looked-up field embeddings (candidates: "
                    f"{[k.name for k in self._candidates]}); the interaction analysis is skipped. Name it with "
                    "cross_layer= (and cross_fields=[...] for the order), or pass cross_layer=None.")
@@ -161,6 +187,20 @@ class CrossFinder:
         else:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         return False
+
+    def _choose(self, layouts) -> tuple[tuple[int, CrossLayout] | None, Exception | None]:
+        """This rank's answer: ``((candidate index, layout), None)``, ``(None, error)`` or ``(None, None)``."""
+        for index, kernel in enumerate(self._candidates):
+            layout = layouts.get(kernel.name)
+            if isinstance(layout, CrossLayout):
+                return (index, layout), None
+        if self.spec != "auto":
+            error = layouts.get(self._candidates[0].name)
+            return None, ValueError(f"{self.owner}: cannot read the field order of cross_layer {self.spec!r}: {error}")
+        ambiguous = [e for e in layouts.values() if isinstance(e, ValueError) and "several fields" in str(e)]
+        if ambiguous:
+            return None, ValueError(f"{self.owner}: {ambiguous[0]}")
+        return None, None
 
     def describe(self) -> str:
         if self.layout is None:

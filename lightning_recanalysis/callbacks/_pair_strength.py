@@ -23,7 +23,7 @@ from .. import sharding
 from ..cross import block_pair_strength
 from ..functional.field_pair import cross_layer_pair_strength
 from ..tables import is_square_linear, named_cross_layer
-from ._cross import CrossFinder, field_units, one_table_holds_all, slots_by_name
+from ._cross import CrossFinder, field_units, one_table_holds_all, resharded, slots_by_name
 
 __all__ = ["LearnedPairStrength"]
 
@@ -93,7 +93,7 @@ class LearnedPairStrength:
         """At fit start: a strategy that replaced the parameters after setup (sharded them) is read anew (before
         any batch, so nothing the first batch finds is lost)."""
         if (self.cross is None and self.pair_strength is None and self.cross_layer is not None
-                and any(sharding.is_sharded(p) for p in pl_module.parameters())):
+                and resharded(pl_module)):
             self.refresh(pl_module)
 
     def layout_found(self) -> None:

@@ -6,6 +6,7 @@ module reads the model's layout (views, fields, a cross kernel and its input slo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -13,12 +14,24 @@ import torch
 from .. import sharding
 from ..cross import CrossKernel, CrossLayout
 from ..field_sets import AnalysisUnit, FieldSet
-from ..functional.interaction import interaction_information_abundance, partner_grams
+from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (RowNormalizedGram, effective_rank, information_abundance, normalized_spectrum,
                                    singular_values_from_gram, stable_rank)
+from ..sharded_interaction import interaction_from_partner_grams, sharded_partner_grams
 from ..tables import TableView
 
-__all__ = ["interaction_matrix", "view_spectra"]
+__all__ = ["InteractionReads", "interaction_matrix", "interaction_reads", "view_spectra"]
+
+
+@dataclass
+class InteractionReads:
+    """What :func:`interaction_reads` read: the unit, its cross-input slots, the kernel's block over their columns,
+    and the summed partner Grams of sharded sources (``None`` for plain tables)."""
+
+    unit: AnalysisUnit
+    slots: list
+    block: torch.Tensor
+    partner_grams: list | None
 
 
 def view_spectra(view: AnalysisUnit, gram_of: Callable[[Any], RowNormalizedGram]) -> dict[str, Any]:
@@ -63,12 +76,14 @@ def view_spectra(view: AnalysisUnit, gram_of: Callable[[Any], RowNormalizedGram]
             "fields": fields, "excluded_rows": excluded}
 
 
-def interaction_matrix(layout: CrossLayout, kernel: CrossKernel, units: Sequence[AnalysisUnit]) -> dict[str, Any]:
-    """The interaction matrix over the fields of the unit with most fields in the cross input, in input order:
-    the kernel restricted to those fields' columns (dense columns and other fields left out), so entry (i, j)
-    is the IA of E_i W_ij^T with W_ij the block that maps field i's columns into field j's.
-
-    Returns :attr:`~lightning_recanalysis.records.SpectrumRecord.interaction`."""
+def interaction_reads(layout: CrossLayout, kernel: CrossKernel, units: Sequence[AnalysisUnit]) -> InteractionReads:
+    """Everything the interaction matrix reads of the weights, every collective of it included: the unit with most
+    fields in the cross input, its slots in input order, the kernel restricted to those fields' columns (dense
+    columns and other fields left out), and, when a source table is sharded (``DTensor`` or ``ShardedTensor``),
+    each field's partner Grams summed over the ranks (:func:`~lightning_recanalysis.sharded_interaction.
+    sharded_partner_grams`, so no rank holds a table). Plain tables are read later, locally, by
+    :func:`interaction_matrix`. A monitor makes every such read before any local computation, so that a local
+    failure on one rank cannot leave another rank waiting in a read."""
     slots = layout.unit_slots()
     unit = next(u for u in units if u.name == slots[0].unit)
     by_name = {f.name: f for f in unit.fields}
@@ -77,29 +92,27 @@ def interaction_matrix(layout: CrossLayout, kernel: CrossKernel, units: Sequence
     columns = columns.to(weight.device)
     block = weight[columns][:, columns]
     sources = [unit.field_source(by_name[s.field]) for s in slots]
+    grams = None
     if any(sharding.is_sharded(parameter) for parameter, _, _ in sources):
-        matrix = _sharded_interaction(sources, block, unit.width)
+        grams = sharded_partner_grams(sources, block, unit.width)
+    return InteractionReads(unit=unit, slots=list(slots), block=block, partner_grams=grams)
+
+
+def interaction_matrix(reads: InteractionReads, kernel: CrossKernel) -> dict[str, Any]:
+    """The interaction matrix from :func:`interaction_reads`: entry (i, j) is the IA of E_i W_ij^T with W_ij the
+    block of the kernel that maps field i's columns into field j's.
+
+    Returns :attr:`~lightning_recanalysis.records.SpectrumRecord.interaction`."""
+    unit, slots = reads.unit, reads.slots
+    if reads.partner_grams is not None:
+        matrix = interaction_from_partner_grams(reads.partner_grams, unit.width)
     else:
-        matrix = interaction_information_abundance([unit.field_weight(by_name[s.field]) for s in slots], block)
+        by_name = {f.name: f for f in unit.fields}
+        matrix = interaction_information_abundance([unit.field_weight(by_name[s.field]) for s in slots],
+                                                   reads.block)
     out = {"view": unit.name, "layer": kernel.name, "fields": [s.name for s in slots], "matrix": matrix.tolist()}
     if any(s.name != s.field for s in slots):
         out["source_fields"] = [s.field for s in slots]
     if not kernel.form.startswith("nn.Linear"):
         out["kernel"] = kernel.form
-    return out
-
-
-def _sharded_interaction(sources, weight: torch.Tensor, width: int) -> torch.Tensor:
-    """The interaction matrix of fields whose tables are sharded (``DTensor`` or ``ShardedTensor``): each source
-    field's N partner Grams are a sum over its rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank
-    holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order."""
-    n = len(sources)
-    out = torch.zeros(n, n, dtype=torch.float64)
-    for i, (parameter, rows, columns) in enumerate(sources):
-        w_i = weight[:, i * width : (i + 1) * width].T.to(torch.float64)
-        grams = sharding.row_sum(parameter,
-                                 lambda block, w_i=w_i: partner_grams(block, w_i.to(block.device), n, width),
-                                 rows=rows, columns=columns)
-        sv = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt().flip(-1)[:, : min(rows[1] - rows[0], width)]
-        out[i] = information_abundance(sv).cpu()
     return out

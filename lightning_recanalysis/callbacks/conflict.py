@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..agreement import all_true
 from ..checks import check_positive_int
 from ..figures.conflict import cosine_heatmap
 from ..functional.conflict import (
@@ -27,6 +28,7 @@ from ..functional.conflict import (
     view_gram,
 )
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..mesh_groups import local_value
 from ..tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
 from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks
@@ -118,7 +120,10 @@ class GradientConflictMonitor(AnalysisCallback):
     probes* and are identical on every rank. Images and histograms show the pooled means and rank 0's own
     per-step cosines respectively, and are written by rank 0 only. An analysis that fails on one rank (its
     sums, or the statistics) is skipped on every rank: a one-flag all-reduce tells them all, so none waits in
-    the pooling all-reduce for a rank that has gone back to training.
+    the pooling all-reduce for a rank that has gone back to training. Under FSDP2 and tensor parallelism each
+    ``autograd.grad`` of a probe makes collectives, so every probe first agrees over all ranks (one MIN
+    all-reduce of a usable flag per task and a looked-up flag): only tasks usable on every rank are probed, and
+    a step without a lookup on some rank is skipped on all (counted in ``skipped_steps`` on each).
 
     **Bad input** (counted in the epoch's history record under ``problems``, this rank's counts, and warned
     once each; training goes on): a task missing from ``task_losses``, a non-finite task loss, a task loss that
@@ -235,9 +240,12 @@ class GradientConflictMonitor(AnalysisCallback):
     # ---- probing ----------------------------------------------------------------------------------------
     def _hook(self, table_index: int):
         def capture(module, args, kwargs, output):
-            ids = args[0] if args else kwargs["input"]
-            offsets = args[1] if len(args) > 1 else kwargs.get("offsets")
-            weights = args[2] if len(args) > 2 else kwargs.get("per_sample_weights")
+            # Under tensor parallelism the ids reach this hook as a replicated DTensor (the module's input hook
+            # made them one): plain tensors from here on. The output stays as the graph holds it (the losses
+            # were computed from it); its gradients are made plain in the probe.
+            ids = local_value(args[0] if args else kwargs["input"])
+            offsets = local_value(args[1] if len(args) > 1 else kwargs.get("offsets"))
+            weights = local_value(args[2] if len(args) > 2 else kwargs.get("per_sample_weights"))
             self._captures.setdefault(table_index, []).append(_Lookup(module, ids, output, offsets, weights))
         return capture
 
@@ -307,10 +315,26 @@ class GradientConflictMonitor(AnalysisCallback):
         return usable
 
     def _probe(self, pl_module, captures: dict[int, list[_Lookup]]) -> None:
-        losses = self._task_loss_tensors(pl_module)
+        error: Exception | None = None
+        try:
+            losses = self._task_loss_tensors(pl_module)
+        except Exception as err:  # raised after the agreement below, which every rank must reach
+            losses, error = {}, err
         lookups = [(ti, lk) for ti in sorted(captures) for lk in captures[ti] if lk.output.requires_grad]
-        if not lookups:
-            self._problem("no-lookup", "no embedding lookup that requires grad happened in a probed training step")
+        # Under FSDP2 and tensor parallelism each autograd.grad below makes collectives: every rank probes the
+        # tasks usable on every rank, or none (a loss NaN or missing on one rank alone would leave the others
+        # waiting in a gradient all-gather).
+        agreed = all_true([t in losses for t in self._task_names] + [bool(lookups), error is None],
+                          device=pl_module.device)
+        if error is not None:
+            raise error
+        if not agreed[-1]:  # this step's task losses were unreadable on another rank (warned there)
+            self._counts["skipped"] += 1
+            return
+        losses = {t: losses[t] for t, usable in zip(self._task_names, agreed) if usable}
+        if not agreed[-2]:
+            if not lookups:
+                self._problem("no-lookup", "no embedding lookup that requires grad happened in a probed training step")
             self._counts["skipped"] += 1
             return
         outputs = [lk.output for _, lk in lookups]
@@ -342,8 +366,10 @@ class GradientConflictMonitor(AnalysisCallback):
                 ids, row_grads = [], []
                 for j in picked:
                     lk = lookups[j][1]
-                    per_task = torch.stack([g[j] if g[j] is not None else torch.zeros_like(lk.output)
-                                            for g in grads.values()])
+                    per_task = torch.stack([
+                        local_value(g[j]) if g[j] is not None
+                        else torch.zeros(lk.output.shape, dtype=lk.output.dtype, device=lk.ids.device)
+                        for g in grads.values()])
                     flat_ids, flat_grads = looked_up_row_gradients(
                         lk.module, lk.ids, per_task, offsets=lk.offsets, per_sample_weights=lk.per_sample_weights)
                     ids.append(flat_ids)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..checks import check_positive_int
 from ..functional.ranking import subset_aurocs
+from ..mesh_groups import local_value
 from ..tables import EmbeddingTable, Field, discover_tables
 from ..writers import tensorboard_experiments
 from ._conflict_subset import ConflictSubsetAnalysis
@@ -241,7 +242,9 @@ class EntanglementMonitor(AnalysisCallback):
         # weight, which a sharding strategy may hold in pieces (a DTensor) outside the forward pass.
         def capture(module, args, kwargs, output):
             # TorchRec's EmbeddingCollection calls its tables with `input=` as a keyword.
-            self._calls[role].append((args[0] if args else kwargs["input"], output.detach()))
+            # Under tensor parallelism the ids (and an output left distributed) are DTensors: plain ones here.
+            ids = local_value(args[0] if args else kwargs["input"])
+            self._calls[role].append((ids, local_value(output.detach())))
         return capture
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:

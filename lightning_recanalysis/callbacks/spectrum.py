@@ -23,13 +23,12 @@ from ..figures.collapse import ia_vs_init_image, interaction_image, spectrum_hea
 # The live Text tab shows the report's own findings sentences; the report never imports the callbacks.
 from ..report.model import ReportThresholds
 from ..report.sections.collapse import collapse_findings
-from .. import sharding
 from ..field_sets import AnalysisUnit, field_gram
 from ..records import SpectrumRecord
 from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView
-from ._cross import CrossFinder
+from ._cross import CrossFinder, resharded
 from ._cross_hooks import CrossLayoutHooks
-from ._spectrum_analysis import interaction_matrix, view_spectra
+from ._spectrum_analysis import InteractionReads, interaction_matrix, interaction_reads, view_spectra
 from ._spectrum_layout import SpectrumLayout
 from .base import AnalysisCallback
 
@@ -240,7 +239,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
 
     def _read_weights_as_sharded(self, pl_module: torch.nn.Module) -> None:
         self._layout.check_readable(pl_module)
-        if any(sharding.is_sharded(p) for p in pl_module.parameters()):
+        if resharded(pl_module):
             # The strategy replaced the parameters: the cross kernel is resolved again on the current ones (no
             # batch has run yet, so nothing the first batch finds is lost).
             self._finder.setup(pl_module, self.units, legacy=self._layout.table_order_layout)
@@ -267,22 +266,36 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         """
         if sharded_grams is None:
             sharded_grams = {key: all_reduce_gram(gram) for key, gram in self.local_sharded_grams().items()}
+        # Every read of a sharded weight (a collective, which raises on every rank together if it fails) comes
+        # before any local computation: a failure of the local part on one rank then cannot leave another rank
+        # waiting in a read, only in the one flag all-reduce that every rank reaches after this.
+        grams = {(view.name, fld.name): sharded_grams[(view.name, fld.name)]
+                 if isinstance(view, TableView) and self._is_sharded(view.table.name) else field_gram(view, fld)
+                 for view in self.units for fld in view.fields}
+        interaction_reads = self._interaction_reads()
         views: dict[str, Any] = {}
         for view in self.units:
-            sharded = isinstance(view, TableView) and self._is_sharded(view.table.name)
-            views[view.name] = view_spectra(view, lambda fld, view=view, sharded=sharded: (
-                sharded_grams[(view.name, fld.name)] if sharded else field_gram(view, fld)))
+            views[view.name] = view_spectra(view, lambda fld, view=view: grams[(view.name, fld.name)])
         result: dict[str, Any] = {"views": views}
-        interaction = self._interaction()
+        interaction = self._interaction(interaction_reads)
         if interaction is not None:
             result["interaction"] = interaction
         return result
 
-    def _interaction(self) -> dict[str, Any] | None:
-        """The interaction matrix through the cross layer (see :func:`interaction_matrix`), if its layout is known."""
+    def _interaction_reads(self) -> InteractionReads | None:
+        """What the interaction matrix reads of the weights, every collective of it (see
+        :func:`interaction_reads`), or ``None`` while the cross layer's layout is unknown."""
         if self._finder.layout is None:
             return None
-        return interaction_matrix(self._finder.layout, self._finder.kernel, self.units)
+        return interaction_reads(self._finder.layout, self._finder.kernel, self.units)
+
+    def _interaction(self, reads: InteractionReads | None = None) -> dict[str, Any] | None:
+        """The interaction matrix through the cross layer (see :func:`interaction_matrix`), if its layout is known.
+        ``reads``: from :meth:`_interaction_reads` (read now by default)."""
+        reads = self._interaction_reads() if reads is None else reads
+        if reads is None:
+            return None
+        return interaction_matrix(reads, self._finder.kernel)
 
     def local_sharded_grams(self) -> dict[tuple[str, str], RowNormalizedGram]:
         """This rank's Gram of its own rows of every ``row_sharded`` field, by (view, field), in one fixed order."""

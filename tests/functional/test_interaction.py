@@ -1,6 +1,5 @@
 """The DCNv2 interaction-IA matrix against a direct float64 computation of each sub-embedding's spectrum."""
 
-import numpy as np
 import pytest
 import torch
 

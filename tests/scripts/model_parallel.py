@@ -42,6 +42,13 @@ class ShardedDCN(pl.LightningModule):
             fully_shard(self.embedding, mesh=mesh)
             fully_shard(self.cross, mesh=mesh)
             fully_shard(self, mesh=mesh)
+        elif self.mode == "fsdp_tp":
+            # Lightning's recipe for both on 4 processes: FSDP2 on the data-parallel dimension only, so each
+            # tensor-parallel coordinate holds its own copy of the row-sharded table (a 1-D sub-mesh).
+            mesh = self.device_mesh["data_parallel"]
+            fully_shard(self.embedding, mesh=mesh)
+            fully_shard(self.cross, mesh=mesh)
+            fully_shard(self, mesh=mesh)
         elif self.mode == "tp":
             # Each rank holds half of every row's columns: the embedding weight is Shard(1).
             parallelize_module(self.embedding, self.device_mesh["tensor_parallel"],
@@ -65,8 +72,9 @@ def loader(mode: str) -> DataLoader:
     g = torch.Generator().manual_seed(0)
     x = torch.stack([torch.randint(0, d, (2048,), generator=g) for d in FIELD_DIMS], 1)
     y = ((x[:, 0] % 2) ^ (x[:, 2] % 3 == 0)).float()
-    replicas = 2 if mode in ("fsdp", "ddp") else 1
-    rank = int(os.environ.get("LOCAL_RANK", 0)) if replicas > 1 else 0
+    replicas = 2 if mode in ("fsdp", "ddp", "fsdp_tp") else 1
+    # The data-parallel coordinate: rank // 2 on the 2 x 2 mesh (data_parallel, tensor_parallel).
+    rank = int(os.environ.get("LOCAL_RANK", 0)) // (2 if mode == "fsdp_tp" else 1) if replicas > 1 else 0
     data = TensorDataset(x, y)
     return DataLoader(data, batch_size=128, sampler=DistributedSampler(data, replicas, rank, shuffle=False))
 
@@ -100,16 +108,17 @@ def main(out: Path, mode: str) -> None:
     pl.seed_everything(0)
     strategy = {"fsdp": lambda: ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
                 "tp": lambda: ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2),
+                "fsdp_tp": lambda: ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=2),
                 "ddp": lambda: "ddp", "single": lambda: "auto"}[mode]()
     attached = monitors()
     snapshots = Snapshots()
-    trainer = pl.Trainer(accelerator="cpu", devices=1 if mode == "single" else 2, strategy=strategy, max_epochs=2,
+    trainer = pl.Trainer(accelerator="cpu", devices={"single": 1, "fsdp_tp": 4}.get(mode, 2), strategy=strategy, max_epochs=2,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[*attached, snapshots], use_distributed_sampler=False)
     model = ShardedDCN(mode)
     trainer.fit(model, loader(mode))
     rank = trainer.global_rank
-    tag = "monitors" + ("" if mode in ("fsdp", "tp") else f"_{mode}")
+    tag = "monitors" + ("" if mode in ("fsdp", "tp", "fsdp_tp") else f"_{mode}")
     (out / f"{tag}_history_rank{rank}.json").write_text(
         json.dumps({type(m).__name__: m.history for m in attached}))
     kinds = {name: [str(p) for p in getattr(param, "placements", [])] for name, param in model.named_parameters()}

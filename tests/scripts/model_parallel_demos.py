@@ -1,7 +1,8 @@
 """Train demo models with all their monitors on 2 CPU processes, either under Lightning's ModelParallelStrategy
 with every embedding table (and then the whole model) wrapped by FSDP2's ``fully_shard``, or under plain DDP, on
 the same rows in the same order: ``python model_parallel_demos.py MODELS OUT_DIR MODE [--no-monitors]``, MODE
-``fsdp`` or ``ddp``. Per model, rank 0 writes the monitors' histories and the gathered weights after fit. Run by
+``fsdp`` or ``ddp``; or ``tp`` (tensor parallelism: every embedding table split by columns over the two
+processes, which both train on every row) and ``single`` (one process on every row, what ``tp`` must log). Per model, rank 0 writes the monitors' histories and the gathered weights after fit. Run by
 tests/test_model_parallel.py."""
 
 import json
@@ -15,6 +16,8 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import Replicate
+from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module
 from torch.utils.data import DataLoader, DistributedSampler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,10 +43,20 @@ def configure_model(self) -> None:
     fully_shard(self, mesh=mesh)
 
 
-def rank_rows(loader: DataLoader) -> DataLoader:
-    """This rank's half of the rows, in order (rank r takes rows r, r + 2, ...), 128 to a batch."""
-    rank = int(os.environ.get("LOCAL_RANK", 0))
-    sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=rank, shuffle=False)
+def configure_model_tp(self) -> None:
+    """Tensor parallelism as torch documents it for an embedding: each table's columns split over the
+    tensor-parallel processes (``ColwiseParallel``, weight Shard(1)), the looked-up rows gathered whole. (TIN's
+    position table, read directly in ``forward``, stays whole.)"""
+    mesh = self.device_mesh["tensor_parallel"]
+    for name, module in self.named_modules():
+        if isinstance(module, nn.Embedding) and name != "position_embedding":
+            parallelize_module(module, mesh, ColwiseParallel(output_layouts=Replicate()))
+
+
+def rank_rows(loader: DataLoader, replicas: int = 2) -> DataLoader:
+    """This rank's share of the rows, in order (of two: rank r takes rows r, r + 2, ...), 128 to a batch."""
+    rank = int(os.environ.get("LOCAL_RANK", 0)) if replicas > 1 else 0
+    sampler = DistributedSampler(loader.dataset, num_replicas=replicas, rank=rank, shuffle=False)
     return DataLoader(loader.dataset, batch_size=128, sampler=sampler)
 
 
@@ -58,13 +71,26 @@ def run(model: str, out: Path, mode: str, with_monitors: bool) -> pl.Trainer:
     if mode == "fsdp":
         experiment.module.configure_model = types.MethodType(configure_model, experiment.module)
         strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+    elif mode == "tp":
+        # Dropout draws from the generator that DTensor's random-op tracker also moves under tensor
+        # parallelism: without it the tp and single runs train to the same weights, so they can be compared.
+        for module in experiment.module.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        experiment.module.configure_model = types.MethodType(configure_model_tp, experiment.module)
+        strategy = ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2)
     else:
-        strategy = "ddp"
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy=strategy, callbacks=monitors,
+        strategy = "ddp" if mode == "ddp" else "auto"
+        for module in experiment.module.modules() if mode == "single" else ():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    replicas = 2 if mode in ("fsdp", "ddp") else 1
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1 if mode == "single" else 2, strategy=strategy,
+                         callbacks=monitors,
                          logger=False, use_distributed_sampler=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
-    val = rank_rows(experiment.val_loader) if experiment.val_loader is not None else None
-    trainer.fit(experiment.module, rank_rows(experiment.train_loader), val)
+    val = rank_rows(experiment.val_loader, replicas) if experiment.val_loader is not None else None
+    trainer.fit(experiment.module, rank_rows(experiment.train_loader, replicas), val)
     weights = {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
                for name, p in experiment.module.named_parameters()}
     if trainer.global_rank == 0:

@@ -38,6 +38,10 @@ def layouts(world: int):
         yield "replicate_shard0", (2, 2), [Replicate(), Shard(0)]
         yield "shard0_shard0", (2, 2), [Shard(0), Shard(0)]
         yield "shard1_replicate", (2, 2), [Shard(1), Replicate()]
+        # Lightning's recipe for FSDP2 beside tensor parallelism: a table sharded on one dimension of the 2 x 2
+        # mesh (each data-parallel pair holds its own copy), read over that dimension's group.
+        yield "dp_submesh_shard0", (2, 2), [Shard(0)], "data_parallel"
+        yield "tp_submesh_shard1", (2, 2), [Shard(1)], "tensor_parallel"
 
 
 def worker(rank: int, world: int, init_file: str, out: str) -> None:
@@ -45,8 +49,9 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
     try:
         full, w = table(), kernel()
         results = {}
-        for name, mesh_shape, placements in layouts(world):
-            mesh = init_device_mesh("cpu", mesh_shape)
+        for name, mesh_shape, placements, *dim in layouts(world):
+            mesh = init_device_mesh("cpu", mesh_shape, mesh_dim_names=("data_parallel", "tensor_parallel")[:len(mesh_shape)])
+            mesh = mesh[dim[0]] if dim else mesh
             dt = distribute_tensor(full, mesh, placements)
             results[name] = {
                 "whole": sharding.sharded_gram(dt).gram,
@@ -73,6 +78,15 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
             finally:
                 sharding._local_blocks = original
             results[f"after_failure_{placement}"] = sharding.sharded_gram(dt).gram
+        # An id outside the table is an error on every rank, not a row of zeros; the next read pairs up again.
+        for placement in (Shard(0), Shard(1)):
+            dt = distribute_tensor(full, mesh, [placement])
+            try:
+                sharding.lookup_rows(dt, [0, ROWS])
+                results[f"outside_{placement}"] = "no error"
+            except Exception as err:
+                results[f"outside_{placement}"] = f"{type(err).__name__}: {err}"
+            results[f"after_outside_{placement}"] = sharding.lookup_rows(dt, IDS)
         # Layouts that cannot be read exactly are refused, with the placement named.
         for name, placement in (("partial", Partial()), ("strided", _StridedShard(0, split_factor=2))):
             odd = DTensor.from_local(full[:10].clone(), mesh, [placement], run_check=False)

@@ -1,0 +1,45 @@
+"""The interaction matrix of fields whose tables are sharded, read in two steps: every collective first, then
+the spectra, locally.
+
+Entry (i, j) of the interaction matrix is the IA of ``E_i W_ij^T`` (METHODS.md), whose singular values come
+from the K x K *partner Gram* ``W_ij E_hat_i^T E_hat_i W_ij^T``, a sum over field i's rows: for a sharded table
+each rank sums its own rows and one all-reduce per field adds them (:func:`~lightning_recanalysis.sharding.
+row_sum`), so no rank holds a table. :func:`sharded_partner_grams` makes only those reads (every rank the same
+collectives, in the same order); :func:`interaction_from_partner_grams` takes the spectra afterwards, so that a
+failure of the local part on one rank cannot leave another waiting in a read.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import sharding
+from .functional.interaction import partner_grams
+from .functional.spectrum import information_abundance
+
+__all__ = ["sharded_partner_grams", "interaction_from_partner_grams"]
+
+
+def sharded_partner_grams(sources, weight: torch.Tensor, width: int) -> list[tuple[torch.Tensor, int]]:
+    """Each field's N partner Grams ``[N, K, K]`` and its number of rows, for fields whose tables are sharded (``DTensor`` or
+    ``ShardedTensor``): a sum over the field's rows (:func:`~lightning_recanalysis.sharding.row_sum`), so no rank
+    holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order. Only reads (every
+    rank makes the same collectives); the spectra are taken afterwards."""
+    n = len(sources)
+    grams = []
+    for i, (parameter, rows, columns) in enumerate(sources):
+        w_i = weight[:, i * width : (i + 1) * width].T.to(torch.float64)
+        grams.append((sharding.row_sum(parameter,
+                                       lambda block, w_i=w_i: partner_grams(block, w_i.to(block.device), n, width),
+                                       rows=rows, columns=columns), rows[1] - rows[0]))
+    return grams
+
+
+def interaction_from_partner_grams(grams: list[tuple[torch.Tensor, int]], width: int) -> torch.Tensor:
+    """The interaction matrix (IA of each field's sub-embeddings) from the partner Grams, locally."""
+    n = len(grams)
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i, (partner, rows) in enumerate(grams):
+        sv = torch.linalg.eigvalsh(partner).clamp_min(0.0).sqrt().flip(-1)[:, : min(rows, width)]
+        out[i] = information_abundance(sv).cpu()
+    return out
