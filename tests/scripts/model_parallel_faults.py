@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_common import wait_for_other_ranks  # noqa: E402
 
-import lightning_recanalysis.callbacks.spectrum as spectrum_module  # noqa: E402
+import lightning_recanalysis.callbacks._spectrum_analysis as spectrum_module  # noqa: E402  (where the spectra are taken)
 import lightning_recanalysis.cross_discovery as cross_discovery  # noqa: E402
 
 FIELDS = {"user": 40, "item": 60}
