@@ -10,6 +10,8 @@ attach a monitor to a ``Trainer`` in five lines.
 - :class:`ToyTwoTask`: two tasks (click, buy) on one shared table of a user and an item field, following the
   multi-task protocol (``task_names``, ``task_losses``, ``validation_step`` scores and labels); batches
   ``{"features": [B, 2], "click": [B], "buy": [B]}``.
+- :func:`toy_conflict_subsets`: the conflict-subset part of an entanglement record with chosen shares, for the
+  report's examples.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["ToyDCN", "ToySequence", "ToyTwoTask", "toy_loader", "toy_trainer"]
+__all__ = ["ToyDCN", "ToySequence", "ToyTwoTask", "toy_conflict_subsets", "toy_loader", "toy_trainer"]
 
 
 class ToyDCN(pl.LightningModule):
@@ -146,3 +148,30 @@ def toy_trainer(callbacks: list, max_epochs: int = 1, **kwargs) -> pl.Trainer:
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False)
     return pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
+
+
+def toy_conflict_subsets(views: dict[str, tuple[float, float, float, float]], pairs: int = 80) -> dict:
+    """The ``conflict`` part of an :class:`~lightning_recanalysis.records.EntanglementRecord` of tasks ``a`` and
+    ``b`` whose view ``v`` puts the pairs of mode ``a_far_b_near`` at shares ``(top, bottom) = views[v][:2]`` and
+    those of ``b_far_a_near`` at ``views[v][2:]``; its agreements follow (far task: top - bottom, near task:
+    bottom - top), its histograms are flat.
+
+    Example:
+        >>> part = toy_conflict_subsets({"emb": (0.5, 0.25, 0.25, 0.25)})
+        >>> part["views"]["emb"]["modes"]["a_far_b_near"]["agreement"]
+        {'a': 0.25, 'b': -0.25}
+    """
+    modes = {"a_far_b_near": ("a", "b"), "b_far_a_near": ("b", "a")}
+    parts = {}
+    for view, shares in views.items():
+        by_mode = {}
+        for (mode, (far, near)), (top, bottom) in zip(modes.items(), (shares[:2], shares[2:])):
+            by_mode[mode] = {"conflict": [1] * 39, "rest": [2] * 39,
+                             "shares": {"top": top, "middle": 1 - top - bottom, "bottom": bottom},
+                             "agreement": {far: top - bottom, near: bottom - top}}
+        parts[view] = {"edges": [0.1 * k for k in range(40)], "low": 1.5, "high": 2.5, "modes": by_mode,
+                       "rank_correlation": {"a": 0.1, "b": -0.1}}
+    return {"tasks": ["a", "b"], "high": 60.0, "low": 40.0, "bins": 39, "frequent_only": False,
+            "validation_pairs": 100, "pairs": pairs, "references": {"a": "ref_a.ckpt", "b": "ref_b.ckpt"},
+            "modes": {mode: {"far": far, "near": near, "pairs": pairs // 4} for mode, (far, near) in modes.items()},
+            "views": parts}
