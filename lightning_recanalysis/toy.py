@@ -124,7 +124,13 @@ def toy_loader(kind: str = "dcn", *, samples: int = 32, batch_size: int = 16, se
     """Batches for :class:`ToyDCN` (``kind="dcn"``, its default three fields), :class:`ToySequence`
     (``"sequence"``, its default six categories and length five) or :class:`ToyTwoTask` (``"two_task"``, its
     default 8 users and 6 items); the label depends on the first field (dcn), on whether the most recent behaviour
-    has the target's category (sequence), or (two_task) click on the user's parity and buy on the item's."""
+    has the target's category (sequence), or (two_task) click on the user's parity and buy on the item's.
+
+    Example:
+        >>> batch = next(iter(toy_loader("two_task", samples=8, batch_size=4)))
+        >>> batch["features"].shape, bool((batch["click"] == batch["features"][:, 0] % 2).all())
+        (torch.Size([4, 2]), True)
+    """
     g = torch.Generator().manual_seed(seed)
     if kind == "dcn":
         features = torch.stack([torch.randint(0, d, (samples,), generator=g) for d in (4, 6, 8)], 1)
@@ -144,7 +150,13 @@ def toy_loader(kind: str = "dcn", *, samples: int = 32, batch_size: int = 16, se
 
 
 def toy_trainer(callbacks: list, max_epochs: int = 1, **kwargs) -> pl.Trainer:
-    """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary."""
+    """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary.
+
+    Example:
+        >>> trainer = toy_trainer([], max_epochs=2)
+        >>> trainer.max_epochs, trainer.logger is None
+        (2, True)
+    """
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False)
     return pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
