@@ -109,11 +109,10 @@ def probe_costs(repeats: int) -> dict:
     params = [p for p in module.parameters() if p.requires_grad]
 
     def forward(hooked: bool):
-        handles = [m.register_forward_hook(monitor._hook(i), with_kwargs=True)
-                   for i, mods in enumerate(monitor._modules) for m in mods] if hooked else []
+        if hooked:
+            monitor._probe.arm()  # the monitor's gradient probe (callbacks/_gradient_probe.py) hooks the tables
         logits = module(batch["features"])
-        for h in handles:
-            h.remove()
+        forward.captures = monitor._probe.take()  # the hooks go before the losses, as in training
         module.task_losses = {t: torch.nn.functional.binary_cross_entropy_with_logits(logits[:, i], batch["labels"][:, i])
                               for i, t in enumerate(module.task_names)}
         return sum(module.task_losses.values())
@@ -121,9 +120,8 @@ def probe_costs(repeats: int) -> dict:
     timings = {"probe": [], "backward_total": [], "backward_per_task": []}
     for _ in range(repeats):  # interleaved: each repetition times all three on fresh graphs
         forward(True)
-        captures, monitor._captures = monitor._captures, {}
         start = time.thread_time()
-        monitor._probe(module, captures)
+        monitor._probe.measure(module, forward.captures)
         timings["probe"].append(time.thread_time() - start)
 
         total = forward(False)

@@ -16,7 +16,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, TypeVar
 
-__all__ = ["BehaviorTargetRecord", "FieldPairRecord", "Record", "SpectrumRecord"]
+__all__ = [
+    "BehaviorTargetRecord", "ConflictRecord", "EntanglementRecord", "FieldPairRecord", "Record", "SpectrumRecord",
+]
 
 R = TypeVar("R", bound="Record")
 
@@ -151,3 +153,61 @@ class FieldPairRecord(Record):
     learned_source: str | None = None
     agreement: float | None = None
     agreement_interaction: float | None = None
+
+
+@dataclass
+class ConflictRecord(Record):
+    """One epoch of :class:`~lightning_recanalysis.GradientConflictMonitor` (``stage`` ``"train"``).
+
+    Attributes:
+        tasks: the compared tasks, in order.
+        world_size: processes whose probes the statistics pool.
+        measured_steps / skipped_steps: probes that measured two tasks or more / that could not (all processes).
+        problems: bad input of this process by kind (``"missing:<task>"``, ``"nonfinite:<task>"``,
+            ``"unreached:<task>"``, ``"no-lookup"``, ``"no-measured-steps"``): how many times it was met.
+        metrics: the epoch's scalars by TensorBoard tag (``conflict/<view>[/<field>]/<a>_vs_<b>/cosine_mean``,
+            ``.../negative_fraction``, ``.../norm_ratio``, ``conflict/<view>/<task>/gradient_norm``, ...).
+
+    Example:
+        >>> r = ConflictRecord(stage="train", epoch=0, step=8, tasks=["click", "buy"], measured_steps=4)
+        >>> ConflictRecord.from_dict(r.to_dict()) == r
+        True
+    """
+
+    tasks: list[str] = field(default_factory=list)
+    world_size: int = 1
+    measured_steps: int = 0
+    skipped_steps: int = 0
+    problems: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EntanglementRecord(Record):
+    """One validation epoch of :class:`~lightning_recanalysis.EntanglementMonitor` (``stage`` ``"validation"``).
+
+    Attributes:
+        tasks: the tasks, in order; views: the analysed views (``table``, ``table[group]``, ``user~item[group]``).
+        world_size: processes whose validation pairs were gathered.
+        metrics: the scalars by TensorBoard tag (``entanglement/<view>[/<subset>]/distance_mean``,
+            ``entanglement/<subset>/pairs``, ``entanglement/<task>/auroc/<subset>``, the conflict subsets' ...).
+        histograms: per view and label subset the distance density on the view's 39-bin grid,
+            ``{view: {subset: {"centers", "density"}}}``.
+        conflict: the conflict subsets (with single-task references; None, absent from the dict, without):
+            ``{"tasks", "high", "low", "bins", "frequent_only", "validation_pairs", "pairs", "references", "modes",
+            "views"}``, each view ``{"modes", "edges", "low", "high", "rank_correlation"}``.
+
+    Example:
+        >>> r = EntanglementRecord(stage="validation", tasks=["click", "buy"], views=["emb"])
+        >>> "conflict" in r.to_dict()  # absent without references
+        False
+    """
+
+    tasks: list[str] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)
+    world_size: int = 1
+    metrics: dict[str, float] = field(default_factory=dict)
+    histograms: dict[str, Any] = field(default_factory=dict)
+    conflict: dict[str, Any] | None = None
+
+    optional_keys: ClassVar[tuple[str, ...]] = ("conflict",)

@@ -7,6 +7,11 @@ attach a monitor to a ``Trainer`` in five lines.
   ``nn.Linear`` over the N K concatenated embeddings); batches ``{"features": [B, N], "label": [B]}``.
 - :class:`ToySequence`: a behaviour sequence model with a category and a position embedding; batches
   ``{"target_category": [B], "behavior_category": [B, L], "label": [B], "mask": [B, L]}``.
+- :class:`ToyTwoTask`: two tasks (click, buy) on one shared table of a user and an item field, following the
+  multi-task protocol (``task_names``, ``task_losses``, ``validation_step`` scores and labels); batches
+  ``{"features": [B, 2], "click": [B], "buy": [B]}``.
+- :func:`toy_conflict_subsets`: the conflict-subset part of an entanglement record with chosen shares, for the
+  report's examples.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["ToyDCN", "ToySequence", "toy_loader", "toy_trainer"]
+__all__ = ["ToyDCN", "ToySequence", "ToyTwoTask", "toy_conflict_subsets", "toy_loader", "toy_trainer"]
 
 
 class ToyDCN(pl.LightningModule):
@@ -79,10 +84,53 @@ class ToySequence(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+class ToyTwoTask(pl.LightningModule):
+    """logit_t = <h_t, [E[user], E[item]]> for the tasks click and buy, E one table of ``user`` (8 rows) then
+    ``item`` (6 rows): the two tasks share every embedding row.
+
+    Example:
+        >>> batch = next(iter(toy_loader("two_task")))
+        >>> {task: scores.shape for task, scores in ToyTwoTask()(batch).items()}
+        {'click': torch.Size([16]), 'buy': torch.Size([16])}
+    """
+
+    task_names = ("click", "buy")
+
+    def __init__(self, users: int = 8, items: int = 6, embed_dim: int = 4) -> None:
+        super().__init__()
+        self.task_losses: dict[str, torch.Tensor] = {}
+        self.embedding = nn.Embedding(users + items, embed_dim)
+        self.register_buffer("offsets", torch.tensor([0, users]))
+        self.heads = nn.ModuleDict({task: nn.Linear(2 * embed_dim, 1) for task in self.task_names})
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        x = self.embedding(batch["features"] + self.offsets).flatten(1)
+        return {task: head(x).squeeze(1) for task, head in self.heads.items()}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        self.task_losses = {task: nn.functional.binary_cross_entropy_with_logits(logits[task], batch[task].float())
+                            for task in self.task_names}
+        return sum(self.task_losses.values())
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"task_scores": self(batch), "task_labels": {task: batch[task] for task in self.task_names}}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
 def toy_loader(kind: str = "dcn", *, samples: int = 32, batch_size: int = 16, seed: int = 0) -> DataLoader:
-    """Batches for :class:`ToyDCN` (``kind="dcn"``, its default three fields) or :class:`ToySequence`
-    (``"sequence"``, its default six categories and length five); the label depends on the first field (dcn) or on
-    whether the most recent behaviour has the target's category (sequence)."""
+    """Batches for :class:`ToyDCN` (``kind="dcn"``, its default three fields), :class:`ToySequence`
+    (``"sequence"``, its default six categories and length five) or :class:`ToyTwoTask` (``"two_task"``, its
+    default 8 users and 6 items); the label depends on the first field (dcn), on whether the most recent behaviour
+    has the target's category (sequence), or (two_task) click on the user's parity and buy on the item's.
+
+    Example:
+        >>> batch = next(iter(toy_loader("two_task", samples=8, batch_size=4)))
+        >>> batch["features"].shape, bool((batch["click"] == batch["features"][:, 0] % 2).all())
+        (torch.Size([4, 2]), True)
+    """
     g = torch.Generator().manual_seed(seed)
     if kind == "dcn":
         features = torch.stack([torch.randint(0, d, (samples,), generator=g) for d in (4, 6, 8)], 1)
@@ -92,13 +140,50 @@ def toy_loader(kind: str = "dcn", *, samples: int = 32, batch_size: int = 16, se
         behaviour = torch.randint(0, 6, (samples, 5), generator=g)
         rows = [{"target_category": t, "behavior_category": b, "label": int(b[-1] == t),
                  "mask": torch.ones(5, dtype=torch.bool)} for t, b in zip(target, behaviour)]
+    elif kind == "two_task":
+        features = torch.stack([torch.randint(0, 8, (samples,), generator=g),
+                                torch.randint(0, 6, (samples,), generator=g)], 1)
+        rows = [{"features": f, "click": int(f[0] % 2), "buy": int(f[1] % 2)} for f in features]
     else:
-        raise ValueError(f"kind must be 'dcn' or 'sequence', got {kind!r}")
+        raise ValueError(f"kind must be 'dcn', 'sequence' or 'two_task', got {kind!r}")
     return DataLoader(rows, batch_size=batch_size)
 
 
 def toy_trainer(callbacks: list, max_epochs: int = 1, **kwargs) -> pl.Trainer:
-    """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary."""
+    """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary.
+
+    Example:
+        >>> trainer = toy_trainer([], max_epochs=2)
+        >>> trainer.max_epochs, trainer.logger is None
+        (2, True)
+    """
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False)
     return pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
+
+
+def toy_conflict_subsets(views: dict[str, tuple[float, float, float, float]], pairs: int = 80) -> dict:
+    """The ``conflict`` part of an :class:`~lightning_recanalysis.records.EntanglementRecord` of tasks ``a`` and
+    ``b`` whose view ``v`` puts the pairs of mode ``a_far_b_near`` at shares ``(top, bottom) = views[v][:2]`` and
+    those of ``b_far_a_near`` at ``views[v][2:]``; its agreements follow (far task: top - bottom, near task:
+    bottom - top), its histograms are flat.
+
+    Example:
+        >>> part = toy_conflict_subsets({"emb": (0.5, 0.25, 0.25, 0.25)})
+        >>> part["views"]["emb"]["modes"]["a_far_b_near"]["agreement"]
+        {'a': 0.25, 'b': -0.25}
+    """
+    modes = {"a_far_b_near": ("a", "b"), "b_far_a_near": ("b", "a")}
+    parts = {}
+    for view, shares in views.items():
+        by_mode = {}
+        for (mode, (far, near)), (top, bottom) in zip(modes.items(), (shares[:2], shares[2:])):
+            by_mode[mode] = {"conflict": [1] * 39, "rest": [2] * 39,
+                             "shares": {"top": top, "middle": 1 - top - bottom, "bottom": bottom},
+                             "agreement": {far: top - bottom, near: bottom - top}}
+        parts[view] = {"edges": [0.1 * k for k in range(40)], "low": 1.5, "high": 2.5, "modes": by_mode,
+                       "rank_correlation": {"a": 0.1, "b": -0.1}}
+    return {"tasks": ["a", "b"], "high": 60.0, "low": 40.0, "bins": 39, "frequent_only": False,
+            "validation_pairs": 100, "pairs": pairs, "references": {"a": "ref_a.ckpt", "b": "ref_b.ckpt"},
+            "modes": {mode: {"far": far, "near": near, "pairs": pairs // 4} for mode, (far, near) in modes.items()},
+            "views": parts}

@@ -12,10 +12,12 @@ import re
 from itertools import permutations
 from typing import Any, Mapping, Sequence
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 
+from ..distributed import data_parallel_group, sum_over_ranks
 from ..functional.conflict_subset import (
     conflict_histograms,
     conflict_mode_name,
@@ -29,7 +31,6 @@ from ..figures.conflict_subset import conflict_subset_image
 from ..mesh_groups import local_value
 from ..tables import EmbeddingTable, Field
 from ._reference import ReferenceRows, ReferenceSource, load_reference
-from .base import data_parallel_group
 
 PREFIX = "entanglement/conflict"
 
@@ -99,7 +100,7 @@ class ConflictSubsetAnalysis:
         self._handles = []
         self._counting_done = self._counting_done or finished_epoch
 
-    def frequencies(self, trainer, pl_module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def frequencies(self, trainer: "pl.Trainer") -> tuple[torch.Tensor, torch.Tensor] | None:
         """The training frequency of every user and item id, summed over ranks (a collective on every rank:
         call it on all of them at the same point). None without ``frequent_only``."""
         if not self.frequent_only:
@@ -112,11 +113,8 @@ class ConflictSubsetAnalysis:
             for counts, fld in ((self._counts["user"], user_field), (self._counts["item"], item_field))
         ]).to(torch.float64)
         if trainer.world_size > 1:
-            from torchmetrics.utilities.distributed import gather_all_tensors
-
             # Over the ranks whose batches differ (tensor-parallel ranks see the same ones).
-            parts = gather_all_tensors(local.to(pl_module.device), group=data_parallel_group(trainer))
-            local = torch.stack([p.cpu() for p in parts]).sum(0)
+            local = sum_over_ranks(local.to(trainer.strategy.root_device), data_parallel_group(trainer))
         counts = (local[: user_field.cardinality].cpu(), local[user_field.cardinality :].cpu())
         if self._counting_done:
             self._reduced = counts

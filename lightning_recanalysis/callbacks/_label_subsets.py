@@ -8,7 +8,9 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["label_pattern_name", "label_pattern_masks", "auroc_subsets", "binned_by_subset"]
+from ..functional.ranking import subset_aurocs
+
+__all__ = ["label_pattern_name", "label_pattern_masks", "auroc_subsets", "binned_by_subset", "pair_statistics"]
 
 
 def label_pattern_name(tasks: Sequence[str], positive: Sequence[bool]) -> str:
@@ -74,3 +76,36 @@ def binned_by_subset(views: Sequence[str], histograms: dict[str, torch.Tensor],
             density = (counts / max(1, values.numel()) / width).tolist()
             out[view][subset] = {"centers": centers, "density": density}
     return out
+
+
+def pair_statistics(data: torch.Tensor, views: Sequence[str],
+                    tasks: Sequence[str]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """The scalars by TensorBoard tag and the histograms' values of the pairs ``data`` (one row per pair: its
+    distance per view, label per task, score per task, ...; see :mod:`._validation_pairs`).
+
+    Pairs per label-pattern subset; per view the mean distance of all pairs and of each non-empty subset; per task
+    its AUROC on each of its :func:`auroc_subsets` where defined."""
+    n_views, n_tasks = len(views), len(tasks)
+    distances = data[:, :n_views]
+    labels = data[:, n_views : n_views + n_tasks]
+    scores = data[:, n_views + n_tasks : n_views + 2 * n_tasks]
+    metrics: dict[str, float] = {"entanglement/pairs": float(data.shape[0])}
+    histograms: dict[str, torch.Tensor] = {}
+    subsets = label_pattern_masks(labels, tasks)
+    for name, mask in subsets.items():
+        metrics[f"entanglement/{name}/pairs"] = float(mask.sum())
+    for v, view in enumerate(views):
+        histograms[f"entanglement/{view}/distance"] = distances[:, v]
+        metrics[f"entanglement/{view}/distance_mean"] = float(distances[:, v].mean())
+        for name, mask in subsets.items():
+            if mask.any():
+                histograms[f"entanglement/{view}/{name}/distance"] = distances[mask, v]
+                metrics[f"entanglement/{view}/{name}/distance_mean"] = float(distances[mask, v].mean())
+    for t, task in enumerate(tasks):
+        by_subset = auroc_subsets(labels, tasks, t)
+        # One sort of the task's scores for all its subsets: 2 to 4 times faster than torchmetrics' binary_auroc
+        # per subset, side by side (2,000 to 100,000 pairs, five subsets).
+        for name, auroc in zip(by_subset, subset_aurocs(scores[:, t], labels[:, t], by_subset.values())):
+            if auroc is not None:
+                metrics[f"entanglement/{task}/auroc/{name}"] = auroc
+    return metrics, histograms

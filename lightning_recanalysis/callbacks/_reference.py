@@ -45,6 +45,15 @@ class ReferenceRows:
                                         dim=1)
 
 
+def fields_named(tables: list[EmbeddingTable], name: str) -> list[tuple[EmbeddingTable, Field]]:
+    """The (table, field) pairs a field name denotes: fields of that name, else a one-field table named by its
+    module (or an alias of it)."""
+    hits = [(t, f) for t in tables for f in t.fields if f.name == name]
+    if not hits:
+        hits = [(t, t.fields[0]) for t in tables if len(t.fields) == 1 and (t.name == name or name in t.aliases)]
+    return hits
+
+
 def _checkpoint_file(path: Path, owner: str, task: str) -> Path:
     if path.is_file():
         return path
@@ -92,9 +101,7 @@ def _rows_from_module(module: nn.Module, name: str, cardinality: int, options: d
         tables = discover_tables(module, **options)
     except ValueError as err:
         raise ValueError(f"{owner}: the reference for task '{task}' ({source}): {err}") from err
-    hits = [(t, f) for t in tables for f in t.fields if f.name == name]
-    if not hits:
-        hits = [(t, t.fields[0]) for t in tables if len(t.fields) == 1 and (t.name == name or name in t.aliases)]
+    hits = fields_named(tables, name)
     if len(hits) != 1:
         known = [f"{t.name}:{f.name}" for t in tables for f in t.fields]
         raise ValueError(f"{owner}: the reference for task '{task}' ({source}) has {len(hits)} fields named "

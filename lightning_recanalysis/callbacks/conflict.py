@@ -4,51 +4,37 @@ Every ``every_n_steps`` training batches, on that batch's own graph and just bef
 takes each task's loss gradient with respect to the looked-up embedding rows, sums it per unique row id (which is
 the table's parameter gradient on those rows), and measures the cosine between every pair of tasks per field
 and per table. Over each epoch it reports the mean cosine, the fraction of measured steps with negative cosine
-and the ratio of gradient norms. The maths is in :mod:`lightning_recanalysis.functional.conflict`.
+and the ratio of gradient norms. The maths is in :mod:`lightning_recanalysis.functional.conflict`, the probe in
+:mod:`._gradient_probe`, the epoch statistics in :mod:`._conflict_statistics`.
 """
 
 from __future__ import annotations
 
-import warnings
-import weakref
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+import contextlib
+import re
+from typing import Any, ContextManager, Mapping, Sequence
 
+import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ..agreement import all_true
 from ..checks import check_positive_int
-from ..figures.conflict import cosine_heatmap
-from ..functional.conflict import (
-    cosine_sums,
-    embedding_row_gradients,
-    field_gradient_gram,
-    looked_up_row_gradients,
-    view_gram,
-)
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
-from ..mesh_groups import local_value
+from ..figures.conflict import cosine_heatmap
+from ..functional.conflict import cosine_sums
+from ..records import ConflictRecord
 from ..tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
+from ._conflict_statistics import conflict_metrics, pooled_sums, whole_view_mean_cosine
+from ._gradient_probe import GradientProbe, Lookup, ProblemLog
 from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks
-from ..distributed import data_parallel_group, sum_over_ranks
 from .base import AnalysisCallback
 
 __all__ = ["GradientConflictMonitor"]
 
-
-@dataclass
-class _Lookup:
-    """One call of an embedding module during a probed step: its ids and its output (the looked-up rows)."""
-
-    module: nn.Module
-    ids: torch.Tensor
-    output: torch.Tensor
-    offsets: torch.Tensor | None = None
-    per_sample_weights: torch.Tensor | None = None
-
-
+#: This rank's sums behind every statistic, by name (see :mod:`._conflict_statistics`), and its per-step cosines
+#: ``[steps, fields + 1, T, T]`` per view (None for a view without a measured step).
+EpochSums = tuple[dict[str, torch.Tensor], list[torch.Tensor | None]]
 
 
 class GradientConflictMonitor(AnalysisCallback):
@@ -139,9 +125,25 @@ class GradientConflictMonitor(AnalysisCallback):
         heatmap_every_n_epochs: draw the heatmap image every n-th analysed epoch (and after the last).
         every_n_epochs: probe and log in every n-th epoch (and the last).
         strict: re-raise exceptions from the analysis instead of warning.
+
+    Example:
+        Two tasks on one shared table of a user and an item field, every training batch probed:
+
+        >>> from lightning_recanalysis.toy import ToyTwoTask, toy_loader, toy_trainer
+        >>> monitor = GradientConflictMonitor(every_n_steps=1, field_dims={"user": 8, "item": 6})
+        >>> toy_trainer([monitor]).fit(ToyTwoTask(), toy_loader("two_task"))
+        >>> record = monitor.records[-1]  # a ConflictRecord; monitor.history holds it as a plain dict
+        >>> record.stage, record.epoch, record.tasks, record.measured_steps
+        ('train', 0, ['click', 'buy'], 2)
+        >>> sorted(tag for tag in record.metrics if "/user/" in tag)
+        ['conflict/embedding/user/click_vs_buy/cosine_mean', 'conflict/embedding/user/click_vs_buy/negative_fraction', 'conflict/embedding/user/click_vs_buy/norm_ratio']
+        >>> -1 <= record.metrics["conflict/embedding/click_vs_buy/cosine_mean"] <= 1
+        True
     """
 
     namespace = "conflict"
+    analysis_name = "gradient conflict"
+    record_type = ConflictRecord
 
     def __init__(
         self,
@@ -167,19 +169,15 @@ class GradientConflictMonitor(AnalysisCallback):
         self._task_names: list[str] = []
         self._tables = []
         self._views: list[AnalysisUnit] = []
-        self._parts: list[list[tuple[int, int]]] = []
         self._modules: list[list[nn.Module]] = []
-        self._handles: list[Any] = []
-        self._captures: dict[int, list[_Lookup]] = {}
-        self._pending = False
-        self._last_losses: list[weakref.ref] = []
-        self._warned: set[str] = set()
+        self._problems = ProblemLog(type(self).__name__)
+        self._probe = GradientProbe(type(self).__name__, self._problems)
         self._grams: list[list[torch.Tensor]] = []
         self._counts = {"measured": 0, "skipped": 0}
-        self._problems: dict[str, int] = {}
+        self._shown: EpochSums | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
@@ -204,15 +202,14 @@ class GradientConflictMonitor(AnalysisCallback):
         # concatenated table; each unit's Gram is assembled from (table, column group) parts.
         self._views = analysis_units(self._tables)
         index = {id(table): ti for ti, table in enumerate(self._tables)}
-        self._parts = [[(index[id(f.table)], 0) for f in unit.fields] if isinstance(unit, FieldSet)
-                       else [(index[id(unit.table)], unit.table.column_groups.index(unit.group))]
-                       for unit in self._views]
+        parts = [[(index[id(f.table)], 0) for f in unit.fields] if isinstance(unit, FieldSet)
+                 else [(index[id(unit.table)], unit.table.column_groups.index(unit.group))]
+                 for unit in self._views]
+        self._probe.configure(self._tables, self._modules, parts, self._task_names)
         self._reset_epoch()
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         """Custom-scalars charts: per view and task pair, the mean cosine and negative fraction of every field."""
-        import re
-
         charts = {}
         tasks = self._task_names
         for view in self._views:
@@ -225,7 +222,7 @@ class GradientConflictMonitor(AnalysisCallback):
                             "Multiline", [rf"conflict/{name}/([^/]+/)?{re.escape(pair)}/{stat}$"]]
         return {"conflict": charts} if charts else {}
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         check_lookups_still_called(
             pl_module, {name: module for table, modules in zip(self._tables, self._modules)
                         for name, module in zip([table.name, *table.aliases], modules)}, type(self).__name__)
@@ -234,172 +231,58 @@ class GradientConflictMonitor(AnalysisCallback):
                     f"scalars pool the probes of all {trainer.world_size} rank(s).\n\n" + describe_tables(self._tables))
             self.writer.text(trainer, "conflict/setup", text, step=trainer.global_step)
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        self._release()
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._probe.release()
 
-    # ---- probing ----------------------------------------------------------------------------------------
-    def _hook(self, table_index: int):
-        def capture(module, args, kwargs, output):
-            # Under tensor parallelism the ids reach this hook as a replicated DTensor (the module's input hook
-            # made them one): plain tensors from here on. The output stays as the graph holds it (the losses
-            # were computed from it); its gradients are made plain in the probe.
-            ids = local_value(args[0] if args else kwargs["input"])
-            offsets = local_value(args[1] if len(args) > 1 else kwargs.get("offsets"))
-            weights = local_value(args[2] if len(args) > 2 else kwargs.get("per_sample_weights"))
-            self._captures.setdefault(table_index, []).append(_Lookup(module, ids, output, offsets, weights))
-        return capture
-
-    def _release(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self._captures = {}
-        self._pending = False
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        self._release()
+    # ---- probing (see ._gradient_probe) ------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
+                             batch_idx: int) -> None:
+        self._probe.release()
         if not self._tables or batch_idx % self.every_n_steps or not self._is_analysis_epoch(trainer):
             return
-        for index, modules in enumerate(self._modules):
-            for module in modules:
-                self._handles.append(module.register_forward_hook(self._hook(index), with_kwargs=True))
-        self._pending = True
+        self._probe.arm()
 
-    def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if not self._pending:
+    def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", loss: torch.Tensor) -> None:
+        if not self._probe.pending:
             return
-        captures = self._captures
-        self._release()  # the hooks go before anything else runs: the backward must see an unhooked model
+        captures = self._probe.take()  # the hooks go before anything else runs: the backward must see an unhooked model
         try:
-            self._guarded("the gradient probe", lambda: self._probe(pl_module, captures))
+            self._guarded("the gradient probe", lambda: self._measure(pl_module, captures))
         finally:
             captures.clear()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._release()
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._probe.release()
 
-    def _problem(self, kind: str, message: str) -> None:
-        self._problems[kind] = self._problems.get(kind, 0) + 1
-        if kind not in self._warned:
-            self._warned.add(kind)
-            warnings.warn(f"{type(self).__name__}: {message} (counted in the epoch's history record; warned once, "
-                          "training goes on)", RuntimeWarning, stacklevel=3)
-
-    def _task_loss_tensors(self, pl_module) -> dict[str, torch.Tensor]:
-        """This step's usable task losses; missing, non-finite and detached ones are counted and skipped."""
-        owner = type(self).__name__
-        losses = getattr(pl_module, "task_losses", None)
-        if not isinstance(losses, Mapping):
-            raise TypeError(protocol_error(owner, f"`task_losses` must be a mapping task -> loss, got {type(losses).__name__}"))
-        if losses and self._last_losses and all(ref() is losses.get(t) for t, ref in zip(self._task_names, self._last_losses)):
-            raise RuntimeError(protocol_error(owner, "`task_losses` holds the previous probed step's losses: the "
-                                                     "training_step must store this step's losses in it"))
-        usable = {}
-        for task in self._task_names:
-            loss = losses.get(task)
-            if loss is None:
-                self._problem(f"missing:{task}", f"task '{task}' is missing from task_losses in this batch")
-                continue
-            if not torch.is_tensor(loss) or loss.numel() != 1:
-                raise TypeError(protocol_error(owner, f"task_losses['{task}'] must be a one-element tensor, got {loss!r}"))
-            if not loss.requires_grad:
-                self._problem(f"unreached:{task}", f"the loss of task '{task}' does not require grad, so it cannot "
-                                                   "reach the embeddings")
-                continue
-            if not bool(torch.isfinite(loss.detach()).all()):
-                self._problem(f"nonfinite:{task}", f"the loss of task '{task}' is NaN or infinite in this batch")
-                continue
-            usable[task] = loss.reshape(())
-        self._last_losses = [weakref.ref(losses[t]) if torch.is_tensor(losses.get(t)) else (lambda: None)
-                             for t in self._task_names]
-        return usable
-
-    def _probe(self, pl_module, captures: dict[int, list[_Lookup]]) -> None:
-        error: Exception | None = None
-        try:
-            losses = self._task_loss_tensors(pl_module)
-        except Exception as err:  # raised after the agreement below, which every rank must reach
-            losses, error = {}, err
-        lookups = [(ti, lk) for ti in sorted(captures) for lk in captures[ti] if lk.output.requires_grad]
-        # Under FSDP2 and tensor parallelism each autograd.grad below makes collectives: every rank probes the
-        # tasks usable on every rank, or none (a loss NaN or missing on one rank alone would leave the others
-        # waiting in a gradient all-gather).
-        agreed = all_true([t in losses for t in self._task_names] + [bool(lookups), error is None],
-                          device=pl_module.device)
-        if error is not None:
-            raise error
-        if not agreed[-1]:  # this step's task losses were unreadable on another rank (warned there)
+    def _measure(self, pl_module: "pl.LightningModule", captures: dict[int, list[Lookup]]) -> None:
+        grams = self._probe.measure(pl_module, captures)
+        if grams is None:  # fewer than two tasks measured
             self._counts["skipped"] += 1
             return
-        losses = {t: losses[t] for t, usable in zip(self._task_names, agreed) if usable}
-        if not agreed[-2]:
-            if not lookups:
-                self._problem("no-lookup", "no embedding lookup that requires grad happened in a probed training step")
-            self._counts["skipped"] += 1
-            return
-        outputs = [lk.output for _, lk in lookups]
-        grads: dict[str, tuple] = {}
-        for task, loss in losses.items():
-            # retain_graph: the training's own backward runs on this graph right after. Only the looked-up rows
-            # are inputs, so autograd computes no parameter gradient and accumulates nothing into .grad.
-            result = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
-            if all(g is None for g in result):
-                self._problem(f"unreached:{task}", f"the loss of task '{task}' does not reach any embedding table")
-                continue
-            for ti in {ti for ti, _ in lookups}:
-                if all(g is None for (tj, _), g in zip(lookups, result) if tj == ti):
-                    self._problem(f"unreached:{task}:{self._tables[ti].name}",
-                                  f"the loss of task '{task}' does not reach table '{self._tables[ti].name}'; its "
-                                  "gradient there is zero")
-            grads[task] = result
-        if len(grads) < 2:
-            self._counts["skipped"] += 1
-            return
-        present = torch.tensor([self._task_names.index(t) for t in grads])
-        n = len(self._task_names)
-        with torch.no_grad():
-            parts: dict[tuple[int, int], torch.Tensor] = {}  # (table, column group) -> [fields, T', T']
-            for ti, table in enumerate(self._tables):
-                picked = [j for j, (tj, _) in enumerate(lookups) if tj == ti]
-                if not picked:
-                    continue
-                ids, row_grads = [], []
-                for j in picked:
-                    lk = lookups[j][1]
-                    per_task = torch.stack([
-                        local_value(g[j]) if g[j] is not None
-                        else torch.zeros(lk.output.shape, dtype=lk.output.dtype, device=lk.ids.device)
-                        for g in grads.values()])
-                    flat_ids, flat_grads = looked_up_row_gradients(
-                        lk.module, lk.ids, per_task, offsets=lk.offsets, per_sample_weights=lk.per_sample_weights)
-                    ids.append(flat_ids)
-                    row_grads.append(flat_grads)
-                rows, summed = embedding_row_gradients(torch.cat(ids), torch.cat(row_grads, dim=1))
-                starts = [f.start for f in table.fields]
-                for gi, group in enumerate(table.column_groups):
-                    parts[(ti, gi)] = field_gradient_gram(rows, summed, starts,
-                                                          columns=slice(group.start, group.stop)).cpu()
-            for vi, keys in enumerate(self._parts):
-                found = [parts.get(key) for key in keys]
-                if all(part is None for part in found):
-                    continue  # no lookup of this unit in the step: not measured there
-                # Only the small Gram is kept; cosines and sums are formed once per epoch, vectorised.
-                self._grams[vi].append(view_gram(found, present, n))
+        for vi, gram in enumerate(grams):
+            if gram is not None:
+                self._grams[vi].append(gram)
         self._counts["measured"] += 1
 
-    # ---- per epoch --------------------------------------------------------------------------------------
+    # ---- per epoch: the contract (see AnalysisCallback) ----------------------------------------------------
     def _reset_epoch(self) -> None:
         self._grams = [[] for _ in self._views]
         self._counts = {"measured": 0, "skipped": 0}
-        self._problems = {}
+        self._problems.counts = {}
+        self._shown = None
 
-    def _epoch_sums(self) -> tuple[dict[str, torch.Tensor], list[torch.Tensor | None]]:
-        """This rank's sums behind every statistic, and its per-step cosines ``[steps, F+1, T, T]`` per view.
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if not self._tables or not self._is_analysis_epoch(trainer):
+            return
+        try:
+            self.run_analysis(trainer, pl_module, stage="train")
+        finally:
+            self._reset_epoch()
 
-        From each probed step's Gram ``[F+1, T, T]`` (fields, then the whole view; NaN for an absent task):
-        ``cos_sum``/``cos_n``/``neg_n`` sum the defined cosines, count them and count the negative ones;
-        ``norm_sum``/``norm_n`` sum the gradient norms of the present tasks and count them.
-        """
+    def prepare(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> EpochSums:
+        """This rank's sums behind every statistic, and its per-step cosines, from each probed step's Gram
+        ``[F+1, T, T]`` (fields, then the whole view; NaN for an absent task)."""
         n = len(self._task_names)
         acc = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in self._counts.items()}
         cosines: list[torch.Tensor | None] = []
@@ -412,102 +295,40 @@ class GradientConflictMonitor(AnalysisCallback):
             cosines.append(cosine if len(cosine) else None)
         return acc, cosines
 
-    def _pooled(self, trainer, pl_module, acc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The epoch's sums, added over ranks with one all-reduce (every rank calls it, in the same order)."""
-        keys = list(acc)
-        if trainer.world_size <= 1:
-            return acc
-        flat = torch.cat([acc[k].reshape(-1) for k in keys]).to(pl_module.device)
-        # Over the ranks whose batches differ: tensor-parallel ranks that train on the same rows count them once.
-        flat = sum_over_ranks(flat, data_parallel_group(trainer)).cpu()
-        pooled, offset = {}, 0
-        for k in keys:
-            size = acc[k].numel()
-            pooled[k] = flat[offset : offset + size].reshape(acc[k].shape)
-            offset += size
-        return pooled
+    def agree(self, trainer: "pl.Trainer", prepared: EpochSums) -> ContextManager[EpochSums]:
+        """The sums of every rank's probes (one all-reduce); the per-step cosines stay this rank's own."""
+        local, cosines = prepared
+        return contextlib.nullcontext((pooled_sums(trainer, trainer.strategy.root_device, local), cosines))
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._tables or not self._is_analysis_epoch(trainer):
-            return
-        what = f"the gradient conflict analysis of epoch {trainer.current_epoch}"
-        try:
-            # This rank's sums may fail on this rank alone; every rank learns whether any did before the
-            # all-reduce that pools them, and then all skip the epoch (none waits in the all-reduce).
-            ok, sums = self._together(trainer, what, self._epoch_sums)
-            if not ok:
-                return
-            local, cosines = sums
-            acc = self._pooled(trainer, pl_module, local)
-            ok, metrics = self._together(trainer, what, lambda: self._metrics(acc))
-            if not ok:  # no rank keeps a record: the histories stay the same
-                return
-            self._record_epoch(trainer, acc, metrics)
-            self._guarded("logging the epoch's gradient conflict",
-                          lambda: self._log_epoch(trainer, acc, metrics, cosines))
-        finally:
-            self._reset_epoch()
-
-    def _metrics(self, acc: dict[str, torch.Tensor]) -> dict[str, float]:
-        tasks = self._task_names
-        pairs = [(a, b) for a in range(len(tasks)) for b in range(a + 1, len(tasks))]
-        metrics = {"conflict/measured_steps": float(acc["measured"]), "conflict/skipped_steps": float(acc["skipped"])}
-        for vi, view in enumerate(self._views):
-            cos_sum, cos_n, neg_n = acc[f"cos_sum:{vi}"], acc[f"cos_n:{vi}"], acc[f"neg_n:{vi}"]
-            norm_mean = acc[f"norm_sum:{vi}"] / acc[f"norm_n:{vi}"].clamp_min(1)
-            whole = len(view.fields)
-            for t, task in enumerate(tasks):
-                if acc[f"norm_n:{vi}"][whole, t] > 0:
-                    metrics[f"conflict/{view.name}/{task}/gradient_norm"] = float(norm_mean[whole, t])
-            rows = [(whole, f"conflict/{view.name}")]
-            if len(view.fields) > 1:
-                rows += [(f, f"conflict/{view.name}/{fld.name}") for f, fld in enumerate(view.fields)]
-            for row, prefix in rows:
-                for a, b in pairs:
-                    tag = f"{prefix}/{tasks[a]}_vs_{tasks[b]}"
-                    if cos_n[row, a, b] > 0:
-                        metrics[f"{tag}/cosine_mean"] = float(cos_sum[row, a, b] / cos_n[row, a, b])
-                        metrics[f"{tag}/negative_fraction"] = float(neg_n[row, a, b] / cos_n[row, a, b])
-                    counted = acc[f"norm_n:{vi}"][row, a] > 0 and acc[f"norm_n:{vi}"][row, b] > 0
-                    if counted and norm_mean[row, b] > 0:
-                        metrics[f"{tag}/norm_ratio"] = float(norm_mean[row, a] / norm_mean[row, b])
-        return metrics
-
-    def _record_epoch(self, trainer, acc: dict[str, torch.Tensor], metrics: dict[str, float]) -> None:
+    def compute(self, pl_module: "pl.LightningModule | None", agreed: EpochSums) -> ConflictRecord:
+        acc, cosines = agreed
+        trainer = self._trainer
+        metrics = conflict_metrics(acc, self._views, self._task_names)
         if float(acc["measured"]) == 0:
-            self._problem("no-measured-steps", f"no probe measured two tasks in epoch {trainer.current_epoch}")
-        self._record({
-            "stage": "train",
-            "epoch": int(trainer.current_epoch),
-            "step": int(trainer.global_step),
-            "tasks": list(self._task_names),
-            "world_size": int(trainer.world_size),
-            "measured_steps": int(acc["measured"]),
-            "skipped_steps": int(acc["skipped"]),
-            "problems": dict(self._problems),
-            "metrics": metrics,
-        })
+            self._problems.add("no-measured-steps", f"no probe measured two tasks in epoch {trainer.current_epoch}")
+        self._shown = agreed  # what the figures draw beside the record: the pooled sums, this rank's cosines
+        return ConflictRecord(tasks=list(self._task_names), world_size=int(trainer.world_size),
+                              measured_steps=int(acc["measured"]), skipped_steps=int(acc["skipped"]),
+                              problems=dict(self._problems.counts), metrics=metrics)
 
-    def _log_epoch(self, trainer, acc: dict[str, torch.Tensor], metrics: dict[str, float],
-                   cosines: list[torch.Tensor | None]) -> None:
+    def log_record(self, trainer: "pl.Trainer", record: ConflictRecord) -> None:
         step = trainer.global_step
-        self.writer.scalars(trainer, metrics, step=step)
-        if tensorboard_experiments(trainer):  # figures are drawn on rank 0 only, and only when they are written
+        self.writer.scalars(trainer, record.metrics, step=step)
+        if tensorboard_experiments(trainer) and self._shown is not None:
+            # Figures are drawn on rank 0 only, and only when they are written.
             epoch = trainer.current_epoch + 1
             last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
             heatmap = last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0
-            self._log_figures(trainer, acc, cosines, step, heatmap)
+            self._log_figures(trainer, *self._shown, step, heatmap)
         self.writer.flush(trainer)
 
-    def _log_figures(self, trainer, acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None], step: int,
-                     heatmap: bool) -> None:
+    def _log_figures(self, trainer: "pl.Trainer", acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None],
+                     step: int, heatmap: bool) -> None:
         tasks = self._task_names
         for vi, view in enumerate(self._views):
             whole = len(view.fields)
             if heatmap:
-                counts = acc[f"cos_n:{vi}"][whole]
-                mean = torch.where(counts > 0, acc[f"cos_sum:{vi}"][whole] / counts.clamp_min(1),
-                                   torch.full_like(counts, float("nan")))
+                mean = whole_view_mean_cosine(acc, vi, whole)
                 image = cosine_heatmap(mean.numpy(), tasks, f"{view.name}, epoch {trainer.current_epoch}")
                 self.writer.image(trainer, f"conflict/{view.name}/cosine_heatmap", image, step=step)
             if cosines[vi] is None:

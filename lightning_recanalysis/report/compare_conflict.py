@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..figures.conflict_subset import conflict_subset_image
+from ..records import EntanglementRecord
 from .model import ReportFigure, ReportTable, Section, format_value
 from .run_data import RunData
 from .sections.conflict_subset import own_task, view_reproduction
@@ -20,11 +21,17 @@ __all__ = ["add_conflict_comparison", "serving_views"]
 
 def _last_conflict(run: RunData) -> dict[str, Any] | None:
     records = [r for r in run.records.get("entanglement", []) if r.get("stage") == "validation" and r.get("conflict")]
-    return records[-1]["conflict"] if records else None
+    return EntanglementRecord.from_dict(records[-1]).conflict if records else None
 
 
 def serving_views(part: dict[str, Any]) -> dict[str, str]:
-    """For each task the view that serves it: its own chunk if the table has one, else the shared view."""
+    """For each task the view that serves it: its own chunk if the table has one, else the shared view.
+
+    Example:
+        >>> from lightning_recanalysis.toy import toy_conflict_subsets
+        >>> serving_views(toy_conflict_subsets({"emb[a]": (0.5, 0.25, 0.25, 0.5), "emb[shared]": (0.5, 0.25, 0.5, 0.25)}))
+        {'a': 'emb[a]', 'b': 'emb[shared]'}
+    """
     views = list(part["views"])
     shared = [v for v in views if own_task(v, part["tasks"]) is None]
     return {t: next((v for v in views if own_task(v, part["tasks"]) == t), shared[0] if shared else views[0])
@@ -32,7 +39,25 @@ def serving_views(part: dict[str, Any]) -> dict[str, str]:
 
 
 def add_conflict_comparison(section: Section, runs: list[RunData]) -> None:
-    """Figures, a table and findings of the conflict subsets of every run that has them."""
+    """Figures, a table and findings of the conflict subsets of every run that has them.
+
+    Example:
+        An MMoE run (one shared view) against a STEM run (a chunk per task):
+
+        >>> from lightning_recanalysis.records import EntanglementRecord
+        >>> from lightning_recanalysis.toy import toy_conflict_subsets
+        >>> def run(name, views):
+        ...     record = EntanglementRecord(stage="validation", conflict=toy_conflict_subsets(views))
+        ...     return RunData(name=name, path=name, records={"entanglement": [record.to_dict()]})
+        >>> mmoe = run("mmoe", {"emb": (0.5, 0.25, 0.25, 0.25)})
+        >>> stem = run("stem", {"emb[a]": (0.75, 0.25, 0.25, 0.5), "emb[b]": (0.25, 0.5, 0.75, 0.25)})
+        >>> section = Section("entanglement", "Interest entanglement")
+        >>> add_conflict_comparison(section, [mmoe, stem])
+        >>> {name: numbers["own_task_agreement"] for name, numbers in section.numbers["conflict"].items()}
+        {'mmoe': {'a': 0.125, 'b': -0.125}, 'stem': {'a': 0.375, 'b': 0.375}}
+        >>> len(section.figures)  # each run's figure per view
+        3
+    """
     parts = {run.name: part for run in runs if (part := _last_conflict(run)) is not None}
     if not parts:
         return

@@ -1,5 +1,5 @@
 """Train a small MMoE with GradientConflictMonitor and EntanglementMonitor on N CPU processes (Lightning "ddp",
-gloo) and dump what each rank holds: ``python conflict_ddp.py OUT_DIR DEVICES``. Run by tests/test_conflict_ddp.py.
+gloo) and dump what each rank holds: ``python conflict_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_multitask_ddp.py.
 
 The EntanglementMonitor has two single-task references (untrained single-task Shared-Bottoms with fixed seeds:
 their random geometries disagree, which is all the conflict subsets need) and keeps frequent pairs only, so the

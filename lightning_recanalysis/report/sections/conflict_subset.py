@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ...figures.conflict_subset import conflict_subset_image
+from ...records import EntanglementRecord
 from ..model import ReportFigure, ReportTable, Section, format_value
 
 __all__ = ["view_reproduction", "add_conflict_subsets", "own_task", "reproduction_sentence"]
@@ -22,6 +23,11 @@ def view_reproduction(part: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     mode's pairs if t is the far task, ``bottom - top`` if the near one
     (:func:`~lightning_recanalysis.functional.conflict_subset.geometry_agreement`); the mean over both modes of
     two tasks is 1 when the view places every conflict pair as t's single-task model does, about 0 by chance.
+
+    Example:
+        >>> from lightning_recanalysis.toy import toy_conflict_subsets
+        >>> view_reproduction(toy_conflict_subsets({"emb[a]": (0.75, 0.25, 0.25, 0.5)}))  # a: (0.5 + 0.25) / 2
+        {'emb[a]': {'a': 0.375, 'b': -0.375}}
     """
     out: dict[str, dict[str, float]] = {}
     for view, view_part in part.get("views", {}).items():
@@ -35,12 +41,25 @@ def view_reproduction(part: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def own_task(view: str, tasks) -> str | None:
-    """The task whose chunk a view is (``table[task]``), or None for a shared view."""
+    """The task whose chunk a view is (``table[task]``), or None for a shared view.
+
+    Example:
+        >>> own_task("emb[click]", ["click", "buy"]), own_task("emb[shared]", ["click", "buy"])
+        ('click', None)
+    """
     return next((t for t in tasks if view.endswith(f"[{t}]")), None)
 
 
 def reproduction_sentence(view: str, agreement: Mapping[str, float], part: Mapping[str, Any], run: str = "") -> str:
-    """One finding: how far ``view`` reproduces each task's single-task geometry on the conflict pairs."""
+    """One finding: how far ``view`` reproduces each task's single-task geometry on the conflict pairs.
+
+    Example:
+        >>> from lightning_recanalysis.toy import toy_conflict_subsets
+        >>> part = toy_conflict_subsets({"emb": (0.5, 0.25, 0.25, 0.25)})
+        >>> print(reproduction_sentence("emb", view_reproduction(part)["emb"], part))
+        `emb` (shared by every task) reproduces the single-task geometries on the conflict pairs at a +0.12,
+        b -0.12 (at best +0.12): one distance per pair cannot place a pair far for one task and near for the other.
+    """
     who = f"{run}'s " if run else ""
     task = own_task(view, part["tasks"])
     values = ", ".join(f"{t} {a:+.2f}" for t, a in agreement.items())
@@ -59,9 +78,23 @@ def reproduction_sentence(view: str, agreement: Mapping[str, float], part: Mappi
             "for the other.")
 
 
-def add_conflict_subsets(section: Section, last: Mapping[str, Any], figures: bool = True) -> None:
-    """Add the conflict-subset table, figures, findings and numbers of the last record to ``section``."""
-    part = last.get("conflict")
+def add_conflict_subsets(section: Section, last: EntanglementRecord, figures: bool = True) -> None:
+    """Add the conflict-subset table, figures, findings and numbers of the last record to ``section``.
+
+    Example:
+        >>> from lightning_recanalysis.records import EntanglementRecord
+        >>> from lightning_recanalysis.toy import toy_conflict_subsets
+        >>> section = Section("entanglement", "Interest entanglement")
+        >>> record = EntanglementRecord(stage="validation", epoch=1,
+        ...                             conflict=toy_conflict_subsets({"emb[a]": (0.75, 0.25, 0.25, 0.5)}))
+        >>> add_conflict_subsets(section, record, figures=False)
+        >>> section.tables[0].rows[0]  # view, mode, pairs, top, middle, bottom, agreement with a and b
+        ['emb[a]', 'a_far_b_near', 20, '0.75', '0.00', '0.25', '0.50', '-0.50']
+        >>> print(section.findings[0])
+        task chunk `emb[a]` reproduces its own task's single-task geometry on the conflict pairs: agreement +0.38 with
+        a (all: a +0.38, b -0.38); it puts 75% of the a far b near pairs in its top 40%.
+    """
+    part = last.conflict
     if not part:
         return
     if part["pairs"] < 2 or not part["views"]:
@@ -82,7 +115,7 @@ def add_conflict_subsets(section: Section, last: Mapping[str, Any], figures: boo
         selected += " (frequent users and items)"
     section.tables.append(ReportTable(
         f"Conflict subsets (far above the references' {high:g}th percentile, near at or below their {low:g}th; "
-        f"{selected}, epoch {last['epoch']}): where each view puts them",
+        f"{selected}, epoch {last.epoch}): where each view puts them",
         ["view", "mode", "pairs", f"top {100 - high:g}%", "middle", f"bottom {low:g}%"]
         + [f"agreement with {t}" for t in tasks], rows))
     section.tables.append(ReportTable(

@@ -30,6 +30,8 @@ def test_known_gradients_orthogonal_opposite_and_table_level(tmp_path):
     trainer.fit(KnownGradients(), known_loader(n_batches=6))
     assert [(r["stage"], r["epoch"], r["measured_steps"]) for r in monitor.history] == [("train", 0, 3), ("train", 1, 3)]
     m = monitor.history[-1]["metrics"]
+    record = monitor.records[-1]  # the typed record is the published one
+    assert (record.stage, record.tasks, record.measured_steps, record.metrics) == ("train", ["a", "b"], 3, m)
     assert m["conflict/embedding/f0/a_vs_b/cosine_mean"] == 0.0  # orthogonal
     assert m["conflict/embedding/f0/a_vs_b/negative_fraction"] == 0.0
     assert m["conflict/embedding/f0/a_vs_b/norm_ratio"] == pytest.approx(1.0, abs=1e-12)  # ||U|| = ||U_PERP||

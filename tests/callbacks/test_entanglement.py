@@ -162,3 +162,36 @@ def test_bad_setup_and_protocol():
     messages = [str(w.message) for w in caught if "EntanglementMonitor" in str(w.message)]
     assert len(messages) == 1 and "task_scores" in messages[0]  # once per epoch, not once per batch
     assert monitor.history == []
+
+
+class BreaksAtSecondBatch(FixedPairs):
+    """The protocol holds for validation batch 0 and breaks from batch 1 on."""
+
+    def validation_step(self, batch, batch_idx):
+        out = super().validation_step(batch, batch_idx)
+        return out if batch_idx == 0 else {"task_scores": out["task_scores"]}
+
+
+def test_a_collection_failure_mid_epoch_skips_the_analysis_with_one_warning():
+    """Batch 0's pairs were collected before batch 1 broke the protocol: the epoch's analysis is skipped all the
+    same (a record of a third of the pairs would be a wrong number), with the base class's one warning."""
+    monitor = EntanglementMonitor(user_field="user_id", item_field="item_id", field_dims=FIELDS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(BreaksAtSecondBatch(), monitor)
+    messages = [str(w.message) for w in caught if "EntanglementMonitor" in str(w.message)]
+    assert len(messages) == 1
+    assert ("collecting the validation pairs for the entanglement analysis of epoch 0 failed and is skipped "
+            "(ValueError: EntanglementMonitor: validation_step must return") in messages[0]
+    assert monitor.history == [] and monitor.failures == 1
+
+
+def test_the_typed_record_is_the_published_one():
+    model = FixedPairs()
+    monitor = EntanglementMonitor(user_field="user_id", item_field="item_id", field_dims=FIELDS, strict=True)
+    fit(model, monitor)
+    (record,) = monitor.records
+    assert (record.stage, record.epoch, record.tasks, record.views) == ("validation", 0, ["a", "b"], ["embedding"])
+    assert record.conflict is None and "conflict" not in monitor.history[0]
+    assert record.to_dict() == monitor.history[0]
+    assert record.metrics["entanglement/pairs"] == 300  # three validation batches of 100
