@@ -6,28 +6,10 @@ from dataclasses import dataclass, field
 import math
 from typing import Any
 
+# Re-exported: the report's sections read the thresholds from here; the findings layer owns them.
+from ..findings.thresholds import ReportThresholds
+
 __all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section", "format_value", "records_of_stage"]
-
-
-@dataclass
-class ReportThresholds:
-    """When a number becomes a finding at the top of the report.
-
-    Attributes:
-        collapsed_fraction: a field is collapsed when its IA is below this fraction of the most it could reach,
-            min(cardinality, width).
-        collapsed_vs_init: ... or when its IA fell below this fraction of its IA at initialisation.
-        negative_cosine: a task pair conflicts on a field when its mean gradient cosine is below this.
-        min_agreement: a model's learned correlation disagrees with the data when the rank correlation between
-            the learned and the ground-truth map is below this.
-        max_findings_per_section: the most sentences one analysis puts at the top.
-    """
-
-    collapsed_fraction: float = 0.25
-    collapsed_vs_init: float = 0.7
-    negative_cosine: float = 0.0
-    min_agreement: float = 0.5
-    max_findings_per_section: int = 6
 
 
 @dataclass
