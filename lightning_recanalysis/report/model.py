@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import math
 from typing import Any
 
-# Re-exported: the report's sections read the thresholds from here; the findings layer owns them.
+# Re-exported: the report's sections read them from here; the findings layer owns them.
+from ..findings.numbers import format_value
 from ..findings.thresholds import ReportThresholds
 
 __all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section", "format_value", "records_of_stage"]
@@ -42,13 +42,6 @@ class Section:
     tables: list[ReportTable] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def format_value(value, digits: int = 2) -> str:
-    """A table cell: the number to ``digits`` decimals, or "-" where there is none (None, NaN, infinity)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
 
 
 def records_of_stage(records: list[dict[str, Any]], stage: str, section: Section, missing: str) -> list[dict[str, Any]]:
