@@ -15,7 +15,14 @@ __all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section", "format
 @dataclass
 class ReportFigure:
     """A figure: ``name`` is its PNG file stem; ``figure`` a matplotlib Figure or an ``[H, W, 3]`` uint8 image
-    drawn with :mod:`lightning_recanalysis.figures` (encoded to PNG once, then dropped)."""
+    drawn with :mod:`lightning_recanalysis.figures` (encoded to PNG once, then dropped).
+
+    Example:
+        >>> import numpy as np
+        >>> fig = ReportFigure("collapse_t_spectrum", "t: normalised singular values", np.zeros((4, 6, 3), np.uint8))
+        >>> fig.name, fig.figure.shape, fig.png is None
+        ('collapse_t_spectrum', (4, 6, 3), True)
+    """
 
     name: str
     title: str
@@ -26,6 +33,13 @@ class ReportFigure:
 
 @dataclass
 class ReportTable:
+    """A table: its title (markdown inline: ``**bold**``, ```code```), column headers and rows of cells.
+
+    Example:
+        >>> ReportTable("IA per field", ["field", "IA"], [["user", "3.20"]]).rows[0]
+        ['user', '3.20']
+    """
+
     title: str
     headers: list[str]
     rows: list[list[Any]]
@@ -33,7 +47,14 @@ class ReportTable:
 
 @dataclass
 class Section:
-    """One analysis' part of the report; ``numbers`` goes to summary.json under ``analyses.<namespace>``."""
+    """One analysis' part of the report; ``numbers`` goes to summary.json under ``analyses.<namespace>``.
+
+    Example:
+        >>> section = Section("collapse", "Dimensional collapse of embedding tables")
+        >>> section.findings.append("1 of 2 fields of `t` are collapsed ...")
+        >>> section.namespace, len(section.findings), section.numbers
+        ('collapse', 1, {})
+    """
 
     namespace: str
     title: str
@@ -45,7 +66,15 @@ class Section:
 
 
 def records_of_stage(records: list[dict[str, Any]], stage: str, section: Section, missing: str) -> list[dict[str, Any]]:
-    """The records of one stage; when there are none, ``missing`` becomes a note of the section."""
+    """The records of one stage; when there are none, ``missing`` becomes a note of the section.
+
+    Example:
+        >>> section = Section("correlation", "Target-behaviour correlation")
+        >>> records_of_stage([{"stage": "init"}], "epoch", section, "no correlation analysis was recorded")
+        []
+        >>> section.notes
+        ['no correlation analysis was recorded']
+    """
     found = [r for r in records if r.get("stage") == stage]
     if not found:
         section.notes.append(missing)
