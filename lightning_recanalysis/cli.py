@@ -14,7 +14,7 @@ from pathlib import Path
 from .report import ReportThresholds, build_report, compare_runs, find_runs, read_run
 from .report.run_data import progress_printer
 
-__all__ = ["build_parser", "cmd_compare", "cmd_report", "main"]
+__all__ = ["build_parser", "main"]
 
 _USAGE = """Command line: rebuild a run's report from its event files, or compare runs.
 
@@ -52,21 +52,9 @@ def _runs_under(path: Path) -> list[Path]:
     return runs
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
     """``report``: rebuild the report of every run under ``args.run_dir`` from its event files, into the run's
-    own directory (or ``args.out`` for a single run); prints the paths written.
-
-    Example:
-        >>> import tempfile
-        >>> from lightning.pytorch.loggers import TensorBoardLogger
-        >>> from lightning_recanalysis import EmbeddingSpectrumMonitor
-        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
-        >>> logger = TensorBoardLogger(tempfile.mkdtemp(), name="toy", version="monitors")
-        >>> toy_trainer([EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])], logger=logger).fit(ToyDCN(), toy_loader())
-        >>> cmd_report(build_parser().parse_args(["report", logger.log_dir, "--quiet"]))
-          wrote .../toy/monitors/report.html, .../toy/monitors/report.md, .../toy/monitors/summary.json
-        0
-    """
+    own directory (or ``args.out`` for a single run); prints the paths written."""
     progress = None if args.quiet else progress_printer("  ")
     runs = _runs_under(args.run_dir)
     if len(runs) > 1 and args.out is not None:
@@ -82,25 +70,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def _cmd_compare(args: argparse.Namespace) -> int:
     """``compare``: read every run under ``args.runs`` (at least two) and write their comparison into
-    ``args.out``; prints the paths written.
-
-    Example:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from lightning.pytorch.loggers import TensorBoardLogger
-        >>> from lightning_recanalysis import EmbeddingSpectrumMonitor
-        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
-        >>> root = Path(tempfile.mkdtemp())
-        >>> for seed in (0, 1):
-        ...     logger = TensorBoardLogger(root, name=f"seed{seed}", version="monitors")
-        ...     toy_trainer([EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])], logger=logger).fit(
-        ...         ToyDCN(), toy_loader(seed=seed))
-        >>> cmd_compare(build_parser().parse_args(["compare", str(root), "--out", str(root / "cmp"), "--quiet"]))
-        wrote .../cmp/compare.html, .../cmp/compare.md, .../cmp/compare.json
-        0
-    """
+    ``args.out``; prints the paths written."""
     progress = None if args.quiet else progress_printer("  ")
     dirs = [d for path in args.runs for d in _runs_under(path)]
     if len(dirs) < 2:
@@ -120,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     Example:
         >>> args = build_parser().parse_args(["report", "runs/dcnv2-synthetic/monitors", "--collapsed-fraction", "0.1"])
         >>> args.func.__name__, args.run_dir.name, args.collapsed_fraction, args.collapsed_vs_init
-        ('cmd_report', 'monitors', 0.1, 0.7)
+        ('_cmd_report', 'monitors', 0.1, 0.7)
     """
     parser = argparse.ArgumentParser(prog="python -m lightning_recanalysis", description=_USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, default=None, help="where to write (default: the run's own directory)")
     rep.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_thresholds(rep)
-    rep.set_defaults(func=cmd_report)
+    rep.set_defaults(func=_cmd_report)
     cmp_ = sub.add_parser("compare", help="put two or more runs side by side",
                           description="Compare runs: the final value of every scalar the runs share, per analysis, and "
                           "IA per field run by run. Writes compare.html, compare.md (+ figures/) and compare.json.")
@@ -141,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", type=Path, required=True, help="directory to write the comparison into")
     cmp_.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_thresholds(cmp_)
-    cmp_.set_defaults(func=cmd_compare)
+    cmp_.set_defaults(func=_cmd_compare)
     return parser
 
 
@@ -151,13 +123,20 @@ def main(argv: list[str] | None = None) -> int:
 
     Example:
         >>> import tempfile
+        >>> from pathlib import Path
         >>> from lightning.pytorch.loggers import TensorBoardLogger
         >>> from lightning_recanalysis import EmbeddingSpectrumMonitor
         >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
-        >>> logger = TensorBoardLogger(tempfile.mkdtemp(), name="toy", version="monitors")
-        >>> toy_trainer([EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])], logger=logger).fit(ToyDCN(), toy_loader())
-        >>> main(["report", logger.log_dir, "--out", f"{logger.log_dir}/again", "--quiet"])
-          wrote .../again/report.html, .../again/report.md, .../again/summary.json
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for seed in (0, 1):  # two tiny runs, root/seed0/monitors and root/seed1/monitors
+        ...     logger = TensorBoardLogger(root, name=f"seed{seed}", version="monitors")
+        ...     toy_trainer([EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])], logger=logger).fit(
+        ...         ToyDCN(), toy_loader(seed=seed))
+        >>> main(["report", str(root / "seed0" / "monitors"), "--quiet"])
+          wrote .../seed0/monitors/report.html, .../seed0/monitors/report.md, .../seed0/monitors/summary.json
+        0
+        >>> main(["compare", str(root), "--out", str(root / "cmp"), "--quiet"])
+        wrote .../cmp/compare.html, .../cmp/compare.md, .../cmp/compare.json
         0
         >>> main(["report", "no/such/run"])
         Traceback (most recent call last):
