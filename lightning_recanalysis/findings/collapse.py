@@ -1,6 +1,6 @@
 """Findings of ``collapse/``: which fields collapsed, and whether interaction collapse shows (Guo et al., ICML 2024).
 
-A field of width-K table is *collapsed* when its information abundance IA = sum(s) / s_1 is below
+A field of a width-K table is *collapsed* when its information abundance IA = sum(s) / s_1 is below
 ``collapsed_fraction`` of the most it could reach, min(cardinality, K), or fell below ``collapsed_vs_init`` of its
 IA at initialisation. Interaction collapse: the mean IA of a field's sub-embeddings through the cross layer (a row
 of the interaction matrix) tracks the field's own IA; the Pearson r over rows and over columns says how closely.
