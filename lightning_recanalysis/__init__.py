@@ -13,9 +13,10 @@ Callbacks (attach to a ``lightning.pytorch.Trainer``):
 """
 
 from ._version import __version__
-from .callbacks import AnalysisReport, EmbeddingSpectrumMonitor, FeatureCorrelationMonitor
+from .callbacks import EmbeddingSpectrumMonitor, FeatureCorrelationMonitor
 from .callbacks import EntanglementMonitor, GradientConflictMonitor
 from .callbacks import FieldPairCorrelationMonitor
+from .report import AnalysisReport
 from .tables import discover_tables
 
 __all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor", "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]

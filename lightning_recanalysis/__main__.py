@@ -1,105 +1,14 @@
-"""Command line: rebuild a run's report from its event files, or compare runs.
+"""``python -m lightning_recanalysis``: the command line of :mod:`lightning_recanalysis.cli`.
 
     python -m lightning_recanalysis report RUN_DIR [--out DIR] [thresholds...]
     python -m lightning_recanalysis compare RUN_A RUN_B [...] --out DIR
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from .report import ReportThresholds, build_report, compare_runs, find_runs, read_run
-from .report.run_data import progress_printer
+from .cli import main
 
-
-def _add_thresholds(parser: argparse.ArgumentParser) -> None:
-    d = ReportThresholds()
-    group = parser.add_argument_group("finding thresholds (when a number is reported at the top)")
-    group.add_argument("--collapsed-fraction", type=float, default=d.collapsed_fraction,
-                       help=f"a field is collapsed when IA < this x min(cardinality, width) (default {d.collapsed_fraction})")
-    group.add_argument("--collapsed-vs-init", type=float, default=d.collapsed_vs_init,
-                       help=f"... or when IA < this x its IA at initialisation (default {d.collapsed_vs_init})")
-    group.add_argument("--negative-cosine", type=float, default=d.negative_cosine,
-                       help=f"a task pair conflicts on a field when its mean gradient cosine < this (default {d.negative_cosine})")
-    group.add_argument("--min-agreement", type=float, default=d.min_agreement,
-                       help=f"learned correlation disagrees with the data when rank correlation < this (default {d.min_agreement})")
-
-
-def _thresholds(args) -> ReportThresholds:
-    return ReportThresholds(collapsed_fraction=args.collapsed_fraction, collapsed_vs_init=args.collapsed_vs_init,
-                            negative_cosine=args.negative_cosine, min_agreement=args.min_agreement)
-
-
-def _runs_under(path: Path) -> list[Path]:
-    try:
-        runs = find_runs(path)
-    except FileNotFoundError:
-        raise SystemExit(f"error: {path} does not exist")
-    if not runs:
-        raise SystemExit(f"error: no TensorBoard event files (events.out.tfevents.*) under {path}: "
-                         "point at a run's log directory, e.g. runs/dcnv2-synthetic/monitors")
-    return runs
-
-
-def cmd_report(args) -> int:
-    progress = None if args.quiet else progress_printer("  ")
-    runs = _runs_under(args.run_dir)
-    if len(runs) > 1 and args.out is not None:
-        raise SystemExit(f"error: {args.run_dir} holds {len(runs)} runs; --out only applies to one. Drop --out to "
-                         "write each run's report into its own directory.")
-    for run_dir in runs:
-        print(f"{run_dir}:", file=sys.stderr)
-        run = read_run(run_dir, progress=progress)
-        paths = build_report(run, args.out or run_dir, _thresholds(args))
-        for note in run.notes:
-            print(f"  note: {note}", file=sys.stderr)
-        print(f"  wrote {paths['html']}, {paths['markdown']}, {paths['summary']}")
-    return 0
-
-
-def cmd_compare(args) -> int:
-    progress = None if args.quiet else progress_printer("  ")
-    dirs = [d for path in args.runs for d in _runs_under(path)]
-    if len(dirs) < 2:
-        raise SystemExit(f"error: compare needs at least two runs; found {len(dirs)} under {[str(p) for p in args.runs]}")
-    runs = []
-    for d in dirs:
-        print(f"{d}:", file=sys.stderr)
-        runs.append(read_run(d, progress=progress))
-    paths = compare_runs(runs, args.out, _thresholds(args))
-    print(f"wrote {paths['html']}, {paths['markdown']}, {paths['summary']}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lightning_recanalysis", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("report", help="rebuild a run's report from its TensorBoard event files",
-                         description="Rebuild report.html, report.md (+ figures/) and summary.json from a run's event "
-                         "files, without the model. Works on finished runs and runs still being written. RUN_DIR may "
-                         "hold several runs (e.g. runs/): each gets its report in its own directory.")
-    rep.add_argument("run_dir", type=Path, help="a run's log directory, or a directory of runs")
-    rep.add_argument("--out", type=Path, default=None, help="where to write (default: the run's own directory)")
-    rep.add_argument("--quiet", action="store_true", help="no progress lines")
-    _add_thresholds(rep)
-    rep.set_defaults(func=cmd_report)
-    cmp_ = sub.add_parser("compare", help="put two or more runs side by side",
-                          description="Compare runs: the final value of every scalar the runs share, per analysis, and "
-                          "IA per field run by run. Writes compare.html, compare.md (+ figures/) and compare.json.")
-    cmp_.add_argument("runs", type=Path, nargs="+", help="run directories (or directories of runs)")
-    cmp_.add_argument("--out", type=Path, required=True, help="directory to write the comparison into")
-    cmp_.add_argument("--quiet", action="store_true", help="no progress lines")
-    _add_thresholds(cmp_)
-    cmp_.set_defaults(func=cmd_compare)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -104,14 +104,38 @@ def test_no_import_cycle(package):
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_figures_import_neither_callbacks_nor_report():
-    graph = import_graph("lightning_recanalysis")
+#: The package's layers, lowest first: a module of a layer imports no module of a later one.
+LAYERS = ("functional", "metrics", "figures", "findings", "callbacks", "report")
+
+
+def upward_imports(graph: dict[str, set[str]], package: str = "lightning_recanalysis") -> list[tuple[str, str]]:
+    """Every (importer, imported) pair of ``graph`` where a layer of :data:`LAYERS` imports a later layer."""
+    def layer(module: str) -> int | None:
+        parts = module.split(".")
+        return LAYERS.index(parts[1]) if len(parts) > 1 and parts[0] == package and parts[1] in LAYERS else None
+
+    found = []
     for name, targets in graph.items():
-        if name.startswith("lightning_recanalysis.figures"):
-            upward = {t for t in targets if t.startswith(("lightning_recanalysis.callbacks", "lightning_recanalysis.report"))}
-            assert not upward, f"{name} imports {upward}"
-        if name.startswith("lightning_recanalysis.report"):
-            assert not {t for t in targets if t.startswith("lightning_recanalysis.callbacks")}, name
+        own = layer(name)
+        for target in sorted(targets):
+            theirs = layer(target)
+            if own is not None and theirs is not None and theirs > own:
+                found.append((name, target))
+    return found
+
+
+def test_layer_check_finds_a_planted_upward_import():
+    graph = {"lightning_recanalysis.callbacks.spectrum": {"lightning_recanalysis.report.model",
+                                                          "lightning_recanalysis.findings.collapse"},
+             "lightning_recanalysis.report.sections.collapse": {"lightning_recanalysis.callbacks.base"},
+             "lightning_recanalysis.figures.bars": {"lightning_recanalysis.findings"}}
+    assert upward_imports(graph) == [("lightning_recanalysis.callbacks.spectrum", "lightning_recanalysis.report.model"),
+                                     ("lightning_recanalysis.figures.bars", "lightning_recanalysis.findings")]
+
+
+def test_imports_only_go_downward_through_the_layers():
+    upward = upward_imports(import_graph("lightning_recanalysis"))
+    assert not upward, "upward imports: " + ", ".join(f"{a} -> {b}" for a, b in upward)
 
 
 @pytest.mark.slow

@@ -20,9 +20,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..functional.spectrum import RowNormalizedGram, all_reduce_gram, row_normalized_gram
 from ..figures.collapse import ia_vs_init_image, interaction_image, spectrum_heatmap_image
-# The live Text tab shows the report's own findings sentences; the report never imports the callbacks.
-from ..report.model import ReportThresholds
-from ..report.sections.collapse import collapse_findings
+# The live Text tab shows the same findings sentences as the report: both read them from the findings layer.
+from ..findings import ReportThresholds, collapse_findings
 from ..field_sets import AnalysisUnit, field_gram
 from ..records import SpectrumRecord
 from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView
@@ -309,7 +308,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         initial = next((r for r in self.history if r["stage"] == "init"), None)
         self._log(trainer, record, initial)
         if trainer.is_global_zero:
-            findings = collapse_findings(self.history, ReportThresholds())
+            findings = collapse_findings(self.records, ReportThresholds())
             self.writer.text(trainer, f"{self.namespace}/findings",
                              "\n".join(f"- {f}" for f in findings) or "- no field is collapsed yet", step)
         self.writer.flush(trainer)

@@ -13,18 +13,23 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..figures.bars import grouped_bar_figure
+from ..records import SpectrumRecord
 from .compare_conflict import add_conflict_comparison
 from .model import ReportFigure, ReportTable, ReportThresholds, Section
 from .render import _section_order, write_report
 from .run_data import RunData
 
 
+def _collapse_records(run: RunData) -> list[SpectrumRecord]:
+    return [SpectrumRecord.from_dict(r) for r in run.records.get("collapse", [])]
+
+
 def _ia_per_field_figure(view: str, runs: list[RunData]) -> Figure | None:
     values: dict[str, dict[str, float]] = {}
     for run in runs:
-        records = [r for r in run.records.get("collapse", []) if r["stage"] == "epoch"]
-        if records and view in records[-1]["views"]:
-            values[run.name] = {n: f["information_abundance"] for n, f in records[-1]["views"][view]["fields"].items()}
+        records = [r for r in _collapse_records(run) if r.stage == "epoch"]
+        if records and view in records[-1].views:
+            values[run.name] = {n: f["information_abundance"] for n, f in records[-1].views[view]["fields"].items()}
     if len(values) < 2:
         return None
     fields = sorted({f for v in values.values() for f in v})
@@ -39,7 +44,18 @@ def _ia_per_field_figure(view: str, runs: list[RunData]) -> Figure | None:
 
 
 def compare_runs(runs: list[RunData], out_dir: str | Path, thresholds: ReportThresholds | None = None) -> dict[str, Path]:
-    """Write ``compare.html``, ``compare.md``, ``figures/`` and ``compare.json`` for two or more runs."""
+    """Write ``compare.html``, ``compare.md``, ``figures/`` and ``compare.json`` for two or more runs; returns
+    the paths written, by kind. Runs with the same name are told apart by their paths.
+
+    Example:
+        >>> import json, tempfile
+        >>> from lightning_recanalysis.report import RunData, compare_runs
+        >>> a = RunData("mmoe", "runs/mmoe", scalars={"conflict/mean_cosine": [(0, 0.1), (10, -0.2)]}, records={"conflict": []})
+        >>> b = RunData("stem", "runs/stem", scalars={"conflict/mean_cosine": [(10, 0.05)]}, records={"conflict": []})
+        >>> paths = compare_runs([a, b], tempfile.mkdtemp())
+        >>> json.loads(paths["summary"].read_text())["analyses"]["conflict"]["numbers"]
+        {'final_scalars': {'conflict/mean_cosine': {'mmoe': -0.2, 'stem': 0.05}}}
+    """
     if len(runs) < 2:
         raise ValueError(f"compare needs at least two runs, got {len(runs)}")
     names = [r.name for r in runs]
@@ -58,7 +74,7 @@ def compare_runs(runs: list[RunData], out_dir: str | Path, thresholds: ReportThr
         section.numbers = {"final_scalars": {t: {r.name: r.scalars[t][-1][1] for r in have} for t in tags}}
         section.tables.append(ReportTable(f"`{ns}/` scalars shared by the runs, last value", ["tag"] + [r.name for r in have], rows))
         if ns == "collapse":
-            views = sorted({v for r in have for rec in r.records[ns][-1:] for v in rec["views"]})
+            views = sorted({v for r in have for rec in _collapse_records(r)[-1:] for v in rec.views})
             for view in views:
                 fig = _ia_per_field_figure(view, have)
                 if fig is not None:

@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import math
 from typing import Any
+
+# Re-exported: the report's sections read them from here; the findings layer owns them.
+from ..findings.numbers import format_value
+from ..findings.thresholds import ReportThresholds
 
 __all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section", "format_value", "records_of_stage"]
 
 
 @dataclass
-class ReportThresholds:
-    """When a number becomes a finding at the top of the report.
-
-    Attributes:
-        collapsed_fraction: a field is collapsed when its IA is below this fraction of the most it could reach,
-            min(cardinality, width).
-        collapsed_vs_init: ... or when its IA fell below this fraction of its IA at initialisation.
-        negative_cosine: a task pair conflicts on a field when its mean gradient cosine is below this.
-        min_agreement: a model's learned correlation disagrees with the data when the rank correlation between
-            the learned and the ground-truth map is below this.
-        max_findings_per_section: the most sentences one analysis puts at the top.
-    """
-
-    collapsed_fraction: float = 0.25
-    collapsed_vs_init: float = 0.7
-    negative_cosine: float = 0.0
-    min_agreement: float = 0.5
-    max_findings_per_section: int = 6
-
-
-@dataclass
 class ReportFigure:
     """A figure: ``name`` is its PNG file stem; ``figure`` a matplotlib Figure or an ``[H, W, 3]`` uint8 image
-    drawn with :mod:`lightning_recanalysis.figures` (encoded to PNG once, then dropped)."""
+    drawn with :mod:`lightning_recanalysis.figures` (encoded to PNG once, then dropped).
+
+    Example:
+        >>> import numpy as np
+        >>> fig = ReportFigure("collapse_t_spectrum", "t: normalised singular values", np.zeros((4, 6, 3), np.uint8))
+        >>> fig.name, fig.figure.shape, fig.png is None
+        ('collapse_t_spectrum', (4, 6, 3), True)
+    """
 
     name: str
     title: str
@@ -44,6 +33,13 @@ class ReportFigure:
 
 @dataclass
 class ReportTable:
+    """A table: its title (markdown inline: ``**bold**``, ```code```), column headers and rows of cells.
+
+    Example:
+        >>> ReportTable("IA per field", ["field", "IA"], [["user", "3.20"]]).rows[0]
+        ['user', '3.20']
+    """
+
     title: str
     headers: list[str]
     rows: list[list[Any]]
@@ -51,7 +47,14 @@ class ReportTable:
 
 @dataclass
 class Section:
-    """One analysis' part of the report; ``numbers`` goes to summary.json under ``analyses.<namespace>``."""
+    """One analysis' part of the report; ``numbers`` goes to summary.json under ``analyses.<namespace>``.
+
+    Example:
+        >>> section = Section("collapse", "Dimensional collapse of embedding tables")
+        >>> section.findings.append("1 of 2 fields of `t` are collapsed ...")
+        >>> section.namespace, len(section.findings), section.numbers
+        ('collapse', 1, {})
+    """
 
     namespace: str
     title: str
@@ -62,15 +65,16 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-def format_value(value, digits: int = 2) -> str:
-    """A table cell: the number to ``digits`` decimals, or "-" where there is none (None, NaN, infinity)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def records_of_stage(records: list[dict[str, Any]], stage: str, section: Section, missing: str) -> list[dict[str, Any]]:
-    """The records of one stage; when there are none, ``missing`` becomes a note of the section."""
+    """The records of one stage; when there are none, ``missing`` becomes a note of the section.
+
+    Example:
+        >>> section = Section("correlation", "Target-behaviour correlation")
+        >>> records_of_stage([{"stage": "init"}], "epoch", section, "no correlation analysis was recorded")
+        []
+        >>> section.notes
+        ['no correlation analysis was recorded']
+    """
     found = [r for r in records if r.get("stage") == stage]
     if not found:
         section.notes.append(missing)

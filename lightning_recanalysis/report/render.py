@@ -29,7 +29,13 @@ SUMMARY_VERSION = 1
 
 
 def summary_schema() -> dict[str, Any]:
-    """The JSON Schema that every summary.json validates against."""
+    """The JSON Schema that every summary.json validates against.
+
+    Example:
+        >>> schema = summary_schema()
+        >>> schema["properties"]["schema"]["const"], "analyses" in schema["required"]
+        ('lightning_recanalysis/summary', True)
+    """
     return json.loads((Path(__file__).parent / "summary.schema.json").read_text())
 
 
@@ -38,7 +44,18 @@ def _section_order(namespace: str) -> tuple[int, str]:
 
 
 def build_sections(run: RunData, thresholds: ReportThresholds | None = None) -> list[Section]:
-    """One section per analysis found in the run, in the report's order. A builder's failure becomes a note."""
+    """One section per analysis found in the run, in the report's order (:data:`~.sections.ORDER`). A
+    namespace without a builder gets a table of its final scalars; a builder's failure becomes a note.
+
+    Example:
+        >>> from lightning_recanalysis.report import RunData
+        >>> run = RunData("r", "runs/r", records={"correlation": [], "mine": [{"stage": "epoch"}]},
+        ...               scalars={"mine/score": [(0, 0.5), (10, 0.75)]})
+        >>> [(s.namespace, s.notes) for s in build_sections(run)]
+        [('correlation', ['no correlation analysis was recorded']), ('mine', [])]
+        >>> build_sections(run)[1].tables[0].rows
+        [['mine/score', 2, '0.75']]
+    """
     thresholds = thresholds or ReportThresholds()
     sections = []
     for namespace in sorted(run.records, key=_section_order):
@@ -108,7 +125,21 @@ th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
 
 def write_report(sections: list[Section], out_dir: str | Path, *, title: str, run: dict[str, Any],
                  notes: Iterable[str] = (), stem: str = "report", summary_name: str = "summary.json") -> dict[str, Path]:
-    """Render sections into ``out_dir``; returns the paths written (``html``, ``markdown``, ``summary``)."""
+    """Render sections into ``out_dir``: ``<stem>.html`` (figures embedded), ``<stem>.md`` with ``figures/*.png``
+    and ``summary_name`` (JSON, schema :func:`summary_schema`); returns the paths written (``html``,
+    ``markdown``, ``summary``). Non-finite numbers become ``null`` in the JSON.
+
+    Example:
+        >>> import json, tempfile
+        >>> from lightning_recanalysis.report import Section
+        >>> section = Section("mine", "My analysis", findings=["**user** is collapsed."], numbers={"r": float("nan")})
+        >>> paths = write_report([section], tempfile.mkdtemp(), title="Analysis report: r", run={"name": "r"})
+        >>> summary = json.loads(paths["summary"].read_text())
+        >>> summary["findings"], summary["analyses"]["mine"]["numbers"]
+        ([{'analysis': 'mine', 'text': '**user** is collapsed.'}], {'r': None})
+        >>> "<strong>user</strong>" in paths["html"].read_text()
+        True
+    """
     out = Path(out_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)

@@ -18,20 +18,32 @@ from tensorboard.util import tensor_util
 
 from ..writers import RECORD_PLUGIN
 
-__all__ = ["RunData", "find_runs", "read_run", "run_from_callbacks", "run_name"]
+__all__ = ["RunData", "find_runs", "progress_printer", "read_run", "run_from_callbacks", "run_name"]
 
 EVENT_GLOB = "events.out.tfevents.*"
 
 
 def run_name(path: str | Path) -> str:
-    """A run's name: its directory and the one above (``dcnv2-synthetic/monitors``, ``my_model/version_3``)."""
+    """A run's name: its directory and the one above (``dcnv2-synthetic/monitors``, ``my_model/version_3``).
+
+    Example:
+        >>> run_name("/tmp/runs/dcnv2-synthetic/monitors")
+        'dcnv2-synthetic/monitors'
+    """
     path = Path(path).resolve()
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 @dataclass
 class RunData:
-    """One run: its records per analysis namespace, its scalar series, and notes on what could not be read."""
+    """One run: its records per analysis namespace (published record dicts, oldest first), its scalar series
+    (``tag -> [(step, value), ...]``), and notes on what could not be read.
+
+    Example:
+        >>> run = RunData("dcnv2/monitors", "runs/dcnv2/monitors", records={"collapse": [], "correlation": []})
+        >>> run.namespaces, run.scalars
+        (['collapse', 'correlation'], {})
+    """
 
     name: str
     path: str
@@ -55,7 +67,17 @@ def _sorted_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_from_callbacks(callbacks: Iterable[Any], name: str, path: str | Path) -> RunData:
     """RunData from live monitors at the end of fit: every callback with a ``namespace`` and a non-empty
     ``history`` of records (what :class:`~lightning_recanalysis.callbacks.base.AnalysisCallback` keeps; the
-    report reads that shape rather than importing the callbacks, which import the report's sections)."""
+    report reads that shape rather than the monitors' classes). Records are kept one per (stage, epoch), ordered
+    by step with the fit-start baseline first.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> monitor = SimpleNamespace(namespace="collapse", history=[
+        ...     {"stage": "epoch", "epoch": 0, "step": 8}, {"stage": "init", "epoch": 0, "step": 0}])
+        >>> run = run_from_callbacks([monitor, SimpleNamespace()], name="toy", path="runs/toy")
+        >>> [(r["stage"], r["step"]) for r in run.records["collapse"]]
+        [('init', 0), ('epoch', 8)]
+    """
     run = RunData(name=name, path=str(path))
     for cb in callbacks:
         if isinstance(getattr(cb, "namespace", None), str) and getattr(cb, "history", None):
@@ -66,7 +88,16 @@ def run_from_callbacks(callbacks: Iterable[Any], name: str, path: str | Path) ->
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """Every directory under ``root`` (itself included) that holds TensorBoard event files."""
+    """Every directory under ``root`` (itself included) that holds TensorBoard event files.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "dcnv2" / "monitors").mkdir(parents=True)
+        >>> (root / "dcnv2" / "monitors" / "events.out.tfevents.1.host").touch()
+        >>> [p.relative_to(root).as_posix() for p in find_runs(root)]
+        ['dcnv2/monitors']
+    """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist")
@@ -79,6 +110,21 @@ def read_run(run_dir: str | Path, progress: Callable[[str], None] | None = None)
 
     Files that cannot be read (corrupt, truncated, still being written) become notes, never exceptions.
     ``progress`` receives a line per event file, for long reads.
+
+    Example:
+        >>> import tempfile
+        >>> from types import SimpleNamespace
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+        >>> from lightning_recanalysis.writers import AnalysisWriter
+        >>> logger = TensorBoardLogger(tempfile.mkdtemp(), name="toy", version="monitors")
+        >>> trainer = SimpleNamespace(is_global_zero=True, loggers=[logger])  # what the writer reads of a Trainer
+        >>> writer = AnalysisWriter("Example")
+        >>> writer.scalars(trainer, {"collapse/t/mean_information_abundance": 3.5}, step=0)
+        >>> writer.record(trainer, "collapse", {"stage": "init", "epoch": 0, "step": 0, "views": {}}, step=0)
+        >>> writer.flush(trainer)
+        >>> run = read_run(logger.log_dir)
+        >>> run.name, run.records["collapse"][0]["stage"], run.scalars["collapse/t/mean_information_abundance"]
+        ('toy/monitors', 'init', [(0, 3.5)])
     """
     run_dir = Path(run_dir)
     run = RunData(name=run_name(run_dir), path=str(run_dir))
@@ -119,6 +165,16 @@ def _take_value(value, step: int, run: RunData, records: dict[str, list[dict[str
 
 
 def progress_printer(prefix: str = "") -> Callable[[str], None]:
+    """A ``progress`` for :func:`read_run`: each line to stderr, after ``prefix``, flushed at once.
+
+    Example:
+        >>> import contextlib, io
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err):
+        ...     progress_printer("  ")("reading events.out.tfevents.1 (0.1 MiB, file 1 of 1)")
+        >>> print(err.getvalue(), end="")
+          reading events.out.tfevents.1 (0.1 MiB, file 1 of 1)
+    """
     def emit(line: str) -> None:
         print(f"{prefix}{line}", file=sys.stderr, flush=True)
 

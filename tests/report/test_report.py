@@ -15,6 +15,7 @@ from pathlib import Path
 import jsonschema
 import lightning.pytorch as pl
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from helpers import TinyCTR, read_events, tiny_ctr_loader
@@ -91,6 +92,28 @@ def test_dashboard_layout_and_findings_text_are_in_the_event_file(run_dir):
     assert "custom_scalars__config__" in tags["tensors"]
     assert "collapse/findings/text_summary" in tags["tensors"]
     assert "collapse/_record" in tags["tensors"]
+
+
+def test_live_findings_text_says_what_the_report_says(tmp_path):
+    # The monitor's Text tab at its last analysis and the report written at fit end, both with the default
+    # thresholds, come from the same findings code: the same sentences. Planted: the 7 colour rows start as a
+    # rank-one table (IA 1 of a possible 7) and barely move at this learning rate, so the colour field is collapsed.
+    pl.seed_everything(0)
+    model = TinyCTR(lr=1e-4)
+    with torch.no_grad():
+        model.embedding.weight[:7] = torch.outer(torch.arange(1.0, 8.0), torch.ones(8))
+    logger = TensorBoardLogger(str(tmp_path), name="planted", version="monitors")
+    trainer = pl.Trainer(max_epochs=1, logger=logger, accelerator="cpu", devices=1, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         callbacks=[EmbeddingSpectrumMonitor(field_dims={"color": 7, "item": 50}), AnalysisReport()])
+    trainer.fit(model, tiny_ctr_loader(n=256))
+    run_dir = Path(logger.log_dir)
+    events = read_events(run_dir)
+    live = events.Tensors("collapse/findings/text_summary")[-1].tensor_proto.string_val[0].decode()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    report = summary["analyses"]["collapse"]["findings"]
+    assert len(report) == 1 and "**color** (1.00 of 7, 100% of its 1.00 at init)" in report[0]
+    assert live == "\n".join(f"- {f}" for f in report)
 
 
 def test_findings_follow_the_thresholds(run_dir, tmp_path):

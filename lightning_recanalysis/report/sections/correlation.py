@@ -4,65 +4,63 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ...figures.correlation import correlation_maps_image, same_category_image
 from ...figures.line import agreement_image
-from ...functional.correlation import rank_correlation
+from ...findings.correlation import correlation_findings, own_category_pattern
+from ...records import BehaviorTargetRecord
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
+
+__all__ = ["correlation_section"]
 
 
 def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    """The correlation section from the monitor's published records
+    (:class:`~lightning_recanalysis.records.BehaviorTargetRecord` dicts): per target category of the last epoch
+    the data's own-category pattern beside the learned map's (table, findings, the two maps side by side), the
+    agreement over training and the same-category MI by position. ``figures=False`` leaves the figures out.
+
+    Example:
+        >>> from lightning_recanalysis.report.model import ReportThresholds
+        >>> from lightning_recanalysis.records import BehaviorTargetRecord
+        >>> target = {"target_category": 2, "name": "shoes", "samples": 50, "behavior_categories": [2, 7],
+        ...           "behavior_names": ["shoes", "hats"], "positions": [1, 2, 3],
+        ...           "ground_truth_mi": [[0.3, 0.2, 0.1], [0.0, 0.1, 0.0]], "learned": [[3, 2, 1], [1, 1, 1]],
+        ...           "agreement": 0.8}
+        >>> record = BehaviorTargetRecord(stage="epoch", epoch=0, step=4, samples=50, targets=[target], agreement=0.8)
+        >>> section = correlation_section([record.to_dict()], ReportThresholds(), figures=False)
+        >>> section.tables[0].rows
+        [['shoes', 50, '0.80', '-1.00', '-1.00']]
+        >>> section.numbers["agreement_history"]
+        [[4, 0.8]]
+    """
     section = Section("correlation", "Target-behaviour correlation: the data beside what the model learned")
-    epochs = records_of_stage(records, "epoch", section, "no correlation analysis was recorded")
+    epochs = [BehaviorTargetRecord.from_dict(r)
+              for r in records_of_stage(records, "epoch", section, "no correlation analysis was recorded")]
     if not epochs:
         return section
     last = epochs[-1]
-    when = f"epoch {last['epoch']}"
+    when = f"epoch {last.epoch}"
     rows, numbers_targets = [], []
-    for target in last["targets"]:
-        gt = np.asarray(target["ground_truth_mi"], dtype=float)
-        cats = target["behavior_categories"]
-        own = cats.index(target["target_category"]) if target["target_category"] in cats else None
+    for target in last.targets:
         entry = {"target_category": target["target_category"], "name": target["name"], "samples": target["samples"],
                  "agreement": target.get("agreement")}
-        if own is not None and gt.size:
-            own_row = gt[own]
-            entry["own_category_is_top_row"] = bool(own_row.sum() >= gt.sum(axis=1).max())
-            entry["own_row_vs_position_spearman"] = rank_correlation(own_row, target["positions"])
-            entry["own_row_normalized"] = (own_row / own_row.max()).tolist() if own_row.max() > 0 else own_row.tolist()
-            if target.get("learned") is not None:
-                learned_row = target["learned"][own]
-                entry["learned_own_row_vs_position_spearman"] = rank_correlation(learned_row, target["positions"])
-            decay = entry["own_row_vs_position_spearman"]
-            pattern = ("is the most informative row" if entry["own_category_is_top_row"] else "is not the top row")
-            sentence = (f"Target category **{target['name']}** ({target['samples']:,} samples): in the data its own "
-                        f"category {pattern}, and its information {'decays' if decay < 0 else 'does not decay'} with "
-                        f"position (Spearman vs position {decay:+.2f}).")
-            if target.get("agreement") is not None:
-                verb = "agrees with" if target["agreement"] >= thresholds.min_agreement else "**disagrees** with"
-                learned_decay = entry.get("learned_own_row_vs_position_spearman", float("nan"))
-                shape = ("flat: it does not depend on position" if not np.isfinite(learned_decay)
-                         else f"Spearman vs position {learned_decay:+.2f}")
-                sentence += (f" The model's learned map {verb} it (rank correlation {target['agreement']:.2f}); its "
-                             f"own-category row is {shape}.")
-            section.findings.append(sentence)
+        entry.update(own_category_pattern(target) or {})
         numbers_targets.append(entry)
         rows.append([target["name"], target["samples"], format_value(target.get("agreement")),
                      format_value(entry.get("own_row_vs_position_spearman")),
                      format_value(entry.get("learned_own_row_vs_position_spearman"))])
-    section.findings = section.findings[: thresholds.max_findings_per_section]
+    section.findings = correlation_findings(epochs, thresholds)
     section.tables.append(ReportTable(
         f"Per target category ({when})", ["target", "samples", "learned vs data (Spearman)",
                                           "data: own row vs position", "learned: own row vs position"], rows))
-    history = [(r["step"], r["agreement"]) for r in epochs if r.get("agreement") is not None]
-    section.numbers = {"last_epoch": last["epoch"], "samples": last["samples"], "targets": numbers_targets,
-                       "maps": last["targets"], "same_category_positions": last["same_category_positions"],
-                       "same_category_mi": last["same_category_mi"],
+    history = [(r.step, r.agreement) for r in epochs if r.agreement is not None]
+    section.numbers = {"last_epoch": last.epoch, "samples": last.samples, "targets": numbers_targets,
+                       "maps": last.targets, "same_category_positions": last.same_category_positions,
+                       "same_category_mi": last.same_category_mi,
                        "agreement_history": [[s, a] for s, a in history]}
     if not figures:
         return section
-    for target in last["targets"][:4]:
+    for target in last.targets[:4]:
         if target["behavior_names"]:
             section.figures.append(ReportFigure(
                 f"correlation_target_{target['target_category']}", f"Target {target['name']}: data vs learned",
@@ -77,7 +75,7 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
                             ylabel="rank correlation"), ""))
     section.figures.append(ReportFigure(
         "correlation_same_category", "Same-category mutual information by position",
-        same_category_image(last),
+        same_category_image(last.to_dict()),
         "Needs no choice of categories: how much 'the p-th most recent behaviour shares the target's category' "
         "tells about the label. A falling curve is the temporal decay."))
     return section

@@ -8,11 +8,31 @@ import numpy as np
 
 from ...figures.field_pair import field_pair_image
 from ...figures.line import agreement_image
+from ...findings.field_pair import field_pair_findings, pairs_by_interaction
 from ...records import FieldPairRecord
-from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value
+from ..model import ReportFigure, ReportTable, ReportThresholds, Section
+
+__all__ = ["field_pair_section"]
 
 
 def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    """The field-pair section from the monitor's published records
+    (:class:`~lightning_recanalysis.records.FieldPairRecord` dicts with counted samples): the ten strongest pairs
+    by interaction information beside their pair MI and learned strength, the finding, the three pair maps and
+    the agreement over training. ``figures=False`` leaves the figures out.
+
+    Example:
+        >>> from lightning_recanalysis.report.model import ReportThresholds
+        >>> from lightning_recanalysis.records import FieldPairRecord
+        >>> record = FieldPairRecord(stage="epoch", epoch=0, step=8, fields=["a", "b", "c"], samples=100,
+        ...                          mutual_information=[[0.2, 0.3, 0.6], [0.3, 0.1, 0.4], [0.6, 0.4, 0.1]],
+        ...                          interaction_information=[[0, 0.0, 0.3], [0.0, 0, 0.2], [0.3, 0.2, 0]])
+        >>> section = field_pair_section([record.to_dict()], ReportThresholds(), figures=False)
+        >>> section.tables[0].rows[0]
+        [1, 'a x c', '0.6000', '+0.3000', '-']
+        >>> section.findings, section.numbers["agreement_history"]  # no learned strength: nothing to compare
+        ([], [[8, None]])
+    """
     section = Section("correlation/field_pair", "Field-pair correlation: the data beside the interaction layer")
     published = [r for r in records if r.get("stage") == "epoch" and r.get("samples", 0) > 0]
     if not published:
@@ -24,30 +44,12 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
     mi = np.asarray(last.mutual_information, dtype=float)
     ii = np.asarray(last.interaction_information, dtype=float)
     learned = None if last.learned is None else np.asarray(last.learned, dtype=float)
-    iu = np.triu_indices(len(names), 1)
-    order = np.argsort(-ii[iu])
-    rows = []
-    for rank, k in enumerate(order[:10], 1):
-        i, j = iu[0][k], iu[1][k]
-        rows.append([rank, f"{names[i]} x {names[j]}", f"{mi[i, j]:.4f}", f"{ii[i, j]:+.4f}",
-                     "-" if learned is None else f"{learned[i, j]:.3f}"])
+    rows = [[rank, f"{names[i]} x {names[j]}", f"{mi[i, j]:.4f}", f"{ii[i, j]:+.4f}",
+             "-" if learned is None else f"{learned[i, j]:.3f}"]
+            for rank, (i, j) in enumerate(pairs_by_interaction(last)[:10], 1)]
     section.tables.append(ReportTable(f"Top field pairs by interaction information ({last.samples:,} samples)",
                                       ["rank", "pair", "pair MI", "interaction information", "learned strength"], rows))
-    agreement = last.agreement
-    if learned is not None:
-        k = min(3, len(order))
-        data_top = [(iu[0][m], iu[1][m]) for m in order[:k]]
-        learned_order = np.argsort(-learned[iu])
-        model_top = [(iu[0][m], iu[1][m]) for m in learned_order[:k]]
-        overlap = len(set(data_top) & set(model_top))
-        name = lambda p: f"{names[p[0]]} x {names[p[1]]}"  # noqa: E731
-        verdict = "agree" if agreement is not None and agreement >= thresholds.min_agreement else "disagree"
-        section.findings.append(
-            f"The data's {k} strongest field pairs by interaction information are {', '.join(map(name, data_top))}; "
-            f"the cross layer couples {overlap} of them among its own {k} strongest ({', '.join(map(name, model_top))}). "
-            f"Over all pairs the learned strengths {verdict} with the data (Spearman {format_value(agreement)} "
-            "with pair MI, "
-            f"{format_value(last.agreement_interaction)} with interaction information).")
+    section.findings = field_pair_findings(epochs, thresholds)
     # The numbers as published (a record written before a key existed leaves it out).
     section.numbers = {k: published[-1][k] for k in (
         "fields", "samples", "mutual_information", "interaction_information", "field_mutual_information", "learned",

@@ -1,16 +1,22 @@
-"""AnalysisReport: the TensorBoard dashboard layout at fit start, the summary report at fit end."""
+"""AnalysisReport: the TensorBoard dashboard layout at fit start, the summary report at fit end.
+
+A callback that lives with the report rather than in :mod:`lightning_recanalysis.callbacks`: it builds the report,
+and imports only go downward (the monitors never import the report).
+"""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from ..report import ReportThresholds, build_report, run_from_callbacks
-from ..report.run_data import run_name
+from ..callbacks.base import AnalysisCallback
 from ..writers import AnalysisWriter
-from .base import AnalysisCallback
+from .build import build_report
+from .model import ReportThresholds
+from .run_data import run_from_callbacks, run_name
 
 __all__ = ["AnalysisReport"]
 
@@ -33,6 +39,21 @@ class AnalysisReport(Callback):
         out_dir: where to write; default the first logger's ``log_dir``, else ``trainer.default_root_dir``.
         thresholds: when numbers become findings at the top of the report.
         dashboard: write the custom-scalars layout.
+
+    Example:
+        >>> import json, tempfile, torch
+        >>> from pathlib import Path
+        >>> from lightning_recanalysis import AnalysisReport, EmbeddingSpectrumMonitor
+        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
+        >>> _ = torch.manual_seed(0)
+        >>> out = Path(tempfile.mkdtemp())
+        >>> report = AnalysisReport(out_dir=out)
+        >>> toy_trainer([EmbeddingSpectrumMonitor(field_dims=[4, 6, 8]), report]).fit(ToyDCN(), toy_loader())
+        >>> sorted(report.paths)  # what it wrote into out_dir
+        ['html', 'markdown', 'summary']
+        >>> summary = json.loads((out / "summary.json").read_text())
+        >>> list(summary["analyses"]), sorted(summary["analyses"]["collapse"]["numbers"]["views"]["embedding"]["fields"])
+        (['collapse'], ['field_0', 'field_1', 'field_2'])
     """
 
     def __init__(self, out_dir: str | Path | None = None, thresholds: ReportThresholds | None = None,
@@ -44,17 +65,17 @@ class AnalysisReport(Callback):
         self.paths: dict[str, Path] = {}
 
     @staticmethod
-    def _monitors(trainer) -> list[AnalysisCallback]:
+    def _monitors(trainer: "pl.Trainer") -> list[AnalysisCallback]:
         return [cb for cb in trainer.callbacks if isinstance(cb, AnalysisCallback)]
 
-    def _target(self, trainer) -> Path:
+    def _target(self, trainer: "pl.Trainer") -> Path:
         if self.out_dir is not None:
             return self.out_dir
         if trainer.loggers and trainer.loggers[0].log_dir:
             return Path(trainer.loggers[0].log_dir)
         return Path(trainer.default_root_dir)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self.dashboard or not trainer.is_global_zero or trainer.fast_dev_run:
             return
         layout: dict[str, dict[str, list]] = {}
@@ -68,7 +89,7 @@ class AnalysisReport(Callback):
             self.writer.custom_scalars(trainer, layout)
             self.writer.flush(trainer)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
         target = self._target(trainer)

@@ -1,0 +1,150 @@
+"""Command line: rebuild a run's report from its event files, or compare runs (``python -m lightning_recanalysis``,
+whose ``__main__`` runs :func:`main`; the code lives here so that its examples run with the tests).
+
+    python -m lightning_recanalysis report RUN_DIR [--out DIR] [thresholds...]
+    python -m lightning_recanalysis compare RUN_A RUN_B [...] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .report import ReportThresholds, build_report, compare_runs, find_runs, read_run
+from .report.run_data import progress_printer
+
+__all__ = ["build_parser", "main"]
+
+_USAGE = """Command line: rebuild a run's report from its event files, or compare runs.
+
+    python -m lightning_recanalysis report RUN_DIR [--out DIR] [thresholds...]
+    python -m lightning_recanalysis compare RUN_A RUN_B [...] --out DIR
+"""
+
+
+def _add_thresholds(parser: argparse.ArgumentParser) -> None:
+    d = ReportThresholds()
+    group = parser.add_argument_group("finding thresholds (when a number is reported at the top)")
+    group.add_argument("--collapsed-fraction", type=float, default=d.collapsed_fraction,
+                       help=f"a field is collapsed when IA < this x min(cardinality, width) (default {d.collapsed_fraction})")
+    group.add_argument("--collapsed-vs-init", type=float, default=d.collapsed_vs_init,
+                       help=f"... or when IA < this x its IA at initialisation (default {d.collapsed_vs_init})")
+    group.add_argument("--negative-cosine", type=float, default=d.negative_cosine,
+                       help=f"a task pair conflicts on a field when its mean gradient cosine < this (default {d.negative_cosine})")
+    group.add_argument("--min-agreement", type=float, default=d.min_agreement,
+                       help=f"learned correlation disagrees with the data when rank correlation < this (default {d.min_agreement})")
+
+
+def _thresholds(args) -> ReportThresholds:
+    return ReportThresholds(collapsed_fraction=args.collapsed_fraction, collapsed_vs_init=args.collapsed_vs_init,
+                            negative_cosine=args.negative_cosine, min_agreement=args.min_agreement)
+
+
+def _runs_under(path: Path) -> list[Path]:
+    try:
+        runs = find_runs(path)
+    except FileNotFoundError:
+        raise SystemExit(f"error: {path} does not exist")
+    if not runs:
+        raise SystemExit(f"error: no TensorBoard event files (events.out.tfevents.*) under {path}: "
+                         "point at a run's log directory, e.g. runs/dcnv2-synthetic/monitors")
+    return runs
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """``report``: rebuild the report of every run under ``args.run_dir`` from its event files, into the run's
+    own directory (or ``args.out`` for a single run); prints the paths written."""
+    progress = None if args.quiet else progress_printer("  ")
+    runs = _runs_under(args.run_dir)
+    if len(runs) > 1 and args.out is not None:
+        raise SystemExit(f"error: {args.run_dir} holds {len(runs)} runs; --out only applies to one. Drop --out to "
+                         "write each run's report into its own directory.")
+    for run_dir in runs:
+        print(f"{run_dir}:", file=sys.stderr)
+        run = read_run(run_dir, progress=progress)
+        paths = build_report(run, args.out or run_dir, _thresholds(args))
+        for note in run.notes:
+            print(f"  note: {note}", file=sys.stderr)
+        print(f"  wrote {paths['html']}, {paths['markdown']}, {paths['summary']}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """``compare``: read every run under ``args.runs`` (at least two) and write their comparison into
+    ``args.out``; prints the paths written."""
+    progress = None if args.quiet else progress_printer("  ")
+    dirs = [d for path in args.runs for d in _runs_under(path)]
+    if len(dirs) < 2:
+        raise SystemExit(f"error: compare needs at least two runs; found {len(dirs)} under {[str(p) for p in args.runs]}")
+    runs = []
+    for d in dirs:
+        print(f"{d}:", file=sys.stderr)
+        runs.append(read_run(d, progress=progress))
+    paths = compare_runs(runs, args.out, _thresholds(args))
+    print(f"wrote {paths['html']}, {paths['markdown']}, {paths['summary']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: the ``report`` and ``compare`` subcommands and their finding thresholds.
+
+    Example:
+        >>> args = build_parser().parse_args(["report", "runs/dcnv2-synthetic/monitors", "--collapsed-fraction", "0.1"])
+        >>> args.func.__name__, args.run_dir.name, args.collapsed_fraction, args.collapsed_vs_init
+        ('_cmd_report', 'monitors', 0.1, 0.7)
+    """
+    parser = argparse.ArgumentParser(prog="python -m lightning_recanalysis", description=_USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="rebuild a run's report from its TensorBoard event files",
+                         description="Rebuild report.html, report.md (+ figures/) and summary.json from a run's event "
+                         "files, without the model. Works on finished runs and runs still being written. RUN_DIR may "
+                         "hold several runs (e.g. runs/): each gets its report in its own directory.")
+    rep.add_argument("run_dir", type=Path, help="a run's log directory, or a directory of runs")
+    rep.add_argument("--out", type=Path, default=None, help="where to write (default: the run's own directory)")
+    rep.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_thresholds(rep)
+    rep.set_defaults(func=_cmd_report)
+    cmp_ = sub.add_parser("compare", help="put two or more runs side by side",
+                          description="Compare runs: the final value of every scalar the runs share, per analysis, and "
+                          "IA per field run by run. Writes compare.html, compare.md (+ figures/) and compare.json.")
+    cmp_.add_argument("runs", type=Path, nargs="+", help="run directories (or directories of runs)")
+    cmp_.add_argument("--out", type=Path, required=True, help="directory to write the comparison into")
+    cmp_.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_thresholds(cmp_)
+    cmp_.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lightning_recanalysis``: parse ``argv`` (default: the process's arguments) and run the
+    subcommand; bad input (a missing directory, no event files) exits with a message that says what to change.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+        >>> from lightning_recanalysis import EmbeddingSpectrumMonitor
+        >>> from lightning_recanalysis.toy import ToyDCN, toy_loader, toy_trainer
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for seed in (0, 1):  # two tiny runs, root/seed0/monitors and root/seed1/monitors
+        ...     logger = TensorBoardLogger(root, name=f"seed{seed}", version="monitors")
+        ...     toy_trainer([EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])], logger=logger).fit(
+        ...         ToyDCN(), toy_loader(seed=seed))
+        >>> main(["report", str(root / "seed0" / "monitors"), "--quiet"])
+          wrote .../seed0/monitors/report.html, .../seed0/monitors/report.md, .../seed0/monitors/summary.json
+        0
+        >>> main(["compare", str(root), "--out", str(root / "cmp"), "--quiet"])
+        wrote .../cmp/compare.html, .../cmp/compare.md, .../cmp/compare.json
+        0
+        >>> main(["report", "no/such/run"])
+        Traceback (most recent call last):
+        SystemExit: error: no/such/run does not exist
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}")
+
