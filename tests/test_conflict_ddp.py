@@ -2,21 +2,17 @@
 ranks (statistics pooled over ranks), and only rank 0 writes event files."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "conflict_ddp.py"
+from ddp_helpers import SCRIPTS, run_ddp_script
+
+SCRIPT = SCRIPTS / "conflict_ddp.py"
 
 
 @pytest.mark.slow
 def test_two_process_ddp_pools_over_ranks_and_only_rank0_writes(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "2"], capture_output=True, text=True,
-                          timeout=400, env=env)
+    proc = run_ddp_script(SCRIPT, tmp_path, 2, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0 = json.loads((tmp_path / "history_rank0.json").read_text())
     rank1 = json.loads((tmp_path / "history_rank1.json").read_text())
@@ -36,8 +32,7 @@ def test_two_process_ddp_pools_over_ranks_and_only_rank0_writes(tmp_path):
     # over ranks, two processes select the same pairs and find the same subsets as one process.
     single = tmp_path / "single"
     single.mkdir()
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(single), "1"], capture_output=True, text=True,
-                          timeout=400, env=env)
+    proc = run_ddp_script(SCRIPT, single, 1, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = json.loads((single / "history_rank0.json").read_text())["EntanglementMonitor"][0]["conflict"]
     two = rank0["EntanglementMonitor"][0]["conflict"]
