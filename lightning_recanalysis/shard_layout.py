@@ -31,7 +31,13 @@ except ImportError:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Block:
-    """Rows ``[row0, row0 + rows)`` and columns ``[col0, col0 + cols)`` of the global tensor held by this rank."""
+    """Rows ``[row0, row0 + rows)`` and columns ``[col0, col0 + cols)`` of the global tensor held by this rank.
+
+    Example:
+        >>> block = Block(torch.zeros(3, 4), row0=6, col0=0)  # rows 6-8, columns 0-3 of the global tensor
+        >>> block.row_stop, block.col_stop
+        (9, 4)
+    """
 
     data: torch.Tensor
     row0: int
@@ -56,6 +62,10 @@ class ShardLayout:
             whole rows: row sharding and/or replication) or ``"columns"`` (some blocks hold part of a row).
         placements: the placements in words, for messages (``"Shard(dim=0)"``, ...); empty for a plain tensor.
         problem: why the layout cannot be read exactly, or ``None``.
+
+    Example:
+        >>> layout_of(torch.zeros(5, 3))
+        ShardLayout(shape=(5, 3), kind='local', placements=(), problem=None)
     """
 
     shape: tuple[int, int]
@@ -66,13 +76,23 @@ class ShardLayout:
 
 def is_sharded(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` is a distributed tensor (a ``DTensor``, or the ``ShardedTensor`` of TorchRec's sharded
-    tables) read through this module, rather than a plain one."""
+    tables) read through this module, rather than a plain one.
+
+    Example:
+        >>> is_sharded(torch.zeros(5, 3))  # a plain tensor: read as it is
+        False
+    """
     return DTensor is not None and isinstance(tensor, (DTensor, ShardedTensor))
 
 
 def layout_of(tensor: torch.Tensor) -> ShardLayout:
     """The :class:`ShardLayout` of a plain tensor, a ``DTensor`` or a ``ShardedTensor`` (from global metadata
-    only, the same on every rank)."""
+    only, the same on every rank).
+
+    Example:
+        >>> layout_of(torch.zeros(5, 3)).kind  # one process, or a copy on every rank (DDP)
+        'local'
+    """
     if not is_sharded(tensor):
         return ShardLayout(shape=_shape2(tensor), kind="local")
     if isinstance(tensor, ShardedTensor):
@@ -113,7 +133,16 @@ def _sharded_tensor_layout(tensor) -> ShardLayout:
 
 def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
     """The layout of ``tensor``, or a ``ValueError`` that names the weight and its placement if it cannot be
-    read exactly (call it at setup, before the first step)."""
+    read exactly (call it at setup, before the first step).
+
+    Example:
+        >>> check_readable(torch.zeros(5, 3), "model.table.weight").shape
+        (5, 3)
+        >>> check_readable(torch.zeros(5), "model.bias")
+        Traceback (most recent call last):
+        ...
+        ValueError: expected a 2-D weight [rows, columns], got shape (5,)
+    """
     layout = layout_of(tensor)
     if layout.problem is not None:
         raise ValueError(f"`{name}` is a {type(tensor).__name__} laid out as {list(layout.placements)}, which the "

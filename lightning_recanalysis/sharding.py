@@ -24,10 +24,11 @@ weight) need no communication at all and go straight to the single-process funct
 
 Layouts (which block each rank holds, and whether it can be read) are described in
 :mod:`~lightning_recanalysis.shard_layout`; its names are importable from here too. Layouts that cannot be read
-exactly are refused by :func:`check_readable` with a message that names the placement: ``Partial`` (a pending sum), strided shards (FSDP2 combined with tensor parallelism on the same
-dimension), and meshes of several dimensions that span only some processes. A table on a one-dimensional
-sub-mesh (``fully_shard(table, mesh=mesh["data_parallel"])`` beside tensor parallelism) is read over that
-mesh's process group (:mod:`~lightning_recanalysis.mesh_groups`); every function takes ``group=`` to override.
+exactly are refused by :func:`check_readable` with a message that names the placement: ``Partial`` (a pending sum),
+strided shards (FSDP2 combined with tensor parallelism on the same dimension), and meshes of several dimensions
+that span only some processes. A table on a one-dimensional sub-mesh (``fully_shard(table,
+mesh=mesh["data_parallel"])`` beside tensor parallelism) is read over that mesh's process group
+(:mod:`~lightning_recanalysis.mesh_groups`); every function takes ``group=`` to override.
 
 Every function here makes the same collectives in the same order on every rank, and a failure on one rank is
 raised on every rank at the same point (its flag rides along in the collective's buffer), so no rank is left
@@ -66,7 +67,12 @@ def _summed_with_flag(buffer: torch.Tensor, failed: bool, group=None) -> tuple[t
 
 
 class ShardedReadError(RuntimeError):
-    """Reading a sharded weight failed on another rank; every rank raises it at the same collective."""
+    """Reading a sharded weight failed on another rank; every rank raises it at the same collective.
+
+    Example:
+        >>> isinstance(ShardedReadError("reading a sharded weight failed on another rank"), RuntimeError)
+        True
+    """
 
 
 def row_sum(
@@ -266,6 +272,10 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     DTensor's own ``full_tensor`` (an all-gather that any placement, strided and partial included, knows how to
     undo). For tables use :func:`sharded_gram`, :func:`row_sum` or :func:`lookup_rows`, which never hold the
     whole table.
+
+    Example:
+        >>> full_tensor(torch.eye(2)).tolist()  # a plain tensor: itself, detached
+        [[1.0, 0.0], [0.0, 1.0]]
     """
     if not is_sharded(tensor):
         return tensor.detach()

@@ -82,7 +82,13 @@ class ToySequence(pl.LightningModule):
 def toy_loader(kind: str = "dcn", *, samples: int = 32, batch_size: int = 16, seed: int = 0) -> DataLoader:
     """Batches for :class:`ToyDCN` (``kind="dcn"``, its default three fields) or :class:`ToySequence`
     (``"sequence"``, its default six categories and length five); the label depends on the first field (dcn) or on
-    whether the most recent behaviour has the target's category (sequence)."""
+    whether the most recent behaviour has the target's category (sequence).
+
+    Example:
+        >>> batch = next(iter(toy_loader("dcn", samples=8, batch_size=4)))
+        >>> batch["features"].shape, batch["label"].shape
+        (torch.Size([4, 3]), torch.Size([4]))
+    """
     g = torch.Generator().manual_seed(seed)
     if kind == "dcn":
         features = torch.stack([torch.randint(0, d, (samples,), generator=g) for d in (4, 6, 8)], 1)
@@ -98,7 +104,14 @@ def toy_loader(kind: str = "dcn", *, samples: int = 32, batch_size: int = 16, se
 
 
 def toy_trainer(callbacks: list, max_epochs: int = 1, **kwargs) -> pl.Trainer:
-    """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary."""
+    """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary.
+
+    Example:
+        >>> trainer = toy_trainer([], max_steps=1)
+        >>> trainer.fit(ToyDCN(), toy_loader())
+        >>> trainer.global_step
+        1
+    """
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False)
     return pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
