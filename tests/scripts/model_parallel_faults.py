@@ -1,6 +1,6 @@
 """Faults on one rank only under FSDP2 (Lightning's ModelParallelStrategy, 2 CPU processes, gloo), where every
 backward pass makes collectives: ``python model_parallel_faults.py OUT_DIR SCENARIO``. Each rank writes what its
-monitors recorded. Run by tests/test_model_parallel.py, with a timeout: a rank left waiting fails the test.
+monitors recorded. Run by tests/sharding/test_model_parallel.py, with a timeout: a rank left waiting fails the test.
 
 SCENARIO:
 - ``nan_task``: at batch 2, rank 1 reports a NaN loss for the task ``click`` (training itself is unaffected);
