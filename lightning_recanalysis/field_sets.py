@@ -38,12 +38,9 @@ class SetField:
     Example:
         >>> from torch import nn
         >>> from lightning_recanalysis.tables import discover_tables
-        >>> model = nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4), "ad": nn.Embedding(5, 8)})
-        >>> units = analysis_units(discover_tables(model))  # user and item: one field set of width 4
-
-        >>> item = units[0].fields[1]
-        >>> item.name, item.cardinality, (item.start, item.stop)
-        ('item', 20, (0, 20))
+        >>> item = SetField("item", discover_tables(nn.ModuleDict({"item": nn.Embedding(20, 4)}))[0])
+        >>> item.cardinality, (item.start, item.stop)
+        (20, (0, 20))
     """
 
     name: str
@@ -69,11 +66,10 @@ class FieldSet:
     Example:
         >>> from torch import nn
         >>> from lightning_recanalysis.tables import discover_tables
-        >>> model = nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4), "ad": nn.Embedding(5, 8)})
-        >>> units = analysis_units(discover_tables(model))  # user and item: one field set of width 4
-
-        >>> units[0].name, units[0].width, units[0].table_names
-        ('embeddings', 4, ['user', 'item'])
+        >>> tables = discover_tables(nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4)}))
+        >>> unit = FieldSet("embeddings", [SetField(table.name, table) for table in tables])
+        >>> unit.width, unit.table_names
+        (4, ['user', 'item'])
     """
 
     name: str
@@ -121,11 +117,10 @@ def field_key(unit: AnalysisUnit, fld) -> tuple[str, str]:
     Example:
         >>> from torch import nn
         >>> from lightning_recanalysis.tables import discover_tables
-        >>> model = nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4), "ad": nn.Embedding(5, 8)})
-        >>> units = analysis_units(discover_tables(model))  # user and item: one field set of width 4
-
-        >>> field_key(units[0], units[0].fields[1])
-        ('embeddings', 'item')
+        >>> table = discover_tables(nn.ModuleDict({"emb": nn.Embedding(6, 3)}), field_dims={"user": 2, "item": 4})[0]
+        >>> view = next(table.views())
+        >>> field_key(view, view.fields[1])
+        ('emb', 'item')
     """
     return unit.name, fld.name
 
@@ -166,7 +161,6 @@ def analysis_units(
         >>> from lightning_recanalysis.tables import discover_tables
         >>> model = nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4), "ad": nn.Embedding(5, 8)})
         >>> units = analysis_units(discover_tables(model))  # user and item: one field set of width 4
-
         >>> [(unit.name, [f.name for f in unit.fields]) for unit in units]
         [('embeddings', ['user', 'item']), ('ad', ['ad'])]
     """
