@@ -15,28 +15,40 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["distributed", "all_true", "first_found"]
+from .distributed import has_other_ranks, sum_over_ranks
 
-
-def distributed(group=None) -> bool:
-    """Whether there are other processes to agree with."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+__all__ = ["all_true", "first_found"]
 
 
 def all_true(flags: Sequence[bool], device: torch.device | str = "cpu", group=None) -> list[bool]:
-    """Each flag, true only where it is true on every process (one MIN all-reduce of ``len(flags)`` numbers)."""
-    if not distributed(group):
+    """Each flag, true only where it is true on every process.
+
+    One all-reduce of ``len(flags)`` numbers through the package's one rank-summing path
+    (:func:`~lightning_recanalysis.distributed.sum_over_ranks`): each process adds 1 where its flag is false, and
+    a flag holds everywhere where the sum is 0 (the same answer as a MIN of the flags).
+
+    Example:
+        >>> all_true([True, False, True])  # one process: its own flags
+        [True, False, True]
+    """
+    if not has_other_ranks(group):
         return [bool(f) for f in flags]
-    buffer = torch.tensor([float(bool(f)) for f in flags], dtype=torch.float32, device=device)
-    dist.all_reduce(buffer, op=dist.ReduceOp.MIN, group=group)
-    return [bool(v > 0) for v in buffer.tolist()]
+    false_on = torch.tensor([0.0 if f else 1.0 for f in flags], dtype=torch.float32, device=device)
+    return [v == 0 for v in sum_over_ranks(false_on, group).tolist()]
 
 
 def first_found(found: Any | None, problem: Exception | None, group=None) -> tuple[Any | None, Exception | None]:
     """``(found, problem)`` the same on every process: the ``found`` value of the lowest rank that has one (a
     small picklable object, such as a layout); else the ``problem`` of the lowest rank that has one; else
-    ``(None, None)``. One all-gather of each rank's answer (pickled, as ``all_gather_object`` does)."""
-    if not distributed(group):
+    ``(None, None)``. One all-gather of each rank's answer (pickled, as ``all_gather_object`` does).
+
+    Example:
+        >>> first_found(None, ValueError("no cross layer matched"))  # one process: its own answer
+        (None, ValueError('no cross layer matched'))
+        >>> first_found("layout", None)
+        ('layout', None)
+    """
+    if not has_other_ranks(group):
         return (found, None) if found is not None else (None, problem)
     answers: list[Any] = [None] * dist.get_world_size(group)
     mine = ("found", found) if found is not None else ("problem", problem) if problem is not None else ("none", None)

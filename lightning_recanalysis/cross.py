@@ -37,7 +37,7 @@ from .sharding import full_tensor
 from .tables import ColumnSpan
 
 __all__ = ["CrossKernel", "CrossSlot", "CrossLayout", "resolve_cross_kernel", "cross_kernel_candidates",
-           "explicit_layout", "block_pair_strength"]
+           "explicit_layout", "block_pair_strength", "is_square_linear", "named_cross_layer"]
 
 CrossSpec = Union[str, Mapping[str, str]]
 CrossFields = Sequence[Union[str, int]]
@@ -45,7 +45,14 @@ CrossFields = Sequence[Union[str, int]]
 
 @dataclass
 class CrossKernel:
-    """A cross layer's kernel: ``matrix()`` is the ``[D, D]`` matrix analysed (detached), ``form`` says which."""
+    """A cross layer's kernel: ``matrix()`` is the ``[D, D]`` matrix analysed (detached), ``form`` says which.
+
+    Example:
+        >>> from torch import nn
+        >>> kernel = resolve_cross_kernel(nn.ModuleDict({"cross": nn.Linear(4, 4)}), "cross")
+        >>> kernel.form, kernel.side, tuple(kernel.matrix().shape)
+        ('nn.Linear cross', 4, (4, 4))
+    """
 
     name: str
     form: str
@@ -69,7 +76,12 @@ class CrossKernel:
 
 @dataclass(frozen=True)
 class CrossSlot(ColumnSpan):
-    """Columns ``[start, stop)`` of the cross input holding one field's embedding."""
+    """Columns ``[start, stop)`` of the cross input holding one field's embedding.
+
+    Example:
+        >>> CrossSlot("C1", unit="emb", field="C1", start=2, stop=6).width
+        4
+    """
 
     name: str    # the feature's name in the input (a shared table appears once per feature)
     unit: str    # the analysis unit holding the field (see field_sets)
@@ -80,7 +92,15 @@ class CrossSlot(ColumnSpan):
 
 @dataclass
 class CrossLayout:
-    """Where each field sits in the cross input of side ``side``; every other column is a dense input."""
+    """Where each field sits in the cross input of side ``side``; every other column is a dense input.
+
+    Example:
+        >>> layout = CrossLayout(8, [CrossSlot("user", "emb", "user", 2, 5), CrossSlot("item", "emb", "item", 5, 8)])
+        >>> layout.describe()
+        'dense [0:2] | user [2:5] | item [5:8]'
+        >>> layout.dense_ranges(), [slot.name for slot in layout.unit_slots()]
+        ([(0, 2)], ['user', 'item'])
+    """
 
     side: int
     slots: list[CrossSlot]
@@ -109,6 +129,35 @@ class CrossLayout:
                 counts[s.unit] = counts.get(s.unit, 0) + 1
             unit = max(counts, key=lambda u: (counts[u], -min(s.start for s in self.slots if s.unit == u)))
         return [s for s in self.slots if s.unit == unit]
+
+
+def is_square_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear`` with a square weight: the shape of a DCNv2 full-matrix cross layer.
+
+    Example:
+        >>> is_square_linear(nn.Linear(4, 4)), is_square_linear(nn.Linear(4, 2))
+        (True, False)
+    """
+    return isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]
+
+
+def named_cross_layer(model: nn.Module, name: str) -> nn.Linear:
+    """The module ``name`` of ``model``, which must be a square ``nn.Linear`` (DCNv2's cross matrix); the error
+    lists the square linear layers the model does have.
+
+    Example:
+        >>> named_cross_layer(nn.ModuleDict({"cross": nn.Linear(6, 6)}), "cross")
+        Linear(in_features=6, out_features=6, bias=True)
+    """
+    modules = dict(model.named_modules())
+    layer = modules.get(name)
+    if not is_square_linear(layer):
+        raise ValueError(
+            f"cross_layer='{name}' must name an nn.Linear with a square weight (DCNv2's full cross matrix); found "
+            f"{type(layer).__name__ if layer is not None else 'nothing'}. Square linear layers of the model: "
+            f"{[k for k, m in modules.items() if is_square_linear(m)]}"
+        )
+    return layer
 
 
 def _modules_and_tensors(model: nn.Module):
@@ -176,7 +225,19 @@ def _mixture(name: str, u: torch.Tensor, v: torch.Tensor, c: torch.Tensor, layer
 
 def resolve_cross_kernel(model: nn.Module, spec: CrossSpec, *, layer: int = 0,
                          input_module: str | None = None) -> CrossKernel:
-    """The kernel that ``spec`` names (see the module docstring); the error lists what the model has."""
+    """The kernel that ``spec`` names (see the module docstring); the error lists what the model has.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> resolve_cross_kernel(nn.ModuleDict({"cross": nn.Linear(4, 4)}), "cross").form
+        'nn.Linear cross'
+        >>> mixture = nn.ParameterDict({"U": nn.Parameter(torch.ones(2, 4, 1)), "V": nn.Parameter(torch.ones(2, 4, 1)),
+        ...                             "C": nn.Parameter(torch.ones(2, 1, 1))})  # 2 experts of rank 1 on side 4
+        >>> kernel = resolve_cross_kernel(mixture, {"U": "U", "V": "V", "C": "C"})
+        >>> kernel.matrix()[0].tolist()  # the sum over the experts of U_e C_e V_e^T
+        [2.0, 2.0, 2.0, 2.0]
+    """
     modules, tensors = _modules_and_tensors(model)
     if isinstance(spec, Mapping):
         missing = [k for k in ("U", "V", "C") if k not in spec]
@@ -192,7 +253,7 @@ def resolve_cross_kernel(model: nn.Module, spec: CrossSpec, *, layer: int = 0,
     owner = input_module if input_module is not None else name
     module = modules.get(name)
     if module is not None:
-        if isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]:
+        if is_square_linear(module):
             return CrossKernel(name, f"nn.Linear {name}", owner, lambda: module.weight)
         params = dict(module.named_parameters(recurse=False))
         if isinstance(params.get("kernels"), torch.Tensor) and params["kernels"].dim() == 3:
@@ -211,7 +272,7 @@ def resolve_cross_kernel(model: nn.Module, spec: CrossSpec, *, layer: int = 0,
     elif name in tensors:
         return _raw_kernel(name, tensors[name], layer,
                            input_module if input_module is not None else _called_owner(modules, name))
-    squares = [k for k, m in modules.items() if isinstance(m, nn.Linear) and m.weight.shape[0] == m.weight.shape[1]]
+    squares = [k for k, m in modules.items() if is_square_linear(m)]
     raw = [k for k, t in tensors.items() if t.dim() in (2, 3) and t.shape[-1] == t.shape[-2] and t.shape[-1] > 1]
     found = f"found {type(module).__name__}" if module is not None else "no such module, parameter or buffer"
     raise ValueError(
@@ -224,11 +285,18 @@ def resolve_cross_kernel(model: nn.Module, spec: CrossSpec, *, layer: int = 0,
 
 def cross_kernel_candidates(model: nn.Module, *, layer: int = 0) -> list[CrossKernel]:
     """Every cross kernel of a recognised form in ``model``, in module order (for ``cross_layer='auto'``): the
-    first whose input holds the fields is taken."""
+    first whose input holds the fields is taken.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.ModuleDict({"cross": nn.Linear(6, 6), "head": nn.Linear(6, 1)})
+        >>> [kernel.name for kernel in cross_kernel_candidates(model)]
+        ['cross']
+    """
     out: list[CrossKernel] = []
     for name, module in model.named_modules():
         try:
-            if isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]:
+            if is_square_linear(module):
                 out.append(resolve_cross_kernel(model, name))
             elif (isinstance(getattr(module, "kernels", None), (torch.Tensor, nn.ParameterList))
                   or all(hasattr(module, a) for a in ("W_kernels", "V_kernels"))
@@ -244,6 +312,11 @@ def explicit_layout(cross_fields: CrossFields, side: int, fields: Mapping[str, t
     """The layout given as ``cross_fields``: field names in input order, integers for runs of dense columns.
 
     ``fields``: every name that may appear, -> (unit, field name, width).
+
+    Example:
+        >>> fields = {"user": ("emb", "user", 3), "item": ("emb", "item", 3)}
+        >>> explicit_layout([2, "user", "item"], side=8, fields=fields).describe()
+        'dense [0:2] | user [2:5] | item [5:8]'
     """
     slots, at, seen = [], 0, set()
     for item in cross_fields:
@@ -269,7 +342,15 @@ def explicit_layout(cross_fields: CrossFields, side: int, fields: Mapping[str, t
 
 def block_pair_strength(weight: torch.Tensor, slots: Sequence[CrossSlot]) -> torch.Tensor:
     """``[n, n]`` float64, entry (i, j) = (||W[j, i]||_F + ||W[i, j]||_F) / 2 over the slots' column blocks, where
-    block W[j, i] = W[cols_j, cols_i] maps field i into field j's slot (fields of any widths)."""
+    block W[j, i] = W[cols_j, cols_i] maps field i into field j's slot (fields of any widths).
+
+    Example:
+        >>> weight = torch.zeros(4, 4)
+        >>> weight[2:4, 0:2] = 1.0  # field a (columns 0-1) feeds field b's slot (rows 2-3): ||block||_F = 2
+        >>> slots = [CrossSlot("a", "emb", "a", 0, 2), CrossSlot("b", "emb", "b", 2, 4)]
+        >>> block_pair_strength(weight, slots).tolist()
+        [[0.0, 1.0], [1.0, 0.0]]
+    """
     w = weight.detach().to(torch.float64)
     n = len(slots)
     norms = torch.zeros(n, n, dtype=torch.float64)

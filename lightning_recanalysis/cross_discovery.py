@@ -34,7 +34,12 @@ FieldOf = Callable[[nn.Module, torch.Tensor], "tuple[str, str, str] | None"]
 
 @dataclass
 class Lookup:
-    """One looked-up slot: ``values`` ``[B, K]``, named ``name``, of field ``field`` in unit ``unit``."""
+    """One looked-up slot: ``values`` ``[B, K]``, named ``name``, of field ``field`` in unit ``unit``.
+
+    Example:
+        >>> Lookup("C1", unit="emb", field="C1", values=torch.zeros(2, 4)).values.shape
+        torch.Size([2, 4])
+    """
 
     name: str
     unit: str
@@ -54,6 +59,22 @@ class CrossInputDiscovery:
         slots_of: optional ``slots_of(module_name, args, kwargs, output) -> [(table module name, slot name, ids,
             values [B, K])]``, or None for a plain module, for modules whose lookups are not ``ids -> [..., K]``
             (TorchRec collections, :mod:`lightning_recanalysis.torchrec_tables`).
+
+    Example:
+        >>> from lightning_recanalysis.cross import cross_kernel_candidates
+        >>> from lightning_recanalysis.toy import ToyDCN
+        >>> _ = torch.manual_seed(0)
+        >>> model = ToyDCN(field_dims=(3, 4), embed_dim=2)  # ids of field f0 are rows 0-2, of f1 rows 3-6
+        >>> def field_of(module_name, ids):
+        ...     name = "f0" if int(ids.max()) < 3 else "f1"
+        ...     return name, "embedding", name
+        >>> kernels = cross_kernel_candidates(model)  # its square nn.Linear "cross"
+        >>> discovery = CrossInputDiscovery(model, kernels, {"embedding": model.embedding}, field_of)
+        >>> discovery.start()
+        >>> _ = model({"features": torch.tensor([[0, 1], [2, 3], [1, 0]])})  # the first training batch
+        >>> discovery.stop()
+        >>> {name: layout.describe() for name, layout in discovery.layouts().items()}
+        {'cross': 'f0 [0:2] | f1 [2:4]'}
     """
 
     def __init__(self, model: nn.Module, kernels: Sequence[CrossKernel], embedding_modules: dict[str, nn.Module],
@@ -147,7 +168,15 @@ def _default_slots(args, kwargs, output) -> list[tuple[torch.Tensor, torch.Tenso
 
 
 def match_cross_input(x0: torch.Tensor, lookups: Sequence[Lookup], kernel_name: str = "cross layer") -> CrossLayout:
-    """The layout of ``x0`` ``[B, D]``: each lookup placed where its ``[B, K]`` values equal K columns of ``x0``."""
+    """The layout of ``x0`` ``[B, D]``: each lookup placed where its ``[B, K]`` values equal K columns of ``x0``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a, b = torch.randn(8, 2, generator=g), torch.randn(8, 3, generator=g)
+        >>> x0 = torch.cat([torch.ones(8, 1), b, a], 1)  # a dense column, then field b, then field a
+        >>> match_cross_input(x0, [Lookup("a", "emb", "a", a), Lookup("b", "emb", "b", b)]).describe()
+        'dense [0:1] | b [1:4] | a [4:6]'
+    """
     batch, side = x0.shape
     by_start: dict[int, list[Lookup]] = {}
     # A column's fingerprint: its float64 product with one random vector over the batch. Equal columns have equal

@@ -16,12 +16,28 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["data_parallel_group", "is_distributed", "sum_over_ranks"]
+__all__ = ["data_parallel_group", "has_other_ranks", "is_distributed", "sum_over_ranks"]
 
 
 def is_distributed() -> bool:
-    """Whether a default process group is initialised (several processes may take part in a collective)."""
+    """Whether a default process group is initialised (several processes may take part in a collective).
+
+    Example:
+        >>> is_distributed()  # a plain Python process: no process group
+        False
+    """
     return dist.is_available() and dist.is_initialized()
+
+
+def has_other_ranks(group: Any = None) -> bool:
+    """Whether ``group`` (default: every process) has processes other than this one, so that a sum over ranks
+    needs a collective. The same answer on every process of the group.
+
+    Example:
+        >>> has_other_ranks()
+        False
+    """
+    return is_distributed() and dist.get_world_size(group) > 1
 
 
 def sum_over_ranks(tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
@@ -35,7 +51,7 @@ def sum_over_ranks(tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
         >>> sum_over_ranks(torch.tensor([1.0, 2.0]))  # one process: the tensor itself
         tensor([1., 2.])
     """
-    if not is_distributed() or dist.get_world_size(group) == 1:
+    if not has_other_ranks(group):
         return tensor
     total = tensor.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)

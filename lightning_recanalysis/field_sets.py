@@ -33,7 +33,15 @@ __all__ = ["SetField", "FieldSet", "AnalysisUnit", "analysis_units", "field_gram
 
 @dataclass(frozen=True)
 class SetField:
-    """One field of a :class:`FieldSet`: a whole table (all its rows)."""
+    """One field of a :class:`FieldSet`: a whole table (all its rows).
+
+    Example:
+        >>> from torch import nn
+        >>> from lightning_recanalysis.tables import discover_tables
+        >>> item = SetField("item", discover_tables(nn.ModuleDict({"item": nn.Embedding(20, 4)}))[0])
+        >>> item.cardinality, (item.start, item.stop)
+        (20, (0, 20))
+    """
 
     name: str
     table: EmbeddingTable
@@ -53,7 +61,16 @@ class SetField:
 
 @dataclass
 class FieldSet:
-    """Single-field tables of one width, shown side by side as the fields of one unit."""
+    """Single-field tables of one width, shown side by side as the fields of one unit.
+
+    Example:
+        >>> from torch import nn
+        >>> from lightning_recanalysis.tables import discover_tables
+        >>> tables = discover_tables(nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4)}))
+        >>> unit = FieldSet("embeddings", [SetField(table.name, table) for table in tables])
+        >>> unit.width, unit.table_names
+        (4, ['user', 'item'])
+    """
 
     name: str
     fields: list[SetField]
@@ -80,13 +97,31 @@ AnalysisUnit = Union[TableView, FieldSet]
 
 def field_gram(unit: AnalysisUnit, fld) -> RowNormalizedGram:
     """The row-normalised Gram of one field of a unit, exact for a sharded weight too
-    (:func:`~lightning_recanalysis.sharding.sharded_gram`: every rank must call it, in the same order)."""
+    (:func:`~lightning_recanalysis.sharding.sharded_gram`: every rank must call it, in the same order).
+
+    Example:
+        >>> from torch import nn
+        >>> from lightning_recanalysis.tables import discover_tables
+        >>> view = next(discover_tables(nn.ModuleDict({"emb": nn.Embedding(6, 3)}), field_dims=[2, 4])[0].views())
+        >>> gram = field_gram(view, view.fields[1])  # rows 2-5
+        >>> gram.rows, round(float(gram.gram.trace()), 4)  # the trace of a row-normalised Gram is its row count
+        (4, 4.0)
+    """
     weight, rows, columns = unit.field_source(fld)
     return sharded_gram(weight, rows=rows, columns=columns)
 
 
 def field_key(unit: AnalysisUnit, fld) -> tuple[str, str]:
-    """How a field is addressed everywhere: (unit name, field name)."""
+    """How a field is addressed everywhere: (unit name, field name).
+
+    Example:
+        >>> from torch import nn
+        >>> from lightning_recanalysis.tables import discover_tables
+        >>> table = discover_tables(nn.ModuleDict({"emb": nn.Embedding(6, 3)}), field_dims={"user": 2, "item": 4})[0]
+        >>> view = next(table.views())
+        >>> field_key(view, view.fields[1])
+        ('emb', 'item')
+    """
     return unit.name, fld.name
 
 
@@ -120,6 +155,14 @@ def analysis_units(
     ``keep_alone(table)`` keeps a table out of every field set (row-sharded tables). ``field_names(table)`` may
     name a table's field; by default its own field's name where it has one (TorchRec: its feature names), else
     the module name below the set's common prefix, joined with ``+`` to the modules that share its weight.
+
+    Example:
+        >>> from torch import nn
+        >>> from lightning_recanalysis.tables import discover_tables
+        >>> model = nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4), "ad": nn.Embedding(5, 8)})
+        >>> units = analysis_units(discover_tables(model))  # user and item: one field set of width 4
+        >>> [(unit.name, [f.name for f in unit.fields]) for unit in units]
+        [('embeddings', ['user', 'item']), ('ad', ['ad'])]
     """
     groupable = [t for t in tables if field_sets and len(t.fields) == 1 and len(t.column_groups) == 1
                  and not keep_alone(t)]

@@ -37,7 +37,12 @@ def _spans_every_process(mesh) -> bool:
 def reading_group(tensor: torch.Tensor):
     """The process group over which the pieces of ``tensor`` are summed: ``None`` (every process) for a plain
     tensor, a ``ShardedTensor`` and a ``DTensor`` whose mesh spans every process; the mesh's own group for a
-    ``DTensor`` on a one-dimensional sub-mesh (each copy of it is read within its own group)."""
+    ``DTensor`` on a one-dimensional sub-mesh (each copy of it is read within its own group).
+
+    Example:
+        >>> reading_group(torch.zeros(4, 2)) is None  # a plain tensor: summed over every process (or none)
+        True
+    """
     mesh = _mesh_of(tensor)
     if mesh is None or _spans_every_process(mesh) or mesh.ndim != 1:
         return None
@@ -45,7 +50,12 @@ def reading_group(tensor: torch.Tensor):
 
 
 def mesh_problem(tensor: torch.Tensor) -> str | None:
-    """Why the mesh of ``tensor`` cannot be read exactly, or ``None``."""
+    """Why the mesh of ``tensor`` cannot be read exactly, or ``None``.
+
+    Example:
+        >>> mesh_problem(torch.zeros(4, 2)) is None
+        True
+    """
     mesh = _mesh_of(tensor)
     if mesh is None or _spans_every_process(mesh) or mesh.ndim == 1:
         return None
@@ -59,7 +69,12 @@ def local_value(value):
     """A hook's argument or output as a plain tensor: a ``DTensor`` replicated on every mesh dimension is its
     local tensor (the same on every rank, and still in the autograd graph); any other ``DTensor`` is gathered
     whole with ``full_tensor()`` (a collective: every rank of its mesh runs the same forward, so every rank calls
-    it at the same point). Anything else is returned as it is."""
+    it at the same point). Anything else is returned as it is.
+
+    Example:
+        >>> local_value(torch.tensor([1, 2]))  # not a DTensor: returned as it is
+        tensor([1, 2])
+    """
     placements = getattr(value, "placements", None)
     if placements is None or not hasattr(value, "to_local"):
         return value

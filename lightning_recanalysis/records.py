@@ -32,6 +32,12 @@ class Record:
         epoch: the epoch (0 for ``"init"``).
         step: ``trainer.global_step`` when it was made: the step of its TensorBoard values.
         extra: keys of a published record this class does not know, kept as they were.
+
+    Example:
+        >>> Record(stage="init").to_dict()
+        {'stage': 'init', 'epoch': 0, 'step': 0}
+        >>> Record.from_dict({"stage": "epoch", "epoch": 1, "step": 40, "written_later": 3}).extra
+        {'written_later': 3}
     """
 
     stage: str = "epoch"

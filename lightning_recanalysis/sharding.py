@@ -22,28 +22,33 @@ A replicated block is counted once: a rank contributes its block only if its coo
 ``Replicate`` mesh dimension is 0. Plain tensors (a single process, or DDP, where every rank holds the same whole
 weight) need no communication at all and go straight to the single-process functions.
 
-Layouts that cannot be read exactly are refused by :func:`check_readable` with a message that names the
-placement: ``Partial`` (a pending sum), strided shards (FSDP2 combined with tensor parallelism on the same
-dimension), and meshes of several dimensions that span only some processes. A table on a one-dimensional
-sub-mesh (``fully_shard(table, mesh=mesh["data_parallel"])`` beside tensor parallelism) is read over that
-mesh's process group (:mod:`~lightning_recanalysis.mesh_groups`); every function takes ``group=`` to override.
+Layouts (which block each rank holds, and whether it can be read) are described in
+:mod:`~lightning_recanalysis.shard_layout`; its names are importable from here too. Layouts that cannot be read
+exactly are refused by :func:`check_readable` with a message that names the placement: ``Partial`` (a pending sum),
+strided shards (FSDP2 combined with tensor parallelism on the same dimension), and meshes of several dimensions
+that span only some processes. A table on a one-dimensional sub-mesh (``fully_shard(table,
+mesh=mesh["data_parallel"])`` beside tensor parallelism) is read over that mesh's process group
+(:mod:`~lightning_recanalysis.mesh_groups`); every function takes ``group=`` to override.
 
 Every function here makes the same collectives in the same order on every rank, and a failure on one rank is
 raised on every rank at the same point (its flag rides along in the collective's buffer), so no rank is left
-waiting in a collective that another has abandoned.
+waiting in a collective that another has abandoned. Every sum goes through
+:func:`~lightning_recanalysis.distributed.sum_over_ranks`, the package's one rank-summing path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.distributed as dist
 
+from .distributed import sum_over_ranks
 from .functional.spectrum import RowNormalizedGram, row_normalized_gram
-from .mesh_groups import mesh_problem, reading_group
+from .mesh_groups import reading_group
+from .shard_layout import (Block, ShardedTensor, ShardLayout, _device, _local_blocks, _shape2, check_readable,
+                           is_sharded, layout_of)
 
+# The layout names stay importable from here, where the reads that use them are.
 __all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_readable", "row_sum", "sharded_gram",
            "lookup_rows", "full_tensor", "is_sharded"]
 
@@ -52,160 +57,22 @@ __all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_reada
 # share of any shard worth sharding (tested: under 5% of a 1,000,000 x 32 shard, benchmarks/bench_sharded_memory).
 _CHUNK_VALUES = 1 << 18
 
-try:  # part of torch.distributed; absent on builds without distributed support
-    from torch.distributed._shard.sharded_tensor import ShardedTensor
-    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
-except ImportError:  # pragma: no cover
-    DTensor = Partial = Replicate = Shard = ShardedTensor = None  # type: ignore[assignment,misc]
-
-
-@dataclass(frozen=True)
-class Block:
-    """Rows ``[row0, row0 + rows)`` and columns ``[col0, col0 + cols)`` of the global tensor held by this rank."""
-
-    data: torch.Tensor
-    row0: int
-    col0: int
-
-    @property
-    def row_stop(self) -> int:
-        return self.row0 + int(self.data.shape[0])
-
-    @property
-    def col_stop(self) -> int:
-        return self.col0 + int(self.data.shape[1])
-
-
-@dataclass(frozen=True)
-class ShardLayout:
-    """How a 2-D weight is laid out across processes, the same description on every rank.
-
-    Attributes:
-        shape: the global ``(rows, columns)``.
-        kind: ``"local"`` (a plain tensor: one process, or a copy on every rank), ``"rows"`` (every block holds
-            whole rows: row sharding and/or replication) or ``"columns"`` (some blocks hold part of a row).
-        placements: the placements in words, for messages (``"Shard(dim=0)"``, ...); empty for a plain tensor.
-        problem: why the layout cannot be read exactly, or ``None``.
-    """
-
-    shape: tuple[int, int]
-    kind: str
-    placements: tuple[str, ...] = ()
-    problem: str | None = None
-
-
-def is_sharded(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a distributed tensor (a ``DTensor``, or the ``ShardedTensor`` of TorchRec's sharded
-    tables) read through this module, rather than a plain one."""
-    return DTensor is not None and isinstance(tensor, (DTensor, ShardedTensor))
-
-
-def layout_of(tensor: torch.Tensor) -> ShardLayout:
-    """The :class:`ShardLayout` of a plain tensor, a ``DTensor`` or a ``ShardedTensor`` (from global metadata
-    only, the same on every rank)."""
-    if not is_sharded(tensor):
-        return ShardLayout(shape=_shape2(tensor), kind="local")
-    if isinstance(tensor, ShardedTensor):
-        return _sharded_tensor_layout(tensor)
-    placements = tuple(tensor.placements)
-    words = tuple(repr(p) for p in placements)
-    shape = _shape2(tensor)
-    problem = None
-    split_columns = False
-    for placement in placements:
-        if isinstance(placement, Replicate):
-            continue
-        if isinstance(placement, Partial):
-            problem = f"a Partial placement ({placement!r}) holds summands, not values, until it is reduced"
-        elif type(placement) is Shard and placement.dim in (0, 1, -1, -2):
-            split_columns |= placement.dim % 2 == 1
-        else:
-            problem = (f"placement {placement!r} (strided or custom sharding) does not say which rows and columns "
-                       "each rank holds")
-    if problem is None:
-        problem = mesh_problem(tensor)
-    return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
-
-
-def _sharded_tensor_layout(tensor) -> ShardLayout:
-    """TorchRec's table-wise, column-wise and table-column-wise shards (and row-wise ones, on GPUs): rectangles,
-    each on one rank, listed in the global metadata."""
-    shape = _shape2(tensor)
-    shards = tensor.metadata().shards_metadata
-    words = tuple(f"rows {m.shard_offsets[0]}+{m.shard_sizes[0]}, columns {m.shard_offsets[1]}+{m.shard_sizes[1]} "
-                  f"on {m.placement}" for m in shards)
-    covered = sum(m.shard_sizes[0] * m.shard_sizes[1] for m in shards)
-    problem = None if covered == shape[0] * shape[1] else (
-        f"its shards cover {covered} of its {shape[0] * shape[1]} cells (overlapping or missing shards)")
-    split_columns = any(m.shard_sizes[1] != shape[1] for m in shards)
-    return ShardLayout(shape=shape, kind="columns" if split_columns else "rows", placements=words, problem=problem)
-
-
-def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
-    """The layout of ``tensor``, or a ``ValueError`` that names the weight and its placement if it cannot be
-    read exactly (call it at setup, before the first step)."""
-    layout = layout_of(tensor)
-    if layout.problem is not None:
-        raise ValueError(f"`{name}` is a {type(tensor).__name__} laid out as {list(layout.placements)}, which the "
-                         f"analyses cannot read exactly: {layout.problem}. Shard embedding tables by rows (FSDP2's "
-                         "default Shard(0)) or by columns (Shard(1)) on a mesh that spans every process or on one "
-                         "dimension of it, or exclude the table from the monitor.")
-    return layout
-
-
-def _shape2(tensor: torch.Tensor) -> tuple[int, int]:
-    if tensor.dim() != 2:
-        raise ValueError(f"expected a 2-D weight [rows, columns], got shape {tuple(tensor.shape)}")
-    return int(tensor.shape[0]), int(tensor.shape[1])
-
-
-def _local_blocks(tensor: torch.Tensor) -> list[Block]:
-    """The blocks this rank holds and counts: a ``ShardedTensor``'s local shards; a ``DTensor``'s one local
-    block, or none where another rank holds the same block (a replica) and counts it."""
-    if isinstance(tensor, ShardedTensor):
-        return [Block(shard.tensor.detach(), int(shard.metadata.shard_offsets[0]),
-                      int(shard.metadata.shard_offsets[1])) for shard in tensor.local_shards()]
-    block = _dtensor_block(tensor)
-    return [] if block is None else [block]
-
-
-def _dtensor_block(tensor: torch.Tensor) -> Block | None:
-    """Where this rank's block of a DTensor starts: ``Shard(d)`` cuts dimension d as ``torch.chunk`` does (pieces
-    of ``ceil(size / n)``, the last ones shorter or empty), mesh dimension by mesh dimension, each cutting the
-    piece the previous ones left. (DTensor's own helper for this builds an index over every row: megabytes for
-    a large table, and private.) The block's shape is checked against the local tensor's."""
-    mesh, placements = tensor.device_mesh, tensor.placements
-    coordinate = mesh.get_coordinate()
-    if coordinate is None:
-        return None
-    if any(isinstance(p, Replicate) and c != 0 for p, c in zip(placements, coordinate)):
-        return None
-    sizes, offsets = [int(tensor.shape[0]), int(tensor.shape[1])], [0, 0]
-    for mesh_dim, placement in enumerate(placements):
-        if isinstance(placement, Shard):
-            dim = placement.dim % 2
-            pieces, index = mesh.size(mesh_dim), coordinate[mesh_dim]
-            chunk = -(-sizes[dim] // pieces)
-            start = min(index * chunk, sizes[dim])
-            offsets[dim] += start
-            sizes[dim] = min(start + chunk, sizes[dim]) - start
-    local = tensor.to_local().detach()
-    if tuple(local.shape) != tuple(sizes):
-        raise ValueError(f"a DTensor with placements {list(placements)} holds a local block of shape "
-                         f"{tuple(local.shape)} on this rank where {tuple(sizes)} was expected: its rows and columns "
-                         "cannot be placed in the table")
-    return Block(local, offsets[0], offsets[1])
-
-
-def _all_reduce_with_flag(buffer: torch.Tensor, failed: bool, group=None) -> bool:
-    """Sum ``buffer`` (1-D, float64, last element the failure flag) over the group; whether any rank failed."""
+def _summed_with_flag(buffer: torch.Tensor, failed: bool, group=None) -> tuple[torch.Tensor, bool]:
+    """``buffer`` (1-D, its last element this rank's failure flag) summed over the group, and whether any rank
+    failed: the flag rides in the same all-reduce (:func:`~lightning_recanalysis.distributed.sum_over_ranks`) as
+    the numbers, so every rank learns of a failure at the same collective."""
     buffer[-1] = float(failed)
-    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
-    return bool(buffer[-1] > 0)
+    total = sum_over_ranks(buffer, group)
+    return total, bool(total[-1] > 0)
 
 
 class ShardedReadError(RuntimeError):
-    """Reading a sharded weight failed on another rank; every rank raises it at the same collective."""
+    """Reading a sharded weight failed on another rank; every rank raises it at the same collective.
+
+    Example:
+        >>> isinstance(ShardedReadError("reading a sharded weight failed on another rank"), RuntimeError)
+        True
+    """
 
 
 def row_sum(
@@ -260,7 +127,8 @@ def row_sum(
                         total[:-1] += fn(local).reshape(-1).to(torch.float64)  # fn converts chunk by chunk: no copy
             except Exception as err:
                 error = err
-        if _all_reduce_with_flag(total, error is not None, group):
+        total, failed = _summed_with_flag(total, error is not None, group)
+        if failed:
             raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
         return total[:-1].view(shape)
     # Split columns: every rank assembles each chunk of whole rows (one all-reduce each) and adds fn of it; a
@@ -279,14 +147,15 @@ def row_sum(
                     _fill(buffer[:-1].view(stop - start, width), block, start, stop, c0, c1)
             except Exception as err:
                 error = err
-        if _all_reduce_with_flag(buffer, error is not None, group):
+        buffer, failed = _summed_with_flag(buffer, error is not None, group)
+        if failed:
             break
         try:
             total[:-1] += fn(buffer[:-1].view(stop - start, width)).reshape(-1).to(torch.float64)
         except Exception as err:
             error = err
-    flag = torch.zeros(1, dtype=torch.float64, device=device)
-    if _all_reduce_with_flag(flag, error is not None, group):
+    _, failed = _summed_with_flag(torch.zeros(1, dtype=torch.float64, device=device), error is not None, group)
+    if failed:
         raise error if error is not None else ShardedReadError("reading a sharded weight failed on another rank")
     return total[:-1].view(shape)
 
@@ -335,21 +204,6 @@ def sharded_gram(
 
 def _chunk_rows(width: int) -> int:
     return max(1024, _CHUNK_VALUES // max(1, width))
-
-
-def _device(tensor: torch.Tensor) -> torch.device:
-    """Where this rank's part lives, and so where the collectives' buffers go (CUDA under NCCL)."""
-    if DTensor is not None and isinstance(tensor, DTensor):
-        return tensor.to_local().device
-    if ShardedTensor is not None and isinstance(tensor, ShardedTensor):
-        shards = tensor.local_shards()
-        if shards:
-            return shards[0].tensor.device
-        # A rank that holds none of the table (table-wise sharding) still takes part in the collectives.
-        if dist.get_backend() == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-    return tensor.device
 
 
 def _rows_of(block: Block, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor | None:
@@ -405,7 +259,8 @@ def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int], *, grou
                 view[mine, block.col0 : block.col_stop] = block.data[index[mine] - block.row0].to(torch.float64)
         except Exception as err:
             error = err
-    if _all_reduce_with_flag(buffer, error is not None, group):
+    buffer, failed = _summed_with_flag(buffer, error is not None, group)
+    if failed:
         raise error if error is not None else ShardedReadError("looking up rows of a sharded weight failed on "
                                                                "another rank")
     return buffer[:-1].view(index.numel(), n_cols).to(tensor.dtype)
@@ -417,6 +272,10 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     DTensor's own ``full_tensor`` (an all-gather that any placement, strided and partial included, knows how to
     undo). For tables use :func:`sharded_gram`, :func:`row_sum` or :func:`lookup_rows`, which never hold the
     whole table.
+
+    Example:
+        >>> full_tensor(torch.eye(2)).tolist()  # a plain tensor: itself, detached
+        [[1.0, 0.0], [0.0, 1.0]]
     """
     if not is_sharded(tensor):
         return tensor.detach()

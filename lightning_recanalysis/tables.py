@@ -26,7 +26,7 @@ from torch import nn
 from .torchrec_tables import collection_feature_names
 
 __all__ = ["Field", "ColumnGroup", "EmbeddingTable", "TableView", "discover_tables", "describe_tables",
-           "is_square_linear", "named_cross_layer", "refresh_parameters"]
+           "refresh_parameters"]
 
 FieldDims = Union[Sequence[int], Mapping[str, int]]
 ColumnGroups = Union[int, Sequence[str]]
@@ -34,7 +34,12 @@ ColumnGroups = Union[int, Sequence[str]]
 
 @dataclass(frozen=True)
 class Field:
-    """Rows ``[start, stop)`` of a table that belong to one categorical field."""
+    """Rows ``[start, stop)`` of a table that belong to one categorical field.
+
+    Example:
+        >>> Field("item", 10, 25).cardinality
+        15
+    """
 
     name: str
     start: int
@@ -46,7 +51,12 @@ class Field:
 
 
 class ColumnSpan:
-    """Columns ``[start, stop)`` of a matrix (a table's column group, a field's slot in a cross input): its width."""
+    """Columns ``[start, stop)`` of a matrix (a table's column group, a field's slot in a cross input): its width.
+
+    Example:
+        >>> ColumnGroup("shared", 8, 16).width  # a ColumnGroup is a ColumnSpan
+        8
+    """
 
     start: int
     stop: int
@@ -58,7 +68,12 @@ class ColumnSpan:
 
 @dataclass(frozen=True)
 class ColumnGroup(ColumnSpan):
-    """Columns ``[start, stop)`` of a table: one embedding set, or one task's (or the shared) chunk."""
+    """Columns ``[start, stop)`` of a table: one embedding set, or one task's (or the shared) chunk.
+
+    Example:
+        >>> ColumnGroup("task_ctr", 0, 8)
+        ColumnGroup(name='task_ctr', start=0, stop=8)
+    """
 
     name: str
     start: int
@@ -75,6 +90,12 @@ class EmbeddingTable:
         fields: row ranges, in table order.
         column_groups: column ranges; a single group named ``"all"`` unless the user split the columns.
         aliases: other module names that share this weight (counted once).
+
+    Example:
+        >>> model = nn.ModuleDict({"emb": nn.Embedding(25, 8)})
+        >>> table = discover_tables(model, field_dims={"user": 10, "item": 15}, column_groups=2)[0]
+        >>> table.rows, table.width, [f.name for f in table.fields], [view.name for view in table.views()]
+        (25, 8, ['user', 'item'], ['emb[set0]', 'emb[set1]'])
     """
 
     name: str
@@ -98,7 +119,15 @@ class EmbeddingTable:
 
 @dataclass
 class TableView:
-    """One column group of one table: the unit every analysis runs on, named ``table`` or ``table[group]``."""
+    """One column group of one table: the unit every analysis runs on, named ``table`` or ``table[group]``.
+
+    Example:
+        >>> model = nn.ModuleDict({"emb": nn.Embedding(25, 8)})
+        >>> table = discover_tables(model, field_dims=[10, 15], column_groups=2)[0]
+        >>> view = next(table.views())
+        >>> view.name, view.width, tuple(view.field_weight(view.fields[1]).shape)
+        ('emb[set0]', 4, (15, 4))
+    """
 
     table: EmbeddingTable
     group: ColumnGroup
@@ -138,6 +167,14 @@ def refresh_parameters(tables: Sequence[EmbeddingTable], model: nn.Module) -> No
     weights found at ``setup`` stale: they would keep the initial, unsharded values for the whole run. A table
     that TorchRec's ``DistributedModelParallel`` took over is no module of its own any more: its weight is the
     ``ShardedTensor`` the model's ``state_dict`` holds under the same name (live views of the shards).
+
+    Example:
+        >>> model = nn.ModuleDict({"emb": nn.Embedding(5, 4)})
+        >>> tables = discover_tables(model)
+        >>> model.emb.weight = nn.Parameter(torch.zeros(5, 4))  # as configure_model's sharding does
+        >>> refresh_parameters(tables, model)
+        >>> tables[0].parameter is model.emb.weight
+        True
     """
     state: dict | None = None
     for table in tables:
@@ -258,6 +295,12 @@ def discover_tables(
     Raises:
         ValueError: no table found (with how to point at one), or a ``field_dims``/``column_groups`` that does
             not fit its table.
+
+    Example:
+        >>> model = nn.ModuleDict({"user": nn.Embedding(10, 8), "item": nn.Embedding(20, 8),
+        ...                        "bias": nn.Embedding(30, 1)})
+        >>> [(t.name, t.rows, t.width) for t in discover_tables(model)]  # the width-1 bias is skipped
+        [('user', 10, 8), ('item', 20, 8)]
     """
     found: dict[int, EmbeddingTable] = {}
     skipped: list[str] = []
@@ -314,7 +357,14 @@ def _build_table(name, weight, field_dims, column_groups, field_name=None) -> Em
 
 
 def describe_tables(tables: Sequence[EmbeddingTable]) -> str:
-    """A markdown inventory: one line per table with its shape, fields and column groups."""
+    """A markdown inventory: one line per table with its shape, fields and column groups.
+
+    Example:
+        >>> print(describe_tables(discover_tables(nn.ModuleDict({"user": nn.Embedding(10, 8)}))))
+        | table | rows x width | fields (cardinality) | column groups | shared with |
+        |---|---|---|---|---|
+        | user | 10 x 8 | user (10) | all [0:8] | - |
+    """
     lines = ["| table | rows x width | fields (cardinality) | column groups | shared with |", "|---|---|---|---|---|"]
     for t in tables:
         fields = ", ".join(f"{f.name} ({f.cardinality})" for f in t.fields[:40])
@@ -323,22 +373,3 @@ def describe_tables(tables: Sequence[EmbeddingTable]) -> str:
         groups = ", ".join(f"{g.name} [{g.start}:{g.stop}]" for g in t.column_groups)
         lines.append(f"| {t.name} | {t.rows} x {t.width} | {fields} | {groups} | {', '.join(t.aliases) or '-'} |")
     return "\n".join(lines)
-
-
-def is_square_linear(module: nn.Module) -> bool:
-    """An ``nn.Linear`` with a square weight: the shape of a DCNv2 full-matrix cross layer."""
-    return isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]
-
-
-def named_cross_layer(model: nn.Module, name: str) -> nn.Linear:
-    """The module ``name`` of ``model``, which must be a square ``nn.Linear`` (DCNv2's cross matrix); the error
-    lists the square linear layers the model does have."""
-    modules = dict(model.named_modules())
-    layer = modules.get(name)
-    if not is_square_linear(layer):
-        raise ValueError(
-            f"cross_layer='{name}' must name an nn.Linear with a square weight (DCNv2's full cross matrix); found "
-            f"{type(layer).__name__ if layer is not None else 'nothing'}. Square linear layers of the model: "
-            f"{[k for k, m in modules.items() if is_square_linear(m)]}"
-        )
-    return layer

@@ -32,7 +32,13 @@ def _join(prefix: str, *parts: str) -> str:
 
 
 def collection_feature_names(model: nn.Module) -> dict[str, list[str]]:
-    """``{table module name: [feature names]}`` for every table of every TorchRec collection in ``model``."""
+    """``{table module name: [feature names]}`` for every table of every TorchRec collection in ``model``.
+
+    Example:
+        >>> from torch import nn
+        >>> collection_feature_names(nn.Sequential(nn.Embedding(4, 2)))  # no TorchRec collection in it
+        {}
+    """
     return {_join(name, attr, config.name): list(config.feature_names)
             for name, _, attr, configs in _collections(model) for config in configs}
 
@@ -43,6 +49,12 @@ def collection_lookups(model: nn.Module) -> tuple[dict[str, nn.Module], set[str]
     ``slots_of(module name, args, kwargs, output)`` gives, for a pooled collection's call, one
     ``(table module name, feature name, ids, [B, K] values)`` per feature; ``None`` for any other module.
     Sequence (unpooled) ``EmbeddingCollection`` outputs are jagged, never a column block of a cross input: none.
+
+    Example:
+        >>> from torch import nn
+        >>> hooked, inner, slots_of = collection_lookups(nn.Sequential(nn.Embedding(4, 2)))
+        >>> hooked, inner, slots_of("0", (torch.tensor([1]),), {}, torch.zeros(1, 2))  # no collection to read
+        ({}, set(), None)
     """
     hooked, inner, table_of = {}, set(), {}
     for name, module, attr, configs in _collections(model):
@@ -71,6 +83,12 @@ def collection_lookups(model: nn.Module) -> tuple[dict[str, nn.Module], set[str]
 def sharded_collections(model: nn.Module) -> list[str]:
     """The names of the collections that TorchRec's ``DistributedModelParallel`` has sharded in ``model``
     (``ShardedEmbeddingBagCollection``, ``ShardedEmbeddingCollection``): their lookups run in fused kernels that
-    return per-rank pieces, not the ``[B, K]`` embedding of each feature that a cross input is matched against."""
+    return per-rank pieces, not the ``[B, K]`` embedding of each feature that a cross input is matched against.
+
+    Example:
+        >>> from torch import nn
+        >>> sharded_collections(nn.Sequential(nn.Embedding(4, 2)))  # nothing sharded by DistributedModelParallel
+        []
+    """
     return [name for name, module in model.named_modules()
             if type(module).__name__ in ("ShardedEmbeddingBagCollection", "ShardedEmbeddingCollection")]

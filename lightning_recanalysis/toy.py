@@ -153,9 +153,10 @@ def toy_trainer(callbacks: list, max_epochs: int = 1, **kwargs) -> pl.Trainer:
     """A quiet CPU ``Trainer`` for the examples: no logger, checkpoints, progress bar or model summary.
 
     Example:
-        >>> trainer = toy_trainer([], max_epochs=2)
-        >>> trainer.max_epochs, trainer.logger is None
-        (2, True)
+        >>> trainer = toy_trainer([], max_steps=1)
+        >>> trainer.fit(ToyDCN(), toy_loader())
+        >>> trainer.global_step
+        1
     """
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False)

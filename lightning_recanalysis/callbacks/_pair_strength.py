@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from .. import sharding
-from ..cross import block_pair_strength
+from ..cross import block_pair_strength, is_square_linear, named_cross_layer
 from ..functional.field_pair import cross_layer_pair_strength
-from ..tables import is_square_linear, named_cross_layer
 from ._cross import CrossFinder, field_units, one_table_holds_all, resharded, slots_by_name
 
 __all__ = ["LearnedPairStrength"]

@@ -2,13 +2,12 @@
 ranks (statistics pooled over ranks), and only rank 0 writes event files."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-from ddp_helpers import run_ddp_script
+from ddp_helpers import SCRIPTS, run_ddp_script
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "conflict_ddp.py"
+SCRIPT = SCRIPTS / "conflict_ddp.py"
 
 
 @pytest.mark.slow

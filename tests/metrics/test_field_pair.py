@@ -3,13 +3,12 @@ bucketed values, the warm-up's choice of frequent values, bad input, and two pro
 
 import collections
 import math
-import os
-import socket
 
 import pytest
 import torch
 from torchmetrics.functional.clustering import mutual_info_score
 
+from ddp_helpers import run_ranks
 from lightning_recanalysis.metrics import FieldPairCounts
 from lightning_recanalysis.metrics.field_pair_torch import code_parts, count_buckets_torch
 
@@ -176,17 +175,8 @@ def test_bad_batches_raise_errors_that_name_the_field_and_both_counts():
 
 
 # ---- two processes -------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def counting_rank(rank: int, world: int, out_dir) -> None:
+    """One rank of the two-process count (in a gloo group of ``world`` processes, started by ``run_ranks``)."""
     torch.set_num_threads(1)
     batches, _, _ = _random_batches(n=800, batch=100, seed=3)
     metric = FieldPairCounts(len(DIMS), num_values=V, warmup_batches=2)
@@ -194,15 +184,12 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         metric.update(xb, yb)
     result = metric.compute()
     torch.save({"vocabulary": metric.vocabulary, "mi": result["mutual_information"], "samples": int(result["samples"]),
-                "local_samples": metric.samples, "pair_counts": metric.pair_tables().clone()}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+                "local_samples": metric.samples, "pair_counts": metric.pair_tables().clone()}, out_dir / f"rank{rank}.pt")
 
 
 @pytest.mark.slow
 def test_two_processes_choose_one_vocabulary_and_sum_to_the_single_process_counts(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(counting_rank, 2, tmp_path, timeout=240)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     batches, x, y = _random_batches(n=800, batch=100, seed=3)
     # The warm-up of both processes together: batches 0 and 2 on rank 0, 1 and 3 on rank 1.

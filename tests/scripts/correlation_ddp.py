@@ -1,5 +1,5 @@
 """Train a small TIN with FeatureCorrelationMonitor on N CPU processes (Lightning "ddp", gloo) and dump what each
-rank holds: ``python correlation_ddp.py OUT_DIR DEVICES``. Run by tests/test_correlation_ddp.py."""
+rank holds: ``python correlation_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_correlation_ddp.py."""
 
 import json
 import sys

@@ -8,7 +8,7 @@ single rows in order, rank r of N taking rows r, r + N, r + 2N, ... (a Distribut
 Lightning's own would shuffle the training rows), and a per-rank batch of ``BATCH // N`` rows, so that step k of
 every run covers the same rows (all ranks' shards of it together) as step k of one process. Per model and rank, ``OUT_DIR/<model>/rank<r>.json`` holds each monitor's history, the
 metric keys this rank sent to its loggers, the files AnalysisReport wrote and the run's shape. Run by
-tests/test_ddp_demos.py.
+tests/demos/test_ddp.py.
 """
 
 import json

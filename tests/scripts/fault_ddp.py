@@ -6,7 +6,7 @@ process Lightning starts with ``LOCAL_RANK=1``), one function the monitor calls 
 around its collective, raises once. ``bad_label`` instead shows FeatureCorrelationMonitor a label 2 on rank 1, an
 error in the data that must stop training on every rank; its fit raises, so it goes last. Each rank dumps, per
 scenario, the monitor's history, its failure count, its warnings and the error its fit raised to
-``OUT_DIR/<scenario>_rank<r>.json``. Run by tests/test_ddp_faults.py, which fails when this does not end.
+``OUT_DIR/<scenario>_rank<r>.json``. Run by tests/callbacks/test_faults_ddp.py, which fails when this does not end.
 """
 
 import json

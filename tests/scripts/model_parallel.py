@@ -1,7 +1,7 @@
 """Train a small DCN on 2 CPU processes under Lightning's ModelParallelStrategy (FSDP2 row shards, or tensor
 parallel column shards of the embedding) with the monitors attached, and save what each rank logged beside the
 gathered weights at every analysis: ``python model_parallel.py OUT_DIR MODE``, MODE ``fsdp`` or
-``tp`` (or ``ddp`` and ``single``, the data-parallel layouts whose counts they must match). Run by tests/test_model_parallel.py, which recomputes every record in one process from those weights."""
+``tp`` (or ``ddp`` and ``single``, the data-parallel layouts whose counts they must match). Run by tests/sharding/test_model_parallel.py, which recomputes every record in one process from those weights."""
 
 import json
 import os

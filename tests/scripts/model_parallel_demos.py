@@ -3,7 +3,7 @@ with every embedding table (and then the whole model) wrapped by FSDP2's ``fully
 the same rows in the same order: ``python model_parallel_demos.py MODELS OUT_DIR MODE [--no-monitors]``, MODE
 ``fsdp`` or ``ddp``; or ``tp`` (tensor parallelism: every embedding table split by columns over the two
 processes, which both train on every row) and ``single`` (one process on every row, what ``tp`` must log). Per model, rank 0 writes the monitors' histories and the gathered weights after fit. Run by
-tests/test_model_parallel.py."""
+tests/sharding/test_model_parallel.py."""
 
 import json
 import os

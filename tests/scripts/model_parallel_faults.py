@@ -1,6 +1,6 @@
 """Faults on one rank only under FSDP2 (Lightning's ModelParallelStrategy, 2 CPU processes, gloo), where every
 backward pass makes collectives: ``python model_parallel_faults.py OUT_DIR SCENARIO``. Each rank writes what its
-monitors recorded. Run by tests/test_model_parallel.py, with a timeout: a rank left waiting fails the test.
+monitors recorded. Run by tests/sharding/test_model_parallel.py, with a timeout: a rank left waiting fails the test.
 
 SCENARIO:
 - ``nan_task``: at batch 2, rank 1 reports a NaN loss for the task ``click`` (training itself is unaffected);
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_common import wait_for_other_ranks  # noqa: E402
 
-import lightning_recanalysis.callbacks._spectrum_analysis as spectrum_module  # noqa: E402  (where the spectra are taken)
+import lightning_recanalysis.callbacks._spectrum_analysis as spectrum_analysis  # noqa: E402
 import lightning_recanalysis.cross_discovery as cross_discovery  # noqa: E402
 
 FIELDS = {"user": 40, "item": 60}
@@ -100,14 +100,14 @@ def main(out: Path, scenario: str) -> None:
             raise ValueError("planted on rank 1: fields 'user' and 'item' match the same columns (several fields)")
         cross_discovery.match_cross_input = unreadable
     if scenario == "spectrum_fault" and int(os.environ.get("LOCAL_RANK", 0)) == 1:
-        original, calls = spectrum_module.singular_values_from_gram, []
+        original, calls = spectrum_analysis.singular_values_from_gram, []
 
         def failing(*args, **kwargs):  # calls 1-2: the two fields at fit start; 3: the first field after epoch 0
             calls.append(1)
             if len(calls) == 3:
                 raise MemoryError("planted on rank 1")
             return original(*args, **kwargs)
-        spectrum_module.singular_values_from_gram = failing
+        spectrum_analysis.singular_values_from_gram = failing  # where the monitor's spectra are taken
     if scenario == "spectrum_fault":
         monitors = [EmbeddingSpectrumMonitor(cross_layer=None)]
     elif scenario == "discovery":

@@ -1,5 +1,5 @@
 """Read DTensor tables of every placement on WORLD CPU processes (gloo) and save what each rank computed:
-``python sharding_ddp.py OUT_DIR WORLD``. Run by tests/test_sharding.py, which compares with float64 oracles."""
+``python sharding_ddp.py OUT_DIR WORLD``. Run by tests/sharding/test_sharding.py, which compares with float64 oracles."""
 
 import os
 import sys

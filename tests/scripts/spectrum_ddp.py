@@ -1,5 +1,5 @@
 """Train TinyCTR with EmbeddingSpectrumMonitor on N CPU processes (Lightning "ddp", gloo) and dump what each rank
-holds: ``python spectrum_ddp.py OUT_DIR DEVICES``. Run by tests/test_ddp_spectrum.py."""
+holds: ``python spectrum_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_spectrum_ddp.py."""
 
 import json
 import sys

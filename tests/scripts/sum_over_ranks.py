@@ -1,5 +1,6 @@
 """Sum a tensor over N gloo processes with lightning_recanalysis.distributed.sum_over_ranks and write each rank's
-result: ``python sum_over_ranks.py OUT_DIR N PORT``. Run by tests/test_distributed.py."""
+result, with the agreements built on it (agreement.all_true, first_found): ``python sum_over_ranks.py OUT_DIR N
+PORT``. Run by tests/test_distributed.py."""
 
 import json
 import sys
@@ -9,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from lightning_recanalysis.agreement import all_true, first_found
 from lightning_recanalysis.distributed import sum_over_ranks
 
 
@@ -19,8 +21,14 @@ def rank_main(rank: int, world: int, port: int, out: Path) -> None:
         total = sum_over_ranks(mine)
         pairs = dist.new_group([0, 1])  # a subgroup: ranks 0 and 1 only
         sub = sum_over_ranks(mine, pairs) if rank < 2 else None
+        flags = [True, rank != 1, rank != 2, False]
+        flags_pair = all_true(flags, group=pairs) if rank < 2 else None
+        found = first_found(f"layout-{rank}" if rank > 0 else None, ValueError(f"none on {rank}"))
+        problem = first_found(None, ValueError(f"none on {rank}") if rank > 0 else None)
         (out / f"rank{rank}.json").write_text(json.dumps({
-            "total": total.tolist(), "mine_unchanged": mine.tolist(), "pair": None if sub is None else sub.tolist()}))
+            "total": total.tolist(), "mine_unchanged": mine.tolist(), "pair": None if sub is None else sub.tolist(),
+            "all_true": all_true(flags), "all_true_pair": flags_pair, "found": [found[0], repr(found[1])],
+            "problem": [problem[0], repr(problem[1])]}))
     finally:
         dist.destroy_process_group()
 

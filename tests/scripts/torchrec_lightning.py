@@ -2,7 +2,7 @@
 trained under Lightning's ModelParallelStrategy on 2 CPU processes (gloo) with EmbeddingSpectrumMonitor attached:
 ``python torchrec_lightning.py OUT_DIR SHARDING`` (``table_wise`` or ``column_wise``). Rank r writes the monitor's
 history; rank 0 also every table at fit start and at each epoch end as TorchRec's own sharded lookup returns it
-(a bag of one id per row), the oracle of tests/test_torchrec_sharding.py."""
+(a bag of one id per row), the oracle of tests/sharding/test_torchrec_sharding.py."""
 
 import json
 import os

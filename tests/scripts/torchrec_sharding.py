@@ -2,7 +2,7 @@
 sharded state through lightning_recanalysis.sharding: ``python torchrec_sharding.py OUT_DIR KIND`` with KIND
 ``table_wise``, ``column_wise`` or ``table_column_wise``. Rank r writes ``rank<r>.pt``: per table its layout, the
 Gram and row counts of the whole table and of a row range, and looked-up rows, beside every row of every table
-as TorchRec's own sharded lookup returns it. Run by tests/test_torchrec_sharding.py."""
+as TorchRec's own sharded lookup returns it. Run by tests/sharding/test_torchrec_sharding.py."""
 
 import os
 import sys

@@ -2,17 +2,17 @@
 table-wise, column-wise and table-column-wise, are read exactly: spectra of whole tables and of row and column
 ranges, and looked-up rows, equal those of the table that TorchRec's own sharded lookup returns."""
 
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from ddp_helpers import run_ddp_script
+from ddp_helpers import SCRIPTS, other_ranks_exit_codes, run_ddp_script
 
 pytest.importorskip("torchrec")
 
-SCRIPT = Path(__file__).parent / "scripts" / "torchrec_sharding.py"
+SCRIPT = SCRIPTS / "torchrec_sharding.py"
 
 
 def _numpy_singular_values(rows: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def test_sharded_tables_read_as_the_unsharded_ones(tmp_path, kind, layout, shard
         assert torch.equal(ranks[0][key]["whole"], ranks[1][key]["whole"])
 
 
-LIGHTNING_SCRIPT = Path(__file__).parent / "scripts" / "torchrec_lightning.py"
+LIGHTNING_SCRIPT = SCRIPTS / "torchrec_lightning.py"
 
 
 @pytest.mark.slow
@@ -58,10 +58,6 @@ def test_a_lightning_module_hosting_distributed_model_parallel(tmp_path, kind):
     """configure_model hands the collection to DistributedModelParallel under ModelParallelStrategy: the monitor
     finds the tables at setup (named by their features), reads their shards at every analysis, and logs the
     spectra of the tables that TorchRec's own lookups return at that moment; both ranks log the same."""
-    import json
-
-    from ddp_helpers import other_ranks_exit_codes
-
     proc = run_ddp_script(LIGHTNING_SCRIPT, tmp_path, kind, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert other_ranks_exit_codes(tmp_path) == [0]

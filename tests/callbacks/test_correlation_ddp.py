@@ -2,21 +2,18 @@
 process's over the same data; both ranks keep the same history; only rank 0 writes files."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "correlation_ddp.py"
+from ddp_helpers import SCRIPTS, run_ddp_script
+
+SCRIPT = SCRIPTS / "correlation_ddp.py"
 
 
 def _run(out: Path, devices: int) -> list:
     out.mkdir()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices)], capture_output=True, text=True,
-                          timeout=300, env=env)
+    proc = run_ddp_script(SCRIPT, out, devices, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(p.read_text()) for p in sorted(out.glob("history_rank*.json"))]
 

@@ -4,20 +4,19 @@ weights, every rank logs the same, and the monitors leave the trained weights bi
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ddp_helpers import other_ranks_exit_codes, run_ddp_script
+from ddp_helpers import SCRIPTS, other_ranks_exit_codes, run_ddp_script
 
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+sys.path.insert(0, str(SCRIPTS))
 from model_parallel import DIM, ShardedDCN, monitors  # noqa: E402
 
 from lightning_recanalysis.functional.field_pair import cross_layer_pair_strength  # noqa: E402
 
-SCRIPT = Path(__file__).parent / "scripts" / "model_parallel.py"
+SCRIPT = SCRIPTS / "model_parallel.py"
 
 
 def _numbers(value, path=""):
@@ -85,7 +84,7 @@ def test_every_logged_number_equals_one_process_on_the_same_weights(tmp_path, mo
         _assert_numbers_equal({"learned": logged["learned"]}, {"learned": learned.tolist()}, "learned strength")
 
 
-DEMOS_SCRIPT = Path(__file__).parent / "scripts" / "model_parallel_demos.py"
+DEMOS_SCRIPT = SCRIPTS / "model_parallel_demos.py"
 
 
 @pytest.mark.slow
@@ -159,7 +158,7 @@ def test_demo_models_under_tensor_parallelism_log_what_one_process_logs(tmp_path
             assert torch.equal(tp_weights[name], value), (model, name)
 
 
-FAULTS_SCRIPT = Path(__file__).parent / "scripts" / "model_parallel_faults.py"
+FAULTS_SCRIPT = SCRIPTS / "model_parallel_faults.py"
 
 
 @pytest.mark.slow

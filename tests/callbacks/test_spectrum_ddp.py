@@ -2,23 +2,19 @@
 equal, and only rank 0 writes files."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from ddp_helpers import SCRIPTS, run_ddp_script
 from helpers import numpy_information_abundance, numpy_row_normalized_singular_values
 
-SCRIPT = Path(__file__).parent / "scripts" / "spectrum_ddp.py"
+SCRIPT = SCRIPTS / "spectrum_ddp.py"
 
 
 def _run(out: Path, devices: int) -> None:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices)], capture_output=True, text=True,
-                          timeout=300, env=env)
+    proc = run_ddp_script(SCRIPT, out, devices, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

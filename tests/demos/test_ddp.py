@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ddp_helpers import canonical, other_ranks_exit_codes, run_ddp_script
+from ddp_helpers import SCRIPTS, canonical, other_ranks_exit_codes, run_ddp_script
 from demo_models.registry import MODELS
 
-SCRIPT = Path(__file__).parent / "scripts" / "demo_ddp.py"
+SCRIPT = SCRIPTS / "demo_ddp.py"
 
 # Training steps per epoch (the same on each of 2 ranks as in one process) and rows per epoch: 2304 training
 # rows in batches of 256 for the single-task demos, 2048 for the multi-task ones (demo_ddp.N_SAMPLES, BATCH).

@@ -4,19 +4,18 @@ for row, column, replicated and two-dimensional placements; unreadable placement
 on one rank is raised on all of them at the same collective."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ddp_helpers import run_ddp_script
+from ddp_helpers import SCRIPTS, run_ddp_script
 from lightning_recanalysis import sharding
 
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+sys.path.insert(0, str(SCRIPTS))
 from sharding_ddp import IDS, kernel, table  # noqa: E402
 
-SCRIPT = Path(__file__).parent / "scripts" / "sharding_ddp.py"
+SCRIPT = SCRIPTS / "sharding_ddp.py"
 
 
 def _numpy_singular_values(rows: np.ndarray) -> np.ndarray:

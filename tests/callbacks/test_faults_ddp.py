@@ -11,13 +11,12 @@ The faults and models are in tests/scripts/fault_ddp.py.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 
-from ddp_helpers import canonical, other_ranks_exit_codes, run_ddp_script
+from ddp_helpers import SCRIPTS, canonical, other_ranks_exit_codes, run_ddp_script
 
-SCRIPT = Path(__file__).parent / "scripts" / "fault_ddp.py"
+SCRIPT = SCRIPTS / "fault_ddp.py"
 
 #: (stage, epoch) of the records left after two epochs, epoch 0's analysis skipped on both ranks; and the
 #: function that raised on rank 1.
