@@ -95,6 +95,11 @@ def _time_hooks(callbacks) -> dict:
     return spent
 
 
+def _spread(values: list[float], fmt: str = ".1%") -> str:
+    """``min-median-max`` of ``values``: the spread over fresh processes, not only their median."""
+    return "-".join(format(v, fmt) for v in (min(values), median(values), max(values)))
+
+
 def probe_costs(repeats: int) -> dict:
     """Median seconds of one probe, one full backward, and one backward per task, on one MMoE demo batch."""
     from demo_models.multitask import build
@@ -178,6 +183,9 @@ def main(argv=None) -> None:
         for cls in results[config][0]["per_monitor"]:
             share = median(r["per_monitor"][cls] for r in results[config]) / cpu["none"]
             print(f"  inside {cls} (config '{config}'): {share:.1%} of the CPU time of training without monitors")
+        print(f"  inside both monitors (config '{config}'), min-median-max over the {args.repeats} processes: "
+              f"{_spread([r['monitor_seconds'] / cpu['none'] for r in results[config]])} of that time, "
+              f"{_spread([r['monitor_seconds'] * 1e3 for r in results[config]], '.0f')} ms of CPU")
     hooks = results["references"][0]["per_hook"]
     print("  inside EntanglementMonitor (config 'references') by hook: " + ", ".join(
         f"{h.split('.', 1)[1]} {median(r['per_hook'][h] for r in results['references']) / cpu['none']:.1%}"
