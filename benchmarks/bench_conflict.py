@@ -1,6 +1,7 @@
 """What the multi-task monitors cost: on the MMoE demo end to end, and one gradient probe against backward passes.
 
     python -m benchmarks.bench_conflict [--repeats 3] [--epochs N] [--quick]
+    python -m benchmarks.bench_conflict --checkouts BEFORE_DIR AFTER_DIR [--repeats 5]
 
 1. **Training time.** The MMoE demo (``python -m demo_models mmoe``: synthetic two-task data, its default epochs)
    trained in a fresh process per run, configurations interleaved repetition by repetition, median fit time:
@@ -13,6 +14,13 @@
    ``autograd.grad`` per task to the looked-up rows, the per-id sums and the per-field Grams), one backward pass
    of the total loss to every parameter, and one backward pass per task to every parameter. The target: the
    probe costs no more than one backward pass per task.
+
+3. **Two checkouts** (``--checkouts``): each directory holds ``lightning_recanalysis``, ``benchmarks`` and
+   ``demo_models`` (``git archive REV lightning_recanalysis benchmarks demo_models | tar -x -C DIR``). Fresh
+   processes alternate ``none`` (BEFORE), ``references`` (BEFORE) and ``references`` (AFTER), each importing its
+   own checkout (the paths are printed); the CPU time inside both monitors per checkout, min-median-max, and the
+   after / before ratio per repetition. A change that must not alter the output is checked separately
+   (``scripts/demo_fingerprint.py``).
 
 On a machine shared with other work the end-to-end ratios (wall and even CPU time) move by 15% or more from
 one run of this benchmark to the next, in both directions; the CPU time spent inside the monitors' hooks is the
@@ -27,11 +35,15 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+import lightning_recanalysis
 
 from ._common import machine, median, run_worker, table
 
@@ -66,7 +78,8 @@ def fit_worker(config: str, epochs: int) -> dict:
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     shutil.rmtree(logger.root_dir, ignore_errors=True)
     probes = experiment.callbacks[0].history[-1]["measured_steps"] if config != "none" else 0
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": trainer.global_step, "probes_last_epoch": probes,
+    return {"package": str(Path(lightning_recanalysis.__file__).parent), "seconds": seconds,
+            "cpu_seconds": cpu_seconds, "steps": trainer.global_step, "probes_last_epoch": probes,
             "monitor_seconds": sum(inside.values()),
             "per_monitor": {cls: sum(v for (c, _), v in inside.items() if c == cls) for cls, _ in inside},
             "per_hook": {f"{c}.{hook}": v for (c, hook), v in inside.items()}}
@@ -93,6 +106,34 @@ def _time_hooks(callbacks) -> dict:
 
             setattr(callback, name, timed)
     return spent
+
+
+def compare_checkouts(before: str, after: str, repeats: int, epochs: int) -> None:
+    """Part 3 of the module docstring: the monitors' CPU time in two checkouts, alternating fresh processes."""
+    runs = [("none", before), ("references", before), ("references", after)]
+    results: dict[int, list[dict]] = {k: [] for k in range(len(runs))}
+    for _ in range(repeats):
+        for k, (config, root) in enumerate(runs):
+            env = {**os.environ, "PYTHONPATH": str(Path(root).resolve())}
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_conflict", "--worker", config, str(epochs)],
+                                  capture_output=True, text=True, cwd=root, env=env, timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"worker {config} in {root} failed:\n{proc.stderr[-2000:]}")
+            results[k].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    none = median(r["cpu_seconds"] for r in results[0])
+    print(f"MMoE demo with both monitors and the two references, {repeats} alternating fresh processes per "
+          f"checkout; {machine()}; training without monitors: {none:.2f} s of CPU (median)")
+    for k, label, root in ((1, "before", before), (2, "after", after)):
+        ms = [r["monitor_seconds"] * 1e3 for r in results[k]]
+        print(f"  {label} ({results[k][0].get('package', root + ' (path not reported)')}): inside both monitors {_spread(ms, '.0f')} ms of CPU, "
+              f"{_spread([m / 1e3 / none for m in ms])} of training without monitors")
+    ratios = [a["monitor_seconds"] / b["monitor_seconds"] for a, b in zip(results[2], results[1])]
+    print(f"  after / before, per repetition: {_spread(ratios, '.3f')}")
+
+
+def _spread(values: list[float], fmt: str = ".1%") -> str:
+    """``min-median-max`` of ``values``: the spread over fresh processes, not only their median."""
+    return "-".join(format(v, fmt) for v in (min(values), median(values), max(values)))
 
 
 def probe_costs(repeats: int) -> dict:
@@ -144,6 +185,8 @@ def main(argv=None) -> None:
     parser.add_argument("--probe-repeats", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="1 epoch, 2 repetitions")
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "EPOCHS"))
+    parser.add_argument("--checkouts", nargs=2, metavar=("BEFORE_DIR", "AFTER_DIR"),
+                        help="compare the monitors' CPU time in two checkouts (part 3 above)")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(fit_worker(args.worker[0], int(args.worker[1]))))
@@ -158,6 +201,10 @@ def main(argv=None) -> None:
     train_references("synthetic", 0, Path(reference_dir), epochs=args.epochs or None)
     print(f"training the two single-task references (once, not timed below): {time.perf_counter() - start:.1f} s")
     os.environ[REFERENCES_ENV] = reference_dir
+    if args.checkouts:
+        compare_checkouts(*args.checkouts, repeats=args.repeats, epochs=args.epochs)
+        shutil.rmtree(reference_dir, ignore_errors=True)
+        return
     results = {c: [] for c in CONFIGS}
     for _ in range(args.repeats):
         for config in CONFIGS:  # interleaved, so drift in machine load hits every configuration alike
@@ -176,6 +223,9 @@ def main(argv=None) -> None:
         for cls in results[config][0]["per_monitor"]:
             share = median(r["per_monitor"][cls] for r in results[config]) / cpu["none"]
             print(f"  inside {cls} (config '{config}'): {share:.1%} of the CPU time of training without monitors")
+        print(f"  inside both monitors (config '{config}'), min-median-max over the {args.repeats} processes: "
+              f"{_spread([r['monitor_seconds'] / cpu['none'] for r in results[config]])} of that time, "
+              f"{_spread([r['monitor_seconds'] * 1e3 for r in results[config]], '.0f')} ms of CPU")
     hooks = results["references"][0]["per_hook"]
     print("  inside EntanglementMonitor (config 'references') by hook: " + ", ".join(
         f"{h.split('.', 1)[1]} {median(r['per_hook'][h] for r in results['references']) / cpu['none']:.1%}"

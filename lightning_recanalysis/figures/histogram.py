@@ -4,6 +4,7 @@ them in a light tint of it."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ __all__ = ["stacked_histogram_image", "bin_colors", "NEAR", "MIDDLE", "FAR"]
 NEAR, MIDDLE, FAR = (31, 119, 180), (150, 150, 150), (214, 39, 40)  # tab:blue, grey, tab:red
 
 
+@lru_cache(maxsize=64)  # a handful of colours, each tinted for every bin of every panel
 def _tint(color: tuple[int, int, int], amount: float = 0.7) -> tuple[int, int, int]:
     return tuple(int(round(c + (255 - c) * amount)) for c in color)
 

@@ -20,8 +20,7 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     the area under the exact ROC curve (``torchmetrics``' ``binary_auroc`` without thresholds, trapezoids
     between distinct scores), on the scores as given: logits far from 0 keep their order, where a float32
     sigmoid first (as ``binary_auroc`` applies to scores outside [0, 1]) can round them to ties. The scores are
-    sorted once for all subsets; each subset is then one linear pass, where a call per subset would sort again
-    every time.
+    sorted once for all subsets, and all subsets are then counted together, run of ties by run.
 
     Example:
         >>> scores = torch.tensor([0.9, 0.8, 0.3, 0.1, 0.7, 0.2])
@@ -33,28 +32,39 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     y = _numpy(target).reshape(-1) > 0.5
     if s.shape != y.shape:
         raise ValueError(f"scores and target must have the same number of values, got {s.size} and {y.size}")
-    order = np.argsort(s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    out: list[float | None] = []
-    for mask in masks:
-        keep = _numpy(mask).reshape(-1)
+    masks = [_numpy(mask).reshape(-1) for mask in masks]
+    for keep in masks:
         if keep.dtype != np.bool_:
             # An integer array would index, not select: the subset would be silently wrong.
             raise ValueError(f"masks must be boolean, got dtype {keep.dtype}; pass mask.bool() / mask != 0")
         if keep.shape != s.shape:
             raise ValueError(f"each mask must have {s.size} values, got {keep.size}")
-        kept = keep[order]
-        ss, yy = s_sorted[kept], y_sorted[kept]
-        positives = int(yy.sum())
-        negatives = yy.size - positives
+    if not masks:
+        return []
+    # One sort for every subset. Runs of equal scores ("ties") share the mean of their ranks, so the order the
+    # sort leaves equal scores in does not matter and the default (unstable) sort serves.
+    order = np.argsort(s)
+    s_sorted, y_sorted = s[order], y[order]
+    changes = np.empty(s.size, dtype=bool)
+    changes[:1], changes[1:] = True, s_sorted[1:] != s_sorted[:-1]
+    run = np.cumsum(changes) - 1  # the run of ties of each sorted score
+    runs = int(run[-1]) + 1 if run.size else 0
+    # Per subset and run: how many of the subset's scores, and how many of its positives, fall in the run.
+    kept = np.stack(masks)[:, order]
+    offset = np.arange(len(masks))[:, None] * runs
+    members = np.bincount((offset + run)[kept], minlength=len(masks) * runs).reshape(len(masks), runs)
+    positives_in = np.bincount((offset + run)[kept & y_sorted], minlength=len(masks) * runs).reshape(len(masks), runs)
+    # Within a subset a run's scores have the mean rank (scores below it) + (its size + 1) / 2. Every term is a
+    # half-integer below 2^53, so the float64 sums are exact: the same U as summing rank by rank.
+    below = np.cumsum(members, axis=1) - members
+    rank_sums = (positives_in * (below + (members + 1) / 2.0)).sum(axis=1)
+    out: list[float | None] = []
+    for rank_sum, positives, size in zip(rank_sums, positives_in.sum(axis=1), members.sum(axis=1)):
+        positives, negatives = int(positives), int(size - positives)
         if positives == 0 or negatives == 0:
             out.append(None)
             continue
-        # Runs of equal scores in the sorted subset share the mean of their 1-based ranks.
-        starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-        lengths = np.diff(np.r_[starts, ss.size])
-        ranks = np.repeat(starts + (lengths + 1) / 2.0, lengths)
-        u = float(ranks[yy].sum()) - positives * (positives + 1) / 2.0
+        u = float(rank_sum) - positives * (positives + 1) / 2.0
         out.append(u / (positives * negatives))
     return out
 

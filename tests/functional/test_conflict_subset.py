@@ -14,6 +14,7 @@ from lightning_recanalysis.functional.conflict_subset import (
     geometry_agreement,
     pair_distances,
     percentile,
+    percentiles,
     placement_shares,
 )
 
@@ -96,3 +97,22 @@ def test_bad_input():
         conflict_subsets({"a": torch.rand(5), "b": torch.rand(5)}, high=30, low=70)
     with pytest.raises(ValueError, match="two tasks"):
         conflict_subsets({"a": torch.rand(5)})
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 997, 10_000])
+def test_percentiles_are_the_order_statistics_of_a_full_sort_bit_for_bit(n):
+    """The percentiles read only the order statistics they need (a partition, not a sort): the values must be
+    exactly those of the linear interpolation on a fully sorted copy (the definition in the module docstring),
+    ties and repeated values included, so that the conflict subsets do not move by one pair."""
+    rng = np.random.default_rng(n)
+    x = np.round(rng.gamma(2.0, size=n), 2)  # two decimals: many ties
+    ordered = np.sort(x)
+    qs = [0.0, 12.5, 40.0, 50.0, 60.0, 99.9, 100.0]
+    expected = []
+    for q in qs:
+        h = (n - 1) * q / 100.0
+        lo = int(h)
+        hi = min(lo + 1, n - 1)
+        expected.append(float(ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo])))
+    assert percentiles(torch.from_numpy(x), qs) == expected  # exact, not approx
+    assert percentiles(torch.from_numpy(x).float(), [40.0]) == [percentile(torch.from_numpy(x.astype(np.float32)), 40)]

@@ -44,3 +44,19 @@ def test_integer_masks_are_refused_and_saturating_logits_keep_their_order():
         subset_aurocs(scores, target, [np.array([1, 1, 1, 1, 0])])  # would index rows 1 and 0, not select
     # Logits 30 > 25 > 20 > 18 rank the positives first: AUROC 1 by hand. A float32 sigmoid rounds all four to 1.0.
     assert subset_aurocs(np.array([30.0, 20.0, 25.0, 18.0]), np.array([1, 0, 1, 0]), [np.ones(4, bool)]) == [1.0]
+
+
+def test_the_order_of_tied_scores_does_not_move_a_single_bit():
+    """Ties share their mean rank, so any order of equal scores gives the same AUROC to the last bit: checked by
+    permuting the pairs (which reorders the ties in the sort) against the values on the original order."""
+    rng = np.random.default_rng(7)
+    n = 5000
+    scores = np.round(rng.normal(size=n), 1)  # about 80 distinct values: long runs of ties
+    target = rng.random(n) < 0.3
+    masks = [np.ones(n, bool), rng.random(n) < 0.5, rng.random(n) < 0.1]
+    reference = subset_aurocs(scores, target, masks)
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(n)
+        assert subset_aurocs(scores[perm], target[perm], [m[perm] for m in masks]) == reference
+    pos, neg = scores[target], scores[~target]
+    assert reference[0] == pytest.approx(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)), rel=1e-12)
