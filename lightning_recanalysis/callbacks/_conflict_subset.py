@@ -58,6 +58,9 @@ class ConflictSubsetAnalysis:
         self._counting_done = False
         self._reduced: tuple[torch.Tensor, torch.Tensor] | None = None
         self._reference_histograms_logged = False
+        # The reference distances and subsets of the last analysed pairs: the validation pairs are usually the same
+        # every epoch, and the references never change, so they are computed again only when the ids change.
+        self._subsets_cache: tuple[torch.Tensor, torch.Tensor, dict, dict] | None = None
 
     # ---- setup --------------------------------------------------------------------------------------------
     def setup(self, tasks: Sequence[str], user: tuple[EmbeddingTable, Field], item: tuple[EmbeddingTable, Field],
@@ -73,6 +76,7 @@ class ConflictSubsetAnalysis:
         self._counts = {"user": None, "item": None}
         self._counting_done, self._reduced = False, None
         self._reference_histograms_logged = False
+        self._subsets_cache = None
 
     # ---- frequency counting over the first training epoch --------------------------------------------------
     def _count_hook(self, role: str, fld: Field):
@@ -142,8 +146,13 @@ class ConflictSubsetAnalysis:
         histograms: dict[str, torch.Tensor] = {}
         if users.numel() < 2:
             return metrics, histograms, part
-        reference = {t: r.distances(users, items) for t, r in self.references.items()}
-        masks = conflict_subsets(reference, high=self.high, low=self.low)
+        cached = self._subsets_cache
+        if cached is not None and torch.equal(cached[0], users) and torch.equal(cached[1], items):
+            reference, masks = cached[2], cached[3]
+        else:
+            reference = {t: r.distances(users, items) for t, r in self.references.items()}
+            masks = conflict_subsets(reference, high=self.high, low=self.low)
+            self._subsets_cache = (users.clone(), items.clone(), reference, masks)
         modes = {conflict_mode_name(f, n): (f, n) for f, n in permutations(tasks, 2)}  # conflict_subsets' order
         for mode, mask in masks.items():
             far, near = modes[mode]
