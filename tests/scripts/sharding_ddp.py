@@ -13,6 +13,7 @@ from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distrib
 from torch.distributed.tensor.placement_types import _StridedShard
 
 from lightning_recanalysis import sharding
+from ddp_common import end_rank  # noqa: E402
 
 ROWS, WIDTH = 2001, 12
 IDS = [0, 5, 1000, 1001, 2000, 5]
@@ -112,6 +113,7 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
         except ValueError as err:
             results["monitor_refusal"] = str(err)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+        end_rank()  # exit 0 now: a gloo group torn down at exit can abort a finished rank
     finally:
         dist.destroy_process_group()
 

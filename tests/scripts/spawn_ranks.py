@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_common import end_rank  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,7 @@ def rank_main(rank: int, module_file: str, name: str, world: int, out_dir: str) 
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/gloo_init", rank=rank, world_size=world)
     try:
         function(rank, world, Path(out_dir))
+        end_rank()  # exit 0 now: a gloo group torn down at exit can abort a finished rank
     finally:
         dist.destroy_process_group()
 

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from lightning_recanalysis.agreement import all_true, first_found
 from lightning_recanalysis.distributed import sum_over_ranks
+from ddp_common import end_rank  # noqa: E402
 
 
 def rank_main(rank: int, world: int, port: int, out: Path) -> None:
@@ -29,6 +30,7 @@ def rank_main(rank: int, world: int, port: int, out: Path) -> None:
             "total": total.tolist(), "mine_unchanged": mine.tolist(), "pair": None if sub is None else sub.tolist(),
             "all_true": all_true(flags), "all_true_pair": flags_pair, "found": [found[0], repr(found[1])],
             "problem": [problem[0], repr(problem[1])]}))
+        end_rank()  # exit 0 now: a gloo group torn down at exit can abort a finished rank
     finally:
         dist.destroy_process_group()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_common import end_rank  # noqa: E402
 
 TABLES = {"t0": 1000, "t1": 1007, "t2": 1014}
 WIDTH = 16
@@ -65,6 +66,7 @@ def worker(rank: int, world: int, init: str, out: str, kind: str) -> None:
                 "lookup": sharding.lookup_rows(weight, IDS),
             }
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+        end_rank()  # exit 0 now: a gloo group torn down at exit can abort a finished rank
     finally:
         dist.destroy_process_group()
 
