@@ -87,6 +87,43 @@ def test_every_logged_number_equals_one_process_on_the_same_weights(tmp_path, mo
 DEMOS_SCRIPT = SCRIPTS / "model_parallel_demos.py"
 
 
+DEMO_TABLES = (("tin", ["FeatureCorrelationMonitor"], "category_embedding.weight"),
+               ("stem", ["GradientConflictMonitor", "EntanglementMonitor"], "embedding.weight"),
+               ("dcnv2_per_feature", ["EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"],
+                "embedding_dict.F0.weight"))
+
+
+def _check_demo_runs(tmp_path, sharded_mode: str, reference_mode: str, placement: str, check_record) -> dict:
+    """Run TIN, STEM and the per-feature DCNv2 sharded (with and without monitors) and as the reference; for each
+    model: the table has ``placement``, both runs train to the same weights, each monitor keeps as many records as
+    the reference's (``check_record(model, name, logged, expected)`` compares each pair), and the monitors leave the
+    sharded training unchanged. Returns the sharded runs' records by model."""
+    for mode, *flags in ((sharded_mode,), (reference_mode,), (sharded_mode, "--no-monitors")):
+        proc = run_ddp_script(DEMOS_SCRIPT, "tin,stem,dcnv2_per_feature", tmp_path, mode, *flags, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {}
+    for model, monitor_names, table in DEMO_TABLES:
+        placements = json.loads((tmp_path / f"{model}_{sharded_mode}_monitors_placements.json").read_text())
+        assert placements[table] == [placement]
+        sharded = json.loads((tmp_path / f"{model}_{sharded_mode}_monitors.json").read_text())
+        plain = json.loads((tmp_path / f"{model}_{reference_mode}_monitors.json").read_text())
+        assert sorted(sharded) == sorted(plain) == sorted(monitor_names)
+        # The runs train alike: the same weights, so the monitors read the same model.
+        sharded_weights = torch.load(tmp_path / f"{model}_{sharded_mode}_monitors.pt", weights_only=True)
+        reference_weights = torch.load(tmp_path / f"{model}_{reference_mode}_monitors.pt", weights_only=True)
+        for name, value in reference_weights.items():
+            assert torch.allclose(sharded_weights[name], value, rtol=1e-6, atol=1e-7), name
+        for name in monitor_names:
+            assert len(sharded[name]) == len(plain[name]) >= 2, name
+            for logged, expected in zip(sharded[name], plain[name]):
+                check_record(model, name, logged, expected)
+        untouched = torch.load(tmp_path / f"{model}_{sharded_mode}_plain.pt", weights_only=True)
+        for name, value in untouched.items():
+            assert torch.equal(sharded_weights[name], value), (model, name)
+        records[model] = sharded
+    return records
+
+
 @pytest.mark.slow
 def test_demo_models_under_fsdp2_log_what_ddp_logs(tmp_path):
     """TIN (correlation: category and position tables looked up), STEM (gradient conflict and entanglement on
@@ -94,32 +131,12 @@ def test_demo_models_under_fsdp2_log_what_ddp_logs(tmp_path):
     whose field order is found on the first batch) with every table sharded by rows: each record equals the DDP run's on the same rows
     (FSDP2 and DDP train to the same weights here, so every number, learned ones included, must agree), and the
     monitors leave FSDP2's training unchanged."""
-    for mode, *flags in (("fsdp",), ("ddp",), ("fsdp", "--no-monitors")):
-        proc = run_ddp_script(DEMOS_SCRIPT, "tin,stem,dcnv2_per_feature", tmp_path, mode, *flags, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    for model, monitors, table in (("tin", ["FeatureCorrelationMonitor"], "category_embedding.weight"),
-                                   ("stem", ["GradientConflictMonitor", "EntanglementMonitor"], "embedding.weight"),
-                                   ("dcnv2_per_feature", ["EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"],
-                                    "embedding_dict.F0.weight")):
-        placements = json.loads((tmp_path / f"{model}_fsdp_monitors_placements.json").read_text())
-        assert placements[table] == ["Shard(dim=0)"]
-        sharded = json.loads((tmp_path / f"{model}_fsdp_monitors.json").read_text())
-        plain = json.loads((tmp_path / f"{model}_ddp_monitors.json").read_text())
-        assert sorted(sharded) == sorted(plain) == sorted(monitors)
-        # The runs train alike: the same weights, so the monitors read the same model.
-        fsdp_weights = torch.load(tmp_path / f"{model}_fsdp_monitors.pt", weights_only=True)
-        ddp_weights = torch.load(tmp_path / f"{model}_ddp_monitors.pt", weights_only=True)
-        for name, value in ddp_weights.items():
-            assert torch.allclose(fsdp_weights[name], value, rtol=1e-6, atol=1e-7), name
-        for name in monitors:
-            assert len(sharded[name]) == len(plain[name]) >= 2, name
-            for logged, expected in zip(sharded[name], plain[name]):
-                assert logged["world_size" if "world_size" in logged else "stage"] == \
-                    expected["world_size" if "world_size" in expected else "stage"]
-                _assert_numbers_equal(logged, expected, f"{model} {name} epoch {logged['epoch']}")
-        untouched = torch.load(tmp_path / f"{model}_fsdp_plain.pt", weights_only=True)
-        for name, value in untouched.items():
-            assert torch.equal(fsdp_weights[name], value), (model, name)
+    def check_record(model, name, logged, expected):
+        assert logged["world_size" if "world_size" in logged else "stage"] == \
+            expected["world_size" if "world_size" in expected else "stage"]
+        _assert_numbers_equal(logged, expected, f"{model} {name} epoch {logged['epoch']}")
+
+    _check_demo_runs(tmp_path, "fsdp", "ddp", "Shard(dim=0)", check_record)
 
 
 @pytest.mark.slow
@@ -128,34 +145,16 @@ def test_demo_models_under_tensor_parallelism_log_what_one_process_logs(tmp_path
     the monitors' hooks see the ids as replicated DTensors), both training on every row: every monitor of TIN,
     STEM and the per-feature DCNv2 logs what one process logs on the same rows (the runs train to the same
     weights, checked), every analysis is present, and the monitors leave the training unchanged."""
-    for mode, *flags in (("tp",), ("single",), ("tp", "--no-monitors")):
-        proc = run_ddp_script(DEMOS_SCRIPT, "tin,stem,dcnv2_per_feature", tmp_path, mode, *flags, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    for model, monitors, table in (("tin", ["FeatureCorrelationMonitor"], "category_embedding.weight"),
-                                   ("stem", ["GradientConflictMonitor", "EntanglementMonitor"], "embedding.weight"),
-                                   ("dcnv2_per_feature", ["EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"],
-                                    "embedding_dict.F0.weight")):
-        placements = json.loads((tmp_path / f"{model}_tp_monitors_placements.json").read_text())
-        assert placements[table] == ["Shard(dim=1)"]
-        sharded = json.loads((tmp_path / f"{model}_tp_monitors.json").read_text())
-        plain = json.loads((tmp_path / f"{model}_single_monitors.json").read_text())
-        assert sorted(sharded) == sorted(plain) == sorted(monitors)
-        tp_weights = torch.load(tmp_path / f"{model}_tp_monitors.pt", weights_only=True)
-        single_weights = torch.load(tmp_path / f"{model}_single_monitors.pt", weights_only=True)
-        for name, value in single_weights.items():
-            assert torch.allclose(tp_weights[name], value, rtol=1e-6, atol=1e-7), name
-        for name in monitors:
-            assert len(sharded[name]) == len(plain[name]) >= 2, name
-            for logged, expected in zip(sharded[name], plain[name]):
-                assert logged.pop("world_size", 2) == 2 and expected.pop("world_size", 1) == 1
-                _assert_numbers_equal(logged, expected, f"{model} {name} epoch {logged['epoch']}")
-                assert set(dict(_numbers(logged))) == set(dict(_numbers(expected))), (model, name)
+    def check_record(model, name, logged, expected):
+        assert logged.pop("world_size", 2) == 2 and expected.pop("world_size", 1) == 1
+        _assert_numbers_equal(logged, expected, f"{model} {name} epoch {logged['epoch']}")
+        assert set(dict(_numbers(logged))) == set(dict(_numbers(expected))), (model, name)
+
+    records = _check_demo_runs(tmp_path, "tp", "single", "Shard(dim=1)", check_record)
+    for sharded in records.values():
         conflict = sharded.get("GradientConflictMonitor")
         if conflict:  # the probes measured: the analysis is there, not silently absent
             assert all(r["measured_steps"] > 0 and r["metrics"] for r in conflict)
-        untouched = torch.load(tmp_path / f"{model}_tp_plain.pt", weights_only=True)
-        for name, value in untouched.items():
-            assert torch.equal(tp_weights[name], value), (model, name)
 
 
 FAULTS_SCRIPT = SCRIPTS / "model_parallel_faults.py"
