@@ -43,21 +43,12 @@ def planted_precision_recall(references: dict[str, Path], seed: int) -> dict[str
     return out
 
 
-def serving_agreement(record: dict) -> dict[str, float]:
-    part = record["conflict"]
-    out = {}
-    for task in part["tasks"]:
-        view = next((v for v in part["views"] if v.endswith(f"[{task}]")), next(iter(part["views"])))
-        values = [m["agreement"][task] for m in part["views"][view]["modes"].values()]
-        out[task] = sum(values) / len(values)
-    return out
-
-
 def main(argv=None) -> None:
     import lightning.pytorch as pl
 
     from demo_models.multitask import build
     from demo_models.references import train_references
+    from lightning_recanalysis.report.compare_conflict import own_task_agreement
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -79,7 +70,7 @@ def main(argv=None) -> None:
                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                            num_sanity_val_steps=0, deterministic=True).fit(
                     experiment.module, experiment.train_loader, experiment.val_loader)
-                scores[model].append(serving_agreement(monitor.history[-1]))
+                scores[model].append(own_task_agreement(monitor.history[-1]["conflict"]))
                 print(f"seed {seed} {model}: {scores[model][-1]}", flush=True)
 
     def spread(values):

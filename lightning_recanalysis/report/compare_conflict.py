@@ -16,7 +16,7 @@ from .model import ReportFigure, ReportTable, Section, format_value
 from .run_data import RunData
 from .sections.conflict_subset import own_task, view_reproduction
 
-__all__ = ["add_conflict_comparison", "serving_views"]
+__all__ = ["add_conflict_comparison", "own_task_agreement", "serving_views"]
 
 
 def _last_conflict(run: RunData) -> dict[str, Any] | None:
@@ -36,6 +36,21 @@ def serving_views(part: dict[str, Any]) -> dict[str, str]:
     shared = [v for v in views if own_task(v, part["tasks"]) is None]
     return {t: next((v for v in views if own_task(v, part["tasks"]) == t), shared[0] if shared else views[0])
             for t in part["tasks"]}
+
+
+def own_task_agreement(part: dict[str, Any],
+                       agreement: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+    """For each task, the mean agreement with its single-task geometry (:func:`~lightning_recanalysis.report.
+    sections.conflict_subset.view_reproduction`) in the view that serves it (:func:`serving_views`); NaN where
+    that view has none. ``agreement``: ``view_reproduction(part)`` if already computed.
+
+    Example:
+        >>> from lightning_recanalysis.toy import toy_conflict_subsets
+        >>> own_task_agreement(toy_conflict_subsets({"emb[a]": (0.5, 0.25, 0.25, 0.5), "emb[shared]": (0.5, 0.25, 0.5, 0.25)}))
+        {'a': 0.25, 'b': 0.0}
+    """
+    agreement = view_reproduction(part) if agreement is None else agreement
+    return {t: agreement[v].get(t, float("nan")) for t, v in serving_views(part).items()}
 
 
 def add_conflict_comparison(section: Section, runs: list[RunData]) -> None:
@@ -70,7 +85,7 @@ def add_conflict_comparison(section: Section, runs: list[RunData]) -> None:
             rows.append([name, view, part["pairs"]] + [format_value(values.get(t), 2) for t in part["tasks"]]
                         + [format_value(part["views"][view]["rank_correlation"].get(t), 2) for t in part["tasks"]])
         serving = serving_views(part)
-        own = {t: agreement[v].get(t, float("nan")) for t, v in serving.items()}
+        own = own_task_agreement(part, agreement)
         numbers[name] = {"agreement": agreement, "serving_views": serving, "own_task_agreement": own,
                          "modes": part["modes"], "selected_pairs": part["pairs"]}
         summary.append((min(own.values()), name, serving, own))

@@ -13,6 +13,7 @@ from demo_models.multitask import build, demo_data
 from demo_models.references import train_references
 from lightning_recanalysis.callbacks._reference import load_reference
 from lightning_recanalysis.functional.conflict_subset import conflict_subsets
+from lightning_recanalysis.report.compare_conflict import own_task_agreement
 from lightning_recanalysis.tables import discover_tables
 
 
@@ -25,17 +26,6 @@ def references(tmp_path_factory):
     """The demo's two single-task references (a Shared-Bottom per task, 4 epochs), as run directories."""
     torch.set_num_threads(1)
     return train_references("synthetic-pairs", 0, tmp_path_factory.mktemp("references"))
-
-
-def agreement_by_serving_view(record):
-    """Mean agreement with each task (over both modes) in the view that serves it: own chunk, else shared."""
-    part = record["conflict"]
-    out = {}
-    for task in part["tasks"]:
-        view = next((v for v in part["views"] if v.endswith(f"[{task}]")), next(iter(part["views"])))
-        values = [m["agreement"][task] for m in part["views"][view]["modes"].values()]
-        out[task] = sum(values) / len(values)
-    return out
 
 
 @pytest.mark.slow
@@ -70,7 +60,7 @@ def test_stem_chunks_reproduce_single_task_geometry_better_than_mmoe(references)
         monitor.strict = True
         quiet_trainer(max_epochs=experiment.max_epochs, callbacks=[monitor], num_sanity_val_steps=0).fit(
             experiment.module, experiment.train_loader, experiment.val_loader)
-        agreement[model] = agreement_by_serving_view(monitor.history[-1])
+        agreement[model] = own_task_agreement(monitor.history[-1]["conflict"])
         print(model, {t: round(a, 3) for t, a in agreement[model].items()})
     # A shared view's agreements with the two tasks are opposite numbers: it reproduces at most one geometry.
     assert agreement["mmoe"]["click"] == pytest.approx(-agreement["mmoe"]["purchase"], abs=1e-9)
