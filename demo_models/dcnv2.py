@@ -82,9 +82,9 @@ class DCNv2(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None) -> Experiment:
-    from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
-
+def ctr_split(data: str, seed: int, n_samples: int | None = None):
+    """The CTR demos' data: ``(ctr, train, val, batch_size, epochs)`` for ``data`` ("synthetic" or the Criteo
+    sample), split 90/10 with ``seed``."""
     size = synthetic_size(data, n_samples)
     if data == "synthetic":
         ctr = synthetic_ctr(seed=seed, **size)
@@ -93,6 +93,13 @@ def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | Non
         ctr = criteo_sample()
         batch_size, epochs = 64, 8
     train, val = split({"features": ctr.features, "label": ctr.label}, 0.1, seed)
+    return ctr, train, val, batch_size, epochs
+
+
+def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None) -> Experiment:
+    from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
+
+    ctr, train, val, batch_size, epochs = ctr_split(data, seed, n_samples)
     module = DCNv2(ctr.field_dims)
     callbacks = []
     if monitors:

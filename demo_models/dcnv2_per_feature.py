@@ -19,10 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import Experiment, synthetic_size
-from .data.batches import batch_loader, split
-from .data.ctr import criteo_sample, synthetic_ctr
-from .dcnv2 import DCNv2
+from .common import Experiment
+from .data.batches import batch_loader
+from .dcnv2 import DCNv2, ctr_split
 
 
 class CrossNetKernels(nn.Module):
@@ -80,14 +79,7 @@ class DCNv2PerFeature(DCNv2):
 def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None) -> Experiment:
     from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
 
-    size = synthetic_size(data, n_samples)
-    if data == "synthetic":
-        ctr = synthetic_ctr(seed=seed, **size)
-        batch_size, epochs = 1024, 8
-    else:
-        ctr = criteo_sample()
-        batch_size, epochs = 64, 8
-    train, val = split({"features": ctr.features, "label": ctr.label}, 0.1, seed)
+    ctr, train, val, batch_size, epochs = ctr_split(data, seed, n_samples)
     module = DCNv2PerFeature(ctr.field_names, ctr.field_dims)
     callbacks = []
     if monitors:
