@@ -80,15 +80,22 @@ def test_dense_counts_equal_a_dictionary_count_with_padding(gaps, pad_value, per
     assert keys.numel() == len(triples) and int(counts.sum()) == sum(triples.values())
 
 
-def test_sparse_counts_equal_a_dictionary_count(monkeypatch):
-    # 400 categories: the (target, behaviour, position, label) space outgrows the dense array at once.
-    batches = random_batches(1, 4, 64, 12, 400, -1, gaps=True)
+def sparse_counts_checked(batches):
+    """The batches counted by a metric that holds them as sparse keys, checked key by key against a dictionary
+    count; returns the metric and the dictionary's counts and (target, label) totals."""
     metric = BehaviorTargetCounts()
     for b in batches:
         metric.update(*b)
     triples, totals = dictionary_counts(batches)
     assert metric._dense is None
     assert stored_counts(metric) == dict(triples)
+    return metric, triples, totals
+
+
+def test_sparse_counts_equal_a_dictionary_count(monkeypatch):
+    # 400 categories: the (target, behaviour, position, label) space outgrows the dense array at once.
+    batches = random_batches(1, 4, 64, 12, 400, -1, gaps=True)
+    metric, triples, totals = sparse_counts_checked(batches)
     for t in (0, 17, 399):
         table = metric.table(t, [3, 250, 399], 12)
         expected = sum(v for (tt, c, _, _), v in triples.items() if tt == t and c in (3, 250, 399))
@@ -319,11 +326,6 @@ def test_sparse_counts_over_many_flushes_and_merges_equal_a_dictionary_count(cat
         behavior = torch.multinomial(weights, 64 * 12, replacement=True, generator=g).view(64, 12)
         mask = torch.rand(64, 12, generator=g) > 0.2
         batches.append((target, torch.where(mask, behavior, -1), torch.randint(0, 2, (64,), generator=g), mask))
-    metric = BehaviorTargetCounts()
-    for b in batches:
-        metric.update(*b)
-    triples, totals = dictionary_counts(batches)
-    assert metric._dense is None
-    assert stored_counts(metric) == dict(triples)
+    metric, triples, totals = sparse_counts_checked(batches)
     assert torch.equal(metric.label_counts(), torch.tensor([sum(v for (_, y), v in totals.items() if y == y_)
                                                             for y_ in (0, 1)]))
