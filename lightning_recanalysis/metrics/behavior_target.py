@@ -16,11 +16,13 @@ memory growing with the distinct (c_t, c, p) triples seen. Only while the whole 
 would make it larger turns it into sparse keys for good.
 
 **Speed.** The authors count with a Python dictionary, one increment per behaviour (about a microsecond each).
-Here batches wait until about 10^5 behaviours have gathered and are then counted in a few vectorised passes:
-every behaviour becomes one integer code, and the codes are counted with ``bincount`` when their range is
-small and by sorting otherwise (``torch.sort``, then run boundaries; ``torch.unique`` on CUDA).
+Here batches wait until about 10^5 behaviours have gathered and are then counted in a few passes: every behaviour
+becomes one integer code; codes are counted with ``bincount`` while the dense array holds them, and otherwise by
+a compiled radix sort per position merged into sorted runs (:mod:`.compiled_counts`, with numba), or by
+``torch.sort`` and run boundaries without numba (``torch.unique`` on CUDA).
 
-Where things are: the key layout and the sparse counters in :mod:`.sparse_keys`, the dense array in
+Where things are: the key layout and the sparse counters in :mod:`.sparse_keys` (compiled loops in
+:mod:`.compiled_counts`), the dense array in
 :mod:`.dense_counts`, the checks of a batch in :mod:`.behavior_batches`; this module holds the ``Metric``
 (accumulation, sync across processes, the tables it answers).
 """
@@ -34,14 +36,17 @@ from torchmetrics import Metric
 from ..functional.correlation import target_relative_positions
 from .behavior_batches import check_batch_shapes, check_batch_values
 from .dense_counts import count_dense, dense_keys, grown_size
+from . import compiled_counts
 from .sparse_keys import (
     BEHAVIOR_SHIFT,
     MAX_CATEGORIES,
+    POSITION_SHIFT,
     TARGET_SHIFT,
     add_sorted_counts,
     decode_keys,
     encode_keys,
     lookup_counts,
+    merged_counts,
     sum_equal_keys,
     unique_counts,
     unique_counts_numpy,
@@ -57,6 +62,8 @@ DENSE_MAX_CELLS = 1 << 22
 # _FLUSH_MAX_BEHAVIORS, so that what waits stays a few tens of MB.
 _FLUSH_BEHAVIORS = 1 << 17
 _FLUSH_MAX_BEHAVIORS = 1 << 22
+# Tells compiled_counts.position_runs that column j holds position L - j.
+_BY_COLUMN = np.zeros((0, 0), dtype=np.int64)
 
 
 class BehaviorTargetCounts(Metric):
@@ -164,10 +171,14 @@ class BehaviorTargetCounts(Metric):
             self.flush()
 
     def _flush_at(self) -> int:
+        if self._dense is None and self._dense_off and compiled_counts.available() and self.device.type == "cpu":
+            # The compiled sparse path adds a run in time proportional to the run, not to the state: waiting
+            # longer gains nothing, and each position's codes should stay in cache while they are sorted.
+            return _FLUSH_BEHAVIORS
         if self._dense is not None:
             state = self._dense.numel()
         else:
-            state = self.triple_keys[0].numel() if isinstance(self.triple_keys, list) and self.triple_keys else 0
+            state = sum(k.numel() for k in self.triple_keys) if isinstance(self.triple_keys, list) else 0
         return min(max(_FLUSH_BEHAVIORS, 2 * state), _FLUSH_MAX_BEHAVIORS)
 
     def flush(self) -> None:
@@ -208,31 +219,44 @@ class BehaviorTargetCounts(Metric):
             count_dense(self._dense, self._dense_shape, target, behavior, y, valid if by_column else None,
                         cell_positions, by_column)
             return
-        # Sparse: a cell's code holds its target, behaviour, position and label in power-of-two digits
-        # (t, b, p, y), so that codes order like the stored keys and become keys with shifts.
-        p_shift = length.bit_length() + 1
+        # Sparse. With numba, a compiled pass buckets the cells by position and radix-sorts each bucket.
         b_bits = max(1, b_max.bit_length())
-        t_shift = p_shift + b_bits
-        code_range = (t_max + 1) << t_shift
+        if not behavior.is_cuda and compiled_counts.available():
+            code_bits = max(1, t_max.bit_length()) + b_bits + 1
+            positions = _BY_COLUMN if valid is None else torch.as_tensor(cell_positions).expand(
+                behavior.shape).to(torch.int64).contiguous().numpy()
+            keys, counts = compiled_counts.position_runs(
+                target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy(), positions,
+                length, b_bits, code_bits, *(np.empty(behavior.numel(), np.int32 if code_bits <= 31 else np.int64)
+                                             for _ in range(2)), POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
+            if keys.size:
+                self._add("triple", torch.from_numpy(keys), torch.from_numpy(counts))
+            return
+        # Otherwise a cell's code holds its position, target, behaviour and label in power-of-two digits
+        # (p, t, b, y), so that codes order like the stored keys and become keys with shifts.
+        t_shift = b_bits + 1
+        p_shift = t_shift + max(1, t_max.bit_length())
+        code_range = (length + 1) << p_shift
         if behavior.is_cuda:
-            codes = torch.add(cell_positions * 2 + ((target << t_shift) + y)[:, None], behavior << p_shift).reshape(-1)
-            values, counts = unique_counts(codes, code_range)
+            codes = torch.add((cell_positions << p_shift) + ((target << t_shift) + y)[:, None], behavior << 1)
+            values, counts = unique_counts(codes.reshape(-1), code_range)
         else:
             # The same in numpy, in place and in int32 where the codes fit: torch's integer kernels on CPU ran 4
             # to 10 times slower than numpy's here (shifts, masks, boolean selection of millions of int64).
             dtype = np.int32 if code_range <= 2**31 else np.int64
             codes = behavior.numpy().astype(dtype)
-            codes <<= p_shift
+            codes <<= 1
             codes += ((target.numpy().astype(dtype) << t_shift) + y.numpy().astype(dtype))[:, None]
-            codes += (torch.as_tensor(cell_positions).numpy() * 2).astype(dtype)
+            codes += torch.as_tensor(cell_positions).numpy().astype(dtype) << p_shift
             values, counts = unique_counts_numpy(codes.reshape(-1))
             values = values.astype(np.int64)
-        low = values & ((1 << p_shift) - 1)  # 2p + y
+        positions = values >> p_shift
         if valid is not None:  # padding cells have p = 0: dropped here, cheaper than masking them before
-            real = low >= 2
-            values, low, counts = values[real], low[real], counts[real]
-        behaviors = (values >> p_shift) & ((1 << b_bits) - 1)
-        keys = ((values >> t_shift) << TARGET_SHIFT) | (behaviors << BEHAVIOR_SHIFT) | low
+            real = positions >= 1
+            values, positions, counts = values[real], positions[real], counts[real]
+        targets = (values >> t_shift) & ((1 << (p_shift - t_shift)) - 1)
+        keys = ((positions << POSITION_SHIFT) | (targets << TARGET_SHIFT)
+                | (((values >> 1) & ((1 << b_bits) - 1)) << BEHAVIOR_SHIFT) | (values & 1))
         if not behavior.is_cuda:
             keys, counts = torch.from_numpy(keys), torch.from_numpy(counts)
         if keys.numel():
@@ -261,8 +285,9 @@ class BehaviorTargetCounts(Metric):
     def _add(self, name: str, keys: torch.Tensor, counts: torch.Tensor) -> None:
         """Add sorted unique ``keys`` with ``counts`` to the sparse counter ``name``."""
         self._version += 1
+        # The (target, label) counter stays small: the numpy path, without numba's import.
         add_sorted_counts(getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts"), keys.to(self.device),
-                          counts.to(self.device))
+                          counts.to(self.device), compiled=name == "triple")
 
     def _merged(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Sorted unique keys of counter ``name`` and their summed counts (over chunks, the dense array and,
@@ -287,7 +312,7 @@ class BehaviorTargetCounts(Metric):
             elif len(keys) == 1:
                 result = (keys[0], counts[0])
             else:
-                result = sum_equal_keys(torch.cat(keys), torch.cat(counts))
+                result = merged_counts(keys, counts, compiled=name == "triple")
                 if name != "triple" or self._dense is None:
                     # The merged keys become the state: the chunks they came from (whose keys may repeat
                     # across chunks) are dropped rather than kept beside a merged copy, so the state holds each
@@ -350,10 +375,8 @@ class BehaviorTargetCounts(Metric):
     def behavior_categories(self, target_category: int) -> torch.Tensor:
         """Sorted behaviour categories seen (at any position) with a target of this category."""
         keys, _ = self._merged("triple")
-        bounds = torch.tensor([int(target_category) << TARGET_SHIFT, (int(target_category) + 1) << TARGET_SHIFT],
-                              device=keys.device)
-        lo, hi = torch.searchsorted(keys, bounds).tolist()
-        return torch.unique(decode_keys(keys[lo:hi])[1], sorted=True)
+        target, behavior, _, _ = decode_keys(keys)
+        return torch.unique(behavior[target == int(target_category)], sorted=True)
 
     def table(self, target_category: int, behavior_categories, num_positions: int | None = None) -> torch.Tensor:
         """``[C, P, 2, 2]`` int64 counts of (X, Y) over the samples whose target has ``target_category``.

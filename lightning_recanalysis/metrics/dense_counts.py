@@ -81,8 +81,8 @@ def dense_keys(dense: torch.Tensor, shape: tuple[int, int, int]) -> tuple[torch.
         >>> [int(part) for part in decode_keys(keys)], counts
         ([1, 3, 2, 0], tensor([5]))
     """
-    # Viewed [target, behaviour, position, label], its non-zero cells come out in the stored keys' order.
-    cells = dense.view(*shape, 2)[1:].permute(1, 2, 0, 3)
-    where = torch.nonzero(cells)  # [K, 4] (t, b, p - 1, y), lexicographic
+    # Laid out [position, target, behaviour, label] as the stored keys order, its non-zero cells come out sorted.
+    cells = dense.view(*shape, 2)[1:]
+    where = torch.nonzero(cells)  # [K, 4] (p - 1, t, b, y), lexicographic
     counts = cells[where[:, 0], where[:, 1], where[:, 2], where[:, 3]]
-    return encode_keys(where[:, 0], where[:, 1], where[:, 2] + 1, where[:, 3]), counts
+    return encode_keys(where[:, 1], where[:, 2], where[:, 0] + 1, where[:, 3]), counts

@@ -9,17 +9,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["encode_keys", "decode_keys", "bincount", "unique_counts", "unique_counts_numpy", "sum_equal_keys",
-           "add_sorted_counts", "lookup_counts", "MAX_CATEGORIES", "MAX_POSITIONS", "TARGET_SHIFT", "BEHAVIOR_SHIFT"]
+from . import compiled_counts
 
-# Bit layout of a stored key: target (24 bits) | behaviour (24 bits) | position (12 bits) | label (1 bit).
-# 61 bits in all, so keys stay positive in int64 and sort in (target, behaviour, position, label) order.
+__all__ = ["encode_keys", "decode_keys", "bincount", "unique_counts", "unique_counts_numpy", "sum_equal_keys",
+           "add_sorted_counts", "merged_counts", "lookup_counts", "MAX_CATEGORIES", "MAX_POSITIONS",
+           "POSITION_SHIFT", "TARGET_SHIFT", "BEHAVIOR_SHIFT"]
+
+# Bit layout of a stored key: position (12 bits) | target (24 bits) | behaviour (24 bits) | label (1 bit).
+# 61 bits in all, so keys stay positive in int64. Position comes first, so that keys sort in (position, target,
+# behaviour, label) order: a batch's column (or bucket) of one position is sorted on its own and the sorted buckets
+# follow one another, with no sort of the whole batch (see :mod:`.compiled_counts`).
 CATEGORY_BITS = 24
 POSITION_BITS = 12
 MAX_CATEGORIES = 1 << CATEGORY_BITS
 MAX_POSITIONS = (1 << POSITION_BITS) - 1
-TARGET_SHIFT = 1 + POSITION_BITS + CATEGORY_BITS
-BEHAVIOR_SHIFT = 1 + POSITION_BITS
+BEHAVIOR_SHIFT = 1
+TARGET_SHIFT = 1 + CATEGORY_BITS
+POSITION_SHIFT = 1 + 2 * CATEGORY_BITS
 # Below this range, or below the number of codes, codes are counted with bincount rather than by sorting.
 _BINCOUNT_MIN_RANGE = 1 << 16
 
@@ -33,8 +39,8 @@ def encode_keys(target: torch.Tensor, behavior: torch.Tensor, position: torch.Te
         >>> [int(part) for part in decode_keys(key)]
         [3, 5, 2, 1]
     """
-    key = (target.to(torch.int64) << TARGET_SHIFT) | (behavior.to(torch.int64) << BEHAVIOR_SHIFT)
-    return key | (position.to(torch.int64) << 1) | label.to(torch.int64)
+    key = (position.to(torch.int64) << POSITION_SHIFT) | (target.to(torch.int64) << TARGET_SHIFT)
+    return key | (behavior.to(torch.int64) << BEHAVIOR_SHIFT) | label.to(torch.int64)
 
 
 def decode_keys(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,9 +52,9 @@ def decode_keys(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         [[7, 1], [2, 1], [3, 1], [0, 1]]
     """
     label = key & 1
-    position = (key >> 1) & MAX_POSITIONS
     behavior = (key >> BEHAVIOR_SHIFT) & (MAX_CATEGORIES - 1)
-    target = key >> TARGET_SHIFT
+    target = (key >> TARGET_SHIFT) & (MAX_CATEGORIES - 1)
+    position = key >> POSITION_SHIFT
     return target, behavior, position, label
 
 
@@ -123,12 +129,15 @@ def sum_equal_keys(keys: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tens
 
 
 def add_sorted_counts(key_list: list[torch.Tensor], count_list: list[torch.Tensor], keys: torch.Tensor,
-                      counts: torch.Tensor) -> None:
+                      counts: torch.Tensor, compiled: bool = True) -> None:
     """Add sorted unique ``keys`` with ``counts`` (on the counter's device) to a sparse counter, in place.
 
-    The counter is two lists: element 0 holds sorted unique keys and their counts, later elements sorted chunks
-    of keys not yet merged in (disjoint from element 0). Keys already held have their counts increased in place;
-    new ones wait in a chunk until they outnumber the merged keys, then everything is merged in one pass.
+    The counter is two lists of sorted runs of unique keys and their counts; a key may be in several runs, its
+    count is the sum (:func:`merged_counts`). On CPU with numba (:mod:`.compiled_counts`) the runs halve in size
+    along the list: a new run is merged, in linear passes, into the last while that one is no larger.
+    Otherwise (CUDA, no numba, or ``compiled=False``: a small counter that should not pay numba's import)
+    element 0 holds the merged keys, whose counts are increased in place, and later
+    elements the keys not yet merged in, merged once they outnumber element 0.
 
     Example:
         >>> keys, counts = [], []
@@ -137,6 +146,9 @@ def add_sorted_counts(key_list: list[torch.Tensor], count_list: list[torch.Tenso
         >>> sum_equal_keys(torch.cat(keys), torch.cat(counts))
         (tensor([2, 5, 7]), tensor([1, 4, 1]))
     """
+    if compiled and not keys.is_cuda and compiled_counts.available():
+        _add_run(key_list, count_list, keys, counts)
+        return
     if not key_list:
         key_list.append(keys.clone())
         count_list.append(counts.clone())
@@ -180,6 +192,48 @@ def add_sorted_counts(key_list: list[torch.Tensor], count_list: list[torch.Tenso
                           torch.from_numpy(np.insert(merged_counts.numpy(), at, new_counts.numpy())))
             key_list[:] = [merged[0]]
             count_list[:] = [merged[1]]
+
+
+def _add_run(key_list: list[torch.Tensor], count_list: list[torch.Tensor], keys: torch.Tensor,
+             counts: torch.Tensor) -> None:
+    """The compiled path of :func:`add_sorted_counts`: runs kept as a binary counter of halving sizes, so that
+    every key is copied O(log(state / run)) times, in sequential merges, and never looked up at random."""
+    run_keys, run_counts = keys.to(torch.int64).numpy(), counts.to(torch.int64).numpy()
+    merged = False
+    while key_list and key_list[-1].numel() <= run_keys.size:
+        run_keys, run_counts = compiled_counts.merge_runs(key_list.pop().numpy(), count_list.pop().numpy(),
+                                                          run_keys, run_counts)
+        merged = True
+    if not merged:  # a run the counter keeps is its own, not the caller's memory
+        run_keys, run_counts = run_keys.copy(), run_counts.copy()
+    key_list.append(torch.from_numpy(run_keys))
+    count_list.append(torch.from_numpy(run_counts))
+
+
+def merged_counts(key_list: list[torch.Tensor], count_list: list[torch.Tensor],
+                  compiled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique keys of a counter's runs (see :func:`add_sorted_counts`) and the sum of each key's counts;
+    merged by the compiled loop if ``compiled`` and numba are there, else by one sort.
+
+    Example:
+        >>> merged_counts([torch.tensor([1, 4]), torch.tensor([4, 9])], [torch.tensor([2, 1]), torch.tensor([5, 1])])
+        (tensor([1, 4, 9]), tensor([2, 6, 1]))
+    """
+    if len(key_list) == 1:
+        return key_list[0], count_list[0]
+    if not key_list or key_list[0].is_cuda or not compiled or not compiled_counts.available():
+        if not key_list:
+            return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+        return sum_equal_keys(torch.cat(key_list), torch.cat(count_list))
+    # Smallest first, so that each key is copied as few times as the sizes allow.
+    order = sorted(range(len(key_list)), key=lambda k: key_list[k].numel())
+    keys, counts = key_list[order[0]].numpy(), count_list[order[0]].numpy()
+    for k in order[1:]:
+        keys, counts = compiled_counts.merge_runs(keys.astype(np.int64, copy=False),
+                                                  counts.astype(np.int64, copy=False),
+                                                  key_list[k].numpy().astype(np.int64, copy=False),
+                                                  count_list[k].numpy().astype(np.int64, copy=False))
+    return torch.from_numpy(keys), torch.from_numpy(counts)
 
 
 def lookup_counts(keys: torch.Tensor, counts: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:

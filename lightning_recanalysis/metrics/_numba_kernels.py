@@ -1,0 +1,178 @@
+"""The numba loops behind :mod:`.compiled_counts` (imported by it on first use; see there for what they do and why).
+
+``cache=True`` keeps the machine code beside this module (or in numba's user cache when that is not writable):
+compiled once per installation, loaded in about 0.3 s by later processes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Largest radix digit: 2^11 buckets of int64 offsets (16 KB) stay in the L1 cache.
+_DIGIT_BITS = 11
+
+
+@njit(cache=True, nogil=True)
+def _passes(bits):  # pragma: no cover - compiled
+    return max(1, (bits + _DIGIT_BITS - 1) // _DIGIT_BITS)
+
+
+@njit(cache=True, nogil=True)
+def _radix_sort(values, scratch, bits):  # pragma: no cover - compiled; tested through position_runs
+    """Sort non-negative ``values`` (< 2^bits) with an LSD radix sort; returns whichever of ``values`` and
+    ``scratch`` holds the result (``scratch`` after an odd number of passes)."""
+    n = values.size
+    passes = _passes(bits)
+    digit = max(1, (bits + passes - 1) // passes)
+    buckets = 1 << digit
+    mask = buckets - 1
+    offsets = np.zeros((passes, buckets), np.int64)
+    for i in range(n):  # every pass's histogram in one read
+        v = values[i]
+        for k in range(passes):
+            offsets[k, (v >> (k * digit)) & mask] += 1
+    for k in range(passes):
+        total = 0
+        for d in range(buckets):
+            c = offsets[k, d]
+            offsets[k, d] = total
+            total += c
+    src, dst = values, scratch
+    for k in range(passes):
+        shift = k * digit
+        at = offsets[k]
+        for i in range(n):
+            v = src[i]
+            d = (v >> shift) & mask
+            dst[at[d]] = v
+            at[d] += 1
+        src, dst = dst, src
+    return src
+
+
+@njit(cache=True, nogil=True)
+def position_runs(target, behavior, label, positions, n_positions, behavior_bits, code_bits, codes, scratch,
+                  position_shift, target_shift, behavior_shift):  # pragma: no cover - compiled
+    """Sorted unique stored keys of a batch's (target, behaviour, position, label) cells, and their counts.
+
+    Args:
+        target, label: ``[B]`` int64.
+        behavior: ``[B, L]`` int64, C-contiguous.
+        positions: ``[B, L]`` int64 position of every cell (0: padding, not counted), or a ``[0, 0]`` array when
+            column j holds position L - j (no padding, or padding only on the left with ``behavior`` zeroed).
+        n_positions: the largest position that can occur.
+        behavior_bits: bits of the largest behaviour id; a cell's code is ``(t << (bits + 1)) | (b << 1) | y``.
+        code_bits: bits of the largest code.
+        codes, scratch: two work arrays of at least B * L elements, int32 when the codes fit (half the bytes to
+            sort) or int64.
+        position_shift, target_shift, behavior_shift: the stored key layout (label in bit 0).
+
+    Returns ``(keys, counts)``, int64, keys sorted and unique.
+    """
+    batch, length = behavior.shape
+    by_column = positions.shape[0] == 0
+    sizes = np.zeros(n_positions + 2, np.int64)
+    if by_column:
+        for p in range(1, length + 1):
+            sizes[p + 1] = batch
+    else:
+        for i in range(batch):
+            for j in range(length):
+                sizes[positions[i, j] + 1] += 1
+    for p in range(1, n_positions + 2):  # start of each position's bucket (bucket 0: padding)
+        sizes[p] += sizes[p - 1]
+    at = sizes[:-1].copy()
+    c_shift = behavior_bits + 1
+    for i in range(batch):  # row by row: reads the batch once, writes one stream per position
+        head = (target[i] << c_shift) | label[i]
+        for j in range(length):
+            p = length - j if by_column else positions[i, j]
+            codes[at[p]] = head | (behavior[i, j] << 1)
+            at[p] += 1
+    # Sort every position's bucket, then count the distinct codes, so that the output is allocated at its exact
+    # size: fresh memory costs a page fault per 4 KB, several times the cost of writing it.
+    in_scratch = np.zeros(n_positions + 1, np.bool_)
+    distinct = 0
+    for p in range(1, n_positions + 1):
+        start, stop = sizes[p], sizes[p + 1]
+        if stop == start:
+            continue
+        ordered = _radix_sort(codes[start:stop], scratch[start:stop], code_bits)
+        in_scratch[p] = _passes(code_bits) % 2 == 1
+        distinct += 1
+        for i in range(1, stop - start):
+            distinct += ordered[i] != ordered[i - 1]
+    keys = np.empty(distinct, np.int64)
+    counts = np.empty(distinct, np.int64)
+    n_out = 0
+    behavior_mask = (np.int64(1) << behavior_bits) - 1
+    for p in range(1, n_positions + 1):
+        start, stop = sizes[p], sizes[p + 1]
+        if stop == start:
+            continue
+        ordered = scratch[start:stop] if in_scratch[p] else codes[start:stop]
+        stored_p = np.int64(p) << position_shift
+        previous = np.int64(ordered[0])
+        run = 1
+        for i in range(1, stop - start):
+            v = np.int64(ordered[i])
+            if v == previous:
+                run += 1
+                continue
+            keys[n_out] = (stored_p | ((previous >> c_shift) << target_shift)
+                           | (((previous >> 1) & behavior_mask) << behavior_shift) | (previous & 1))
+            counts[n_out] = run
+            n_out += 1
+            previous, run = v, 1
+        keys[n_out] = (stored_p | ((previous >> c_shift) << target_shift)
+                       | (((previous >> 1) & behavior_mask) << behavior_shift) | (previous & 1))
+        counts[n_out] = run
+        n_out += 1
+    return keys, counts
+
+
+@njit(cache=True, nogil=True)
+def merge_runs(keys_a, counts_a, keys_b, counts_b):  # pragma: no cover - compiled
+    """Merge two sorted runs of unique int64 keys into one, summing the counts of a key in both.
+
+    The loop takes the smaller head with selects rather than branches (which of two runs leads is a coin flip a
+    branch predictor cannot learn), then folds a key equal to the one just written into it.
+    """
+    n_a, n_b = keys_a.size, keys_b.size
+    keys = np.empty(n_a + n_b, np.int64)
+    counts = np.empty(n_a + n_b, np.int64)
+    i = j = m = 0
+    last = np.int64(-1)  # stored keys are non-negative
+    while i < n_a and j < n_b:
+        a, b = keys_a[i], keys_b[j]
+        take_a = a <= b
+        k = a if take_a else b
+        c = counts_a[i] if take_a else counts_b[j]
+        i += take_a
+        j += 1 - take_a
+        same = k == last
+        m -= same
+        counts[m] = c + (counts[m] if same else 0)
+        keys[m] = k
+        m += 1
+        last = k
+    while i < n_a:
+        k, c = keys_a[i], counts_a[i]
+        i += 1
+        if k == last:
+            counts[m - 1] += c
+        else:
+            keys[m], counts[m] = k, c
+            m += 1
+            last = k
+    while j < n_b:
+        k, c = keys_b[j], counts_b[j]
+        j += 1
+        if k == last:
+            counts[m - 1] += c
+        else:
+            keys[m], counts[m] = k, c
+            m += 1
+            last = k
+    return keys[:m], counts[:m]
