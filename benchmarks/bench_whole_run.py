@@ -5,7 +5,7 @@
 Each run is one fresh ``python -m demo_models MODEL --epochs N --quiet --threads T [--no-monitors]`` process,
 timed from start to exit (imports, data, fit, and with monitors the end-of-run report), the two variants
 interleaved pair by pair so that drift in machine load reaches both. Printed per model: min, median and max of
-each variant's seconds, and of the per-pair ratio monitored / plain (the ratio of two runs side by side, which
+each variant's seconds (wall and CPU), and of the per-pair ratio monitored / plain (the ratio of two runs side by side, which
 cancels slow drifts in load). ``--epochs 0`` runs each demo at its own default number of epochs.
 
 On a shared 2-core machine one thread per run (the default here) keeps a busy neighbour from stalling the
@@ -15,6 +15,7 @@ training's own threads; the spread printed says how far to trust the median.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,19 +27,25 @@ from ._common import machine, table
 SUPPORTS_QUICK = True
 
 
-def _run(model: str, epochs: int, threads: int, monitors: bool) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(model: str, epochs: int, threads: int, monitors: bool) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, of the process and its threads) of one fresh demo run."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "demo_models", model, "--out", out, "--quiet", "--threads", str(threads)]
         if epochs:
             command += ["--epochs", str(epochs)]
         if not monitors:
             command.append("--no-monitors")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, _children_cpu() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
-    return seconds
+    return seconds, cpu_seconds
 
 
 def _spread(values: list[float], fmt: str) -> str:
@@ -65,13 +72,17 @@ def main(argv=None) -> None:
         for _ in range(args.repeats):
             plain.append(_run(model, args.epochs, args.threads, monitors=False))
             monitored.append(_run(model, args.epochs, args.threads, monitors=True))
-        ratios = [m / p for m, p in zip(monitored, plain)]
-        rows.append([model, _spread(plain, ".1f"), _spread(monitored, ".1f"), _spread(ratios, ".3f"),
-                     f"{statistics.median(monitored) / statistics.median(plain):.3f}"])
+        row = [model]
+        for k in (0, 1):  # wall time, then CPU time
+            a, b = [r[k] for r in plain], [r[k] for r in monitored]
+            row += [_spread(a, ".1f"), _spread(b, ".1f"), _spread([m / p for m, p in zip(b, a)], ".3f"),
+                    f"{statistics.median(b) / statistics.median(a):.3f}"]
+        rows.append(row)
         print(f"  done {model}", flush=True)
-    print(table(["model", "--no-monitors s (min med max)", "monitored s (min med max)",
-                 "ratio per pair (min med max)", "ratio of medians"], rows))
-
+    print(table(["model", "plain wall s", "monitored wall s", "wall ratio per pair", "of medians",
+                 "plain CPU s", "monitored CPU s", "CPU ratio per pair", "of medians"], rows))
+    print("(min med max over the pairs; CPU: user + system time of the run's process, which a busy neighbour "
+          "inflates far less than wall time)")
 
 if __name__ == "__main__":
     main()

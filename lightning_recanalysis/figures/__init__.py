@@ -12,7 +12,7 @@ Pillow is kept for everything drawn while training: ``python -m benchmarks.bench
 heatmaps with both renderers side by side and prints the ratio.
 """
 
-from .bars import figure_to_png, grouped_bar_figure
+from .bars import grouped_bar_figure
 from .collapse import ia_bar_figure, ia_over_time_image, ia_vs_init_image, interaction_image, spectrum_heatmap_image
 from .conflict import cosine_heatmap, cosine_trend_image, field_pair_cosine_image
 from .entanglement import distance_histogram_image
@@ -27,7 +27,7 @@ from .png import encode_png
 
 __all__ = [
     "heatmap_image", "line_image", "agreement_image", "stacked_histogram_image", "bin_colors", "NEAR", "MIDDLE", "FAR",
-    "side_by_side", "png_bytes", "encode_png", "figure_to_png", "grouped_bar_figure",
+    "side_by_side", "png_bytes", "encode_png", "grouped_bar_figure",
     "spectrum_heatmap_image", "ia_vs_init_image", "interaction_image", "ia_bar_figure", "ia_over_time_image",
     "correlation_map_image", "correlation_maps_image", "same_category_image",
     "field_pair_image", "top_pairs_markdown", "cosine_heatmap", "field_pair_cosine_image",

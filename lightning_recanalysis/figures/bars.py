@@ -1,35 +1,32 @@
-"""Grouped bar charts, the one kind of figure drawn with matplotlib (headless ``Agg``): they appear only in the
-end-of-run report, once per table, so matplotlib's cost (0.1 to 0.3 s a figure) is paid a few times a run, and
-its bar layout and legend are worth it. Every other figure is drawn with Pillow (:mod:`.pillow`).
+"""Grouped bar charts (the report's information abundance per field), drawn with Pillow like every other figure.
+
+They were matplotlib figures until the import of matplotlib's figure machinery and the drawing of two charts
+(0.7 s of CPU together) were most of what the end-of-run report added to a short run; the chart is the same:
+one bar per group side by side for each category, category names written upwards under their bars, an optional
+dashed reference line, a legend in a corner the bars leave free.
 """
 
 from __future__ import annotations
 
-import io
+import math
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_rgb
+from PIL import Image, ImageDraw
 
-matplotlib.use("Agg", force=False)  # before any pyplot import anywhere: no display is ever needed
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .pillow import _FRAME, _GRID, _INK, _SUPERSAMPLE, _nice_ticks, _size, _tick_texts, _vertical_text, _write
 
-__all__ = ["figure_to_png", "grouped_bar_figure"]
+__all__ = ["grouped_bar_figure"]
+
+_REFERENCE = (128, 128, 128)
 
 
-def figure_to_png(fig: Figure) -> bytes:
-    """Render a matplotlib figure to PNG bytes (for the report).
-
-    Example:
-        >>> from lightning_recanalysis.figures import figure_to_png, grouped_bar_figure
-        >>> fig = grouped_bar_figure({"a": [1.0]}, ["x"], title="t", xlabel="x", ylabel="y")
-        >>> figure_to_png(fig)[:4]
-        b'\\x89PNG'
-    """
-    buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer)
-    return buffer.getvalue()
+def _legend_box(names: Sequence[str], size: int) -> tuple[int, int, int]:
+    """Width and height of a legend listing ``names`` one a line, and the height of one line."""
+    line_h = _size("Ag", size)[1] + 3
+    return 8 + 22 + 6 + max(_size(n, size)[0] for n in names) + 8, 6 + line_h * len(names) + 4, line_h
 
 
 def grouped_bar_figure(
@@ -42,29 +39,127 @@ def grouped_bar_figure(
     colors: Sequence[str] | None = None,
     reference: tuple[float, str] | None = None,
     inches_per_category: float = 0.3,
-) -> Figure:
-    """One bar per group side by side for each category (x tick), with an optional dashed reference line.
+) -> np.ndarray:
+    """One bar per group side by side for each category, with an optional dashed reference line at
+    ``reference[0]`` (labelled ``reference[1]`` in the legend); an ``[H, W, 3]`` uint8 image, 100 pixels per
+    inch as the other figures (``inches_per_category`` sets the width, up to 12 inches). A NaN value draws no bar.
+
+    The y axis starts at 0 (or the lowest value, if negative) and reaches 5% beyond the highest value or the
+    reference, as matplotlib's bar charts do.
 
     Example:
         >>> from lightning_recanalysis.figures import grouped_bar_figure
-        >>> fig = grouped_bar_figure({"init": [3.0, 4.0], "now": [2.0, 4.0]}, ["a", "b"], title="IA",
-        ...                          xlabel="field", ylabel="IA", reference=(4.0, "width"))
-        >>> len(fig.axes[0].patches)
-        4
+        >>> image = grouped_bar_figure({"init": [3.0, 4.0], "now": [2.0, 4.0]}, ["a", "b"], title="IA",
+        ...                            xlabel="field", ylabel="IA", reference=(4.0, "width"))
+        >>> image.shape[1], image.dtype
+        (360, dtype('uint8'))
     """
-    x = np.arange(len(categories))
-    fig = Figure(figsize=(min(12.0, 3.0 + inches_per_category * len(categories)), 3.8), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / max(1, len(groups))
-    for i, (label, values) in enumerate(groups.items()):
-        color = colors[i] if colors is not None else None
-        ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=label, color=color)
+    names = list(groups)
+    values = np.array([[float(v) for v in groups[name]] for name in names], dtype=np.float64).reshape(len(names), -1)
+    n = len(categories)
+    palette = ([tuple(int(round(255 * c)) for c in to_rgb(color)) for color in colors] if colors is not None else
+               [tuple(int(round(255 * c)) for c in colormaps["tab10"](i)[:3]) for i in range(10)])
+    title_size, label_size, tick_size, category_size, legend_size = 14, 14, 13, 10, 10  # px at 100 dpi
+    s = _SUPERSAMPLE
+
+    finite = values[np.isfinite(values)]
+    high = max([0.0, *finite.tolist(), *([reference[0]] if reference is not None else [])])
+    low = min(0.0, float(finite.min()) if finite.size else 0.0)
+    y_low, y_high = low, high + 0.05 * ((high - low) or 1.0)
+
+    width = int(round(100 * min(12.0, 3.0 + inches_per_category * n)))
+    label_h, tick_h = _size("Ag", label_size)[1], _size("Ag", tick_size)[1]
+    y_ticks = _nice_ticks(y_low, y_high, 6)
+    y_texts = _tick_texts(y_ticks)
+    left = 10 + label_h + 8 + max(_size(t, tick_size)[0] for t in y_texts) + 4 + 5
+    top = 8 + _size(title, title_size)[1] + 8
+    right = width - 16
+    plot_w, plot_h = right - left, 250
+    bottom = top + plot_h
+    category_w = max((_size(c, category_size)[0] for c in categories), default=0)  # upright once rotated
+    height = bottom + 5 + 3 + category_w + 4 + label_h + 8
+
+    # Category i is centred at x = i; its group's bars share 0.8 of the unit; 5% margin either side.
+    span = (n - 1) + 0.8
+    x_low, x_high = -0.4 - 0.05 * span, n - 1 + 0.4 + 0.05 * span
+    to_x = lambda v: (np.asarray(v, dtype=np.float64) - x_low) / (x_high - x_low) * plot_w  # noqa: E731
+    to_y = lambda v: (y_high - np.asarray(v, dtype=np.float64)) / (y_high - y_low) * plot_h  # noqa: E731
+    bar_w = 0.8 / max(1, len(names))
+    bars = [(g, i, (i + (g - (len(names) - 1) / 2) * bar_w), values[g, i])
+            for g in range(len(names)) for i in range(n) if np.isfinite(values[g, i])]
+
+    # The legend in the corner that hides the fewest bars (upper right first), else below the x label.
+    entries = names + ([reference[1]] if reference is not None else [])
+    box_w, box_h, entry_h = _legend_box(entries, legend_size)
+    inset = 6
+    corners = [(plot_w - inset - box_w, inset), (inset, inset)]
+    zero_y = float(to_y(0.0))
+
+    def hidden(corner) -> int:
+        cx, cy = corner
+        return sum(1 for _, _, x, v in bars
+                   if float(to_x(x + bar_w / 2)) >= cx and float(to_x(x - bar_w / 2)) <= cx + box_w
+                   and min(float(to_y(v)), zero_y) <= cy + box_h)
+
+    counts = [hidden(c) for c in corners]
+    below = min(counts) > 0 or box_w > plot_w
+    legend_at = None if below else corners[counts.index(min(counts))]
+    columns = max(1, min(len(entries), (width - 20) // max(1, box_w - 8)))
+    per_column = math.ceil(len(entries) / columns)
+    total_h = height + (6 + entry_h * per_column + 10 if below else 0)
+
+    big = Image.new("RGB", (width * s, total_h * s), "white")
+    draw = ImageDraw.Draw(big)
+    for value in y_ticks:
+        y = (top + float(to_y(value))) * s
+        draw.line([(left * s, y), (right * s, y)], fill=_GRID, width=s)
+    for g, _, x, v in bars:
+        x0, x1 = left + float(to_x(x - bar_w / 2)), left + float(to_x(x + bar_w / 2))
+        y0, y1 = sorted((top + float(to_y(v)), top + zero_y))
+        draw.rectangle([x0 * s, y0 * s, x1 * s - 1, y1 * s - 1], fill=palette[g % len(palette)])
     if reference is not None:
-        ax.axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
-    ax.set_xticks(x, list(categories), rotation=90, fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+        y = (top + float(to_y(reference[0]))) * s
+        for x in np.arange(left * s, right * s, 9 * s):  # dashes: 6 on, 3 off
+            draw.line([(x, y), (min(x + 6 * s, right * s), y)], fill=_REFERENCE, width=s)
+    draw.rectangle([left * s - s, top * s - s, right * s, bottom * s], outline=_INK, width=s)
+    for value in y_ticks:
+        y = (top + float(to_y(value))) * s
+        draw.line([((left - 5) * s, y), (left * s, y)], fill=_INK, width=s)
+    for i in range(n):
+        x = (left + float(to_x(i))) * s
+        draw.line([(x, bottom * s), (x, (bottom + 5) * s)], fill=_INK, width=s)
+    if legend_at is not None:
+        lx, ly = left + legend_at[0], top + legend_at[1]
+        box = [lx * s, ly * s, (lx + box_w) * s, (ly + box_h) * s]
+        if hasattr(draw, "rounded_rectangle"):  # Pillow >= 8.2
+            draw.rounded_rectangle(box, radius=3 * s, fill="white", outline=_FRAME, width=s)
+        else:
+            draw.rectangle(box, fill="white", outline=_FRAME, width=s)
+        places = [(lx + 8, ly + 6 + entry_h * k) for k in range(len(entries))]
+    else:
+        column_w = box_w - 8
+        x0 = (width - columns * column_w) / 2
+        places = [(x0 + column_w * (k // per_column), height + 6 + entry_h * (k % per_column))
+                  for k in range(len(entries))]
+    for k, (x, y) in enumerate(places):
+        middle = y + entry_h / 2 - 1
+        if k < len(names):  # a filled patch, as matplotlib's bar legend
+            draw.rectangle([x * s, (middle - 4) * s, (x + 22) * s, (middle + 4) * s], fill=palette[k % len(palette)])
+        else:
+            for dash in (0, 9, 18):
+                draw.line([((x + dash) * s, middle * s), ((x + min(dash + 6, 22)) * s, middle * s)],
+                          fill=_REFERENCE, width=s)
+
+    image = big.reduce(s)
+    for value, text in zip(y_ticks, y_texts):
+        _write(image, (left - 8 - _size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
+    for i, name in enumerate(categories):  # upwards, ending just under the tick
+        w, h = _size(name, category_size)
+        _vertical_text(image, (left + float(to_x(i)), bottom + 8 + w / 2), name, category_size)
+    for k, (x, y) in enumerate(places):
+        _write(image, (x + 28, y), entries[k], legend_size)
+    _write(image, ((left + right - _size(title, title_size)[0]) / 2, 8), title, title_size)
+    _write(image, ((left + right - _size(xlabel, label_size)[0]) / 2, bottom + 5 + 3 + category_w + 4), xlabel,
+           label_size)
+    _vertical_text(image, (10 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
+    return np.asarray(image)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .bars import grouped_bar_figure
 from .heatmap import heatmap_image
@@ -90,7 +89,7 @@ def interaction_image(interaction: Mapping[str, Any], own_fields: Mapping[str, A
                          colorbar_label="IA", vmin=None, vmax=None, cmap="magma", annotate=len(names) <= 12)
 
 
-def ia_bar_figure(view_name: str, view: Mapping[str, Any], initial_view: Mapping[str, Any], when: str) -> Figure:
+def ia_bar_figure(view_name: str, view: Mapping[str, Any], initial_view: Mapping[str, Any], when: str) -> np.ndarray:
     """Information abundance per field now beside at initialisation (Guo et al.'s Figure 2), fields sorted by
     cardinality; the dashed line is the width K, the most a field can reach.
 
@@ -98,8 +97,8 @@ def ia_bar_figure(view_name: str, view: Mapping[str, Any], initial_view: Mapping
         >>> from lightning_recanalysis.figures import ia_bar_figure
         >>> view = {"width": 4, "fields": {"user": {"cardinality": 50, "information_abundance": 2.5}}}
         >>> init = {"width": 4, "fields": {"user": {"cardinality": 50, "information_abundance": 3.5}}}
-        >>> [float(bar.get_height()) for bar in ia_bar_figure("table", view, init, "epoch 0").axes[0].patches]
-        [3.5, 2.5]
+        >>> ia_bar_figure("table", view, init, "epoch 0").shape[2]
+        3
     """
     names = _by_cardinality(view)
     now = [view["fields"][n]["information_abundance"] for n in names]

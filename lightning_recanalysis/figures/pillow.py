@@ -6,8 +6,7 @@ epoch would spend more time drawing than a short training run spends training (`
 benchmarks.bench_figures`` measures the two side by side). The figures of this package are therefore drawn
 straight into pixels: text in matplotlib's own font (DejaVu Sans, shipped with matplotlib), matplotlib's colour
 maps and colour cycle, tick values from matplotlib's tick locator, and lines and markers drawn at twice the size
-and scaled down, so they are anti-aliased like matplotlib's. Only the report's grouped bar charts
-(:mod:`~lightning_recanalysis.figures.bars`) are drawn with matplotlib.
+and scaled down, so they are anti-aliased like matplotlib's. No figure is drawn with matplotlib itself.
 
 Every figure is an ``[H, W, 3]`` uint8 array, the layout :meth:`AnalysisWriter.image` takes; :func:`png_bytes`
 encodes one for a file or a web page.

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..figures.bars import grouped_bar_figure
 from ..records import SpectrumRecord
@@ -24,7 +23,7 @@ def _collapse_records(run: RunData) -> list[SpectrumRecord]:
     return [SpectrumRecord.from_dict(r) for r in run.records.get("collapse", [])]
 
 
-def _ia_per_field_figure(view: str, runs: list[RunData]) -> Figure | None:
+def _ia_per_field_figure(view: str, runs: list[RunData]) -> np.ndarray | None:
     values: dict[str, dict[str, float]] = {}
     for run in runs:
         records = [r for r in _collapse_records(run) if r.stage == "epoch"]

@@ -15,7 +15,6 @@ from typing import Any, Iterable
 import numpy as np
 
 from .._version import __version__
-from ..figures.bars import figure_to_png
 from ..figures.pillow import png_bytes
 from .model import ReportTable, ReportThresholds, Section
 from .run_data import RunData
@@ -148,8 +147,8 @@ def write_report(sections: list[Section], out_dir: str | Path, *, title: str, ru
         for fig in section.figures:
             if fig.png is None:
                 # Encoded once: the same bytes go to figures/ for report.md and, base64, into report.html.
-                fig.png = png_bytes(fig.figure) if isinstance(fig.figure, np.ndarray) else figure_to_png(fig.figure)
-                fig.figure = None  # rendered: free the matplotlib objects or pixels
+                fig.png = png_bytes(fig.figure)
+                fig.figure = None  # encoded: free the pixels
             (figures_dir / f"{fig.name}.png").write_bytes(fig.png)
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     findings = [(s, f) for s in sections for f in s.findings]

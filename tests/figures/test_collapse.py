@@ -42,12 +42,34 @@ def test_interaction_axes_sorted_by_the_fields_own_ia():
     assert np.array_equal(first, second)
 
 
+def _bars(image, colors):
+    """(left x, colour index, height in pixels) of every bar of the given colours, left to right: runs of a bar
+    colour along a row just above the x axis, each measured upwards along its middle column."""
+    rgbs = [np.array([int(c[k : k + 2], 16) for k in (1, 3, 5)]) for c in colors]
+    masks = [(image == rgb).all(axis=2) for rgb in rgbs]
+    axis_row = max(int(np.nonzero(m.any(axis=1))[0].max()) for m in masks)  # the lowest row a bar reaches
+    bars = []
+    for index, mask in enumerate(masks):
+        row = mask[axis_row - 1]
+        edges = np.flatnonzero(np.diff(np.r_[0, row.astype(np.int8), 0]))
+        for start, stop in zip(edges[::2], edges[1::2]):
+            column = mask[: axis_row + 1, (start + stop) // 2]
+            top = axis_row - np.argmin(column[::-1])  # first non-bar pixel going up
+            bars.append((int(start), index, axis_row - top))
+    return sorted(bars)
+
+
 def test_ia_bars_are_the_records_numbers_in_cardinality_order():
     view, init = _view(["user", "item", "city"]), _view(["user", "item", "city"])
     init["fields"]["user"] = {**init["fields"]["user"], "information_abundance": 2.75}
-    fig = ia_bar_figure("t", view, init, "epoch 1")
-    heights = [float(bar.get_height()) for bar in fig.axes[0].patches]
-    assert heights == [1.5, 3.0, 2.75, 1.5, 3.0, 2.0]  # initialisation city, item, user; then now
+    image = ia_bar_figure("t", view, init, "epoch 1")
+    bars = _bars(image, ["#9ecae1", "#e6550d"])  # initialisation, now: the figure's two colours
+    # Left to right by cardinality: city, item, user; each the initialisation bar, then now.
+    assert [b[1] for b in bars] == [0, 1, 0, 1, 0, 1]
+    heights = np.array([b[2] for b in bars], dtype=np.float64)
+    expected = np.array([1.5, 1.5, 3.0, 3.0, 2.75, 2.0])
+    # Bars start at 0, so their pixel heights are proportional to the values (to a pixel of anti-aliasing).
+    assert np.allclose(heights / heights.max() * 3.0, expected, atol=2 * 3.0 / heights.max())
 
 
 def test_report_draws_the_live_images_pixels():
