@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 
 from .._version import __version__
 from ..figures.pillow import png_bytes
