@@ -4,7 +4,8 @@
 Trains a demo model with the lightning_recanalysis monitors attached and writes TensorBoard event files (and the
 end-of-run report) under ``DIR/MODEL-DATA``. ``MODEL`` may be ``all``. A multi-task model (shared_bottom, mmoe,
 ple, stem) with monitors first trains its two single-task references (a Shared-Bottom on each task alone, under
-``DIR/reference_TASK-DATA``; once per data set and call) for the entanglement monitor's conflict subsets.
+``DIR/reference_TASK-DATA``; once per data set and call) for the entanglement monitor's conflict subsets;
+``--references EARLIER_DIR`` reuses those of an earlier call instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .references import MULTITASK_MODELS, train_references
+from .references import MULTITASK_MODELS, existing_references, train_references
 from .registry import DATASETS, MODELS
 
 
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to train (default cpu: the demo models are small)")
     parser.add_argument("--precision", default="32-true",
                         help="Lightning precision, e.g. 32-true (default), bf16-mixed, 16-mixed")
+    parser.add_argument("--references", type=Path, default=None, metavar="EARLIER_OUT",
+                        help="multi-task models: reuse the single-task references an earlier call trained under "
+                        "EARLIER_OUT (its --out) instead of training them again")
     args = parser.parse_args(argv)
     import torch
 
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data if args.data in DATASETS[model] or args.model != "all" else None
         data = data or DATASETS[model][0]
         if model in MULTITASK_MODELS and not args.no_monitors and data not in references:
-            references[data] = train_references(data, args.seed, args.out, args.epochs, args.quiet, args.accelerator)
+            references[data] = (existing_references(data, args.references) if args.references is not None else
+                                 train_references(data, args.seed, args.out, args.epochs, args.quiet, args.accelerator))
         run(model, data, args.epochs, args.out, args.seed, not args.no_monitors, quiet=args.quiet,
             accelerator=args.accelerator, precision=args.precision, references=references.get(data))
     return 0

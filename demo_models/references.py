@@ -48,3 +48,19 @@ def train_references(data: str, seed: int, out: Path, epochs: int | None = None,
               f"{time.perf_counter() - start:.1f} s -> {logger.log_dir}")
         runs[task] = Path(logger.log_dir)
     return runs
+
+
+def existing_references(data: str, root: Path) -> dict[str, Path]:
+    """The single-task references that an earlier call of the demo trained under ``root`` (``--out`` then), as
+    ``{task: run directory}``; a clear error if one is missing."""
+    from .data.multitask import SYNTHETIC_TASKS, CENSUS_TASKS
+
+    tasks = SYNTHETIC_TASKS if data.startswith("synthetic") else CENSUS_TASKS
+    runs = {task: Path(root) / f"reference_{task}-{data}" / "single-task" for task in tasks}
+    missing = [str(path) for path in runs.values() if not any(path.rglob("*.ckpt"))] if Path(root).is_dir() else \
+        [str(path) for path in runs.values()]
+    if missing:
+        raise SystemExit(f"--references {root}: no single-task reference checkpoint under {', '.join(missing)}. "
+                         f"Train them once with `python -m demo_models MODEL --data {data} --out {root}` (a multi-task "
+                         "model with monitors trains them), or leave --references out.")
+    return runs
