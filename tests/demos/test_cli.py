@@ -1,6 +1,10 @@
-"""The demo runner: a second run into the same directory replaces the first (a fresh fit, not a resume)."""
+"""The demo runner: a second run into the same directory replaces the first (a fresh fit, not a resume); the
+references of an earlier call are found, or the missing ones named."""
+
+import pytest
 
 from demo_models.__main__ import run
+from demo_models.references import existing_references
 from lightning_recanalysis.report.run_data import read_run
 
 
@@ -17,3 +21,14 @@ def test_a_second_demo_run_replaces_the_first(tmp_path):
     # The report rebuilt from the event files sees the second run's one epoch, not the first run's two.
     epochs = {r["epoch"] for r in read_run(second).records["entanglement"]}
     assert epochs == {0}
+
+
+def test_references_of_an_earlier_call_are_found_or_named_as_missing(tmp_path):
+    with pytest.raises(SystemExit, match="reference_click-synthetic/single-task"):
+        existing_references("synthetic", tmp_path)  # nothing trained there
+    for task in ("click", "purchase"):  # what an earlier call leaves: a checkpoint under each run directory
+        checkpoints = tmp_path / f"reference_{task}-synthetic" / "single-task" / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "epoch=0-step=1.ckpt").write_bytes(b"")
+    found = existing_references("synthetic", tmp_path)
+    assert found == {t: tmp_path / f"reference_{t}-synthetic" / "single-task" for t in ("click", "purchase")}
