@@ -123,6 +123,7 @@ def counting(sequences: int, length: int, categories: int, baseline_sequences: i
     baseline_secs, baseline_cpu, baseline_seen = 0.0, 0.0, 0
     check = BehaviorTargetCounts()
     reference: dict = {}
+    peak = 0
     for index in range(chunks):
         n = min(BATCH, sequences - index * BATCH)
         target, behavior, label = make_chunk(index, n, length, categories)
@@ -130,6 +131,7 @@ def counting(sequences: int, length: int, categories: int, baseline_sequences: i
         metric.update(target, behavior, label)
         ours += time.perf_counter() - start
         ours_cpu += time.process_time() - cpu
+        peak = max(peak, _state_bytes(metric))  # while counting: runs not yet merged may repeat keys
         # The dictionary counts a slice of every batch, so that drift in machine load reaches both methods.
         share = -(-baseline_sequences // chunks)
         if baseline_seen < baseline_sequences:
@@ -160,6 +162,7 @@ def counting(sequences: int, length: int, categories: int, baseline_sequences: i
         "distinct_triples": int(keys.numel()),
         "distinct_keys": int(keys.numel()) + int(metric._merged("target")[0].numel()),
         "state_bytes": _state_bytes(metric),
+        "peak_state_bytes": max(peak, _state_bytes(metric)),
     }
 
 
@@ -246,16 +249,19 @@ def main(argv=None) -> None:
                      _times(result['baseline_seconds'] / result['ours_seconds']),
                      _times(result['baseline_cpu_seconds'] / result['ours_cpu_seconds']), str(result["identical"]),
                      f"{result['distinct_triples']:,}", f"{result['state_bytes'] / 2**20:.0f}",
-                     f"{result['state_bytes'] / max(8 * result['distinct_keys'], 1):.2f}"])
+                     f"{result['state_bytes'] / max(8 * result['distinct_keys'], 1):.2f}",
+                     f"{result['peak_state_bytes'] / max(8 * result['distinct_keys'], 1):.2f}"])
         if baseline_n != args.sequences:
             notes.append(f"{categories:,} categories: dictionary measured on {result['baseline_sequences']:,} "
                          f"sequences (a slice of every batch), {result['baseline_seconds_measured']:.1f} s, "
                          "extrapolated linearly")
     print(table(["categories", "state", "dict s", "dict ns/beh.", "ours s", "ours ns/beh.", "speed-up",
-                 "(CPU time)", "identical", "distinct keys", "state MiB", "state / key bytes"], rows))
+                 "(CPU time)", "identical", "distinct keys", "state MiB", "state / key bytes",
+                 "peak while counting"], rows))
     print("speed-up (CPU time): the same ratio of each method's own CPU time, which a busy neighbour on a shared "
           "machine inflates less than wall time; state / key bytes: the state's bytes over 8 bytes per distinct "
-          "key it holds ((target, behaviour, position, label) and (target, label))")
+          "key it holds ((target, behaviour, position, label) and (target, label)), at the end (every run merged) "
+          "and at its largest between two batches (sorted runs not yet merged may hold a key more than once)")
     for note in notes:
         print(note)
     torch.set_num_threads(threads)

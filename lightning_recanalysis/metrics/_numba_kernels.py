@@ -175,4 +175,6 @@ def merge_runs(keys_a, counts_a, keys_b, counts_b):  # pragma: no cover - compil
             keys[m], counts[m] = k, c
             m += 1
             last = k
+    # Views of the first m elements: the pages past them were never written, so the system never backs them with
+    # memory (a copy to the exact size would cost a second pass and fresh pages).
     return keys[:m], counts[:m]
