@@ -100,6 +100,7 @@ def first_use() -> str:
     import numpy as np
 
     from lightning_recanalysis.metrics import compiled_counts
+    from lightning_recanalysis.metrics.sparse_keys import BEHAVIOR_SHIFT, POSITION_SHIFT, TARGET_SHIFT
 
     start = time.perf_counter()
     if not compiled_counts.available():
@@ -109,7 +110,7 @@ def first_use() -> str:
     for code_dtype in (np.int32, np.int64):
         work = [np.empty(1, code_dtype) for _ in range(2)]
         compiled_counts.position_runs(one, one.reshape(1, 1), one, np.zeros((0, 0), np.int64), 1, 1, 3, *work,
-                                      49, 25, 1)
+                                      POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
     return (f"compiled (numba); importing numba and loading the cached loops took {time.perf_counter() - start:.2f} s, "
             "once per process (not in the times below)")
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo_models.references import MULTITASK_MODELS
+from demo_models.references import MULTITASK_MODELS, train_references
 from demo_models.registry import DATASETS
 
 from ._common import machine, table
@@ -81,12 +81,10 @@ def main(argv=None) -> None:
         if model in MULTITASK_MODELS:
             # The single-task references are extra models the conflict-subset analysis needs, not monitor cost:
             # trained once here (as a user trains them once, --references), and the time they take printed apart.
-            start = time.perf_counter()
-            command = [sys.executable, "-c", "import sys; from pathlib import Path; from demo_models.references "
-                       "import train_references; train_references(sys.argv[1], 0, Path(sys.argv[2]), "
-                       "int(sys.argv[3]) or None)", DATASETS[model][0], reference_root, str(args.epochs)]
-            if not any(Path(reference_root).glob(f"reference_*-{DATASETS[model][0]}")):
-                subprocess.run(command, check=True, capture_output=True, text=True)
+            data = DATASETS[model][0]
+            if not any(Path(reference_root).glob(f"reference_*-{data}")):
+                start = time.perf_counter()
+                train_references(data, 0, Path(reference_root), args.epochs or None)
                 print(f"  {model}: trained its single-task references once, {time.perf_counter() - start:.1f} s "
                       "(not in the runs below, which reuse them)", flush=True)
             references = reference_root

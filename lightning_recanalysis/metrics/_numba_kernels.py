@@ -54,22 +54,7 @@ def _radix_sort(values, scratch, bits):  # pragma: no cover - compiled; tested t
 @njit(cache=True, nogil=True)
 def position_runs(target, behavior, label, positions, n_positions, behavior_bits, code_bits, codes, scratch,
                   position_shift, target_shift, behavior_shift):  # pragma: no cover - compiled
-    """Sorted unique stored keys of a batch's (target, behaviour, position, label) cells, and their counts.
-
-    Args:
-        target, label: ``[B]`` int64.
-        behavior: ``[B, L]`` int64, C-contiguous.
-        positions: ``[B, L]`` int64 position of every cell (0: padding, not counted), or a ``[0, 0]`` array when
-            column j holds position L - j (no padding, or padding only on the left with ``behavior`` zeroed).
-        n_positions: the largest position that can occur.
-        behavior_bits: bits of the largest behaviour id; a cell's code is ``(t << (bits + 1)) | (b << 1) | y``.
-        code_bits: bits of the largest code.
-        codes, scratch: two work arrays of at least B * L elements, int32 when the codes fit (half the bytes to
-            sort) or int64.
-        position_shift, target_shift, behavior_shift: the stored key layout (label in bit 0).
-
-    Returns ``(keys, counts)``, int64, keys sorted and unique.
-    """
+    """Sorted unique stored keys of a batch's cells and their counts (arguments: ``compiled_counts.position_runs``)."""
     batch, length = behavior.shape
     by_column = positions.shape[0] == 0
     sizes = np.zeros(n_positions + 2, np.int64)
@@ -113,23 +98,31 @@ def position_runs(target, behavior, label, positions, n_positions, behavior_bits
             continue
         ordered = scratch[start:stop] if in_scratch[p] else codes[start:stop]
         stored_p = np.int64(p) << position_shift
-        previous = np.int64(ordered[0])
-        run = 1
-        for i in range(1, stop - start):
-            v = np.int64(ordered[i])
-            if v == previous:
-                run += 1
+        run_start = 0
+        for i in range(1, stop - start + 1):  # a run ends before a new code, or at the bucket's end
+            if i < stop - start and ordered[i] == ordered[run_start]:
                 continue
-            keys[n_out] = (stored_p | ((previous >> c_shift) << target_shift)
-                           | (((previous >> 1) & behavior_mask) << behavior_shift) | (previous & 1))
-            counts[n_out] = run
+            code = np.int64(ordered[run_start])
+            keys[n_out] = (stored_p | ((code >> c_shift) << target_shift)
+                           | (((code >> 1) & behavior_mask) << behavior_shift) | (code & 1))
+            counts[n_out] = i - run_start
             n_out += 1
-            previous, run = v, 1
-        keys[n_out] = (stored_p | ((previous >> c_shift) << target_shift)
-                       | (((previous >> 1) & behavior_mask) << behavior_shift) | (previous & 1))
-        counts[n_out] = run
-        n_out += 1
+            run_start = i
     return keys, counts
+
+
+@njit(cache=True, nogil=True)
+def _append_rest(src_keys, src_counts, start, keys, counts, m, last):  # pragma: no cover - compiled
+    """Append ``src[start:]`` after ``keys[:m]``, folding a key equal to ``last`` into it; returns the new length."""
+    for i in range(start, src_keys.size):
+        k, c = src_keys[i], src_counts[i]
+        if k == last:
+            counts[m - 1] += c
+        else:
+            keys[m], counts[m] = k, c
+            m += 1
+            last = k
+    return m
 
 
 @njit(cache=True, nogil=True)
@@ -157,24 +150,9 @@ def merge_runs(keys_a, counts_a, keys_b, counts_b):  # pragma: no cover - compil
         keys[m] = k
         m += 1
         last = k
-    while i < n_a:
-        k, c = keys_a[i], counts_a[i]
-        i += 1
-        if k == last:
-            counts[m - 1] += c
-        else:
-            keys[m], counts[m] = k, c
-            m += 1
-            last = k
-    while j < n_b:
-        k, c = keys_b[j], counts_b[j]
-        j += 1
-        if k == last:
-            counts[m - 1] += c
-        else:
-            keys[m], counts[m] = k, c
-            m += 1
-            last = k
+    # One run is used up; the rest of the other follows (its first key may still equal the last one written).
+    m = _append_rest(keys_a, counts_a, i, keys, counts, m, last)
+    m = _append_rest(keys_b, counts_b, j, keys, counts, m, last)
     # Views of the first m elements: the pages past them were never written, so the system never backs them with
     # memory (a copy to the exact size would cost a second pass and fresh pages).
     return keys[:m], counts[:m]

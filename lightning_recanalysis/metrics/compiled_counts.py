@@ -55,6 +55,12 @@ def available() -> bool:
     return _kernels is not None
 
 
+def _loops() -> ModuleType:
+    if not available():
+        raise RuntimeError(f"numba is not installed (or {_DISABLE} is set): the counting metrics use numpy instead")
+    return _kernels
+
+
 def position_runs(target: np.ndarray, behavior: np.ndarray, label: np.ndarray, positions: np.ndarray,
                   n_positions: int, behavior_bits: int, code_bits: int, codes: np.ndarray, scratch: np.ndarray,
                   position_shift: int, target_shift: int, behavior_shift: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,9 +89,7 @@ def position_runs(target: np.ndarray, behavior: np.ndarray, label: np.ndarray, p
         >>> [part.tolist() for part in decode_keys(torch.from_numpy(keys))], counts.tolist()  # (t, b, p, y)
         ([[3, 3, 3], [2, 1, 5], [1, 2, 2], [1, 1, 1]], [2, 1, 1])
     """
-    if not available():
-        raise RuntimeError(f"numba is not installed (or {_DISABLE} is set): the counting metrics use numpy instead")
-    return _kernels.position_runs(target, behavior, label, positions, n_positions, behavior_bits, code_bits, codes,
+    return _loops().position_runs(target, behavior, label, positions, n_positions, behavior_bits, code_bits, codes,
                                   scratch, position_shift, target_shift, behavior_shift)
 
 
@@ -99,6 +103,4 @@ def merge_runs(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
         >>> keys.tolist(), counts.tolist()
         ([1, 4, 9], [2, 6, 1])
     """
-    if not available():
-        raise RuntimeError(f"numba is not installed (or {_DISABLE} is set): the counting metrics use numpy instead")
-    return _kernels.merge_runs(keys_a, counts_a, keys_b, counts_b)
+    return _loops().merge_runs(keys_a, counts_a, keys_b, counts_b)

@@ -228,11 +228,8 @@ def merged_counts(key_list: list[torch.Tensor], count_list: list[torch.Tensor],
     # Smallest first, so that each key is copied as few times as the sizes allow.
     order = sorted(range(len(key_list)), key=lambda k: key_list[k].numel())
     keys, counts = key_list[order[0]].numpy(), count_list[order[0]].numpy()
-    for k in order[1:]:
-        keys, counts = compiled_counts.merge_runs(keys.astype(np.int64, copy=False),
-                                                  counts.astype(np.int64, copy=False),
-                                                  key_list[k].numpy().astype(np.int64, copy=False),
-                                                  count_list[k].numpy().astype(np.int64, copy=False))
+    for k in order[1:]:  # every run is int64 (see _add_run)
+        keys, counts = compiled_counts.merge_runs(keys, counts, key_list[k].numpy(), count_list[k].numpy())
     return torch.from_numpy(keys), torch.from_numpy(counts)
 
 
