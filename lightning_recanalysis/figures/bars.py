@@ -16,17 +16,22 @@ from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 from PIL import Image, ImageDraw
 
-from .pillow import _FRAME, _GRID, _INK, _SUPERSAMPLE, _nice_ticks, _size, _tick_texts, _vertical_text, _write
+from .pillow import (
+    _FRAME,
+    _GRID,
+    _INK,
+    _SUPERSAMPLE,
+    _legend_size,
+    _nice_ticks,
+    _size,
+    _tick_texts,
+    _vertical_text,
+    _write,
+)
 
 __all__ = ["grouped_bar_figure"]
 
 _REFERENCE = (128, 128, 128)
-
-
-def _legend_box(names: Sequence[str], size: int) -> tuple[int, int, int]:
-    """Width and height of a legend listing ``names`` one a line, and the height of one line."""
-    line_h = _size("Ag", size)[1] + 3
-    return 8 + 22 + 6 + max(_size(n, size)[0] for n in names) + 8, 6 + line_h * len(names) + 4, line_h
 
 
 def grouped_bar_figure(
@@ -90,7 +95,7 @@ def grouped_bar_figure(
 
     # The legend in the corner that hides the fewest bars (upper right first), else below the x label.
     entries = names + ([reference[1]] if reference is not None else [])
-    box_w, box_h, entry_h = _legend_box(entries, legend_size)
+    box_w, box_h, entry_h = _legend_size(entries, legend_size)
     inset = 6
     corners = [(plot_w - inset - box_w, inset), (inset, inset)]
     zero_y = float(to_y(0.0))
@@ -154,8 +159,8 @@ def grouped_bar_figure(
     for value, text in zip(y_ticks, y_texts):
         _write(image, (left - 8 - _size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
     for i, name in enumerate(categories):  # upwards, ending just under the tick
-        w, h = _size(name, category_size)
-        _vertical_text(image, (left + float(to_x(i)), bottom + 8 + w / 2), name, category_size)
+        _vertical_text(image, (left + float(to_x(i)), bottom + 8 + _size(name, category_size)[0] / 2), name,
+                       category_size)
     for k, (x, y) in enumerate(places):
         _write(image, (x + 28, y), entries[k], legend_size)
     _write(image, ((left + right - _size(title, title_size)[0]) / 2, 8), title, title_size)

@@ -9,15 +9,20 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
-from .pillow import _FRAME, _GRID, _INK, _SUPERSAMPLE, _nice_ticks, _size, _tick_texts, _vertical_text, _write
+from .pillow import (
+    _FRAME,
+    _GRID,
+    _INK,
+    _SUPERSAMPLE,
+    _legend_size,
+    _nice_ticks,
+    _size,
+    _tick_texts,
+    _vertical_text,
+    _write,
+)
 
 __all__ = ["line_image", "agreement_image"]
-
-
-def _legend_size(names: Sequence[str], size: int) -> tuple[int, int, int]:
-    """Width and height of a legend box listing ``names`` one a line, and the height of one line."""
-    line_h = _size("Ag", size)[1] + 3
-    return 8 + 22 + 6 + max(_size(n, size)[0] for n in names) + 8, 6 + line_h * len(names) + 4, line_h
 
 
 def _draw_legend_samples(draw: ImageDraw.ImageDraw, entries, s: int) -> None:

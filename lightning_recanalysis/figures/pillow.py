@@ -77,6 +77,12 @@ def _size(text: str, size: int) -> tuple[int, int]:
     return _glyphs(text, size).size
 
 
+def _legend_size(names: Sequence[str], size: int) -> tuple[int, int, int]:
+    """Width and height of a legend box listing ``names`` one a line, and the height of one line."""
+    line_h = _size("Ag", size)[1] + 3
+    return 8 + 22 + 6 + max(_size(n, size)[0] for n in names) + 8, 6 + line_h * len(names) + 4, line_h
+
+
 def _write(image: Image.Image, xy: tuple[float, float], text: str, size: int, fill=_INK) -> None:
     image.paste(fill, (int(round(xy[0])), int(round(xy[1]))), _glyphs(text, size))
 
