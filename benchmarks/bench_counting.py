@@ -79,11 +79,12 @@ def _times(ratio: float) -> str:
 
 def _state_bytes(metric) -> int:
     """Bytes the metric holds for its counts: sparse keys and counts of both counters, and the dense array."""
+    compact = metric._compact.nbytes() if metric._compact is not None else 0
     tensors = [t for name in ("triple_keys", "triple_counts", "target_keys", "target_counts")
                for t in getattr(metric, name)]
     if metric._dense is not None:
         tensors.append(metric._dense)
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return compact + sum(t.numel() * t.element_size() for t in tensors)
 
 
 def metric_counts_as_dict(metric) -> dict:
@@ -97,20 +98,12 @@ def metric_counts_as_dict(metric) -> dict:
 def first_use() -> str:
     """Load the compiled loops once, outside the timed counting: numba's import and the load of the cached machine
     code are paid once per process, not per behaviour. Says which path counts and what that first use cost."""
-    import numpy as np
-
     from lightning_recanalysis.metrics import compiled_counts
-    from lightning_recanalysis.metrics.sparse_keys import BEHAVIOR_SHIFT, POSITION_SHIFT, TARGET_SHIFT
 
     start = time.perf_counter()
     if not compiled_counts.available():
         return "numpy and torch (numba not installed or switched off)"
-    one = np.zeros(1, dtype=np.int64)
-    compiled_counts.merge_runs(one, one, one, one)
-    for code_dtype in (np.int32, np.int64):
-        work = [np.empty(1, code_dtype) for _ in range(2)]
-        compiled_counts.position_runs(one, one.reshape(1, 1), one, np.zeros((0, 0), np.int64), 1, 1, 3, *work,
-                                      POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
+    compiled_counts.warm_up()
     return (f"compiled (numba); importing numba and loading the cached loops took {time.perf_counter() - start:.2f} s, "
             "once per process (not in the times below)")
 

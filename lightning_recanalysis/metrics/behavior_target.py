@@ -34,9 +34,10 @@ import torch
 from torchmetrics import Metric
 
 from ..functional.correlation import target_relative_positions
+from . import compiled_counts
 from .behavior_batches import check_batch_shapes, check_batch_values
 from .dense_counts import count_dense, dense_keys, grown_size
-from . import compiled_counts
+from .position_counter import PositionCodeCounter
 from .sparse_keys import (
     BEHAVIOR_SHIFT,
     MAX_CATEGORIES,
@@ -126,6 +127,10 @@ class BehaviorTargetCounts(Metric):
         self._dense: torch.Tensor | None = None  # flat int64, layout [targets, behaviours, positions + 1, 2]
         self._dense_shape = (0, 0, 0)
         self._dense_off = False
+        # The compiled CPU path's counts in 8 bytes a key while ids and totals fit (see position_counter); None
+        # before the first sparse batch, and for good once the counts have moved to the 16-byte keys.
+        self._compact: PositionCodeCounter | None = None
+        self._compact_off = False
         self._version = 0
         self._query_cache: dict = {}
 
@@ -222,13 +227,18 @@ class BehaviorTargetCounts(Metric):
         # Sparse. With numba, a compiled pass buckets the cells by position and radix-sorts each bucket.
         b_bits = max(1, b_max.bit_length())
         if not behavior.is_cuda and compiled_counts.available():
-            code_bits = max(1, t_max.bit_length()) + b_bits + 1
-            positions = _BY_COLUMN if valid is None else torch.as_tensor(cell_positions).expand(
+            positions = None if valid is None else torch.as_tensor(cell_positions).expand(
                 behavior.shape).to(torch.int64).contiguous().numpy()
+            arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
+            if self._compact_ready(t_max, b_max, behavior.numel()):
+                self._compact.add_batch(*arrays, positions, length)
+                self._version += 1
+                return
+            code_bits = max(1, t_max.bit_length()) + b_bits + 1
             keys, counts = compiled_counts.position_runs(
-                target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy(), positions,
-                length, b_bits, code_bits, *(np.empty(behavior.numel(), np.int32 if code_bits <= 31 else np.int64)
-                                             for _ in range(2)), POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
+                *arrays, _BY_COLUMN if positions is None else positions, length, b_bits, code_bits,
+                *(np.empty(behavior.numel(), np.int32 if code_bits <= 31 else np.int64) for _ in range(2)),
+                POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
             if keys.size:
                 self._add("triple", torch.from_numpy(keys), torch.from_numpy(counts))
             return
@@ -272,7 +282,12 @@ class BehaviorTargetCounts(Metric):
             if self._dense is not None:
                 keys, counts = dense_keys(self._dense, self._dense_shape)
                 if keys.numel():
-                    self._add("triple", keys, counts)
+                    target, behavior, _, _ = decode_keys(keys)
+                    if (not keys.is_cuda and compiled_counts.available()
+                            and self._compact_ready(int(target.max()), int(behavior.max()), int(counts.sum()))):
+                        self._compact.add_sorted(keys.numpy(), counts.numpy())
+                    else:
+                        self._add("triple", keys, counts)
             self._dense, self._dense_shape, self._dense_off = None, (0, 0, 0), True
             return None
         if shape != old:
@@ -281,6 +296,33 @@ class BehaviorTargetCounts(Metric):
                 grown[: old[0], : old[1], : old[2]] = self._dense.view(*old, 2)
             self._dense, self._dense_shape = grown.view(-1), shape
         return shape
+
+    def _compact_ready(self, t_max: int, b_max: int, behaviours: int) -> bool:
+        """Whether the next ``behaviours`` (ids up to ``t_max``, ``b_max``) go to the 8-byte counter (made here
+        on first use). When they do not fit it, its counts move to the 16-byte keys, for good."""
+        if self._compact_off:
+            return False
+        if self._compact is None and any(k.numel() for k in self.triple_keys):
+            self._compact_off = True  # counts already held as 16-byte keys stay there
+            return False
+        if PositionCodeCounter.fits(t_max, b_max) and (self._compact is None or self._compact.has_room(behaviours)):
+            if self._compact is None:
+                self._compact = PositionCodeCounter()
+            return True
+        if self._compact is not None:
+            keys, counts = self._compact.stored()
+            self._compact = None
+            if keys.size:
+                self._add("triple", torch.from_numpy(keys), torch.from_numpy(counts))
+        self._compact_off = True
+        return False
+
+    def _local_compact(self) -> PositionCodeCounter | None:
+        """The 8-byte counter when it holds this process's counts and the queries should read it (not synced)."""
+        if self._is_synced:
+            return None
+        self.flush()
+        return self._compact
 
     def _add(self, name: str, keys: torch.Tensor, counts: torch.Tensor) -> None:
         """Add sorted unique ``keys`` with ``counts`` to the sparse counter ``name``."""
@@ -300,6 +342,10 @@ class BehaviorTargetCounts(Metric):
         if cached is not None and cached[0] == stamp:
             return cached[1]
         keys, counts = getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts")
+        if name == "triple" and self._compact is not None and not self._is_synced:
+            # Exported as 16-byte keys on request (sync, tests), not kept: the queries read the counter itself.
+            held_keys, held_counts = self._compact.stored()
+            return torch.from_numpy(held_keys), torch.from_numpy(held_counts)
         if isinstance(keys, list):  # not synced: local chunks, plus the dense array
             keys, counts = list(keys), list(counts)
             if name == "triple" and self._dense is not None:
@@ -374,6 +420,9 @@ class BehaviorTargetCounts(Metric):
 
     def behavior_categories(self, target_category: int) -> torch.Tensor:
         """Sorted behaviour categories seen (at any position) with a target of this category."""
+        compact = self._local_compact()
+        if compact is not None:
+            return torch.from_numpy(compact.behaviors_of(int(target_category)))
         keys, _ = self._merged("triple")
         target, behavior, _, _ = decode_keys(keys)
         return torch.unique(behavior[target == int(target_category)], sorted=True)
@@ -385,22 +434,31 @@ class BehaviorTargetCounts(Metric):
         other sample of that target category (shorter sequences included); Y = the label. A target category
         never seen gives all zeros (and so MI 0).
         """
-        keys, counts = self._merged("triple")
-        device = keys.device
+        compact = self._local_compact()
+        keys, counts = self._merged("triple") if compact is None else (None, None)
+        device = self.device if compact is not None else keys.device
         cats = torch.as_tensor(behavior_categories, dtype=torch.int64, device=device).reshape(-1)
         positions = torch.arange(1, (num_positions or max(self.num_positions, 1)) + 1, device=device)
         t = torch.full((), int(target_category), dtype=torch.int64, device=device)
         labels = torch.arange(2, device=device)
         grid = encode_keys(t, cats[:, None, None], positions[None, :, None], labels[None, None, :])
-        x1 = lookup_counts(keys, counts, grid)  # [C, P, 2]
+        if compact is not None:
+            x1 = torch.from_numpy(compact.lookup(grid.reshape(-1).numpy())).view(grid.shape)  # [C, P, 2]
+        else:
+            x1 = lookup_counts(keys, counts, grid)  # [C, P, 2]
         totals = self.label_counts(int(target_category)).to(device)  # [2]
         return torch.stack([totals - x1, x1], dim=-2)
 
     def same_category_table(self, num_positions: int | None = None) -> torch.Tensor:
         """``[P, 2, 2]`` counts of (X, Y) over all samples, X = 1 when the behaviour at position p has the target's
         own category: the target-agnostic summary of the semantic and temporal pattern."""
-        keys, counts = self._merged("triple")
         n_pos = num_positions or max(self.num_positions, 1)
+        compact = self._local_compact()
+        if compact is not None:
+            totals = self.label_counts()
+            x1 = torch.from_numpy(compact.same_category(n_pos))
+            return torch.stack([totals - x1, x1], dim=-2)
+        keys, counts = self._merged("triple")
         target, behavior, position, label = decode_keys(keys)
         same = (target == behavior) & (position <= n_pos)
         x1 = torch.zeros(n_pos * 2, dtype=torch.int64, device=keys.device)

@@ -1,0 +1,192 @@
+"""PositionCodeCounter (8 bytes a key, runs merged in place in one arena) against a Python dictionary count, on
+every path its runs take (kept apart, merged from apart, merged forward and backward, a grown arena with and without
+memory maps, positions added by a longer batch); and BehaviorTargetCounts' moves between it and the 16-byte keys."""
+
+import copy
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_recanalysis.metrics import BehaviorTargetCounts, behavior_target, compiled_counts, position_counter
+from lightning_recanalysis.metrics.position_counter import PositionCodeCounter
+from lightning_recanalysis.metrics.sparse_keys import decode_keys, encode_keys
+
+from .test_behavior_target import dictionary_counts, stored_counts
+
+pytestmark = pytest.mark.skipif(not compiled_counts.available(), reason="numba is not installed")
+
+
+def zipf_batch(rng, rows, length, targets, behaviors, padding=False):
+    """Frequent ids and a long tail, so that keys repeat within and across batches; with ``padding``, each cell's
+    position is given (0: padding) and rows have gaps."""
+    t = np.minimum(rng.zipf(1.3, rows) - 1, targets - 1)
+    b = np.minimum(rng.zipf(1.3, (rows, length)) - 1, behaviors - 1)
+    b[:, -1] = t  # the target's own category at position 1
+    y = rng.integers(0, 2, rows)
+    positions = None
+    if padding:
+        real = rng.random((rows, length)) > 0.3
+        positions = np.where(real, np.cumsum(real[:, ::-1], axis=1)[:, ::-1], 0).astype(np.int64)
+    return t, b, y, positions
+
+
+def oracle(batches):
+    counts = Counter()
+    for t, b, y, positions in batches:
+        rows, length = b.shape
+        for i in range(rows):
+            for j in range(length):
+                p = length - j if positions is None else positions[i, j]
+                if p:
+                    counts[(int(t[i]), int(b[i, j]), int(p), int(y[i]))] += 1
+    return counts
+
+
+def as_dict(counter):
+    keys, counts = counter.stored()
+    assert np.all(np.diff(keys) > 0)  # sorted, unique
+    return dict(zip(zip(*(x.tolist() for x in decode_keys(torch.from_numpy(keys)))), counts.tolist()))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """How often each compiled merge ran: the test shows which paths its batches took."""
+    loops = compiled_counts._loops()
+    seen = Counter()
+    for name in ("merge_forward", "merge_backward"):
+        kernel = getattr(loops, name)
+
+        def counted(*args, _kernel=kernel, _name=name):
+            seen[_name] += 1
+            return _kernel(*args)
+
+        monkeypatch.setattr(loops, name, counted)
+    return seen
+
+
+# Batch sizes that make every kind of step happen: a run shorter than the top one is kept apart, a longer one
+# is merged from where it was counted (backward), a cascade merges equal runs forward, the final merge goes
+# backward where the lower run is the longer; the lengths rise, so later runs have more positions.
+SCHEDULE = [(300, 6), (120, 6), (60, 6), (500, 6), (40, 8), (40, 8), (900, 8), (30, 10), (200, 10)]
+
+
+@pytest.mark.parametrize("padding", [False, True], ids=["by-column", "positions-per-cell"])
+@pytest.mark.parametrize("memory_maps", [True, False], ids=["mremap", "copying-arena"])
+def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, calls, monkeypatch):
+    if not memory_maps:
+        monkeypatch.delattr(position_counter.mmap, "MAP_PRIVATE")
+    rng = np.random.default_rng(7)
+    counter, batches = PositionCodeCounter(), []
+    for k, (rows, length) in enumerate(SCHEDULE):
+        batch = zipf_batch(rng, rows, length, 3000, 20_000, padding)
+        batches.append(batch)
+        counter.add_batch(*batch, length)
+        if k == 4:  # a query in the middle merges the runs; counting goes on after it
+            assert as_dict(counter) == dict(oracle(batches))
+    assert counter._arena._can_map is memory_maps
+    assert calls["merge_forward"] and calls["merge_backward"]
+    expected = oracle(batches)
+    assert as_dict(counter) == dict(expected)
+    assert counter.total == sum(expected.values())
+
+
+def test_queries_equal_the_dictionary():
+    rng = np.random.default_rng(3)
+    counter, batches = PositionCodeCounter(), []
+    for rows in (400, 150, 700):
+        batches.append(zipf_batch(rng, rows, 7, 50, 40))
+        counter.add_batch(*batches[-1], 7)
+    expected = oracle(batches)
+    keys = list(expected) + [(2, 39, 7, 1), (49, 0, 3, 0), (1, 1, 9, 0)]  # and keys never counted (position 9 too)
+    wanted = encode_keys(*(torch.tensor(part) for part in zip(*keys)))
+    assert counter.lookup(wanted.numpy()).tolist() == [expected[k] for k in keys]
+    beyond = encode_keys(torch.tensor([70_000, 3]), torch.tensor([1, 40_000]), torch.tensor([1, 1]), torch.tensor([0, 0]))
+    assert counter.lookup(beyond.numpy()).tolist() == [0, 0]  # ids past the compact code: never counted here
+    same = np.zeros((9, 2), np.int64)
+    for (t, b, p, y), n in expected.items():
+        if t == b:
+            same[p - 1, y] += n
+    assert counter.same_category(9).tolist() == same.tolist()
+    for target in (0, 1, 7, 49, 60_000):
+        assert counter.behaviors_of(target).tolist() == sorted({b for (t, b, _, _) in expected if t == target})
+
+
+def test_pickle_and_deepcopy_keep_the_counts():
+    rng = np.random.default_rng(5)
+    counter, batches = PositionCodeCounter(), []
+    for rows in (200, 90, 50):
+        batches.append(zipf_batch(rng, rows, 5, 100, 100))
+        counter.add_batch(*batches[-1], 5)
+    expected = dict(oracle(batches))
+    for clone in (copy.deepcopy(counter), pickle.loads(pickle.dumps(counter))):
+        assert as_dict(clone) == expected
+        clone.add_batch(*batches[0], 5)  # and counts on from there
+        doubled = oracle(batches + batches[:1])
+        assert as_dict(clone) == dict(doubled)
+    assert as_dict(counter) == expected
+
+
+def metric_batches(seed, n_batches, categories, big_at=None, big_id=40_000):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n_batches):
+        target = torch.randint(0, categories, (50,), generator=g)
+        behavior = torch.randint(0, categories, (50, 6), generator=g)
+        if k == big_at:
+            behavior[3, 2] = big_id  # beyond 2^15: no compact code
+        mask = torch.rand(50, 6, generator=g) > 0.2
+        out.append((target, torch.where(mask, behavior, 0), torch.randint(0, 2, (50,), generator=g), mask))
+    return out
+
+
+@pytest.fixture
+def sparse_small_flushes(monkeypatch):
+    monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 500)
+    monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 500)
+    monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1_000)
+
+
+def test_metric_moves_to_16_byte_keys_when_an_id_outgrows_the_compact_code(sparse_small_flushes):
+    batches = metric_batches(1, 12, 2_000, big_at=7)
+    metric = BehaviorTargetCounts()
+    for k, b in enumerate(batches):
+        metric.update(*b)
+        metric.flush()
+        assert (metric._compact is not None) == (k < 7)
+    triples, _ = dictionary_counts(batches)
+    assert metric._compact_off and stored_counts(metric) == dict(triples)
+    target = int(batches[7][0][3])
+    assert 40_000 in metric.behavior_categories(target).tolist()
+
+
+def test_metric_leaves_the_compact_counter_before_a_count_could_overflow(sparse_small_flushes, monkeypatch):
+    monkeypatch.setattr(position_counter, "MAX_COMPACT_TOTAL", 2_000)  # stands in for 2^32 - 1
+    batches = metric_batches(2, 10, 2_000)
+    metric = BehaviorTargetCounts()
+    held = []
+    for b in batches:
+        metric.update(*b)
+        metric.flush()
+        held.append(metric._compact is not None)
+    assert held[0] and not held[-1]  # 300 cells a batch: the 7th would pass 2,000
+    triples, _ = dictionary_counts(batches)
+    assert stored_counts(metric) == dict(triples)
+
+
+def test_metric_answers_the_same_from_the_compact_counter_and_from_16_byte_keys(sparse_small_flushes):
+    batches = metric_batches(3, 8, 30)
+    compact, wide = BehaviorTargetCounts(), BehaviorTargetCounts()
+    wide._compact_off = True  # the 16-byte keys from the start
+    for b in batches:
+        compact.update(*b)
+        wide.update(*b)
+    compact.flush()
+    wide.flush()
+    assert compact._compact is not None and wide._compact is None
+    for t in range(30):
+        assert torch.equal(compact.table(t, list(range(30)), 6), wide.table(t, list(range(30)), 6))
+        assert torch.equal(compact.behavior_categories(t), wide.behavior_categories(t))
+    assert torch.equal(compact.same_category_table(6), wide.same_category_table(6))
