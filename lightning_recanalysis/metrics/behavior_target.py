@@ -63,6 +63,7 @@ DENSE_MAX_CELLS = 1 << 22
 # _FLUSH_MAX_BEHAVIORS, so that what waits stays a few tens of MB.
 _FLUSH_BEHAVIORS = 1 << 17
 _FLUSH_MAX_BEHAVIORS = 1 << 22
+_FLUSH_COMPILED_MAX_BEHAVIORS = 1 << 20
 # Tells compiled_counts.position_runs that column j holds position L - j.
 _BY_COLUMN = np.zeros((0, 0), dtype=np.int64)
 
@@ -177,9 +178,13 @@ class BehaviorTargetCounts(Metric):
 
     def _flush_at(self) -> int:
         if self._dense is None and self._dense_off and compiled_counts.available() and self.device.type == "cpu":
-            # The compiled sparse path adds a run in time proportional to the run, not to the state: waiting
-            # longer gains nothing, and each position's codes should stay in cache while they are sorted.
-            return _FLUSH_BEHAVIORS
+            # The compiled sparse path adds a run in time proportional to the run, not to the state, but each key
+            # of a run is merged again about log2(state / run) times: runs of 10^6 behaviours, rather than 10^5,
+            # made batches of 1,024 sequences (2.4 x 10^7 keys in the end) 1.4 to 1.5 times faster to count. What waits stays under
+            # about half a byte more per key held, and under 10 MB.
+            held = self._compact.distinct_upper_bound if self._compact is not None else sum(
+                k.numel() for k in self.triple_keys)
+            return min(max(_FLUSH_BEHAVIORS, held // 2), _FLUSH_COMPILED_MAX_BEHAVIORS)
         if self._dense is not None:
             state = self._dense.numel()
         else:

@@ -318,6 +318,7 @@ def test_sparse_counts_over_many_flushes_and_merges_equal_a_dictionary_count(cat
     and new keys, merged into the sorted state), flushed every few batches."""
     monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 1_500)
     monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 1_500)
+    monkeypatch.setattr(behavior_target, "_FLUSH_COMPILED_MAX_BEHAVIORS", 1_500)
     g = torch.Generator().manual_seed(categories)
     weights = 1.0 / torch.arange(1, categories + 1, dtype=torch.float64)
     batches = []

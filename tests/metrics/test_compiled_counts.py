@@ -87,6 +87,7 @@ def test_sparse_path_equals_a_dictionary_count_with_and_without_numba(compiled, 
     monkeypatch.setattr(compiled_counts, "available", lambda: compiled)
     monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 700)
     monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 700)
+    monkeypatch.setattr(behavior_target, "_FLUSH_COMPILED_MAX_BEHAVIORS", 700)
     monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1_000)  # sparse from the first batch
     batches = random_batches(categories, 12, 48, 10, categories, -1, gaps=gaps)
     metric = BehaviorTargetCounts()

@@ -146,6 +146,7 @@ def metric_batches(seed, n_batches, categories, big_at=None, big_id=40_000):
 def sparse_small_flushes(monkeypatch):
     monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 500)
     monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 500)
+    monkeypatch.setattr(behavior_target, "_FLUSH_COMPILED_MAX_BEHAVIORS", 500)
     monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1_000)
 
 
