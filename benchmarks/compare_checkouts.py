@@ -8,8 +8,9 @@ alternating (the order swapped every repetition, so that drift in machine load r
 own package and benchmarks (checked: the paths are printed).
 
 - ``BehaviorTargetCounts``: ``update`` of 4 batches of 65,536 sequences x 50 behaviours
-  (``benchmarks.bench_counting``'s data) and the final merge, CPU ns per behaviour, at 100 categories (the dense
-  array), 1,000 and 10,000 (sparse keys); the counted totals must be equal.
+  (``benchmarks.bench_counting``'s data) and a first query (which merges), CPU ns per behaviour, at 100 categories (the dense
+  array), 1,000 and 10,000 (sparse keys); the counted totals must be equal. Each process first counts a few small
+  batches untimed, so that numba's import and the load of the compiled loops stay out of the times.
 - ``FieldPairCounts``: ``update`` + ``flush`` of 30 batches of 1,024 rows x 39 fields
   (``benchmarks.bench_field_pair.count_worker``), CPU ns per sample and pair, median of its 5 passes.
 
@@ -33,14 +34,20 @@ from lightning_recanalysis.metrics import BehaviorTargetCounts
 from benchmarks.bench_counting import make_chunk
 from benchmarks.bench_field_pair import count_worker
 out = {"package": lightning_recanalysis.__file__}
+for categories in (100, 1000, 10000):  # untimed: numba's import and the load of each compiled loop, once
+    warm = BehaviorTargetCounts()
+    for i in range(3):
+        warm.update(*make_chunk(99 + i, 4096 * (1 + i % 2), 50, categories))
+    warm._merged("triple")
 for categories in (100, 1000, 10000):
     chunks = [make_chunk(i, 65536, 50, categories) for i in range(4)]
     metric = BehaviorTargetCounts()
     cpu = time.process_time()
     for chunk in chunks:
         metric.update(*chunk)
-    keys, counts = metric._merged("triple")
+    metric.table(0, [0], 1)  # the first query: what waits is counted and the runs merged
     out[f"counting {categories} categories, ns per behaviour"] = 1e9 * (time.process_time() - cpu) / (4 * 65536 * 50)
+    keys, counts = metric._merged("triple")
     out[f"total {categories}"] = int(counts.sum())
 out["field pairs, 39 fields, ns per sample and pair"] = sorted(count_worker(39, 1024, 1, 30)["update_cpu_ns"])[2]
 print(json.dumps(out))

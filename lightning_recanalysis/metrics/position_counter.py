@@ -55,24 +55,27 @@ class _Arena:
     """The counter's codes and counts: two uint32 arrays that grow without copying what they hold.
 
     Where the system offers it (Linux), each array is a private anonymous memory map, grown in place by
-    ``mmap.resize`` (``mremap``: the pages move, nothing is copied, and new pages are touched only when written).
-    Elsewhere a larger array is allocated and the old one copied over. So the arena can grow to exactly what it
-    must hold, with no slack for growth.
+    ``mmap.resize`` (``mremap``: the pages move, nothing is copied). Elsewhere a larger array is allocated and the
+    old one copied over. Either way a page takes memory only once written: ``high_water`` (the most codes ever
+    written) is what the arena uses, whatever its capacity.
     """
 
     _GRAIN = 1 << 16  # codes: capacities are multiples of 256 KB
 
     def __init__(self) -> None:
         self.capacity = 0
+        self.high_water = 0
         self.codes = self.counts = np.empty(0, np.uint32)
         self._maps: list | None = None
         self._can_map = hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS")
 
     def reserve(self, size: int, used: int) -> None:
-        """Hold at least ``size`` codes, keeping the first ``used``."""
+        """Hold at least ``size`` codes (about to be written), keeping the first ``used``; when it must grow, by
+        half again at least, so that it grows a few times only."""
+        self.high_water = max(self.high_water, size)
         if size <= self.capacity:
             return
-        capacity = -(-size // self._GRAIN) * self._GRAIN
+        capacity = -(-max(size, self.capacity + self.capacity // 2) // self._GRAIN) * self._GRAIN
         if self._can_map:
             try:
                 self._remap(capacity)
@@ -175,8 +178,9 @@ class PositionCodeCounter:
         return sum(run.length for run in self._runs)
 
     def nbytes(self) -> int:
-        """Bytes held: the arena and the buffer for merges (both kept, so that later merges reuse them)."""
-        return 8 * self._arena.capacity + self._aside[0].nbytes + self._aside[1].nbytes
+        """Bytes held: the arena's written part (its pages untouched by any write take no memory) and the buffer
+        for merges (both kept, so that later merges reuse them)."""
+        return 8 * self._arena.high_water + self._aside[0].nbytes + self._aside[1].nbytes
 
     def work_nbytes(self) -> int:
         """Bytes of the work buffers a batch's codes are sorted in (as large as the largest batch counted)."""
@@ -296,6 +300,10 @@ class PositionCodeCounter:
         length = codes.size
         if length == 0:
             return
+        if self._top() + length > self._arena.capacity and len(self._runs) > 1:
+            # Before the arena grows, merge what it holds: runs repeat keys (at 1,000 categories, a third of
+            # what they hold), and the arena would grow to hold the repeats.
+            self.merged()
         top = self._top()
         self._reserve(top + length)
         arena = self._arena
