@@ -10,19 +10,22 @@ so two counters are enough: one of (c_t, c, p, y) over real behaviours, one of (
 are sums, so they accumulate over batches and add up across processes.
 
 **Memory.** Real vocabularies have 10^5 categories and more; a dense (c_t, c, p, y) array would have
-10^10 x P cells, almost all zero. So the counts are kept sparse: sorted unique int64 keys with their counts,
-memory growing with the distinct (c_t, c, p) triples seen. Only while the whole (c_t, c, p, y) space is small
-(at most ``DENSE_MAX_CELLS`` cells, 32 MB) is it a dense array, which is cheaper to add to; the first batch that
-would make it larger turns it into sparse keys for good.
+10^10 x P cells, almost all zero. So the counts are kept sparse, memory growing with the distinct (c_t, c, p)
+triples seen. Only while the whole (c_t, c, p, y) space is small (at most ``DENSE_MAX_CELLS`` cells, 32 MB) is it
+a dense array, which is cheaper to add to; the first batch that would make it larger turns it into sparse keys for
+good. On CPU with numba, while target ids stay below 65,536 and behaviour ids below 32,768, a key takes 8 bytes
+(a 4-byte code per position and a 4-byte count, :mod:`.position_counter`); otherwise (larger ids, CUDA, no numba)
+16 (a sorted int64 key and an int64 count, :mod:`.sparse_keys`).
 
-**Speed.** The authors count with a Python dictionary, one increment per behaviour (about a microsecond each).
-Here batches wait until about 10^5 behaviours have gathered and are then counted in a few passes: every behaviour
-becomes one integer code; codes are counted with ``bincount`` while the dense array holds them, and otherwise by
-a compiled radix sort per position merged into sorted runs (:mod:`.compiled_counts`, with numba), or by
-``torch.sort`` and run boundaries without numba (``torch.unique`` on CUDA).
+**Speed.** The authors count with a Python dictionary, one increment per behaviour (100 ns to a microsecond each,
+depending on how many keys it holds). Here batches wait until about 10^5 behaviours have gathered (up to 10^6 as
+the counts grow) and are then counted in a few passes: every behaviour becomes one integer code; codes are
+counted with ``bincount`` while the dense array holds them, and otherwise by a compiled radix sort per position
+merged into sorted runs (:mod:`.compiled_counts`, with numba), or by ``torch.sort`` and run boundaries without
+numba (``torch.unique`` on CUDA).
 
-Where things are: the key layout and the sparse counters in :mod:`.sparse_keys` (compiled loops in
-:mod:`.compiled_counts`), the dense array in
+Where things are: the key layout and the 16-byte sparse counters in :mod:`.sparse_keys`, the 8-byte one in
+:mod:`.position_counter` (compiled loops in :mod:`.compiled_counts`), the dense array in
 :mod:`.dense_counts`, the checks of a batch in :mod:`.behavior_batches`; this module holds the ``Metric``
 (accumulation, sync across processes, the tables it answers).
 """

@@ -13,7 +13,9 @@ not seen twice. Vectorised numpy or torch must then sort the codes with a genera
 
 A counter then keeps its keys as a few sorted runs of halving size (a binary counter: a new run merges into the
 last while that one is no larger), so each key is copied O(log(state / batch)) times in sequential passes
-instead of being looked up at random.
+instead of being looked up at random. Where ids fit 4-byte codes, :class:`~.position_counter.PositionCodeCounter`
+does the same with 8 bytes a key, runs merged in place in one arena (the loops ``compact_run``,
+``merge_forward`` and ``merge_backward`` of :mod:`._numba_kernels`).
 
 numba is a declared dependency, imported on first use only (a run that never reaches sparse counting does not pay
 its 0.4 s import); without it, or with ``LIGHTNING_RECANALYSIS_NO_NUMBA=1``, the metric counts with numpy and torch

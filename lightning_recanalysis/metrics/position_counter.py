@@ -11,14 +11,20 @@ fits 32 bits while fewer than 2^32 behaviours have been counted. So :class:`Posi
 key, half as many to move in every merge and half the memory.
 
 **Layout.** The counts are sorted runs of (position, code), in one *arena* (two uint32 arrays, codes and counts)
-that is allocated once and grown rarely: every merge writes into memory the counter already holds. (On this
-project's 2-core VM, memory the process has not touched before costs 2.5 to 13 ns a page-fault per 8 bytes, more than
-the merge that writes it; reused memory costs 0.25 ns.) A run is a stretch of the arena, with one segment per
-position. Runs are kept as a binary counter: a new run is counted into the free space at the top of the arena
-(:func:`~._numba_kernels.compact_run`), then merged with the run below while that one is no longer. Two runs
-are merged in place: the shorter is copied aside (a reused buffer at most half the merged length) and merged
-with the other forward (:func:`~._numba_kernels.merge_forward`) or backward
-(:func:`~._numba_kernels.merge_backward`), so each key is copied O(log(state / run)) times, in sequential passes.
+that grows a few times only: every merge writes into memory the counter already holds. (On this project's 2-core
+VM, memory a process touches for the first time costs 2.5 to 13 ns per 8 bytes, more than the merge that writes
+it; memory written before costs 0.25 ns.) A run is a stretch of the arena, with one segment per position. Runs are
+kept as a binary counter:
+
+1. a batch is counted into a run in two work arrays (:func:`~._numba_kernels.compact_run`: bucketed by position,
+   each bucket radix-sorted, equal codes counted);
+2. it becomes the top run: merged with the run below, from where it lies, if that one is no longer
+   (:func:`~._numba_kernels.merge_backward`), else copied on top;
+3. while the run below the top is no longer than the top, the two merge in place: the shorter is copied aside (a
+   reused buffer) and merged with the other forward (:func:`~._numba_kernels.merge_forward`) or backward;
+4. before the arena grows, every run is merged into one, since runs repeat keys.
+
+So each key is copied O(log(state / run)) times, in sequential passes. A query merges every run first.
 
 A counter that meets an id or a total beyond these bounds hands its counts over as int64 keys
 (:meth:`stored`) and :class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` goes on with the 16-byte keys.
