@@ -84,7 +84,7 @@ def _times(ratio: float) -> str:
 
 def _state_bytes(metric) -> int:
     """Bytes the metric holds for its counts: sparse keys and counts of both counters, the dense array, and the
-    8-byte-a-key counter's arena (its whole capacity) and merge buffer."""
+    8-byte-a-key counter's arena (the part ever written: pages never written take no memory) and merge buffer."""
     compact = metric._compact.nbytes() if metric._compact is not None else 0
     tensors = [t for name in ("triple_keys", "triple_counts", "target_keys", "target_counts")
                for t in getattr(metric, name)]

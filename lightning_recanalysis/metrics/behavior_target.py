@@ -71,6 +71,11 @@ _FLUSH_COMPILED_MAX_BEHAVIORS = 1 << 20
 _BY_COLUMN = np.zeros((0, 0), dtype=np.int64)
 
 
+def _held(key_list) -> int:
+    """Keys held by a sparse counter's list state (0 while synced states are tensors, not lists)."""
+    return sum(k.numel() for k in key_list) if isinstance(key_list, list) else 0
+
+
 class BehaviorTargetCounts(Metric):
     """Exact counts of (target category, behaviour category, target-relative position, label).
 
@@ -185,13 +190,12 @@ class BehaviorTargetCounts(Metric):
             # of a run is merged again about log2(state / run) times: runs of 10^6 behaviours, rather than 10^5,
             # made batches of 1,024 sequences (2.4 x 10^7 keys in the end) 1.4 to 1.5 times faster to count. What waits stays under
             # about half a byte more per key held, and under 10 MB.
-            held = self._compact.distinct_upper_bound if self._compact is not None else sum(
-                k.numel() for k in self.triple_keys)
+            held = self._compact.distinct_upper_bound if self._compact is not None else _held(self.triple_keys)
             return min(max(_FLUSH_BEHAVIORS, held // 2), _FLUSH_COMPILED_MAX_BEHAVIORS)
         if self._dense is not None:
             state = self._dense.numel()
         else:
-            state = sum(k.numel() for k in self.triple_keys) if isinstance(self.triple_keys, list) else 0
+            state = _held(self.triple_keys)
         return min(max(_FLUSH_BEHAVIORS, 2 * state), _FLUSH_MAX_BEHAVIORS)
 
     def flush(self) -> None:
@@ -238,8 +242,8 @@ class BehaviorTargetCounts(Metric):
             positions = None if valid is None else torch.as_tensor(cell_positions).expand(
                 behavior.shape).to(torch.int64).contiguous().numpy()
             arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
-            if self._compact_ready(t_max, b_max, behavior.numel()):
-                self._compact.add_batch(*arrays, positions, length)
+            if self.device.type == "cpu" and self._compact_ready(t_max, b_max, behavior.numel()):
+                self._compact.add_batch(*arrays, positions, length, checked=True)
                 self._version += 1
                 return
             code_bits = max(1, t_max.bit_length()) + b_bits + 1
@@ -291,7 +295,7 @@ class BehaviorTargetCounts(Metric):
                 keys, counts = dense_keys(self._dense, self._dense_shape)
                 if keys.numel():
                     target, behavior, _, _ = decode_keys(keys)
-                    if (not keys.is_cuda and compiled_counts.available()
+                    if (not keys.is_cuda and self.device.type == "cpu" and compiled_counts.available()
                             and self._compact_ready(int(target.max()), int(behavior.max()), int(counts.sum()))):
                         self._compact.add_sorted(keys.numpy(), counts.numpy())
                     else:
@@ -310,20 +314,25 @@ class BehaviorTargetCounts(Metric):
         on first use). When they do not fit it, its counts move to the 16-byte keys, for good."""
         if self._compact_off:
             return False
-        if self._compact is None and any(k.numel() for k in self.triple_keys):
+        if self._compact is None and _held(self.triple_keys):
             self._compact_off = True  # counts already held as 16-byte keys stay there
             return False
         if PositionCodeCounter.fits(t_max, b_max) and (self._compact is None or self._compact.has_room(behaviours)):
             if self._compact is None:
                 self._compact = PositionCodeCounter()
             return True
-        if self._compact is not None:
-            keys, counts = self._compact.stored()
-            self._compact = None
-            if keys.size:
-                self._add("triple", torch.from_numpy(keys), torch.from_numpy(counts))
-        self._compact_off = True
+        self._leave_compact()
         return False
+
+    def _leave_compact(self) -> None:
+        """Move the 8-byte counter's counts to the 16-byte keys, and count there from now on."""
+        self._compact_off = True
+        if self._compact is None:
+            return
+        keys, counts = self._compact.stored()
+        self._compact = None
+        if keys.size:
+            self._add("triple", torch.from_numpy(keys), torch.from_numpy(counts))
 
     def _local_compact(self) -> PositionCodeCounter | None:
         """The 8-byte counter when it holds this process's counts and the queries should read it (not synced)."""
@@ -334,6 +343,10 @@ class BehaviorTargetCounts(Metric):
 
     def _add(self, name: str, keys: torch.Tensor, counts: torch.Tensor) -> None:
         """Add sorted unique ``keys`` with ``counts`` to the sparse counter ``name``."""
+        if name == "triple" and self._compact is not None:
+            # A batch that the 8-byte counter cannot take (on CUDA, or counted without numba): one store only,
+            # so that every query reads every count.
+            self._leave_compact()
         self._version += 1
         # The (target, label) counter stays small: the numpy path, without numba's import.
         add_sorted_counts(getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts"), keys.to(self.device),
@@ -377,6 +390,26 @@ class BehaviorTargetCounts(Metric):
             result = sum_equal_keys(keys, counts)
         self._query_cache[name] = (stamp, result)
         return result
+
+    def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
+        """torchmetrics' ``state_dict``; with ``persistent(True)`` the saved sparse states hold every count, those
+        of the 8-byte counter and of the dense array included (they are not torchmetrics states themselves)."""
+        if self._is_synced or not self._persistent.get("triple_keys"):
+            return super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        self.flush()
+        held = self.triple_keys, self.triple_counts
+        if self._compact is not None or self._dense is not None:
+            keys, counts = self._merged("triple")
+            self.triple_keys, self.triple_counts = [keys], [counts]
+        try:
+            return super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        finally:
+            self.triple_keys, self.triple_counts = held
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "triple_keys" in state_dict:  # the loaded states replace every count held here
+            self._clear_local()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def sync(self, *args, **kwargs) -> None:
         # Count the waiting batches into the states first: torchmetrics copies the states before syncing and

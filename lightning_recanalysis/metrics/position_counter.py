@@ -8,7 +8,8 @@ label) fits 32 bits:
 
 and the position need not be stored at all: keys are grouped by position, with one offset per position. A count
 fits 32 bits while fewer than 2^32 behaviours have been counted. So :class:`PositionCodeCounter` holds 8 bytes a
-key, half as many to move in every merge and half the memory.
+key, half as many to move in every merge and half the memory (plus a buffer for merges, kept for the next one,
+of up to half the keys it holds).
 
 **Layout.** The counts are sorted runs of (position, code), in one *arena* (two uint32 arrays, codes and counts)
 that grows a few times only: every merge writes into memory the counter already holds. (On this project's 2-core
@@ -194,16 +195,24 @@ class PositionCodeCounter:
 
     # ---- counting ---------------------------------------------------------------------------------------------
     def add_batch(self, target: np.ndarray, behavior: np.ndarray, label: np.ndarray, positions: np.ndarray | None,
-                  n_positions: int) -> None:
+                  n_positions: int, checked: bool = False) -> None:
         """Count a batch: ``target``, ``label`` ``[B]``, ``behavior`` ``[B, L]`` (C-contiguous integers),
         ``positions`` ``[B, L]`` int64 per cell (0: padding, not counted) or ``None`` for column j at position
-        L - j; ``n_positions`` at least the largest position. Ids must fit (:meth:`fits`) and the total
-        (:meth:`has_room`): the caller checks."""
+        L - j; ``n_positions`` at least the largest position. ``checked=True`` skips the checks of ids, labels,
+        positions and the total (:class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` makes them).
+
+        Raises:
+            ValueError: an id beyond :meth:`fits` or negative, a label not 0 or 1, a position outside
+                ``[0, n_positions]``, or a total beyond :meth:`has_room`.
+        """
         cells = behavior.size
         if cells == 0:
             return
-        b_bits = max(1, int(behavior.max()).bit_length())
-        code_bits = max(1, int(target.max()).bit_length()) + b_bits + 1
+        b_max, t_max = int(behavior.max()), int(target.max())
+        if not checked:
+            self._check(target, behavior, label, positions, n_positions, t_max, b_max)
+        b_bits = max(1, b_max.bit_length())
+        code_bits = max(1, t_max.bit_length()) + b_bits + 1
         self._grow_positions(n_positions)
         if self._work[0].size < cells:
             self._work = (_uint32(cells), _uint32(cells))
@@ -211,9 +220,24 @@ class PositionCodeCounter:
         by_cell = np.zeros((0, 0), np.int64) if positions is None else positions
         length, swapped = compiled_counts._loops().compact_run(target, behavior, label, by_cell, self._positions,
                                                                b_bits, code_bits, *self._work, offsets)
-        self.total += int(cells if positions is None else np.count_nonzero(positions))
         codes, counts = self._work[::-1] if swapped else self._work
         self._push_apart(codes[:length], counts[:length], offsets)
+        self.total += int(cells if positions is None else np.count_nonzero(positions))
+
+    def _check(self, target, behavior, label, positions, n_positions, t_max, b_max) -> None:
+        if min(int(target.min()), int(behavior.min())) < 0 or not self.fits(t_max, b_max):
+            raise ValueError(f"PositionCodeCounter: ids must lie in [0, {MAX_COMPACT_TARGETS}) for targets and "
+                             f"[0, {MAX_COMPACT_BEHAVIORS}) for behaviours, got up to {t_max} and {b_max}")
+        if label.size and (int(label.min()) < 0 or int(label.max()) > 1):
+            raise ValueError("PositionCodeCounter: labels must be 0 or 1")
+        if positions is not None and positions.size and (int(positions.min()) < 0
+                                                         or int(positions.max()) > n_positions):
+            raise ValueError(f"PositionCodeCounter: positions must lie in [0, n_positions={n_positions}]")
+        if positions is None and behavior.shape[1] > n_positions:
+            raise ValueError(f"PositionCodeCounter: {behavior.shape[1]} columns need n_positions >= that, "
+                             f"got {n_positions}")
+        if not self.has_room(behavior.size):
+            raise ValueError(f"PositionCodeCounter: counts are 32-bit; at most {MAX_COMPACT_TOTAL} behaviours")
 
     def add_sorted(self, keys: np.ndarray, counts: np.ndarray) -> None:
         """Add sorted unique stored int64 keys (:mod:`.sparse_keys`, ids that fit) with their int64 counts."""
@@ -223,9 +247,9 @@ class PositionCodeCounter:
         self._grow_positions(int(positions[-1]))
         codes = ((((keys >> TARGET_SHIFT) & _CATEGORY_MASK) << COMPACT_TARGET_SHIFT)
                  | (((keys >> BEHAVIOR_SHIFT) & _CATEGORY_MASK) << 1) | (keys & 1))
-        self.total += int(counts.sum())
         offsets = np.searchsorted(positions, np.arange(1, self._positions + 2)).astype(np.int64)
         self._push_apart(codes.astype(np.uint32), counts.astype(np.uint32), offsets)
+        self.total += int(counts.sum())
 
     def merged(self) -> None:
         """Merge every run into one, at the start of the arena."""

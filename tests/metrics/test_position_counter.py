@@ -5,6 +5,7 @@ memory maps, positions added by a longer batch); and BehaviorTargetCounts' moves
 import copy
 import pickle
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def calls(monkeypatch):
 # Batch sizes that make every kind of step happen: a run shorter than the top one is kept apart, a longer one
 # is merged from where it was counted (backward), a cascade merges equal runs forward, the final merge goes
 # backward where the lower run is the longer; the lengths rise, so later runs have more positions.
-SCHEDULE = [(300, 6), (120, 6), (60, 6), (500, 6), (40, 8), (40, 8), (900, 8), (30, 10), (200, 10)]
+SCHEDULE = [(300, 6), (120, 6), (60, 6), (500, 6), (40, 8), (40, 8), (900, 8), (30, 10), (200, 10), (80, 4)]
 
 
 @pytest.mark.parametrize("padding", [False, True], ids=["by-column", "positions-per-cell"])
@@ -191,3 +192,104 @@ def test_metric_answers_the_same_from_the_compact_counter_and_from_16_byte_keys(
         assert torch.equal(compact.table(t, list(range(30)), 6), wide.table(t, list(range(30)), 6))
         assert torch.equal(compact.behavior_categories(t), wide.behavior_categories(t))
     assert torch.equal(compact.same_category_table(6), wide.same_category_table(6))
+
+
+def test_largest_ids_fill_all_32_bits_of_a_code():
+    rng = np.random.default_rng(11)
+    t = np.array([65_535, 65_535, 0, 40_000])
+    b = np.array([[32_767, 0, 1], [32_767, 32_767, 5], [32_767, 1, 0], [7, 32_766, 32_767]])
+    y = np.array([1, 1, 0, 1])
+    counter, batches = PositionCodeCounter(), []
+    for k in range(3):
+        order = rng.permutation(4)
+        batches.append((t[order], b[order], y[order], None))
+        counter.add_batch(*batches[-1], 3)
+    expected = oracle(batches)
+    assert as_dict(counter) == dict(expected)
+    assert counter.behaviors_of(65_535).tolist() == [0, 1, 5, 32_767]
+
+
+def test_a_batch_of_padding_only_counts_nothing():
+    counter = PositionCodeCounter()
+    t, b, y = np.array([1, 2]), np.array([[3, 4], [5, 6]]), np.array([0, 1])
+    counter.add_batch(t, b, y, np.zeros((2, 2), np.int64), 2)
+    assert counter.stored()[0].size == 0 and counter.total == 0
+    counter.add_batch(t, b, y, None, 2)
+    assert as_dict(counter) == dict(oracle([(t, b, y, None)]))
+
+
+def test_a_failed_remap_falls_back_to_copying_with_exact_counts(monkeypatch):
+    remap = position_counter._Arena._remap
+    calls = Counter()
+
+    def failing(self, capacity):
+        calls["remap"] += 1
+        if calls["remap"] == 2:  # the first growth of the maps: as if mremap were refused
+            raise OSError("mremap refused")
+        return remap(self, capacity)
+
+    monkeypatch.setattr(position_counter._Arena, "_remap", failing)
+    monkeypatch.setattr(position_counter._Arena, "_GRAIN", 64)  # capacities in steps of 64 codes: many growths
+    rng = np.random.default_rng(13)
+    counter, batches = PositionCodeCounter(), []
+    for rows in (100, 300, 900, 2_700, 8_100, 50):
+        batches.append(zipf_batch(rng, rows, 6, 3000, 20_000))
+        counter.add_batch(*batches[-1], 6)
+    assert calls["remap"] == 2 and not counter._arena._can_map  # copying from then on
+    assert counter._arena.capacity > 8_100 * 6 // 2
+    assert as_dict(counter) == dict(oracle(batches))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t, b, y, p: (t, b, y + 1, p), "labels must be 0 or 1"),
+    (lambda t, b, y, p: (t, b - 5, y, p), "ids must lie in"),
+    (lambda t, b, y, p: (t + 70_000, b, y, p), "ids must lie in"),
+    (lambda t, b, y, p: (t, b, y, p + 5), "positions must lie in"),
+])
+def test_bad_input_is_an_error_that_says_what_to_change(change, message):
+    rng = np.random.default_rng(17)
+    t, b, y, positions = zipf_batch(rng, 20, 4, 50, 50, padding=True)
+    with pytest.raises(ValueError, match=message):
+        PositionCodeCounter().add_batch(*change(t, b, y, positions), 4)
+
+
+@pytest.mark.parametrize("categories", [5, 2_000, 50_000], ids=["dense", "8-byte", "16-byte"])
+def test_a_persistent_state_dict_holds_every_count(categories, sparse_small_flushes, monkeypatch):
+    if categories == 5:
+        monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
+    batches = metric_batches(4, 6, categories)
+    metric = BehaviorTargetCounts()
+    metric.persistent(True)
+    for b in batches:
+        metric.update(*b)
+    state = metric.state_dict()
+    assert (metric._dense is not None, metric._compact is not None) == (categories == 5, categories == 2_000)
+    loaded = BehaviorTargetCounts()
+    loaded.persistent(True)
+    loaded.update(*batches[0])  # counts held before loading are replaced by the loaded ones
+    loaded.load_state_dict(state)
+    triples, _ = dictionary_counts(batches)
+    assert stored_counts(loaded) == dict(triples) == stored_counts(metric)
+    loaded.update(*batches[0])  # and counting goes on from there
+    assert stored_counts(loaded) == dict(dictionary_counts(batches + batches[:1])[0])
+
+
+def test_a_batch_the_compact_counter_cannot_take_moves_every_count_to_one_store(sparse_small_flushes, monkeypatch):
+    """A batch counted another way (here without numba; on CUDA alike) while the 8-byte counter holds counts:
+    its counts and those held must end in one store, which every query reads."""
+    batches = metric_batches(5, 6, 2_000)
+    metric = BehaviorTargetCounts()
+    for b in batches[:3]:
+        metric.update(*b)
+    metric.flush()
+    assert metric._compact is not None
+    # The metric finds no compiled loops (the counters themselves still do): its numpy path counts the rest.
+    monkeypatch.setattr(behavior_target, "compiled_counts", SimpleNamespace(available=lambda: False))
+    for b in batches[3:]:
+        metric.update(*b)
+    metric.flush()
+    monkeypatch.undo()
+    triples, _ = dictionary_counts(batches)
+    assert metric._compact is None and stored_counts(metric) == dict(triples)
+    target = int(batches[4][0][0])
+    assert metric.behavior_categories(target).tolist() == sorted({c for (t, c, _, _) in triples if t == target})
