@@ -391,6 +391,34 @@ class BehaviorTargetCounts(Metric):
         self._query_cache[name] = (stamp, result)
         return result
 
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """Count the batch into the running counts (as :meth:`update`) and return the batch's own same-category
+        table (this metric's ``compute`` on the batch alone, not synced).
+
+        torchmetrics' ``forward`` resets the metric around the batch and restores its states afterwards, which
+        would drop the counts held outside them (the dense array, the 8-byte counter, batches still waiting).
+        """
+        if self._is_synced:
+            raise RuntimeError("BehaviorTargetCounts: forward on a synced metric; call unsync() first")
+        batch = BehaviorTargetCounts(num_categories=self.num_categories).to(self.device)
+        batch.update(*args, **kwargs)
+        self.update(*args, **kwargs)
+        self._forward_cache = batch.same_category_table()
+        return self._forward_cache
+
+    def merge_state(self, incoming_state) -> None:
+        """Add another ``BehaviorTargetCounts``' counts (all of them, those held outside its torchmetrics states
+        included), or a dict of states as torchmetrics' ``merge_state`` does."""
+        if not isinstance(incoming_state, BehaviorTargetCounts):
+            super().merge_state(incoming_state)
+            self._version += 1
+            return
+        for name in ("triple", "target"):
+            keys, counts = incoming_state._merged(name)
+            if keys.numel():
+                self._add(name, keys.to(self.device), counts.to(self.device))
+        self.max_length = torch.maximum(self.max_length, incoming_state.max_length.to(self.device))
+
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
         """torchmetrics' ``state_dict``; with ``persistent(True)`` the saved sparse states hold every count, those
         of the 8-byte counter and of the dense array included (they are not torchmetrics states themselves)."""

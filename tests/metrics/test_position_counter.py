@@ -1,6 +1,8 @@
 """PositionCodeCounter (8 bytes a key, runs merged in place in one arena) against a Python dictionary count, on
 every path its runs take (kept apart, merged from apart, merged forward and backward, a grown arena with and without
-memory maps, positions added by a longer batch); and BehaviorTargetCounts' moves between it and the 16-byte keys."""
+memory maps, positions added by a longer batch); BehaviorTargetCounts' moves between it and the 16-byte keys; and
+the metric's counts held outside torchmetrics' states (the dense array, this counter, waiting batches) kept by
+``state_dict``, ``forward`` and ``merge_state``."""
 
 import copy
 import pickle
@@ -293,3 +295,34 @@ def test_a_batch_the_compact_counter_cannot_take_moves_every_count_to_one_store(
     assert metric._compact is None and stored_counts(metric) == dict(triples)
     target = int(batches[4][0][0])
     assert metric.behavior_categories(target).tolist() == sorted({c for (t, c, _, _) in triples if t == target})
+
+
+@pytest.mark.parametrize("categories", [5, 2_000, 50_000], ids=["dense", "8-byte", "16-byte"])
+def test_forward_returns_the_batch_and_keeps_every_count(categories, sparse_small_flushes, monkeypatch):
+    if categories == 5:
+        monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
+    batches = metric_batches(6, 5, categories)
+    metric = BehaviorTargetCounts()
+    for b in batches:
+        alone = BehaviorTargetCounts()
+        alone.update(*b)
+        assert torch.equal(metric(*b), alone.same_category_table())
+    triples, totals = dictionary_counts(batches)
+    assert stored_counts(metric) == dict(triples)
+    assert metric.label_counts().tolist() == [sum(n for (_, y), n in totals.items() if y == label) for label in (0, 1)]
+
+
+@pytest.mark.parametrize("categories", [5, 2_000, 50_000], ids=["dense", "8-byte", "16-byte"])
+def test_merge_state_adds_every_count_of_another_metric(categories, sparse_small_flushes, monkeypatch):
+    if categories == 5:
+        monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
+    batches = metric_batches(7, 6, categories)
+    first, second = BehaviorTargetCounts(), BehaviorTargetCounts()
+    for k, b in enumerate(batches):
+        (first if k % 2 else second).update(*b)
+    first.merge_state(second)
+    triples, totals = dictionary_counts(batches)
+    assert stored_counts(first) == dict(triples)
+    assert first.num_positions == 6
+    first.update(*batches[0])  # and counting goes on
+    assert stored_counts(first) == dict(dictionary_counts(batches + batches[:1])[0])
