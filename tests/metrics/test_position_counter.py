@@ -321,7 +321,7 @@ def test_merge_state_adds_every_count_of_another_metric(categories, sparse_small
     for k, b in enumerate(batches):
         (first if k % 2 else second).update(*b)
     first.merge_state(second)
-    triples, totals = dictionary_counts(batches)
+    triples, _ = dictionary_counts(batches)
     assert stored_counts(first) == dict(triples)
     assert first.num_positions == 6
     first.update(*batches[0])  # and counting goes on
