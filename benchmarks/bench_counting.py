@@ -114,7 +114,9 @@ def first_use() -> str:
     start = time.perf_counter()
     if not compiled_counts.available():
         return "numpy and torch (numba not installed or switched off)"
-    compiled_counts.warm_up()
+    from lightning_recanalysis.metrics.warm_up import warm_up
+
+    warm_up()
     return (f"compiled (numba); importing numba and loading the cached loops took {time.perf_counter() - start:.2f} s, "
             "once per process (not in the times below)")
 

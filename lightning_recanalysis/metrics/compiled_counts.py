@@ -31,7 +31,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["available", "merge_runs", "position_runs", "warm_up"]
+__all__ = ["available", "merge_runs", "position_runs"]
 
 _DISABLE = "LIGHTNING_RECANALYSIS_NO_NUMBA"
 _kernels: ModuleType | None = None
@@ -107,39 +107,3 @@ def merge_runs(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
     """
     return _loops().merge_runs(keys_a, counts_a, keys_b, counts_b)
 
-
-def warm_up() -> float:
-    """Load (or compile, on first use after installation) every compiled loop, by counting a tiny batch with
-    each; returns the seconds it took. numba loads a function's machine code on its first call, 0.01 to 0.1 s
-    each; a benchmark calls this so that its timings hold only the counting.
-
-    Example:
-        >>> warm_up() >= 0.0
-        True
-    """
-    import time
-
-    import torch
-
-    from .behavior_target import BehaviorTargetCounts
-    from .position_counter import PositionCodeCounter
-
-    start = time.perf_counter()
-    if not available():
-        return 0.0
-    target, behavior, label = np.array([3, 1]), np.array([[2, 5], [1, 1]]), np.array([1, 0])
-    counter = PositionCodeCounter()
-    for _ in range(3):  # runs of equal length, then a longer one below a shorter: both merge directions
-        counter.add_batch(target, behavior, label, None, 2)
-    counter.add_batch(target, behavior, label, np.array([[0, 1], [2, 1]]), 2)
-    counter.lookup(counter.stored()[0])
-    counter.same_category(2)
-    one = np.zeros(1, np.int64)
-    merge_runs(one, one, one, one)
-    for code_dtype in (np.int32, np.int64):
-        work = [np.empty(4, code_dtype) for _ in range(2)]
-        position_runs(target, behavior, label, np.zeros((0, 0), np.int64), 2, 3, 6, *work, 49, 25, 1)
-    wide = BehaviorTargetCounts()  # ids beyond the 8-byte counter: the 16-byte keys' path
-    wide.update(torch.tensor([1 << 16]), torch.tensor([[1 << 15]]), torch.tensor([1]))
-    wide.flush()
-    return time.perf_counter() - start
