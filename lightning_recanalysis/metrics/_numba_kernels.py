@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .sparse_keys import COMPACT_TARGET_SHIFT, MAX_COMPACT_BEHAVIORS
+
 # Largest radix digit: 2^11 buckets of int64 offsets (16 KB) stay in the L1 cache.
 _DIGIT_BITS = 11
 
@@ -138,9 +140,10 @@ def position_runs(target, behavior, label, positions, n_positions, behavior_bits
 
 
 # ---- 4-byte (position, code) runs in one arena: see position_counter.PositionCodeCounter ----------------------
-# A compact code is (target << 16) | (behaviour << 1) | label, as uint32; a run is a stretch of the arena sorted
-# by (position, code), with one segment per position p = 1..P at offsets[p - 1] to offsets[p] from its start.
-COMPACT_TARGET_SHIFT = 16
+# A compact code is (target << 16) | (behaviour << 1) | label, as uint32 (sparse_keys); a run is a stretch of the
+# arena sorted by (position, code), with one segment per position p = 1..P at offsets[p - 1] to offsets[p] from
+# its start.
+_COMPACT_BEHAVIOR_MASK = MAX_COMPACT_BEHAVIORS - 1
 
 
 @njit(cache=True, nogil=True)
@@ -148,8 +151,8 @@ def compact_run(target, behavior, label, positions, n_positions, behavior_bits, 
                 out_offsets):  # pragma: no cover - compiled
     """Count a batch into one run of compact codes, positions 1..n_positions, in the two work arrays ``codes`` and
     ``scratch`` (uint32, at least as long as the batch has cells); writes the run's ``out_offsets``
-    (n_positions + 1). Returns the run's length and whether its codes ended in ``scratch`` (and its counts in
-    ``codes``) rather than the other way round.
+    (n_positions + 1). Returns the run's length, whether its codes ended in ``scratch`` (and its counts in
+    ``codes``) rather than the other way round, and the behaviours counted (padding left out).
 
     The run is written over the sorted codes it is counted from: a bucket's run starts no later than the bucket
     (the runs before it are no longer than their buckets) and is no longer than it, so the write index never
@@ -183,7 +186,7 @@ def compact_run(target, behavior, label, positions, n_positions, behavior_bits, 
         out_counts[n_out] = run
         n_out += 1
     out_offsets[n_positions] = n_out
-    return n_out, in_scratch
+    return n_out, in_scratch, sizes[n_positions + 1] - sizes[1]
 
 
 @njit(cache=True, nogil=True)
@@ -310,7 +313,7 @@ def compact_same_category(codes, counts, start, offsets, n_positions):  # pragma
     for p in range(1, min(n_positions, offsets.size - 1) + 1):
         for k in range(start + offsets[p - 1], start + offsets[p]):
             code = np.int64(codes[k])
-            if (code >> COMPACT_TARGET_SHIFT) == ((code >> 1) & 0x7FFF):
+            if (code >> COMPACT_TARGET_SHIFT) == ((code >> 1) & _COMPACT_BEHAVIOR_MASK):
                 x1[p - 1, code & 1] += counts[k]
     return x1
 
@@ -327,7 +330,7 @@ def compact_to_stored(codes, counts, start, offsets, position_shift, target_shif
         for k in range(offsets[p - 1], offsets[p]):
             code = np.int64(codes[start + k])
             keys[k] = (stored_p | ((code >> COMPACT_TARGET_SHIFT) << target_shift)
-                       | (((code >> 1) & 0x7FFF) << behavior_shift) | (code & 1))
+                       | (((code >> 1) & _COMPACT_BEHAVIOR_MASK) << behavior_shift) | (code & 1))
             wide[k] = counts[start + k]
     return keys, wide
 

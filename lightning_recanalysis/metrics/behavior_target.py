@@ -188,8 +188,8 @@ class BehaviorTargetCounts(Metric):
         if self._dense is None and self._dense_off and compiled_counts.available() and self.device.type == "cpu":
             # The compiled sparse path adds a run in time proportional to the run, not to the state, but each key
             # of a run is merged again about log2(state / run) times: runs of 10^6 behaviours, rather than 10^5,
-            # made batches of 1,024 sequences (2.4 x 10^7 keys in the end) 1.4 to 1.5 times faster to count. What waits stays under
-            # about half a byte more per key held, and under 10 MB.
+            # made batches of 1,024 sequences (2.4 x 10^7 keys in the end) 1.4 to 1.5 times faster to count.
+            # What waits stays under about half a byte more per key held, and under 10 MB.
             held = self._compact.distinct_upper_bound if self._compact is not None else _held(self.triple_keys)
             return min(max(_FLUSH_BEHAVIORS, held // 2), _FLUSH_COMPILED_MAX_BEHAVIORS)
         if self._dense is not None:
@@ -243,7 +243,7 @@ class BehaviorTargetCounts(Metric):
                 behavior.shape).to(torch.int64).contiguous().numpy()
             arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
             if self.device.type == "cpu" and self._compact_ready(t_max, b_max, behavior.numel()):
-                self._compact.add_batch(*arrays, positions, length, checked=True)
+                self._compact.add_batch(*arrays, positions, length, checked_max=(t_max, b_max))
                 self._version += 1
                 return
             code_bits = max(1, t_max.bit_length()) + b_bits + 1
@@ -362,11 +362,11 @@ class BehaviorTargetCounts(Metric):
         cached = self._query_cache.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        keys, counts = getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts")
         if name == "triple" and self._compact is not None and not self._is_synced:
             # Exported as 16-byte keys on request (sync, tests), not kept: the queries read the counter itself.
             held_keys, held_counts = self._compact.stored()
             return torch.from_numpy(held_keys), torch.from_numpy(held_counts)
+        keys, counts = getattr(self, f"{name}_keys"), getattr(self, f"{name}_counts")
         if isinstance(keys, list):  # not synced: local chunks, plus the dense array
             keys, counts = list(keys), list(counts)
             if name == "triple" and self._dense is not None:

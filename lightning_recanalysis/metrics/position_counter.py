@@ -39,13 +39,18 @@ import numpy as np
 import torch
 
 from . import compiled_counts
-from .sparse_keys import BEHAVIOR_SHIFT, CATEGORY_BITS, POSITION_SHIFT, TARGET_SHIFT
+from .sparse_keys import (
+    BEHAVIOR_SHIFT,
+    CATEGORY_BITS,
+    COMPACT_TARGET_SHIFT,
+    MAX_COMPACT_BEHAVIORS,
+    MAX_COMPACT_TARGETS,
+    POSITION_SHIFT,
+    TARGET_SHIFT,
+)
 
 __all__ = ["MAX_COMPACT_BEHAVIORS", "MAX_COMPACT_TARGETS", "MAX_COMPACT_TOTAL", "PositionCodeCounter"]
 
-COMPACT_TARGET_SHIFT = 16
-MAX_COMPACT_TARGETS = 1 << 16
-MAX_COMPACT_BEHAVIORS = 1 << 15
 #: Counts are uint32: while fewer behaviours than this have been counted, no count can overflow.
 MAX_COMPACT_TOTAL = (1 << 32) - 1
 _CATEGORY_MASK = (1 << CATEGORY_BITS) - 1
@@ -163,11 +168,7 @@ class PositionCodeCounter:
         self.__init__()
         self._positions, self.total = state["positions"], state["total"]
         for codes, counts, offsets in state["runs"]:
-            top = self._top()
-            self._reserve(top + codes.size)
-            self._arena.codes[top:top + codes.size] = codes
-            self._arena.counts[top:top + codes.size] = counts
-            self._runs.append(_Run(top, codes.size, offsets))
+            self._push_apart(codes, counts, offsets)
 
     # ---- what it can hold ---------------------------------------------------------------------------------
     @staticmethod
@@ -195,34 +196,36 @@ class PositionCodeCounter:
 
     # ---- counting ---------------------------------------------------------------------------------------------
     def add_batch(self, target: np.ndarray, behavior: np.ndarray, label: np.ndarray, positions: np.ndarray | None,
-                  n_positions: int, checked: bool = False) -> None:
+                  n_positions: int, checked_max: tuple[int, int] | None = None) -> None:
         """Count a batch: ``target``, ``label`` ``[B]``, ``behavior`` ``[B, L]`` (C-contiguous integers),
         ``positions`` ``[B, L]`` int64 per cell (0: padding, not counted) or ``None`` for column j at position
-        L - j; ``n_positions`` at least the largest position. ``checked=True`` skips the checks of ids, labels,
-        positions and the total (:class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` makes them).
+        L - j; ``n_positions`` at least the largest position. ``checked_max``: the largest target and behaviour
+        ids, from a caller that has checked ids, labels, positions and the total itself
+        (:class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` does); the checks are then skipped.
 
         Raises:
             ValueError: an id beyond :meth:`fits` or negative, a label not 0 or 1, a position outside
                 ``[0, n_positions]``, or a total beyond :meth:`has_room`.
         """
-        cells = behavior.size
-        if cells == 0:
+        if behavior.size == 0:
             return
-        b_max, t_max = int(behavior.max()), int(target.max())
-        if not checked:
+        if checked_max is None:
+            t_max, b_max = int(target.max()), int(behavior.max())
             self._check(target, behavior, label, positions, n_positions, t_max, b_max)
+        else:
+            t_max, b_max = checked_max
         b_bits = max(1, b_max.bit_length())
         code_bits = max(1, t_max.bit_length()) + b_bits + 1
         self._grow_positions(n_positions)
-        if self._work[0].size < cells:
-            self._work = (_uint32(cells), _uint32(cells))
+        if self._work[0].size < behavior.size:
+            self._work = (_uint32(behavior.size), _uint32(behavior.size))
         offsets = np.empty(self._positions + 1, np.int64)
         by_cell = np.zeros((0, 0), np.int64) if positions is None else positions
-        length, swapped = compiled_counts._loops().compact_run(target, behavior, label, by_cell, self._positions,
-                                                               b_bits, code_bits, *self._work, offsets)
+        length, swapped, counted = compiled_counts._loops().compact_run(
+            target, behavior, label, by_cell, self._positions, b_bits, code_bits, *self._work, offsets)
         codes, counts = self._work[::-1] if swapped else self._work
         self._push_apart(codes[:length], counts[:length], offsets)
-        self.total += int(cells if positions is None else np.count_nonzero(positions))
+        self.total += int(counted)
 
     def _check(self, target, behavior, label, positions, n_positions, t_max, b_max) -> None:
         if min(int(target.min()), int(behavior.min())) < 0 or not self.fits(t_max, b_max):
@@ -261,45 +264,46 @@ class PositionCodeCounter:
             run.start = 0
 
     # ---- reading ---------------------------------------------------------------------------------------------
+    def _single_run(self) -> _Run | None:
+        """Every run merged into one, which the queries read; None before anything was counted."""
+        self.merged()
+        return self._runs[0] if self._runs else None
+
     def stored(self) -> tuple[np.ndarray, np.ndarray]:
         """All counts as sorted unique stored int64 keys (:mod:`.sparse_keys`) and int64 counts (merges first)."""
-        self.merged()
-        if not self._runs:
+        run = self._single_run()
+        if run is None:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        run = self._runs[0]
-        return compiled_counts._loops().compact_to_stored(self._arena.codes, self._arena.counts, run.start, run.offsets,
-                                                          POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
+        return compiled_counts._loops().compact_to_stored(self._arena.codes, self._arena.counts, run.start,
+                                                          run.offsets, POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
 
     def lookup(self, wanted: np.ndarray) -> np.ndarray:
         """The int64 count of every stored key in ``wanted`` (1-D int64), 0 for a key never counted."""
-        self.merged()
-        if not self._runs or wanted.size == 0:
+        run = self._single_run()
+        if run is None or wanted.size == 0:
             return np.zeros(wanted.size, np.int64)
-        run = self._runs[0]
         target = (wanted >> TARGET_SHIFT) & _CATEGORY_MASK
         behavior = (wanted >> BEHAVIOR_SHIFT) & _CATEGORY_MASK
         # A target or behaviour beyond the compact range was never counted here: code -1 matches nothing.
         fits = (target < MAX_COMPACT_TARGETS) & (behavior < MAX_COMPACT_BEHAVIORS)
         codes = np.where(fits, (target << COMPACT_TARGET_SHIFT) | (behavior << 1) | (wanted & 1), -1)
-        return compiled_counts._loops().compact_lookup(self._arena.codes, self._arena.counts, run.start, run.offsets,
-                                                       wanted >> POSITION_SHIFT, codes)
+        return compiled_counts._loops().compact_lookup(self._arena.codes, self._arena.counts, run.start,
+                                                       run.offsets, wanted >> POSITION_SHIFT, codes)
 
     def same_category(self, n_positions: int) -> np.ndarray:
         """``[n_positions, 2]`` int64: counts with the behaviour's category equal to the target's, per position
         and label."""
-        self.merged()
-        if not self._runs:
+        run = self._single_run()
+        if run is None:
             return np.zeros((n_positions, 2), np.int64)
-        run = self._runs[0]
-        return compiled_counts._loops().compact_same_category(self._arena.codes, self._arena.counts, run.start, run.offsets,
-                                                              n_positions)
+        return compiled_counts._loops().compact_same_category(self._arena.codes, self._arena.counts, run.start,
+                                                              run.offsets, n_positions)
 
     def behaviors_of(self, target: int) -> np.ndarray:
         """Sorted behaviour categories counted (at any position) with this target category."""
-        self.merged()
-        if not self._runs or not 0 <= target < MAX_COMPACT_TARGETS:
+        run = self._single_run()
+        if run is None or not 0 <= target < MAX_COMPACT_TARGETS:
             return np.zeros(0, np.int64)
-        run = self._runs[0]
         parts = []
         low, high = target << COMPACT_TARGET_SHIFT, (target + 1) << COMPACT_TARGET_SHIFT
         for p in range(self._positions):  # a target's codes are one stretch of each position's segment

@@ -13,7 +13,8 @@ from . import compiled_counts
 
 __all__ = ["encode_keys", "decode_keys", "bincount", "unique_counts", "unique_counts_numpy", "sum_equal_keys",
            "add_sorted_counts", "merged_counts", "lookup_counts", "MAX_CATEGORIES", "MAX_POSITIONS",
-           "POSITION_SHIFT", "TARGET_SHIFT", "BEHAVIOR_SHIFT"]
+           "POSITION_SHIFT", "TARGET_SHIFT", "BEHAVIOR_SHIFT", "COMPACT_TARGET_SHIFT", "MAX_COMPACT_TARGETS",
+           "MAX_COMPACT_BEHAVIORS"]
 
 # Bit layout of a stored key: position (12 bits) | target (24 bits) | behaviour (24 bits) | label (1 bit).
 # 61 bits in all, so keys stay positive in int64. Position comes first, so that keys sort in (position, target,
@@ -26,6 +27,11 @@ MAX_POSITIONS = (1 << POSITION_BITS) - 1
 BEHAVIOR_SHIFT = 1
 TARGET_SHIFT = 1 + CATEGORY_BITS
 POSITION_SHIFT = 1 + 2 * CATEGORY_BITS
+# The 8-byte counter's code of one position (:mod:`.position_counter`): (target << 16) | (behaviour << 1) | label,
+# uint32, for target ids below 2^16 and behaviour ids below 2^15.
+COMPACT_TARGET_SHIFT = 16
+MAX_COMPACT_TARGETS = 1 << 16
+MAX_COMPACT_BEHAVIORS = 1 << 15
 # Below this range, or below the number of codes, codes are counted with bincount rather than by sorting.
 _BINCOUNT_MIN_RANGE = 1 << 16
 
