@@ -36,6 +36,16 @@ def zipf_batch(rng, rows, length, targets, behaviors, padding=False):
     return t, b, y, positions
 
 
+def counted(seed, rows_per_batch, length, targets, behaviors):
+    """A counter fed Zipf batches of these sizes, and the batches."""
+    rng = np.random.default_rng(seed)
+    counter, batches = PositionCodeCounter(), []
+    for rows in rows_per_batch:
+        batches.append(zipf_batch(rng, rows, length, targets, behaviors))
+        counter.add_batch(*batches[-1], length)
+    return counter, batches
+
+
 def oracle(batches):
     counts = Counter()
     for t, b, y, positions in batches:
@@ -97,11 +107,7 @@ def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, cal
 
 
 def test_queries_equal_the_dictionary():
-    rng = np.random.default_rng(3)
-    counter, batches = PositionCodeCounter(), []
-    for rows in (400, 150, 700):
-        batches.append(zipf_batch(rng, rows, 7, 50, 40))
-        counter.add_batch(*batches[-1], 7)
+    counter, batches = counted(3, (400, 150, 700), 7, 50, 40)
     expected = oracle(batches)
     keys = list(expected) + [(2, 39, 7, 1), (49, 0, 3, 0), (1, 1, 9, 0)]  # and keys never counted (position 9 too)
     wanted = encode_keys(*(torch.tensor(part) for part in zip(*keys)))
@@ -118,11 +124,7 @@ def test_queries_equal_the_dictionary():
 
 
 def test_pickle_and_deepcopy_keep_the_counts():
-    rng = np.random.default_rng(5)
-    counter, batches = PositionCodeCounter(), []
-    for rows in (200, 90, 50):
-        batches.append(zipf_batch(rng, rows, 5, 100, 100))
-        counter.add_batch(*batches[-1], 5)
+    counter, batches = counted(5, (200, 90, 50), 5, 100, 100)
     expected = dict(oracle(batches))
     for clone in (copy.deepcopy(counter), pickle.loads(pickle.dumps(counter))):
         assert as_dict(clone) == expected
@@ -232,11 +234,7 @@ def test_a_failed_remap_falls_back_to_copying_with_exact_counts(monkeypatch):
 
     monkeypatch.setattr(position_counter._Arena, "_remap", failing)
     monkeypatch.setattr(position_counter._Arena, "_GRAIN", 64)  # capacities in steps of 64 codes: many growths
-    rng = np.random.default_rng(13)
-    counter, batches = PositionCodeCounter(), []
-    for rows in (100, 300, 900, 2_700, 8_100, 50):
-        batches.append(zipf_batch(rng, rows, 6, 3000, 20_000))
-        counter.add_batch(*batches[-1], 6)
+    counter, batches = counted(13, (100, 300, 900, 2_700, 8_100, 50), 6, 3000, 20_000)
     assert calls["remap"] == 2 and not counter._arena._can_map  # copying from then on
     assert counter._arena.capacity > 8_100 * 6 // 2
     assert as_dict(counter) == dict(oracle(batches))
