@@ -12,11 +12,17 @@ Callbacks (attach to a ``lightning.pytorch.Trainer``):
   single-task references the authors' conflict subsets (``entanglement/``).
 """
 
+from ._lazy import lazy_exports
 from ._version import __version__
-from .callbacks import EmbeddingSpectrumMonitor, FeatureCorrelationMonitor
-from .callbacks import EntanglementMonitor, GradientConflictMonitor
-from .callbacks import FieldPairCorrelationMonitor
-from .report import AnalysisReport
-from .tables import discover_tables
 
-__all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor", "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]
+# Each submodule is imported when one of its names is first read (see _lazy).
+__getattr__, __dir__, _ = lazy_exports(__name__, {
+    ".callbacks": (
+        "EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor", "GradientConflictMonitor",
+        "FieldPairCorrelationMonitor"
+    ),
+    ".report": ("AnalysisReport",),
+    ".tables": ("discover_tables",),
+})
+__all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor",
+           "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]

@@ -149,3 +149,46 @@ def test_every_module_imports_in_a_fresh_interpreter(order):
     done = subprocess.run([sys.executable, "-c", script, *names], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+LAZY_PACKAGES = ("lightning_recanalysis", "lightning_recanalysis.callbacks", "lightning_recanalysis.functional",
+                 "lightning_recanalysis.figures", "lightning_recanalysis.findings", "lightning_recanalysis.metrics",
+                 "lightning_recanalysis.report")
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_exported_name_resolves_from_its_module(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        value = getattr(module, name)
+        assert name in dir(module)
+        if hasattr(value, "__module__") and name != "__version__":
+            # the same object as in the module that defines it (a re-export may come from a lower layer)
+            assert value is getattr(sys.modules[value.__module__], name)
+            assert value.__module__.startswith("lightning_recanalysis.")
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'NoSuchMonitor'"):
+        _ = module.NoSuchMonitor
+
+
+def test_a_multitask_run_loads_none_of_the_correlation_modules():
+    """The exports load on first use: a run with the conflict and entanglement monitors and the report does not
+    import the correlation counters, the field-pair monitor or the collapse analysis."""
+    script = ("import sys\n"
+              "from lightning_recanalysis import AnalysisReport, EntanglementMonitor, GradientConflictMonitor\n"
+              "from lightning_recanalysis.report.sections import builder_for\n"
+              "builder_for('conflict'), builder_for('entanglement')\n"
+              "print(' '.join(sorted(m for m in sys.modules if m.startswith('lightning_recanalysis'))))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = set(done.stdout.split())
+    assert {"lightning_recanalysis.callbacks.entanglement", "lightning_recanalysis.callbacks.conflict",
+            "lightning_recanalysis.report.callback", "lightning_recanalysis.report.sections.conflict"} <= loaded
+    unused = {"lightning_recanalysis.metrics.behavior_target", "lightning_recanalysis.metrics.position_counter",
+              "lightning_recanalysis.callbacks.correlation", "lightning_recanalysis.callbacks.field_pair",
+              "lightning_recanalysis.callbacks.spectrum", "lightning_recanalysis.report.sections.correlation",
+              "lightning_recanalysis.figures.bars"}
+    assert not unused & loaded, sorted(unused & loaded)

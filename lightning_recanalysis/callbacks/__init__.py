@@ -3,11 +3,14 @@
 The end-of-run report and its callback, :class:`~lightning_recanalysis.AnalysisReport`, sit one layer above,
 in :mod:`lightning_recanalysis.report`: nothing here imports the report."""
 
-from .base import AnalysisCallback
-from .correlation import FeatureCorrelationMonitor
-from .conflict import GradientConflictMonitor
-from .entanglement import EntanglementMonitor
-from .field_pair import FieldPairCorrelationMonitor
-from .spectrum import EmbeddingSpectrumMonitor
+from .._lazy import lazy_exports
 
-__all__ = ["AnalysisCallback", "FeatureCorrelationMonitor", "EntanglementMonitor", "GradientConflictMonitor", "EmbeddingSpectrumMonitor", "FieldPairCorrelationMonitor"]
+# Each submodule is imported when one of its names is first read (see _lazy).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".base": ("AnalysisCallback",),
+    ".correlation": ("FeatureCorrelationMonitor",),
+    ".conflict": ("GradientConflictMonitor",),
+    ".entanglement": ("EntanglementMonitor",),
+    ".field_pair": ("FieldPairCorrelationMonitor",),
+    ".spectrum": ("EmbeddingSpectrumMonitor",),
+})

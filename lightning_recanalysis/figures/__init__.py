@@ -12,24 +12,22 @@ Pillow is kept for everything drawn while training: ``python -m benchmarks.bench
 heatmaps with both renderers side by side and prints the ratio.
 """
 
-from .bars import grouped_bar_figure
-from .collapse import ia_bar_figure, ia_over_time_image, ia_vs_init_image, interaction_image, spectrum_heatmap_image
-from .conflict import cosine_heatmap, cosine_trend_image, field_pair_cosine_image
-from .entanglement import distance_histogram_image
-from .conflict_subset import conflict_subset_image
-from .correlation import correlation_map_image, correlation_maps_image, same_category_image
-from .field_pair import field_pair_image, top_pairs_markdown
-from .heatmap import heatmap_image
-from .histogram import FAR, MIDDLE, NEAR, bin_colors, stacked_histogram_image
-from .line import agreement_image, line_image
-from .pillow import png_bytes, side_by_side
-from .png import encode_png
+from .._lazy import lazy_exports
 
-__all__ = [
-    "heatmap_image", "line_image", "agreement_image", "stacked_histogram_image", "bin_colors", "NEAR", "MIDDLE", "FAR",
-    "side_by_side", "png_bytes", "encode_png", "grouped_bar_figure",
-    "spectrum_heatmap_image", "ia_vs_init_image", "interaction_image", "ia_bar_figure", "ia_over_time_image",
-    "correlation_map_image", "correlation_maps_image", "same_category_image",
-    "field_pair_image", "top_pairs_markdown", "cosine_heatmap", "field_pair_cosine_image",
-    "cosine_trend_image", "distance_histogram_image", "conflict_subset_image",
-]
+# Each submodule is imported when one of its names is first read (see _lazy).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".bars": ("grouped_bar_figure",),
+    ".collapse": (
+        "ia_bar_figure", "ia_over_time_image", "ia_vs_init_image", "interaction_image", "spectrum_heatmap_image"
+    ),
+    ".conflict": ("cosine_heatmap", "cosine_trend_image", "field_pair_cosine_image"),
+    ".entanglement": ("distance_histogram_image",),
+    ".conflict_subset": ("conflict_subset_image",),
+    ".correlation": ("correlation_map_image", "correlation_maps_image", "same_category_image"),
+    ".field_pair": ("field_pair_image", "top_pairs_markdown"),
+    ".heatmap": ("heatmap_image",),
+    ".histogram": ("FAR", "MIDDLE", "NEAR", "bin_colors", "stacked_histogram_image"),
+    ".line": ("agreement_image", "line_image"),
+    ".pillow": ("png_bytes", "side_by_side"),
+    ".png": ("encode_png",),
+})

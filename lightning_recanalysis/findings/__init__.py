@@ -7,11 +7,13 @@ Each module's ``*_findings(records, thresholds)`` takes the analysis' typed reco
 (:mod:`lightning_recanalysis.records`) and returns its sentences, most important first.
 """
 
-from .collapse import collapse_findings, interaction_correlations
-from .correlation import correlation_findings
-from .field_pair import field_pair_findings
-from .numbers import format_value
-from .thresholds import ReportThresholds
+from .._lazy import lazy_exports
 
-__all__ = ["ReportThresholds", "collapse_findings", "correlation_findings", "field_pair_findings", "format_value",
-           "interaction_correlations"]
+# Each submodule is imported when one of its names is first read (see _lazy).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".collapse": ("collapse_findings", "interaction_correlations"),
+    ".correlation": ("correlation_findings",),
+    ".field_pair": ("field_pair_findings",),
+    ".numbers": ("format_value",),
+    ".thresholds": ("ReportThresholds",),
+})

@@ -7,15 +7,14 @@ it reads the monitors' records and the findings layer, and nothing below imports
 
 from __future__ import annotations
 
-from .build import build_report
-from .callback import AnalysisReport
-from .compare import compare_runs
-from .model import ReportFigure, ReportTable, ReportThresholds, Section
-from .render import SUMMARY_VERSION, build_sections, summary_schema, write_report
-from .run_data import RunData, find_runs, read_run, run_from_callbacks
+from .._lazy import lazy_exports
 
-__all__ = [
-    "AnalysisReport", "ReportThresholds", "ReportFigure", "ReportTable", "Section", "RunData", "SUMMARY_VERSION",
-    "build_report", "build_sections", "compare_runs", "find_runs", "read_run", "run_from_callbacks",
-    "summary_schema", "write_report",
-]
+# Each submodule is imported when one of its names is first read (see _lazy).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".build": ("build_report",),
+    ".callback": ("AnalysisReport",),
+    ".compare": ("compare_runs",),
+    ".model": ("ReportFigure", "ReportTable", "ReportThresholds", "Section"),
+    ".render": ("SUMMARY_VERSION", "build_sections", "summary_schema", "write_report"),
+    ".run_data": ("RunData", "find_runs", "read_run", "run_from_callbacks"),
+})

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..figures.pillow import png_bytes
 from .model import ReportTable, ReportThresholds, Section
 from .run_data import RunData
-from .sections import BUILDERS, ORDER
+from .sections import ORDER, builder_for
 
 __all__ = ["build_sections", "write_report", "SUMMARY_SCHEMA_ID", "SUMMARY_VERSION", "summary_schema"]
 
@@ -57,7 +57,7 @@ def build_sections(run: RunData, thresholds: ReportThresholds | None = None) -> 
     thresholds = thresholds or ReportThresholds()
     sections = []
     for namespace in sorted(run.records, key=_section_order):
-        builder = BUILDERS.get(namespace)
+        builder = builder_for(namespace)
         try:
             section = builder(run.records[namespace], thresholds) if builder else _scalars_section(namespace, run)
         except Exception as err:  # one analysis' bad record must not cost the whole report
