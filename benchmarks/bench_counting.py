@@ -24,6 +24,13 @@ project's 2-core VM, 2.5 to 13 ns per 8 bytes, against 0.25 ns to write it again
 memory as their counts grow: a run right after another that freed much memory may be faster than one in a
 fresh machine: the README gives each figure over several runs of the command, each a fresh process.
 
+``--floor`` adds a reference point per vocabulary: one increment per behaviour into a dense uint8 array of every
+(target, label, position, behaviour) cell, already touched, compiled with numba: no memory to allocate, no count
+ever moved or kept past 255. It is what one random memory update per behaviour costs on the machine, the least a
+dense exact counter can cost, and a bound on the speed-up such a counter could show against the dictionary
+("floor x dict"). It is measured only where the array fits in 1 GiB (1,000 categories: 100 MB; 10,000 would
+take 10 GB).
+
 Data: categories drawn from a Zipf-like law (a few frequent categories, a long tail, as in real logs), targets
 likewise, 15% of behaviours of the target's own category, labels Bernoulli(0.3).
 
@@ -76,6 +83,41 @@ def dictionary_counts(target, behavior, label) -> tuple[dict, float, float]:
             key = (t, c, length - j, y)  # position 1 = the last column, the most recent behaviour
             counts[key] = counts.get(key, 0) + 1
     return counts, time.perf_counter() - start, time.process_time() - cpu
+
+
+FLOOR_MAX_CELLS = 1 << 30
+
+
+def floor_seconds(sequences: int, length: int, categories: int) -> float | None:
+    """Seconds of ``--floor``'s dense uint8 increments over the benchmark's batches (their generation not timed),
+    or None where the array would exceed ``FLOOR_MAX_CELLS`` or numba is missing."""
+    cells = categories * 2 * length * categories
+    try:
+        import numba
+        import numpy as np
+    except ImportError:
+        return None
+    if cells > FLOOR_MAX_CELLS:
+        return None
+
+    @numba.njit(nogil=True)
+    def increment(target, behavior, label, dense, n_behaviors):  # pragma: no cover - compiled
+        batch, width = behavior.shape
+        for i in range(batch):
+            row = (target[i] * 2 + label[i]) * width * n_behaviors  # [target, label, position, behaviour]
+            for j in range(width):
+                dense[row + j * n_behaviors + behavior[i, j]] += 1  # wraps past 255: only the time matters
+
+    dense = np.ones(cells, np.uint8)  # written once, so that no page is touched for the first time below
+    increment(np.zeros(1, np.int64), np.zeros((1, length), np.int64), np.zeros(1, np.int64), dense, categories)
+    seconds = 0.0
+    for index in range((sequences + BATCH - 1) // BATCH):
+        n = min(BATCH, sequences - index * BATCH)
+        target, behavior, label = (x.numpy() for x in make_chunk(index, n, length, categories))
+        start = time.perf_counter()
+        increment(target, behavior, label, dense, categories)
+        seconds += time.perf_counter() - start
+    return seconds
 
 
 def _times(ratio: float) -> str:
@@ -231,6 +273,8 @@ def main(argv=None) -> None:
     parser.add_argument("--full-baseline", action="store_true")
     parser.add_argument("--demo-repeats", type=int, default=3)
     parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time one dense uint8 increment per behaviour: the machine's floor (see above)")
     parser.add_argument("--quick", action="store_true", help="100,000 sequences, one demo repetition")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the dictionary runs on one core too, and the demo fits are "
@@ -263,13 +307,18 @@ def main(argv=None) -> None:
                      f"{result['state_bytes'] / max(8 * result['distinct_keys'], 1):.2f}",
                      f"{result['peak_state_bytes'] / max(8 * result['distinct_keys'], 1):.2f}",
                      f"{result['work_bytes'] / 2**20:.0f}"])
+        if args.floor:
+            floor = floor_seconds(args.sequences, args.length, categories)
+            rows[-1] += (["-", "-"] if floor is None else
+                         [f"{1e9 * floor / behaviours:.1f}", _times(result["baseline_seconds"] / floor)])
         if baseline_n != args.sequences:
             notes.append(f"{categories:,} categories: dictionary measured on {result['baseline_sequences']:,} "
                          f"sequences (a slice of every batch), {result['baseline_seconds_measured']:.1f} s, "
                          "extrapolated linearly")
     print(table(["categories", "state", "dict s", "dict ns/beh.", "ours s", "ours ns/beh.", "speed-up",
                  "(CPU time)", "identical", "distinct keys", "state MiB", "state / key bytes",
-                 "peak while counting", "work MiB"], rows))
+                 "peak while counting", "work MiB"] + (["floor ns/beh.", "floor x dict"] if args.floor else []),
+                rows))
     print("speed-up (CPU time): the same ratio of each method's own CPU time, which a busy neighbour on a shared "
           "machine inflates less than wall time; state / key bytes: the state's bytes over 8 bytes per distinct "
           "key it holds ((target, behaviour, position, label) and (target, label)), at the end (every run merged) "

@@ -14,7 +14,6 @@ encodes one for a file or a web page.
 
 from __future__ import annotations
 
-import io
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +23,8 @@ import matplotlib
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
+
+from .png import encode_png
 
 __all__ = ["side_by_side", "png_bytes"]
 
@@ -157,7 +158,9 @@ def side_by_side(images: Sequence[np.ndarray], gap: int = 12) -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """An ``[H, W, 3]`` uint8 image as PNG bytes.
+    """An ``[H, W, 3]`` uint8 image as PNG bytes, for a file or a web page: :func:`~.png.encode_png` at zlib level
+    6, which on the report's figures takes half the time of Pillow's encoder at its default level and writes
+    slightly smaller files (``python -m benchmarks.bench_png``).
 
     Example:
         >>> import numpy as np
@@ -165,6 +168,4 @@ def png_bytes(image: np.ndarray) -> bytes:
         >>> png_bytes(np.full((2, 2, 3), 255, np.uint8))[:4]
         b'\\x89PNG'
     """
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image), "RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(np.ascontiguousarray(image), level=6)
