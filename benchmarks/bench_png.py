@@ -52,8 +52,8 @@ def main(argv=None) -> None:
     repeats = 3 if args.quick else args.repeats
     rows = []
     for setting, level in (("live", 1), ("report", 6)):
-        pillow = lambda image, _level=level: _pillow(image, _level)  # noqa: E731
-        ours = lambda image, _level=level: encode_png(image, _level)  # noqa: E731
+        pillow = lambda image, _level=level: _pillow(image, _level)
+        ours = lambda image, _level=level: encode_png(image, _level)
         for name, image in _figures().items():
             times = {"pillow": [], "encode_png": []}
             for _ in range(repeats):
