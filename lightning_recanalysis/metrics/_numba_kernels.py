@@ -336,6 +336,50 @@ def compact_to_stored(codes, counts, start, offsets, position_shift, target_shif
 
 
 @njit(cache=True, nogil=True)
+def dense_count(target, behavior, label, positions, dense, n_positions, n_behaviors, carries, n_carries,
+                first_row):  # pragma: no cover - compiled
+    """Count rows ``first_row..`` of a batch into the uint8 array ``dense``, laid out [target, label, position - 1,
+    behaviour]: one increment per cell (position 0, padding, is skipped). A cell that passes 255 wraps to 0 and
+    its flat index goes to ``carries`` (each entry worth 256). Stops at a row whose cells might not fit the
+    carries left; returns the next row, the carries held and the behaviours counted."""
+    batch, length = behavior.shape
+    by_column = positions.shape[0] == 0
+    capacity = carries.shape[0]
+    counted = 0
+    for i in range(first_row, batch):
+        if n_carries + length > capacity:
+            return i, n_carries, counted
+        row = (np.int64(target[i]) * 2 + label[i]) * n_positions
+        for j in range(length):
+            p = length - j if by_column else positions[i, j]
+            if p == 0:
+                continue
+            cell = (row + p - 1) * n_behaviors + behavior[i, j]
+            value = dense[cell]
+            if value == 255:
+                dense[cell] = 0
+                carries[n_carries] = cell
+                n_carries += 1
+            else:
+                dense[cell] = value + 1
+            counted += 1
+    return batch, n_carries, counted
+
+
+@njit(cache=True, nogil=True)
+def dense_add(cells, counts, dense, carries, n_carries):  # pragma: no cover - compiled
+    """Add ``counts`` to the uint8 ``dense`` at distinct flat ``cells``, each 256 beyond 255 as one more carry;
+    the caller leaves room for them, ``sum((dense[cells] + counts) >> 8)``. Returns the carries held."""
+    for k in range(cells.size):
+        value = np.int64(dense[cells[k]]) + counts[k]
+        dense[cells[k]] = value & 255
+        for _ in range(value >> 8):
+            carries[n_carries] = cells[k]
+            n_carries += 1
+    return n_carries
+
+
+@njit(cache=True, nogil=True)
 def _append_rest(src_keys, src_counts, start, keys, counts, m, last):  # pragma: no cover - compiled
     """Append ``src[start:]`` after ``keys[:m]``, folding a key equal to ``last`` into it; returns the new length."""
     for i in range(start, src_keys.size):

@@ -27,6 +27,15 @@ kept as a binary counter:
 
 So each key is copied O(log(state / run)) times, in sequential passes. A query merges every run first.
 
+**The dense array.** Once the keys held would take at least as much memory as one uint8 cell for every (target,
+label, position, behaviour) of the ids seen so far (the cells' bytes at most :data:`DENSE_BYTES_PER_KEY` per
+distinct key, twice the 8 bytes a key of the runs), the counter moves its counts into such an array and counts each
+behaviour with one increment (:func:`~._numba_kernels.dense_count`): no sort, no merge. A cell that passes 255
+wraps to 0 and records one *carry* of 256, so counts stay exact (carries are at most one per 256 behaviours). At
+1,000 categories and 50 positions the array is 100 MB, taken once the counter holds 6.25 million keys; at 10,000
+categories it would be 10 GB and is never taken. A batch with an id or a position beyond the array's moves the
+counts back into runs, for good.
+
 A counter that meets an id or a total beyond these bounds hands its counts over as int64 keys
 (:meth:`stored`) and :class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` goes on with the 16-byte keys.
 """
@@ -49,11 +58,14 @@ from .sparse_keys import (
     TARGET_SHIFT,
 )
 
-__all__ = ["MAX_COMPACT_BEHAVIORS", "MAX_COMPACT_TARGETS", "MAX_COMPACT_TOTAL", "PositionCodeCounter"]
+__all__ = ["DENSE_BYTES_PER_KEY", "MAX_COMPACT_BEHAVIORS", "MAX_COMPACT_TARGETS", "MAX_COMPACT_TOTAL",
+           "PositionCodeCounter"]
 
 #: Counts are uint32: while fewer behaviours than this have been counted, no count can overflow.
 MAX_COMPACT_TOTAL = (1 << 32) - 1
 _CATEGORY_MASK = (1 << CATEGORY_BITS) - 1
+#: The dense array is taken once its bytes (one per cell) are at most this many per distinct key held.
+DENSE_BYTES_PER_KEY = 16
 
 
 def _uint32(size: int) -> np.ndarray:
@@ -150,23 +162,43 @@ class PositionCodeCounter:
         [1, 1]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dense: bool = True) -> None:
+        """``dense=False`` keeps the counts in runs whatever they hold (see the module's docstring)."""
         self._arena = _Arena()
         self._runs: list[_Run] = []
         self._positions = 0
         self.total = 0  # behaviours counted: bounds every count
         self._aside = (np.empty(0, np.uint32), np.empty(0, np.uint32))  # the shorter run of a merge
         self._work = (np.empty(0, np.uint32), np.empty(0, np.uint32))  # a batch's codes while they are sorted
+        self._max_ids = (-1, -1)  # the largest target and behaviour ids counted
+        # The dense array: uint8 [targets, 2, positions, behaviours], its shape, and the carries (flat cells, each
+        # worth 256) in a buffer; None while the counts are runs.
+        self._dense: np.ndarray | None = None
+        self._dense_shape = (0, 0, 0)
+        self._carries = np.empty(0, np.int64)
+        self._n_carries = 0
+        self._dense_off = not dense  # or left once: runs for good
+        self._pushed = 0  # codes ever added as runs: they bound how many distinct keys can have appeared
+        self._dense_check_at = 0  # codes pushed before the next look at whether the dense array would do
 
     def __getstate__(self) -> dict:
-        """Pickled (or deep-copied) as its runs' codes and counts: memory maps do not pickle."""
+        """Pickled (or deep-copied) as its runs' codes and counts (memory maps do not pickle); the dense array's
+        counts as one run."""
+        state = {"positions": self._positions, "total": self.total, "max_ids": self._max_ids,
+                 "dense_off": self._dense_off}
+        if self._dense is not None:
+            codes, counts, offsets = self._dense_run()
+            state["runs"] = [(codes, counts, offsets)]
+            return state
         arena = self._arena
-        return {"runs": [(arena.codes[run.start:run.end].copy(), arena.counts[run.start:run.end].copy(), run.offsets)
-                         for run in self._runs], "positions": self._positions, "total": self.total}
+        state["runs"] = [(arena.codes[run.start:run.end].copy(), arena.counts[run.start:run.end].copy(), run.offsets)
+                         for run in self._runs]
+        return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        self.__init__(dense=not state.get("dense_off", False))
         self._positions, self.total = state["positions"], state["total"]
+        self._max_ids, self._dense_off = state.get("max_ids", (-1, -1)), state.get("dense_off", False)
         for codes, counts, offsets in state["runs"]:
             self._push_apart(codes, counts, offsets)
 
@@ -182,12 +214,21 @@ class PositionCodeCounter:
 
     @property
     def distinct_upper_bound(self) -> int:
-        """Codes held in all runs (a key held in two runs counted twice)."""
+        """Codes held in all runs (a key held in two runs counted twice), or the dense array's cells."""
+        if self._dense is not None:
+            return self._dense.size
         return sum(run.length for run in self._runs)
+
+    @property
+    def is_dense(self) -> bool:
+        """Whether the counts are in the dense array (see the module's docstring)."""
+        return self._dense is not None
 
     def nbytes(self) -> int:
         """Bytes held: the arena's written part (its pages untouched by any write take no memory) and the buffer
-        for merges (both kept, so that later merges reuse them)."""
+        for merges (both kept, so that later merges reuse them); or the dense array and its carries."""
+        if self._dense is not None:
+            return self._dense.nbytes + self._carries.nbytes
         return 8 * self._arena.high_water + self._aside[0].nbytes + self._aside[1].nbytes
 
     def work_nbytes(self) -> int:
@@ -214,6 +255,12 @@ class PositionCodeCounter:
             self._check(target, behavior, label, positions, n_positions, t_max, b_max)
         else:
             t_max, b_max = checked_max
+        self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
+        if self._dense is not None:
+            if self._dense_holds(t_max, b_max, n_positions):
+                self._dense_count(target, behavior, label, positions)
+                return
+            self._leave_dense()
         b_bits = max(1, b_max.bit_length())
         code_bits = max(1, t_max.bit_length()) + b_bits + 1
         self._grow_positions(n_positions)
@@ -226,6 +273,7 @@ class PositionCodeCounter:
         codes, counts = self._work[::-1] if swapped else self._work
         self._push_apart(codes[:length], counts[:length], offsets)
         self.total += int(counted)
+        self._consider_dense()
 
     def _check(self, target, behavior, label, positions, n_positions, t_max, b_max) -> None:
         if min(int(target.min()), int(behavior.min())) < 0 or not self.fits(t_max, b_max):
@@ -247,12 +295,21 @@ class PositionCodeCounter:
         if keys.size == 0:
             return
         positions = keys >> POSITION_SHIFT
+        targets, behaviors = (keys >> TARGET_SHIFT) & _CATEGORY_MASK, (keys >> BEHAVIOR_SHIFT) & _CATEGORY_MASK
+        t_max, b_max = int(targets.max()), int(behaviors.max())
+        self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
+        if self._dense is not None:
+            if self._dense_holds(t_max, b_max, int(positions[-1])):
+                self._dense_add(self._dense_cells(targets, keys & 1, positions, behaviors), counts.astype(np.int64))
+                self.total += int(counts.sum())
+                return
+            self._leave_dense()
         self._grow_positions(int(positions[-1]))
-        codes = ((((keys >> TARGET_SHIFT) & _CATEGORY_MASK) << COMPACT_TARGET_SHIFT)
-                 | (((keys >> BEHAVIOR_SHIFT) & _CATEGORY_MASK) << 1) | (keys & 1))
+        codes = (targets << COMPACT_TARGET_SHIFT) | (behaviors << 1) | (keys & 1)
         offsets = np.searchsorted(positions, np.arange(1, self._positions + 2)).astype(np.int64)
         self._push_apart(codes.astype(np.uint32), counts.astype(np.uint32), offsets)
         self.total += int(counts.sum())
+        self._consider_dense()
 
     def merged(self) -> None:
         """Merge every run into one, at the start of the arena."""
@@ -271,6 +328,10 @@ class PositionCodeCounter:
 
     def stored(self) -> tuple[np.ndarray, np.ndarray]:
         """All counts as sorted unique stored int64 keys (:mod:`.sparse_keys`) and int64 counts (merges first)."""
+        if self._dense is not None:
+            codes, counts, offsets = self._dense_run()
+            return compiled_counts._loops().compact_to_stored(codes, counts, 0, offsets, POSITION_SHIFT,
+                                                              TARGET_SHIFT, BEHAVIOR_SHIFT)
         run = self._single_run()
         if run is None:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -279,6 +340,8 @@ class PositionCodeCounter:
 
     def lookup(self, wanted: np.ndarray) -> np.ndarray:
         """The int64 count of every stored key in ``wanted`` (1-D int64), 0 for a key never counted."""
+        if self._dense is not None:
+            return self._dense_lookup(wanted)
         run = self._single_run()
         if run is None or wanted.size == 0:
             return np.zeros(wanted.size, np.int64)
@@ -293,6 +356,8 @@ class PositionCodeCounter:
     def same_category(self, n_positions: int) -> np.ndarray:
         """``[n_positions, 2]`` int64: counts with the behaviour's category equal to the target's, per position
         and label."""
+        if self._dense is not None:
+            return self._dense_same_category(n_positions)
         run = self._single_run()
         if run is None:
             return np.zeros((n_positions, 2), np.int64)
@@ -301,6 +366,8 @@ class PositionCodeCounter:
 
     def behaviors_of(self, target: int) -> np.ndarray:
         """Sorted behaviour categories counted (at any position) with this target category."""
+        if self._dense is not None:
+            return self._dense_behaviors_of(target)
         run = self._single_run()
         if run is None or not 0 <= target < MAX_COMPACT_TARGETS:
             return np.zeros(0, np.int64)
@@ -311,6 +378,164 @@ class PositionCodeCounter:
             first, last = np.searchsorted(segment, [low, high])
             parts.append((segment[first:last] >> 1) & (MAX_COMPACT_BEHAVIORS - 1))
         return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    # ---- the dense array ----------------------------------------------------------------------------------------
+    def _consider_dense(self) -> None:
+        """Move the counts into the dense array once its cells take at most ``DENSE_BYTES_PER_KEY`` bytes a distinct
+        key held. The runs' length bounds the distinct keys from above: they are merged (to count them exactly)
+        only when that bound allows it; after a look that found too few, only once enough codes have been pushed
+        since to make up the difference (and a quarter of the keys held at least, so that a counter just short
+        of it does not merge at every batch)."""
+        if self._dense_off or self._dense is not None or not self._runs or self._pushed < self._dense_check_at:
+            return
+        n_targets, n_behaviors = self._max_ids[0] + 1, self._max_ids[1] + 1
+        cells = n_targets * 2 * self._positions * n_behaviors
+        needed = -(-cells // DENSE_BYTES_PER_KEY)
+        if self.distinct_upper_bound < needed:
+            return
+        distinct = self._single_run().length
+        if distinct < needed:
+            self._dense_check_at = self._pushed + max(needed - distinct, distinct // 4)
+            return
+        self._go_dense((n_targets, self._positions, n_behaviors))
+
+    def _go_dense(self, shape: tuple[int, int, int]) -> None:
+        """The counts of the (merged) run into a new dense array of ``shape`` (targets, positions, behaviours);
+        the arena and the merge buffers are let go."""
+        run = self._single_run()
+        n_targets, n_positions, n_behaviors = shape
+        self._dense = np.zeros(n_targets * 2 * n_positions * n_behaviors, np.uint8)
+        self._dense_shape = shape
+        self._carries, self._n_carries = np.empty(1 << 16, np.int64), 0
+        codes, counts = self._arena.codes, self._arena.counts
+        for p in range(1, n_positions + 1):  # a segment at a time: the cells' int64 indices stay small
+            first, last = run.start + run.offsets[p - 1], run.start + run.offsets[p]
+            segment = codes[first:last].astype(np.int64)
+            cells = self._dense_cells(segment >> COMPACT_TARGET_SHIFT, segment & 1, p,
+                                      (segment >> 1) & (MAX_COMPACT_BEHAVIORS - 1))
+            self._dense_add(cells, counts[first:last].astype(np.int64))
+        self._arena, self._runs = _Arena(), []
+        self._aside = self._work = (np.empty(0, np.uint32), np.empty(0, np.uint32))
+
+    def _leave_dense(self) -> None:
+        """Back to runs, for good: the dense array's counts become one run."""
+        codes, counts, offsets = self._dense_run()
+        self._dense, self._dense_shape, self._dense_off = None, (0, 0, 0), True
+        self._carries, self._n_carries = np.empty(0, np.int64), 0
+        self._push_apart(codes, counts, offsets)
+
+    def _dense_holds(self, t_max: int, b_max: int, n_positions: int) -> bool:
+        """Whether the dense array has cells for these ids and positions."""
+        n_targets, held_positions, n_behaviors = self._dense_shape
+        return t_max < n_targets and b_max < n_behaviors and n_positions <= held_positions
+
+    def _dense_cells(self, target, label, position, behavior) -> np.ndarray:
+        """Flat cells of the dense array, laid out [target, label, position - 1, behaviour]."""
+        _, n_positions, n_behaviors = self._dense_shape
+        return ((target * 2 + label) * n_positions + (position - 1)) * n_behaviors + behavior
+
+    def _make_room(self, carries: int) -> None:
+        """Room for ``carries`` more in the carries' buffer (doubled when it grows)."""
+        if self._n_carries + carries > self._carries.size:
+            grown = np.empty(max(self._n_carries + carries, 2 * self._carries.size), np.int64)
+            grown[:self._n_carries] = self._carries[:self._n_carries]
+            self._carries = grown
+
+    def _dense_add(self, cells: np.ndarray, counts: np.ndarray) -> None:
+        """Add int64 ``counts`` at distinct flat ``cells``: room for exactly the carries they make first."""
+        self._make_room(int(((self._dense[cells] + counts) >> 8).sum()))
+        self._n_carries = compiled_counts._loops().dense_add(cells, counts, self._dense, self._carries,
+                                                             self._n_carries)
+
+    def _dense_count(self, target, behavior, label, positions) -> None:
+        """Count a batch into the dense array, growing the carries' buffer whenever the kernel stops for room."""
+        by_cell = np.zeros((0, 0), np.int64) if positions is None else positions
+        _, n_positions, n_behaviors = self._dense_shape
+        row = 0
+        while row < target.shape[0]:
+            self._make_room(behavior.shape[1] + behavior.size // 256)
+            row, self._n_carries, counted = compiled_counts._loops().dense_count(
+                target, behavior, label, by_cell, self._dense, n_positions, n_behaviors, self._carries,
+                self._n_carries, row)
+            self.total += int(counted)
+
+    def _dense_run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The dense array's counts as one run: uint32 codes sorted within each position, counts, offsets."""
+        n_targets, n_positions, n_behaviors = self._dense_shape
+        carried = np.unique(self._carries[:self._n_carries], return_counts=True)
+        cells = self._dense.reshape(n_targets, 2, n_positions, n_behaviors)
+        parts_codes, parts_counts, offsets = [], [], [0]
+        for p in range(n_positions):
+            # [targets, behaviours, labels]: non-zero cells in (target, behaviour, label) order, the codes' order
+            t, b, y = np.nonzero(cells[:, :, p, :].transpose(0, 2, 1))
+            codes = (t << COMPACT_TARGET_SHIFT) | (b << 1) | y
+            # cells that wrapped to exactly 0 hold their whole count in carries
+            in_p = carried[0][((carried[0] // n_behaviors) % n_positions) == p]
+            if in_p.size:
+                ct, cy = divmod(in_p // (n_behaviors * n_positions), 2)
+                codes = np.union1d(codes, (ct << COMPACT_TARGET_SHIFT) | ((in_p % n_behaviors) << 1) | cy)
+            flat = self._dense_cells(codes >> COMPACT_TARGET_SHIFT, codes & 1, p + 1,
+                                     (codes >> 1) & (MAX_COMPACT_BEHAVIORS - 1))
+            counts = self._dense[flat].astype(np.int64)
+            where = np.searchsorted(carried[0], flat)
+            hit = where < carried[0].size
+            hit[hit] = carried[0][where[hit]] == flat[hit]
+            counts[hit] += 256 * carried[1][where[hit]]
+            parts_codes.append(codes.astype(np.uint32))
+            parts_counts.append(counts.astype(np.uint32))
+            offsets.append(offsets[-1] + codes.size)
+        return (np.concatenate(parts_codes), np.concatenate(parts_counts), np.asarray(offsets, np.int64))
+
+    def _dense_lookup(self, wanted: np.ndarray) -> np.ndarray:
+        n_targets, n_positions, n_behaviors = self._dense_shape
+        target = (wanted >> TARGET_SHIFT) & _CATEGORY_MASK
+        behavior = (wanted >> BEHAVIOR_SHIFT) & _CATEGORY_MASK
+        position = wanted >> POSITION_SHIFT
+        inside = (target < n_targets) & (behavior < n_behaviors) & (position >= 1) & (position <= n_positions)
+        found = np.zeros(wanted.size, np.int64)
+        cells = self._dense_cells(target[inside], wanted[inside] & 1, position[inside], behavior[inside])
+        found[inside] = self._dense[cells]
+        if self._n_carries:
+            carried = np.unique(self._carries[:self._n_carries], return_counts=True)
+            where = np.searchsorted(carried[0], cells)
+            hit = where < carried[0].size
+            hit[hit] = carried[0][where[hit]] == cells[hit]
+            extra = np.zeros(cells.size, np.int64)
+            extra[hit] = 256 * carried[1][where[hit]]
+            found[inside] += extra
+        return found
+
+    def _dense_same_category(self, n_positions: int) -> np.ndarray:
+        held_targets, held_positions, n_behaviors = self._dense_shape
+        x1 = np.zeros((n_positions, 2), np.int64)
+        both = min(held_targets, n_behaviors)
+        shown = min(n_positions, held_positions)
+        if both == 0 or shown == 0:
+            return x1
+        cells = self._dense.reshape(held_targets, 2, held_positions, n_behaviors)
+        ids = np.arange(both)
+        own = cells[ids, :, :shown, ids].astype(np.int64)  # [target, label, position]
+        x1[:shown] = own.sum(axis=0).T
+        if self._n_carries:
+            carried = self._carries[:self._n_carries]
+            t, rest = divmod(carried, 2 * held_positions * n_behaviors)
+            y, rest = divmod(rest, held_positions * n_behaviors)
+            p, b = divmod(rest, n_behaviors)
+            keep = (t == b) & (p < shown)
+            np.add.at(x1, (p[keep], y[keep]), 256)
+        return x1
+
+    def _dense_behaviors_of(self, target: int) -> np.ndarray:
+        held_targets, held_positions, n_behaviors = self._dense_shape
+        if not 0 <= target < held_targets:
+            return np.zeros(0, np.int64)
+        block = self._dense.reshape(held_targets, 2, held_positions, n_behaviors)[target]
+        present = block.any(axis=(0, 1))
+        if self._n_carries:
+            carried = self._carries[:self._n_carries]
+            mine = carried[carried // (2 * held_positions * n_behaviors) == target]
+            present[mine % n_behaviors] = True
+        return np.flatnonzero(present).astype(np.int64)
 
     # ---- the arena ---------------------------------------------------------------------------------------------
     def _top(self) -> int:
@@ -334,6 +559,7 @@ class PositionCodeCounter:
         length = codes.size
         if length == 0:
             return
+        self._pushed += length
         if self._top() + length > self._arena.capacity and len(self._runs) > 1:
             # Before the arena grows, merge what it holds: runs repeat keys (at 1,000 categories, a third of
             # what they hold), and the arena would grow to hold the repeats.

@@ -28,12 +28,17 @@ def warm_up() -> float:
     if not compiled_counts.available():
         return 0.0
     target, behavior, label = np.array([3, 1]), np.array([[2, 5], [1, 1]]), np.array([1, 0])
-    counter = PositionCodeCounter()
+    counter = PositionCodeCounter(dense=False)
     for _ in range(3):  # runs of equal length, then a longer one below a shorter: both merge directions
         counter.add_batch(target, behavior, label, None, 2)
     counter.add_batch(target, behavior, label, np.array([[0, 1], [2, 1]]), 2)
     counter.lookup(counter.stored()[0])
     counter.same_category(2)
+    dense = PositionCodeCounter()  # so few cells that the dense array is taken at once
+    for positions in (None, np.array([[0, 1], [2, 1]])):
+        dense.add_batch(target, behavior, label, positions, 2)
+    dense.add_sorted(*counter.stored())
+    dense.lookup(dense.stored()[0])
     one = np.zeros(1, np.int64)
     compiled_counts.merge_runs(one, one, one, one)
     for code_dtype in (np.int32, np.int64):

@@ -36,10 +36,11 @@ def zipf_batch(rng, rows, length, targets, behaviors, padding=False):
     return t, b, y, positions
 
 
-def counted(seed, rows_per_batch, length, targets, behaviors):
-    """A counter fed Zipf batches of these sizes, and the batches."""
+def counted(seed, rows_per_batch, length, targets, behaviors, dense=False):
+    """A counter fed Zipf batches of these sizes, and the batches; with ``dense``, the counter may take the dense
+    array (see ``dense_at_once``)."""
     rng = np.random.default_rng(seed)
-    counter, batches = PositionCodeCounter(), []
+    counter, batches = PositionCodeCounter(dense=dense), []
     for rows in rows_per_batch:
         batches.append(zipf_batch(rng, rows, length, targets, behaviors))
         counter.add_batch(*batches[-1], length)
@@ -92,7 +93,7 @@ def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, cal
     if not memory_maps:
         monkeypatch.delattr(position_counter.mmap, "MAP_PRIVATE")
     rng = np.random.default_rng(7)
-    counter, batches = PositionCodeCounter(), []
+    counter, batches = PositionCodeCounter(dense=False), []
     for k, (rows, length) in enumerate(SCHEDULE):
         batch = zipf_batch(rng, rows, length, 3000, 20_000, padding)
         batches.append(batch)
@@ -106,8 +107,19 @@ def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, cal
     assert counter.total == sum(expected.values())
 
 
-def test_queries_equal_the_dictionary():
-    counter, batches = counted(3, (400, 150, 700), 7, 50, 40)
+@pytest.fixture
+def dense_at_once(monkeypatch):
+    """The dense array is taken as soon as a counter may take it (after its first batch): whatever few keys it
+    holds, the cells' bytes are within the patched bytes a key."""
+    monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["runs", "dense-array"])
+def test_queries_equal_the_dictionary(dense, monkeypatch):
+    if dense:
+        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+    counter, batches = counted(3, (400, 150, 700), 7, 50, 40, dense=dense)
+    assert counter.is_dense is dense
     expected = oracle(batches)
     keys = list(expected) + [(2, 39, 7, 1), (49, 0, 3, 0), (1, 1, 9, 0)]  # and keys never counted (position 9 too)
     wanted = encode_keys(*(torch.tensor(part) for part in zip(*keys)))
@@ -123,8 +135,12 @@ def test_queries_equal_the_dictionary():
         assert counter.behaviors_of(target).tolist() == sorted({b for (t, b, _, _) in expected if t == target})
 
 
-def test_pickle_and_deepcopy_keep_the_counts():
-    counter, batches = counted(5, (200, 90, 50), 5, 100, 100)
+@pytest.mark.parametrize("dense", [False, True], ids=["runs", "dense-array"])
+def test_pickle_and_deepcopy_keep_the_counts(dense, monkeypatch):
+    if dense:
+        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+    counter, batches = counted(5, (200, 90, 50), 5, 100, 100, dense=dense)
+    assert counter.is_dense is dense
     expected = dict(oracle(batches))
     for clone in (copy.deepcopy(counter), pickle.loads(pickle.dumps(counter))):
         assert as_dict(clone) == expected
@@ -324,3 +340,123 @@ def test_merge_state_adds_every_count_of_another_metric(categories, sparse_small
     assert first.num_positions == 6
     first.update(*batches[0])  # and counting goes on
     assert stored_counts(first) == dict(dictionary_counts(batches + batches[:1])[0])
+
+
+# ---- the dense array ----------------------------------------------------------------------------------------------
+def repeated_batch(rng, rows, length, targets, behaviors, padding=False):
+    """Few ids, many rows: every cell is counted hundreds of times, so uint8 cells wrap (carries)."""
+    t = rng.integers(0, targets, rows)
+    b = rng.integers(0, behaviors, (rows, length))
+    y = rng.integers(0, 2, rows)
+    positions = None
+    if padding:
+        real = rng.random((rows, length)) > 0.3
+        positions = np.where(real, np.cumsum(real[:, ::-1], axis=1)[:, ::-1], 0).astype(np.int64)
+    return t, b, y, positions
+
+
+@pytest.mark.parametrize("padding", [False, True], ids=["by-column", "positions-per-cell"])
+def test_dense_counts_past_255_equal_a_dictionary(padding, dense_at_once):
+    rng = np.random.default_rng(11)
+    counter, batches = PositionCodeCounter(), []
+    for k, rows in enumerate((500, 6000, 8000, 5000)):
+        t, b, y, positions = repeated_batch(rng, rows, 4, 3, 4, padding)  # behaviours 0 to 3 ...
+        if k == 0:  # ... and once behaviour 4, at (target 2, position 1, label 1)
+            t[0], y[0], b[0, -1] = 2, 1, 4
+            if positions is not None:
+                positions[0] = [4, 3, 2, 1]
+        batches.append((t, b, y, positions))
+        counter.add_batch(*batches[-1], 4)
+    # 255 more at that cell: 256 in all, so it wraps to 0 and holds its whole count in one carry
+    t, b, y = np.full(255, 2), rng.integers(0, 4, (255, 4)), np.ones(255, np.int64)
+    b[:, -1] = 4
+    batches.append((t, b, y, None))
+    counter.add_batch(t, b, y, None, 4)
+    expected = oracle(batches)
+    assert counter.is_dense and counter._dense_shape == (3, 4, 5)  # taken after the first batch
+    assert max(expected.values()) > 512 and expected[(2, 4, 1, 1)] == 256
+    assert counter._n_carries > 0
+    assert as_dict(counter) == dict(expected)
+    assert counter.total == sum(expected.values())
+    keys = list(expected) + [(0, 4, 2, 0), (0, 0, 5, 1)]  # and never counted: (0, 4, 2, 0), a position beyond
+    wanted = encode_keys(*(torch.tensor(part) for part in zip(*keys)))
+    assert counter.lookup(wanted.numpy()).tolist() == [expected.get(k, 0) for k in keys]
+    same = np.zeros((4, 2), np.int64)
+    for (t, b, p, y), n in expected.items():
+        if t == b:
+            same[p - 1, y] += n
+    assert counter.same_category(4).tolist() == same.tolist()
+    for target in range(3):
+        assert counter.behaviors_of(target).tolist() == sorted({b for (t, b, _, _) in expected if t == target})
+
+
+def test_the_dense_array_is_taken_within_the_memory_bound_and_counting_goes_on(calls):
+    """Runs first (they merge), then the dense array, taken only once the distinct keys held reach its cells over
+    DENSE_BYTES_PER_KEY (10 targets x 2 labels x 5 positions x 12 behaviours = 1,200 cells: 75 keys)."""
+    rng = np.random.default_rng(5)
+    counter, batches, dense_after = PositionCodeCounter(), [], None
+    for k, rows in enumerate((5, 4, 6, 3, 8, 200, 300)):
+        batches.append(repeated_batch(rng, rows, 5, 10, 12))
+        batches[-1][0][0], batches[-1][1][0, 0] = 9, 11  # the largest ids from the start: the cells stay 1,200
+        counter.add_batch(*batches[-1], 5)
+        distinct = len(oracle(batches))
+        if dense_after is None and counter.is_dense:
+            dense_after = k
+            assert counter._dense.size == 1200 and distinct * position_counter.DENSE_BYTES_PER_KEY >= 1200
+    assert dense_after is not None and dense_after > 0 and calls["merge_forward"] + calls["merge_backward"] > 0
+    assert counter._arena.capacity == 0 and not counter._runs  # the runs' memory let go
+    assert as_dict(counter) == dict(oracle(batches))
+
+
+@pytest.mark.parametrize("change", ["larger id", "more positions"])
+def test_a_batch_beyond_the_dense_array_moves_the_counts_back_to_runs_for_good(change, dense_at_once):
+    rng = np.random.default_rng(9)
+    counter, batches = PositionCodeCounter(), []
+    for rows in (300, 300):
+        batches.append(repeated_batch(rng, rows, 4, 4, 6))
+        counter.add_batch(*batches[-1], 4)
+    assert counter.is_dense
+    t, b, y, _ = repeated_batch(rng, 200, 4, 4, 6)
+    if change == "larger id":
+        b[0, 0] = 20
+        batches.append((t, b, y, None))
+        counter.add_batch(t, b, y, None, 4)
+    else:
+        wider = np.concatenate([b, b[:, :2]], axis=1)  # six columns: positions 5 and 6 are new
+        batches.append((t, wider, y, None))
+        counter.add_batch(t, wider, y, None, 6)
+    assert not counter.is_dense and counter._dense_off
+    batches.append(repeated_batch(rng, 300, 4, 4, 6))
+    counter.add_batch(*batches[-1], 4)
+    assert not counter.is_dense  # not taken again
+    assert as_dict(counter) == dict(oracle(batches))
+
+
+def test_sorted_keys_added_to_the_dense_array_carry_past_255(dense_at_once):
+    rng = np.random.default_rng(4)
+    counter, batches = PositionCodeCounter(), [repeated_batch(rng, 400, 3, 3, 4)]
+    counter.add_batch(*batches[0], 3)
+    assert counter.is_dense
+    extra = Counter({(1, 2, 3, 0): 1000, (2, 3, 1, 1): 256, (0, 0, 2, 1): 5})
+    keys = encode_keys(*(torch.tensor(part) for part in zip(*sorted(extra))))
+    counter.add_sorted(keys.numpy(), np.array([extra[k] for k in sorted(extra)], np.int64))
+    assert counter.is_dense
+    assert as_dict(counter) == dict(oracle(batches) + extra)
+    assert counter.total == sum((oracle(batches) + extra).values())
+
+
+def test_metric_answers_the_same_from_the_dense_array_and_from_16_byte_keys(sparse_small_flushes, dense_at_once):
+    batches = metric_batches(3, 8, 30)
+    compact, wide = BehaviorTargetCounts(), BehaviorTargetCounts()
+    wide._compact_off = True
+    for b in batches:
+        compact.update(*b)
+        wide.update(*b)
+    compact.flush()
+    wide.flush()
+    assert compact._compact is not None and compact._compact.is_dense
+    for t in range(30):
+        assert torch.equal(compact.table(t, list(range(30)), 6), wide.table(t, list(range(30)), 6))
+        assert torch.equal(compact.behavior_categories(t), wide.behavior_categories(t))
+    assert torch.equal(compact.same_category_table(6), wide.same_category_table(6))
+    assert torch.equal(compact._merged("triple")[1], wide._merged("triple")[1])
