@@ -33,8 +33,9 @@ distinct key, twice the 8 bytes a key of the runs), the counter moves its counts
 behaviour with one increment (:func:`~._numba_kernels.dense_count`): no sort, no merge. A cell that passes 255
 wraps to 0 and records one *carry* of 256, so counts stay exact (carries are at most one per 256 behaviours). At
 1,000 categories and 50 positions the array is 100 MB, taken once the counter holds 6.25 million keys; at 10,000
-categories it would be 10 GB and is never taken. A batch with an id or a position beyond the array's moves the
-counts back into runs, for good.
+categories it would be 10 GB and is never taken. A batch with an id or a position beyond the array's lays it out
+again, larger (by half again where the bound allows, so that a vocabulary revealed id by id re-lays it out a few
+times only), or, where even the array it needs would break the bound, moves the counts back into runs.
 
 A counter that meets an id or a total beyond these bounds hands its counts over as int64 keys
 (:meth:`stored`) and :class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` goes on with the 16-byte keys.
@@ -48,6 +49,7 @@ import numpy as np
 import torch
 
 from . import compiled_counts
+from .dense_counts import grown_size
 from .sparse_keys import (
     BEHAVIOR_SHIFT,
     CATEGORY_BITS,
@@ -177,7 +179,7 @@ class PositionCodeCounter:
         self._dense_shape = (0, 0, 0)
         self._carries = np.empty(0, np.int64)
         self._n_carries = 0
-        self._dense_off = not dense  # or left once: runs for good
+        self._dense_off = not dense
         self._pushed = 0  # codes ever added as runs: they bound how many distinct keys can have appeared
         self._dense_check_at = 0  # codes pushed before the next look at whether the dense array would do
 
@@ -257,7 +259,7 @@ class PositionCodeCounter:
             t_max, b_max = checked_max
         self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
         if self._dense is not None:
-            if self._dense_holds(t_max, b_max, n_positions):
+            if self._dense_holds(t_max, b_max, n_positions) or self._dense_grown(t_max, b_max, n_positions):
                 self._dense_count(target, behavior, label, positions)
                 return
             self._leave_dense()
@@ -299,7 +301,8 @@ class PositionCodeCounter:
         t_max, b_max = int(targets.max()), int(behaviors.max())
         self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
         if self._dense is not None:
-            if self._dense_holds(t_max, b_max, int(positions[-1])):
+            n_positions = int(positions[-1])
+            if self._dense_holds(t_max, b_max, n_positions) or self._dense_grown(t_max, b_max, n_positions):
                 self._dense_add(self._dense_cells(targets, keys & 1, positions, behaviors), counts.astype(np.int64))
                 self.total += int(counts.sum())
                 return
@@ -418,11 +421,43 @@ class PositionCodeCounter:
         self._aside = self._work = (np.empty(0, np.uint32), np.empty(0, np.uint32))
 
     def _leave_dense(self) -> None:
-        """Back to runs, for good: the dense array's counts become one run."""
+        """Back to runs: the dense array's counts become one run. (The array is taken again once the keys reach
+        the bound for the larger ids.)"""
         codes, counts, offsets = self._dense_run()
-        self._dense, self._dense_shape, self._dense_off = None, (0, 0, 0), True
+        self._dense, self._dense_shape = None, (0, 0, 0)
         self._carries, self._n_carries = np.empty(0, np.int64), 0
         self._push_apart(codes, counts, offsets)
+
+    def _dense_distinct(self) -> int:
+        """Distinct keys the dense array holds: its non-zero cells, and those that wrapped to exactly 0."""
+        carried = np.unique(self._carries[:self._n_carries])
+        return int(np.count_nonzero(self._dense)) + int((self._dense[carried] == 0).sum())
+
+    def _dense_grown(self, t_max: int, b_max: int, n_positions: int) -> bool:
+        """Lay the dense array out again for these ids and positions, if an array that holds them stays within
+        the bound (by half again on a grown side where it allows); returns whether it did."""
+        old = self._dense_shape
+        needed = (max(old[0], t_max + 1), max(old[1], n_positions), max(old[2], b_max + 1))
+        roomy = (grown_size(old[0], needed[0]), needed[1], grown_size(old[2], needed[2]))
+        limit = DENSE_BYTES_PER_KEY * self._dense_distinct()
+        for shape in (roomy, needed):
+            if shape[0] * 2 * shape[1] * shape[2] <= limit:
+                self._relayout(shape)
+                return True
+        return False
+
+    def _relayout(self, shape: tuple[int, int, int]) -> None:
+        """Copy the counts into a larger dense array of ``shape``; each carry moves to its cell's new index."""
+        n_targets, n_positions, n_behaviors = self._dense_shape
+        carried = self._carries[:self._n_carries]
+        t, rest = divmod(carried, 2 * n_positions * n_behaviors)
+        y, rest = divmod(rest, n_positions * n_behaviors)
+        p, b = divmod(rest, n_behaviors)
+        grown = np.zeros(shape[0] * 2 * shape[1] * shape[2], np.uint8)
+        grown.reshape(shape[0], 2, shape[1], shape[2])[:n_targets, :, :n_positions, :n_behaviors] = (
+            self._dense.reshape(n_targets, 2, n_positions, n_behaviors))
+        self._dense, self._dense_shape = grown, shape
+        self._carries[:self._n_carries] = self._dense_cells(t, y, p + 1, b)
 
     def _dense_holds(self, t_max: int, b_max: int, n_positions: int) -> bool:
         """Whether the dense array has cells for these ids and positions."""

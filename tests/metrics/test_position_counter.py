@@ -269,10 +269,13 @@ def test_bad_input_is_an_error_that_says_what_to_change(change, message):
         PositionCodeCounter().add_batch(*change(t, b, y, positions), 4)
 
 
-@pytest.mark.parametrize("categories", [5, 2_000, 50_000], ids=["dense", "8-byte", "16-byte"])
-def test_a_persistent_state_dict_holds_every_count(categories, sparse_small_flushes, monkeypatch):
+@pytest.mark.parametrize("categories, dense_counter", [(5, False), (2_000, False), (2_000, True), (50_000, False)],
+                         ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
+def test_a_persistent_state_dict_holds_every_count(categories, dense_counter, sparse_small_flushes, monkeypatch):
     if categories == 5:
         monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
+    if dense_counter:  # the 8-byte counter's dense array, taken after its first batch
+        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
     batches = metric_batches(4, 6, categories)
     metric = BehaviorTargetCounts()
     metric.persistent(True)
@@ -280,6 +283,7 @@ def test_a_persistent_state_dict_holds_every_count(categories, sparse_small_flus
         metric.update(*b)
     state = metric.state_dict()
     assert (metric._dense is not None, metric._compact is not None) == (categories == 5, categories == 2_000)
+    assert dense_counter is (metric._compact is not None and metric._compact.is_dense)
     loaded = BehaviorTargetCounts()
     loaded.persistent(True)
     loaded.update(*batches[0])  # counts held before loading are replaced by the loaded ones
@@ -311,10 +315,13 @@ def test_a_batch_the_compact_counter_cannot_take_moves_every_count_to_one_store(
     assert metric.behavior_categories(target).tolist() == sorted({c for (t, c, _, _) in triples if t == target})
 
 
-@pytest.mark.parametrize("categories", [5, 2_000, 50_000], ids=["dense", "8-byte", "16-byte"])
-def test_forward_returns_the_batch_and_keeps_every_count(categories, sparse_small_flushes, monkeypatch):
+@pytest.mark.parametrize("categories, dense_counter", [(5, False), (2_000, False), (2_000, True), (50_000, False)],
+                         ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
+def test_forward_returns_the_batch_and_keeps_every_count(categories, dense_counter, sparse_small_flushes, monkeypatch):
     if categories == 5:
         monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
+    if dense_counter:  # the 8-byte counter's dense array, taken after its first batch
+        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
     batches = metric_batches(6, 5, categories)
     metric = BehaviorTargetCounts()
     for b in batches:
@@ -326,14 +333,18 @@ def test_forward_returns_the_batch_and_keeps_every_count(categories, sparse_smal
     assert metric.label_counts().tolist() == [sum(n for (_, y), n in totals.items() if y == label) for label in (0, 1)]
 
 
-@pytest.mark.parametrize("categories", [5, 2_000, 50_000], ids=["dense", "8-byte", "16-byte"])
-def test_merge_state_adds_every_count_of_another_metric(categories, sparse_small_flushes, monkeypatch):
+@pytest.mark.parametrize("categories, dense_counter", [(5, False), (2_000, False), (2_000, True), (50_000, False)],
+                         ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
+def test_merge_state_adds_every_count_of_another_metric(categories, dense_counter, sparse_small_flushes, monkeypatch):
     if categories == 5:
         monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
+    if dense_counter:  # the 8-byte counter's dense array, taken after its first batch
+        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
     batches = metric_batches(7, 6, categories)
     first, second = BehaviorTargetCounts(), BehaviorTargetCounts()
     for k, b in enumerate(batches):
         (first if k % 2 else second).update(*b)
+    assert dense_counter is (first._local_compact() is not None and first._local_compact().is_dense)
     first.merge_state(second)
     triples, _ = dictionary_counts(batches)
     assert stored_counts(first) == dict(triples)
@@ -408,27 +419,48 @@ def test_the_dense_array_is_taken_within_the_memory_bound_and_counting_goes_on(c
     assert as_dict(counter) == dict(oracle(batches))
 
 
-@pytest.mark.parametrize("change", ["larger id", "more positions"])
-def test_a_batch_beyond_the_dense_array_moves_the_counts_back_to_runs_for_good(change, dense_at_once):
+@pytest.mark.parametrize("change", ["larger target", "larger behaviour", "more positions"])
+def test_a_batch_beyond_the_dense_array_lays_it_out_again_larger(change, dense_at_once):
+    rng = np.random.default_rng(9)
+    counter, batches = PositionCodeCounter(), []
+    for rows in (300, 16000):
+        batches.append(repeated_batch(rng, rows, 4, 4, 6))
+        counter.add_batch(*batches[-1], 4)
+    assert counter.is_dense and counter._dense_shape == (4, 4, 6)
+    assert counter._n_carries > 0  # cells past 255: their carries must move with them
+    t, b, y, _ = repeated_batch(rng, 2000, 4, 4, 6)
+    width = 4
+    if change == "larger target":
+        t[0] = 9
+    elif change == "larger behaviour":
+        b[0, 0] = 20
+    else:
+        b, width = np.concatenate([b, b[:, :2]], axis=1), 6  # positions 5 and 6 are new
+    batches.append((t, b, y, None))
+    counter.add_batch(t, b, y, None, width)
+    grown = {"larger target": (16, 4, 6), "larger behaviour": (4, 4, 24), "more positions": (4, 6, 6)}[change]
+    assert counter.is_dense and counter._dense_shape == grown  # a grown id: at least half again, multiples of 8
+    batches.append(repeated_batch(rng, 300, 4, 4, 6))
+    counter.add_batch(*batches[-1], 4)
+    assert as_dict(counter) == dict(oracle(batches))
+
+
+def test_a_batch_the_bound_does_not_allow_the_dense_array_for_moves_the_counts_back_to_runs(dense_at_once, monkeypatch):
     rng = np.random.default_rng(9)
     counter, batches = PositionCodeCounter(), []
     for rows in (300, 300):
         batches.append(repeated_batch(rng, rows, 4, 4, 6))
         counter.add_batch(*batches[-1], 4)
     assert counter.is_dense
+    monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 16)  # 4 x 2 x 4 x 201 cells: far beyond 16 a key
     t, b, y, _ = repeated_batch(rng, 200, 4, 4, 6)
-    if change == "larger id":
-        b[0, 0] = 20
-        batches.append((t, b, y, None))
-        counter.add_batch(t, b, y, None, 4)
-    else:
-        wider = np.concatenate([b, b[:, :2]], axis=1)  # six columns: positions 5 and 6 are new
-        batches.append((t, wider, y, None))
-        counter.add_batch(t, wider, y, None, 6)
-    assert not counter.is_dense and counter._dense_off
+    b[0, 0] = 200
+    batches.append((t, b, y, None))
+    counter.add_batch(t, b, y, None, 4)
+    assert not counter.is_dense and len(counter._runs) >= 1
     batches.append(repeated_batch(rng, 300, 4, 4, 6))
     counter.add_batch(*batches[-1], 4)
-    assert not counter.is_dense  # not taken again
+    assert not counter.is_dense  # the keys held stay short of the larger array's bound
     assert as_dict(counter) == dict(oracle(batches))
 
 
