@@ -16,7 +16,8 @@ key by key, with the metric's counts of the same sequences: they must be identic
 Three vocabularies by default: 100 categories, where the whole (target, behaviour, position, label) space fits
 the metric's dense array (counting is one ``bincount``), and 1,000 and 10,000, real vocabulary sizes, where it
 does not and the counts are sparse keys (counting sorts the batch's codes, then merges its distinct keys into the
-sorted state). Beside wall time, each method's own CPU time (``time.process_time``), less inflated by a busy
+sorted state), until, at 1,000 categories, the keys held are many enough that one byte per cell of the whole space
+fits the memory bound, and the counter takes a dense array (``metrics/position_counter.py``). Beside wall time, each method's own CPU time (``time.process_time``), less inflated by a busy
 neighbour; and the state's bytes per 8-byte distinct key.
 
 On a virtual machine, memory the process has never touched can cost far more to touch the first time (on this
