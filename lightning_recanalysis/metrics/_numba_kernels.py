@@ -367,19 +367,6 @@ def dense_count(target, behavior, label, positions, dense, n_positions, n_behavi
 
 
 @njit(cache=True, nogil=True)
-def dense_add(cells, counts, dense, carries, n_carries):  # pragma: no cover - compiled
-    """Add ``counts`` to the uint8 ``dense`` at distinct flat ``cells``, each 256 beyond 255 as one more carry;
-    the caller leaves room for them, ``sum((dense[cells] + counts) >> 8)``. Returns the carries held."""
-    for k in range(cells.size):
-        value = np.int64(dense[cells[k]]) + counts[k]
-        dense[cells[k]] = value & 255
-        for _ in range(value >> 8):
-            carries[n_carries] = cells[k]
-            n_carries += 1
-    return n_carries
-
-
-@njit(cache=True, nogil=True)
 def _append_rest(src_keys, src_counts, start, keys, counts, m, last):  # pragma: no cover - compiled
     """Append ``src[start:]`` after ``keys[:m]``, folding a key equal to ``last`` into it; returns the new length."""
     for i in range(start, src_keys.size):

@@ -177,8 +177,9 @@ class PositionCodeCounter:
         # worth 256) in a buffer; None while the counts are runs.
         self._dense: np.ndarray | None = None
         self._dense_shape = (0, 0, 0)
-        self._carries = np.empty(0, np.int64)
+        self._carries = np.empty(0, np.int64)  # carries as counted: a buffer of cells, each entry worth 256
         self._n_carries = 0
+        self._carried = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # folded: sorted cells, carries each
         self._dense_off = not dense
         self._pushed = 0  # codes ever added as runs: they bound how many distinct keys can have appeared
         self._dense_check_at = 0  # codes pushed before the next look at whether the dense array would do
@@ -200,9 +201,17 @@ class PositionCodeCounter:
     def __setstate__(self, state: dict) -> None:
         self.__init__(dense=not state.get("dense_off", False))
         self._positions, self.total = state["positions"], state["total"]
-        self._max_ids, self._dense_off = state.get("max_ids", (-1, -1)), state.get("dense_off", False)
+        self._dense_off = state.get("dense_off", False)
         for codes, counts, offsets in state["runs"]:
             self._push_apart(codes, counts, offsets)
+        if "max_ids" in state:
+            self._max_ids = state["max_ids"]
+        else:  # a state saved before the counter kept its largest ids: read them off its codes
+            for codes, _, _ in state["runs"]:
+                if codes.size:
+                    wide = codes.astype(np.int64)
+                    self._max_ids = (max(self._max_ids[0], int((wide >> COMPACT_TARGET_SHIFT).max())),
+                                     max(self._max_ids[1], int(((wide >> 1) & (MAX_COMPACT_BEHAVIORS - 1)).max())))
 
     # ---- what it can hold ---------------------------------------------------------------------------------
     @staticmethod
@@ -230,7 +239,7 @@ class PositionCodeCounter:
         """Bytes held: the arena's written part (its pages untouched by any write take no memory) and the buffer
         for merges (both kept, so that later merges reuse them); or the dense array and its carries."""
         if self._dense is not None:
-            return self._dense.nbytes + self._carries.nbytes
+            return self._dense_nbytes()
         return 8 * self._arena.high_water + self._aside[0].nbytes + self._aside[1].nbytes
 
     def work_nbytes(self) -> int:
@@ -396,11 +405,25 @@ class PositionCodeCounter:
         needed = -(-cells // DENSE_BYTES_PER_KEY)
         if self.distinct_upper_bound < needed:
             return
-        distinct = self._single_run().length
-        if distinct < needed:
+        run = self._single_run()
+        distinct = run.length
+        # the keys already past 255 will each hold a (cell, carries) pair beside the array
+        carried = int(np.count_nonzero(self._arena.counts[run.start:run.end] > 255))
+        if self._dense_bytes(cells, carried) > DENSE_BYTES_PER_KEY * distinct:
             self._dense_check_at = self._pushed + max(needed - distinct, distinct // 4)
             return
         self._go_dense((n_targets, self._positions, n_behaviors))
+
+    @staticmethod
+    def _buffer_size(cells: int) -> int:
+        """Entries of the carries' buffer for an array of ``cells``: about 1/64 of it, 256 to 65,536."""
+        return max(256, min(1 << 16, cells >> 6))
+
+    @classmethod
+    def _dense_bytes(cls, cells: int, carried: int) -> int:
+        """Bytes of a dense array of ``cells`` with ``carried`` cells past 255: the array, the carries' buffer
+        and 16 bytes a folded (cell, carries) pair."""
+        return cells + 8 * cls._buffer_size(cells) + 16 * carried
 
     def _go_dense(self, shape: tuple[int, int, int]) -> None:
         """The counts of the (merged) run into a new dense array of ``shape`` (targets, positions, behaviours);
@@ -409,7 +432,8 @@ class PositionCodeCounter:
         n_targets, n_positions, n_behaviors = shape
         self._dense = np.zeros(n_targets * 2 * n_positions * n_behaviors, np.uint8)
         self._dense_shape = shape
-        self._carries, self._n_carries = np.empty(1 << 16, np.int64), 0
+        self._carries, self._n_carries = np.empty(self._buffer_size(self._dense.size), np.int64), 0
+        self._carried = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         codes, counts = self._arena.codes, self._arena.counts
         for p in range(1, n_positions + 1):  # a segment at a time: the cells' int64 indices stay small
             first, last = run.start + run.offsets[p - 1], run.start + run.offsets[p]
@@ -426,11 +450,16 @@ class PositionCodeCounter:
         codes, counts, offsets = self._dense_run()
         self._dense, self._dense_shape = None, (0, 0, 0)
         self._carries, self._n_carries = np.empty(0, np.int64), 0
+        self._carried = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         self._push_apart(codes, counts, offsets)
+
+    def _dense_nbytes(self) -> int:
+        """The dense array, the carries' buffer and the folded carries."""
+        return self._dense.nbytes + self._carries.nbytes + self._carried[0].nbytes + self._carried[1].nbytes
 
     def _dense_distinct(self) -> int:
         """Distinct keys the dense array holds: its non-zero cells, and those that wrapped to exactly 0."""
-        carried = np.unique(self._carries[:self._n_carries])
+        carried = self._folded()[0]
         return int(np.count_nonzero(self._dense)) + int((self._dense[carried] == 0).sum())
 
     def _dense_grown(self, t_max: int, b_max: int, n_positions: int) -> bool:
@@ -440,8 +469,9 @@ class PositionCodeCounter:
         needed = (max(old[0], t_max + 1), max(old[1], n_positions), max(old[2], b_max + 1))
         roomy = (grown_size(old[0], needed[0]), needed[1], grown_size(old[2], needed[2]))
         limit = DENSE_BYTES_PER_KEY * self._dense_distinct()
+        carried = self._folded()[0].size
         for shape in (roomy, needed):
-            if shape[0] * 2 * shape[1] * shape[2] <= limit:
+            if self._dense_bytes(shape[0] * 2 * shape[1] * shape[2], carried) <= limit:
                 self._relayout(shape)
                 return True
         return False
@@ -449,15 +479,16 @@ class PositionCodeCounter:
     def _relayout(self, shape: tuple[int, int, int]) -> None:
         """Copy the counts into a larger dense array of ``shape``; each carry moves to its cell's new index."""
         n_targets, n_positions, n_behaviors = self._dense_shape
-        carried = self._carries[:self._n_carries]
-        t, rest = divmod(carried, 2 * n_positions * n_behaviors)
-        y, rest = divmod(rest, n_positions * n_behaviors)
-        p, b = divmod(rest, n_behaviors)
+        cells, multiples = self._folded()
+        t, y, p, b = self._cell_parts(cells)
         grown = np.zeros(shape[0] * 2 * shape[1] * shape[2], np.uint8)
         grown.reshape(shape[0], 2, shape[1], shape[2])[:n_targets, :, :n_positions, :n_behaviors] = (
             self._dense.reshape(n_targets, 2, n_positions, n_behaviors))
         self._dense, self._dense_shape = grown, shape
-        self._carries[:self._n_carries] = self._dense_cells(t, y, p + 1, b)
+        self._carries = np.empty(self._buffer_size(grown.size), np.int64)  # empty: folded above
+        self._positions = max(self._positions, shape[1])  # the runs it may go back to have these positions too
+        moved = self._dense_cells(t, y, p, b)  # the layout keeps their order: (target, label, position, behaviour)
+        self._carried = (moved, multiples)
 
     def _dense_holds(self, t_max: int, b_max: int, n_positions: int) -> bool:
         """Whether the dense array has cells for these ids and positions."""
@@ -469,55 +500,104 @@ class PositionCodeCounter:
         _, n_positions, n_behaviors = self._dense_shape
         return ((target * 2 + label) * n_positions + (position - 1)) * n_behaviors + behavior
 
+    def _cell_parts(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(target, label, position, behaviour) of flat cells: the inverse of :meth:`_dense_cells`."""
+        _, n_positions, n_behaviors = self._dense_shape
+        rows, behavior = np.divmod(cells, n_behaviors)
+        rows, position = np.divmod(rows, n_positions)
+        target, label = np.divmod(rows, 2)
+        return target, label, position + 1, behavior
+
     def _make_room(self, carries: int) -> None:
-        """Room for ``carries`` more in the carries' buffer (doubled when it grows)."""
-        if self._n_carries + carries > self._carries.size:
-            grown = np.empty(max(self._n_carries + carries, 2 * self._carries.size), np.int64)
-            grown[:self._n_carries] = self._carries[:self._n_carries]
-            self._carries = grown
+        """Room for ``carries`` more in the carries' buffer (a row's cells): by folding what it holds."""
+        if self._n_carries + carries <= self._carries.size:
+            return
+        self._fold()
+        if carries > self._carries.size:  # a row longer than the buffer
+            self._carries = np.empty(carries, np.int64)
+
+    def _fold(self) -> None:
+        """Fold the carries' buffer into the sorted (cell, carries) pairs: one pair per cell that ever passed 255,
+        however often, so that carries take memory by the keys, not by the behaviours counted."""
+        if self._n_carries == 0:
+            return
+        cells, times = np.unique(self._carries[:self._n_carries], return_counts=True)
+        self._n_carries = 0
+        self._add_carried(cells, times.astype(np.int64))
+
+    def _add_carried(self, cells: np.ndarray, times: np.ndarray) -> None:
+        """Add ``times`` carries at distinct ``cells`` to the folded pairs."""
+        held_cells, held_times = self._carried
+        if held_cells.size:
+            cells, where = np.unique(np.concatenate([held_cells, cells]), return_inverse=True)
+            summed = np.zeros(cells.size, np.int64)
+            np.add.at(summed, where, np.concatenate([held_times, times]))
+            times = summed
+        else:
+            order = np.argsort(cells)
+            cells, times = cells[order], times[order]
+        self._carried = (cells, times)
+
+    def _folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """The carries, folded: sorted cells and how many carries (of 256) each holds."""
+        self._fold()
+        return self._carried
+
+    def _carried_at(self, cells: np.ndarray) -> np.ndarray:
+        """256 times the carries of each of ``cells`` (int64; 0 for a cell that never passed 255)."""
+        held, times = self._folded()
+        extra = np.zeros(cells.size, np.int64)
+        if held.size:
+            where = np.minimum(np.searchsorted(held, cells), held.size - 1)
+            hit = held[where] == cells
+            extra[hit] = 256 * times[where[hit]]
+        return extra
 
     def _dense_add(self, cells: np.ndarray, counts: np.ndarray) -> None:
-        """Add int64 ``counts`` at distinct flat ``cells``: room for exactly the carries they make first."""
-        self._make_room(int(((self._dense[cells] + counts) >> 8).sum()))
-        self._n_carries = compiled_counts._loops().dense_add(cells, counts, self._dense, self._carries,
-                                                             self._n_carries)
+        """Add int64 ``counts`` at distinct flat ``cells``: each cell keeps the low byte, its carries the rest."""
+        value = self._dense[cells] + counts
+        self._dense[cells] = value & 255
+        over = value >> 8
+        past = over > 0
+        if past.any():
+            self._add_carried(cells[past], over[past])
 
     def _dense_count(self, target, behavior, label, positions) -> None:
-        """Count a batch into the dense array, growing the carries' buffer whenever the kernel stops for room."""
+        """Count a batch into the dense array, making room in the carries' buffer whenever the kernel stops."""
         by_cell = np.zeros((0, 0), np.int64) if positions is None else positions
         _, n_positions, n_behaviors = self._dense_shape
         row = 0
         while row < target.shape[0]:
-            self._make_room(behavior.shape[1] + behavior.size // 256)
+            self._make_room(behavior.shape[1])
             row, self._n_carries, counted = compiled_counts._loops().dense_count(
                 target, behavior, label, by_cell, self._dense, n_positions, n_behaviors, self._carries,
                 self._n_carries, row)
             self.total += int(counted)
+        if self._n_carries > self._carries.size // 2:
+            self._fold()
+            # many keys past 255 in a sparse array: their pairs could take the array past the bound
+            if self._dense_bytes(self._dense.size, self._carried[0].size) > DENSE_BYTES_PER_KEY * self._dense_distinct():
+                self._leave_dense()
 
     def _dense_run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The dense array's counts as one run: uint32 codes sorted within each position, counts, offsets."""
         n_targets, n_positions, n_behaviors = self._dense_shape
-        carried = np.unique(self._carries[:self._n_carries], return_counts=True)
+        carried = self._folded()[0]
+        carried_t, carried_y, carried_p, carried_b = self._cell_parts(carried)
         cells = self._dense.reshape(n_targets, 2, n_positions, n_behaviors)
         parts_codes, parts_counts, offsets = [], [], [0]
-        for p in range(n_positions):
+        for p in range(1, n_positions + 1):
             # [targets, behaviours, labels]: non-zero cells in (target, behaviour, label) order, the codes' order
-            t, b, y = np.nonzero(cells[:, :, p, :].transpose(0, 2, 1))
+            t, b, y = np.nonzero(cells[:, :, p - 1, :].transpose(0, 2, 1))
             codes = (t << COMPACT_TARGET_SHIFT) | (b << 1) | y
-            # cells that wrapped to exactly 0 hold their whole count in carries
-            in_p = carried[0][((carried[0] // n_behaviors) % n_positions) == p]
-            if in_p.size:
-                ct, cy = divmod(in_p // (n_behaviors * n_positions), 2)
-                codes = np.union1d(codes, (ct << COMPACT_TARGET_SHIFT) | ((in_p % n_behaviors) << 1) | cy)
-            flat = self._dense_cells(codes >> COMPACT_TARGET_SHIFT, codes & 1, p + 1,
+            here = carried_p == p
+            if here.any():  # cells that wrapped to exactly 0 hold their whole count in carries
+                codes = np.union1d(codes, (carried_t[here] << COMPACT_TARGET_SHIFT) | (carried_b[here] << 1)
+                                   | carried_y[here])
+            flat = self._dense_cells(codes >> COMPACT_TARGET_SHIFT, codes & 1, p,
                                      (codes >> 1) & (MAX_COMPACT_BEHAVIORS - 1))
-            counts = self._dense[flat].astype(np.int64)
-            where = np.searchsorted(carried[0], flat)
-            hit = where < carried[0].size
-            hit[hit] = carried[0][where[hit]] == flat[hit]
-            counts[hit] += 256 * carried[1][where[hit]]
             parts_codes.append(codes.astype(np.uint32))
-            parts_counts.append(counts.astype(np.uint32))
+            parts_counts.append((self._dense[flat] + self._carried_at(flat)).astype(np.uint32))
             offsets.append(offsets[-1] + codes.size)
         return (np.concatenate(parts_codes), np.concatenate(parts_counts), np.asarray(offsets, np.int64))
 
@@ -529,15 +609,7 @@ class PositionCodeCounter:
         inside = (target < n_targets) & (behavior < n_behaviors) & (position >= 1) & (position <= n_positions)
         found = np.zeros(wanted.size, np.int64)
         cells = self._dense_cells(target[inside], wanted[inside] & 1, position[inside], behavior[inside])
-        found[inside] = self._dense[cells]
-        if self._n_carries:
-            carried = np.unique(self._carries[:self._n_carries], return_counts=True)
-            where = np.searchsorted(carried[0], cells)
-            hit = where < carried[0].size
-            hit[hit] = carried[0][where[hit]] == cells[hit]
-            extra = np.zeros(cells.size, np.int64)
-            extra[hit] = 256 * carried[1][where[hit]]
-            found[inside] += extra
+        found[inside] = self._dense[cells] + self._carried_at(cells)
         return found
 
     def _dense_same_category(self, n_positions: int) -> np.ndarray:
@@ -551,13 +623,10 @@ class PositionCodeCounter:
         ids = np.arange(both)
         own = cells[ids, :, :shown, ids].astype(np.int64)  # [target, label, position]
         x1[:shown] = own.sum(axis=0).T
-        if self._n_carries:
-            carried = self._carries[:self._n_carries]
-            t, rest = divmod(carried, 2 * held_positions * n_behaviors)
-            y, rest = divmod(rest, held_positions * n_behaviors)
-            p, b = divmod(rest, n_behaviors)
-            keep = (t == b) & (p < shown)
-            np.add.at(x1, (p[keep], y[keep]), 256)
+        carried, times = self._folded()
+        t, y, p, b = self._cell_parts(carried)
+        keep = (t == b) & (p <= shown)
+        np.add.at(x1, (p[keep] - 1, y[keep]), 256 * times[keep])
         return x1
 
     def _dense_behaviors_of(self, target: int) -> np.ndarray:
@@ -566,10 +635,8 @@ class PositionCodeCounter:
             return np.zeros(0, np.int64)
         block = self._dense.reshape(held_targets, 2, held_positions, n_behaviors)[target]
         present = block.any(axis=(0, 1))
-        if self._n_carries:
-            carried = self._carries[:self._n_carries]
-            mine = carried[carried // (2 * held_positions * n_behaviors) == target]
-            present[mine % n_behaviors] = True
+        t, _, _, b = self._cell_parts(self._folded()[0])
+        present[b[t == target]] = True
         return np.flatnonzero(present).astype(np.int64)
 
     # ---- the arena ---------------------------------------------------------------------------------------------

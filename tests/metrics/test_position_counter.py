@@ -386,7 +386,7 @@ def test_dense_counts_past_255_equal_a_dictionary(padding, dense_at_once):
     expected = oracle(batches)
     assert counter.is_dense and counter._dense_shape == (3, 4, 5)  # taken after the first batch
     assert max(expected.values()) > 512 and expected[(2, 4, 1, 1)] == 256
-    assert counter._n_carries > 0
+    assert counter._folded()[0].size > 0
     assert as_dict(counter) == dict(expected)
     assert counter.total == sum(expected.values())
     keys = list(expected) + [(0, 4, 2, 0), (0, 0, 5, 1)]  # and never counted: (0, 4, 2, 0), a position beyond
@@ -427,7 +427,7 @@ def test_a_batch_beyond_the_dense_array_lays_it_out_again_larger(change, dense_a
         batches.append(repeated_batch(rng, rows, 4, 4, 6))
         counter.add_batch(*batches[-1], 4)
     assert counter.is_dense and counter._dense_shape == (4, 4, 6)
-    assert counter._n_carries > 0  # cells past 255: their carries must move with them
+    assert counter._folded()[0].size > 0  # cells past 255: their carries must move with them
     t, b, y, _ = repeated_batch(rng, 2000, 4, 4, 6)
     width = 4
     if change == "larger target":
@@ -492,3 +492,69 @@ def test_metric_answers_the_same_from_the_dense_array_and_from_16_byte_keys(spar
         assert torch.equal(compact.behavior_categories(t), wide.behavior_categories(t))
     assert torch.equal(compact.same_category_table(6), wide.same_category_table(6))
     assert torch.equal(compact._merged("triple")[1], wide._merged("triple")[1])
+
+
+def test_positions_the_dense_array_grew_to_survive_the_move_back_to_runs_and_pickle(monkeypatch):
+    """Taken, grown to a third position, then back to runs for an id the bound cannot take (400 bytes a key here,
+    so that eight keys take the array); every run must have the counter's positions (a run with fewer made the
+    merges read past its offsets)."""
+    monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 400)
+    counter, batches = PositionCodeCounter(), []
+    for t, b, y, width in (([0, 1, 1, 0], [[0, 1], [1, 2], [3, 0], [2, 3]], [0, 1, 0, 1], 2),
+                           ([1], [[2, 3, 1]], [1], 3)):
+        batches.append((np.array(t), np.array(b), np.array(y), None))
+        counter.add_batch(*batches[-1], width)
+    assert counter.is_dense and counter._dense_shape[1] == 3 and counter._positions == 3
+    for clone in (pickle.loads(pickle.dumps(counter)), copy.deepcopy(counter)):
+        assert as_dict(clone) == dict(oracle(batches))
+        # behaviour 1 of target 1 is also at position 3, which only the grown array has
+        assert clone.behaviors_of(1).tolist() == counter.behaviors_of(1).tolist() == [0, 1, 2, 3]
+        clone.add_batch(np.array([1]), np.array([[3, 3, 3]]), np.array([0]), None, 3)  # and counts on
+        assert as_dict(clone) == dict(oracle(batches + [(np.array([1]), np.array([[3, 3, 3]]), np.array([0]), None)]))
+    batches.append((np.array([900]), np.array([[5, 4, 3, 1]]), np.array([1]), None))
+    counter.add_batch(*batches[-1], 4)
+    assert not counter.is_dense
+    assert all(run.offsets.size == counter._positions + 1 for run in counter._runs)
+    batches.append((np.array([2, 900]), np.array([[1, 2, 3, 4], [0, 0, 0, 0]]), np.array([0, 1]), None))
+    counter.add_batch(*batches[-1], 4)
+    assert as_dict(counter) == dict(oracle(batches))
+
+
+def test_a_state_saved_without_its_largest_ids_reads_them_off_its_codes():
+    """A counter pickled before it kept its largest ids: the dense array it takes must still hold them."""
+    old = PositionCodeCounter(dense=False)
+    batches = [(np.array([3, 1]), np.array([[5, 3], [4, 1]]), np.array([1, 0]), None)]
+    old.add_batch(*batches[0], 2)
+    state = {key: value for key, value in old.__getstate__().items() if key in ("runs", "positions", "total")}
+    loaded = PositionCodeCounter.__new__(PositionCodeCounter)
+    loaded.__setstate__(state)
+    assert loaded._max_ids == (3, 5)
+    batches.append((np.array([0, 1]), np.array([[1, 0], [1, 1]]), np.array([0, 1]), None))  # smaller ids
+    loaded.add_batch(*batches[-1], 2)
+    assert as_dict(loaded) == dict(oracle(batches))
+
+
+def test_carries_take_memory_by_the_keys_not_by_the_behaviours(dense_at_once):
+    rng = np.random.default_rng(2)
+    t, b, y = rng.integers(0, 4, 20_000), rng.integers(0, 4, (20_000, 3)), rng.integers(0, 2, 20_000)
+    counter = PositionCodeCounter()
+    sizes = []
+    for k in range(40):  # 2.4 million behaviours over at most 96 keys, each far past 255
+        counter.add_batch(t, b, y, None, 3)
+        if k in (9, 39):
+            sizes.append(counter.nbytes())
+    assert counter.is_dense and sizes[0] == sizes[1]
+    expected = oracle([(t, b, y, None)])
+    assert as_dict(counter) == {key: 40 * n for key, n in expected.items()}
+
+
+def test_a_dense_array_whose_carries_would_break_the_bound_is_not_kept():
+    """At the real bound, 96 keys each past 255: the array (96 cells), its carries' buffer and 16 bytes a carried
+    key would take more than 16 bytes a key, so the counts stay in runs, and within the bound."""
+    rng = np.random.default_rng(2)
+    t, b, y = rng.integers(0, 4, 20_000), rng.integers(0, 4, (20_000, 3)), rng.integers(0, 2, 20_000)
+    counter = PositionCodeCounter()
+    for _ in range(10):
+        counter.add_batch(t, b, y, None, 3)
+    keys = len(oracle([(t, b, y, None)]))
+    assert not counter.is_dense and counter.nbytes() <= position_counter.DENSE_BYTES_PER_KEY * keys
