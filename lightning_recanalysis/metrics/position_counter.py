@@ -31,7 +31,8 @@ So each key is copied O(log(state / run)) times, in sequential passes. A query m
 label, position, behaviour) of the ids seen so far (the cells' bytes at most :data:`DENSE_BYTES_PER_KEY` per
 distinct key, twice the 8 bytes a key of the runs), the counter moves its counts into such an array and counts each
 behaviour with one increment (:func:`~._numba_kernels.dense_count`): no sort, no merge. A cell that passes 255
-wraps to 0 and records one *carry* of 256, so counts stay exact (carries are at most one per 256 behaviours). At
+wraps to 0 and records one *carry* of 256, so counts stay exact; carries are folded into one (cell, carries) pair
+per key past 255, and the bound counts those pairs (16 bytes each) and the carries' buffer beside the cells. At
 1,000 categories and 50 positions the array is 100 MB, taken once the counter holds 6.25 million keys; at 10,000
 categories it would be 10 GB and is never taken. A batch with an id or a position beyond the array's lays it out
 again, larger (by half again where the bound allows, so that a vocabulary revealed id by id re-lays it out a few
@@ -207,7 +208,6 @@ class PositionCodeCounter:
     def __setstate__(self, state: dict) -> None:
         self.__init__(dense=not state.get("dense_off", False))
         self._positions, self.total = state["positions"], state["total"]
-        self._dense_off = state.get("dense_off", False)
         for codes, counts, offsets in state["runs"]:
             self._push_apart(codes, counts, offsets)
         if "max_ids" in state:
