@@ -71,6 +71,17 @@ _CATEGORY_MASK = (1 << CATEGORY_BITS) - 1
 DENSE_BYTES_PER_KEY = 16
 
 
+def _code(target, behavior, label):
+    """The compact code of one position's key: ``(target << 16) | (behaviour << 1) | label``."""
+    return (target << COMPACT_TARGET_SHIFT) | (behavior << 1) | label
+
+
+def _code_parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(target, behaviour, label) of compact codes, as int64: the inverse of :func:`_code`."""
+    codes = codes.astype(np.int64, copy=False)
+    return codes >> COMPACT_TARGET_SHIFT, (codes >> 1) & (MAX_COMPACT_BEHAVIORS - 1), codes & 1
+
+
 def _uint32(size: int) -> np.ndarray:
     """An uninitialised uint32 array, allocated by torch. numpy advises huge pages for large arrays; on this
     project's VM the first touch of such memory cost 8.5 ns per 8 bytes against 2.5 for ordinary pages, and the
@@ -215,9 +226,9 @@ class PositionCodeCounter:
         else:  # a state saved before the counter kept its largest ids: read them off its codes
             for codes, _, _ in state["runs"]:
                 if codes.size:
-                    wide = codes.astype(np.int64)
-                    self._max_ids = (max(self._max_ids[0], int((wide >> COMPACT_TARGET_SHIFT).max())),
-                                     max(self._max_ids[1], int(((wide >> 1) & (MAX_COMPACT_BEHAVIORS - 1)).max())))
+                    target, behavior, _ = _code_parts(codes)
+                    self._max_ids = (max(self._max_ids[0], int(target.max())),
+                                     max(self._max_ids[1], int(behavior.max())))
 
     # ---- what it can hold ---------------------------------------------------------------------------------
     @staticmethod
@@ -323,7 +334,7 @@ class PositionCodeCounter:
                 return
             self._leave_dense()
         self._grow_positions(int(positions[-1]))
-        codes = (targets << COMPACT_TARGET_SHIFT) | (behaviors << 1) | (keys & 1)
+        codes = _code(targets, behaviors, keys & 1)
         offsets = np.searchsorted(positions, np.arange(1, self._positions + 2)).astype(np.int64)
         self._push_apart(codes.astype(np.uint32), counts.astype(np.uint32), offsets)
         self.total += int(counts.sum())
@@ -367,7 +378,7 @@ class PositionCodeCounter:
         behavior = (wanted >> BEHAVIOR_SHIFT) & _CATEGORY_MASK
         # A target or behaviour beyond the compact range was never counted here: code -1 matches nothing.
         fits = (target < MAX_COMPACT_TARGETS) & (behavior < MAX_COMPACT_BEHAVIORS)
-        codes = np.where(fits, (target << COMPACT_TARGET_SHIFT) | (behavior << 1) | (wanted & 1), -1)
+        codes = np.where(fits, _code(target, behavior, wanted & 1), -1)
         return compiled_counts._loops().compact_lookup(self._arena.codes, self._arena.counts, run.start,
                                                        run.offsets, wanted >> POSITION_SHIFT, codes)
 
@@ -394,7 +405,7 @@ class PositionCodeCounter:
         for p in range(self._positions):  # a target's codes are one stretch of each position's segment
             segment = self._arena.codes[run.start + run.offsets[p]:run.start + run.offsets[p + 1]]
             first, last = np.searchsorted(segment, [low, high])
-            parts.append((segment[first:last] >> 1) & (MAX_COMPACT_BEHAVIORS - 1))
+            parts.append(_code_parts(segment[first:last])[1])
         return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     # ---- the dense array ----------------------------------------------------------------------------------------
@@ -443,10 +454,8 @@ class PositionCodeCounter:
         codes, counts = self._arena.codes, self._arena.counts
         for p in range(1, n_positions + 1):  # a segment at a time: the cells' int64 indices stay small
             first, last = run.start + run.offsets[p - 1], run.start + run.offsets[p]
-            segment = codes[first:last].astype(np.int64)
-            cells = self._dense_cells(segment >> COMPACT_TARGET_SHIFT, segment & 1, p,
-                                      (segment >> 1) & (MAX_COMPACT_BEHAVIORS - 1))
-            self._dense_add(cells, counts[first:last].astype(np.int64))
+            target, behavior, label = _code_parts(codes[first:last])
+            self._dense_add(self._dense_cells(target, label, p, behavior), counts[first:last].astype(np.int64))
         self._arena, self._runs = _Arena(), []
         self._aside = self._work = (np.empty(0, np.uint32), np.empty(0, np.uint32))
 
@@ -595,13 +604,12 @@ class PositionCodeCounter:
         for p in range(1, n_positions + 1):
             # [targets, behaviours, labels]: non-zero cells in (target, behaviour, label) order, the codes' order
             t, b, y = np.nonzero(cells[:, :, p - 1, :].transpose(0, 2, 1))
-            codes = (t << COMPACT_TARGET_SHIFT) | (b << 1) | y
+            codes = _code(t, b, y)
             here = carried_p == p
             if here.any():  # cells that wrapped to exactly 0 hold their whole count in carries
-                codes = np.union1d(codes, (carried_t[here] << COMPACT_TARGET_SHIFT) | (carried_b[here] << 1)
-                                   | carried_y[here])
-            flat = self._dense_cells(codes >> COMPACT_TARGET_SHIFT, codes & 1, p,
-                                     (codes >> 1) & (MAX_COMPACT_BEHAVIORS - 1))
+                codes = np.union1d(codes, _code(carried_t[here], carried_b[here], carried_y[here]))
+            t, b, y = _code_parts(codes)
+            flat = self._dense_cells(t, y, p, b)
             parts_codes.append(codes.astype(np.uint32))
             parts_counts.append((self._dense[flat] + self._carried_at(flat)).astype(np.uint32))
             offsets.append(offsets[-1] + codes.size)
