@@ -195,6 +195,7 @@ class PositionCodeCounter:
         # worth 256) in a buffer; None while the counts are runs.
         self._dense: np.ndarray | None = None
         self._dense_shape = (0, 0, 0)
+        self._dense_keys = 0  # distinct keys the dense array held when last counted: a lower bound of its keys
         self._carries = np.empty(0, np.int64)  # carries as counted: a buffer of cells, each entry worth 256
         self._n_carries = 0
         self._carried = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # folded: sorted cells, carries each
@@ -447,6 +448,7 @@ class PositionCodeCounter:
         the arena and the merge buffers are let go."""
         run = self._single_run()
         n_targets, n_positions, n_behaviors = shape
+        self._dense_keys = run.length
         self._dense = _uint8_zeros(n_targets * 2 * n_positions * n_behaviors)
         self._dense_shape = shape
         self._carries, self._n_carries = np.empty(self._buffer_size(self._dense.size), np.int64), 0
@@ -475,7 +477,17 @@ class PositionCodeCounter:
     def _dense_distinct(self) -> int:
         """Distinct keys the dense array holds: its non-zero cells, and those that wrapped to exactly 0."""
         carried = self._folded()[0]
-        return int(np.count_nonzero(self._dense)) + int((self._dense[carried] == 0).sum())
+        self._dense_keys = int(np.count_nonzero(self._dense)) + int((self._dense[carried] == 0).sum())
+        return self._dense_keys
+
+    def _dense_within_bound(self, cells: int) -> bool:
+        """Whether a dense array of ``cells``, with the keys past 255 held now, stays within the bound. The keys
+        are counted again (a pass over the whole array) only where the count kept from before cannot tell: keys
+        are never lost, so that count is a lower bound."""
+        needed = self._dense_bytes(cells, self._folded()[0].size)
+        if needed <= DENSE_BYTES_PER_KEY * self._dense_keys:
+            return True
+        return needed <= DENSE_BYTES_PER_KEY * self._dense_distinct()
 
     def _dense_grown(self, t_max: int, b_max: int, n_positions: int) -> bool:
         """Lay the dense array out again for these ids and positions, if an array that holds them stays within
@@ -483,10 +495,8 @@ class PositionCodeCounter:
         old = self._dense_shape
         needed = (max(old[0], t_max + 1), max(old[1], n_positions), max(old[2], b_max + 1))
         roomy = (grown_size(old[0], needed[0]), needed[1], grown_size(old[2], needed[2]))
-        limit = DENSE_BYTES_PER_KEY * self._dense_distinct()
-        carried = self._folded()[0].size
         for shape in (roomy, needed):
-            if self._dense_bytes(shape[0] * 2 * shape[1] * shape[2], carried) <= limit:
+            if self._dense_within_bound(shape[0] * 2 * shape[1] * shape[2]):
                 self._relayout(shape)
                 return True
         return False
@@ -590,8 +600,7 @@ class PositionCodeCounter:
             self.total += int(counted)
         if self._n_carries > self._carries.size // 2:
             self._fold()
-            # many keys past 255 in a sparse array: their pairs could take the array past the bound
-            if self._dense_bytes(self._dense.size, self._carried[0].size) > DENSE_BYTES_PER_KEY * self._dense_distinct():
+            if not self._dense_within_bound(self._dense.size):  # many keys past 255 in a sparse array
                 self._leave_dense()
 
     def _dense_run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
