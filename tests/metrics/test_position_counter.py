@@ -115,9 +115,9 @@ def dense_at_once(monkeypatch):
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["runs", "dense-array"])
-def test_queries_equal_the_dictionary(dense, monkeypatch):
+def test_queries_equal_the_dictionary(dense, request):
     if dense:
-        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+        request.getfixturevalue("dense_at_once")
     counter, batches = counted(3, (400, 150, 700), 7, 50, 40, dense=dense)
     assert counter.is_dense is dense
     expected = oracle(batches)
@@ -136,9 +136,9 @@ def test_queries_equal_the_dictionary(dense, monkeypatch):
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["runs", "dense-array"])
-def test_pickle_and_deepcopy_keep_the_counts(dense, monkeypatch):
+def test_pickle_and_deepcopy_keep_the_counts(dense, request):
     if dense:
-        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+        request.getfixturevalue("dense_at_once")
     counter, batches = counted(5, (200, 90, 50), 5, 100, 100, dense=dense)
     assert counter.is_dense is dense
     expected = dict(oracle(batches))
@@ -269,13 +269,22 @@ def test_bad_input_is_an_error_that_says_what_to_change(change, message):
         PositionCodeCounter().add_batch(*change(t, b, y, positions), 4)
 
 
-@pytest.mark.parametrize("categories, dense_counter", [(5, False), (2_000, False), (2_000, True), (50_000, False)],
-                         ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
-def test_a_persistent_state_dict_holds_every_count(categories, dense_counter, sparse_small_flushes, monkeypatch):
+@pytest.fixture(params=[(5, False), (2_000, False), (2_000, True), (50_000, False)],
+                ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
+def store(request, sparse_small_flushes, monkeypatch):
+    """Where the metric holds its counts: its own dense array (5 categories), the 8-byte counter's runs or its
+    dense array (taken after its first batch), or the 16-byte keys (ids past 2^15). Returns (categories,
+    whether the 8-byte counter's dense array is taken)."""
+    categories, dense_counter = request.param
     if categories == 5:
         monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
-    if dense_counter:  # the 8-byte counter's dense array, taken after its first batch
-        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+    if dense_counter:
+        request.getfixturevalue("dense_at_once")
+    return categories, dense_counter
+
+
+def test_a_persistent_state_dict_holds_every_count(store):
+    categories, dense_counter = store
     batches = metric_batches(4, 6, categories)
     metric = BehaviorTargetCounts()
     metric.persistent(True)
@@ -315,13 +324,8 @@ def test_a_batch_the_compact_counter_cannot_take_moves_every_count_to_one_store(
     assert metric.behavior_categories(target).tolist() == sorted({c for (t, c, _, _) in triples if t == target})
 
 
-@pytest.mark.parametrize("categories, dense_counter", [(5, False), (2_000, False), (2_000, True), (50_000, False)],
-                         ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
-def test_forward_returns_the_batch_and_keeps_every_count(categories, dense_counter, sparse_small_flushes, monkeypatch):
-    if categories == 5:
-        monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
-    if dense_counter:  # the 8-byte counter's dense array, taken after its first batch
-        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+def test_forward_returns_the_batch_and_keeps_every_count(store):
+    categories, _ = store
     batches = metric_batches(6, 5, categories)
     metric = BehaviorTargetCounts()
     for b in batches:
@@ -333,13 +337,8 @@ def test_forward_returns_the_batch_and_keeps_every_count(categories, dense_count
     assert metric.label_counts().tolist() == [sum(n for (_, y), n in totals.items() if y == label) for label in (0, 1)]
 
 
-@pytest.mark.parametrize("categories, dense_counter", [(5, False), (2_000, False), (2_000, True), (50_000, False)],
-                         ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
-def test_merge_state_adds_every_count_of_another_metric(categories, dense_counter, sparse_small_flushes, monkeypatch):
-    if categories == 5:
-        monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
-    if dense_counter:  # the 8-byte counter's dense array, taken after its first batch
-        monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+def test_merge_state_adds_every_count_of_another_metric(store):
+    categories, dense_counter = store
     batches = metric_batches(7, 6, categories)
     first, second = BehaviorTargetCounts(), BehaviorTargetCounts()
     for k, b in enumerate(batches):
