@@ -17,8 +17,9 @@ Three vocabularies by default: 100 categories, where the whole (target, behaviou
 the metric's dense array (counting is one ``bincount``), and 1,000 and 10,000, real vocabulary sizes, where it
 does not and the counts are sparse keys (counting sorts the batch's codes, then merges its distinct keys into the
 sorted state), until, at 1,000 categories, the keys held are many enough that one byte per cell of the whole space
-fits the memory bound, and the counter takes a dense array (``metrics/position_counter.py``). Beside wall time, each method's own CPU time (``time.process_time``), less inflated by a busy
-neighbour; and the state's bytes per 8-byte distinct key.
+fits the memory bound, and the counter takes a dense array (``metrics/position_counter.py``). Beside wall time,
+each method's own CPU time (``time.process_time``), less inflated by a busy neighbour; and the state's bytes per
+8-byte distinct key.
 
 On a virtual machine, memory the process has never touched can cost far more to touch the first time (on this
 project's 2-core VM, 2.5 to 13 ns per 8 bytes, against 0.25 ns to write it again), and both methods touch fresh
@@ -199,9 +200,9 @@ def counting(sequences: int, length: int, categories: int, baseline_sequences: i
     metric.table(0, [0], 1)
     ours += time.perf_counter() - start
     ours_cpu += time.process_time() - cpu
-    keys, _ = metric._merged("triple")
+    keys, counts = metric._merged("triple")
     identical = metric_counts_as_dict(check) == reference
-    total = int(metric._merged("triple")[1].sum())
+    total = int(counts.sum())
     return {
         "dense": metric._dense is not None,
         "ours_seconds": ours,
