@@ -34,11 +34,11 @@ def warm_up() -> float:
     counter.add_batch(target, behavior, label, np.array([[0, 1], [2, 1]]), 2)
     counter.lookup(counter.stored()[0])
     counter.same_category(2)
-    dense = PositionCodeCounter()  # so few cells that the dense array is taken at once
-    for positions in (None, np.array([[0, 1], [2, 1]])):
-        dense.add_batch(target, behavior, label, positions, 2)
-    dense.add_sorted(*counter.stored())
-    dense.lookup(dense.stored()[0])
+    # The dense array's loop: a counter this small never takes the array (its carries' buffer alone is over the
+    # bound), so the loop is called on a 6 x 2 x 2 x 6 array directly, by column and by cell.
+    cells, carries = np.zeros(6 * 2 * 2 * 6, np.uint8), np.empty(4, np.int64)
+    for positions in (np.zeros((0, 0), np.int64), np.array([[0, 1], [2, 1]])):
+        compiled_counts._loops().dense_count(target, behavior, label, positions, cells, 2, 6, carries, 0, 0)
     one = np.zeros(1, np.int64)
     compiled_counts.merge_runs(one, one, one, one)
     for code_dtype in (np.int32, np.int64):
