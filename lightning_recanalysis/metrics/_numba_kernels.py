@@ -229,6 +229,7 @@ def merge_forward(a_codes, a_counts, a_offsets, codes, counts, b_start, b_offset
     out_offsets[a_offsets.size - 1] = w - out_start
     return w - out_start
 
+
 @njit(cache=True, nogil=True)
 def merge_backward(codes, counts, a_start, a_offsets, b_codes, b_counts, b_offsets, out_end,
                    out_offsets):  # pragma: no cover - compiled

@@ -106,4 +106,3 @@ def merge_runs(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
         ([1, 4, 9], [2, 6, 1])
     """
     return _loops().merge_runs(keys_a, counts_a, keys_b, counts_b)
-
