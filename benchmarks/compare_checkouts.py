@@ -9,8 +9,9 @@ own package and benchmarks (checked: the paths are printed).
 
 - ``BehaviorTargetCounts``: ``update`` of 4 batches of 65,536 sequences x 50 behaviours
   (``benchmarks.bench_counting``'s data) and a first query (which merges), CPU ns per behaviour, at 100
-  categories (the dense array), 1,000 and 10,000 (sparse keys); the counted totals must be equal. Each process first counts a few small
-  batches untimed, so that numba's import and the load of the compiled loops stay out of the times.
+  categories (the dense array), 1,000 and 10,000 (sparse keys); the counted totals must be equal. Each process
+  first counts a few small batches untimed, so that numba's import and the load of the compiled loops stay out
+  of the times.
 - ``FieldPairCounts``: ``update`` + ``flush`` of 30 batches of 1,024 rows x 39 fields
   (``benchmarks.bench_field_pair.count_worker``), CPU ns per sample and pair, median of its 5 passes.
 

@@ -124,7 +124,8 @@ def test_queries_equal_the_dictionary(dense, request):
     keys = list(expected) + [(2, 39, 7, 1), (49, 0, 3, 0), (1, 1, 9, 0)]  # and keys never counted (position 9 too)
     wanted = encode_keys(*(torch.tensor(part) for part in zip(*keys)))
     assert counter.lookup(wanted.numpy()).tolist() == [expected[k] for k in keys]
-    beyond = encode_keys(torch.tensor([70_000, 3]), torch.tensor([1, 40_000]), torch.tensor([1, 1]), torch.tensor([0, 0]))
+    beyond = encode_keys(torch.tensor([70_000, 3]), torch.tensor([1, 40_000]), torch.tensor([1, 1]),
+                         torch.tensor([0, 0]))
     assert counter.lookup(beyond.numpy()).tolist() == [0, 0]  # ids past the compact code: never counted here
     same = np.zeros((9, 2), np.int64)
     for (t, b, p, y), n in expected.items():
