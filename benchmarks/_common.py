@@ -1,7 +1,9 @@
-"""Shared helpers: fresh-process workers, peak memory, medians, a plain-text table."""
+"""Shared helpers: fresh-process workers, bytecode, peak memory, medians, a plain-text table."""
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
 import json
 import platform
 import resource
@@ -15,6 +17,20 @@ import torch
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def compile_bytecode(packages: tuple[str, ...] = ("lightning_recanalysis", "demo_models")) -> str:
+    """Write the packages' bytecode (``__pycache__/*.pyc``), as ``pip install`` does for an installed package;
+    returns a line for a benchmark's header.
+
+    An editable install run with ``PYTHONDONTWRITEBYTECODE=1`` (set on this project's machines) never writes it,
+    so every fresh process compiles each module it imports from source: about 30 ms for a multi-task run's
+    monitors and report, which a user's installed package does not pay. Python checks each file's timestamp
+    against its source, so bytecode left from older sources is never used."""
+    for name in packages:
+        for folder in importlib.util.find_spec(name).submodule_search_locations:
+            compileall.compile_dir(folder, quiet=1)
+    return f"bytecode of {', '.join(packages)} compiled beforehand, as an installed package has it"
 
 
 def peak_rss_bytes() -> int:

@@ -10,6 +10,10 @@ drifts in load). ``--epochs 0`` runs each demo at its own default number of epoc
 task references (extra models its conflict-subset analysis reads, not monitor cost) are trained once beforehand and
 reused by every monitored run (``--references``), as a user trains them once; the time they took is printed apart.
 
+The bytecode of the package and the demos is written first, as an installed package has it: this project's
+machines set ``PYTHONDONTWRITEBYTECODE``, under which the editable install would compile every module it imports
+from source in every run (``_common.compile_bytecode``).
+
 On a shared 2-core machine one thread per run (the default here) keeps a busy neighbour from stalling the
 training's own threads; the spread printed says how far to trust the median.
 """
@@ -28,7 +32,7 @@ from pathlib import Path
 from demo_models.references import MULTITASK_MODELS, train_references
 from demo_models.registry import DATASETS
 
-from ._common import machine, table
+from ._common import compile_bytecode, machine, table
 
 SUPPORTS_QUICK = True
 
@@ -73,7 +77,7 @@ def main(argv=None) -> None:
         args.models, args.repeats = "dcnv2", 1
     print(f"whole demo runs, all monitors and the report vs --no-monitors; {machine()}; {args.threads} torch "
           f"thread(s) per run; {args.repeats} interleaved pairs of fresh processes; "
-          f"{args.epochs or 'default'} epochs", flush=True)
+          f"{args.epochs or 'default'} epochs; {compile_bytecode()}", flush=True)
     rows = []
     reference_root = tempfile.mkdtemp(prefix="bench_whole_run_references_")
     for model in args.models.split(","):

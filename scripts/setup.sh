@@ -21,3 +21,7 @@ python -m pip install --quiet --no-deps "torchrec==1.8.0" "fbgemm-gpu-cpu==1.8.0
     "pyvers==0.2.3" "cloudpickle==3.1.3" "orjson==3.13.0" "pyre-extensions==0.0.32" "typing-inspect==0.9.0" \
     "mypy-extensions==1.2.0"
 python -c "import torch, torchrec; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+# Bytecode of the package and the demos, as a regular (non-editable) install writes it: where
+# PYTHONDONTWRITEBYTECODE is set, as on this project's machines, every process would otherwise compile each module
+# it imports from source (about 30 ms for a multi-task run's monitors). Python ignores bytecode older than its source.
+python -m compileall -q lightning_recanalysis demo_models > /dev/null
