@@ -1,4 +1,4 @@
-"""Event-file checksums computed in C for the TensorBoard writers the monitors log to.
+"""Event-file checksums computed in C: for the TensorBoard writers the monitors log to, and for reading event files.
 
 Every record of a TensorBoard event file ends in a masked CRC32C of its bytes (the TFRecord format)::
 
@@ -15,6 +15,9 @@ The file's bytes stay the same, byte for byte: before the first install the new 
 frame a sample record, and the install happens only if the two agree (so a changed record format, or a CRC
 package that answers differently, leaves tensorboard's writer as it is). Only the writers the monitors log to
 are touched; any other ``SummaryWriter`` in the process keeps tensorboard's ``write``.
+
+:func:`event_records` reads an event file's records back, both CRCs of each checked the same way, for the report
+that is rebuilt from event files (``python -m lightning_recanalysis report``).
 
 Private: the record writer sits at ``SummaryWriter.file_writer.event_writer._async_writer._writer``; no public
 API reaches it. ``tests/test_event_crc.py`` pins the path and the bytes.
@@ -33,7 +36,10 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
+from collections.abc import Iterator
 
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as _python_masked_crc32c
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 try:  # C, and the CPU's CRC32C instruction where there is one; its pure-Python fallback would be no faster
@@ -43,7 +49,7 @@ try:  # C, and the CPU's CRC32C instruction where there is one; its pure-Python 
 except ImportError:  # an installation without it keeps tensorboard's own checksums
     _crc32c = None
 
-__all__ = ["C_CRC32C_AVAILABLE", "masked_crc32c", "use_c_checksums"]
+__all__ = ["C_CRC32C_AVAILABLE", "event_records", "masked_crc32c", "use_c_checksums"]
 
 #: Whether a C CRC32C is importable (``google-crc32c`` with its compiled extension).
 C_CRC32C_AVAILABLE = _crc32c is not None
@@ -62,6 +68,45 @@ def masked_crc32c(data: bytes) -> int:
     """
     crc = _crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def event_records(path: str | Path) -> Iterator[bytes]:
+    """The data of each record of the event file at ``path`` (each an ``Event`` proto's bytes), in file order.
+
+    Both CRCs of every record are checked (in C where ``google-crc32c`` is installed, else with tensorboard's own
+    pure-Python CRC). A record cut short at the end of the file (one still being written) ends the records
+    quietly, as tensorboard's reader does; a record whose CRC does not match raises ``ValueError`` naming its
+    offset, where tensorboard's reader would stop without a word.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> from tensorboard.compat.proto.event_pb2 import Event
+        >>> from lightning_recanalysis._event_crc import event_records
+        >>> writer = SummaryWriter(tempfile.mkdtemp()); writer.add_scalar("loss", 0.5, global_step=3); writer.close()
+        >>> (path,) = Path(writer.log_dir).glob("events.*")
+        >>> [(e.step, [v.tag for v in e.summary.value]) for e in map(Event.FromString, event_records(path))]
+        [(0, []), (3, ['loss'])]
+    """
+    masked = masked_crc32c if _crc32c is not None else _python_masked_crc32c
+    unpack = struct.unpack
+    with open(path, "rb") as file:
+        while True:
+            offset = file.tell()
+            header = file.read(12)
+            if len(header) < 12:
+                return
+            (length,), (length_crc,) = unpack("<Q", header[:8]), unpack("<I", header[8:])
+            if masked(header[:8]) != length_crc:
+                raise ValueError(f"{path}: the record at byte {offset} has a damaged length (CRC mismatch)")
+            body = file.read(length + 4)
+            if len(body) < length + 4:
+                return
+            data = body[:length]
+            if masked(data) != unpack("<I", body[length:])[0]:
+                raise ValueError(f"{path}: the record at byte {offset} is damaged (CRC mismatch)")
+            yield data
 
 
 def _framed_write(out):

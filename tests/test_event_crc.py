@@ -133,3 +133,48 @@ def test_the_monitors_writers_install_it_on_rank_zero_only(tmp_path):
     (path,) = (tmp_path / "run" / "version_0").glob("events.*")
     assert any(v.tag == "a" for e in EventFileLoader(str(path)).Load() for v in e.summary.value)
     assert os.path.getsize(path) > 0
+
+
+def _written_file(tmp_path, steps=range(4)):
+    writer = SummaryWriter(str(tmp_path))
+    use_c_checksums(writer)
+    _write_events(writer, steps)
+    writer.close()
+    (path,) = tmp_path.glob("events.*")
+    return path
+
+
+@pytest.mark.parametrize("c_crc", [True, False], ids=["c", "python"])
+def test_event_records_reads_what_tensorboards_reader_reads(tmp_path, monkeypatch, c_crc):
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+    if c_crc and not C_CRC32C_AVAILABLE:
+        pytest.skip("google-crc32c's C extension is not installed")
+    path = _written_file(tmp_path)
+    if not c_crc:
+        monkeypatch.setattr(_event_crc, "_crc32c", None)
+    ours = list(_event_crc.event_records(path))
+    assert ours == list(RawEventFileLoader(str(path)).Load())  # the oracle: tensorboard's CRC-checking reader
+    assert len(ours) == 1 + 4 * 2  # the file-version event, then a summary and a histogram per step
+
+
+def test_event_records_stops_at_a_cut_tail_and_names_a_damaged_record(tmp_path):
+    path = _written_file(tmp_path)
+    data = path.read_bytes()
+    records = list(_event_crc.event_records(path))
+    offsets = np.cumsum([0] + [8 + 4 + len(r) + 4 for r in records])
+    assert offsets[-1] == len(data)
+    cut = tmp_path / "cut"
+    for end in (offsets[5] + 3, offsets[5] + 13, offsets[6] - 1):  # in a header, in the data, in the last CRC
+        cut.write_bytes(data[:end])
+        assert list(_event_crc.event_records(cut)) == records[:5]  # a file still being written: no error
+    damaged = bytearray(data)
+    damaged[offsets[3] + 12 + 5] ^= 0x01  # one bit of record 3's data
+    cut.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=f"record at byte {offsets[3]} is damaged"):
+        list(_event_crc.event_records(cut))
+    damaged = bytearray(data)
+    damaged[offsets[2]] ^= 0x01  # one bit of record 2's length
+    cut.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=f"record at byte {offsets[2]} has a damaged length"):
+        list(_event_crc.event_records(cut))

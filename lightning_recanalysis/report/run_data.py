@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.util import tensor_util
 
+from .._event_crc import event_records
 from ..writers import RECORD_PLUGIN
 
 __all__ = ["RunData", "find_runs", "progress_printer", "read_run", "run_from_callbacks", "run_name"]
@@ -137,7 +138,8 @@ def read_run(run_dir: str | Path, progress: Callable[[str], None] | None = None)
         if progress:
             progress(f"reading {path.name} ({path.stat().st_size / 2**20:.1f} MiB, file {number} of {len(files)})")
         try:
-            for event in EventFileLoader(str(path)).Load():
+            for data in event_records(path):  # each record's CRCs checked in C, not in tensorboard's Python
+                event = Event.FromString(data)
                 if not event.HasField("summary"):
                     continue
                 for value in event.summary.value:
