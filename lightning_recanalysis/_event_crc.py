@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import io
 import struct
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as _python_masked_crc32c
 from tensorboard.summary.writer.record_writer import RecordWriter
