@@ -12,7 +12,7 @@ computes the same CRC in C (with the CPU's CRC32C instruction where there is one
 
 :func:`use_c_checksums` gives one ``SummaryWriter``'s record writer a ``write`` that frames records with that CRC.
 The file's bytes stay the same, byte for byte: before the first install the new ``write`` and tensorboard's own
-frame a sample record, and the install happens only if the two agree (so a changed record format, or a CRC
+frame two sample records, and the install happens only if the two agree (so a changed record format, or a CRC
 package that answers differently, leaves tensorboard's writer as it is). Only the writers the monitors log to
 are touched; any other ``SummaryWriter`` in the process keeps tensorboard's ``write``.
 
