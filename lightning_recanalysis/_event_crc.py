@@ -14,7 +14,8 @@ computes the same CRC in C (with the CPU's CRC32C instruction where there is one
 The file's bytes stay the same, byte for byte: before the first install the new ``write`` and tensorboard's own
 frame two sample records, and the install happens only if the two agree (so a changed record format, or a CRC
 package that answers differently, leaves tensorboard's writer as it is). Only the writers the monitors log to
-are touched; any other ``SummaryWriter`` in the process keeps tensorboard's ``write``.
+are touched (from the monitors' first write on, every record of that file, the logger's own included, until it is
+closed); any other ``SummaryWriter`` in the process keeps tensorboard's ``write``.
 
 :func:`event_records` reads an event file's records back, both CRCs of each checked the same way, for the report
 that is rebuilt from event files (``python -m lightning_recanalysis report``).
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +45,9 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c a
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 try:  # C, and the CPU's CRC32C instruction where there is one; its pure-Python fallback would be no faster
-    import google_crc32c
+    with warnings.catch_warnings():  # that fallback warns at import; here it is simply not used
+        warnings.simplefilter("ignore", RuntimeWarning)
+        import google_crc32c
 
     _crc32c = google_crc32c.value if getattr(google_crc32c, "implementation", None) == "c" else None
 except ImportError:  # an installation without it keeps tensorboard's own checksums
@@ -59,13 +63,16 @@ _agrees: bool | None = None  # the one-time comparison with tensorboard's own fr
 
 
 def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC32C of ``data``: ``((c >> 15) | (c << 17)) + 0xa282ead8`` mod 2**32.
+    """TFRecord's masked CRC32C of ``data``: ``((c >> 15) | (c << 17)) + 0xa282ead8`` mod 2**32; in C, or with
+    tensorboard's pure-Python CRC where no C CRC32C is installed.
 
     Example:
         >>> from lightning_recanalysis._event_crc import masked_crc32c
         >>> hex(masked_crc32c(b"123456789"))  # CRC32C("123456789") = 0xe3069283, the standard check value
         '0xc78ab0e5'
     """
+    if _crc32c is None:
+        return _python_masked_crc32c(data)
     crc = _crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
@@ -73,8 +80,7 @@ def masked_crc32c(data: bytes) -> int:
 def event_records(path: str | Path) -> Iterator[bytes]:
     """The data of each record of the event file at ``path`` (each an ``Event`` proto's bytes), in file order.
 
-    Both CRCs of every record are checked (in C where ``google-crc32c`` is installed, else with tensorboard's own
-    pure-Python CRC). A record cut short at the end of the file (one still being written) ends the records
+    Both CRCs of every record are checked with :func:`masked_crc32c` (in C where ``google-crc32c`` is installed). A record cut short at the end of the file (one still being written) ends the records
     quietly, as tensorboard's reader does; a record whose CRC does not match raises ``ValueError`` naming its
     offset, where tensorboard's reader would stop without a word.
 
@@ -89,8 +95,7 @@ def event_records(path: str | Path) -> Iterator[bytes]:
         >>> [(e.step, [v.tag for v in e.summary.value]) for e in map(Event.FromString, event_records(path))]
         [(0, []), (3, ['loss'])]
     """
-    masked = masked_crc32c if _crc32c is not None else _python_masked_crc32c
-    unpack = struct.unpack
+    masked, unpack = masked_crc32c, struct.unpack
     with open(path, "rb") as file:
         while True:
             offset = file.tell()

@@ -2,6 +2,7 @@
 CRC-checking reader, installed only on the writers the monitors log to."""
 
 import os
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -72,23 +73,59 @@ def test_the_event_file_has_the_same_bytes_and_reads_back_through_the_crc_check(
     assert [e.step for e in events if e.summary.value and e.summary.value[0].tag == "loss"] == [0, 1, 2]
 
 
+class _SlowFile:
+    """A file object whose writes take a while, so that the writer's thread falls behind and records queue up."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, data):
+        time.sleep(0.002)
+        self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
 @needs_c
 def test_records_queued_before_the_install_and_a_reopened_file(tmp_path):
-    """Installing while the writer's thread has records queued, then after close() reopened the file."""
+    """Installing while the writer's thread still has records queued, then after close() reopened the file."""
     writer = SummaryWriter(str(tmp_path))
-    _write_events(writer, range(2))
+    record_writer = _record_writer(writer)
+    record_writer._writer = _SlowFile(record_writer._writer)
+    for step in range(40):  # no flush: the thread writes them one by one, 2 ms each
+        writer.add_scalar("loss", 1.0 / (step + 1), global_step=step, walltime=1000.0 + step)
+    assert writer.file_writer.event_writer._async_writer._byte_queue.qsize() > 0  # still queued
     assert use_c_checksums(writer)
-    _write_events(writer, range(2, 4))
+    _write_events(writer, range(40, 42))
     writer.close()
     assert not use_c_checksums(writer)  # closed: nothing to frame, and no file is reopened
     assert len(list(tmp_path.glob("events.*"))) == 1
     writer._get_file_writer()  # what a later write does: a new event file, with a new record writer
     assert not _installed(writer) and use_c_checksums(writer)
-    _write_events(writer, range(4, 6))
+    _write_events(writer, range(42, 44))
     writer.close()
     steps = sorted(e.step for f in tmp_path.glob("events.*") for e in EventFileLoader(str(f)).Load()
                    if e.summary.value and e.summary.value[0].tag == "loss")
-    assert steps == list(range(6))
+    assert steps == list(range(44))  # every record, each through tensorboard's CRC check
+
+
+@needs_c
+def test_the_installed_write_and_the_reader_compute_the_crc_in_c(tmp_path, monkeypatch):
+    calls = []
+    c_crc = _event_crc._crc32c
+    monkeypatch.setattr(_event_crc, "_crc32c", lambda data: calls.append(len(data)) or c_crc(data))
+    path = _written_file(tmp_path)
+    written = len(calls)
+    assert written >= 2 * 8  # a header and a data CRC for each of the 8 records written after the install
+    records = list(_event_crc.event_records(path))
+    assert len(calls) - written == 2 * len(records)
+
+
+def test_without_a_c_crc_the_checksums_are_tensorboards(monkeypatch):
+    monkeypatch.setattr(_event_crc, "_crc32c", None)
+    data = bytes(range(256)) * 5
+    assert masked_crc32c(data) == tensorboard_masked_crc32c(data)
 
 
 def test_nothing_changes_without_a_c_crc_or_where_the_framing_would_differ(tmp_path, monkeypatch):

@@ -107,10 +107,11 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def read_run(run_dir: str | Path, progress: Callable[[str], None] | None = None) -> RunData:
-    """Read one run directory's event files with TensorBoard's own reader.
+    """Read one run directory's event files, every record's CRCs checked (:func:`.._event_crc.event_records`).
 
-    Files that cannot be read (corrupt, truncated, still being written) become notes, never exceptions.
-    ``progress`` receives a line per event file, for long reads.
+    A file is read up to its first damaged record, and the damage becomes a note, never an exception; a record cut
+    short at the end of a file (one still being written) ends that file quietly. ``progress`` receives a line per
+    event file, for long reads.
 
     Example:
         >>> import tempfile
