@@ -100,14 +100,15 @@ def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: in
     experiment = logger.experiment
     if not _writes_tensorboard_protos(experiment):
         return False
-    use_c_checksums(experiment)
     # Private: TensorBoardLogger has no public getter of the prefix log_metrics puts before every tag.
     prefix = getattr(logger, "_prefix", "")
     join = getattr(logger, "LOGGER_JOIN_CHAR", "-")
     values = [Summary.Value(tag=f"{prefix}{join}{tag}" if prefix else tag, simple_value=value)
               for tag, value in metrics.items()]
     # Private: SummaryWriter has no public way to add a ready-made Summary (here: many scalars in one event).
-    experiment._get_file_writer().add_summary(Summary(value=values), global_step=step)
+    file_writer = experiment._get_file_writer()  # reopens the event file if the logger closed it
+    use_c_checksums(experiment)
+    file_writer.add_summary(Summary(value=values), global_step=step)
     return True
 
 
