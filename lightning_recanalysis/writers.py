@@ -27,6 +27,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.compat.proto.tensor_pb2 import TensorProto
 from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import histogram as histogram_summary
 
 from ._event_crc import use_c_checksums
 from .figures.png import encode_png
@@ -118,6 +119,16 @@ def _writes_tensorboard_protos(experiment) -> bool:
     kind = type(experiment)
     return (isinstance(experiment, SummaryWriter) and kind.add_image is SummaryWriter.add_image
             and kind.add_scalar is SummaryWriter.add_scalar)
+
+
+def _finite(values) -> np.ndarray:
+    """The finite values of a tensor, an array or any iterable of numbers, as float64."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    elif not isinstance(values, np.ndarray):
+        values = list(values)  # any iterable, generators included
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    return arr[np.isfinite(arr)]
 
 
 def _is_rgb8(image: np.ndarray) -> bool:
@@ -213,22 +224,38 @@ class AnalysisWriter:
 
     def histogram(self, trainer, tag: str, values: torch.Tensor | np.ndarray | Iterable[float], step: int,
                   bins: str | int = "auto") -> None:
-        experiments = self._experiments(trainer, "histogram " + tag)
+        """One histogram of ``values`` (their finite ones; none: nothing is written), as ``add_histogram``."""
+        self.histograms(trainer, {tag: values}, step, bins)
+
+    def histograms(self, trainer, values_by_tag: Mapping[str, torch.Tensor | np.ndarray | Iterable[float]],
+                   step: int, bins: str | int = "auto") -> None:
+        """Several histograms at one step, ``{tag: values}``: the buckets ``add_histogram`` writes, in one event.
+
+        To torch's own ``SummaryWriter`` they go as one event of one value per tag, where ``add_histogram``
+        writes an event each (about 0.1 ms each to build, queue and write, more than binning a few thousand
+        values); TensorBoard reads the same histograms either way. Any other writer gets ``add_histogram``."""
+        experiments = self._experiments(trainer, "histogram " + next(iter(values_by_tag), ""))
         if not experiments:
             return
-        if isinstance(values, torch.Tensor):
-            values = values.detach().cpu().double().numpy()
-        elif not isinstance(values, np.ndarray):
-            values = list(values)  # any iterable, generators included
-        arr = np.asarray(values, dtype=np.float64)
-        arr = arr[np.isfinite(arr)]
-        if arr.size == 0:
+        arrays = {tag: arr for tag, arr in ((tag, _finite(values)) for tag, values in values_by_tag.items())
+                  if arr.size}
+        if not arrays:
             return
+        summary = None
         for exp in experiments:
             try:
-                exp.add_histogram(tag, arr, global_step=step, bins=bins)
+                if _writes_tensorboard_protos(exp) and type(exp).add_histogram is SummaryWriter.add_histogram \
+                        and bins != "tensorflow":  # add_histogram's own name for its default bins
+                    if summary is None:
+                        summary = Summary(value=[histogram_summary(tag, arr, bins).value[0]
+                                                 for tag, arr in arrays.items()])
+                    # Private: add_histogram writes one event per tag, with no way to add a ready-made Summary.
+                    exp._get_file_writer().add_summary(summary, global_step=step)
+                else:
+                    for tag, arr in arrays.items():
+                        exp.add_histogram(tag, arr, global_step=step, bins=bins)
             except Exception as err:
-                self._warn_once("histogram", f"could not write histogram '{tag}': {err!r}")
+                self._warn_once("histogram", f"could not write histograms {list(arrays)[:3]}: {err!r}")
 
     def text(self, trainer, tag: str, markdown: str, step: int) -> None:
         for exp in tensorboard_experiments(trainer):

@@ -1,9 +1,11 @@
-"""AnalysisWriter's image path: its own PNG summary decodes to the very pixels drawn, as add_image's does."""
+"""AnalysisWriter against what tensorboard and Lightning write themselves: images (pixel for pixel), scalars and
+histograms (the same values, in fewer events), and the private attributes it relies on."""
 
 import io
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
@@ -93,3 +95,52 @@ def test_the_private_tensorboard_attributes_writers_relies_on(tmp_path):
     experiment.flush()
     events = read_events(tmp_path / "run" / "version_0")
     assert sorted(e.step for e in events.Tensors("collapse/_record")) == [7, 8]  # two files, either order
+
+
+def test_histograms_read_back_as_add_histogram_writes_them_in_one_event(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from torch.utils.tensorboard import SummaryWriter
+
+    rng = np.random.default_rng(0)
+    values = {"entanglement/a/distance": rng.random(3000),
+              "entanglement/b/distance": torch.tensor([0.5, float("nan"), 2.0, float("inf"), 1.0]),  # finite kept
+              "entanglement/c/distance": [3.0, 3.0, 3.0],  # one value: a single bucket
+              "entanglement/d/distance": np.array([np.nan])}  # nothing finite: no histogram
+    for bins in (39, "auto"):
+        ours = TensorBoardLogger(str(tmp_path / f"ours{bins}"), name="run", version=0)
+        theirs = SummaryWriter(str(tmp_path / f"theirs{bins}"))
+        AnalysisWriter("test").histograms(SimpleNamespace(is_global_zero=True, loggers=[ours]), values, step=4,
+                                          bins=bins)
+        for tag, v in values.items():  # the oracle: torch's add_histogram, one call per tag
+            arr = np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+            if np.isfinite(arr).any():
+                theirs.add_histogram(tag, arr[np.isfinite(arr)], global_step=4, bins=bins)
+        ours.finalize("success")
+        theirs.close()
+        got, want = read_events(tmp_path / f"ours{bins}" / "run" / "version_0"), read_events(tmp_path / f"theirs{bins}")
+        assert set(got.Tags()["histograms"]) == set(want.Tags()["histograms"]) == set(list(values)[:3])
+        for tag in want.Tags()["histograms"]:
+            (a,), (b,) = got.Histograms(tag), want.Histograms(tag)
+            assert a.step == b.step == 4 and a.histogram_value == b.histogram_value
+        (path,) = (tmp_path / f"ours{bins}" / "run" / "version_0").glob("events.*")
+        events = [Event.FromString(r) for r in RawEventFileLoader(str(path)).Load()]
+        assert [len(e.summary.value) for e in events if any(v.HasField("histo") for v in e.summary.value)] == [3]
+
+
+def test_a_writer_that_overrides_add_histogram_gets_add_histogram(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    calls = []
+
+    class Counting(SummaryWriter):
+        def add_histogram(self, tag, values, *args, **kwargs):
+            calls.append(tag)
+            return super().add_histogram(tag, values, *args, **kwargs)
+
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=0)
+    logger._experiment = Counting(logger.log_dir)
+    AnalysisWriter("test").histograms(SimpleNamespace(is_global_zero=True, loggers=[logger]),
+                                      {"a": [1.0, 2.0], "b": [3.0]}, step=0)
+    logger.finalize("success")
+    assert calls == ["a", "b"]

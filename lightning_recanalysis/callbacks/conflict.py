@@ -325,6 +325,7 @@ class GradientConflictMonitor(AnalysisCallback):
     def _log_figures(self, trainer: "pl.Trainer", acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None],
                      step: int, heatmap: bool) -> None:
         tasks = self._task_names
+        per_step_cosines: dict[str, torch.Tensor] = {}
         for vi, view in enumerate(self._views):
             whole = len(view.fields)
             if heatmap:
@@ -336,5 +337,6 @@ class GradientConflictMonitor(AnalysisCallback):
             per_step = cosines[vi][:, :whole]  # [steps, fields, T, T], this rank's
             for a in range(len(tasks)):
                 for b in range(a + 1, len(tasks)):
-                    self.writer.histogram(trainer, f"conflict/{view.name}/{tasks[a]}_vs_{tasks[b]}/cosine_per_step",
-                                          per_step[:, :, a, b].reshape(-1), step=step)
+                    tag = f"conflict/{view.name}/{tasks[a]}_vs_{tasks[b]}/cosine_per_step"
+                    per_step_cosines[tag] = per_step[:, :, a, b].reshape(-1)
+        self.writer.histograms(trainer, per_step_cosines, step=step)

@@ -327,8 +327,7 @@ class EntanglementMonitor(AnalysisCallback):
         step = trainer.global_step
         self.writer.scalars(trainer, record.metrics, step=step)
         if tensorboard_experiments(trainer):
-            for tag, values in self._shown.items():
-                self.writer.histogram(trainer, tag, values, step=step, bins=self.bins)
+            self.writer.histograms(trainer, self._shown, step=step, bins=self.bins)
             if record.conflict is not None:
                 for tag, image in self.conflict.images(record.conflict):
                     self.writer.image(trainer, tag, image, step=step)

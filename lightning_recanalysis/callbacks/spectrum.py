@@ -328,6 +328,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
     def _log(self, trainer: "pl.Trainer", record: dict[str, Any], initial: dict[str, Any] | None) -> None:
         ns, step = self.namespace, record["step"]
         scalars: dict[str, float] = {}
+        spectra: dict[str, list[float]] = {}
         for view_name, view in record["views"].items():
             ias = []
             for field_name, fld in view["fields"].items():
@@ -340,7 +341,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
                     scalars[f"{prefix}/information_abundance_vs_init"] = fld["information_abundance"] / init_ia
                 if self.histograms:
                     spectrum = fld["normalized_spectrum"][: min(fld["cardinality"], view["width"])]
-                    self.writer.histogram(trainer, f"{prefix}/normalized_spectrum", spectrum, step)
+                    spectra[f"{prefix}/normalized_spectrum"] = spectrum
             scalars[f"{ns}/{view_name}/mean_information_abundance"] = sum(ias) / max(1, len(ias))
             scalars[f"{ns}/{view_name}/excluded_rows"] = float(view["excluded_rows"])
             if view["excluded_rows"] and not self._warned_excluded:
@@ -354,6 +355,8 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
             if self.images and trainer.is_global_zero:
                 self._log_view_images(trainer, view_name, view, initial, record["epoch"], record["stage"], step)
         self.writer.scalars(trainer, scalars, step)
+        if spectra:
+            self.writer.histograms(trainer, spectra, step)
         self._log_interaction(trainer, record)
 
     def _log_interaction(self, trainer: "pl.Trainer", record: dict[str, Any]) -> None:
