@@ -114,10 +114,15 @@ def dense_at_once(monkeypatch):
     monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["runs", "dense-array"])
-def test_queries_equal_the_dictionary(dense, request):
-    if dense:
+@pytest.fixture(params=[False, True], ids=["runs", "dense-array"])
+def dense(request):
+    """Whether the counter under test takes its dense array (at once, see ``dense_at_once``) or keeps sorted runs."""
+    if request.param:
         request.getfixturevalue("dense_at_once")
+    return request.param
+
+
+def test_queries_equal_the_dictionary(dense):
     counter, batches = counted(3, (400, 150, 700), 7, 50, 40, dense=dense)
     assert counter.is_dense is dense
     expected = oracle(batches)
@@ -136,10 +141,7 @@ def test_queries_equal_the_dictionary(dense, request):
         assert counter.behaviors_of(target).tolist() == sorted({b for (t, b, _, _) in expected if t == target})
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["runs", "dense-array"])
-def test_pickle_and_deepcopy_keep_the_counts(dense, request):
-    if dense:
-        request.getfixturevalue("dense_at_once")
+def test_pickle_and_deepcopy_keep_the_counts(dense):
     counter, batches = counted(5, (200, 90, 50), 5, 100, 100, dense=dense)
     assert counter.is_dense is dense
     expected = dict(oracle(batches))
