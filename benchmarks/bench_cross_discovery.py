@@ -37,9 +37,9 @@ def _model(fields: int, batch: int):
 
 
 def _finder(model):
-    from lightning_recanalysis.callbacks._cross import CrossFinder
-    from lightning_recanalysis.field_sets import analysis_units
-    from lightning_recanalysis.tables import discover_tables
+    from lightning_recanalysis.model.cross.finder import CrossFinder
+    from lightning_recanalysis.model.field_sets import analysis_units
+    from lightning_recanalysis.model.tables import discover_tables
 
     finder = CrossFinder("auto", owner="bench")
     finder.setup(model, analysis_units(discover_tables(model)))

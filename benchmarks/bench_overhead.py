@@ -19,7 +19,6 @@ import json
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from ._common import machine, median, run_worker, table
 

@@ -2,7 +2,7 @@
 
 Each rank makes its own shard of a ROWS x COLS float32 table (never the whole table) and wraps it as a DTensor,
 ``Shard(0)`` (FSDP2's rows) or ``Shard(1)`` (tensor parallelism's columns); then
-:func:`lightning_recanalysis.sharding.sharded_gram` reads the whole table. Extra peak memory is the growth of the
+:func:`lightning_recanalysis.parallel.sharding.sharded_gram` reads the whole table. Extra peak memory is the growth of the
 rank's resident high-water mark during that call (after a first call on a 32,768-row shard has loaded the kernels and touched the BLAS workspace that products of a chunk's size use),
 as a share of the bytes of the rank's shard. The time is printed beside it, with the time of one float32 Gram
 of the rank's own shard (the floor of a row-sharded pass).
@@ -34,7 +34,7 @@ def _worker(rank: int, world: int, init: str, rows: int, cols: int, placement: s
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor import DTensor, Shard
 
-        from lightning_recanalysis import sharding
+        from lightning_recanalysis.parallel import sharding
 
         mesh = init_device_mesh("cpu", (world,))
         dim = 0 if placement == "Shard(0)" else 1

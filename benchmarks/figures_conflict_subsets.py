@@ -25,9 +25,9 @@ from ._common import table
 def planted_precision_recall(references: dict[str, Path], seed: int) -> dict[str, tuple[float, float]]:
     from demo_models.data.batches import split
     from demo_models.multitask import build, demo_data
-    from lightning_recanalysis.callbacks._reference import load_reference
+    from lightning_recanalysis.model.reference import load_reference
     from lightning_recanalysis.functional.conflict_subset import conflict_subsets
-    from lightning_recanalysis.tables import discover_tables
+    from lightning_recanalysis.model.tables import discover_tables
 
     data = demo_data("synthetic-pairs", seed)
     _, val = split({"features": data.features, "planted": data.planted_pairs}, 0.2, seed)

@@ -16,7 +16,7 @@ concatenated table (field i's value v is row ``offsets[i] + v``), and give one l
   experts, with the *other* tasks' specific experts detached ("all forward, task-specific backward"), so task
   t's loss only ever trains its own chunk, its own experts and the shared ones.
 
-The monitors' protocol (:mod:`lightning_recanalysis.callbacks._multitask`): ``task_names``, ``self.task_losses``
+The monitors' protocol (:mod:`lightning_recanalysis.model.multitask`): ``task_names``, ``self.task_losses``
 filled in ``training_step``, and ``task_scores``/``task_labels`` returned by ``validation_step``.
 """
 

@@ -22,7 +22,7 @@ __getattr__, __dir__, _ = lazy_exports(__name__, {
         "FieldPairCorrelationMonitor"
     ),
     ".report": ("AnalysisReport",),
-    ".tables": ("discover_tables",),
+    ".model.tables": ("discover_tables",),
 })
 __all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor",
            "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]

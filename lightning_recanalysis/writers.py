@@ -70,10 +70,9 @@ def record_summary(namespace: str, record: Mapping) -> "object":
 def image_summary(tag: str, image_hwc: np.ndarray) -> "object":
     """A TensorBoard image ``Summary`` of an ``[H, W, 3]`` uint8 image, PNG-encoded at zlib level 1.
 
-    The same summary as ``SummaryWriter.add_image``'s, in a fraction of its time on the monitors' images: that
-    converts the pixels to float32 and back, and encodes at level 6, whose files are only about 5% smaller for
-    these flat-coloured maps. The PNG comes from :func:`~lightning_recanalysis.figures.png.encode_png` (the "Up"
-    row filter, about 3 times faster than Pillow's adaptive filtering here; same pixels, ``benchmarks.bench_png``).
+    The same summary as ``SummaryWriter.add_image``'s, without its round trip of the pixels through float32: the
+    PNG comes from :func:`~lightning_recanalysis.figures.png.encode_png` (every row filtered "Up", zlib at level
+    1; the same pixels). The docs' benchmarks compare the two.
 
     Example:
         >>> import numpy as np
@@ -232,8 +231,8 @@ class AnalysisWriter:
         """Several histograms at one step, ``{tag: values}``: the buckets ``add_histogram`` writes, in one event.
 
         To torch's own ``SummaryWriter`` they go as one event of one value per tag, where ``add_histogram``
-        writes an event each (about 0.1 ms each to build, queue and write, more than binning a few thousand
-        values); TensorBoard reads the same histograms either way. Any other writer gets ``add_histogram``."""
+        writes an event each (each built, queued and written on its own); TensorBoard reads the same histograms
+        either way. Any other writer gets ``add_histogram``."""
         experiments = self._experiments(trainer, "histogram " + next(iter(values_by_tag), ""))
         if not experiments:
             return

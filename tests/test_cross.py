@@ -9,10 +9,10 @@ from torch import nn
 
 from helpers import numpy_information_abundance, numpy_row_normalized_singular_values
 from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
-from lightning_recanalysis.callbacks._cross import CrossFinder
-from lightning_recanalysis.cross import resolve_cross_kernel
-from lightning_recanalysis.field_sets import FieldSet, analysis_units
-from lightning_recanalysis.tables import discover_tables
+from lightning_recanalysis.model.cross.finder import CrossFinder
+from lightning_recanalysis.model.cross.kernels import resolve_cross_kernel
+from lightning_recanalysis.model.field_sets import FieldSet, analysis_units
+from lightning_recanalysis.model.tables import discover_tables
 
 B = 64
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddp_helpers import run_ddp_script
-from lightning_recanalysis.distributed import data_parallel_group, sum_over_ranks
+from lightning_recanalysis.parallel.distributed import data_parallel_group, sum_over_ranks
 
 SCRIPT = Path(__file__).parent / "scripts" / "sum_over_ranks.py"
 

@@ -105,7 +105,7 @@ def test_no_import_cycle(package):
 
 
 #: The package's layers, lowest first: a module of a layer imports no module of a later one.
-LAYERS = ("functional", "metrics", "figures", "findings", "callbacks", "report")
+LAYERS = ("functional", "parallel", "model", "metrics", "figures", "findings", "callbacks", "report")
 
 
 def upward_imports(graph: dict[str, set[str]], package: str = "lightning_recanalysis") -> list[tuple[str, str]]:
@@ -152,6 +152,7 @@ def test_every_module_imports_in_a_fresh_interpreter(order):
 
 
 LAZY_PACKAGES = ("lightning_recanalysis", "lightning_recanalysis.callbacks", "lightning_recanalysis.functional",
+                 "lightning_recanalysis.parallel", "lightning_recanalysis.model", "lightning_recanalysis.model.cross",
                  "lightning_recanalysis.figures", "lightning_recanalysis.findings", "lightning_recanalysis.metrics",
                  "lightning_recanalysis.report")
 
@@ -192,3 +193,73 @@ def test_a_multitask_run_loads_none_of_the_correlation_modules():
               "lightning_recanalysis.callbacks.spectrum", "lightning_recanalysis.report.sections.correlation",
               "lightning_recanalysis.figures.bars"}
     assert not unused & loaded, sorted(unused & loaded)
+
+
+def private_imports(package: str) -> list[tuple[str, str]]:
+    """Every (module, name) where a module of ``package`` imports another module's private name (``_name``, not a
+    dunder such as ``__version__``): what a module keeps to itself is not another's to lean on."""
+    found = []
+    for name, path in package_modules(package).items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                found += [(name, alias.name) for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_private_import_check_finds_a_planted_one(tmp_path, monkeypatch):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("from ._version import __version__\n")
+    (tmp_path / "pkg" / "a.py").write_text("from .b import _helper, public\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert private_imports("pkg") == [("pkg.a", "_helper")]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_private_name_is_imported_across_modules(package):
+    found = private_imports(package)
+    assert not found, "private names imported: " + ", ".join(f"{m}: {n}" for m, n in found)
+
+
+def test_the_package_root_holds_few_modules():
+    """The code lives in its layers; the root keeps the entry points and the few modules every layer shares."""
+    root = [p.stem for p in (ROOT / "lightning_recanalysis").glob("*.py")
+            if p.stem not in ("__init__", "__main__", "_version")]
+    assert len(root) <= 8, sorted(root)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_file_is_under_400_lines(package):
+    long = {str(p.relative_to(ROOT)): n for p in package_modules(package).values()
+            if (n := len(p.read_text().splitlines())) >= 400}
+    assert not long, long
+
+
+def test_no_module_is_named_like_a_standard_library_module():
+    """A module named ``numbers`` or ``types`` shadows the standard library's when its folder is on the path."""
+    clash = {name for package in PACKAGES for name in package_modules(package)
+             if name.rsplit(".", 1)[-1] in sys.stdlib_module_names}
+    assert not clash, sorted(clash)
+
+
+def test_every_overridden_lightning_hook_carries_override():
+    """Each Lightning hook a callback of the package defines is marked ``@override`` (as Lightning marks its own), so
+    that a hook renamed or misspelt fails loudly instead of never being called."""
+    import importlib
+    import inspect
+
+    import lightning.pytorch as pl
+
+    hooks = {n for n, v in vars(pl.Callback).items() if callable(v) and not n.startswith("_")}
+    missing = set()
+    for name in package_modules("lightning_recanalysis"):
+        if name.endswith("__main__"):
+            continue
+        for _, cls in inspect.getmembers(importlib.import_module(name), inspect.isclass):
+            if not issubclass(cls, pl.Callback):
+                continue
+            for klass in cls.__mro__:
+                if klass.__module__.startswith("lightning_recanalysis"):
+                    missing |= {f"{klass.__qualname__}.{hook}" for hook in hooks & set(vars(klass))
+                                if not getattr(vars(klass)[hook], "__override__", False)}
+    assert not missing, sorted(missing)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_recanalysis.tables import describe_tables, discover_tables
+from lightning_recanalysis.model.tables import describe_tables, discover_tables
 
 
 class PerField(nn.Module):

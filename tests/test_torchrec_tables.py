@@ -12,8 +12,8 @@ from torchrec import (EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingColle
 
 from helpers import numpy_information_abundance, numpy_row_normalized_singular_values  # noqa: E402
 from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor, GradientConflictMonitor  # noqa: E402
-from lightning_recanalysis.field_sets import FieldSet, analysis_units  # noqa: E402
-from lightning_recanalysis.tables import discover_tables  # noqa: E402
+from lightning_recanalysis.model.field_sets import FieldSet, analysis_units  # noqa: E402
+from lightning_recanalysis.model.tables import discover_tables  # noqa: E402
 
 B = 32
 CPU = torch.device("cpu")

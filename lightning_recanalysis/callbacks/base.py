@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
+from typing_extensions import override
 
 from ..checks import check_positive_int
-from ..distributed import data_parallel_group, sum_over_ranks
+from ..parallel.distributed import data_parallel_group, sum_over_ranks
 from ..records import Record
 from ..writers import AnalysisWriter
 
@@ -66,6 +67,10 @@ class AnalysisCallback(Callback):
     Args:
         every_n_epochs: analyse at the end of every n-th training epoch (and always after the last one).
         strict: re-raise exceptions from the analysis instead of turning them into warnings.
+
+    Raises:
+        ValueError: at construction, when ``every_n_epochs`` is not a positive integer.
+        RuntimeError: under ``strict=True``, when an analysis failed on another rank (every rank stops together).
 
     Example:
         A monitor of the mean row norm of an embedding: it says when, what and how; the base does the rest.
@@ -115,6 +120,7 @@ class AnalysisCallback(Callback):
         self._drawn: dict[str, tuple[Any, np.ndarray]] = {}
         self._trainer: pl.Trainer | None = None
 
+    @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._trainer = trainer
         if stage == "fit":
@@ -306,9 +312,11 @@ class AnalysisCallback(Callback):
     def has_record(self, stage: str, epoch: int | None = None) -> bool:
         return any(r.get("stage") == stage and (epoch is None or r.get("epoch") == epoch) for r in self.history)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"version": HISTORY_VERSION, "history": list(self.history)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
 

@@ -17,17 +17,18 @@ from typing import Any, ContextManager, Mapping, Sequence
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from typing_extensions import override
 
 from ..checks import check_positive_int
-from ..field_sets import AnalysisUnit, FieldSet, analysis_units
+from ..model.field_sets import AnalysisUnit, FieldSet, analysis_units
 from ..figures.conflict import cosine_heatmap
 from ..functional.conflict import cosine_sums
 from ..records import ConflictRecord
-from ..tables import describe_tables, discover_tables
+from ..model.tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
-from ._conflict_statistics import conflict_metrics, pooled_sums, whole_view_mean_cosine
-from ._gradient_probe import GradientProbe, Lookup, ProblemLog
-from ._multitask import check_lookups_still_called, protocol_error, resolve_tasks
+from ..model.conflict_statistics import conflict_metrics, pooled_sums, whole_view_mean_cosine
+from ..model.gradient_probe import GradientProbe, Lookup, ProblemLog
+from ..model.multitask import check_lookups_still_called, protocol_error, resolve_tasks
 from .base import AnalysisCallback
 
 __all__ = ["GradientConflictMonitor"]
@@ -54,7 +55,7 @@ class GradientConflictMonitor(AnalysisCallback):
 
     **Protocol.** The module names its tasks in ``task_names`` and, in ``training_step``, stores each task's
     loss in ``self.task_losses = {task: loss}`` before returning the total (declare ``self.task_losses = {}`` in
-    ``__init__``); see :mod:`lightning_recanalysis.callbacks._multitask`. Fewer than two tasks is an error at
+    ``__init__``); see :mod:`lightning_recanalysis.model.multitask`. Fewer than two tasks is an error at
     ``setup``.
 
     **Cost and safety.** A probe is one ``torch.autograd.grad`` per task from its loss to the looked-up rows
@@ -64,8 +65,8 @@ class GradientConflictMonitor(AnalysisCallback):
     bit-for-bit what it would be without the monitor. Forward hooks on the embedding modules exist only
     between the start of a probed batch and its backward. (Tensor hooks that a model registers itself fire during
     the probe too. Under float16 mixed precision the probe differentiates the unscaled task losses, so tiny
-    gradients can underflow; bfloat16 and float32 are unaffected.) The default ``every_n_steps=50`` keeps the cost under 5% of training time on the MMoE demo
-    (``benchmarks/bench_conflict.py``).
+    gradients can underflow; bfloat16 and float32 are unaffected.) A probe costs about one extra backward pass
+    through the embedding lookups; ``every_n_steps`` sets how often (the docs' benchmarks give the share).
 
     **STEM-style tables** (``column_groups=["task_a", "task_b", "shared"]``): every column chunk is its own view
     ``table[group]``, analysed separately. A task whose loss never flows into another task's chunk (STEM's
@@ -76,7 +77,7 @@ class GradientConflictMonitor(AnalysisCallback):
     share gradients there; on the shared chunk the cosine is measured as usual.
 
     **One table per feature**: same-width single-field tables form one field set (see
-    :mod:`~lightning_recanalysis.field_sets`), one view whose fields are the tables: the whole-view cosine is
+    :mod:`~lightning_recanalysis.model.field_sets`), one view whose fields are the tables: the whole-view cosine is
     that of all their rows together, as for a concatenated table; a member table not looked up in a probed step
     is left out of that step.
 
@@ -119,12 +120,18 @@ class GradientConflictMonitor(AnalysisCallback):
         every_n_steps: probe every n-th training batch of an analysed epoch (batch index 0, n, 2n, ...).
         tasks: the tasks to compare (default: the module's ``task_names``); at least two.
         include, exclude: module-name globs choosing the embedding tables (see
-            :func:`~lightning_recanalysis.tables.discover_tables`).
+            :func:`~lightning_recanalysis.model.tables.discover_tables`).
         field_dims: cardinalities that split a concatenated table into fields; a mapping names them.
         column_groups: split a table's columns into equal chunks, e.g. ``["task_a", "task_b", "shared"]``.
         heatmap_every_n_epochs: draw the heatmap image every n-th analysed epoch (and after the last).
         every_n_epochs: probe and log in every n-th epoch (and the last).
         strict: re-raise exceptions from the analysis instead of warning.
+
+    Raises:
+        ValueError: at construction, for a non-positive ``every_n_steps``/``heatmap_every_n_epochs``/
+            ``every_n_epochs``; at ``setup``, when the module breaks the task protocol (fewer than two
+            ``task_names``, a ``tasks`` subset not among them) or no embedding table is found. Bad losses during
+            training (missing, non-finite, reaching no table) are counted and warned about, never raised.
 
     Example:
         Two tasks on one shared table of a user and an item field, every training batch probed:
@@ -177,6 +184,7 @@ class GradientConflictMonitor(AnalysisCallback):
         self._shown: EpochSums | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------
+    @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
@@ -222,6 +230,7 @@ class GradientConflictMonitor(AnalysisCallback):
                             "Multiline", [rf"conflict/{name}/([^/]+/)?{re.escape(pair)}/{stat}$"]]
         return {"conflict": charts} if charts else {}
 
+    @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         check_lookups_still_called(
             pl_module, {name: module for table, modules in zip(self._tables, self._modules)
@@ -231,10 +240,12 @@ class GradientConflictMonitor(AnalysisCallback):
                     f"scalars pool the probes of all {trainer.world_size} rank(s).\n\n" + describe_tables(self._tables))
             self.writer.text(trainer, "conflict/setup", text, step=trainer.global_step)
 
+    @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._probe.release()
 
     # ---- probing (see ._gradient_probe) ------------------------------------------------------------------
+    @override
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
         self._probe.release()
@@ -242,6 +253,7 @@ class GradientConflictMonitor(AnalysisCallback):
             return
         self._probe.arm()
 
+    @override
     def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", loss: torch.Tensor) -> None:
         if not self._probe.pending:
             return
@@ -251,6 +263,7 @@ class GradientConflictMonitor(AnalysisCallback):
         finally:
             captures.clear()
 
+    @override
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._probe.release()
@@ -272,6 +285,7 @@ class GradientConflictMonitor(AnalysisCallback):
         self._problems.counts = {}
         self._shown = None
 
+    @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._tables or not self._is_analysis_epoch(trainer):
             return

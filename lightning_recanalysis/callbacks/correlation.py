@@ -21,16 +21,17 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import override
 
 from ..checks import check_positive_int
 from ..functional.correlation import learned_correlation, mutual_information, rank_correlation
 from ..metrics.behavior_target import BehaviorTargetCounts
-from .. import sharding
+from ..parallel import sharding
 from ..figures.correlation import correlation_map_image, same_category_image
 from ..records import BehaviorTargetRecord
-from ._batch import BatchFieldReader
-from ._embeddings import behavior_and_target_embeddings, check_behavior_embeddings, embedding_table
-from ._counting import CountingMonitor
+from ..model.batch import BatchFieldReader
+from ..model.embeddings import behavior_and_target_embeddings, check_behavior_embeddings, embedding_table
+from .counting import CountingMonitor
 
 __all__ = ["FeatureCorrelationMonitor"]
 
@@ -113,6 +114,13 @@ class FeatureCorrelationMonitor(CountingMonitor):
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         strict: re-raise analysis errors instead of warning and skipping. Bad batch fields always raise.
 
+    Raises:
+        ValueError: at construction, for a ``representation`` other than ``"product"``/``"behavior"``, a
+            non-positive count or ``every_n_epochs``, a ``position_embedding`` without ``category_embedding``, or
+            both ``category_embedding`` and ``learned_embeddings``; at ``setup``, when a named embedding is missing
+            or of the wrong shape; at a training batch, when a batch field is missing, mis-shaped or out of range
+            (always, whatever ``strict`` says: the counts would be wrong).
+
     Example:
         >>> import torch
         >>> from lightning_recanalysis.toy import ToySequence, toy_loader, toy_trainer
@@ -194,6 +202,7 @@ class FeatureCorrelationMonitor(CountingMonitor):
         return {"keys": self.keys, "category_embedding": self.category_embedding}
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
+    @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
@@ -205,6 +214,7 @@ class FeatureCorrelationMonitor(CountingMonitor):
         self.counts = BehaviorTargetCounts(num_categories=num_categories)
         self._counted_epochs = set()
 
+    @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._place_counts(trainer, pl_module)
         # A strategy may have sharded the tables since setup: their layout must be one the lookups read exactly.
@@ -238,6 +248,7 @@ class FeatureCorrelationMonitor(CountingMonitor):
                 f"{', logits / sqrt(d)' if self.scaled else ''}. MI in bits, empty cells contribute 0.")
 
     # ---- counting ------------------------------------------------------------------------------------------
+    @override
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         epoch = trainer.current_epoch
@@ -252,6 +263,7 @@ class FeatureCorrelationMonitor(CountingMonitor):
         self._count(lambda: self.counts.update(*fields))
 
     # ---- analysis ------------------------------------------------------------------------------------------
+    @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._is_analysis_epoch(trainer):
             self.run_analysis(trainer, pl_module)

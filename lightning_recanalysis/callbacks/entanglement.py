@@ -16,20 +16,23 @@ import re
 from typing import Any, ContextManager, Mapping, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.utilities.distributed import gather_all_tensors
+from typing_extensions import override
 
 from ..checks import check_positive_int
-from ..distributed import data_parallel_group
+from ..figures.conflict_subset import conflict_subset_image
+from ..parallel.distributed import data_parallel_group
 from ..records import EntanglementRecord
-from ..tables import EmbeddingTable, Field, discover_tables
+from ..model.tables import EmbeddingTable, Field, discover_tables
 from ..writers import tensorboard_experiments
-from ._conflict_subset import ConflictSubsetAnalysis
-from ._label_subsets import binned_by_subset, label_pattern_name, pair_statistics
-from ._multitask import check_lookups_still_called, resolve_tasks
-from ._reference import ReferenceSource, fields_named
-from ._validation_pairs import PairCollector, View
+from ..model.conflict_subset import PREFIX as CONFLICT_PREFIX, ConflictSubsetAnalysis
+from ..functional.label_subsets import binned_by_subset, label_pattern_name, pair_statistics
+from ..model.multitask import check_lookups_still_called, resolve_tasks
+from ..model.reference import ReferenceSource, fields_named
+from ..model.validation_pairs import PairCollector, View
 from .base import AnalysisCallback
 
 __all__ = ["EntanglementMonitor", "label_pattern_name"]
@@ -67,7 +70,7 @@ class EntanglementMonitor(AnalysisCallback):
     A subset without both a positive and a negative label for the task gives no AUROC (not logged).
 
     **Conflict subsets** (the authors' own analysis; with ``references``, one single-task model per task, see
-    :mod:`~lightning_recanalysis.callbacks._reference`): pairs that one task's reference places far (above
+    :mod:`~lightning_recanalysis.model.reference`): pairs that one task's reference places far (above
     its ``conflict_percentiles[0]``-th percentile, 60) and another's near (at or below the ``[1]``-th, 40), one
     mode per ordered task pair; per view, where it puts them by its own percentiles, its agreement with each
     reference and its rank correlation (:mod:`~lightning_recanalysis.functional.conflict_subset`).
@@ -79,7 +82,7 @@ class EntanglementMonitor(AnalysisCallback):
     pair's row ids from the input of the embedding module during ``validation_step`` (a forward hook, present only
     during analysed validation epochs), so the batch layout does not matter; every sample must look up exactly one
     row of each of the two fields. ``validation_step`` returns ``{"task_scores": {task: [B]},
-    "task_labels": {task: [B]}}`` (see :mod:`lightning_recanalysis.callbacks._multitask`). If user and item sit
+    "task_labels": {task: [B]}}`` (see :mod:`lightning_recanalysis.model.multitask`). If user and item sit
     in two tables, the tables must have the same column groups; the views pair them group by group.
 
     **Tags** (``<view>`` is a table, ``table[group]`` or ``user_table~item_table[group]``; step =
@@ -107,13 +110,19 @@ class EntanglementMonitor(AnalysisCallback):
         user_field, item_field: names of the two fields whose embeddings are compared.
         tasks: the tasks (default: the module's ``task_names``); at least two.
         include, exclude, field_dims, column_groups: as for
-            :func:`~lightning_recanalysis.tables.discover_tables`.
+            :func:`~lightning_recanalysis.model.tables.discover_tables`.
         max_pairs: pairs kept per rank and epoch (the first ones of the validation set).
         bins: histogram bins (default: the authors' 39).
         references: ``{task: single-task model}`` (module, checkpoint path or run directory) for the conflict
             subsets; ``conflict_percentiles``: (far above, near at or below), default (60, 40);
             ``frequent_only``, ``frequency_percentile``: keep frequent users and items only (default 60).
         every_n_epochs, strict: see :class:`~lightning_recanalysis.callbacks.base.AnalysisCallback`.
+
+    Raises:
+        ValueError: at construction, when ``user_field`` and ``item_field`` are the same or ``max_pairs`` is not
+            positive; at ``setup``, when the module breaks the task protocol, a field is found in no table or its
+            module is not an embedding lookup, or a single-task reference cannot be read (missing file, table or
+            rows of another shape).
 
     Example:
         Two tasks on one shared table of a user and an item field, analysed after each validation epoch:
@@ -192,10 +201,12 @@ class EntanglementMonitor(AnalysisCallback):
                                  "nn.Embedding (one row per sample and field)")
         return table, fld
 
+    @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._user is not None:
             check_lookups_still_called(pl_module, self._lookup_modules, type(self).__name__)
 
+    @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
@@ -244,20 +255,24 @@ class EntanglementMonitor(AnalysisCallback):
             charts.update(self.conflict.dashboard_charts(self.view_names))
         return {"entanglement": charts} if charts else {}
 
+    @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._pairs.stop()
         if self.conflict is not None:
             self.conflict.stop_counting(finished_epoch=False)
 
+    @override
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.conflict is not None and self._user is not None:
             self.conflict.start_counting(pl_module, *[[t.name, *t.aliases] for t, _ in (self._user, self._item)])
 
+    @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.conflict is not None:
             self.conflict.stop_counting(finished_epoch=True)
 
     # ---- collecting pairs (see ._validation_pairs) --------------------------------------------------------
+    @override
     def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._pairs.stop()
         self._active = self._user is not None and self._is_analysis_epoch(trainer)
@@ -265,10 +280,12 @@ class EntanglementMonitor(AnalysisCallback):
         if self._active:
             self._pairs.start(pl_module)
 
+    @override
     def on_validation_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
         self._pairs.new_batch()
 
+    @override
     def on_validation_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self._active or self._error is not None:
@@ -282,6 +299,7 @@ class EntanglementMonitor(AnalysisCallback):
         finally:
             self._pairs.new_batch()
 
+    @override
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._pairs.stop()
         if self._active:
@@ -329,6 +347,13 @@ class EntanglementMonitor(AnalysisCallback):
         if tensorboard_experiments(trainer):
             self.writer.histograms(trainer, self._shown, step=step, bins=self.bins)
             if record.conflict is not None:
-                for tag, image in self.conflict.images(record.conflict):
+                for tag, image in conflict_images(record.conflict):
                     self.writer.image(trainer, tag, image, step=step)
         self.writer.flush(trainer)
+
+
+def conflict_images(part: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """The authors' conflict-subset figure per view, as ``(tag, image)`` for the live images."""
+    return [(f"{CONFLICT_PREFIX}/{view}/histogram",
+             conflict_subset_image(view, view_part, low_q=part["low"], high_q=part["high"]))
+            for view, view_part in part["views"].items() if part["pairs"] >= 2]

@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import override
 
 from ..checks import check_non_negative_int, check_positive_int, short_list
 from ..functional.correlation import rank_correlation
@@ -23,11 +24,11 @@ from ..functional.field_pair import field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
 from ..figures.field_pair import field_pair_image, top_pairs_markdown
 from ..records import FieldPairRecord
-from ._batch import BatchFieldReader, select_fields
-from ._counting import CountingMonitor
-from ._cross import CrossFinder
-from ._cross_hooks import CrossLayoutHooks
-from ._pair_strength import LearnedPairStrength, PairStrength
+from ..model.batch import BatchFieldReader, select_fields
+from .counting import CountingMonitor
+from ..model.cross.finder import CrossFinder
+from ..model.cross.hooks import CrossLayoutHooks
+from ..model.pair_strength import LearnedPairStrength, PairStrength
 
 __all__ = ["FieldPairCorrelationMonitor"]
 
@@ -52,25 +53,20 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     ones, which would rank pairs by their number of values.
 
     The ground truth is one pass over the data: the first analysed epoch of a fit (or of a resumed fit) is
-    counted, its counts are summed across processes at its end, and they stay the ground truth of every later
-    analysis, beside the learned strength read afresh each time. Repeated epochs over the same data would give
-    the same tables again, at the cost of counting them (on the DCNv2 demo, most of the monitor's time), and
-    accumulating them would multiply the sample size the bias correction assumes without adding information.
-    With data that change between epochs (a stream, resampled or reloaded loaders) pass ``recount=True``: every
-    analysed epoch then counts its own pass, the counts zeroed at its start (the bucketing is kept). Epochs that
-    are not analysed (``every_n_epochs``) count nothing.
+    counted, summed across processes at its end, and kept for every later analysis; repeated epochs would give the
+    same tables at the cost of counting them, and accumulating them would inflate the sample size the bias
+    correction assumes. With data that change between epochs pass ``recount=True``: every analysed epoch then
+    counts its own pass from zero (the bucketing is kept). Epochs that are not analysed count nothing.
 
     **Learned.** For a DCNv2 (Wang et al., WWW 2021): S_ij = (||W[j, i]||_F + ||W[i, j]||_F) / 2 from the first
     cross layer's weight, where block W[j, i] maps field i's embedding into field j's slot
-    (:func:`~lightning_recanalysis.functional.cross_layer_pair_strength`); the cross input must hold the batch's
-    fields in column order, each of width K, from column ``cross_offset``. For FM-family models (FM, FFM, FwFM) or
-    any other layout pass ``pair_strength(module) -> [N, N]`` (e.g. FwFM's |r_ij|). A model whose fields live in
-    tables of their own (one per feature, or shared), whose cross kernel is a raw ``[L, D, D]`` tensor or a
-    low-rank mixture, or whose cross input mixes in dense features: the kernel is resolved as the
-    :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` resolves it, and each field's columns are found on the
-    first training batch (or given as ``cross_fields``); the batch's ``field_names`` are matched to the fields
-    found by name (a table per feature is named after its module, e.g. ``embedding_dict.C1`` -> ``C1``), and
-    S_ij is the same mean of block norms over those columns.
+    (:func:`~lightning_recanalysis.functional.cross_layer_pair_strength`); the cross input holds the batch's fields
+    in column order, each of width K, from column ``cross_offset``. FM-family models (FM, FFM, FwFM) or any other
+    layout pass ``pair_strength(module) -> [N, N]`` (e.g. FwFM's |r_ij|). Fields in tables of their own, a raw
+    ``[L, D, D]`` kernel, a low-rank mixture or dense features in the cross input: the kernel is resolved as
+    :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` resolves it, each field's columns are found on the
+    first training batch (or given as ``cross_fields``) and matched to ``field_names`` by name (a table per feature
+    is named after its module, ``embedding_dict.C1`` -> ``C1``), and S_ij is the same mean of block norms.
 
     **Agreement.** Spearman's rank correlation between the learned strength and the ground truth over the pairs
     i < j (the diagonal is left out): 1 = the model couples most the pairs that tell most.
@@ -101,9 +97,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
 
     Where the data are: ``features`` and ``label`` name the batch keys (or integer indices of a tuple batch);
     ``features`` is ``[B, N]`` integer value ids, column f = field f (0-based within each field), ``label``
-    ``[B]`` of 0/1. Or pass ``batch_fields(batch) -> (features, label)``. A batch whose field count differs from
-    ``field_names``, negative ids, ids beyond ``field_dims`` or labels outside {0, 1} raise a ``ValueError`` that
-    names both sides at that batch (the first one, for a layout error).
+    ``[B]`` of 0/1. Or pass ``batch_fields(batch) -> (features, label)``. A bad batch raises (see Raises).
 
     Args:
         field_names: the names of the batch's N fields in column order (or N, to name them ``0``..``N-1``).
@@ -112,10 +106,9 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
         field_dims: cardinality of each of the N fields, to check ids against (optional).
         num_values: frequent values kept per field (31: 32 buckets with "other").
         warmup_batches: batches held to choose the frequent values.
-        count_every_n_batches: count one training batch in n (1 = all). Counting costs about 0.5 ms per 1024
-            samples of 8 fields and 3 ms of 39 fields on a CPU thread (3.5 to 12 ns per sample and pair), in the
+        count_every_n_batches: count one training batch in n (1 = all). Counting is O(samples x pairs), in the
             counted pass only; with many fields and a cheap model, a subsample gives the same estimates up to
-            sampling noise.
+            sampling noise (the docs' benchmarks give the cost).
         bias_correction: ``"miller_madow"`` (default) or ``"none"`` (the plug-in MI, as Pan et al. compute it).
         cross_layer: qualified name of the DCNv2 cross layer to read (an ``nn.Linear`` with a square weight),
             ``"auto"`` (default) for the first square ``nn.Linear`` of side ``cross_offset + N K`` with K the width
@@ -133,6 +126,14 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
             keeping the first analysed epoch's counts.
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         strict: re-raise analysis errors instead of warning and skipping. Bad batches and configuration always raise.
+
+    Raises:
+        ValueError: at construction, for ``field_names`` that are not distinct names or a positive count,
+            ``field_dims`` of another length, a ``bias_correction`` other than ``"miller_madow"``/``"none"``, a
+            non-positive count, a negative ``cross_offset`` or a ``pair_strength`` that is not callable; at
+            ``setup``, when the cross layer cannot be read over the fields; at a training batch, when a field is
+            missing, an id is negative or beyond ``field_dims``, or a label is not 0/1; the message names both
+            sides at that batch (the first one, for a layout error).
 
     Example:
         >>> import torch
@@ -238,6 +239,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
                                vocabulary=vocabulary, field_names=self.selected_names, field_dims=dims)
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
+    @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
@@ -257,6 +259,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
         if trainer is not None:  # the inventory again, now with the layout read from the batch
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
+    @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._place_counts(trainer, pl_module)
         self._counting = False
@@ -276,6 +279,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
                 f"{learned}. MI in bits, bias correction: {self.bias_correction}.")
 
     # ---- counting ------------------------------------------------------------------------------------------
+    @override
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # One pass: the first analysed epoch's (or each analysed epoch's with recount); zero the counts first,
         # not the bucketing. Epochs not analysed are not counted.
@@ -283,6 +287,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
         if self._counting:
             self.counts.reset()
 
+    @override
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the cross layout, if waiting
@@ -300,6 +305,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
         self._count(lambda: self.counts.update(features, label))
 
     # ---- analysis ------------------------------------------------------------------------------------------
+    @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._is_analysis_epoch(trainer):
             return
@@ -365,14 +371,13 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
             if self.images and record["samples"] > 0:
                 for which in ("mutual_information", "interaction_information"):
                     if self._changed(which, record[which]):
-                        self.writer.image(trainer, f"{ns}/{which}", field_pair_image(record, which),
-                                          step)
+                        self.writer.image(trainer, f"{ns}/{which}", field_pair_image(record, which), step)
                 if record["learned"] is not None:
-                    self.writer.image(trainer, f"{ns}/learned_strength",
-                                      field_pair_image(record, "learned"), step)
+                    self.writer.image(trainer, f"{ns}/learned_strength", field_pair_image(record, "learned"), step)
         self.writer.flush(trainer)
 
     # ---- resume ----------------------------------------------------------------------------------------------
+    @override
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         # The bucketing, so a resumed run counts into the same buckets. Not the counts: they are local to each
@@ -380,6 +385,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
         state["vocabulary"] = self.counts.vocabulary
         return state
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         vocabulary = state_dict.get("vocabulary")

@@ -17,18 +17,20 @@ from typing import Any, ContextManager, Mapping, Sequence
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
-from ..functional.spectrum import RowNormalizedGram, all_reduce_gram, row_normalized_gram
+from ..functional.spectrum import RowNormalizedGram, row_normalized_gram
 from ..figures.collapse import ia_vs_init_image, interaction_image, spectrum_heatmap_image
 # The live Text tab shows the same findings sentences as the report: both read them from the findings layer.
 from ..findings import ReportThresholds, collapse_findings
-from ..field_sets import AnalysisUnit, field_gram
+from ..model.field_sets import AnalysisUnit, field_gram
+from ..parallel.sharding import all_reduce_gram
 from ..records import SpectrumRecord
-from ..tables import ColumnGroups, EmbeddingTable, FieldDims, TableView
-from ._cross import CrossFinder, resharded
-from ._cross_hooks import CrossLayoutHooks
-from ._spectrum_analysis import InteractionReads, interaction_matrix, interaction_reads, view_spectra
-from ._spectrum_layout import SpectrumLayout
+from ..model.tables import ColumnGroups, EmbeddingTable, FieldDims, TableView
+from ..model.cross.finder import CrossFinder, resharded
+from ..model.cross.hooks import CrossLayoutHooks
+from ..model.spectrum_analysis import InteractionReads, interaction_matrix, interaction_reads, view_spectra
+from ..model.spectrum_layout import SpectrumLayout
 from .base import AnalysisCallback
 
 __all__ = ["EmbeddingSpectrumMonitor"]
@@ -39,21 +41,21 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
 
     Runs once at fit start on the initial weights (the paper's "randomly initialised" baseline, logged at step 0)
     and then at the end of every ``every_n_epochs``-th training epoch. Tables are found by
-    :func:`~lightning_recanalysis.tables.discover_tables`; a model with none is an error at ``setup``.
+    :func:`~lightning_recanalysis.model.tables.discover_tables`; a model with none is an error at ``setup``.
 
     **Where the fields are.** A field is a row range of a table (``field_dims``), a whole table, or a table shared
     by several features (analysed once, named by all: ``item+hist_item``). The single-field tables of one width
     form one *field set* (``field_sets=True``), shown like the fields of a concatenated table: a per-feature model
     of N tables gets one spectrum heatmap, one IA chart and one finding for its N fields, named after the
     tables' common module prefix; tables of several widths get one field set per width, ``<prefix>[K=<width>]``
-    (IA is bounded by the width, so widths are not mixed on one scale). See :mod:`lightning_recanalysis.field_sets`.
+    (IA is bounded by the width, so widths are not mixed on one scale). See :mod:`lightning_recanalysis.model.field_sets`.
 
     **Cross layer.** The interaction matrix reads a DCN-style cross layer's kernel: an ``nn.Linear``, a ``[D, D]``
     or ``[L, D, D]`` tensor (``cross_layer_index``), or DCNv2's mixture of low-rank experts (the gate-free sum
-    over experts of U_e C_e V_e^T; see :mod:`lightning_recanalysis.cross`). The fields' order in its input is
+    over experts of U_e C_e V_e^T; see :mod:`lightning_recanalysis.model.cross.kernels`). The fields' order in its input is
     the table's own for a concatenated table whose side fits exactly (as before), given as ``cross_fields``, or
     found on the first training batch by matching the input's columns against each embedding lookup
-    (:mod:`lightning_recanalysis.cross_discovery`; dense features anywhere are allowed). The initial interaction
+    (:mod:`lightning_recanalysis.model.cross.discovery`; dense features anywhere are allowed). The initial interaction
     matrix is then computed at that batch, before the first optimiser step, and logged at step 0. The matrix
     covers the fields of the unit with most fields in the input (fields of one width); the inventory shows the
     layout.
@@ -92,7 +94,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
 
     Args:
         include / exclude / parameters / field_dims / column_groups: table discovery, see
-            :func:`~lightning_recanalysis.tables.discover_tables`.
+            :func:`~lightning_recanalysis.model.tables.discover_tables`.
         row_sharded: globs of table names whose rows are split across ranks (each rank's weight holds its own
             shard, as in TorchRec row-wise sharding): their Gram matrices are summed over the process group with
             one all-reduce per field, so every rank gets the whole table's spectrum. Such a table is one field.
@@ -115,6 +117,13 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         every_n_epochs: analyse at the end of every n-th training epoch (and the last).
         histograms / images: turn those outputs off (scalars and history are always kept).
         strict: re-raise analysis errors instead of warning and skipping.
+
+    Raises:
+        ValueError: at construction, for a non-positive ``every_n_epochs``; at ``setup``, when no embedding table
+            is found (``include``/``exclude``/``parameters`` match none), when ``field_dims`` do not add up to a
+            table's rows or ``column_groups`` to its width, or when ``cross_layer`` names no cross kernel or one
+            whose input cannot hold the fields; on the first training batch, when ``cross_layer`` was named and its
+            input layout cannot be matched to the lookups.
 
     Example:
         >>> import torch
@@ -174,6 +183,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         return {"include": self.include, "exclude": self.exclude, "parameters": self.parameters}
 
     # ---- setup: everything that can be wrong is found here, before the first step ------------------------
+    @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
@@ -194,6 +204,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         return self._layout.units
 
     # ---- when ------------------------------------------------------------------------------------------------
+    @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._is_real_fit(trainer):
             return
@@ -226,6 +237,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
             self._guarded("logging the initial interaction analysis",
                           lambda: (self._log_interaction(trainer, initial), self.writer.flush(trainer)))
 
+    @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._is_analysis_epoch(trainer):
             self.run_analysis(trainer, pl_module)

@@ -3,7 +3,7 @@ callbacks nor the report (both import this layer):
 
 - renderers: :mod:`.heatmap` and :mod:`.line` and :mod:`.histogram` (Pillow, milliseconds a figure, for the
   images monitors log live and the report alike), :mod:`.bars` (matplotlib, the report's grouped bar charts);
-  :mod:`.pillow` holds their shared text, colour and tick helpers, :mod:`.png` a fast lossless PNG encoder
+  :mod:`.pillow` holds their shared drawing primitives (text, colours, ticks; public, for figures of one's own), :mod:`.png` a fast lossless PNG encoder
   for the live images;
 - per analysis: :mod:`.collapse`, :mod:`.correlation`, :mod:`.field_pair`, :mod:`.conflict`,
   :mod:`.entanglement`, :mod:`.conflict_subset`.
@@ -28,6 +28,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".heatmap": ("heatmap_image",),
     ".histogram": ("FAR", "MIDDLE", "NEAR", "bin_colors", "stacked_histogram_image"),
     ".line": ("agreement_image", "line_image"),
-    ".pillow": ("png_bytes", "side_by_side"),
+    # The drawing primitives every renderer shares, for a figure of one's own in the same style.
+    ".pillow": (
+        "BLANK", "FRAME", "GRID", "INK", "SUPERSAMPLE", "cell_text", "colormap_colors", "legend_size", "nice_ticks",
+        "png_bytes", "side_by_side", "text_size", "tick_texts", "vertical_glyphs", "vertical_text", "write_text"
+    ),
     ".png": ("encode_png",),
 })

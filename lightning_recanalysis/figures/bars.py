@@ -17,16 +17,16 @@ from matplotlib.colors import to_rgb
 from PIL import Image, ImageDraw
 
 from .pillow import (
-    _FRAME,
-    _GRID,
-    _INK,
-    _SUPERSAMPLE,
-    _legend_size,
-    _nice_ticks,
-    _size,
-    _tick_texts,
-    _vertical_text,
-    _write,
+    FRAME,
+    GRID,
+    INK,
+    SUPERSAMPLE,
+    legend_size,
+    nice_ticks,
+    text_size,
+    tick_texts,
+    vertical_text,
+    write_text,
 )
 
 __all__ = ["grouped_bar_figure"]
@@ -64,8 +64,8 @@ def grouped_bar_figure(
     n = len(categories)
     palette = ([tuple(int(round(255 * c)) for c in to_rgb(color)) for color in colors] if colors is not None else
                [tuple(int(round(255 * c)) for c in colormaps["tab10"](i)[:3]) for i in range(10)])
-    title_size, label_size, tick_size, category_size, legend_size = 14, 14, 13, 10, 10  # px at 100 dpi
-    s = _SUPERSAMPLE
+    title_size, label_size, tick_size, category_size, legend_font = 14, 14, 13, 10, 10  # px at 100 dpi
+    s = SUPERSAMPLE
 
     finite = values[np.isfinite(values)]
     high = max([0.0, *finite.tolist(), *([reference[0]] if reference is not None else [])])
@@ -73,15 +73,15 @@ def grouped_bar_figure(
     y_low, y_high = low, high + 0.05 * ((high - low) or 1.0)
 
     width = int(round(100 * min(12.0, 3.0 + inches_per_category * n)))
-    label_h, tick_h = _size("Ag", label_size)[1], _size("Ag", tick_size)[1]
-    y_ticks = _nice_ticks(y_low, y_high, 6)
-    y_texts = _tick_texts(y_ticks)
-    left = 10 + label_h + 8 + max(_size(t, tick_size)[0] for t in y_texts) + 4 + 5
-    top = 8 + _size(title, title_size)[1] + 8
+    label_h, tick_h = text_size("Ag", label_size)[1], text_size("Ag", tick_size)[1]
+    y_ticks = nice_ticks(y_low, y_high, 6)
+    y_texts = tick_texts(y_ticks)
+    left = 10 + label_h + 8 + max(text_size(t, tick_size)[0] for t in y_texts) + 4 + 5
+    top = 8 + text_size(title, title_size)[1] + 8
     right = width - 16
     plot_w, plot_h = right - left, 250
     bottom = top + plot_h
-    category_w = max((_size(c, category_size)[0] for c in categories), default=0)  # upright once rotated
+    category_w = max((text_size(c, category_size)[0] for c in categories), default=0)  # upright once rotated
     height = bottom + 5 + 3 + category_w + 4 + label_h + 8
 
     # Category i is centred at x = i; its group's bars share 0.8 of the unit; 5% margin either side.
@@ -95,7 +95,7 @@ def grouped_bar_figure(
 
     # The legend in the corner that hides the fewest bars (upper right first), else below the x label.
     entries = names + ([reference[1]] if reference is not None else [])
-    box_w, box_h, entry_h = _legend_size(entries, legend_size)
+    box_w, box_h, entry_h = legend_size(entries, legend_font)
     inset = 6
     corners = [(plot_w - inset - box_w, inset), (inset, inset)]
     zero_y = float(to_y(0.0))
@@ -117,7 +117,7 @@ def grouped_bar_figure(
     draw = ImageDraw.Draw(big)
     for value in y_ticks:
         y = (top + float(to_y(value))) * s
-        draw.line([(left * s, y), (right * s, y)], fill=_GRID, width=s)
+        draw.line([(left * s, y), (right * s, y)], fill=GRID, width=s)
     for g, _, x, v in bars:
         x0, x1 = left + float(to_x(x - bar_w / 2)), left + float(to_x(x + bar_w / 2))
         y0, y1 = sorted((top + float(to_y(v)), top + zero_y))
@@ -126,20 +126,20 @@ def grouped_bar_figure(
         y = (top + float(to_y(reference[0]))) * s
         for x in np.arange(left * s, right * s, 9 * s):  # dashes: 6 on, 3 off
             draw.line([(x, y), (min(x + 6 * s, right * s), y)], fill=_REFERENCE, width=s)
-    draw.rectangle([left * s - s, top * s - s, right * s, bottom * s], outline=_INK, width=s)
+    draw.rectangle([left * s - s, top * s - s, right * s, bottom * s], outline=INK, width=s)
     for value in y_ticks:
         y = (top + float(to_y(value))) * s
-        draw.line([((left - 5) * s, y), (left * s, y)], fill=_INK, width=s)
+        draw.line([((left - 5) * s, y), (left * s, y)], fill=INK, width=s)
     for i in range(n):
         x = (left + float(to_x(i))) * s
-        draw.line([(x, bottom * s), (x, (bottom + 5) * s)], fill=_INK, width=s)
+        draw.line([(x, bottom * s), (x, (bottom + 5) * s)], fill=INK, width=s)
     if legend_at is not None:
         lx, ly = left + legend_at[0], top + legend_at[1]
         box = [lx * s, ly * s, (lx + box_w) * s, (ly + box_h) * s]
         if hasattr(draw, "rounded_rectangle"):  # Pillow >= 8.2
-            draw.rounded_rectangle(box, radius=3 * s, fill="white", outline=_FRAME, width=s)
+            draw.rounded_rectangle(box, radius=3 * s, fill="white", outline=FRAME, width=s)
         else:
-            draw.rectangle(box, fill="white", outline=_FRAME, width=s)
+            draw.rectangle(box, fill="white", outline=FRAME, width=s)
         places = [(lx + 8, ly + 6 + entry_h * k) for k in range(len(entries))]
     else:
         column_w = box_w - 8
@@ -157,14 +157,14 @@ def grouped_bar_figure(
 
     image = big.reduce(s)
     for value, text in zip(y_ticks, y_texts):
-        _write(image, (left - 8 - _size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
+        write_text(image, (left - 8 - text_size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
     for i, name in enumerate(categories):  # upwards, ending just under the tick
-        _vertical_text(image, (left + float(to_x(i)), bottom + 8 + _size(name, category_size)[0] / 2), name,
+        vertical_text(image, (left + float(to_x(i)), bottom + 8 + text_size(name, category_size)[0] / 2), name,
                        category_size)
     for k, (x, y) in enumerate(places):
-        _write(image, (x + 28, y), entries[k], legend_size)
-    _write(image, ((left + right - _size(title, title_size)[0]) / 2, 8), title, title_size)
-    _write(image, ((left + right - _size(xlabel, label_size)[0]) / 2, bottom + 5 + 3 + category_w + 4), xlabel,
+        write_text(image, (x + 28, y), entries[k], legend_font)
+    write_text(image, ((left + right - text_size(title, title_size)[0]) / 2, 8), title, title_size)
+    write_text(image, ((left + right - text_size(xlabel, label_size)[0]) / 2, bottom + 5 + 3 + category_w + 4), xlabel,
            label_size)
-    _vertical_text(image, (10 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
+    vertical_text(image, (10 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
     return np.asarray(image)

@@ -68,8 +68,7 @@ def field_pair_image(record: Mapping[str, Any], which: str) -> np.ndarray:
     """N x N heatmap (RGB array) of one of the record's matrices, fields in the configured order on both axes.
 
     ``which`` is ``"mutual_information"``, ``"interaction_information"`` (diagonal blank, a diverging scale
-    symmetric about 0) or ``"learned"``. Drawn with Pillow: a few milliseconds where matplotlib took about
-    400 ms a figure, which made the live images most of the monitor's cost on a GPU.
+    symmetric about 0) or ``"learned"``. Drawn with Pillow, like every live image (cheap enough to log each epoch).
 
     Example:
         >>> from lightning_recanalysis.figures import field_pair_image

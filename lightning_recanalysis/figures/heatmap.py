@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .pillow import _INK, _cell_text, _colors, _nice_ticks, _size, _tick_texts, _vertical_glyphs, _vertical_text, _write
+from .pillow import (INK, cell_text, colormap_colors, nice_ticks, text_size, tick_texts, vertical_glyphs, vertical_text,
+                     write_text)
 
 __all__ = ["heatmap_image"]
 
@@ -58,41 +59,41 @@ def heatmap_image(
     rows = [str(r) for r in (row_labels if row_labels is not None else range(1, n_rows + 1))]
     cols = [str(c) for c in (col_labels if col_labels is not None else range(1, n_cols + 1))]
     annotate = annotate and 0 < n_rows * n_cols <= 400
-    title_size, label_size, tick_size, cell_text = 14, 13, 11, 10  # px; matplotlib's 10 pt at 100 dpi is 14 px
+    title_size, label_size, tick_size, value_size = 14, 13, 11, 10  # px; matplotlib's 10 pt at 100 dpi is 14 px
 
     cell_w, cell_h = (cell, cell) if isinstance(cell, int) else cell
-    texts = [[_cell_text(fmt, v) if np.isfinite(v) else "" for v in row] for row in data] if annotate else []
+    texts = [[cell_text(fmt, v) if np.isfinite(v) else "" for v in row] for row in data] if annotate else []
     if annotate:
-        cell_w = max(cell_w, max((_size(t, cell_text)[0] for row in texts for t in row), default=0) + 6)
-    col_w = max((_size(c, tick_size)[0] for c in cols), default=0)
+        cell_w = max(cell_w, max((text_size(t, value_size)[0] for row in texts for t in row), default=0) + 6)
+    col_w = max((text_size(c, tick_size)[0] for c in cols), default=0)
     if n_cols <= 6 and col_w + 8 <= 140:  # a few short labels read better level, under wider cells
         cell_w = max(cell_w, col_w + 8)
     upright = col_w + 4 > cell_w  # column labels too wide for their cells are written upwards
-    line_h = _size("Ag", tick_size)[1]
+    line_h = text_size("Ag", tick_size)[1]
     col_step = max(1, math.ceil((line_h if upright else col_w + 4) / cell_w))  # thin labels that would overlap
-    label_h = _size("Ag", label_size)[1]
+    label_h = text_size("Ag", label_size)[1]
     # The upright axis and colour-bar labels span the map's height: a few rows get taller cells (up to 30 px),
     # and whatever is still missing becomes margin above and below the map, so no label is cut.
-    upright_len = max(_size(colorbar_label, label_size)[0] if colorbar and colorbar_label else 0,
-                      _size(ylabel, label_size)[0] if ylabel else 0) + 4
+    upright_len = max(text_size(colorbar_label, label_size)[0] if colorbar and colorbar_label else 0,
+                      text_size(ylabel, label_size)[0] if ylabel else 0) + 4
     if upright_len > cell_h * max(1, n_rows):
         cell_h = max(cell_h, min(30, math.ceil(upright_len / max(1, n_rows))))
     row_step = max(1, math.ceil(line_h / cell_h))
     grid_w, grid_h = max(1, n_cols) * cell_w, max(1, n_rows) * cell_h
     overhang = max(0, upright_len - grid_h)
 
-    row_w = max([_size(r, tick_size)[0] for r in rows[::row_step]] + [0])
+    row_w = max([text_size(r, tick_size)[0] for r in rows[::row_step]] + [0])
     left = 10 + (label_h + 6 if ylabel else 0) + row_w + 6
-    top = 8 + _size(title, title_size)[1] + 8 + overhang // 2
-    col_h = max([_size(c, tick_size)[0] for c in cols[::col_step]] + [0]) if upright else line_h
+    top = 8 + text_size(title, title_size)[1] + 8 + overhang // 2
+    col_h = max([text_size(c, tick_size)[0] for c in cols[::col_step]] + [0]) if upright else line_h
     bottom_h = max(4 + col_h + (6 + label_h if xlabel else 0) + 8, overhang - overhang // 2 + 8)
     bar_x = left + grid_w + 14
-    bar_ticks = _nice_ticks(low, high, max(2, min(6, grid_h // 28))) if colorbar else []
-    bar_texts = _tick_texts(bar_ticks)
-    bar_w = (14 + 4 + max(_size(t, tick_size)[0] for t in bar_texts) + (6 + label_h if colorbar_label else 0)
+    bar_ticks = nice_ticks(low, high, max(2, min(6, grid_h // 28))) if colorbar else []
+    bar_texts = tick_texts(bar_ticks)
+    bar_w = (14 + 4 + max(text_size(t, tick_size)[0] for t in bar_texts) + (6 + label_h if colorbar_label else 0)
              if colorbar else 0)
     content_w = bar_x + bar_w + 10 if colorbar else left + grid_w + 10
-    width = max(content_w, _size(title, title_size)[0] + 20)
+    width = max(content_w, text_size(title, title_size)[0] + 20)
     shift = (width - content_w) // 2  # a title wider than the map: centre the map under it
     left, bar_x = left + shift, bar_x + shift
     height = top + grid_h + bottom_h
@@ -101,44 +102,44 @@ def heatmap_image(
 
     # The cells: each value's colour, blown up to cell_w x cell_h pixels.
     if n_rows and n_cols:
-        pixels = np.repeat(np.repeat(_colors(data, cmap, low, high), cell_h, axis=0), cell_w, axis=1)
+        pixels = np.repeat(np.repeat(colormap_colors(data, cmap, low, high), cell_h, axis=0), cell_w, axis=1)
         image.paste(Image.fromarray(pixels, "RGB"), (left, top))
-    draw.rectangle([left - 1, top - 1, left + grid_w, top + grid_h], outline=_INK)
+    draw.rectangle([left - 1, top - 1, left + grid_w, top + grid_h], outline=INK)
     if annotate:
-        cell_rgb = _colors(data, cmap, low, high).astype(np.float64) / 255
+        cell_rgb = colormap_colors(data, cmap, low, high).astype(np.float64) / 255
         light = cell_rgb @ np.array([0.299, 0.587, 0.114]) > 0.5  # the text colour follows the cell's brightness
         for r in range(n_rows):
             for c in range(n_cols):
                 if texts[r][c]:
-                    tw, th = _size(texts[r][c], cell_text)
-                    _write(image, (left + c * cell_w + (cell_w - tw) / 2, top + r * cell_h + (cell_h - th) / 2),
-                           texts[r][c], cell_text, (0, 0, 0) if light[r, c] else (255, 255, 255))
+                    tw, th = text_size(texts[r][c], value_size)
+                    write_text(image, (left + c * cell_w + (cell_w - tw) / 2, top + r * cell_h + (cell_h - th) / 2),
+                           texts[r][c], value_size, (0, 0, 0) if light[r, c] else (255, 255, 255))
     for r in range(0, n_rows, row_step):
-        tw, th = _size(rows[r], tick_size)
-        _write(image, (left - 6 - tw, top + r * cell_h + (cell_h - th) / 2), rows[r], tick_size)
+        tw, th = text_size(rows[r], tick_size)
+        write_text(image, (left - 6 - tw, top + r * cell_h + (cell_h - th) / 2), rows[r], tick_size)
     for c in range(0, n_cols, col_step):
         x = left + c * cell_w + cell_w / 2
         if upright:
-            mask = _vertical_glyphs(cols[c], tick_size)
-            image.paste(_INK, (int(x - mask.width / 2), top + grid_h + 4), mask)
+            mask = vertical_glyphs(cols[c], tick_size)
+            image.paste(INK, (int(x - mask.width / 2), top + grid_h + 4), mask)
         else:
-            _write(image, (x - _size(cols[c], tick_size)[0] / 2, top + grid_h + 4), cols[c], tick_size)
-    _write(image, ((width - _size(title, title_size)[0]) / 2, 8), title, title_size)
+            write_text(image, (x - text_size(cols[c], tick_size)[0] / 2, top + grid_h + 4), cols[c], tick_size)
+    write_text(image, ((width - text_size(title, title_size)[0]) / 2, 8), title, title_size)
     if xlabel:
-        _write(image, (left + grid_w / 2 - _size(xlabel, label_size)[0] / 2, top + grid_h + 4 + col_h + 6), xlabel,
+        write_text(image, (left + grid_w / 2 - text_size(xlabel, label_size)[0] / 2, top + grid_h + 4 + col_h + 6), xlabel,
                label_size)
     if ylabel:
-        _vertical_text(image, (10 + shift + label_h / 2, top + grid_h / 2), ylabel, label_size)
+        vertical_text(image, (10 + shift + label_h / 2, top + grid_h / 2), ylabel, label_size)
 
     if colorbar:  # the colour map from low (bottom) to high (top), with round tick values
-        gradient = _colors(np.linspace(high, low, max(grid_h, 2))[:, None], cmap, low, high)
+        gradient = colormap_colors(np.linspace(high, low, max(grid_h, 2))[:, None], cmap, low, high)
         image.paste(Image.fromarray(np.repeat(gradient, 14, axis=1), "RGB"), (bar_x, top))
-        draw.rectangle([bar_x - 1, top - 1, bar_x + 14, top + grid_h], outline=_INK)
+        draw.rectangle([bar_x - 1, top - 1, bar_x + 14, top + grid_h], outline=INK)
         for value, text in zip(bar_ticks, bar_texts):
             y = top + int(round((high - value) / (high - low) * (grid_h - 1))) if high > low else top
-            draw.line([bar_x + 14, y, bar_x + 17, y], fill=_INK)
-            _write(image, (bar_x + 20, y - line_h / 2), text, tick_size)
+            draw.line([bar_x + 14, y, bar_x + 17, y], fill=INK)
+            write_text(image, (bar_x + 20, y - line_h / 2), text, tick_size)
         if colorbar_label:
-            _vertical_text(image, (bar_x + bar_w - label_h / 2, top + grid_h / 2), colorbar_label, label_size)
+            vertical_text(image, (bar_x + bar_w - label_h / 2, top + grid_h / 2), colorbar_label, label_size)
     return np.asarray(image)
 

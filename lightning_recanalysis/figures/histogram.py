@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .pillow import _GRID, _INK, _nice_ticks, _size, _tick_texts, _vertical_text, _write
+from .pillow import GRID, INK, nice_ticks, text_size, tick_texts, vertical_text, write_text
 
 __all__ = ["stacked_histogram_image", "bin_colors", "NEAR", "MIDDLE", "FAR"]
 
@@ -37,16 +37,16 @@ def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], uppe
     edges = np.asarray(edges, dtype=np.float64)
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     title_size, label_size, tick_size, note_size = 13, 12, 11, 10
-    label_h, tick_h, note_h = _size("Ag", label_size)[1], _size("Ag", tick_size)[1], _size("Ag", note_size)[1] + 2
+    label_h, tick_h, note_h = text_size("Ag", label_size)[1], text_size("Ag", tick_size)[1], text_size("Ag", note_size)[1] + 2
     y_high = float(max(1.0, (lower + upper).max(initial=0.0))) * 1.05
-    y_ticks = _nice_ticks(0.0, y_high, max(3, (height - 100) // 35), integer=True)
-    y_texts = _tick_texts(y_ticks)
-    left = 8 + label_h + 6 + max(_size(t, tick_size)[0] for t in y_texts) + 8
-    top, right = 8 + _size(title, title_size)[1] + 6, width - 12
+    y_ticks = nice_ticks(0.0, y_high, max(3, (height - 100) // 35), integer=True)
+    y_texts = tick_texts(y_ticks)
+    left = 8 + label_h + 6 + max(text_size(t, tick_size)[0] for t in y_texts) + 8
+    top, right = 8 + text_size(title, title_size)[1] + 6, width - 12
     bottom = height - (6 + label_h + 3 + tick_h + 3 + 5) - note_h * len(notes)
     x_low, x_high = float(edges[0]), float(edges[-1]) if edges[-1] > edges[0] else float(edges[0]) + 1.0
-    x_ticks = _nice_ticks(x_low, x_high, max(3, (right - left) // 60))
-    x_texts = _tick_texts(x_ticks)
+    x_ticks = nice_ticks(x_low, x_high, max(3, (right - left) // 60))
+    x_texts = tick_texts(x_ticks)
     plot_w, plot_h = right - left, bottom - top
     to_x = lambda v: left + (v - x_low) / (x_high - x_low) * plot_w  # noqa: E731
     to_y = lambda v: bottom - v / y_high * plot_h  # noqa: E731
@@ -54,26 +54,26 @@ def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], uppe
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     for value in y_ticks:
-        draw.line([(left, to_y(value)), (right, to_y(value))], fill=_GRID)
+        draw.line([(left, to_y(value)), (right, to_y(value))], fill=GRID)
     for k, color in enumerate(colors):
         x0, x1 = to_x(edges[k]), max(to_x(edges[k]) + 1, to_x(edges[k + 1]) - 1)
         if lower[k] > 0:
             draw.rectangle([x0, to_y(lower[k]), x1, bottom], fill=color)
         if upper[k] > 0:
             draw.rectangle([x0, to_y(lower[k] + upper[k]), x1, to_y(lower[k])], fill=_tint(color))
-    draw.rectangle([left - 1, top - 1, right, bottom], outline=_INK)
+    draw.rectangle([left - 1, top - 1, right, bottom], outline=INK)
     for value, text in zip(y_ticks, y_texts):
-        draw.line([(left - 5, to_y(value)), (left, to_y(value))], fill=_INK)
-        _write(image, (left - 8 - _size(text, tick_size)[0], to_y(value) - tick_h / 2), text, tick_size)
+        draw.line([(left - 5, to_y(value)), (left, to_y(value))], fill=INK)
+        write_text(image, (left - 8 - text_size(text, tick_size)[0], to_y(value) - tick_h / 2), text, tick_size)
     for value, text in zip(x_ticks, x_texts):
-        draw.line([(to_x(value), bottom), (to_x(value), bottom + 5)], fill=_INK)
-        _write(image, (to_x(value) - _size(text, tick_size)[0] / 2, bottom + 8), text, tick_size)
-    _write(image, ((left + right - _size(title, title_size)[0]) / 2, 6), title, title_size)
+        draw.line([(to_x(value), bottom), (to_x(value), bottom + 5)], fill=INK)
+        write_text(image, (to_x(value) - text_size(text, tick_size)[0] / 2, bottom + 8), text, tick_size)
+    write_text(image, ((left + right - text_size(title, title_size)[0]) / 2, 6), title, title_size)
     label_y = bottom + 8 + tick_h + 3
-    _write(image, ((left + right - _size(xlabel, label_size)[0]) / 2, label_y), xlabel, label_size)
-    _vertical_text(image, (8 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
+    write_text(image, ((left + right - text_size(xlabel, label_size)[0]) / 2, label_y), xlabel, label_size)
+    vertical_text(image, (8 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
     for index, note in enumerate(notes):
-        _write(image, (8, label_y + label_h + 4 + note_h * index), note, note_size)
+        write_text(image, (8, label_y + label_h + 4 + note_h * index), note, note_size)
     return np.asarray(image)
 
 

@@ -10,16 +10,16 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from .pillow import (
-    _FRAME,
-    _GRID,
-    _INK,
-    _SUPERSAMPLE,
-    _legend_size,
-    _nice_ticks,
-    _size,
-    _tick_texts,
-    _vertical_text,
-    _write,
+    FRAME,
+    GRID,
+    INK,
+    SUPERSAMPLE,
+    legend_size,
+    nice_ticks,
+    text_size,
+    tick_texts,
+    vertical_text,
+    write_text,
 )
 
 __all__ = ["line_image", "agreement_image"]
@@ -54,8 +54,8 @@ def line_image(
     """
     palette = [tuple(int(round(255 * v)) for v in colormaps["tab10"](i)[:3]) for i in range(10)]
     width, height = size
-    title_size, label_size, tick_size, legend_size = 14, 14, 13, 10  # px: matplotlib's sizes at 100 dpi
-    s = _SUPERSAMPLE
+    title_size, label_size, tick_size, legend_font = 14, 14, 13, 10  # px: matplotlib's sizes at 100 dpi
+    s = SUPERSAMPLE
     curves = [(name, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
               for name, (x, y) in series.items()]
     xs = np.concatenate([x for _, x, _ in curves] or [np.zeros(1)])
@@ -72,16 +72,16 @@ def line_image(
     x_low, x_high = padded(float(xs.min()), float(xs.max()))
     y_low, y_high = ylim if ylim is not None else padded(float(ys.min()), float(ys.max()))
 
-    label_h, tick_h = _size("Ag", label_size)[1], _size("Ag", tick_size)[1]
-    y_ticks = _nice_ticks(y_low, y_high, max(3, (height - 100) // 30))
-    y_texts = _tick_texts(y_ticks)
-    left = 10 + label_h + 8 + max(_size(t, tick_size)[0] for t in y_texts) + 4 + 5
-    top = 8 + _size(title, title_size)[1] + 8
+    label_h, tick_h = text_size("Ag", label_size)[1], text_size("Ag", tick_size)[1]
+    y_ticks = nice_ticks(y_low, y_high, max(3, (height - 100) // 30))
+    y_texts = tick_texts(y_ticks)
+    left = 10 + label_h + 8 + max(text_size(t, tick_size)[0] for t in y_texts) + 4 + 5
+    top = 8 + text_size(title, title_size)[1] + 8
     right = width - 16
     bottom = height - (8 + label_h + 4 + tick_h + 3 + 5)
     integer = bool(np.all(np.round(xs) == xs))
-    x_ticks = _nice_ticks(x_low, x_high, max(3, (right - left) // 60), integer=integer)
-    x_texts = _tick_texts(x_ticks)
+    x_ticks = nice_ticks(x_low, x_high, max(3, (right - left) // 60), integer=integer)
+    x_texts = tick_texts(x_ticks)
     plot_w, plot_h = right - left, bottom - top
     to_x = lambda v: (np.asarray(v) - x_low) / (x_high - x_low) * plot_w  # noqa: E731  (plot-area pixels)
     to_y = lambda v: (y_high - np.asarray(v)) / (y_high - y_low) * plot_h  # noqa: E731
@@ -90,7 +90,7 @@ def line_image(
     names = [name for name, _, _ in curves] if len(curves) > 1 else []
     legend_at, below_h = None, 0
     if names:
-        box_w, box_h, entry_h = _legend_size(names, legend_size)
+        box_w, box_h, entry_h = legend_size(names, legend_font)
         px, py = [], []
         for _, x, y in curves:
             ok = np.isfinite(x) & np.isfinite(y)
@@ -126,10 +126,10 @@ def line_image(
     pdraw = ImageDraw.Draw(plot)
     for value in y_ticks:
         y = float(to_y(value)) * s
-        pdraw.line([(0, y), (plot_w * s, y)], fill=_GRID, width=s)
+        pdraw.line([(0, y), (plot_w * s, y)], fill=GRID, width=s)
     for value in x_ticks:
         x = float(to_x(value)) * s
-        pdraw.line([(x, 0), (x, plot_h * s)], fill=_GRID, width=s)
+        pdraw.line([(x, 0), (x, plot_h * s)], fill=GRID, width=s)
     for index, (_, x, y) in enumerate(curves):
         color = palette[index % len(palette)]
         ok = np.isfinite(x) & np.isfinite(y)
@@ -140,21 +140,21 @@ def line_image(
         for px_, py_ in points:
             pdraw.ellipse([px_ - r, py_ - r, px_ + r, py_ + r], fill=color)
     big.paste(plot, (left * s, top * s))
-    draw.rectangle([left * s - s, top * s - s, right * s, bottom * s], outline=_INK, width=s)
+    draw.rectangle([left * s - s, top * s - s, right * s, bottom * s], outline=INK, width=s)
     for value in y_ticks:
         y = (top + float(to_y(value))) * s
-        draw.line([((left - 5) * s, y), (left * s, y)], fill=_INK, width=s)
+        draw.line([((left - 5) * s, y), (left * s, y)], fill=INK, width=s)
     for value in x_ticks:
         x = (left + float(to_x(value))) * s
-        draw.line([(x, bottom * s), (x, (bottom + 5) * s)], fill=_INK, width=s)
+        draw.line([(x, bottom * s), (x, (bottom + 5) * s)], fill=INK, width=s)
     entries = []
     if legend_at is not None:
         lx, ly = legend_at
         box = [lx * s, ly * s, (lx + box_w) * s, (ly + box_h) * s]
         if hasattr(draw, "rounded_rectangle"):  # Pillow >= 8.2: matplotlib's rounded legend frame
-            draw.rounded_rectangle(box, radius=3 * s, fill="white", outline=_FRAME, width=s)
+            draw.rounded_rectangle(box, radius=3 * s, fill="white", outline=FRAME, width=s)
         else:
-            draw.rectangle(box, fill="white", outline=_FRAME, width=s)
+            draw.rectangle(box, fill="white", outline=FRAME, width=s)
         entries = [(lx + 8, ly + 6 + entry_h * i + entry_h / 2 - 1, palette[i % len(palette)], name, lx + 36,
                     ly + 6 + entry_h * i) for i, name in enumerate(names)]
     elif names:
@@ -168,14 +168,14 @@ def line_image(
 
     image = big.reduce(s)  # the anti-aliasing: each pixel the mean of s x s drawn ones
     for value, text in zip(y_ticks, y_texts):
-        _write(image, (left - 8 - _size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
+        write_text(image, (left - 8 - text_size(text, tick_size)[0], top + float(to_y(value)) - tick_h / 2), text, tick_size)
     for value, text in zip(x_ticks, x_texts):
-        _write(image, (left + float(to_x(value)) - _size(text, tick_size)[0] / 2, bottom + 5 + 3), text, tick_size)
+        write_text(image, (left + float(to_x(value)) - text_size(text, tick_size)[0] / 2, bottom + 5 + 3), text, tick_size)
     for _, _, _, name, tx, ty in entries:
-        _write(image, (tx, ty), name, legend_size)
-    _write(image, ((left + right - _size(title, title_size)[0]) / 2, 8), title, title_size)
-    _write(image, ((left + right - _size(xlabel, label_size)[0]) / 2, bottom + 5 + 3 + tick_h + 4), xlabel, label_size)
-    _vertical_text(image, (10 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
+        write_text(image, (tx, ty), name, legend_font)
+    write_text(image, ((left + right - text_size(title, title_size)[0]) / 2, 8), title, title_size)
+    write_text(image, ((left + right - text_size(xlabel, label_size)[0]) / 2, bottom + 5 + 3 + tick_h + 4), xlabel, label_size)
+    vertical_text(image, (10 + label_h / 2, (top + bottom) / 2), ylabel, label_size)
     return np.asarray(image)
 
 

@@ -26,13 +26,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .png import encode_png
 
-__all__ = ["side_by_side", "png_bytes"]
+__all__ = [
+    "BLANK", "FRAME", "GRID", "INK", "SUPERSAMPLE", "cell_text", "colormap_colors", "legend_size", "nice_ticks",
+    "png_bytes", "side_by_side", "text_size", "tick_texts", "vertical_glyphs", "vertical_text", "write_text",
+]
 
-_INK = (20, 20, 20)
-_GRID = (232, 232, 232)  # matplotlib's grid at alpha 0.3 on white
-_FRAME = (204, 204, 204)  # matplotlib's legend frame
-_BLANK = (242, 242, 242)  # an undefined (NaN) heatmap cell: no colour of any colour map, and no number in it
-_SUPERSAMPLE = 2  # lines and markers are drawn this many times larger and scaled down: anti-aliasing
+INK = (20, 20, 20)
+GRID = (232, 232, 232)  # matplotlib's grid at alpha 0.3 on white
+FRAME = (204, 204, 204)  # matplotlib's legend frame
+BLANK = (242, 242, 242)  # an undefined (NaN) heatmap cell: no colour of any colour map, and no number in it
+SUPERSAMPLE = 2  # lines and markers are drawn this many times larger and scaled down: anti-aliasing
 
 
 @lru_cache(maxsize=1)
@@ -58,7 +61,7 @@ def _font(size: int):
 @lru_cache(maxsize=4096)
 def _glyphs(text: str, size: int) -> Image.Image:
     """``text`` rendered once as an alpha mask: maps logged every epoch repeat the same labels and the same
-    two-decimal values, and pasting a cached mask is ~20 times faster than laying the text out again.
+    two-decimal values, and pasting a cached mask is much cheaper than laying the text out again.
 
     Every mask of one size is one line high (ascent + descent), whatever its letters, so texts placed at the
     same y share a baseline."""
@@ -74,29 +77,38 @@ def _glyphs(text: str, size: int) -> Image.Image:
     return mask
 
 
-def _size(text: str, size: int) -> tuple[int, int]:
+def text_size(text: str, size: int) -> tuple[int, int]:
+    """Width and height in pixels of ``text`` at ``size`` points (one line high, whatever its letters).
+
+    Example:
+        >>> w, h = text_size("IA", 12)
+        >>> w > 0 and h > 0, text_size("IAIA", 12)[0] > w
+        (True, True)
+    """
     return _glyphs(text, size).size
 
 
-def _legend_size(names: Sequence[str], size: int) -> tuple[int, int, int]:
+def legend_size(names: Sequence[str], size: int) -> tuple[int, int, int]:
     """Width and height of a legend box listing ``names`` one a line, and the height of one line."""
-    line_h = _size("Ag", size)[1] + 3
-    return 8 + 22 + 6 + max(_size(n, size)[0] for n in names) + 8, 6 + line_h * len(names) + 4, line_h
+    line_h = text_size("Ag", size)[1] + 3
+    return 8 + 22 + 6 + max(text_size(n, size)[0] for n in names) + 8, 6 + line_h * len(names) + 4, line_h
 
 
-def _write(image: Image.Image, xy: tuple[float, float], text: str, size: int, fill=_INK) -> None:
+def write_text(image: Image.Image, xy: tuple[float, float], text: str, size: int, fill=INK) -> None:
+    """Draw ``text`` with its top-left corner at ``xy`` (rounded to pixels), in ``fill``."""
     image.paste(fill, (int(round(xy[0])), int(round(xy[1]))), _glyphs(text, size))
 
 
 @lru_cache(maxsize=256)
-def _vertical_glyphs(text: str, size: int) -> Image.Image:
+def vertical_glyphs(text: str, size: int) -> Image.Image:
+    """The alpha mask of ``text`` rotated to read upwards (a y-axis label), cached."""
     return _glyphs(text, size).rotate(90, expand=True)
 
 
-def _vertical_text(image: Image.Image, xy: tuple[float, float], text: str, size: int) -> None:
+def vertical_text(image: Image.Image, xy: tuple[float, float], text: str, size: int) -> None:
     """Text rotated 90 degrees (reading upwards), centred on ``xy``."""
-    mask = _vertical_glyphs(text, size)
-    image.paste(_INK, (int(xy[0]) - mask.width // 2, int(xy[1]) - mask.height // 2), mask)
+    mask = vertical_glyphs(text, size)
+    image.paste(INK, (int(xy[0]) - mask.width // 2, int(xy[1]) - mask.height // 2), mask)
 
 
 @lru_cache(maxsize=8)
@@ -104,16 +116,16 @@ def _lut(cmap: str) -> np.ndarray:
     return (colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
-def _colors(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
+def colormap_colors(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
     """RGB per value; NaN (undefined) gets the light grey of a blank cell, never a colour of the map."""
     lut = _lut(cmap)
     scaled = np.nan_to_num((values - vmin) / (vmax - vmin if vmax > vmin else 1.0), nan=0.0)
     rgb = lut[np.clip((scaled * 255).round().astype(np.int64), 0, 255)]
-    rgb[~np.isfinite(values)] = _BLANK
+    rgb[~np.isfinite(values)] = BLANK
     return rgb
 
 
-def _nice_ticks(low: float, high: float, bins: int, integer: bool = False) -> list[float]:
+def nice_ticks(low: float, high: float, bins: int, integer: bool = False) -> list[float]:
     """Round tick values within [low, high], as matplotlib's own axes choose them."""
     if not high > low:
         return [low]
@@ -122,7 +134,7 @@ def _nice_ticks(low: float, high: float, bins: int, integer: bool = False) -> li
     return [float(t) for t in ticks if low - 1e-9 * span <= t <= high + 1e-9 * span]
 
 
-def _tick_texts(ticks: Sequence[float]) -> list[str]:
+def tick_texts(ticks: Sequence[float]) -> list[str]:
     """The fewest decimals that tell the ticks apart (0, 0.25, 0.5 -> 0.00, 0.25, 0.50), matplotlib's minus."""
     step = min((abs(b - a) for a, b in zip(ticks, ticks[1:]) if b != a), default=1.0)
     decimals = next((d for d in range(7) if abs(round(step, d) - step) <= 1e-6 * step), 6)
@@ -131,7 +143,7 @@ def _tick_texts(ticks: Sequence[float]) -> list[str]:
     return [f"{t + 0.0:.{decimals}f}".replace("-", "\u2212") for t in ticks]
 
 
-def _cell_text(fmt: str, value: float) -> str:
+def cell_text(fmt: str, value: float) -> str:
     """``fmt.format(value)``, without the sign of a value that rounds to zero ("-0.000" reads as negative)."""
     text = fmt.format(value)
     if text.startswith("-") and not any(c in "123456789" for c in text):

@@ -1,11 +1,11 @@
-"""PNG encoding of the live images, a few times faster than Pillow's on the monitors' flat-coloured figures.
+"""PNG encoding of the live images: one fixed row filter in place of Pillow's search over all five.
 
 Pillow's PNG encoder tries every row filter on every row (adaptive filtering); on an ``[H, W, 3]`` figure of a
 few flat colours and anti-aliased text that search costs more than the compression itself. Here every row but
 the first uses filter 2 ("Up": each byte minus the byte above it), which turns the long vertical runs of a
 histogram's bars and a heatmap's cells into zeros, and zlib compresses the result at ``level``. The pixels are
-the same (PNG is lossless); the file is a little larger (about 7% on the conflict-subset figure at level 1).
-``python -m benchmarks.bench_png`` times both encoders side by side on the demo's figures.
+the same (PNG is lossless); the file is a little larger. ``python -m benchmarks.bench_png`` compares both
+encoders side by side on the demo's figures.
 
 Layout (PNG specification, ISO/IEC 15948): the 8-byte signature, an ``IHDR`` chunk (width, height, bit depth 8,
 colour type 2 = RGB), one ``IDAT`` chunk holding the zlib stream of the filtered rows (each row: its filter

@@ -14,6 +14,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".collapse": ("collapse_findings", "interaction_correlations"),
     ".correlation": ("correlation_findings",),
     ".field_pair": ("field_pair_findings",),
-    ".numbers": ("format_value",),
+    ".formatting": ("format_value",),
     ".thresholds": ("ReportThresholds",),
 })

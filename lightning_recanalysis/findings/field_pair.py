@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..records import FieldPairRecord
-from .numbers import format_value
+from .formatting import format_value
 from .thresholds import ReportThresholds
 
 __all__ = ["field_pair_findings", "pairs_by_interaction"]

@@ -21,10 +21,12 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
         "interaction_information", "pair_label_mutual_information", "table_mutual_information"
     ),
     ".interaction": ("cross_layer_block", "interaction_information_abundance"),
+    ".label_subsets": ("auroc_subsets", "binned_by_subset", "label_pattern_masks", "label_pattern_name",
+                       "pair_statistics"),
     ".ranking": ("subset_aurocs",),
     ".spectrum": (
-        "RowNormalizedGram", "all_reduce_gram", "effective_rank", "information_abundance", "normalized_spectrum",
-        "row_normalized_gram", "sharded_singular_values", "singular_values", "singular_values_from_gram",
+        "RowNormalizedGram", "effective_rank", "information_abundance", "normalized_spectrum",
+        "row_normalized_gram", "singular_values", "singular_values_from_gram",
         "stable_rank"
     ),
 })

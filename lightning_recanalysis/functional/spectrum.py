@@ -33,15 +33,12 @@ import torch
 # The measures of a spectrum live in their own module; imported here so that this module serves them too.
 from .spectrum_measures import effective_rank, information_abundance, normalized_spectrum, stable_rank
 
-from ..distributed import is_distributed, sum_over_ranks
 
 __all__ = [
     "RowNormalizedGram",
     "row_normalized_gram",
     "singular_values_from_gram",
     "singular_values",
-    "all_reduce_gram",
-    "sharded_singular_values",
     "normalized_spectrum",
     "information_abundance",
     "effective_rank",
@@ -353,41 +350,3 @@ def singular_values(weight: torch.Tensor, *, normalize_rows: bool = True) -> tor
     """
     result = row_normalized_gram(weight, normalize_rows=normalize_rows)
     return singular_values_from_gram(result.gram, min(weight.shape[0], weight.shape[1]))
-
-
-def all_reduce_gram(result: RowNormalizedGram, group=None) -> RowNormalizedGram:
-    """Sum a rank-local :class:`RowNormalizedGram` over a process group: one all-reduce of K*K + 2 float64s.
-
-    For row-sharded tables (TorchRec-style model parallel, FSDP shards): each rank streams its own rows, and
-    because G and the row counts are sums, the reduced result is exactly the whole table's. Every rank of the
-    group must call this, in the same order for the same tables. Without an initialised process group it
-    returns ``result`` unchanged.
-
-    Example:
-        >>> part = row_normalized_gram(torch.eye(2))
-        >>> all_reduce_gram(part) is part  # without torch.distributed, the local Gram is the whole
-        True
-    """
-    if not is_distributed():
-        return result
-    gram = result.gram
-    packed = torch.cat([gram.flatten(), torch.tensor([float(result.rows), float(result.excluded_rows)],
-                                                     dtype=torch.float64, device=gram.device)])
-    packed = sum_over_ranks(packed, group)
-    k = gram.shape[0]
-    return RowNormalizedGram(gram=packed[: k * k].view(k, k), rows=int(round(float(packed[-2]))),
-                             excluded_rows=int(round(float(packed[-1]))))
-
-
-def sharded_singular_values(local_weight: torch.Tensor, *, normalize_rows: bool = True, group=None) -> torch.Tensor:
-    """:func:`singular_values` of a table whose rows are split across ranks; each rank passes its own rows.
-
-    Length ``min(total rows, K)``; equal on every rank.
-
-    Example:
-        >>> sharded_singular_values(torch.eye(3)).round(decimals=4)  # one process: all the rows
-        tensor([1., 1., 1.], dtype=torch.float64)
-    """
-    total = all_reduce_gram(row_normalized_gram(local_weight, normalize_rows=normalize_rows), group=group)
-    all_rows = total.rows + total.excluded_rows
-    return singular_values_from_gram(total.gram, min(all_rows, local_weight.shape[1]))

@@ -3,7 +3,7 @@
 Counting (target, behaviour, position, label) at real vocabulary sizes is sparse: most of the 10^8 to 10^10
 possible keys never occur, and at 10,000 categories about half the behaviours of a batch are keys that batch has
 not seen twice. Vectorised numpy or torch must then sort the codes with a general-purpose comparison or radix sort
-(20 to 60 ns a code on a 2-core CPU) and merge each batch's keys into the state with a binary search per key
+(tens of ns a code) and merge each batch's keys into the state with a binary search per key
 (a cache miss each). Two compiled loops replace them:
 
 * :func:`position_runs`: a batch's cells bucketed by position p (one counting pass), each bucket radix-sorted on
@@ -14,8 +14,8 @@ not seen twice. Vectorised numpy or torch must then sort the codes with a genera
 A counter then keeps its keys as a few sorted runs of halving size (a binary counter: a new run merges into the
 last while that one is no larger), so each key is copied O(log(state / batch)) times in sequential passes
 instead of being looked up at random. Where ids fit 4-byte codes, :class:`~.position_counter.PositionCodeCounter`
-does the same with 8 bytes a key, runs merged in place in one arena (the loops ``compact_run``,
-``merge_forward`` and ``merge_backward`` of :mod:`._numba_kernels`).
+does the same with 8 bytes a key, runs merged in place in one arena (the loops ``compact_run`` of
+:mod:`._numba_kernels`, ``merge_forward`` and ``merge_backward`` of :mod:`._numba_runs`).
 
 numba is a declared dependency, imported on first use only (a run that never reaches sparse counting does not pay
 its 0.4 s import); without it, or with ``LIGHTNING_RECANALYSIS_NO_NUMBA=1``, the metric counts with numpy and torch
@@ -31,7 +31,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["available", "merge_runs", "position_runs"]
+__all__ = ["available", "loops", "merge_runs", "position_runs"]
 
 _DISABLE = "LIGHTNING_RECANALYSIS_NO_NUMBA"
 _kernels: ModuleType | None = None
@@ -57,7 +57,9 @@ def available() -> bool:
     return _kernels is not None
 
 
-def _loops() -> ModuleType:
+def loops() -> ModuleType:
+    """The module of compiled loops (:mod:`._numba_kernels`); raises ``RuntimeError`` where :func:`available` is
+    false."""
     if not available():
         raise RuntimeError(f"numba is not installed (or {_DISABLE} is set): the counting metrics use numpy instead")
     return _kernels
@@ -91,8 +93,8 @@ def position_runs(target: np.ndarray, behavior: np.ndarray, label: np.ndarray, p
         >>> [part.tolist() for part in decode_keys(torch.from_numpy(keys))], counts.tolist()  # (t, b, p, y)
         ([[3, 3, 3], [2, 1, 5], [1, 2, 2], [1, 1, 1]], [2, 1, 1])
     """
-    return _loops().position_runs(target, behavior, label, positions, n_positions, behavior_bits, code_bits, codes,
-                                  scratch, position_shift, target_shift, behavior_shift)
+    return loops().position_runs(target, behavior, label, positions, n_positions, behavior_bits, code_bits, codes,
+                                 scratch, position_shift, target_shift, behavior_shift)
 
 
 def merge_runs(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
@@ -105,4 +107,4 @@ def merge_runs(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
         >>> keys.tolist(), counts.tolist()
         ([1, 4, 9], [2, 6, 1])
     """
-    return _loops().merge_runs(keys_a, counts_a, keys_b, counts_b)
+    return loops().merge_runs(keys_a, counts_a, keys_b, counts_b)

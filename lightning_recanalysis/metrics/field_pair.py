@@ -33,9 +33,8 @@ search is used; a few KiB when ids are numbered by frequency, as in the demo).
 **Cost.** Per batch after the warm-up, on CPU: one copy into the rows waiting. Per flush (once 32,768 rows and
 2^22 codes wait): one gather in a dense id -> bucket table (binary search for ids too large for one), then
 B x N(N - 1)/2 increments, one ``bincount`` per field over all its pairs (see :mod:`.field_pair_cpu`; on CUDA
-``index_add_``; both exact). The increments are the floor: ``bincount`` alone takes about 0.8 ns each on this
-project's 2-core machine, and the whole count about 1.4 ns per sample and pair at 39 fields, one thread, CPU time
-(``benchmarks/bench_field_pair.py``).
+``index_add_``; both exact). The increments are the floor: the whole count is a small multiple of ``bincount``
+alone (``benchmarks/bench_field_pair.py`` measures both).
 
 Where things are: the kept values and the bucket lookup in :mod:`.field_vocabulary`, the counting in
 :mod:`.field_pair_cpu` (numpy) and :mod:`.field_pair_torch` (GPUs), the checks of a batch in

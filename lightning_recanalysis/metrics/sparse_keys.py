@@ -65,7 +65,7 @@ def decode_keys(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def bincount(codes: torch.Tensor, size: int) -> torch.Tensor:
-    """``torch.bincount``; numpy's on CPU, which is 3 to 5 times faster there.
+    """``torch.bincount``; numpy's on CPU, which is faster there (``benchmarks/bench_counting.py``).
 
     Example:
         >>> bincount(torch.tensor([0, 2, 2]), 4)
@@ -99,9 +99,8 @@ def unique_counts(codes: torch.Tensor, code_range: int) -> tuple[torch.Tensor, t
 def unique_counts_numpy(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values of a 1-D integer array and their int64 counts.
 
-    Sorted with ``torch.sort`` on the array's memory: on this project's 2-core AMD machine it sorted the
-    counting benchmark's codes in 21 to 26 ns each (int32 or int64, one thread, CPU time), numpy's ``np.sort``
-    in 35 to 58 ns (its AVX-512 sort relies on compress-stores, which are slow on that CPU).
+    Sorted with ``torch.sort`` on the array's memory, which beat ``np.sort`` on the counting benchmark's codes
+    (numpy's AVX-512 sort relies on compress-stores, slow on some CPUs).
 
     Example:
         >>> unique_counts_numpy(np.array([5, 1, 5], dtype=np.int32))

@@ -38,7 +38,7 @@ def warm_up() -> float:
     # bound), so the loop is called on a 6 x 2 x 2 x 6 array directly, by column and by cell.
     cells, carries = np.zeros(6 * 2 * 2 * 6, np.uint8), np.empty(4, np.int64)
     for positions in (np.zeros((0, 0), np.int64), np.array([[0, 1], [2, 1]])):
-        compiled_counts._loops().dense_count(target, behavior, label, positions, cells, 2, 6, carries, 0, 0)
+        compiled_counts.loops().dense_count(target, behavior, label, positions, cells, 2, 6, carries, 0, 0)
     one = np.zeros(1, np.int64)
     compiled_counts.merge_runs(one, one, one, one)
     for code_dtype in (np.int32, np.int64):

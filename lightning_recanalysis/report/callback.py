@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from ..callbacks.base import AnalysisCallback
 from ..writers import AnalysisWriter
@@ -40,6 +41,9 @@ class AnalysisReport(Callback):
         thresholds: when numbers become findings at the top of the report.
         dashboard: write the custom-scalars layout.
 
+    Raises:
+        TypeError: at construction, when ``thresholds`` is not a :class:`ReportThresholds`.
+
     Example:
         >>> import json, tempfile, torch
         >>> from pathlib import Path
@@ -59,6 +63,9 @@ class AnalysisReport(Callback):
     def __init__(self, out_dir: str | Path | None = None, thresholds: ReportThresholds | None = None,
                  dashboard: bool = True) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if thresholds is not None and not isinstance(thresholds, ReportThresholds):
+            raise TypeError(f"AnalysisReport: thresholds must be a ReportThresholds, got {type(thresholds).__name__}; "
+                            "build one with ReportThresholds(...) from lightning_recanalysis.report")
         self.thresholds = thresholds or ReportThresholds()
         self.dashboard = dashboard
         self.writer = AnalysisWriter(type(self).__name__)
@@ -75,6 +82,7 @@ class AnalysisReport(Callback):
             return Path(trainer.loggers[0].log_dir)
         return Path(trainer.default_root_dir)
 
+    @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self.dashboard or not trainer.is_global_zero or trainer.fast_dev_run:
             return
@@ -89,6 +97,7 @@ class AnalysisReport(Callback):
             self.writer.custom_scalars(trainer, layout)
             self.writer.flush(trainer)
 
+    @override
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return

@@ -15,7 +15,7 @@ from ..figures.bars import grouped_bar_figure
 from ..records import SpectrumRecord
 from .compare_conflict import add_conflict_comparison
 from .model import ReportFigure, ReportTable, ReportThresholds, Section
-from .render import _section_order, write_report
+from .render import section_order, write_report
 from .run_data import RunData
 
 
@@ -61,7 +61,7 @@ def compare_runs(runs: list[RunData], out_dir: str | Path, thresholds: ReportThr
     if len(set(names)) < len(names):  # same leaf names: tell the runs apart by their paths
         for r in runs:
             r.name = r.path
-    namespaces = sorted({ns for r in runs for ns in r.records}, key=_section_order)
+    namespaces = sorted({ns for r in runs for ns in r.records}, key=section_order)
     sections = []
     for ns in namespaces:
         have = [r for r in runs if ns in r.records]

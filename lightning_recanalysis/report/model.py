@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Re-exported: the report's sections read them from here; the findings layer owns them.
-from ..findings.numbers import format_value
+from ..findings.formatting import format_value
 from ..findings.thresholds import ReportThresholds
 
 __all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section", "format_value", "records_of_stage"]

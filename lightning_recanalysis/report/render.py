@@ -19,7 +19,7 @@ from .model import ReportTable, ReportThresholds, Section
 from .run_data import RunData
 from .sections import ORDER, builder_for
 
-__all__ = ["build_sections", "write_report", "SUMMARY_SCHEMA_ID", "SUMMARY_VERSION", "summary_schema"]
+__all__ = ["build_sections", "section_order", "write_report", "SUMMARY_SCHEMA_ID", "SUMMARY_VERSION", "summary_schema"]
 
 SUMMARY_SCHEMA_ID = "lightning_recanalysis/summary"
 #: Bump on any change of summary.json's layout; readers check it.
@@ -37,7 +37,7 @@ def summary_schema() -> dict[str, Any]:
     return json.loads((Path(__file__).parent / "summary.schema.json").read_text())
 
 
-def _section_order(namespace: str) -> tuple[int, str]:
+def section_order(namespace: str) -> tuple[int, str]:
     return (ORDER.index(namespace) if namespace in ORDER else len(ORDER), namespace)
 
 
@@ -56,7 +56,7 @@ def build_sections(run: RunData, thresholds: ReportThresholds | None = None) -> 
     """
     thresholds = thresholds or ReportThresholds()
     sections = []
-    for namespace in sorted(run.records, key=_section_order):
+    for namespace in sorted(run.records, key=section_order):
         builder = builder_for(namespace)
         try:
             section = builder(run.records[namespace], thresholds) if builder else _scalars_section(namespace, run)

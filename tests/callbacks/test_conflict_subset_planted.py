@@ -11,10 +11,10 @@ from multitask_helpers import quiet_trainer
 from demo_models.data.batches import split
 from demo_models.multitask import build, demo_data
 from demo_models.references import train_references
-from lightning_recanalysis.callbacks._reference import load_reference
+from lightning_recanalysis.model.reference import load_reference
 from lightning_recanalysis.functional.conflict_subset import conflict_subsets
 from lightning_recanalysis.report.compare_conflict import own_task_agreement
-from lightning_recanalysis.tables import discover_tables
+from lightning_recanalysis.model.tables import discover_tables
 
 
 # These models are tiny: more intra-op threads only add contention on a shared machine.

@@ -2,7 +2,7 @@
 legends that never hide data."""
 
 from lightning_recanalysis.figures import heatmap_image, line_image, png_bytes
-from lightning_recanalysis.figures.pillow import _cell_text
+from lightning_recanalysis.figures.pillow import cell_text
 
 
 def test_raster_heatmap_blank_cells_and_labels_that_fit():
@@ -19,9 +19,9 @@ def test_raster_heatmap_blank_cells_and_labels_that_fit():
 
 def test_cell_values_that_round_to_zero_carry_no_minus_sign():
     # A Miller-Madow-corrected MI of -4e-5 bits prints as zero, not as a negative "-0.000".
-    assert [_cell_text("{:.3f}", v) for v in (-4e-5, -0.0, 4e-5, -0.0021, -1.5)] == [
+    assert [cell_text("{:.3f}", v) for v in (-4e-5, -0.0, 4e-5, -0.0021, -1.5)] == [
         "0.000", "0.000", "0.000", "-0.002", "-1.500"]
-    assert _cell_text("{:.1e}", -1e-5) == "-1.0e-05" and _cell_text("{:.2f}", -0.004) == "0.00"
+    assert cell_text("{:.1e}", -1e-5) == "-1.0e-05" and cell_text("{:.2f}", -0.004) == "0.00"
 
 
 def test_raster_line_legend_never_hides_data():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import chi2, spearmanr
 
-import lightning_recanalysis.metrics.behavior_target as behavior_target
+import lightning_recanalysis.metrics.behavior_counting as behavior_counting
 import lightning_recanalysis.metrics.dense_counts as dense_counts
 from lightning_recanalysis.functional import mutual_information
 from lightning_recanalysis.metrics import BehaviorTargetCounts
@@ -103,7 +103,7 @@ def test_sparse_counts_equal_a_dictionary_count(monkeypatch):
 
 
 def test_dense_array_grows_then_turns_sparse_without_losing_counts(monkeypatch):
-    monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 40_000)
+    monkeypatch.setattr(behavior_counting, "DENSE_MAX_CELLS", 40_000)
     metric = BehaviorTargetCounts()
     batches = []
     for step, categories in enumerate((4, 9, 20, 60, 90)):  # ids revealed batch by batch
@@ -316,9 +316,9 @@ def test_sync_and_unsync_keep_waiting_batches_and_the_dense_array():
 def test_sparse_counts_over_many_flushes_and_merges_equal_a_dictionary_count(categories, monkeypatch):
     """Real vocabulary sizes on the sparse path: Zipf-like ids (keys that repeat across batches, added in place,
     and new keys, merged into the sorted state), flushed every few batches."""
-    monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 1_500)
-    monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 1_500)
-    monkeypatch.setattr(behavior_target, "_FLUSH_COMPILED_MAX_BEHAVIORS", 1_500)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_BEHAVIORS", 1_500)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_MAX_BEHAVIORS", 1_500)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_COMPILED_MAX_BEHAVIORS", 1_500)
     g = torch.Generator().manual_seed(categories)
     weights = 1.0 / torch.arange(1, categories + 1, dtype=torch.float64)
     batches = []

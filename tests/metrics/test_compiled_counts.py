@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import lightning_recanalysis.metrics.behavior_target as behavior_target
+import lightning_recanalysis.metrics.behavior_counting as behavior_counting
 from lightning_recanalysis.metrics import BehaviorTargetCounts, compiled_counts
 from lightning_recanalysis.metrics.sparse_keys import BEHAVIOR_SHIFT, POSITION_SHIFT, TARGET_SHIFT, decode_keys
 
@@ -85,10 +85,10 @@ def test_sparse_path_equals_a_dictionary_count_with_and_without_numba(compiled, 
     if compiled and not compiled_counts.available():
         pytest.skip("numba is not installed")
     monkeypatch.setattr(compiled_counts, "available", lambda: compiled)
-    monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 700)
-    monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 700)
-    monkeypatch.setattr(behavior_target, "_FLUSH_COMPILED_MAX_BEHAVIORS", 700)
-    monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1_000)  # sparse from the first batch
+    monkeypatch.setattr(behavior_counting, "_FLUSH_BEHAVIORS", 700)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_MAX_BEHAVIORS", 700)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_COMPILED_MAX_BEHAVIORS", 700)
+    monkeypatch.setattr(behavior_counting, "DENSE_MAX_CELLS", 1_000)  # sparse from the first batch
     batches = random_batches(categories, 12, 48, 10, categories, -1, gaps=gaps)
     metric = BehaviorTargetCounts()
     for k, b in enumerate(batches):

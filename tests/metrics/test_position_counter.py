@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_recanalysis.metrics import BehaviorTargetCounts, behavior_target, compiled_counts, position_counter
+from lightning_recanalysis.metrics import (
+    BehaviorTargetCounts,
+    behavior_counting,
+    code_arena,
+    compiled_counts,
+    position_counter,
+    position_dense,
+)
 from lightning_recanalysis.metrics.position_counter import PositionCodeCounter
 from lightning_recanalysis.metrics.sparse_keys import decode_keys, encode_keys
 
@@ -68,7 +75,7 @@ def as_dict(counter):
 @pytest.fixture
 def calls(monkeypatch):
     """How often each compiled merge ran: the test shows which paths its batches took."""
-    loops = compiled_counts._loops()
+    loops = compiled_counts.loops()
     seen = Counter()
     for name in ("merge_forward", "merge_backward"):
         kernel = getattr(loops, name)
@@ -91,7 +98,7 @@ SCHEDULE = [(300, 6), (120, 6), (60, 6), (500, 6), (40, 8), (40, 8), (900, 8), (
 @pytest.mark.parametrize("memory_maps", [True, False], ids=["mremap", "copying-arena"])
 def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, calls, monkeypatch):
     if not memory_maps:
-        monkeypatch.delattr(position_counter.mmap, "MAP_PRIVATE")
+        monkeypatch.delattr(code_arena.mmap, "MAP_PRIVATE")
     rng = np.random.default_rng(7)
     counter, batches = PositionCodeCounter(dense=False), []
     for k, (rows, length) in enumerate(SCHEDULE):
@@ -111,7 +118,7 @@ def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, cal
 def dense_at_once(monkeypatch):
     """The dense array is taken as soon as a counter may take it (after its first batch): whatever few keys it
     holds, the cells' bytes are within the patched bytes a key."""
-    monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 1 << 40)
+    monkeypatch.setattr(position_dense, "DENSE_BYTES_PER_KEY", 1 << 40)
 
 
 @pytest.fixture(params=[False, True], ids=["runs", "dense-array"])
@@ -168,10 +175,10 @@ def metric_batches(seed, n_batches, categories, big_at=None, big_id=40_000):
 
 @pytest.fixture
 def sparse_small_flushes(monkeypatch):
-    monkeypatch.setattr(behavior_target, "_FLUSH_BEHAVIORS", 500)
-    monkeypatch.setattr(behavior_target, "_FLUSH_MAX_BEHAVIORS", 500)
-    monkeypatch.setattr(behavior_target, "_FLUSH_COMPILED_MAX_BEHAVIORS", 500)
-    monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1_000)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_BEHAVIORS", 500)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_MAX_BEHAVIORS", 500)
+    monkeypatch.setattr(behavior_counting, "_FLUSH_COMPILED_MAX_BEHAVIORS", 500)
+    monkeypatch.setattr(behavior_counting, "DENSE_MAX_CELLS", 1_000)
 
 
 def test_metric_moves_to_16_byte_keys_when_an_id_outgrows_the_compact_code(sparse_small_flushes):
@@ -242,7 +249,7 @@ def test_a_batch_of_padding_only_counts_nothing():
 
 
 def test_a_failed_remap_falls_back_to_copying_with_exact_counts(monkeypatch):
-    remap = position_counter._Arena._remap
+    remap = code_arena.Arena._remap
     calls = Counter()
 
     def failing(self, capacity):
@@ -251,8 +258,8 @@ def test_a_failed_remap_falls_back_to_copying_with_exact_counts(monkeypatch):
             raise OSError("mremap refused")
         return remap(self, capacity)
 
-    monkeypatch.setattr(position_counter._Arena, "_remap", failing)
-    monkeypatch.setattr(position_counter._Arena, "_GRAIN", 64)  # capacities in steps of 64 codes: many growths
+    monkeypatch.setattr(code_arena.Arena, "_remap", failing)
+    monkeypatch.setattr(code_arena.Arena, "_GRAIN", 64)  # capacities in steps of 64 codes: many growths
     counter, batches = counted(13, (100, 300, 900, 2_700, 8_100, 50), 6, 3000, 20_000)
     assert calls["remap"] == 2 and not counter._arena._can_map  # copying from then on
     assert counter._arena.capacity > 8_100 * 6 // 2
@@ -280,7 +287,7 @@ def store(request, sparse_small_flushes, monkeypatch):
     whether the 8-byte counter's dense array is taken)."""
     categories, dense_counter = request.param
     if categories == 5:
-        monkeypatch.setattr(behavior_target, "DENSE_MAX_CELLS", 1 << 22)
+        monkeypatch.setattr(behavior_counting, "DENSE_MAX_CELLS", 1 << 22)
     if dense_counter:
         request.getfixturevalue("dense_at_once")
     return categories, dense_counter
@@ -316,7 +323,7 @@ def test_a_batch_the_compact_counter_cannot_take_moves_every_count_to_one_store(
     metric.flush()
     assert metric._compact is not None
     # The metric finds no compiled loops (the counters themselves still do): its numpy path counts the rest.
-    monkeypatch.setattr(behavior_target, "compiled_counts", SimpleNamespace(available=lambda: False))
+    monkeypatch.setattr(behavior_counting, "compiled_counts", SimpleNamespace(available=lambda: False))
     for b in batches[3:]:
         metric.update(*b)
     metric.flush()
@@ -415,7 +422,7 @@ def test_the_dense_array_is_taken_within_the_memory_bound_and_counting_goes_on(c
         distinct = len(oracle(batches))
         if dense_after is None and counter.is_dense:
             dense_after = k
-            assert counter._dense.size == 1200 and distinct * position_counter.DENSE_BYTES_PER_KEY >= 1200
+            assert counter._dense.size == 1200 and distinct * position_dense.DENSE_BYTES_PER_KEY >= 1200
     assert dense_after is not None and dense_after > 0 and calls["merge_forward"] + calls["merge_backward"] > 0
     assert counter._arena.capacity == 0 and not counter._runs  # the runs' memory let go
     assert as_dict(counter) == dict(oracle(batches))
@@ -454,7 +461,7 @@ def test_a_batch_the_bound_does_not_allow_the_dense_array_for_moves_the_counts_b
         batches.append(repeated_batch(rng, rows, 4, 4, 6))
         counter.add_batch(*batches[-1], 4)
     assert counter.is_dense
-    monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 16)  # 4 x 2 x 4 x 201 cells: far beyond 16 a key
+    monkeypatch.setattr(position_dense, "DENSE_BYTES_PER_KEY", 16)  # 4 x 2 x 4 x 201 cells: far beyond 16 a key
     t, b, y, _ = repeated_batch(rng, 200, 4, 4, 6)
     b[0, 0] = 200
     batches.append((t, b, y, None))
@@ -500,7 +507,7 @@ def test_positions_the_dense_array_grew_to_survive_the_move_back_to_runs_and_pic
     """Taken, grown to a third position, then back to runs for an id the bound cannot take (400 bytes a key here,
     so that eight keys take the array); every run must have the counter's positions (a run with fewer made the
     merges read past its offsets)."""
-    monkeypatch.setattr(position_counter, "DENSE_BYTES_PER_KEY", 400)
+    monkeypatch.setattr(position_dense, "DENSE_BYTES_PER_KEY", 400)
     counter, batches = PositionCodeCounter(), []
     for t, b, y, width in (([0, 1, 1, 0], [[0, 1], [1, 2], [3, 0], [2, 3]], [0, 1, 0, 1], 2),
                            ([1], [[2, 3, 1]], [1], 3)):
@@ -559,4 +566,4 @@ def test_a_dense_array_whose_carries_would_break_the_bound_is_not_kept():
     for _ in range(10):
         counter.add_batch(t, b, y, None, 3)
     keys = len(oracle([(t, b, y, None)]))
-    assert not counter.is_dense and counter.nbytes() <= position_counter.DENSE_BYTES_PER_KEY * keys
+    assert not counter.is_dense and counter.nbytes() <= position_dense.DENSE_BYTES_PER_KEY * keys

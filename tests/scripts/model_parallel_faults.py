@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_common import wait_for_other_ranks  # noqa: E402
 
-import lightning_recanalysis.callbacks._spectrum_analysis as spectrum_analysis  # noqa: E402
-import lightning_recanalysis.cross_discovery as cross_discovery  # noqa: E402
+import lightning_recanalysis.model.spectrum_analysis as spectrum_analysis  # noqa: E402
+import lightning_recanalysis.model.cross.discovery as cross_discovery  # noqa: E402
 
 FIELDS = {"user": 40, "item": 60}
 DIM = 8

@@ -12,7 +12,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.placement_types import _StridedShard
 
-from lightning_recanalysis import sharding
+from lightning_recanalysis.parallel import sharding
 from ddp_common import end_rank  # noqa: E402
 
 ROWS, WIDTH = 2001, 12
@@ -68,16 +68,16 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
         mesh = init_device_mesh("cpu", (world,))
         for placement in (Shard(0), Shard(1)):
             dt = distribute_tensor(full, mesh, [placement])
-            original = sharding._local_blocks
+            original = sharding.local_blocks
             if rank == 1:
-                sharding._local_blocks = lambda t: (_ for _ in ()).throw(MemoryError("planted on rank 1"))
+                sharding.local_blocks = lambda t: (_ for _ in ()).throw(MemoryError("planted on rank 1"))
             try:
                 sharding.sharded_gram(dt)
                 results[f"failure_{placement}"] = "no error"
             except Exception as err:
                 results[f"failure_{placement}"] = type(err).__name__
             finally:
-                sharding._local_blocks = original
+                sharding.local_blocks = original
             results[f"after_failure_{placement}"] = sharding.sharded_gram(dt).gram
         # An id outside the table is an error on every rank, not a row of zeros; the next read pairs up again.
         for placement in (Shard(0), Shard(1)):

@@ -1,4 +1,4 @@
-"""Sum a tensor over N gloo processes with lightning_recanalysis.distributed.sum_over_ranks and write each rank's
+"""Sum a tensor over N gloo processes with lightning_recanalysis.parallel.distributed.sum_over_ranks and write each rank's
 result, with the agreements built on it (agreement.all_true, first_found): ``python sum_over_ranks.py OUT_DIR N
 PORT``. Run by tests/test_distributed.py."""
 
@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_recanalysis.agreement import all_true, first_found
-from lightning_recanalysis.distributed import sum_over_ranks
+from lightning_recanalysis.parallel.agreement import all_true, first_found
+from lightning_recanalysis.parallel.distributed import sum_over_ranks
 from ddp_common import end_rank  # noqa: E402
 
 

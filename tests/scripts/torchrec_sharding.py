@@ -1,5 +1,5 @@
 """Shard a TorchRec EmbeddingBagCollection with DistributedModelParallel on 2 CPU processes (gloo) and read its
-sharded state through lightning_recanalysis.sharding: ``python torchrec_sharding.py OUT_DIR KIND`` with KIND
+sharded state through lightning_recanalysis.parallel.sharding: ``python torchrec_sharding.py OUT_DIR KIND`` with KIND
 ``table_wise``, ``column_wise`` or ``table_column_wise``. Rank r writes ``rank<r>.pt``: per table its layout, the
 Gram and row counts of the whole table and of a row range, and looked-up rows, beside every row of every table
 as TorchRec's own sharded lookup returns it. Run by tests/sharding/test_torchrec_sharding.py."""
@@ -29,7 +29,7 @@ def worker(rank: int, world: int, init: str, out: str, kind: str) -> None:
         from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
         from torchrec.distributed.types import ShardingEnv
 
-        from lightning_recanalysis import sharding
+        from lightning_recanalysis.parallel import sharding
 
         torch.manual_seed(0)
         configs = [torchrec.EmbeddingBagConfig(name=name, embedding_dim=WIDTH, num_embeddings=rows,

@@ -8,7 +8,8 @@ from torch import nn
 
 from ddp_helpers import run_ranks
 from lightning_recanalysis import EmbeddingSpectrumMonitor
-from lightning_recanalysis.functional import sharded_singular_values, singular_values
+from lightning_recanalysis.functional import singular_values
+from lightning_recanalysis.parallel import sharded_singular_values
 
 ROWS, WIDTH = 6001, 12
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddp_helpers import SCRIPTS, run_ddp_script
-from lightning_recanalysis import sharding
+from lightning_recanalysis.parallel import sharding
 
 sys.path.insert(0, str(SCRIPTS))
 from sharding_ddp import IDS, kernel, table  # noqa: E402

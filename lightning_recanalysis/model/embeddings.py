@@ -2,7 +2,7 @@
 
 Used by :class:`~lightning_recanalysis.FeatureCorrelationMonitor` for its learned map: at ``setup`` to check the
 names and shapes, at each analysis to read the rows of the categories and positions shown (through
-:func:`~lightning_recanalysis.sharding.lookup_rows`, exact for a sharded table too).
+:func:`~lightning_recanalysis.parallel.sharding.lookup_rows`, exact for a sharded table too).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import sharding
+from ..parallel import sharding
 
 __all__ = ["behavior_and_target_embeddings", "check_behavior_embeddings", "embedding_table"]
 

@@ -25,7 +25,9 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..tables import EmbeddingTable, Field, discover_tables
+from .tables import EmbeddingTable, Field, discover_tables
+
+__all__ = ["ReferenceRows", "ReferenceSource", "fields_named", "load_reference"]
 
 ReferenceSource = Union[nn.Module, str, os.PathLike]
 

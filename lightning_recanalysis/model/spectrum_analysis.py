@@ -11,14 +11,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .. import sharding
-from ..cross import CrossKernel, CrossLayout
-from ..field_sets import AnalysisUnit, FieldSet
+from ..parallel import sharding
+from .cross.kernels import CrossKernel, CrossLayout
+from .field_sets import AnalysisUnit, FieldSet
 from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (RowNormalizedGram, effective_rank, information_abundance, normalized_spectrum,
                                    singular_values_from_gram, stable_rank)
-from ..sharded_interaction import interaction_from_partner_grams, sharded_partner_grams
-from ..tables import TableView
+from ..parallel.sharded_interaction import interaction_from_partner_grams, sharded_partner_grams
+from .tables import TableView
 
 __all__ = ["InteractionReads", "interaction_matrix", "interaction_reads", "view_spectra"]
 
@@ -42,8 +42,8 @@ def view_spectra(view: AnalysisUnit, gram_of: Callable[[Any], RowNormalizedGram]
     Example:
         >>> import torch
         >>> from lightning_recanalysis.functional.spectrum import row_normalized_gram
-        >>> from lightning_recanalysis.tables import discover_tables
-        >>> from lightning_recanalysis.field_sets import analysis_units
+        >>> from lightning_recanalysis.model.tables import discover_tables
+        >>> from lightning_recanalysis.model.field_sets import analysis_units
         >>> model = torch.nn.Module()
         >>> model.item = torch.nn.Embedding(20, 4)
         >>> with torch.no_grad():
@@ -80,7 +80,7 @@ def interaction_reads(layout: CrossLayout, kernel: CrossKernel, units: Sequence[
     """Everything the interaction matrix reads of the weights, every collective of it included: the unit with most
     fields in the cross input, its slots in input order, the kernel restricted to those fields' columns (dense
     columns and other fields left out), and, when a source table is sharded (``DTensor`` or ``ShardedTensor``),
-    each field's partner Grams summed over the ranks (:func:`~lightning_recanalysis.sharded_interaction.
+    each field's partner Grams summed over the ranks (:func:`~lightning_recanalysis.parallel.sharded_interaction.
     sharded_partner_grams`, so no rank holds a table). Plain tables are read later, locally, by
     :func:`interaction_matrix`. A monitor makes every such read before any local computation, so that a local
     failure on one rank cannot leave another rank waiting in a read."""

@@ -10,12 +10,12 @@ from typing import Sequence
 
 from torch import nn
 
-from .. import sharding
-from ..cross import CrossKernel, CrossLayout
-from ..field_sets import AnalysisUnit, FieldSet, analysis_units
-from ..tables import (ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables,
+from ..parallel import sharding
+from .cross.kernels import CrossKernel, CrossLayout
+from .field_sets import AnalysisUnit, FieldSet, analysis_units
+from .tables import (ColumnGroups, EmbeddingTable, FieldDims, TableView, describe_tables, discover_tables,
                       refresh_parameters)
-from ._cross import CrossFinder, table_order_layout
+from .cross.finder import CrossFinder, table_order_layout
 
 __all__ = ["SpectrumLayout"]
 
@@ -27,7 +27,7 @@ class SpectrumLayout:
         row_sharded: globs of table names whose rows are split across ranks by hand.
         field_sets: group same-width single-field tables into field sets.
         cross_layer / cross_offset: the monitor's arguments (for the table-order layout of a concatenated table).
-        discovery: the arguments of :func:`~lightning_recanalysis.tables.discover_tables`.
+        discovery: the arguments of :func:`~lightning_recanalysis.model.tables.discover_tables`.
 
     Example:
         >>> model = nn.Module()

@@ -11,8 +11,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from ._cross import CrossFinder
+from .finder import CrossFinder
 
 __all__ = ["CrossLayoutHooks"]
 
@@ -28,16 +29,19 @@ class CrossLayoutHooks:
     def _layout_found(self, trainer: "pl.Trainer", before_backward: bool) -> None:
         raise NotImplementedError
 
+    @override
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
         if self._finder.waiting:
             self._finder.start()
 
+    @override
     def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            loss: torch.Tensor) -> None:
         if self._finder.finish():
             self._layout_found(trainer, before_backward=True)
 
+    @override
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self._finder.finish():  # no backward seen (manual optimisation without one)

@@ -13,12 +13,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from ..agreement import first_found
-from ..cross import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidates, explicit_layout,
+from ...parallel.agreement import first_found
+from .kernels import (CrossKernel, CrossLayout, CrossSlot, cross_kernel_candidates, explicit_layout,
                      resolve_cross_kernel)
-from ..cross_discovery import CrossInputDiscovery
+from .discovery import CrossInputDiscovery
 from ..field_sets import AnalysisUnit, FieldSet, analysis_units
-from ..sharding import is_sharded
+from ...parallel.sharding import is_sharded
 from ..tables import discover_tables
 from ..torchrec_tables import collection_lookups, sharded_collections
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+__all__ = ["PROTOCOL_EXAMPLE", "protocol_error", "resolve_tasks", "check_lookups_still_called"]
+
 PROTOCOL_EXAMPLE = """\
     class MyMultiTaskModel(LightningModule):
         task_names = ("click", "purchase")            # two tasks or more, fixed order

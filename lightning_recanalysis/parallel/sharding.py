@@ -23,17 +23,17 @@ A replicated block is counted once: a rank contributes its block only if its coo
 weight) need no communication at all and go straight to the single-process functions.
 
 Layouts (which block each rank holds, and whether it can be read) are described in
-:mod:`~lightning_recanalysis.shard_layout`; its names are importable from here too. Layouts that cannot be read
+:mod:`~lightning_recanalysis.parallel.shard_layout`; its names are importable from here too. Layouts that cannot be read
 exactly are refused by :func:`check_readable` with a message that names the placement: ``Partial`` (a pending sum),
 strided shards (FSDP2 combined with tensor parallelism on the same dimension), and meshes of several dimensions
 that span only some processes. A table on a one-dimensional sub-mesh (``fully_shard(table,
 mesh=mesh["data_parallel"])`` beside tensor parallelism) is read over that mesh's process group
-(:mod:`~lightning_recanalysis.mesh_groups`); every function takes ``group=`` to override.
+(:mod:`~lightning_recanalysis.parallel.mesh_groups`); every function takes ``group=`` to override.
 
 Every function here makes the same collectives in the same order on every rank, and a failure on one rank is
 raised on every rank at the same point (its flag rides along in the collective's buffer), so no rank is left
 waiting in a collective that another has abandoned. Every sum goes through
-:func:`~lightning_recanalysis.distributed.sum_over_ranks`, the package's one rank-summing path.
+:func:`~lightning_recanalysis.parallel.distributed.sum_over_ranks`, the package's one rank-summing path.
 """
 
 from __future__ import annotations
@@ -42,15 +42,16 @@ from typing import Callable, Sequence
 
 import torch
 
-from .distributed import sum_over_ranks
-from .functional.spectrum import RowNormalizedGram, row_normalized_gram
+from .distributed import is_distributed, sum_over_ranks
+from ..functional.spectrum import RowNormalizedGram, row_normalized_gram, singular_values_from_gram
 from .mesh_groups import reading_group
-from .shard_layout import (Block, ShardedTensor, ShardLayout, _device, _local_blocks, _shape2, check_readable,
+from .shard_layout import (Block, ShardedTensor, ShardLayout, block_device, local_blocks, shape2, check_readable,
                            is_sharded, layout_of)
 
 # The layout names stay importable from here, where the reads that use them are.
 __all__ = ["Block", "ShardLayout", "ShardedReadError", "layout_of", "check_readable", "row_sum", "sharded_gram",
-           "lookup_rows", "full_tensor", "is_sharded"]
+           "lookup_rows", "full_tensor", "is_sharded", "all_reduce_gram",
+           "sharded_singular_values"]
 
 # Values per chunk: a rank's own rows are streamed (row shards), or whole rows assembled (column shards, one
 # all-reduce per chunk), 2^18 values at a time: 1 MiB in float32, so that the few buffers of a pass stay a small
@@ -59,7 +60,7 @@ _CHUNK_VALUES = 1 << 18
 
 def _summed_with_flag(buffer: torch.Tensor, failed: bool, group=None) -> tuple[torch.Tensor, bool]:
     """``buffer`` (1-D, its last element this rank's failure flag) summed over the group, and whether any rank
-    failed: the flag rides in the same all-reduce (:func:`~lightning_recanalysis.distributed.sum_over_ranks`) as
+    failed: the flag rides in the same all-reduce (:func:`~lightning_recanalysis.parallel.distributed.sum_over_ranks`) as
     the numbers, so every rank learns of a failure at the same collective."""
     buffer[-1] = float(failed)
     total = sum_over_ranks(buffer, group)
@@ -90,23 +91,23 @@ def row_sum(
     ``fn(tensor[rows, columns])``. For a ``DTensor`` each rank applies ``fn`` to whole rows it holds (row
     sharding) or to chunks of whole rows assembled from every rank (column sharding), and the parts are summed;
     every rank gets the same float64 result and must call this in the same order as the others. ``group``: the
-    processes that hold the pieces (default: the tensor's own, :func:`~lightning_recanalysis.mesh_groups.
+    processes that hold the pieces (default: the tensor's own, :func:`~lightning_recanalysis.parallel.mesh_groups.
     reading_group`).
 
     Example:
         >>> import torch
-        >>> from lightning_recanalysis.sharding import row_sum
+        >>> from lightning_recanalysis.parallel.sharding import row_sum
         >>> row_sum(torch.arange(6.0).view(3, 2), lambda block: block.sum(0), rows=(1, 3)).tolist()
         [6.0, 8.0]
     """
-    n_rows, n_cols = _shape2(tensor)
+    n_rows, n_cols = shape2(tensor)
     r0, r1 = rows if rows is not None else (0, n_rows)
     c0, c1 = columns if columns is not None else (0, n_cols)
     if not is_sharded(tensor):
         return fn(tensor.detach()[r0:r1, c0:c1])
     layout = check_readable(tensor, "the weight")
     group = reading_group(tensor) if group is None else group
-    device = _device(tensor)
+    device = block_device(tensor)
     dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     # The result's shape, from an empty block: every rank knows it without a collective.
     shape = fn(torch.zeros(0, c1 - c0, dtype=dtype, device=device)).shape
@@ -115,7 +116,7 @@ def row_sum(
     error: Exception | None = None
     blocks: list[Block] = []
     try:
-        blocks = _local_blocks(tensor)
+        blocks = local_blocks(tensor)
     except Exception as err:  # raised below, once this rank has joined the collectives the others wait in
         error = err
     if layout.kind == "rows":
@@ -178,12 +179,12 @@ def sharded_gram(
 
     Example:
         >>> import torch
-        >>> from lightning_recanalysis.sharding import sharded_gram
+        >>> from lightning_recanalysis.parallel.sharding import sharded_gram
         >>> [round(v, 6) for v in sharded_gram(torch.eye(3), rows=(0, 2)).gram.diagonal().tolist()]
         [1.0, 1.0, 0.0]
     """
     if not is_sharded(tensor):
-        n_rows, n_cols = _shape2(tensor)
+        n_rows, n_cols = shape2(tensor)
         r0, r1 = rows if rows is not None else (0, n_rows)
         c0, c1 = columns if columns is not None else (0, n_cols)
         return row_normalized_gram(tensor.detach()[r0:r1, c0:c1], normalize_rows=normalize_rows,
@@ -233,7 +234,7 @@ def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int], *, grou
 
     Example:
         >>> import torch
-        >>> from lightning_recanalysis.sharding import lookup_rows
+        >>> from lightning_recanalysis.parallel.sharding import lookup_rows
         >>> lookup_rows(torch.arange(6.0).view(3, 2), [2, 0]).tolist()
         [[4.0, 5.0], [0.0, 1.0]]
     """
@@ -242,8 +243,8 @@ def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int], *, grou
         return tensor.detach()[index.to(tensor.device)]
     check_readable(tensor, "the weight")
     group = reading_group(tensor) if group is None else group
-    n_rows, n_cols = _shape2(tensor)
-    device = _device(tensor)
+    n_rows, n_cols = shape2(tensor)
+    device = block_device(tensor)
     index = index.to(device)
     buffer = torch.zeros(index.numel() * n_cols + 1, dtype=torch.float64, device=device)
     error: Exception | None = None
@@ -254,7 +255,7 @@ def lookup_rows(tensor: torch.Tensor, ids: torch.Tensor | Sequence[int], *, grou
     else:
         try:
             view = buffer[:-1].view(index.numel(), n_cols)
-            for block in _local_blocks(tensor):
+            for block in local_blocks(tensor):
                 mine = (index >= block.row0) & (index < block.row_stop)
                 view[mine, block.col0 : block.col_stop] = block.data[index[mine] - block.row0].to(torch.float64)
         except Exception as err:
@@ -282,3 +283,41 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     if isinstance(tensor, ShardedTensor):
         return lookup_rows(tensor, torch.arange(tensor.shape[0]))
     return tensor.detach().full_tensor()
+
+
+def all_reduce_gram(result: RowNormalizedGram, group=None) -> RowNormalizedGram:
+    """Sum a rank-local :class:`RowNormalizedGram` over a process group: one all-reduce of K*K + 2 float64s.
+
+    For row-sharded tables (TorchRec-style model parallel, FSDP shards): each rank streams its own rows, and
+    because G and the row counts are sums, the reduced result is exactly the whole table's. Every rank of the
+    group must call this, in the same order for the same tables. Without an initialised process group it
+    returns ``result`` unchanged.
+
+    Example:
+        >>> part = row_normalized_gram(torch.eye(2))
+        >>> all_reduce_gram(part) is part  # without torch.distributed, the local Gram is the whole
+        True
+    """
+    if not is_distributed():
+        return result
+    gram = result.gram
+    packed = torch.cat([gram.flatten(), torch.tensor([float(result.rows), float(result.excluded_rows)],
+                                                     dtype=torch.float64, device=gram.device)])
+    packed = sum_over_ranks(packed, group)
+    k = gram.shape[0]
+    return RowNormalizedGram(gram=packed[: k * k].view(k, k), rows=int(round(float(packed[-2]))),
+                             excluded_rows=int(round(float(packed[-1]))))
+
+
+def sharded_singular_values(local_weight: torch.Tensor, *, normalize_rows: bool = True, group=None) -> torch.Tensor:
+    """:func:`singular_values` of a table whose rows are split across ranks; each rank passes its own rows.
+
+    Length ``min(total rows, K)``; equal on every rank.
+
+    Example:
+        >>> sharded_singular_values(torch.eye(3)).round(decimals=4)  # one process: all the rows
+        tensor([1., 1., 1.], dtype=torch.float64)
+    """
+    total = all_reduce_gram(row_normalized_gram(local_weight, normalize_rows=normalize_rows), group=group)
+    all_rows = total.rows + total.excluded_rows
+    return singular_values_from_gram(total.gram, min(all_rows, local_weight.shape[1]))

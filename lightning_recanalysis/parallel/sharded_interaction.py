@@ -3,7 +3,7 @@ the spectra, locally.
 
 Entry (i, j) of the interaction matrix is the IA of ``E_i W_ij^T`` (METHODS.md), whose singular values come
 from the K x K *partner Gram* ``W_ij E_hat_i^T E_hat_i W_ij^T``, a sum over field i's rows: for a sharded table
-each rank sums its own rows and one all-reduce per field adds them (:func:`~lightning_recanalysis.sharding.
+each rank sums its own rows and one all-reduce per field adds them (:func:`~lightning_recanalysis.parallel.sharding.
 row_sum`), so no rank holds a table. :func:`sharded_partner_grams` makes only those reads (every rank the same
 collectives, in the same order); :func:`interaction_from_partner_grams` takes the spectra afterwards, so that a
 failure of the local part on one rank cannot leave another waiting in a read.
@@ -14,15 +14,15 @@ from __future__ import annotations
 import torch
 
 from . import sharding
-from .functional.interaction import partner_grams
-from .functional.spectrum import information_abundance
+from ..functional.interaction import partner_grams
+from ..functional.spectrum import information_abundance
 
 __all__ = ["sharded_partner_grams", "interaction_from_partner_grams"]
 
 
 def sharded_partner_grams(sources, weight: torch.Tensor, width: int) -> list[tuple[torch.Tensor, int]]:
     """Each field's N partner Grams ``[N, K, K]`` and its number of rows, for fields whose tables are sharded
-    (``DTensor`` or ``ShardedTensor``): a sum over the field's rows (:func:`~lightning_recanalysis.sharding.row_sum`),
+    (``DTensor`` or ``ShardedTensor``): a sum over the field's rows (:func:`~lightning_recanalysis.parallel.sharding.row_sum`),
     so no rank holds a table; ``sources`` are the fields' ``(weight, rows, columns)`` in input order. Only reads
     (every rank makes the same collectives); the spectra are taken afterwards.
 

@@ -14,8 +14,8 @@ from typing import Any, Callable, ContextManager
 import lightning.pytorch as pl
 from torchmetrics import Metric
 
-from ..distributed import data_parallel_group
-from ._batch import BatchFieldReader
+from ..parallel.distributed import data_parallel_group
+from ..model.batch import BatchFieldReader
 from .base import AnalysisCallback
 
 __all__ = ["CountingMonitor"]

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from ..functional.ranking import subset_aurocs
+from .ranking import subset_aurocs
 
 __all__ = ["label_pattern_name", "label_pattern_masks", "auroc_subsets", "binned_by_subset", "pair_statistics"]
 

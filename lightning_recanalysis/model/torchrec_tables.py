@@ -1,7 +1,7 @@
 """TorchRec's unsharded ``EmbeddingBagCollection`` / ``EmbeddingCollection``: tables named by their features.
 
 A collection holds its tables as ``nn.EmbeddingBag`` / ``nn.Embedding`` modules in ``embedding_bags`` /
-``embeddings`` (keyed by table name), which :func:`~lightning_recanalysis.tables.discover_tables` finds like any
+``embeddings`` (keyed by table name), which :func:`~lightning_recanalysis.model.tables.discover_tables` finds like any
 other; what it adds is the feature names of each table (``EmbeddingBagConfig.feature_names``), which become the
 field's name (joined with ``+`` for a table shared by several features), and, for the cross-input discovery, the
 collection's own lookups: a ``KeyedJaggedTensor`` in, a ``KeyedTensor`` of one ``[B, K]`` pooled embedding per

@@ -15,9 +15,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..mesh_groups import local_value
-from ..tables import EmbeddingTable, Field
-from ._multitask import protocol_error
+from ..parallel.mesh_groups import local_value
+from .tables import EmbeddingTable, Field
+from .multitask import protocol_error
+
+__all__ = ["PAIR_LAYOUT", "View", "field_rows", "PairCollector"]
 
 #: The columns of one pair's row: its distance in each view, each task's label, each task's score, then the user's
 #: and the item's id within their fields.

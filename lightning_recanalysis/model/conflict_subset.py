@@ -13,11 +13,10 @@ from itertools import permutations
 from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import nn
 
-from ..distributed import data_parallel_group, sum_over_ranks
+from ..parallel.distributed import data_parallel_group, sum_over_ranks
 from ..functional.conflict_subset import (
     conflict_histograms,
     conflict_mode_name,
@@ -27,10 +26,11 @@ from ..functional.conflict_subset import (
     geometry_agreement,
     placement_shares,
 )
-from ..figures.conflict_subset import conflict_subset_image
-from ..mesh_groups import local_value
-from ..tables import EmbeddingTable, Field
-from ._reference import ReferenceRows, ReferenceSource, load_reference
+from ..parallel.mesh_groups import local_value
+from .tables import EmbeddingTable, Field
+from .reference import ReferenceRows, ReferenceSource, load_reference
+
+__all__ = ["PREFIX", "ConflictSubsetAnalysis"]
 
 PREFIX = "entanglement/conflict"
 
@@ -189,9 +189,3 @@ class ConflictSubsetAnalysis:
         """Custom-scalars charts: per view, its agreement with each task on each conflict mode."""
         return {f"{view}: agreement with each single-task geometry on the conflict subsets": [
             "Multiline", [rf"{PREFIX}/{re.escape(view)}/[^/]+/agreement_"]] for view in views}
-
-    def images(self, part: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
-        """The authors' figure per view, as ``(tag, image)`` for the live images."""
-        return [(f"{PREFIX}/{view}/histogram",
-                 conflict_subset_image(view, view_part, low_q=part["low"], high_q=part["high"]))
-                for view, view_part in part["views"].items() if part["pairs"] >= 2]

@@ -22,11 +22,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..agreement import all_true
+from ..parallel.agreement import all_true
 from ..functional.conflict import embedding_row_gradients, field_gradient_gram, looked_up_row_gradients, view_gram
-from ..mesh_groups import local_value
-from ..tables import EmbeddingTable
-from ._multitask import protocol_error
+from ..parallel.mesh_groups import local_value
+from .tables import EmbeddingTable
+from .multitask import protocol_error
+
+__all__ = ["Lookup", "ProblemLog", "GradientProbe"]
 
 
 @dataclass

@@ -155,7 +155,7 @@ class TableView:
 
     def field_source(self, fld: Field) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
         """``(weight, rows, columns)``: where one field of this view lives, for reads of a sharded weight
-        (:mod:`~lightning_recanalysis.sharding`) that cannot slice it."""
+        (:mod:`~lightning_recanalysis.parallel.sharding`) that cannot slice it."""
         return self.table.parameter, (fld.start, fld.stop), (self.group.start, self.group.stop)
 
 
@@ -201,7 +201,7 @@ def refresh_parameters(tables: Sequence[EmbeddingTable], model: nn.Module) -> No
                 f"the table `{table.name}` found at setup is no longer an nn.Embedding, nn.EmbeddingBag, parameter "
                 f"or state_dict entry of {type(model).__name__} at fit start "
                 f"({type(module).__name__ if module is not None else 'gone'} now): configure_model replaced it. "
-                "Read such tables with lightning_recanalysis.sharding, or exclude them from the monitor") from None
+                "Read such tables with lightning_recanalysis.parallel.sharding, or exclude them from the monitor") from None
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:

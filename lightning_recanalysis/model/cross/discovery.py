@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .cross import CrossKernel, CrossLayout, CrossSlot
-from .mesh_groups import local_value
+from .kernels import CrossKernel, CrossLayout, CrossSlot
+from ...parallel.mesh_groups import local_value
 
 __all__ = ["Lookup", "CrossInputDiscovery", "match_cross_input"]
 
@@ -58,10 +58,10 @@ class CrossInputDiscovery:
             None when the ids are not one field's (the slot is then ignored).
         slots_of: optional ``slots_of(module_name, args, kwargs, output) -> [(table module name, slot name, ids,
             values [B, K])]``, or None for a plain module, for modules whose lookups are not ``ids -> [..., K]``
-            (TorchRec collections, :mod:`lightning_recanalysis.torchrec_tables`).
+            (TorchRec collections, :mod:`lightning_recanalysis.model.torchrec_tables`).
 
     Example:
-        >>> from lightning_recanalysis.cross import cross_kernel_candidates
+        >>> from lightning_recanalysis.model.cross.kernels import cross_kernel_candidates
         >>> from lightning_recanalysis.toy import ToyDCN
         >>> _ = torch.manual_seed(0)
         >>> model = ToyDCN(field_dims=(3, 4), embed_dim=2)  # ids of field f0 are rows 0-2, of f1 rows 3-6

@@ -5,10 +5,10 @@ are split (``Shard(0)``), the columns (``Shard(1)``) or the whole tensor is copi
 ``ShardedTensor`` lists its rectangles in its global metadata. From these alone (the same on every rank, no
 communication) :func:`layout_of` says how a 2-D weight is laid out (:class:`ShardLayout`), and
 :func:`check_readable` refuses, with a message that names the placement, a layout the analyses cannot read
-exactly. ``_local_blocks`` gives the :class:`Block` s this rank holds and counts: a replicated block is counted
+exactly. ``local_blocks`` gives the :class:`Block` s this rank holds and counts: a replicated block is counted
 once, by the rank whose coordinate along every ``Replicate`` mesh dimension is 0.
 
-The reads themselves (Grams, row lookups, sums over rows) are in :mod:`~lightning_recanalysis.sharding`.
+The reads themselves (Grams, row lookups, sums over rows) are in :mod:`~lightning_recanalysis.parallel.sharding`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from .mesh_groups import mesh_problem
 
-__all__ = ["Block", "ShardLayout", "is_sharded", "layout_of", "check_readable"]
+__all__ = ["Block", "ShardLayout", "block_device", "check_readable", "is_sharded", "layout_of", "local_blocks", "shape2"]
 
 try:  # part of torch.distributed; absent on builds without distributed support
     from torch.distributed._shard.sharded_tensor import ShardedTensor
@@ -94,12 +94,12 @@ def layout_of(tensor: torch.Tensor) -> ShardLayout:
         'local'
     """
     if not is_sharded(tensor):
-        return ShardLayout(shape=_shape2(tensor), kind="local")
+        return ShardLayout(shape=shape2(tensor), kind="local")
     if isinstance(tensor, ShardedTensor):
         return _sharded_tensor_layout(tensor)
     placements = tuple(tensor.placements)
     words = tuple(repr(p) for p in placements)
-    shape = _shape2(tensor)
+    shape = shape2(tensor)
     problem = None
     split_columns = False
     for placement in placements:
@@ -120,7 +120,7 @@ def layout_of(tensor: torch.Tensor) -> ShardLayout:
 def _sharded_tensor_layout(tensor) -> ShardLayout:
     """TorchRec's table-wise, column-wise and table-column-wise shards (and row-wise ones, on GPUs): rectangles,
     each on one rank, listed in the global metadata."""
-    shape = _shape2(tensor)
+    shape = shape2(tensor)
     shards = tensor.metadata().shards_metadata
     words = tuple(f"rows {m.shard_offsets[0]}+{m.shard_sizes[0]}, columns {m.shard_offsets[1]}+{m.shard_sizes[1]} "
                   f"on {m.placement}" for m in shards)
@@ -152,13 +152,13 @@ def check_readable(tensor: torch.Tensor, name: str) -> ShardLayout:
     return layout
 
 
-def _shape2(tensor: torch.Tensor) -> tuple[int, int]:
+def shape2(tensor: torch.Tensor) -> tuple[int, int]:
     if tensor.dim() != 2:
         raise ValueError(f"expected a 2-D weight [rows, columns], got shape {tuple(tensor.shape)}")
     return int(tensor.shape[0]), int(tensor.shape[1])
 
 
-def _local_blocks(tensor: torch.Tensor) -> list[Block]:
+def local_blocks(tensor: torch.Tensor) -> list[Block]:
     """The blocks this rank holds and counts: a ``ShardedTensor``'s local shards; a ``DTensor``'s one local
     block, or none where another rank holds the same block (a replica) and counts it."""
     if isinstance(tensor, ShardedTensor):
@@ -196,7 +196,7 @@ def _dtensor_block(tensor: torch.Tensor) -> Block | None:
     return Block(local, offsets[0], offsets[1])
 
 
-def _device(tensor: torch.Tensor) -> torch.device:
+def block_device(tensor: torch.Tensor) -> torch.device:
     """Where this rank's part lives, and so where the collectives' buffers go (CUDA under NCCL)."""
     if DTensor is not None and isinstance(tensor, DTensor):
         return tensor.to_local().device

@@ -13,8 +13,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..distributed import data_parallel_group, sum_over_ranks
-from ..field_sets import AnalysisUnit
+from ..parallel.distributed import data_parallel_group, sum_over_ranks
+from .field_sets import AnalysisUnit
+
+__all__ = ["pooled_sums", "conflict_metrics", "whole_view_mean_cosine"]
 
 
 def pooled_sums(trainer: Any, device: torch.device, acc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -7,8 +7,8 @@ S [N, N] over all N fields of the batch, from one of three sources, chosen at ``
   ``cross_offset + N K`` that reads the fields in batch order): S_ij = (||W[j, i]||_F + ||W[i, j]||_F) / 2
   (:func:`~lightning_recanalysis.functional.cross_layer_pair_strength`);
 - any other cross kernel, its input layout given or read on the first training batch
-  (:class:`~lightning_recanalysis.callbacks._cross.CrossFinder`): the same mean of block norms over each
-  field's columns (:func:`~lightning_recanalysis.cross.block_pair_strength`).
+  (:class:`~lightning_recanalysis.model.cross.finder.CrossFinder`): the same mean of block norms over each
+  field's columns (:func:`~lightning_recanalysis.model.cross.kernels.block_pair_strength`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .. import sharding
-from ..cross import block_pair_strength, is_square_linear, named_cross_layer
+from ..parallel import sharding
+from .cross.kernels import block_pair_strength, is_square_linear, named_cross_layer
 from ..functional.field_pair import cross_layer_pair_strength
-from ._cross import CrossFinder, field_units, one_table_holds_all, resharded, slots_by_name
+from .cross.finder import CrossFinder, field_units, one_table_holds_all, resharded, slots_by_name
 
 __all__ = ["LearnedPairStrength"]
 

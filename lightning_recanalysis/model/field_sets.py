@@ -8,7 +8,7 @@ A *field* is the rows of the embedding that one categorical feature looks up:
   named by all of them (``item+hist_item``).
 
 An *analysis unit* is what one spectrum heatmap, one IA-vs-init chart, one Custom Scalars chart and one finding
-show: either a :class:`~lightning_recanalysis.tables.TableView` (the fields of one table, one column group) or a
+show: either a :class:`~lightning_recanalysis.model.tables.TableView` (the fields of one table, one column group) or a
 :class:`FieldSet`: by default the single-field tables of a model that share a width. A per-feature model of N
 tables of width 16 is one field set of N fields, named after the tables' common module prefix
 (``embedding_dict``, fields ``C1`` .. ``C26``). Tables of different widths (a 64-wide id beside 8-wide small
@@ -24,8 +24,8 @@ from typing import Callable, Sequence, Union
 
 import torch
 
-from .functional.spectrum import RowNormalizedGram
-from .sharding import sharded_gram
+from ..functional.spectrum import RowNormalizedGram
+from ..parallel.sharding import sharded_gram
 from .tables import EmbeddingTable, TableView
 
 __all__ = ["SetField", "FieldSet", "AnalysisUnit", "analysis_units", "field_gram", "field_key"]
@@ -37,7 +37,7 @@ class SetField:
 
     Example:
         >>> from torch import nn
-        >>> from lightning_recanalysis.tables import discover_tables
+        >>> from lightning_recanalysis.model.tables import discover_tables
         >>> item = SetField("item", discover_tables(nn.ModuleDict({"item": nn.Embedding(20, 4)}))[0])
         >>> item.cardinality, (item.start, item.stop)
         (20, (0, 20))
@@ -65,7 +65,7 @@ class FieldSet:
 
     Example:
         >>> from torch import nn
-        >>> from lightning_recanalysis.tables import discover_tables
+        >>> from lightning_recanalysis.model.tables import discover_tables
         >>> tables = discover_tables(nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4)}))
         >>> unit = FieldSet("embeddings", [SetField(table.name, table) for table in tables])
         >>> unit.width, unit.table_names
@@ -97,11 +97,11 @@ AnalysisUnit = Union[TableView, FieldSet]
 
 def field_gram(unit: AnalysisUnit, fld) -> RowNormalizedGram:
     """The row-normalised Gram of one field of a unit, exact for a sharded weight too
-    (:func:`~lightning_recanalysis.sharding.sharded_gram`: every rank must call it, in the same order).
+    (:func:`~lightning_recanalysis.parallel.sharding.sharded_gram`: every rank must call it, in the same order).
 
     Example:
         >>> from torch import nn
-        >>> from lightning_recanalysis.tables import discover_tables
+        >>> from lightning_recanalysis.model.tables import discover_tables
         >>> view = next(discover_tables(nn.ModuleDict({"emb": nn.Embedding(6, 3)}), field_dims=[2, 4])[0].views())
         >>> gram = field_gram(view, view.fields[1])  # rows 2-5
         >>> gram.rows, round(float(gram.gram.trace()), 4)  # the trace of a row-normalised Gram is its row count
@@ -116,7 +116,7 @@ def field_key(unit: AnalysisUnit, fld) -> tuple[str, str]:
 
     Example:
         >>> from torch import nn
-        >>> from lightning_recanalysis.tables import discover_tables
+        >>> from lightning_recanalysis.model.tables import discover_tables
         >>> table = discover_tables(nn.ModuleDict({"emb": nn.Embedding(6, 3)}), field_dims={"user": 2, "item": 4})[0]
         >>> view = next(table.views())
         >>> field_key(view, view.fields[1])
@@ -158,7 +158,7 @@ def analysis_units(
 
     Example:
         >>> from torch import nn
-        >>> from lightning_recanalysis.tables import discover_tables
+        >>> from lightning_recanalysis.model.tables import discover_tables
         >>> model = nn.ModuleDict({"user": nn.Embedding(10, 4), "item": nn.Embedding(20, 4), "ad": nn.Embedding(5, 8)})
         >>> units = analysis_units(discover_tables(model))  # user and item: one field set of width 4
         >>> [(unit.name, [f.name for f in unit.fields]) for unit in units]

@@ -24,7 +24,7 @@ def all_true(flags: Sequence[bool], device: torch.device | str = "cpu", group=No
     """Each flag, true only where it is true on every process.
 
     One all-reduce of ``len(flags)`` numbers through the package's one rank-summing path
-    (:func:`~lightning_recanalysis.distributed.sum_over_ranks`): each process adds 1 where its flag is false, and
+    (:func:`~lightning_recanalysis.parallel.distributed.sum_over_ranks`): each process adds 1 where its flag is false, and
     a flag holds everywhere where the sum is 0 (the same answer as a MIN of the flags).
 
     Example:

@@ -22,7 +22,7 @@ order, possibly with dense features before, between or after them. The analyses 
 
 - **the layout** of ``x_0`` (:class:`CrossLayout`): which columns hold which field. It is given
   (``cross_fields=[13, "C1", "C2", ...]``: field names in input order, integers for runs of dense columns) or
-  found on the first training batch by :class:`~lightning_recanalysis.cross_discovery.CrossInputDiscovery`.
+  found on the first training batch by :class:`~lightning_recanalysis.model.cross.discovery.CrossInputDiscovery`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Callable, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from .sharding import full_tensor
-from .tables import ColumnSpan
+from ...parallel.sharding import full_tensor
+from ..tables import ColumnSpan
 
 __all__ = ["CrossKernel", "CrossSlot", "CrossLayout", "resolve_cross_kernel", "cross_kernel_candidates",
            "explicit_layout", "block_pair_strength", "is_square_linear", "named_cross_layer"]

@@ -1,0 +1,192 @@
+"""How :class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` counts the batches waiting: when, and into
+which store.
+
+Batches wait until enough behaviours have gathered (``_FLUSH_BEHAVIORS``, more as the state grows, since
+adding a chunk costs in proportion to the state), and are then counted in a few vectorised passes over one
+integer code per behaviour, into one of three stores:
+
+* while target x behaviour x (positions + 1) x 2 stays at most :data:`DENSE_MAX_CELLS`, a dense int64 array,
+  counted with ``bincount`` (:mod:`.dense_counts`); a batch that would make it larger turns it into sparse keys
+  for good;
+* on CPU with numba, while ids fit 4-byte codes and the total 32-bit counts, the 8-byte counter of
+  :mod:`.position_counter` (cells bucketed by position, each bucket radix-sorted, runs merged);
+* otherwise sorted int64 keys with int64 counts (:mod:`.sparse_keys`): a compiled radix sort per position
+  (:func:`~.compiled_counts.position_runs`), or, without numba, a sort of codes whose (position, target,
+  behaviour, label) digits order them like the stored keys (``torch.unique`` on CUDA), then run boundaries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..functional.correlation import target_relative_positions
+from . import compiled_counts
+from .dense_counts import count_dense, dense_keys, grown_size
+from .position_counter import PositionCodeCounter
+from .sparse_keys import (
+    BEHAVIOR_SHIFT,
+    POSITION_SHIFT,
+    TARGET_SHIFT,
+    decode_keys,
+    unique_counts,
+    unique_counts_numpy,
+)
+
+__all__ = ["DENSE_MAX_CELLS", "BehaviorCounting"]
+
+#: The dense array is used while target x behaviour x (positions + 1) x 2 stays at most this many cells.
+DENSE_MAX_CELLS = 1 << 22
+# Batches are counted together once enough behaviours wait: at least _FLUSH_BEHAVIORS, since a vectorised pass
+# over 10^5 behaviours costs little more than one over 10^4; and at least twice the state (dense cells or sparse
+# keys), since adding a chunk's counts to the state costs in proportion to the state, not to the chunk. At most
+# _FLUSH_MAX_BEHAVIORS, so that what waits stays a few tens of MB.
+_FLUSH_BEHAVIORS = 1 << 17
+_FLUSH_MAX_BEHAVIORS = 1 << 22
+_FLUSH_COMPILED_MAX_BEHAVIORS = 1 << 20
+# Tells compiled_counts.position_runs that column j holds position L - j.
+_BY_COLUMN = np.zeros((0, 0), dtype=np.int64)
+
+
+def _held(key_list) -> int:
+    """Keys held by a sparse counter's list state (0 while synced states are tensors, not lists)."""
+    return sum(k.numel() for k in key_list) if isinstance(key_list, list) else 0
+
+
+class BehaviorCounting:
+    """The counting part of :class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` (a mixin: the metric holds
+    the states and the stores, ``_dense``, ``_compact`` and the batches waiting)."""
+
+    def _flush_at(self) -> int:
+        if self._dense is None and self._dense_off and compiled_counts.available() and self.device.type == "cpu":
+            # The compiled sparse path adds a run in time proportional to the run, not to the state, but each key
+            # of a run is merged again about log2(state / run) times: runs of 10^6 behaviours, rather than 10^5,
+            # made batches of 1,024 sequences (2.4 x 10^7 keys in the end) 1.4 to 1.5 times faster to count.
+            # What waits stays under about half a byte more per key held, and under 10 MB.
+            held = self._compact.distinct_upper_bound if self._compact is not None else _held(self.triple_keys)
+            return min(max(_FLUSH_BEHAVIORS, held // 2), _FLUSH_COMPILED_MAX_BEHAVIORS)
+        if self._dense is not None:
+            state = self._dense.numel()
+        else:
+            state = _held(self.triple_keys)
+        return min(max(_FLUSH_BEHAVIORS, 2 * state), _FLUSH_MAX_BEHAVIORS)
+
+    def _count(self, target: torch.Tensor, behavior: torch.Tensor, label: torch.Tensor,
+               valid: torch.Tensor | None, t_max: int, b_max: int) -> None:
+        self._version += 1
+        length = behavior.shape[1]
+        self.max_length = torch.clamp_min(self.max_length, length)
+        y = label.to(torch.int64)
+        self._add("target", *unique_counts(target * 2 + y, (t_max + 1) * 2))
+        # Every cell holds a valid id here (check_batch_values zeroed padding that did not), padding included: it gets
+        # position p = 0 and is dropped after counting, cheaper than masking it out.
+        positions = torch.arange(length, 0, -1, device=behavior.device)  # p of each column
+        # With left padding (or none), a real behaviour's position is simply L - column.
+        by_column = valid is None or bool((valid[:, 1:] >= valid[:, :-1]).all())
+        if valid is None:
+            cell_positions = positions[None, :]
+        elif by_column:
+            cell_positions = valid * positions
+        else:
+            cell_positions = target_relative_positions(valid)
+        if self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None:
+            count_dense(self._dense, self._dense_shape, target, behavior, y, valid if by_column else None,
+                        cell_positions, by_column)
+            return
+        # Sparse. With numba, a compiled pass buckets the cells by position and radix-sorts each bucket.
+        b_bits = max(1, b_max.bit_length())
+        if not behavior.is_cuda and compiled_counts.available():
+            positions = None if valid is None else torch.as_tensor(cell_positions).expand(
+                behavior.shape).to(torch.int64).contiguous().numpy()
+            arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
+            if self.device.type == "cpu" and self._compact_ready(t_max, b_max, behavior.numel()):
+                self._compact.add_batch(*arrays, positions, length, checked_max=(t_max, b_max))
+                self._version += 1
+                return
+            code_bits = max(1, t_max.bit_length()) + b_bits + 1
+            keys, counts = compiled_counts.position_runs(
+                *arrays, _BY_COLUMN if positions is None else positions, length, b_bits, code_bits,
+                *(np.empty(behavior.numel(), np.int32 if code_bits <= 31 else np.int64) for _ in range(2)),
+                POSITION_SHIFT, TARGET_SHIFT, BEHAVIOR_SHIFT)
+            if keys.size:
+                self._add("triple", torch.from_numpy(keys), torch.from_numpy(counts))
+            return
+        # Otherwise a cell's code holds its position, target, behaviour and label in power-of-two digits
+        # (p, t, b, y), so that codes order like the stored keys and become keys with shifts.
+        t_shift = b_bits + 1
+        p_shift = t_shift + max(1, t_max.bit_length())
+        code_range = (length + 1) << p_shift
+        if behavior.is_cuda:
+            codes = torch.add((cell_positions << p_shift) + ((target << t_shift) + y)[:, None], behavior << 1)
+            values, counts = unique_counts(codes.reshape(-1), code_range)
+        else:
+            # The same in numpy, in place and in int32 where the codes fit: torch's integer kernels on CPU ran 4
+            # to 10 times slower than numpy's here (shifts, masks, boolean selection of millions of int64).
+            dtype = np.int32 if code_range <= 2**31 else np.int64
+            codes = behavior.numpy().astype(dtype)
+            codes <<= 1
+            codes += ((target.numpy().astype(dtype) << t_shift) + y.numpy().astype(dtype))[:, None]
+            codes += torch.as_tensor(cell_positions).numpy().astype(dtype) << p_shift
+            values, counts = unique_counts_numpy(codes.reshape(-1))
+            values = values.astype(np.int64)
+        positions = values >> p_shift
+        if valid is not None:  # padding cells have p = 0: dropped here, cheaper than masking them before
+            real = positions >= 1
+            values, positions, counts = values[real], positions[real], counts[real]
+        targets = (values >> t_shift) & ((1 << (p_shift - t_shift)) - 1)
+        keys = ((positions << POSITION_SHIFT) | (targets << TARGET_SHIFT)
+                | (((values >> 1) & ((1 << b_bits) - 1)) << BEHAVIOR_SHIFT) | (values & 1))
+        if not behavior.is_cuda:
+            keys, counts = torch.from_numpy(keys), torch.from_numpy(counts)
+        if keys.numel():
+            self._add("triple", keys, counts)
+
+    def _dense_layout(self, n_targets: int, n_behaviors: int, n_positions: int) -> tuple[int, int, int] | None:
+        """The dense array's (positions + 1, targets, behaviours), grown to hold this batch; None once sparse."""
+        if self._dense_off:
+            return None
+        old = self._dense_shape
+        shape = (max(old[0], n_positions), grown_size(old[1], n_targets), grown_size(old[2], n_behaviors))
+        if shape[0] * shape[1] * shape[2] * 2 > DENSE_MAX_CELLS:
+            if self._dense is not None:
+                keys, counts = dense_keys(self._dense, self._dense_shape)
+                if keys.numel():
+                    target, behavior, _, _ = decode_keys(keys)
+                    if (not keys.is_cuda and self.device.type == "cpu" and compiled_counts.available()
+                            and self._compact_ready(int(target.max()), int(behavior.max()), int(counts.sum()))):
+                        self._compact.add_sorted(keys.numpy(), counts.numpy())
+                    else:
+                        self._add("triple", keys, counts)
+            self._dense, self._dense_shape, self._dense_off = None, (0, 0, 0), True
+            return None
+        if shape != old:
+            grown = torch.zeros(*shape, 2, dtype=torch.int64, device=self.device)
+            if self._dense is not None:
+                grown[: old[0], : old[1], : old[2]] = self._dense.view(*old, 2)
+            self._dense, self._dense_shape = grown.view(-1), shape
+        return shape
+
+    def _compact_ready(self, t_max: int, b_max: int, behaviours: int) -> bool:
+        """Whether the next ``behaviours`` (ids up to ``t_max``, ``b_max``) go to the 8-byte counter (made here
+        on first use). When they do not fit it, its counts move to the 16-byte keys, for good."""
+        if self._compact_off:
+            return False
+        if self._compact is None and _held(self.triple_keys):
+            self._compact_off = True  # counts already held as 16-byte keys stay there
+            return False
+        if PositionCodeCounter.fits(t_max, b_max) and (self._compact is None or self._compact.has_room(behaviours)):
+            if self._compact is None:
+                self._compact = PositionCodeCounter()
+            return True
+        self._leave_compact()
+        return False
+
+    def _leave_compact(self) -> None:
+        """Move the 8-byte counter's counts to the 16-byte keys, and count there from now on."""
+        self._compact_off = True
+        if self._compact is None:
+            return
+        keys, counts = self._compact.stored()
+        self._compact = None
+        if keys.size:
+            self._add("triple", torch.from_numpy(keys), torch.from_numpy(counts))

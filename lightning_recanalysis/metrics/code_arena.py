@@ -1,0 +1,191 @@
+"""Sorted runs of 4-byte (position, code) keys and 4-byte counts in one growing *arena*, kept as a binary counter.
+
+The counts of :class:`~.position_counter.PositionCodeCounter` are sorted runs of (position, code)
+(:mod:`.compact_codes`), in one arena (two uint32 arrays, codes and counts) that grows a few times only: every
+merge writes into memory the counter already holds (memory a process touches for the first time costs a page fault
+per page, more than the merge that writes it). A run is a stretch of the arena, with one segment per position.
+Runs are kept as a binary counter:
+
+1. a batch is counted into a run in two work arrays (:func:`~._numba_kernels.compact_run`: bucketed by position,
+   each bucket radix-sorted, equal codes counted);
+2. it becomes the top run: merged with the run below, from where it lies, if that one is no longer
+   (:func:`~._numba_runs.merge_backward`), else copied on top;
+3. while the run below the top is no longer than the top, the two merge in place: the shorter is copied aside (a
+   reused buffer) and merged with the other forward (:func:`~._numba_runs.merge_forward`) or backward;
+4. before the arena grows, every run is merged into one, since runs repeat keys.
+
+So each key is copied O(log(state / run)) times, in sequential passes. A query merges every run first.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+import torch
+
+from . import compiled_counts
+
+__all__ = ["Arena", "ArenaRuns", "Run", "empty_uint32"]
+
+
+def empty_uint32(size: int) -> np.ndarray:
+    """An uninitialised uint32 array, allocated by torch. numpy advises huge pages for large arrays, whose first
+    touch costs several times that of ordinary pages, and the arena's growth touches every byte it copies."""
+    return torch.empty(size, dtype=torch.int32).numpy().view(np.uint32)
+
+
+class Arena:
+    """The counter's codes and counts: two uint32 arrays that grow without copying what they hold.
+
+    Where the system offers it (Linux), each array is a private anonymous memory map, grown in place by
+    ``mmap.resize`` (``mremap``: the pages move, nothing is copied). Elsewhere a larger array is allocated and the
+    old one copied over. Either way a page takes memory only once written: ``high_water`` (the most codes ever
+    written) is what the arena uses, whatever its capacity.
+    """
+
+    _GRAIN = 1 << 16  # codes: capacities are multiples of 256 KB
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.high_water = 0
+        self.codes = self.counts = np.empty(0, np.uint32)
+        self._maps: list | None = None
+        self._can_map = hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS")
+
+    def reserve(self, size: int, used: int) -> None:
+        """Hold at least ``size`` codes (about to be written), keeping the first ``used``; when it must grow, by
+        half again at least, so that it grows a few times only."""
+        self.high_water = max(self.high_water, size)
+        if size <= self.capacity:
+            return
+        capacity = -(-max(size, self.capacity + self.capacity // 2) // self._GRAIN) * self._GRAIN
+        if self._can_map:
+            try:
+                self._remap(capacity)
+                return
+            except (OSError, ValueError, BufferError, SystemError):  # no mremap here: copy instead, from now on
+                self._can_map = False
+                self._maps = None
+        codes, counts = empty_uint32(capacity), empty_uint32(capacity)
+        codes[:used], counts[:used] = self.codes[:used], self.counts[:used]
+        self.codes, self.counts, self.capacity = codes, counts, capacity
+
+    def _remap(self, capacity: int) -> None:
+        nbytes = 4 * capacity
+        if self._maps is None:
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+            maps = [mmap.mmap(-1, nbytes, flags=flags) for _ in range(2)]
+            if self.capacity:  # a copying arena turned into maps: carry its codes over
+                for new, old in zip(maps, (self.codes, self.counts)):
+                    np.frombuffer(new, np.uint32)[:self.capacity] = old
+            self._maps = maps
+        else:
+            self.codes = self.counts = None  # views must be gone before a map can move
+            try:
+                for held in self._maps:
+                    held.resize(nbytes)
+            finally:  # views of what each map holds now (after a failure, the old capacity at least)
+                self.codes, self.counts = (np.frombuffer(m, np.uint32) for m in self._maps)
+                self.capacity = min(self.codes.size, self.counts.size)
+        self.codes, self.counts = (np.frombuffer(m, np.uint32) for m in self._maps)
+        self.capacity = capacity
+
+
+class Run:
+    """A sorted run in the arena: codes ``[start, start + length)``, position p's segment at ``offsets[p - 1]`` to
+    ``offsets[p]`` from ``start``."""
+
+    __slots__ = ("length", "offsets", "start")
+
+    def __init__(self, start: int, length: int, offsets: np.ndarray) -> None:
+        self.start, self.length, self.offsets = start, length, offsets
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+class ArenaRuns:
+    """The runs of :class:`~.position_counter.PositionCodeCounter` in its arena (a mixin: the counter holds the
+    state, ``_arena``, ``_runs``, ``_positions``, ``_aside`` and ``_pushed``)."""
+
+    def merged(self) -> None:
+        """Merge every run into one, at the start of the arena."""
+        while len(self._runs) > 1:
+            self._merge_top()
+        if self._runs and self._runs[0].start:
+            run = self._runs[0]
+            compiled_counts.loops().move_left(self._arena.codes, self._arena.counts, run.start, 0, run.length)
+            run.start = 0
+
+    def _single_run(self) -> Run | None:
+        """Every run merged into one, which the queries read; None before anything was counted."""
+        self.merged()
+        return self._runs[0] if self._runs else None
+
+    def _top(self) -> int:
+        return self._runs[-1].end if self._runs else 0
+
+    def _grow_positions(self, n_positions: int) -> None:
+        """Give every run a segment for positions up to ``n_positions`` (empty for the new ones)."""
+        if n_positions <= self._positions:
+            return
+        for run in self._runs:
+            run.offsets = np.concatenate([run.offsets, np.full(n_positions - self._positions, run.offsets[-1])])
+        self._positions = n_positions
+
+    def _reserve(self, size: int) -> None:
+        """Make the arena hold at least ``size`` codes, runs where they are."""
+        self._arena.reserve(size, self._top())
+
+    def _push_apart(self, codes: np.ndarray, counts: np.ndarray, offsets: np.ndarray) -> None:
+        """Add a run held outside the arena (a batch's, in the work arrays) as the new top run; merge while the
+        run below is no longer (a binary counter). Its first merge reads it where it is, with no copy."""
+        length = codes.size
+        if length == 0:
+            return
+        self._pushed += length
+        if self._top() + length > self._arena.capacity and len(self._runs) > 1:
+            # Before the arena grows, merge what it holds: runs repeat keys (at 1,000 categories, a third of
+            # what they hold), and the arena would grow to hold the repeats.
+            self.merged()
+        top = self._top()
+        self._reserve(top + length)
+        arena = self._arena
+        if self._runs and self._runs[-1].length <= length:
+            below = self._runs[-1]
+            merged_offsets = np.empty(self._positions + 1, np.int64)
+            start = compiled_counts.loops().merge_backward(arena.codes, arena.counts, below.start, below.offsets,
+                                                           codes, counts, offsets, top + length, merged_offsets)
+            self._runs[-1] = Run(start, top + length - start, merged_offsets)
+        else:
+            arena.codes[top:top + length] = codes
+            arena.counts[top:top + length] = counts
+            self._runs.append(Run(top, length, offsets))
+        while len(self._runs) > 1 and self._runs[-2].length <= self._runs[-1].length:
+            self._merge_top()
+
+    def _merge_top(self) -> None:
+        """Merge the two top runs in place; the shorter one waits aside."""
+        below, above = self._runs[-2], self._runs[-1]
+        loops = compiled_counts.loops()
+        shorter = min(below.length, above.length)
+        if self._aside[0].size < shorter:
+            self._aside = (empty_uint32(shorter), empty_uint32(shorter))
+        aside_codes, aside_counts = self._aside[0][:shorter], self._aside[1][:shorter]
+        offsets = np.empty(self._positions + 1, np.int64)
+        codes, counts = self._arena.codes, self._arena.counts
+        if below.length <= above.length:  # forward, from the start of the lower run
+            aside_codes[:] = codes[below.start:below.end]
+            aside_counts[:] = counts[below.start:below.end]
+            length = loops.merge_forward(aside_codes, aside_counts, below.offsets, codes, counts, above.start,
+                                         above.offsets, below.start, offsets)
+            merged = Run(below.start, length, offsets)
+        else:  # backward, from the end of the upper run
+            aside_codes[:] = codes[above.start:above.end]
+            aside_counts[:] = counts[above.start:above.end]
+            start = loops.merge_backward(codes, counts, below.start, below.offsets, aside_codes, aside_counts,
+                                         above.offsets, above.end, offsets)
+            merged = Run(start, above.end - start, offsets)
+        self._runs[-2:] = [merged]
