@@ -1,0 +1,27 @@
+"""The documentation site builds with ``mkdocs build --strict``: a broken link, a missing page, an unknown
+cross-reference or a docstring griffe cannot read fails the test suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .markdown_blocks import ROOT
+
+TOOLS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
+
+
+@pytest.mark.slow
+def test_docs_build_strict(tmp_path):
+    for tool in TOOLS:
+        pytest.importorskip(tool, reason=f"{tool} is not installed: pip install '.[docs]' (or '.[test]') to build the docs")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
+                          "--site-dir", str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, f"mkdocs build --strict failed:\n{run.stdout}\n{run.stderr}"
+    assert (tmp_path / "site" / "index.html").exists()
+    assert (tmp_path / "site" / "api" / "callbacks" / "index.html").exists()
