@@ -233,6 +233,9 @@ def monitors_for(model: str, field_names: list[str], field_dims: list[int], task
 
     fields = dict(zip(field_names, field_dims))
     groups = [*tasks, "shared"] if model == "stem" else None
+    # A probe every 20 batches: 8 an epoch of the synthetic data, 32 over the findings' window of 4 epochs, enough
+    # for a planted conflict to clear its interval and sign test (the default, 50, gives 12 and reads inconclusive).
+    conflict_options.setdefault("every_n_steps", 20)
     return [
         GradientConflictMonitor(field_dims=fields, column_groups=groups, **conflict_options),
         EntanglementMonitor(user_field=user_field, item_field=item_field, field_dims=fields, column_groups=groups,

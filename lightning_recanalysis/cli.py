@@ -8,6 +8,7 @@ whose ``__main__`` runs :func:`main`; the code lives here so that its examples r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,22 +24,34 @@ _USAGE = """Command line: rebuild a run's report from its event files, or compar
 """
 
 
+def _threshold_help() -> dict[str, str]:
+    """Each threshold's description, from :class:`ReportThresholds`' docstring (one place to say what it means)."""
+    doc = (ReportThresholds.__doc__ or "").split("Attributes:", 1)[-1].split("Example:", 1)[0]
+    out: dict[str, str] = {}
+    name = None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(": ")
+        if sep and line.startswith(" " * 8) and not line.startswith(" " * 12) and head.isidentifier():
+            name, out[head] = head, rest
+        elif name and stripped:
+            out[name] += " " + stripped
+    return out
+
+
 def _add_thresholds(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`ReportThresholds` field (``--collapsed-fraction`` for ``collapsed_fraction``)."""
     d = ReportThresholds()
-    group = parser.add_argument_group("finding thresholds (when a number is reported at the top)")
-    group.add_argument("--collapsed-fraction", type=float, default=d.collapsed_fraction,
-                       help=f"a field is collapsed when IA < this x min(cardinality, width) (default {d.collapsed_fraction})")
-    group.add_argument("--collapsed-vs-init", type=float, default=d.collapsed_vs_init,
-                       help=f"... or when IA < this x its IA at initialisation (default {d.collapsed_vs_init})")
-    group.add_argument("--negative-cosine", type=float, default=d.negative_cosine,
-                       help=f"a task pair conflicts on a field when its mean gradient cosine < this (default {d.negative_cosine})")
-    group.add_argument("--min-agreement", type=float, default=d.min_agreement,
-                       help=f"learned correlation disagrees with the data when rank correlation < this (default {d.min_agreement})")
+    helps = _threshold_help()
+    group = parser.add_argument_group("finding thresholds (when a number becomes a finding)")
+    for f in dataclasses.fields(ReportThresholds):
+        default = getattr(d, f.name)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(default), default=default,
+                           help=f"{helps.get(f.name, '').replace('%', '%%')} (default {default})")
 
 
 def _thresholds(args) -> ReportThresholds:
-    return ReportThresholds(collapsed_fraction=args.collapsed_fraction, collapsed_vs_init=args.collapsed_vs_init,
-                            negative_cosine=args.negative_cosine, min_agreement=args.min_agreement)
+    return ReportThresholds(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ReportThresholds)})
 
 
 def _runs_under(path: Path) -> list[Path]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -36,6 +36,8 @@ from typing_extensions import override
 
 from ..checks import check_positive_int
 from ..parallel.distributed import data_parallel_group, sum_over_ranks
+from ..findings.finding import Finding, findings_markdown
+from ..findings.thresholds import ReportThresholds
 from ..records import Record
 from ..writers import AnalysisWriter
 
@@ -108,6 +110,9 @@ class AnalysisCallback(Callback):
     preparing: str = "{what}"
     #: Exceptions of :meth:`prepare` that are errors in the data: they stop training, on every rank.
     fatal_errors: tuple[type[Exception], ...] = ()
+    #: The analysis' findings, ``fn(records, thresholds) -> [Finding]`` (:mod:`lightning_recanalysis.findings`):
+    #: written to the ``<namespace>/findings`` Text tab after every analysis, as the report shows them.
+    findings_of: Callable[[Sequence[Record], ReportThresholds], list[Finding]] | None = None
 
     def __init__(self, *, every_n_epochs: int = 1, strict: bool = False) -> None:
         super().__init__()
@@ -119,12 +124,47 @@ class AnalysisCallback(Callback):
         self.redraw_tolerance: float = 0.0
         self._drawn: dict[str, tuple[Any, np.ndarray]] = {}
         self._trainer: pl.Trainer | None = None
+        #: The findings' thresholds: those of the Trainer's :class:`~lightning_recanalysis.AnalysisReport` (given
+        #: once, for the report and every monitor alike), else the defaults.
+        self.thresholds = ReportThresholds()
+        #: What the monitor stated at fit start it would analyse (see :meth:`coverage`), as published.
+        self.coverage_record: dict[str, Any] | None = None
 
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._trainer = trainer
+        self.thresholds = next((cb.thresholds for cb in getattr(trainer, "callbacks", None) or ()
+                                if not isinstance(cb, AnalysisCallback)
+                                and isinstance(getattr(cb, "thresholds", None), ReportThresholds)), ReportThresholds())
         if stage == "fit":
             self._drawn = {}
+
+    # ---- coverage: what will run, and what cannot --------------------------------------------------------
+    def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
+        """What this monitor will analyse in this fit: ``[{"analysis", "runs", "why"}]`` (``why`` says what stops an
+        analysis that does not run, and what to change; ``"optional": True`` marks a part the user left out, which
+        is stated but not warned about). Default: the one analysis, running."""
+        return [{"analysis": self.analysis_name, "runs": True, "why": ""}]
+
+    @override
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # After every on_fit_start (the monitors' setup of what they read): state what runs, once per fit.
+        if not self._is_real_fit(trainer):
+            return
+        items = self._guarded("stating the coverage", lambda: self.coverage(trainer, pl_module)) or []
+        skipped = [c for c in items if not c["runs"] and not c.get("optional")]
+        if skipped and trainer.is_global_zero:
+            warnings.warn(f"{type(self).__name__}: " + "; ".join(f"no {c['analysis']}: {c['why']}" for c in skipped),
+                          RuntimeWarning, stacklevel=2)
+        # Published beside the history, not in it: the report shows it, the analyses' records stay the history.
+        self.coverage_record = Record(stage="coverage", step=trainer.global_step, extra={"coverage": items}).to_dict()
+        self._guarded("publishing the coverage", lambda: self.writer.record(
+            trainer, self.namespace, self.coverage_record, trainer.global_step))
+        if trainer.is_global_zero:
+            rows = [f"- {c['analysis']}: " + ("runs" if c["runs"] else f"**does not run**: {c['why']}")
+                    + (f" ({c['why']})" if c["runs"] and c["why"] else "") for c in items]
+            self._guarded("logging the coverage", lambda: self.writer.text(
+                trainer, f"{self.namespace}/coverage", "\n".join(rows), trainer.global_step))
 
     @property
     def state_key(self) -> str:
@@ -197,7 +237,20 @@ class AnalysisCallback(Callback):
             record.stage, record.epoch, record.step = stage, epoch, trainer.global_step
             self._record(record)
             self._guarded(f"logging {what}", lambda: self.log_record(trainer, record))
+            self._guarded(f"writing the findings of {what}", lambda: self.log_findings(trainer, record.step))
         return True
+
+    def current_findings(self) -> list[Finding]:
+        """The findings of the history so far, against :attr:`thresholds` (none without ``findings_of``)."""
+        return [] if self.findings_of is None else type(self).findings_of(self.records, self.thresholds)
+
+    def log_findings(self, trainer: "pl.Trainer", step: int) -> None:
+        """The ``<namespace>/findings`` Text tab: the same findings as the report, problems first."""
+        if self.findings_of is None or not trainer.is_global_zero:
+            return
+        text = findings_markdown(self.current_findings(), nothing="nothing to report")
+        self.writer.text(trainer, f"{self.namespace}/findings", text, step)
+        self.writer.flush(trainer)
 
     @property
     def records(self) -> list[Record]:

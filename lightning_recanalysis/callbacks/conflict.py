@@ -15,18 +15,20 @@ import re
 from typing import Any, ContextManager, Mapping, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 from typing_extensions import override
 
 from ..checks import check_positive_int
 from ..model.field_sets import AnalysisUnit, FieldSet, analysis_units
-from ..figures.conflict import cosine_heatmap
+from ..figures.conflict import field_pair_cosine_image
 from ..functional.conflict import cosine_sums
-from ..records import ConflictRecord
+from ..findings.conflict import conflict_findings
+from ..records import ConflictRecord, pair_name
 from ..model.tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
-from ..model.conflict_statistics import conflict_metrics, pooled_sums, whole_view_mean_cosine
+from ..model.conflict_statistics import conflict_views, pooled_sums
 from ..model.gradient_probe import GradientProbe, Lookup, ProblemLog
 from ..model.multitask import check_lookups_still_called, protocol_error, resolve_tasks
 from .base import AnalysisCallback
@@ -86,16 +88,20 @@ class GradientConflictMonitor(AnalysisCallback):
 
     - ``conflict/<view>/<a>_vs_<b>/cosine_mean``: mean over the epoch's measured steps of the cosine on the
       whole view (all its fields' rows together); ``.../negative_fraction``: fraction of those steps with
-      cosine < 0; ``.../norm_ratio``: mean ||g_a|| / mean ||g_b||.
-    - ``conflict/<view>/<field>/<a>_vs_<b>/cosine_mean``, ``.../negative_fraction``, ``.../norm_ratio``: the
-      same on one field's rows (only for views with more than one field).
+      cosine < 0; ``.../norm_ratio``: mean ||g_a|| / mean ||g_b||; ``.../probes``: the measured steps behind the
+      cosine and ``.../cosine_std`` its standard deviation over them (the findings' interval).
+    - ``conflict/<view>/<field>/<a>_vs_<b>/...``: the same five on one field's rows (only for views with more
+      than one field).
     - ``conflict/<view>/<task>/gradient_norm``: mean norm of the task's gradient on the view.
     - ``conflict/measured_steps``, ``conflict/skipped_steps``: probes that measured two tasks or more, and probes
       that could not (missing or non-finite task losses).
-    - ``conflict/<view>/cosine_heatmap`` (image): task x task mean cosine on the view, -1 (red) to 1 (blue),
-      blank where undefined, drawn every ``heatmap_every_n_epochs`` analysed epochs and after the last epoch (a
-      labelled figure costs about 0.1 s to draw, more than all of an epoch's probes on a small model; the
-      scalars carry the same numbers every epoch).
+    - ``conflict/findings`` (text): the findings (:func:`~lightning_recanalysis.findings.conflict_findings`: a
+      conflict only where the pooled probes support it), the same as the report's; ``conflict/coverage`` (text):
+      what runs.
+    - ``conflict/<view>/cosine_heatmap`` (image): the view's fields (and the whole view) x task pairs, mean
+      gradient cosine, -1 (red) to 1 (blue), blank where undefined: the map the report draws, drawn every
+      ``heatmap_every_n_epochs`` analysed epochs and after the last epoch (the scalars carry the same numbers
+      every epoch).
     - ``conflict/<view>/<a>_vs_<b>/cosine_per_step`` (histogram): the per-step cosines, one value per field and
       measured step.
     - ``conflict/setup`` (text, once): the tables, fields, column groups and tasks the monitor watches.
@@ -142,8 +148,11 @@ class GradientConflictMonitor(AnalysisCallback):
         >>> record = monitor.records[-1]  # a ConflictRecord; monitor.history holds it as a plain dict
         >>> record.stage, record.epoch, record.tasks, record.measured_steps
         ('train', 0, ['click', 'buy'], 2)
-        >>> sorted(tag for tag in record.metrics if "/user/" in tag)
-        ['conflict/embedding/user/click_vs_buy/cosine_mean', 'conflict/embedding/user/click_vs_buy/negative_fraction', 'conflict/embedding/user/click_vs_buy/norm_ratio']
+        >>> sorted(tag.rsplit("/", 1)[1] for tag in record.metrics if "/user/" in tag)
+        ['cosine_mean', 'cosine_std', 'negative_fraction', 'norm_ratio', 'probes']
+        >>> stats = record.views["embedding"].fields["user"][("click", "buy")]  # the same numbers, typed
+        >>> stats.probes, stats.cosine_mean == record.metrics["conflict/embedding/user/click_vs_buy/cosine_mean"]
+        (2, True)
         >>> -1 <= record.metrics["conflict/embedding/click_vs_buy/cosine_mean"] <= 1
         True
     """
@@ -151,6 +160,7 @@ class GradientConflictMonitor(AnalysisCallback):
     namespace = "conflict"
     analysis_name = "gradient conflict"
     record_type = ConflictRecord
+    findings_of = staticmethod(conflict_findings)
 
     def __init__(
         self,
@@ -181,7 +191,6 @@ class GradientConflictMonitor(AnalysisCallback):
         self._probe = GradientProbe(type(self).__name__, self._problems)
         self._grams: list[list[torch.Tensor]] = []
         self._counts = {"measured": 0, "skipped": 0}
-        self._shown: EpochSums | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------
     @override
@@ -283,7 +292,6 @@ class GradientConflictMonitor(AnalysisCallback):
         self._grams = [[] for _ in self._views]
         self._counts = {"measured": 0, "skipped": 0}
         self._problems.counts = {}
-        self._shown = None
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -317,40 +325,33 @@ class GradientConflictMonitor(AnalysisCallback):
     def compute(self, pl_module: "pl.LightningModule | None", agreed: EpochSums) -> ConflictRecord:
         acc, cosines = agreed
         trainer = self._trainer
-        metrics = conflict_metrics(acc, self._views, self._task_names)
         if float(acc["measured"]) == 0:
             self._problems.add("no-measured-steps", f"no probe measured two tasks in epoch {trainer.current_epoch}")
-        self._shown = agreed  # what the figures draw beside the record: the pooled sums, this rank's cosines
-        return ConflictRecord(tasks=list(self._task_names), world_size=int(trainer.world_size),
+        tasks = self._task_names
+        # This rank's per-probe cosines, for the live histograms only (transient: never published).
+        per_step = {(view.name, (tasks[a], tasks[b])): cosines[vi][:, : len(view.fields), a, b].reshape(-1)
+                    for vi, view in enumerate(self._views) if cosines[vi] is not None
+                    for a in range(len(tasks)) for b in range(a + 1, len(tasks))}
+        return ConflictRecord(tasks=list(tasks), world_size=int(trainer.world_size),
                               measured_steps=int(acc["measured"]), skipped_steps=int(acc["skipped"]),
-                              problems=dict(self._problems.counts), metrics=metrics)
+                              problems=dict(self._problems.counts), views=conflict_views(acc, self._views, tasks),
+                              per_step_cosines=per_step)
 
     def log_record(self, trainer: "pl.Trainer", record: ConflictRecord) -> None:
         step = trainer.global_step
         self.writer.scalars(trainer, record.metrics, step=step)
-        if tensorboard_experiments(trainer) and self._shown is not None:
+        if tensorboard_experiments(trainer):
             # Figures are drawn on rank 0 only, and only when they are written.
             epoch = trainer.current_epoch + 1
             last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-            heatmap = last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0
-            self._log_figures(trainer, *self._shown, step, heatmap)
+            if last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0:
+                for name, view in record.views.items():
+                    rows, pairs, matrix = view.cosine_matrix()
+                    if pairs and np.isfinite(matrix).any():
+                        image = field_pair_cosine_image(name, np.array(matrix), rows, [pair_name(p) for p in pairs],
+                                                        record.epoch)
+                        self.writer.image(trainer, f"conflict/{name}/cosine_heatmap", image, step=step)
+            self.writer.histograms(trainer, {f"conflict/{view}/{pair_name(pair)}/cosine_per_step": values
+                                             for (view, pair), values in (record.per_step_cosines or {}).items()},
+                                   step=step)
         self.writer.flush(trainer)
-
-    def _log_figures(self, trainer: "pl.Trainer", acc: dict[str, torch.Tensor], cosines: list[torch.Tensor | None],
-                     step: int, heatmap: bool) -> None:
-        tasks = self._task_names
-        per_step_cosines: dict[str, torch.Tensor] = {}
-        for vi, view in enumerate(self._views):
-            whole = len(view.fields)
-            if heatmap:
-                mean = whole_view_mean_cosine(acc, vi, whole)
-                image = cosine_heatmap(mean.numpy(), tasks, f"{view.name}, epoch {trainer.current_epoch}")
-                self.writer.image(trainer, f"conflict/{view.name}/cosine_heatmap", image, step=step)
-            if cosines[vi] is None:
-                continue
-            per_step = cosines[vi][:, :whole]  # [steps, fields, T, T], this rank's
-            for a in range(len(tasks)):
-                for b in range(a + 1, len(tasks)):
-                    tag = f"conflict/{view.name}/{tasks[a]}_vs_{tasks[b]}/cosine_per_step"
-                    per_step_cosines[tag] = per_step[:, :, a, b].reshape(-1)
-        self.writer.histograms(trainer, per_step_cosines, step=step)

@@ -28,7 +28,8 @@ from ..functional.correlation import learned_correlation, mutual_information, ra
 from ..metrics.behavior_target import BehaviorTargetCounts
 from ..parallel import sharding
 from ..figures.correlation import correlation_map_image, same_category_image
-from ..records import BehaviorTargetRecord
+from ..findings.correlation import correlation_findings
+from ..records import BehaviorTargetRecord, TargetCorrelation
 from ..model.batch import BatchFieldReader
 from ..model.embeddings import behavior_and_target_embeddings, check_behavior_embeddings, embedding_table
 from .counting import CountingMonitor
@@ -71,6 +72,8 @@ class FeatureCorrelationMonitor(CountingMonitor):
 
     Text (TensorBoard):
         - ``correlation/inventory``: where the fields and embeddings come from, what is counted.
+        - ``correlation/findings``: per target, the data's signal and the learned map's agreement with its
+          interval, as the report says it; ``correlation/coverage``: what runs.
 
     Images (TensorBoard, rank 0):
         - ``correlation/target_<t>/ground_truth``: the ground-truth map (behaviour categories x positions, colour
@@ -141,6 +144,7 @@ class FeatureCorrelationMonitor(CountingMonitor):
     namespace = "correlation"
     analysis_name = "correlation"
     record_type = BehaviorTargetRecord
+    findings_of = staticmethod(correlation_findings)
     dashboard_category = "correlation: behaviour sequence"
     dashboard_charts = {"agreement of the learned map with the data (Spearman over cells)": [
         "agreement", r"target_\d+/agreement"]}
@@ -225,6 +229,13 @@ class FeatureCorrelationMonitor(CountingMonitor):
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
+    def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
+        learned = self.learned_embeddings is not None or self.category_embedding is not None
+        return [{"analysis": "ground-truth target-behaviour MI", "runs": True, "why": ""},
+                {"analysis": "learned correlation map", "runs": learned,
+                 "why": "" if learned else "no embeddings to read: pass category_embedding= (and position_embedding=) "
+                 "or learned_embeddings=", "optional": True}]
+
     def inventory_markdown(self) -> str:
         if self.batch_fields is not None:
             where = "the batch fields returned by `batch_fields`"
@@ -270,10 +281,10 @@ class FeatureCorrelationMonitor(CountingMonitor):
 
     # The contract (see AnalysisCallback): CountingMonitor counts what waits and sums the counts over ranks.
     def compute(self, pl_module: nn.Module | None, agreed: Any = None) -> BehaviorTargetRecord:
-        return BehaviorTargetRecord.from_dict(self.analyse(pl_module))
+        return self.analyse(pl_module)
 
-    def analyse(self, pl_module: nn.Module | None = None) -> dict[str, Any]:
-        """Compute the maps from the counts so far (and the module's embeddings); returns plain values."""
+    def analyse(self, pl_module: nn.Module | None = None) -> BehaviorTargetRecord:
+        """Compute the maps from the counts so far (and the module's embeddings)."""
         counts = self.counts
         labels = counts.label_counts()
         samples = int(labels.sum())
@@ -282,15 +293,11 @@ class FeatureCorrelationMonitor(CountingMonitor):
         targets = []
         for target in self._chosen_targets():
             targets.append(self._analyse_target(target, pl_module))
-        agreements = [t["agreement"] for t in targets if t["agreement"] is not None]
-        return {
-            "samples": samples,
-            "positive_rate": float(labels[1]) / samples if samples else 0.0,
-            "same_category_positions": list(range(1, n_pos_all + 1)),
-            "same_category_mi": same_mi.tolist(),
-            "targets": targets,
-            "agreement": float(np.mean(agreements)) if agreements else None,
-        }
+        agreements = [t.agreement for t in targets if t.agreement is not None]
+        return BehaviorTargetRecord(
+            samples=samples, positive_rate=float(labels[1]) / samples if samples else 0.0,
+            same_category_positions=list(range(1, n_pos_all + 1)), same_category_mi=same_mi.tolist(),
+            targets=targets, agreement=float(np.mean(agreements)) if agreements else None)
 
     def _chosen_targets(self) -> list[int]:
         if self.target_categories is not None:
@@ -298,13 +305,11 @@ class FeatureCorrelationMonitor(CountingMonitor):
         categories, _ = self.counts.target_frequencies()
         return categories[: self.num_targets].tolist()
 
-    def _analyse_target(self, target: int, pl_module: nn.Module | None) -> dict[str, Any]:
+    def _analyse_target(self, target: int, pl_module: nn.Module | None) -> TargetCorrelation:
         counts = self.counts
         positions = list(range(1, self.num_positions + 1))
         candidates = counts.behavior_categories(target)
         samples = int(counts.label_counts(target).sum())
-        result: dict[str, Any] = {"target_category": target, "name": self._name(target), "samples": samples,
-                                  "positions": positions}
         if candidates.numel():
             mi = mutual_information(counts.table(target, candidates, self.num_positions))  # [C, P]
             # Rows: the most informative categories first; ties (e.g. all zero) by category id.
@@ -313,14 +318,13 @@ class FeatureCorrelationMonitor(CountingMonitor):
             mi = mi.cpu()[torch.as_tensor(order)]
         else:  # a target category never seen (e.g. named by the user): an empty map, not an error
             rows, mi = torch.zeros(0, dtype=torch.int64), torch.zeros(0, self.num_positions, dtype=torch.float64)
-        result["behavior_categories"] = rows.tolist()
-        result["behavior_names"] = [self._name(int(c)) for c in rows]
-        result["ground_truth_mi"] = mi.tolist()
-        result["ground_truth"] = _min_max(mi).tolist()
         learned = self._learned_map(pl_module, target, rows) if rows.numel() else None
-        result["learned"] = None if learned is None else learned.tolist()
-        result["agreement"] = None if learned is None else rank_correlation(learned, mi, undefined=0.0)
-        return result
+        return TargetCorrelation(
+            target_category=target, name=self._name(target), samples=samples, positions=positions,
+            behavior_categories=rows.tolist(), behavior_names=[self._name(int(c)) for c in rows],
+            ground_truth_mi=mi.tolist(), ground_truth=_min_max(mi).tolist(),
+            learned=None if learned is None else learned.tolist(),
+            agreement=None if learned is None else rank_correlation(learned, mi, undefined=0.0))
 
     def _learned_map(self, pl_module: nn.Module | None, target: int, rows: torch.Tensor) -> torch.Tensor | None:
         if pl_module is None or (self.learned_embeddings is None and self.category_embedding is None):
@@ -346,28 +350,25 @@ class FeatureCorrelationMonitor(CountingMonitor):
             return str(category)
 
     # ---- logging -------------------------------------------------------------------------------------------
-    def log_record(self, trainer: "pl.Trainer", typed: BehaviorTargetRecord) -> None:
-        # The figures draw the published (plain) record, as the report does from the event files.
-        record = typed.to_dict()
-        ns, step = self.namespace, record["step"]
-        scalars = {f"{ns}/target_{t['target_category']}/agreement": t["agreement"]
-                   for t in record["targets"] if t["agreement"] is not None}
-        if record["agreement"] is not None:
-            scalars[f"{ns}/agreement"] = record["agreement"]
+    def log_record(self, trainer: "pl.Trainer", record: BehaviorTargetRecord) -> None:
+        ns, step = self.namespace, record.step
+        scalars = {f"{ns}/target_{t.target_category}/agreement": t.agreement
+                   for t in record.targets if t.agreement is not None}
+        if record.agreement is not None:
+            scalars[f"{ns}/agreement"] = record.agreement
         self.writer.scalars(trainer, scalars, step)
         if self.images and trainer.is_global_zero:
-            when = f"epoch {record['epoch']}"
-            curve = record["same_category_mi"]
-            if self._changed("same_category", curve):
+            when = f"epoch {record.epoch}"
+            if self._changed("same_category", record.same_category_mi):
                 self.writer.image(trainer, f"{ns}/same_category_mi", same_category_image(record), step)
-            for target in record["targets"]:
-                if not target["behavior_categories"]:
+            for target in record.targets:
+                if not target.behavior_categories:
                     continue
-                tag = f"{ns}/target_{target['target_category']}"
-                if self._changed(tag, target["ground_truth"], rows=target["behavior_categories"]):
+                tag = f"{ns}/target_{target.target_category}"
+                if self._changed(tag, target.ground_truth, rows=target.behavior_categories):
                     image = correlation_map_image(target, "ground_truth", when)
                     self.writer.image(trainer, f"{tag}/ground_truth", image, step)
-                if target["learned"] is not None:
+                if target.learned is not None:
                     self.writer.image(trainer, f"{tag}/learned", correlation_map_image(target, "learned", when), step)
         self.writer.flush(trainer)
 

@@ -25,12 +25,13 @@ from typing_extensions import override
 from ..checks import check_positive_int
 from ..figures.conflict_subset import conflict_subset_image
 from ..parallel.distributed import data_parallel_group
-from ..records import EntanglementRecord
+from ..findings.entanglement import entanglement_findings
+from ..records import EntanglementRecord, EntanglementView
 from ..model.tables import EmbeddingTable, Field, discover_tables
 from ..writers import tensorboard_experiments
 from ..model.conflict_subset import PREFIX as CONFLICT_PREFIX, ConflictSubsetAnalysis
 from ..functional.label_subsets import binned_by_subset, label_pattern_name, pair_statistics
-from ..model.multitask import check_lookups_still_called, resolve_tasks
+from ..model.multitask import check_lookups_still_called, resolve_tasks, validation_loop_problem
 from ..model.reference import ReferenceSource, fields_named
 from ..model.validation_pairs import PairCollector, View
 from .base import AnalysisCallback
@@ -142,6 +143,7 @@ class EntanglementMonitor(AnalysisCallback):
     namespace = "entanglement"
     analysis_name = "entanglement"
     record_type = EntanglementRecord
+    findings_of = staticmethod(entanglement_findings)
     preparing = "collecting the validation pairs for {what}"
 
     def __init__(
@@ -179,7 +181,6 @@ class EntanglementMonitor(AnalysisCallback):
         self._pairs = PairCollector(type(self).__name__, max_pairs)
         self._active = False
         self._error: Exception | None = None  # the first failure collecting this epoch's pairs on this rank
-        self._shown: dict[str, torch.Tensor] = {}
         self.conflict = None if references is None else ConflictSubsetAnalysis(
             references, *conflict_percentiles, frequent_only, frequency_percentile, bins, type(self).__name__)
 
@@ -205,6 +206,13 @@ class EntanglementMonitor(AnalysisCallback):
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._user is not None:
             check_lookups_still_called(pl_module, self._lookup_modules, type(self).__name__)
+
+    def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
+        problem = validation_loop_problem(trainer, pl_module)
+        items = [{"analysis": "distances and AUROC by label subset", "runs": problem is None, "why": problem or ""}]
+        subsets = "no single-task references (references={task: model or checkpoint})" if self.conflict is None else ""
+        return items + [{"analysis": "conflict subsets", "runs": problem is None and self.conflict is not None,
+                         "why": problem or subsets, "optional": problem is None}]
 
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
@@ -329,23 +337,28 @@ class EntanglementMonitor(AnalysisCallback):
         if data.shape[0] == 0:
             raise ValueError("no (user, item) pair was collected in this validation epoch")
         views = self.view_names
-        metrics, histograms = pair_statistics(data, views, self._task_names)
-        record = EntanglementRecord(tasks=list(self._task_names), views=views, world_size=int(self._trainer.world_size),
-                                    metrics=metrics, histograms=binned_by_subset(views, histograms, self.bins))
+        stats, samples = pair_statistics(data, views, self._task_names)
+        # The values the live histograms bin (transient: the record keeps them binned on the report's grid).
+        histograms = {f"entanglement/{view}/{subset + '/' if subset else ''}distance": values
+                      for (view, subset), values in samples.items()}
+        record = EntanglementRecord(
+            tasks=list(self._task_names), views=views, world_size=int(self._trainer.world_size),
+            pairs=stats["pairs"], subset_pairs=stats["subset_pairs"],
+            distances={view: EntanglementView(mean, by_subset) for view, (mean, by_subset) in stats["distances"].items()},
+            auroc={task: by_subset for task, by_subset in stats["auroc"].items() if by_subset},
+            histograms=binned_by_subset(views, samples, self.bins), histogram_samples=histograms)
         if self.conflict is not None:
             ids = data[:, -2:].to(torch.int64)
-            found, conflict_histograms, record.conflict = self.conflict.analyse(
+            conflict_histograms, record.conflict = self.conflict.analyse(
                 ids[:, 0], ids[:, 1], views, data[:, : len(views)], counts)
-            metrics.update(found)
             histograms.update(conflict_histograms)
-        self._shown = histograms  # the histograms' values, which the record keeps binned only
         return record
 
     def log_record(self, trainer: "pl.Trainer", record: EntanglementRecord) -> None:
         step = trainer.global_step
         self.writer.scalars(trainer, record.metrics, step=step)
         if tensorboard_experiments(trainer):
-            self.writer.histograms(trainer, self._shown, step=step, bins=self.bins)
+            self.writer.histograms(trainer, record.histogram_samples or {}, step=step, bins=self.bins)
             if record.conflict is not None:
                 for tag, image in conflict_images(record.conflict):
                     self.writer.image(trainer, tag, image, step=step)

@@ -23,6 +23,7 @@ from ..functional.correlation import rank_correlation
 from ..functional.field_pair import field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
 from ..figures.field_pair import field_pair_image, top_pairs_markdown
+from ..findings.field_pair import field_pair_findings
 from ..records import FieldPairRecord
 from ..model.batch import BatchFieldReader, select_fields
 from .counting import CountingMonitor
@@ -94,6 +95,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
           learned strength comes from (at fit start).
         - ``correlation/field_pair/top_pairs``: the ``top_k`` pairs by MI (with their interaction information,
           learned strength and its rank among all pairs) and the ``top_k`` pairs by learned strength.
+        - ``correlation/field_pair/findings``, ``.../coverage``: as the report says it; what runs.
 
     Where the data are: ``features`` and ``label`` name the batch keys (or integer indices of a tuple batch);
     ``features`` is ``[B, N]`` integer value ids, column f = field f (0-based within each field), ``label``
@@ -111,8 +113,8 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
             sampling noise (the docs' benchmarks give the cost).
         bias_correction: ``"miller_madow"`` (default) or ``"none"`` (the plug-in MI, as Pan et al. compute it).
         cross_layer: qualified name of the DCNv2 cross layer to read (an ``nn.Linear`` with a square weight),
-            ``"auto"`` (default) for the first square ``nn.Linear`` of side ``cross_offset + N K`` with K the width
-            of one of the model's embeddings, or ``None``.
+            ``"auto"`` (default) for the first square ``nn.Linear`` inside a cross network (named or typed like
+            ``cross``) of side ``cross_offset + N K`` with K the width of one of the model's embeddings, or ``None``.
         cross_offset: column of the cross input where field 0's embedding starts.
         cross_layer_index / cross_fields / cross_input: as in
             :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` (the kernel's layer, the input layout given,
@@ -151,6 +153,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     namespace = "correlation/field_pair"
     analysis_name = "field-pair"
     record_type = FieldPairRecord
+    findings_of = staticmethod(field_pair_findings)
     dashboard_category = "correlation: field pairs"
     dashboard_charts = {
         "agreement of learned strength with the data (Spearman over pairs)": ["agreement", "agreement_interaction"],
@@ -267,6 +270,9 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
         if self._is_real_fit(trainer):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
+    def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
+        return [{"analysis": "ground-truth field-pair MI", "runs": True, "why": ""}, self._strength.coverage()]
+
     def inventory_markdown(self) -> str:
         n, k = len(self.fields), self.num_values + 1
         pairs = n * (n - 1) // 2
@@ -325,10 +331,10 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
 
     # The contract (see AnalysisCallback): CountingMonitor counts what waits and sums the counts over ranks.
     def compute(self, pl_module: nn.Module | None, agreed: Any = None) -> FieldPairRecord:
-        return FieldPairRecord.from_dict(self.analyse(pl_module))
+        return self.analyse(pl_module)
 
-    def analyse(self, pl_module: nn.Module | None = None) -> dict[str, Any]:
-        """The ground truth from the counts so far (and the learned strength from the module); plain values."""
+    def analyse(self, pl_module: nn.Module | None = None) -> FieldPairRecord:
+        """The ground truth from the counts so far (and the learned strength from the module)."""
         counts = self.counts
         first, second = counts.pairs()
         truth = field_pair_matrices(counts.pair_tables(), counts.field_tables(), first, second,
@@ -341,38 +347,29 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
         if learned is not None and samples > 0 and i.numel() > 1:
             agreement = rank_correlation(learned[0][i, j], mi[i, j], undefined=0.0)
             agreement_ii = rank_correlation(learned[0][i, j], ii[i, j], undefined=0.0)
-        return {
-            "fields": self.selected_names,
-            "samples": samples,
-            "bias_correction": self.bias_correction,
-            "other_fraction": counts.other_fraction().tolist(),
-            "field_mutual_information": truth["field_mutual_information"].tolist(),
-            "mutual_information": mi.tolist(),
-            "interaction_information": ii.tolist(),
-            "learned": None if learned is None else learned[0].tolist(),
-            "learned_source": None if learned is None else learned[1],
-            "agreement": agreement,
-            "agreement_interaction": agreement_ii,
-        }
+        return FieldPairRecord(
+            fields=self.selected_names, samples=samples, bias_correction=self.bias_correction,
+            other_fraction=counts.other_fraction().tolist(),
+            field_mutual_information=truth["field_mutual_information"].tolist(), mutual_information=mi.tolist(),
+            interaction_information=ii.tolist(), learned=None if learned is None else learned[0].tolist(),
+            learned_source=None if learned is None else learned[1], agreement=agreement,
+            agreement_interaction=agreement_ii)
 
     # ---- logging -------------------------------------------------------------------------------------------
-    def log_record(self, trainer: "pl.Trainer", typed: FieldPairRecord) -> None:
-        # The figures draw the published (plain) record, as the report does from the event files.
-        record = typed.to_dict()
-        ns, step = self.namespace, record["step"]
-        scalars = {f"{ns}/samples": float(record["samples"]),
-                   f"{ns}/other_fraction": float(np.mean(record["other_fraction"]))}
-        if record["agreement"] is not None:
-            scalars[f"{ns}/agreement"] = record["agreement"]
-            scalars[f"{ns}/agreement_interaction"] = record["agreement_interaction"]
+    def log_record(self, trainer: "pl.Trainer", record: FieldPairRecord) -> None:
+        ns, step = self.namespace, record.step
+        scalars = {f"{ns}/samples": float(record.samples), f"{ns}/other_fraction": float(np.mean(record.other_fraction))}
+        if record.agreement is not None:
+            scalars[f"{ns}/agreement"] = record.agreement
+            scalars[f"{ns}/agreement_interaction"] = record.agreement_interaction
         self.writer.scalars(trainer, scalars, step)
         if trainer.is_global_zero:
             self.writer.text(trainer, f"{ns}/top_pairs", top_pairs_markdown(record, self.top_k), step)
-            if self.images and record["samples"] > 0:
+            if self.images and record.samples > 0:
                 for which in ("mutual_information", "interaction_information"):
-                    if self._changed(which, record[which]):
+                    if self._changed(which, getattr(record, which)):
                         self.writer.image(trainer, f"{ns}/{which}", field_pair_image(record, which), step)
-                if record["learned"] is not None:
+                if record.learned is not None:
                     self.writer.image(trainer, f"{ns}/learned_strength", field_pair_image(record, "learned"), step)
         self.writer.flush(trainer)
 

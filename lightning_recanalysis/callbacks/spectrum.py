@@ -22,10 +22,10 @@ from typing_extensions import override
 from ..functional.spectrum import RowNormalizedGram, row_normalized_gram
 from ..figures.collapse import ia_vs_init_image, interaction_image, spectrum_heatmap_image
 # The live Text tab shows the same findings sentences as the report: both read them from the findings layer.
-from ..findings import ReportThresholds, collapse_findings
+from ..findings.collapse import collapse_findings
 from ..model.field_sets import AnalysisUnit, field_gram
 from ..parallel.sharding import all_reduce_gram
-from ..records import SpectrumRecord
+from ..records import Interaction, SpectrumRecord
 from ..model.tables import ColumnGroups, EmbeddingTable, FieldDims, TableView
 from ..model.cross.finder import CrossFinder, resharded
 from ..model.cross.hooks import CrossLayoutHooks
@@ -87,7 +87,8 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
     Text (TensorBoard):
         - ``collapse/inventory``: the tables, fields, column groups and field sets found, and the cross layer's
           kernel form and input layout (logged again at the first training batch when the order is read there).
-        - ``collapse/findings``: the most collapsed fields and the interaction-collapse correlation, in words.
+        - ``collapse/findings``: the fields that waste dimensions, interaction collapse and what to do, as the
+          report says it (:mod:`lightning_recanalysis.findings.collapse`); ``collapse/coverage``: what runs.
 
     Custom Scalars (with :class:`~lightning_recanalysis.AnalysisReport`): per view, one chart each for IA,
     IA vs init and effective rank of all its fields, and the interaction row means.
@@ -102,8 +103,9 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
             analysis (with a warning) instead of waiting for that rank in the all-reduce.
         cross_layer: the DCN cross layer: a module name (square ``nn.Linear``, a module holding ``kernels`` or a
             low-rank mixture), a kernel tensor's name, ``{"U": .., "V": .., "C": ..}``, ``"auto"`` (a square
-            ``nn.Linear`` of side ``cross_offset`` + N K for a concatenated table, else the first recognised
-            kernel whose input holds the fields on the first batch), or ``None`` to skip the interaction analysis.
+            ``nn.Linear`` inside a cross network, one named or typed like ``cross``, of side ``cross_offset`` + N K
+            for a concatenated table, else the first recognised kernel whose input holds the fields on the first
+            batch; any other square layer only when named), or ``None`` to skip the interaction analysis.
         cross_offset: column of the cross input where the first field's embedding starts (concatenated table).
         cross_layer_index: which layer of an ``[L, D, D]`` kernel or a low-rank mixture (default the first).
         cross_fields: the cross input's layout, given: field names in input order (a field set's field names,
@@ -143,6 +145,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
     namespace = "collapse"
     analysis_name = "spectrum"
     record_type = SpectrumRecord
+    findings_of = staticmethod(collapse_findings)
 
     def __init__(
         self,
@@ -227,12 +230,12 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
             self._interaction_at_init(trainer)
 
     def _interaction_at_init(self, trainer) -> None:
-        initial = next((r for r in self.history if r["stage"] == "init"), None)
-        if initial is None or initial.get("interaction") is not None or trainer.global_step != 0:
+        initial = self.initial_record()
+        if initial is None or initial.interaction is not None or trainer.global_step != 0:
             return
         ok, interaction = self._together(trainer, "the initial interaction analysis", self._interaction)
         if ok and interaction is not None:
-            initial["interaction"] = interaction
+            initial.interaction = interaction
             self._record(initial)
             self._guarded("logging the initial interaction analysis",
                           lambda: (self._log_interaction(trainer, initial), self.writer.flush(trainer)))
@@ -247,6 +250,10 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
 
     def inventory_markdown(self) -> str:
         return self._layout.inventory_markdown(self._finder)
+
+    def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
+        return [{"analysis": f"spectra of {len(self.units)} view(s)", "runs": True, "why": ""},
+                self._finder.coverage("interaction matrix")]
 
     def _read_weights_as_sharded(self, pl_module: torch.nn.Module) -> None:
         self._layout.check_readable(pl_module)
@@ -267,10 +274,10 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
 
     def compute(self, pl_module: "pl.LightningModule | None",
                 sharded_grams: Mapping[tuple[str, str], RowNormalizedGram]) -> SpectrumRecord:
-        return SpectrumRecord.from_dict(self.analyse(sharded_grams))
+        return self.analyse(sharded_grams)
 
-    def analyse(self, sharded_grams: Mapping[tuple[str, str], RowNormalizedGram] | None = None) -> dict[str, Any]:
-        """Compute every view's per-field spectra (and the interaction matrix) now; returns plain values.
+    def analyse(self, sharded_grams: Mapping[tuple[str, str], RowNormalizedGram] | None = None) -> SpectrumRecord:
+        """Compute every view's per-field spectra (and the interaction matrix) now.
 
         ``sharded_grams``: the Grams of the ``row_sharded`` fields by (view, field), already summed over the
         ranks. By default they are computed and all-reduced here, so every rank must call this together.
@@ -284,14 +291,9 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
                  if isinstance(view, TableView) and self._is_sharded(view.table.name) else field_gram(view, fld)
                  for view in self.units for fld in view.fields}
         interaction_reads = self._interaction_reads()
-        views: dict[str, Any] = {}
-        for view in self.units:
-            views[view.name] = view_spectra(view, lambda fld, view=view: grams[(view.name, fld.name)])
-        result: dict[str, Any] = {"views": views}
-        interaction = self._interaction(interaction_reads)
-        if interaction is not None:
-            result["interaction"] = interaction
-        return result
+        views = {view.name: view_spectra(view, lambda fld, view=view: grams[(view.name, fld.name)])
+                 for view in self.units}
+        return SpectrumRecord(views=views, interaction=self._interaction(interaction_reads))
 
     def _interaction_reads(self) -> InteractionReads | None:
         """What the interaction matrix reads of the weights, every collective of it (see
@@ -300,7 +302,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
             return None
         return interaction_reads(self._finder.layout, self._finder.kernel, self.units)
 
-    def _interaction(self, reads: InteractionReads | None = None) -> dict[str, Any] | None:
+    def _interaction(self, reads: InteractionReads | None = None) -> Interaction | None:
         """The interaction matrix through the cross layer (see :func:`interaction_matrix`), if its layout is known.
         ``reads``: from :meth:`_interaction_reads` (read now by default)."""
         reads = self._interaction_reads() if reads is None else reads
@@ -314,86 +316,76 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
                 for view in self.units if isinstance(view, TableView) and self._is_sharded(view.table.name)
                 for fld in view.fields}
 
-    def log_record(self, trainer: "pl.Trainer", typed: SpectrumRecord) -> None:
-        record = typed.to_dict()
-        step = record["step"]
-        initial = next((r for r in self.history if r["stage"] == "init"), None)
-        self._log(trainer, record, initial)
-        if trainer.is_global_zero:
-            findings = collapse_findings(self.records, ReportThresholds())
-            self.writer.text(trainer, f"{self.namespace}/findings",
-                             "\n".join(f"- {f}" for f in findings) or "- no field is collapsed yet", step)
+    def log_record(self, trainer: "pl.Trainer", record: SpectrumRecord) -> None:
+        self._log(trainer, record, self.initial_record())
         self.writer.flush(trainer)
 
-    def initial_information_abundance(
-        self, view: str, field: str, initial: dict[str, Any] | None = None
-    ) -> float | None:
+    def initial_record(self) -> SpectrumRecord | None:
+        """The fit-start baseline (stage ``"init"``) from the history, or None."""
+        return next((SpectrumRecord.from_dict(r) for r in self.history if r["stage"] == "init"), None)
+
+    def initial_information_abundance(self, view: str, field: str,
+                                      initial: SpectrumRecord | None = None) -> float | None:
         """IA of a field at fit start, from ``initial`` (the baseline record) or else from the history."""
-        if initial is None:
-            initial = next((r for r in self.history if r["stage"] == "init"), None)
-        try:
-            return initial["views"][view]["fields"][field]["information_abundance"]
-        except (TypeError, KeyError):
-            return None
+        initial = self.initial_record() if initial is None else initial
+        fld = initial.views[view].fields.get(field) if initial is not None and view in initial.views else None
+        return None if fld is None else fld.information_abundance
 
     # ---- where ----------------------------------------------------------------------------------------------
-    def _log(self, trainer: "pl.Trainer", record: dict[str, Any], initial: dict[str, Any] | None) -> None:
-        ns, step = self.namespace, record["step"]
+    def _log(self, trainer: "pl.Trainer", record: SpectrumRecord, initial: SpectrumRecord | None) -> None:
+        ns, step = self.namespace, record.step
         scalars: dict[str, float] = {}
         spectra: dict[str, list[float]] = {}
-        for view_name, view in record["views"].items():
-            ias = []
-            for field_name, fld in view["fields"].items():
+        for view_name, view in record.views.items():
+            for field_name, fld in view.fields.items():
                 prefix = f"{ns}/{view_name}/{field_name}"
-                for key in ("information_abundance", "effective_rank", "stable_rank"):
-                    scalars[f"{prefix}/{key}"] = fld[key]
-                ias.append(fld["information_abundance"])
+                scalars.update({f"{prefix}/information_abundance": fld.information_abundance,
+                                f"{prefix}/effective_rank": fld.effective_rank,
+                                f"{prefix}/stable_rank": fld.stable_rank})
                 init_ia = self.initial_information_abundance(view_name, field_name, initial)
                 if init_ia:
-                    scalars[f"{prefix}/information_abundance_vs_init"] = fld["information_abundance"] / init_ia
+                    scalars[f"{prefix}/information_abundance_vs_init"] = fld.information_abundance / init_ia
                 if self.histograms:
-                    spectrum = fld["normalized_spectrum"][: min(fld["cardinality"], view["width"])]
-                    spectra[f"{prefix}/normalized_spectrum"] = spectrum
+                    spectra[f"{prefix}/normalized_spectrum"] = \
+                        fld.normalized_spectrum[: min(fld.cardinality, view.width)]
+            ias = [fld.information_abundance for fld in view.fields.values()]
             scalars[f"{ns}/{view_name}/mean_information_abundance"] = sum(ias) / max(1, len(ias))
-            scalars[f"{ns}/{view_name}/excluded_rows"] = float(view["excluded_rows"])
-            if view["excluded_rows"] and not self._warned_excluded:
+            scalars[f"{ns}/{view_name}/excluded_rows"] = float(view.excluded_rows)
+            if view.excluded_rows > self._layout.padding_rows.get(view_name, 0) and not self._warned_excluded:
                 self._warned_excluded = True
                 warnings.warn(
-                    f"EmbeddingSpectrumMonitor: {view['excluded_rows']} rows of '{view_name}' are non-finite or all "
+                    f"EmbeddingSpectrumMonitor: {view.excluded_rows} rows of '{view_name}' are non-finite or all "
                     "zero and were left out of the spectrum (logged as collapse/<view>/excluded_rows).",
                     RuntimeWarning,
                     stacklevel=2,
                 )
             if self.images and trainer.is_global_zero:
-                self._log_view_images(trainer, view_name, view, initial, record["epoch"], record["stage"], step)
+                self._log_view_images(trainer, view_name, record, initial)
         self.writer.scalars(trainer, scalars, step)
         if spectra:
             self.writer.histograms(trainer, spectra, step)
         self._log_interaction(trainer, record)
 
-    def _log_interaction(self, trainer: "pl.Trainer", record: dict[str, Any]) -> None:
-        interaction = record.get("interaction")
+    def _log_interaction(self, trainer: "pl.Trainer", record: SpectrumRecord) -> None:
+        interaction = record.interaction
         if interaction is None:
             return
-        ns, step = self.namespace, record["step"]
-        matrix, names = interaction["matrix"], interaction["fields"]
-        scalars = {f"{ns}/{interaction['view']}/interaction/{name}/mean_information_abundance": sum(row) / len(row)
-                   for name, row in zip(names, matrix)}
-        self.writer.scalars(trainer, scalars, step)
+        ns, view = self.namespace, interaction.view
+        scalars = {f"{ns}/{view}/interaction/{name}/mean_information_abundance": sum(row) / len(row)
+                   for name, row in zip(interaction.fields, interaction.matrix)}
+        self.writer.scalars(trainer, scalars, record.step)
         if self.images and trainer.is_global_zero:
-            own = record["views"][interaction["view"]]["fields"]
-            when = "initial weights" if record["stage"] == "init" else f"epoch {record['epoch']}"
-            self.writer.image(trainer, f"{ns}/{interaction['view']}/interaction_information_abundance",
-                              interaction_image(interaction, own, when), step)
+            when = "initial weights" if record.stage == "init" else f"epoch {record.epoch}"
+            self.writer.image(trainer, f"{ns}/{view}/interaction_information_abundance",
+                              interaction_image(interaction, record.views[view].fields, when), record.step)
 
-    def _log_view_images(self, trainer: "pl.Trainer", view_name: str, view: dict[str, Any],
-                         initial: dict[str, Any] | None, epoch: int, stage: str, step: int) -> None:
-        when = "initial weights" if stage == "init" else f"epoch {epoch}"
+    def _log_view_images(self, trainer: "pl.Trainer", view_name: str, record: SpectrumRecord,
+                         initial: SpectrumRecord | None) -> None:
+        when = "initial weights" if record.stage == "init" else f"epoch {record.epoch}"
+        view = record.views[view_name]
         self.writer.image(trainer, f"{self.namespace}/{view_name}/spectrum_heatmap",
-                          spectrum_heatmap_image(view_name, view, when), step)
-        if initial is not None and stage != "init":
-            init_view = initial["views"].get(view_name)
-            if init_view is not None:
-                self.writer.image(trainer, f"{self.namespace}/{view_name}/information_abundance_vs_init",
-                                  ia_vs_init_image(view_name, view, init_view, when), step)
-
+                          spectrum_heatmap_image(view_name, view, when), record.step)
+        init_view = initial.views.get(view_name) if initial is not None and record.stage != "init" else None
+        if init_view is not None:
+            self.writer.image(trainer, f"{self.namespace}/{view_name}/information_abundance_vs_init",
+                              ia_vs_init_image(view_name, view, init_view, when), record.step)

@@ -1,25 +1,47 @@
-"""Findings of ``collapse/``: which fields collapsed, and whether interaction collapse shows (Guo et al., ICML 2024).
+"""Findings of ``collapse/``: which fields waste their dimensions, and whether collapse spreads through the cross
+layer (Guo et al., ICML 2024).
 
-A field of a width-K table is *collapsed* when its information abundance IA = sum(s) / s_1 is below
-``collapsed_fraction`` of the most it could reach, min(cardinality, K), or fell below ``collapsed_vs_init`` of its
-IA at initialisation. Interaction collapse: the mean IA of a field's sub-embeddings through the cross layer (a row
-of the interaction matrix) tracks the field's own IA; the Pearson r over rows and over columns says how closely.
+**Yardstick.** A field of cardinality D in a width-K table has at most r = min(D, K) singular values; a random
+table of that shape uses all of them (its smallest normalised singular values are a sizeable fraction of the
+largest). A direction is *unused* when its singular value is below ``unused_dimension`` (5%) of the largest: it
+carries under 0.25% of the top direction's variance. The paper's point is not that a learned table's IA is below
+a random one's (every field that learns something concentrates its spectrum); it is that the lost dimensions are
+wasted: enlarging K barely raises IA. So:
+
+- **problem** (``collapse``): at least ``collapsed_fraction`` of the r dimensions the shape allows are unused, and
+  at least two. Ranked by the unused share. The spectrum is computed from every row, so the count is exact.
+- **fine** (``concentrated``): IA fell below ``collapsed_vs_init`` of its value at initialisation while (nearly)
+  every dimension stayed in use: the field learned a few dominant directions, which is learning, not collapse.
+- **fine** (``bounded``): a field with fewer categories than K: its IA cannot exceed D, whatever K.
+- **problem** (``interaction_collapse``): a view with a collapsed field whose interaction matrix shows the
+  mechanism beyond what the same layer showed at fit start: the matrix's column means (a partner's effect on the
+  sub-embeddings E_i W_ij^T) track the partners' own IA with Pearson r >= ``interaction_min_r``, at least
+  ``interaction_min_rise`` above the same r at initialisation.
 
 Read by :class:`~lightning_recanalysis.EmbeddingSpectrumMonitor` (its live ``collapse/findings`` Text tab) and by
-the report's collapse section, so both say the same sentences.
+the report's collapse section, so both say the same.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..records import SpectrumRecord
+from .finding import Finding
 from .thresholds import ReportThresholds
 
-__all__ = ["baseline_and_last", "collapse_findings", "collapsed_fields", "information_abundance_ceiling",
-           "interaction_correlations"]
+__all__ = ["FieldCollapse", "baseline_and_last", "collapse_findings", "field_collapse",
+           "information_abundance_ceiling", "interaction_correlations"]
+
+COLLAPSE_ADVICE = ("These dimensions are wasted: a larger K will not raise IA. Try multi-embedding (several smaller "
+                   "tables per field, each with its own interaction; Guo et al., ICML 2024).")
+FROZEN_ADVICE = ("The rows were already this low-rank at initialisation: check whether the table is frozen, tied or "
+                 "initialised low-rank before trying multi-embedding.")
+INTERACTION_ADVICE = ("Collapsed fields drag down the fields they interact with: fix the collapsed fields first "
+                      "(multi-embedding), then check this view again.")
 
 
 def baseline_and_last(records: Sequence[SpectrumRecord]) -> tuple[SpectrumRecord | None, SpectrumRecord | None]:
@@ -27,7 +49,6 @@ def baseline_and_last(records: Sequence[SpectrumRecord]) -> tuple[SpectrumRecord
     baseline when no epoch was analysed yet.
 
     Example:
-        >>> from lightning_recanalysis.records import SpectrumRecord
         >>> init, last = baseline_and_last([SpectrumRecord(stage="init"), SpectrumRecord(stage="epoch", epoch=3)])
         >>> init.stage, last.epoch
         ('init', 3)
@@ -47,30 +68,53 @@ def information_abundance_ceiling(cardinality: int, width: int) -> int:
     return min(cardinality, width)
 
 
-def collapsed_fields(view: Mapping[str, Any], init_view: Mapping[str, Any] | None,
-                     thresholds: ReportThresholds) -> list[tuple[float, str]]:
-    """The collapsed fields of one view as (severity, sentence part), most collapsed first; severity is the
-    smaller of IA / ceiling and IA / IA at init (a field with a ceiling of 1 cannot collapse).
+@dataclass
+class FieldCollapse:
+    """One field measured against its yardstick (see the module's docstring)."""
+
+    view: str
+    field: str
+    ceiling: int
+    used: int
+    information_abundance: float
+    initial: float | None = None
+    used_initially: int | None = None
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def unused(self) -> int:
+        return self.ceiling - self.used
+
+
+def _used(spectrum: Sequence[float], ceiling: int, level: float) -> int:
+    return int(sum(1 for s in list(spectrum)[:ceiling] if s >= level))
+
+
+def field_collapse(view_name: str, field_name: str, records: Sequence[SpectrumRecord],
+                   thresholds: ReportThresholds) -> FieldCollapse:
+    """The field's numbers in the last record, beside the baseline's and its IA over the records.
 
     Example:
-        >>> view = {"width": 8, "fields": {"user": {"cardinality": 100, "information_abundance": 1.5},
-        ...                                "item": {"cardinality": 100, "information_abundance": 6.0}}}
-        >>> collapsed_fields(view, None, ReportThresholds())
-        [(0.1875, '**user** (1.50 of 8)')]
+        >>> rec = lambda stage, spectrum: SpectrumRecord.from_dict({"stage": stage, "views": {"t": {"width": 4,
+        ...     "fields": {"f": {"cardinality": 9, "information_abundance": sum(spectrum),
+        ...                      "normalized_spectrum": spectrum}}}}})
+        >>> c = field_collapse("t", "f", [rec("init", [1, 0.8, 0.7, 0.6]), rec("epoch", [1, 0.5, 0.01, 0.0])],
+        ...                    ReportThresholds())
+        >>> c.ceiling, c.used, c.unused, c.used_initially, c.history
+        (4, 2, 2, 4, [3.1, 1.51])
     """
-    width = view["width"]
-    found = []
-    for name, fld in view["fields"].items():
-        ceiling = information_abundance_ceiling(fld["cardinality"], width)
-        ia = fld["information_abundance"]
-        ia0 = init_view["fields"][name]["information_abundance"] if init_view and name in init_view["fields"] else None
-        fraction = ia / ceiling if ceiling else 1.0
-        drop = ia / ia0 if ia0 else 1.0
-        if ceiling > 1 and (fraction < thresholds.collapsed_fraction or drop < thresholds.collapsed_vs_init):
-            since = f", {drop:.0%} of its {ia0:.2f} at init" if ia0 else ""
-            found.append((min(fraction, drop), f"**{name}** ({ia:.2f} of {ceiling}{since})"))
-    found.sort()
-    return found
+    initial, last = baseline_and_last(records)
+    view = last.views[view_name]
+    fld = view.fields[field_name]
+    ceiling = information_abundance_ceiling(fld.cardinality, view.width)
+    init_fld = initial.views[view_name].fields.get(field_name) if initial and view_name in initial.views else None
+    history = [r.views[view_name].fields[field_name].information_abundance for r in records
+               if view_name in r.views and field_name in r.views[view_name].fields]
+    return FieldCollapse(
+        view_name, field_name, ceiling, _used(fld.normalized_spectrum, ceiling, thresholds.unused_dimension),
+        fld.information_abundance, None if init_fld is None else init_fld.information_abundance,
+        None if init_fld is None else _used(init_fld.normalized_spectrum, ceiling, thresholds.unused_dimension),
+        history)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,7 +124,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _source_information_abundance(interaction: Mapping[str, Any], view_fields: Mapping[str, Any]) -> np.ndarray:
-    sources = interaction.get("source_fields", interaction["fields"])
+    sources = interaction.get("source_fields") or interaction["fields"]
     return np.array([view_fields[n]["information_abundance"] for n in sources])
 
 
@@ -100,52 +144,103 @@ def interaction_correlations(interaction: Mapping[str, Any], view_fields: Mappin
     return _pearson(matrix.mean(axis=1), own), _pearson(matrix.mean(axis=0), own)
 
 
-def _view_finding(view_name: str, view: Mapping[str, Any], init_view: Mapping[str, Any] | None,
-                  thresholds: ReportThresholds) -> tuple[float, str] | None:
-    collapsed = collapsed_fields(view, init_view, thresholds)
-    if not collapsed:
+def _trend(history: Sequence[float]) -> str:
+    shown = list(history) if len(history) <= 4 else [*history[:2], *history[-2:]]
+    sep = " → ".join(f"{v:.2f}" for v in shown)
+    return sep if len(history) <= 4 else sep.replace(f"{shown[1]:.2f} → ", f"{shown[1]:.2f} → … → ", 1)
+
+
+def _collapse_finding(c: FieldCollapse) -> Finding:
+    already = c.used_initially is not None and c.used_initially <= c.used
+    since = (f"; at initialisation it used {c.used_initially} (IA {c.initial:.2f})" if c.initial is not None else "")
+    return Finding(
+        "collapse", "collapse", "problem", f"{c.view}/{c.field}",
+        f"**{c.field}** of `{c.view}` uses {c.used} of the {c.ceiling} dimensions its shape allows, "
+        f"min(cardinality, K): {c.unused} carry under 5% of the top direction's scale. IA {c.information_abundance:.2f} "
+        f"of {c.ceiling}{since}; IA over the analyses {_trend(c.history)} (exact: every row counted).",
+        FROZEN_ADVICE if already else COLLAPSE_ADVICE, severity=c.unused / max(1, c.ceiling))
+
+
+def _view_findings(view_name: str, records: Sequence[SpectrumRecord], thresholds: ReportThresholds
+                   ) -> tuple[list[Finding], list[FieldCollapse]]:
+    _, last = baseline_and_last(records)
+    view = last.views[view_name]
+    found, collapsed, concentrated, bounded = [], [], [], []
+    for name, fld in view.fields.items():
+        c = field_collapse(view_name, name, records, thresholds)
+        if c.ceiling > 1 and c.unused >= max(2, thresholds.collapsed_fraction * c.ceiling):
+            collapsed.append(c)
+            found.append(_collapse_finding(c))
+            continue
+        if c.initial and c.information_abundance < thresholds.collapsed_vs_init * c.initial:
+            concentrated.append(c)
+        if fld.cardinality < view.width:
+            bounded.append((name, fld.cardinality))
+    if concentrated:
+        names = ", ".join(f"**{c.field}** ({c.information_abundance:.2f}, {c.information_abundance / c.initial:.0%} of "
+                          f"its {c.initial:.2f} at init; {c.used} of {c.ceiling} dimensions used)" for c in concentrated)
+        found.append(Finding(
+            "collapse", "concentrated", "fine", view_name,
+            f"{len(concentrated)} field(s) of `{view_name}` concentrated their spectrum as they learned, keeping their "
+            f"dimensions: {names}.",
+            "Not collapse: a field that learns a few strong directions lowers IA without wasting dimensions.",
+            severity=0.0))
+    if bounded:
+        names = ", ".join(f"**{n}** ({d} categories)" for n, d in bounded)
+        found.append(Finding(
+            "collapse", "bounded", "fine", view_name,
+            f"Fields of `{view_name}` with fewer categories than K = {view.width}: {names}: their IA cannot exceed "
+            "their cardinality, whatever K.", "Harmless: no width change helps these fields.", severity=0.0))
+    return found, collapsed
+
+
+def _interaction_finding(records: Sequence[SpectrumRecord], collapsed: Sequence[FieldCollapse],
+                         thresholds: ReportThresholds) -> Finding | None:
+    initial, last = baseline_and_last(records)
+    interaction = last.interaction
+    if interaction is None or not collapsed:
         return None
-    shown = [text for _, text in collapsed[: thresholds.max_findings_per_section]]
-    more = f" and {len(collapsed) - len(shown)} more" if len(collapsed) > len(shown) else ""
-    return (collapsed[0][0], f"{len(collapsed)} of {len(view['fields'])} fields of `{view_name}` are "
-            f"collapsed (IA below {thresholds.collapsed_fraction:.0%} of min(cardinality, K) or below "
-            f"{thresholds.collapsed_vs_init:.0%} of its value at initialisation), most collapsed first: "
-            + ", ".join(shown) + more + ".")
-
-
-def _interaction_finding(interaction: Mapping[str, Any], view_fields: Mapping[str, Any]) -> str:
+    view_fields = last.views[interaction.view].fields
     rows_r, cols_r = interaction_correlations(interaction, view_fields)
-    own = _source_information_abundance(interaction, view_fields)
-    low = [interaction["fields"][i] for i in np.argsort(own)[:2]]
-    kernel = f" (kernel: {interaction['kernel']})" if interaction.get("kernel") else ""
-    return (f"Interaction collapse in `{interaction['view']}`: the IA of a field's sub-embeddings "
-            f"tracks the source field's own IA (Pearson r = {rows_r:.2f} over rows) and the partner's "
-            f"(r = {cols_r:.2f} over columns); the lowest-IA fields are {', '.join(low)}{kernel}.")
+    before = float("nan")
+    if initial is not None and initial.interaction is not None and interaction.view in initial.views:
+        before = interaction_correlations(initial.interaction, initial.views[interaction.view].fields)[1]
+    rise = cols_r - before if np.isfinite(before) else float("nan")
+    if not (np.isfinite(cols_r) and cols_r >= thresholds.interaction_min_r
+            and (not np.isfinite(before) or rise >= thresholds.interaction_min_rise)):
+        return None
+    at_init = f" (r = {before:.2f} at initialisation)" if np.isfinite(before) else ""
+    kernel = f" (kernel: {interaction.kernel})" if interaction.kernel else ""
+    names = ", ".join(f"**{c.field}**" for c in collapsed if c.view == interaction.view) or "its collapsed fields"
+    return Finding(
+        "collapse", "interaction_collapse", "problem", interaction.view,
+        f"Interaction collapse in `{interaction.view}`{kernel}: with {names} collapsed, a field's sub-embeddings "
+        f"through the cross layer follow its partner's own IA: Pearson r = {cols_r:.2f} over the interaction "
+        f"matrix's columns{at_init}, r = {rows_r:.2f} over its rows.", INTERACTION_ADVICE, severity=0.5)
 
 
-def collapse_findings(records: Sequence[SpectrumRecord], thresholds: ReportThresholds) -> list[str]:
-    """The sentences of the collapse analysis, most severe first, at most ``max_findings_per_section``: one per
-    view with collapsed fields (ranked by its most collapsed field) and, with a cross layer, one on interaction
-    collapse (ranked as a field at half its ceiling).
+def collapse_findings(records: Sequence[SpectrumRecord], thresholds: ReportThresholds) -> list[Finding]:
+    """The collapse findings of the last record (see the module's rules), problems first.
 
     Example:
-        >>> from lightning_recanalysis.records import SpectrumRecord
-        >>> def record(stage, ia):
-        ...     fields = {"user": {"cardinality": 50, "information_abundance": ia}}
-        ...     return SpectrumRecord(stage=stage, views={"emb": {"width": 8, "fields": fields}})
-        >>> collapse_findings([record("init", 6.0), record("epoch", 3.0)], ReportThresholds())
-        ['1 of 1 fields of `emb` are collapsed (IA below 25% of min(cardinality, K) or below 70% of its value at
-        initialisation), most collapsed first: **user** (3.00 of 8, 50% of its 6.00 at init).']
+        >>> rec = lambda stage, spectrum: SpectrumRecord.from_dict({"stage": stage, "views": {"emb": {"width": 8,
+        ...     "fields": {"user": {"cardinality": 50, "information_abundance": sum(spectrum),
+        ...                         "normalized_spectrum": spectrum}}}}})
+        >>> random, frozen = [1, .9, .8, .7, .6, .5, .4, .3], [1, .5, .01, 0, 0, 0, 0, 0]
+        >>> [(f.verdict, f.kind, f.subject) for f in collapse_findings([rec("init", random), rec("epoch", frozen)],
+        ...                                                              ReportThresholds())]
+        [('problem', 'collapse', 'emb/user')]
+        >>> collapse_findings([rec("init", random), rec("epoch", random)], ReportThresholds())  # barely trained
+        []
     """
-    initial, last = baseline_and_last(records)
+    _, last = baseline_and_last(records)
     if last is None:
         return []
-    findings: list[tuple[float, str]] = []
-    for view_name, view in last.views.items():
-        init_view = initial.views.get(view_name) if initial else None
-        if (finding := _view_finding(view_name, view, init_view, thresholds)) is not None:
-            findings.append(finding)
-    if last.interaction is not None:
-        findings.append((0.5, _interaction_finding(last.interaction, last.views[last.interaction["view"]]["fields"])))
-    findings.sort(key=lambda f: f[0])
-    return [text for _, text in findings[: thresholds.max_findings_per_section]]
+    found, collapsed = [], []
+    for view_name in last.views:
+        view_found, view_collapsed = _view_findings(view_name, records, thresholds)
+        found += view_found
+        collapsed += view_collapsed
+    if (interaction := _interaction_finding(records, collapsed, thresholds)) is not None:
+        found.append(interaction)
+    return found

@@ -2,8 +2,14 @@
 
 Zhou et al. 2024: in the ground-truth map (mutual information between "the behaviour at position p has category
 c" and the label) the target's own category is the most informative row and its information decays with the
-position p; a model whose learned map has a rank correlation (Spearman over cells) with the data below
-``min_agreement`` **disagrees** with it.
+position p. The rules:
+
+- **fine** (``no_signal``): no cell of the ground-truth map carries MI beyond what shuffled labels give (a G-test
+  per cell, Bonferroni over the cells): there is nothing to learn, so the model is not judged;
+- **problem** (``missed_correlation``): the data hold a signal and the upper end of the 95% interval of the rank
+  correlation (Spearman over the map's cells) between the learned and the ground-truth map is below
+  ``min_agreement``;
+- **fine** (``agreement``) when its lower end is above, **inconclusive** in between.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import numpy as np
 
 from ..functional.correlation import rank_correlation
 from ..records import BehaviorTargetRecord
+from .finding import Finding
 from .thresholds import ReportThresholds
+from .uncertainty import g_test_p, spearman_interval
 
-__all__ = ["correlation_findings", "own_category_pattern", "target_finding"]
+__all__ = ["correlation_findings", "data_signal", "own_category_pattern", "target_finding"]
 
 
 def own_category_pattern(target: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -48,48 +56,97 @@ def own_category_pattern(target: Mapping[str, Any]) -> dict[str, Any] | None:
     return pattern
 
 
-def target_finding(target: Mapping[str, Any], pattern: Mapping[str, Any], thresholds: ReportThresholds) -> str:
-    """The sentence on one target category: the data's pattern and, with a learned map, the model's agreement.
+def data_signal(target: Mapping[str, Any], alpha: float) -> tuple[bool, float, int]:
+    """Whether the target's ground-truth map holds any signal: some cell's MI beyond what shuffled labels give.
+
+    Each cell is a 2 x 2 table over the target's samples, so G = 2 N ln(2) MI is chi-squared with one degree of
+    freedom under independence (:func:`~.uncertainty.g_test_p`); a signal is a cell below ``alpha`` / cells
+    (Bonferroni). Returns (signal, the smallest p-value, cells).
 
     Example:
-        >>> target = {"name": "shoes", "samples": 1200, "agreement": 0.2}
+        >>> data_signal({"samples": 5000, "ground_truth_mi": [[0.02, 0.0], [0.0, 0.0]]}, 0.05)[0]
+        True
+        >>> data_signal({"samples": 50, "ground_truth_mi": [[0.001, 0.0], [0.0, 0.0]]}, 0.05)[0]
+        False
+    """
+    cells = [v for row in target["ground_truth_mi"] for v in row]
+    if not cells:
+        return False, 1.0, 0
+    smallest = min(g_test_p(v, int(target["samples"])) for v in cells)
+    return smallest < alpha / len(cells), smallest, len(cells)
+
+
+MISSED_ADVICE = ("The model's attention does not reproduce the data's target-aware pattern: target-aware temporal "
+                 "attention (TIN, Zhou et al., WWW 2024: a position embedding on both sides and a target-aware "
+                 "representation) is the published remedy; check also that the category embedding trains.")
+
+
+def target_finding(target: Mapping[str, Any], pattern: Mapping[str, Any] | None,
+                   thresholds: ReportThresholds) -> Finding:
+    """The finding on one target category: the data's signal and pattern and, with a learned map, the model's
+    agreement with its interval.
+
+    Example:
+        >>> target = {"name": "shoes", "target_category": 2, "samples": 1200, "agreement": 0.2,
+        ...           "ground_truth_mi": [[0.05, 0.02], [0.0, 0.0]], "learned": [[0.1, 0.2], [0.3, 0.4]]}
         >>> pattern = {"own_category_is_top_row": True, "own_row_vs_position_spearman": -0.9,
         ...            "learned_own_row_vs_position_spearman": 0.1}
-        >>> print(target_finding(target, pattern, ReportThresholds()))
-        Target category **shoes** (1,200 samples): in the data its own category is the most informative row, and
-        its information decays with position (Spearman vs position -0.90). The model's learned map **disagrees**
-        with it (rank correlation 0.20); its own-category row is Spearman vs position +0.10.
+        >>> f = target_finding(target, pattern, ReportThresholds())
+        >>> f.verdict, f.kind  # 4 cells cannot tell 0.2 from 0.5
+        ('inconclusive', 'agreement')
     """
-    decay = pattern["own_row_vs_position_spearman"]
-    where = "is the most informative row" if pattern["own_category_is_top_row"] else "is not the top row"
-    sentence = (f"Target category **{target['name']}** ({target['samples']:,} samples): in the data its own "
-                f"category {where}, and its information {'decays' if decay < 0 else 'does not decay'} with "
-                f"position (Spearman vs position {decay:+.2f}).")
-    if target.get("agreement") is not None:
-        verb = "agrees with" if target["agreement"] >= thresholds.min_agreement else "**disagrees** with"
-        learned_decay = pattern.get("learned_own_row_vs_position_spearman", float("nan"))
-        shape = ("flat: it does not depend on position" if not np.isfinite(learned_decay)
-                 else f"Spearman vs position {learned_decay:+.2f}")
-        sentence += (f" The model's learned map {verb} it (rank correlation {target['agreement']:.2f}); its "
-                     f"own-category row is {shape}.")
-    return sentence
+    signal, smallest, cells = data_signal(target, thresholds.alpha)
+    subject = f"target_{target['target_category']}"
+    head = f"Target category **{target['name']}** ({target['samples']:,} samples)"
+    if not signal:
+        return Finding("correlation", "no_signal", "fine", subject,
+                       f"{head}: the data hold no target-behaviour signal: no cell's MI exceeds what shuffled labels "
+                       f"give (smallest p = {smallest:.2g} over {cells} cells, Bonferroni at {thresholds.alpha}).",
+                       "Nothing for the model to learn here: judge it on another target, or count more samples.")
+    sentence = head + ": "
+    if pattern is not None:
+        decay = pattern["own_row_vs_position_spearman"]
+        where = "is the most informative row" if pattern["own_category_is_top_row"] else "is not the top row"
+        sentence += (f"in the data its own category {where}, and its information "
+                     f"{'decays' if decay < 0 else 'does not decay'} with position (Spearman vs position "
+                     f"{decay:+.2f}).")
+    else:
+        sentence += "the data hold a signal (its own category is not among the map's rows)."
+    agreement = target.get("agreement")
+    if agreement is None:
+        return Finding("correlation", "data_pattern", "fine", subject, sentence,
+                       "Give the monitor the model's embeddings (category_embedding=...) to compare what it learned.")
+    low, high = spearman_interval(agreement, cells)
+    learned_decay = float("nan") if pattern is None else pattern.get("learned_own_row_vs_position_spearman",
+                                                                     float("nan"))
+    shape = ("" if pattern is None else "; its own-category row is flat: it does not depend on position"
+             if not np.isfinite(learned_decay) else f"; its own-category row is Spearman vs position {learned_decay:+.2f}")
+    measured = f"rank correlation {agreement:.2f}, 95% interval {low:+.2f} to {high:+.2f} over {cells} cells{shape}"
+    if high < thresholds.min_agreement:
+        return Finding("correlation", "missed_correlation", "problem", subject,
+                       f"{sentence} The model's learned map **disagrees** with it ({measured}).", MISSED_ADVICE,
+                       severity=min(1.0, thresholds.min_agreement - agreement))
+    if low >= thresholds.min_agreement:
+        return Finding("correlation", "agreement", "fine", subject,
+                       f"{sentence} The model's learned map agrees with it ({measured}).", "")
+    return Finding("correlation", "agreement", "inconclusive", subject,
+                   f"{sentence} The model's learned map cannot yet be told to agree or disagree ({measured}).",
+                   "More categories or positions in the map (num_behavior_categories, num_positions) narrow the "
+                   "interval.", severity=0.1)
 
 
-def correlation_findings(records: Sequence[BehaviorTargetRecord], thresholds: ReportThresholds) -> list[str]:
-    """One sentence per analysed target category of the last epoch's record (at most
-    ``max_findings_per_section``); none before the first epoch.
+def correlation_findings(records: Sequence[BehaviorTargetRecord], thresholds: ReportThresholds) -> list[Finding]:
+    """One finding per analysed target category of the last epoch's record; none before the first epoch.
 
     Example:
         >>> from lightning_recanalysis.records import BehaviorTargetRecord
-        >>> target = {"target_category": 2, "name": "shoes", "samples": 50, "behavior_categories": [2],
-        ...           "positions": [1, 2], "ground_truth_mi": [[0.1, 0.3]], "learned": None, "agreement": None}
-        >>> correlation_findings([BehaviorTargetRecord(stage="epoch", targets=[target])], ReportThresholds())
-        ['Target category **shoes** (50 samples): in the data its own category is the most informative row, and its
-        information does not decay with position (Spearman vs position +1.00).']
+        >>> target = {"target_category": 2, "name": "shoes", "samples": 5000, "behavior_categories": [2],
+        ...           "positions": [1, 2], "ground_truth_mi": [[0.01, 0.03]], "learned": None, "agreement": None}
+        >>> record = BehaviorTargetRecord.from_dict({"stage": "epoch", "targets": [target]})
+        >>> [(f.verdict, f.kind) for f in correlation_findings([record], ReportThresholds())]
+        [('fine', 'data_pattern')]
     """
     epochs = [r for r in records if r.stage == "epoch"]
     if not epochs:
         return []
-    found = [target_finding(t, pattern, thresholds)
-             for t in epochs[-1].targets if (pattern := own_category_pattern(t)) is not None]
-    return found[: thresholds.max_findings_per_section]
+    return [target_finding(t, own_category_pattern(t), thresholds) for t in epochs[-1].targets]

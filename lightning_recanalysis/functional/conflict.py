@@ -250,7 +250,8 @@ def cosine_sums(grams: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Ten
     cosines ``[steps, R, T, T]`` (:func:`cosine_from_gram`).
 
     Sums over the steps, each ``[R, T, T]`` (or ``[R, T]`` for norms), so that ranks and epochs add them up:
-    ``cos_sum`` / ``cos_n`` / ``neg_n`` sum the defined cosines, count them and count the negative ones;
+    ``cos_sum`` / ``cos_sq_sum`` / ``cos_n`` / ``neg_n`` sum the defined cosines and their squares, count them and
+    count the negative ones;
     ``norm_sum`` / ``norm_n`` sum the gradient norms ``sqrt(G_tt)`` of the tasks present and count them.
 
     Example:
@@ -265,6 +266,7 @@ def cosine_sums(grams: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Ten
     present = torch.isfinite(sq_norms)
     sums = {
         "cos_sum": torch.where(defined, cosine, torch.zeros_like(cosine)).sum(0),
+        "cos_sq_sum": torch.where(defined, cosine * cosine, torch.zeros_like(cosine)).sum(0),
         "cos_n": defined.sum(0).to(torch.float64),
         "neg_n": (defined & (cosine < 0)).sum(0).to(torch.float64),
         "norm_sum": torch.where(present, sq_norms.clamp_min(0).sqrt(), torch.zeros_like(sq_norms)).sum(0),

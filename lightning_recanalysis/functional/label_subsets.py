@@ -4,7 +4,7 @@ which tasks' labels are positive, and the unions of them on which each task's AU
 from __future__ import annotations
 
 from itertools import product
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -49,17 +49,22 @@ def auroc_subsets(labels: torch.Tensor, tasks: Sequence[str], task: int) -> dict
     return subsets
 
 
-def binned_by_subset(views: Sequence[str], histograms: dict[str, torch.Tensor],
+def binned_by_subset(views: Sequence[str], samples: Mapping[tuple[str, str | None], torch.Tensor],
                      bins: int) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Each view's distance histograms per label subset on one shared grid of ``bins`` equal-width bins
     (the authors' figure), as plain lists for the report: ``{view: {subset: {"centers", "density"}}}``.
 
-    ``histograms`` maps ``entanglement/<view>/distance`` (all pairs, which sets the grid) and
-    ``entanglement/<view>/<subset>/distance`` to the distances."""
+    ``samples`` maps ``(view, None)`` (all pairs, which sets the grid) and ``(view, subset)`` to the distances.
+
+    Example:
+        >>> d = torch.tensor([0.0, 1.0, 1.0, 2.0])
+        >>> binned = binned_by_subset(["emb"], {("emb", None): d, ("emb", "both"): d[:2]}, bins=2)
+        >>> binned["emb"]["both"]
+        {'centers': [0.5, 1.5], 'density': [0.5, 0.5]}
+    """
     out: dict[str, dict[str, dict[str, list[float]]]] = {}
     for view in views:
-        prefix = f"entanglement/{view}/"
-        every = histograms.get(f"{prefix}distance")
+        every = samples.get((view, None))
         if every is None or every.numel() == 0:
             continue
         low, high = float(every.min()), float(every.max())
@@ -68,44 +73,46 @@ def binned_by_subset(views: Sequence[str], histograms: dict[str, torch.Tensor],
         centers = ((edges[1:] + edges[:-1]) / 2).tolist()
         width = (high - low) / bins
         out[view] = {}
-        for tag, values in histograms.items():
-            if not tag.startswith(prefix) or tag == f"{prefix}distance":
+        for (where, subset), values in samples.items():
+            if where != view or subset is None:
                 continue
-            subset = tag[len(prefix):].rsplit("/", 1)[0]
             counts = torch.histc(values.double(), bins=bins, min=low, max=high)
             density = (counts / max(1, values.numel()) / width).tolist()
             out[view][subset] = {"centers": centers, "density": density}
     return out
 
 
-def pair_statistics(data: torch.Tensor, views: Sequence[str],
-                    tasks: Sequence[str]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """The scalars by TensorBoard tag and the histograms' values of the pairs ``data`` (one row per pair: its
-    distance per view, label per task, score per task, ...; see :mod:`._validation_pairs`).
+def pair_statistics(data: torch.Tensor, views: Sequence[str], tasks: Sequence[str]
+                    ) -> tuple[dict[str, Any], dict[tuple[str, str | None], torch.Tensor]]:
+    """The statistics of the pairs ``data`` (one row per pair: its distance per view, label per task, score per
+    task, ...; see :mod:`lightning_recanalysis.model.validation_pairs`), and the distances behind the histograms.
 
-    Pairs per label-pattern subset; per view the mean distance of all pairs and of each non-empty subset; per task
-    its AUROC on each of its :func:`auroc_subsets` where defined."""
+    Returns ``({"pairs", "subset_pairs": {subset: n}, "distances": {view: (mean, {subset: mean})}, "auroc":
+    {task: {subset: auroc}}}, {(view, subset or None): distances})``: pairs per label-pattern subset (every
+    pattern); per view the mean distance of all pairs and of each non-empty subset; per task its AUROC on each of
+    its :func:`auroc_subsets` where defined.
+    """
     n_views, n_tasks = len(views), len(tasks)
     distances = data[:, :n_views]
     labels = data[:, n_views : n_views + n_tasks]
     scores = data[:, n_views + n_tasks : n_views + 2 * n_tasks]
-    metrics: dict[str, float] = {"entanglement/pairs": float(data.shape[0])}
-    histograms: dict[str, torch.Tensor] = {}
     subsets = label_pattern_masks(labels, tasks)
-    for name, mask in subsets.items():
-        metrics[f"entanglement/{name}/pairs"] = float(mask.sum())
+    stats: dict[str, Any] = {"pairs": int(data.shape[0]),
+                             "subset_pairs": {name: int(mask.sum()) for name, mask in subsets.items()},
+                             "distances": {}, "auroc": {}}
+    samples: dict[tuple[str, str | None], torch.Tensor] = {}
     for v, view in enumerate(views):
-        histograms[f"entanglement/{view}/distance"] = distances[:, v]
-        metrics[f"entanglement/{view}/distance_mean"] = float(distances[:, v].mean())
+        samples[(view, None)] = distances[:, v]
+        by_subset = {}
         for name, mask in subsets.items():
             if mask.any():
-                histograms[f"entanglement/{view}/{name}/distance"] = distances[mask, v]
-                metrics[f"entanglement/{view}/{name}/distance_mean"] = float(distances[mask, v].mean())
+                samples[(view, name)] = distances[mask, v]
+                by_subset[name] = float(distances[mask, v].mean())
+        stats["distances"][view] = (float(distances[:, v].mean()), by_subset)
     for t, task in enumerate(tasks):
         by_subset = auroc_subsets(labels, tasks, t)
         # One sort of the task's scores for all its subsets: 2 to 4 times faster than torchmetrics' binary_auroc
         # per subset, side by side (2,000 to 100,000 pairs, five subsets).
-        for name, auroc in zip(by_subset, subset_aurocs(scores[:, t], labels[:, t], by_subset.values())):
-            if auroc is not None:
-                metrics[f"entanglement/{task}/auroc/{name}"] = auroc
-    return metrics, histograms
+        stats["auroc"][task] = {name: auroc for name, auroc in zip(
+            by_subset, subset_aurocs(scores[:, t], labels[:, t], by_subset.values())) if auroc is not None}
+    return stats, samples

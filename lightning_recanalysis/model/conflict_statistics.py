@@ -14,9 +14,10 @@ from typing import Any, Sequence
 import torch
 
 from ..parallel.distributed import data_parallel_group, sum_over_ranks
+from ..records import ConflictView, PairStatistics
 from .field_sets import AnalysisUnit
 
-__all__ = ["pooled_sums", "conflict_metrics", "whole_view_mean_cosine"]
+__all__ = ["pooled_sums", "conflict_views"]
 
 
 def pooled_sums(trainer: Any, device: torch.device, acc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -35,37 +36,38 @@ def pooled_sums(trainer: Any, device: torch.device, acc: dict[str, torch.Tensor]
     return pooled
 
 
-def conflict_metrics(acc: dict[str, torch.Tensor], views: Sequence[AnalysisUnit],
-                     tasks: Sequence[str]) -> dict[str, float]:
-    """Every scalar of the epoch by TensorBoard tag: per view (and per field of a view with several) and task
-    pair ``cosine_mean`` = cos_sum / cos_n, ``negative_fraction`` = neg_n / cos_n, ``norm_ratio`` = mean ||g_a||
-    / mean ||g_b||, and per task ``gradient_norm``; a statistic without a defined value is left out."""
+def conflict_views(acc: dict[str, torch.Tensor], views: Sequence[AnalysisUnit],
+                   tasks: Sequence[str]) -> dict[str, ConflictView]:
+    """Every statistic of the epoch, by view, field and task pair: ``cosine_mean`` = cos_sum / cos_n,
+    ``negative_fraction`` = neg_n / cos_n, ``norm_ratio`` = mean ||g_a|| / mean ||g_b||, and per task
+    ``gradient_norm``, and the ``probes`` behind the cosine with its sample standard deviation ``cosine_std``; a
+    statistic without a defined value is left None (a pair with none is left out)."""
     pairs = [(a, b) for a in range(len(tasks)) for b in range(a + 1, len(tasks))]
-    metrics = {"conflict/measured_steps": float(acc["measured"]), "conflict/skipped_steps": float(acc["skipped"])}
+    out: dict[str, ConflictView] = {}
     for vi, view in enumerate(views):
         cos_sum, cos_n, neg_n = acc[f"cos_sum:{vi}"], acc[f"cos_n:{vi}"], acc[f"neg_n:{vi}"]
-        norm_mean = acc[f"norm_sum:{vi}"] / acc[f"norm_n:{vi}"].clamp_min(1)
+        cos_sq = acc[f"cos_sq_sum:{vi}"]
+        norm_n = acc[f"norm_n:{vi}"]
+        norm_mean = acc[f"norm_sum:{vi}"] / norm_n.clamp_min(1)
         whole = len(view.fields)
-        for t, task in enumerate(tasks):
-            if acc[f"norm_n:{vi}"][whole, t] > 0:
-                metrics[f"conflict/{view.name}/{task}/gradient_norm"] = float(norm_mean[whole, t])
-        rows = [(whole, f"conflict/{view.name}")]
+        typed = out[view.name] = ConflictView(gradient_norm={
+            task: float(norm_mean[whole, t]) for t, task in enumerate(tasks) if norm_n[whole, t] > 0})
+        rows = [(whole, typed.pairs)]
         if len(view.fields) > 1:
-            rows += [(f, f"conflict/{view.name}/{fld.name}") for f, fld in enumerate(view.fields)]
-        for row, prefix in rows:
+            rows += [(f, typed.fields.setdefault(fld.name, {})) for f, fld in enumerate(view.fields)]
+        for row, where in rows:
             for a, b in pairs:
-                tag = f"{prefix}/{tasks[a]}_vs_{tasks[b]}"
-                if cos_n[row, a, b] > 0:
-                    metrics[f"{tag}/cosine_mean"] = float(cos_sum[row, a, b] / cos_n[row, a, b])
-                    metrics[f"{tag}/negative_fraction"] = float(neg_n[row, a, b] / cos_n[row, a, b])
-                counted = acc[f"norm_n:{vi}"][row, a] > 0 and acc[f"norm_n:{vi}"][row, b] > 0
-                if counted and norm_mean[row, b] > 0:
-                    metrics[f"{tag}/norm_ratio"] = float(norm_mean[row, a] / norm_mean[row, b])
-    return metrics
-
-
-def whole_view_mean_cosine(acc: dict[str, torch.Tensor], view_index: int, whole: int) -> torch.Tensor:
-    """The task x task mean cosine on the whole view ``[T, T]`` (NaN where no cosine was defined): the heatmap."""
-    counts = acc[f"cos_n:{view_index}"][whole]
-    return torch.where(counts > 0, acc[f"cos_sum:{view_index}"][whole] / counts.clamp_min(1),
-                       torch.full_like(counts, float("nan")))
+                stats = PairStatistics()
+                n = float(cos_n[row, a, b])
+                if n > 0:
+                    stats.cosine_mean = float(cos_sum[row, a, b] / n)
+                    stats.negative_fraction = float(neg_n[row, a, b] / n)
+                    stats.probes = int(n)
+                    if n > 1:  # the sample variance from the sums: (sum c^2 - n mean^2) / (n - 1)
+                        variance = (float(cos_sq[row, a, b]) - n * stats.cosine_mean ** 2) / (n - 1)
+                        stats.cosine_std = max(0.0, variance) ** 0.5
+                if norm_n[row, a] > 0 and norm_n[row, b] > 0 and norm_mean[row, b] > 0:
+                    stats.norm_ratio = float(norm_mean[row, a] / norm_mean[row, b])
+                if stats.to_dict():
+                    where[(tasks[a], tasks[b])] = stats
+    return out

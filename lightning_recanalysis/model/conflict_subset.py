@@ -127,8 +127,9 @@ class ConflictSubsetAnalysis:
     # ---- the analysis ---------------------------------------------------------------------------------------
     def analyse(self, users: torch.Tensor, items: torch.Tensor, views: Sequence[str], distances: torch.Tensor,
                 counts: tuple[torch.Tensor, torch.Tensor] | None
-                ) -> tuple[dict[str, float], dict[str, torch.Tensor], dict[str, Any]]:
-        """Metrics, histogram values and the record's ``conflict`` part, from the gathered validation pairs.
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The histogram values (by tag) and the record's ``conflict`` part, from the gathered validation pairs
+        (the part's scalars are :func:`~lightning_recanalysis.records.entanglement_tags`'s).
 
         ``users``/``items``: within-field ids ``[n]``; ``distances``: ``[n, views]`` in the trained model."""
         keep = torch.ones_like(users, dtype=torch.bool)
@@ -137,7 +138,6 @@ class ConflictSubsetAnalysis:
                 & frequent_ids(counts[1], self.frequency_percentile)[items]
         users, items, distances = users[keep], items[keep], distances[keep]
         tasks = list(self.references)
-        metrics: dict[str, float] = {f"{PREFIX}/selected_pairs": float(users.numel())}
         part: dict[str, Any] = {"tasks": tasks, "high": self.high, "low": self.low, "bins": self.bins,
                                 "frequent_only": self.frequent_only, "validation_pairs": int(keep.numel()),
                                 "pairs": int(users.numel()),
@@ -145,7 +145,7 @@ class ConflictSubsetAnalysis:
                                 "modes": {}, "views": {}}
         histograms: dict[str, torch.Tensor] = {}
         if users.numel() < 2:
-            return metrics, histograms, part
+            return histograms, part
         cached = self._subsets_cache
         if cached is not None and torch.equal(cached[0], users) and torch.equal(cached[1], items):
             reference, masks = cached[2], cached[3]
@@ -157,8 +157,6 @@ class ConflictSubsetAnalysis:
         for mode, mask in masks.items():
             far, near = modes[mode]
             part["modes"][mode] = {"far": far, "near": near, "pairs": int(mask.sum())}
-            metrics[f"{PREFIX}/{mode}/pairs"] = float(mask.sum())
-            metrics[f"{PREFIX}/{mode}/fraction"] = float(mask.to(torch.float64).mean())
         if not self._reference_histograms_logged:  # the references never change: their histograms once per fit
             self._reference_histograms_logged = True
             for task, d in reference.items():
@@ -171,18 +169,12 @@ class ConflictSubsetAnalysis:
                 shares = placement_shares(d, mask, thresholds=(hist["low"], hist["high"]))
                 agreement = {t: geometry_agreement(shares, far=(t == modes[mode][0])) for t in modes[mode]}
                 view_part["modes"][mode] = {**hist["modes"][mode], "shares": shares, "agreement": agreement}
-                for key, value in shares.items():
-                    metrics[f"{PREFIX}/{view}/{mode}/share_{key}"] = value
-                for t, value in agreement.items():
-                    metrics[f"{PREFIX}/{view}/{mode}/agreement_{t}"] = value
                 if mask.any():
                     histograms[f"{PREFIX}/{view}/{mode}/distance"] = d[mask]
             view_part.update(edges=hist["edges"], low=hist["low"], high=hist["high"],
                              rank_correlation=conflict_rank_correlations(d, reference, list(masks.values())))
-            for t, rho in view_part["rank_correlation"].items():
-                metrics[f"{PREFIX}/{view}/rank_correlation_{t}"] = rho
             part["views"][view] = view_part
-        return metrics, histograms, part
+        return histograms, part
 
     @staticmethod
     def dashboard_charts(views: Sequence[str]) -> dict[str, list]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["PROTOCOL_EXAMPLE", "protocol_error", "resolve_tasks", "check_lookups_still_called"]
+__all__ = ["PROTOCOL_EXAMPLE", "protocol_error", "resolve_tasks", "check_lookups_still_called",
+           "validation_loop_problem"]
 
 PROTOCOL_EXAMPLE = """\
     class MyMultiTaskModel(LightningModule):
@@ -86,3 +87,21 @@ def check_lookups_still_called(pl_module, modules: dict[str, object], owner: str
                 "configure_model handed it to another engine (TorchRec's DistributedModelParallel looks rows up in "
                 "fused kernels), so its lookups cannot be read. Exclude it with exclude=[...], or shard the model "
                 "with FSDP2, whose modules keep their lookups.")
+
+
+def validation_loop_problem(trainer, pl_module) -> str | None:
+    """Why ``trainer`` will run no validation batch for ``pl_module`` this fit, or None if it will (as far as the
+    trainer can tell before its first validation: a loader that turns out empty is seen only then)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    if getattr(trainer, "limit_val_batches", 1) == 0:
+        return "the Trainer has limit_val_batches=0: give it validation batches"
+    if not is_overridden("validation_step", pl_module):
+        return f"{type(pl_module).__name__} defines no validation_step"
+    try:  # Lightning's own record of whether validation data were given (fit(val_dataloaders=...) or the module's)
+        source = trainer.fit_loop.epoch_loop.val_loop._data_source
+        if not source.is_defined():
+            return "no validation data (pass val_dataloaders= to fit, or define val_dataloader)"
+    except AttributeError:  # another Lightning version: nothing to tell before the first validation
+        pass
+    return None

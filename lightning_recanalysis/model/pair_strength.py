@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..parallel import sharding
-from .cross.kernels import block_pair_strength, is_square_linear, named_cross_layer
+from .cross.kernels import block_pair_strength, in_cross_module, is_square_linear, named_cross_layer
 from ..functional.field_pair import cross_layer_pair_strength
 from .cross.finder import CrossFinder, field_units, one_table_holds_all, resharded, slots_by_name
 
@@ -112,6 +112,14 @@ class LearnedPairStrength:
                     f"||W[j, i]||_F of {self.finder.kernel.name}")
         return None
 
+    def coverage(self) -> dict:
+        """Whether the learned strength will be read, and if not what to pass: a coverage item."""
+        source = self.describe()
+        found = not source.startswith("nothing")
+        return {"analysis": "learned pair strength", "runs": found, "optional": self.cross_layer is None,
+                "why": source if found else "no cross layer or pair_strength function: pass "
+                "cross_layer='<module>' or pair_strength=fn(module)"}
+
     def describe(self) -> str:
         """Where the strength comes from, for the inventory."""
         if self.pair_strength is not None:
@@ -165,7 +173,7 @@ class LearnedPairStrength:
                 "the model's cross input"
             )
         for name, layer in model.named_modules():
-            if is_square_linear(layer):
+            if is_square_linear(layer) and in_cross_module(model, name):  # a tower's square layer is no cross layer
                 for k in widths:
                     if layer.weight.shape[0] == offset + n * k:
                         return name, layer, k

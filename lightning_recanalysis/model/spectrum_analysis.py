@@ -18,6 +18,7 @@ from ..functional.interaction import interaction_information_abundance
 from ..functional.spectrum import (RowNormalizedGram, effective_rank, information_abundance, normalized_spectrum,
                                    singular_values_from_gram, stable_rank)
 from ..parallel.sharded_interaction import interaction_from_partner_grams, sharded_partner_grams
+from ..records import FieldSpectrum, Interaction, SpectrumView
 from .tables import TableView
 
 __all__ = ["InteractionReads", "interaction_matrix", "interaction_reads", "view_spectra"]
@@ -34,7 +35,7 @@ class InteractionReads:
     partner_grams: list | None
 
 
-def view_spectra(view: AnalysisUnit, gram_of: Callable[[Any], RowNormalizedGram]) -> dict[str, Any]:
+def view_spectra(view: AnalysisUnit, gram_of: Callable[[Any], RowNormalizedGram]) -> SpectrumView:
     """Every field's spectrum numbers of one view, from its row-normalised Gram (``gram_of(field)``).
 
     Returns the view's entry of :attr:`~lightning_recanalysis.records.SpectrumRecord.views`.
@@ -50,30 +51,30 @@ def view_spectra(view: AnalysisUnit, gram_of: Callable[[Any], RowNormalizedGram]
         ...     _ = model.item.weight.copy_(torch.randn(20, 1).expand(20, 4))  # rank 1: fully collapsed
         >>> view = analysis_units(discover_tables(model))[0]
         >>> spectra = view_spectra(view, lambda fld: row_normalized_gram(view.field_weight(fld)))
-        >>> round(spectra["fields"]["item"]["information_abundance"], 3)
+        >>> round(spectra.fields["item"].information_abundance, 3)
         1.0
     """
-    fields: dict[str, Any] = {}
+    fields: dict[str, FieldSpectrum] = {}
     excluded = 0
     for fld in view.fields:
         gram = gram_of(fld)
         excluded += gram.excluded_rows
         rows = gram.rows + gram.excluded_rows
         sv = singular_values_from_gram(gram.gram, min(rows, view.width))
-        fields[fld.name] = {
-            "cardinality": rows,
-            "information_abundance": float(information_abundance(sv)),
-            "effective_rank": float(effective_rank(sv)),
-            "stable_rank": float(stable_rank(sv)),
-            "normalized_spectrum": normalized_spectrum(sv, view.width).tolist(),
-            "excluded_rows": gram.excluded_rows,
-        }
+        fields[fld.name] = FieldSpectrum(
+            cardinality=rows,
+            information_abundance=float(information_abundance(sv)),
+            effective_rank=float(effective_rank(sv)),
+            stable_rank=float(stable_rank(sv)),
+            normalized_spectrum=normalized_spectrum(sv, view.width).tolist(),
+            excluded_rows=gram.excluded_rows,
+        )
     if isinstance(view, FieldSet):
-        return {"width": view.width, "table": view.name, "group": "all", "tables": view.table_names,
-                "fields": fields, "excluded_rows": excluded}
+        return SpectrumView(width=view.width, table=view.name, group="all", tables=view.table_names,
+                            fields=fields, excluded_rows=excluded)
     assert isinstance(view, TableView)
-    return {"width": view.width, "table": view.table.name, "group": view.group.name,
-            "fields": fields, "excluded_rows": excluded}
+    return SpectrumView(width=view.width, table=view.table.name, group=view.group.name, fields=fields,
+                        excluded_rows=excluded)
 
 
 def interaction_reads(layout: CrossLayout, kernel: CrossKernel, units: Sequence[AnalysisUnit]) -> InteractionReads:
@@ -98,7 +99,7 @@ def interaction_reads(layout: CrossLayout, kernel: CrossKernel, units: Sequence[
     return InteractionReads(unit=unit, slots=list(slots), block=block, partner_grams=grams)
 
 
-def interaction_matrix(reads: InteractionReads, kernel: CrossKernel) -> dict[str, Any]:
+def interaction_matrix(reads: InteractionReads, kernel: CrossKernel) -> Interaction:
     """The interaction matrix from :func:`interaction_reads`: entry (i, j) is the IA of E_i W_ij^T with W_ij the
     block of the kernel that maps field i's columns into field j's.
 
@@ -110,9 +111,6 @@ def interaction_matrix(reads: InteractionReads, kernel: CrossKernel) -> dict[str
         by_name = {f.name: f for f in unit.fields}
         matrix = interaction_information_abundance([unit.field_weight(by_name[s.field]) for s in slots],
                                                    reads.block)
-    out = {"view": unit.name, "layer": kernel.name, "fields": [s.name for s in slots], "matrix": matrix.tolist()}
-    if any(s.name != s.field for s in slots):
-        out["source_fields"] = [s.field for s in slots]
-    if not kernel.form.startswith("nn.Linear"):
-        out["kernel"] = kernel.form
-    return out
+    return Interaction(view=unit.name, layer=kernel.name, fields=[s.name for s in slots], matrix=matrix.tolist(),
+                       source_fields=[s.field for s in slots] if any(s.name != s.field for s in slots) else None,
+                       kernel=None if kernel.form.startswith("nn.Linear") else kernel.form)

@@ -48,6 +48,7 @@ class SpectrumLayout:
                               column_groups=column_groups)
         self.tables: list[EmbeddingTable] = []
         self.units: list[AnalysisUnit] = []
+        self.padding_rows: dict[str, int] = {}
 
     def is_sharded(self, table_name: str) -> bool:
         return any(fnmatch(table_name, p) for p in self.row_sharded)
@@ -63,6 +64,12 @@ class SpectrumLayout:
                 )
         self.units = analysis_units(self.tables, field_sets=self.field_sets,
                                     keep_alone=lambda t: self.is_sharded(t.name))
+        # Rows that are zero by design (nn.Embedding's padding_idx), per view: left out of the spectrum like any
+        # all-zero row, without the warning a broken (non-finite or zeroed) row gets.
+        padded = {t.name for t in self.tables if any(getattr(model.get_submodule(n), "padding_idx", None) is not None
+                                                     for n in [t.name, *t.aliases] if _is_module(model, n))}
+        self.padding_rows = {u.name: sum(f.table.name in padded for f in u.fields) if isinstance(u, FieldSet)
+                             else int(u.table.name in padded) for u in self.units}
 
     def table_order_layout(self, kernels: Sequence[CrossKernel]) -> tuple[CrossKernel, CrossLayout] | None:
         """A concatenated table whose fields fill an ``nn.Linear`` cross layer from ``cross_offset`` in table order
@@ -126,3 +133,11 @@ class SpectrumLayout:
             layout[f"collapse: {view}"]["interaction: mean IA of each field's sub-embeddings"] = [
                 "Multiline", [rf"^{base}/[^/]+/mean_information_abundance$"]]
         return layout
+
+
+def _is_module(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+        return True
+    except AttributeError:  # a raw parameter (parameters=[...]), not a module
+        return False

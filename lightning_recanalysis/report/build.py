@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .model import ReportThresholds
+from .model import ReportThresholds, Section
 from .render import build_sections, write_report
 from .run_data import RunData
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "write_run_report"]
 
 
 def build_report(run: RunData, out_dir: str | Path, thresholds: ReportThresholds | None = None) -> dict[str, Path]:
@@ -25,7 +25,11 @@ def build_report(run: RunData, out_dir: str | Path, thresholds: ReportThresholds
         >>> json.loads(paths["summary"].read_text())["notes"][0][:26]
         'no analysis records found:'
     """
-    sections = build_sections(run, thresholds)
+    return write_run_report(run, build_sections(run, thresholds), out_dir)
+
+
+def write_run_report(run: RunData, sections: list[Section], out_dir: str | Path) -> dict[str, Path]:
+    """Write one run's report from its built sections (:func:`build_report` without building them)."""
     notes = list(run.notes)
     if not run.records:
         notes.append("no analysis records found: was a lightning_recanalysis monitor attached, with a TensorBoardLogger?")

@@ -15,7 +15,9 @@ from typing_extensions import override
 
 from ..callbacks.base import AnalysisCallback
 from ..writers import AnalysisWriter
-from .build import build_report
+from ..findings.finding import Finding, ranked
+from .build import write_run_report
+from .render import as_finding, build_sections
 from .model import ReportThresholds
 from .run_data import run_from_callbacks, run_name
 
@@ -70,6 +72,8 @@ class AnalysisReport(Callback):
         self.dashboard = dashboard
         self.writer = AnalysisWriter(type(self).__name__)
         self.paths: dict[str, Path] = {}
+        #: Every finding of the last report, problems first (:class:`~lightning_recanalysis.findings.Finding`).
+        self.findings: list[Finding] = []
 
     @staticmethod
     def _monitors(trainer: "pl.Trainer") -> list[AnalysisCallback]:
@@ -104,7 +108,9 @@ class AnalysisReport(Callback):
         target = self._target(trainer)
         try:
             run = run_from_callbacks(self._monitors(trainer), name=run_name(target), path=target)
-            self.paths = build_report(run, target, self.thresholds)
+            sections = build_sections(run, self.thresholds)
+            self.findings = ranked(as_finding(s, f) for s in sections for f in s.findings)
+            self.paths = write_run_report(run, sections, target)
         except Exception as err:  # disk full, unwritable directory, a figure that cannot be drawn
             warnings.warn(f"AnalysisReport: the report could not be written to {target} ({type(err).__name__}: "
                           f"{err}); training results are unaffected.", RuntimeWarning)

@@ -20,7 +20,7 @@ from .run_data import RunData
 
 
 def _collapse_records(run: RunData) -> list[SpectrumRecord]:
-    return [SpectrumRecord.from_dict(r) for r in run.records.get("collapse", [])]
+    return list(run.records.get("collapse", []))
 
 
 def _ia_per_field_figure(view: str, runs: list[RunData]) -> np.ndarray | None:

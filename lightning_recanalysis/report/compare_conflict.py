@@ -11,17 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..figures.conflict_subset import conflict_subset_image
-from ..records import EntanglementRecord
 from .model import ReportFigure, ReportTable, Section, format_value
 from .run_data import RunData
-from .sections.conflict_subset import own_task, view_reproduction
+from ..findings.entanglement import own_task, view_reproduction
 
 __all__ = ["add_conflict_comparison", "own_task_agreement", "serving_views"]
 
 
 def _last_conflict(run: RunData) -> dict[str, Any] | None:
-    records = [r for r in run.records.get("entanglement", []) if r.get("stage") == "validation" and r.get("conflict")]
-    return EntanglementRecord.from_dict(records[-1]).conflict if records else None
+    records = [r for r in run.records.get("entanglement", []) if r.stage == "validation" and r.conflict]
+    return records[-1].conflict if records else None
 
 
 def serving_views(part: dict[str, Any]) -> dict[str, str]:
@@ -41,7 +40,7 @@ def serving_views(part: dict[str, Any]) -> dict[str, str]:
 def own_task_agreement(part: dict[str, Any],
                        agreement: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
     """For each task, the mean agreement with its single-task geometry (:func:`~lightning_recanalysis.report.
-    sections.conflict_subset.view_reproduction`) in the view that serves it (:func:`serving_views`); NaN where
+    findings.entanglement.view_reproduction`) in the view that serves it (:func:`serving_views`); NaN where
     that view has none. ``agreement``: ``view_reproduction(part)`` if already computed.
 
     Example:
@@ -63,7 +62,7 @@ def add_conflict_comparison(section: Section, runs: list[RunData]) -> None:
         >>> from lightning_recanalysis.toy import toy_conflict_subsets
         >>> def run(name, views):
         ...     record = EntanglementRecord(stage="validation", conflict=toy_conflict_subsets(views))
-        ...     return RunData(name=name, path=name, records={"entanglement": [record.to_dict()]})
+        ...     return RunData(name=name, path=name, records={"entanglement": [record]})
         >>> mmoe = run("mmoe", {"emb": (0.5, 0.25, 0.25, 0.25)})
         >>> stem = run("stem", {"emb[a]": (0.75, 0.25, 0.25, 0.5), "emb[b]": (0.25, 0.5, 0.75, 0.25)})
         >>> section = Section("entanglement", "Interest entanglement")

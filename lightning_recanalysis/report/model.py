@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence, TypeVar
 
 # Re-exported: the report's sections read them from here; the findings layer owns them.
+from ..findings.finding import Finding
 from ..findings.formatting import format_value
 from ..findings.thresholds import ReportThresholds
+from ..records import Record
+
+R = TypeVar("R", bound=Record)
 
 __all__ = ["ReportThresholds", "ReportFigure", "ReportTable", "Section", "format_value", "records_of_stage"]
 
@@ -49,6 +53,9 @@ class ReportTable:
 class Section:
     """One analysis' part of the report; ``numbers`` goes to summary.json under ``analyses.<namespace>``.
 
+    ``findings`` are :class:`~lightning_recanalysis.findings.Finding` objects (a plain sentence is shown as a
+    ``fine`` note); ``coverage`` is what the monitor stated at fit start it would analyse.
+
     Example:
         >>> section = Section("collapse", "Dimensional collapse of embedding tables")
         >>> section.findings.append("1 of 2 fields of `t` are collapsed ...")
@@ -58,24 +65,26 @@ class Section:
 
     namespace: str
     title: str
-    findings: list[str] = field(default_factory=list)
+    findings: list[Finding | str] = field(default_factory=list)
     figures: list[ReportFigure] = field(default_factory=list)
     tables: list[ReportTable] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    coverage: list[dict[str, Any]] = field(default_factory=list)
 
 
-def records_of_stage(records: list[dict[str, Any]], stage: str, section: Section, missing: str) -> list[dict[str, Any]]:
+def records_of_stage(records: Sequence[R], stage: str, section: Section, missing: str) -> list[R]:
     """The records of one stage; when there are none, ``missing`` becomes a note of the section.
 
     Example:
+        >>> from lightning_recanalysis.records import Record
         >>> section = Section("correlation", "Target-behaviour correlation")
-        >>> records_of_stage([{"stage": "init"}], "epoch", section, "no correlation analysis was recorded")
+        >>> records_of_stage([Record(stage="init")], "epoch", section, "no correlation analysis was recorded")
         []
         >>> section.notes
         ['no correlation analysis was recorded']
     """
-    found = [r for r in records if r.get("stage") == stage]
+    found = [r for r in records if r.stage == stage]
     if not found:
         section.notes.append(missing)
     return found

@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 from .._version import __version__
 from ..figures.pillow import png_bytes
+from ..records import Part
+from ..findings.finding import Finding, ranked
 from .model import ReportTable, ReportThresholds, Section
 from .run_data import RunData
 from .sections import ORDER, builder_for
@@ -23,7 +25,7 @@ __all__ = ["build_sections", "section_order", "write_report", "SUMMARY_SCHEMA_ID
 
 SUMMARY_SCHEMA_ID = "lightning_recanalysis/summary"
 #: Bump on any change of summary.json's layout; readers check it.
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 
 
 def summary_schema() -> dict[str, Any]:
@@ -63,6 +65,9 @@ def build_sections(run: RunData, thresholds: ReportThresholds | None = None) -> 
         except Exception as err:  # one analysis' bad record must not cost the whole report
             section = Section(namespace, namespace)
             section.notes.append(f"this section could not be built ({type(err).__name__}: {err})")
+        # What the monitor stated at fit start it would analyse (the last fit's, for a resumed run).
+        covered = [r for r in run.records[namespace] if r.stage == "coverage"]
+        section.coverage = list(covered[-1].extra.get("coverage", [])) if covered else []
         sections.append(section)
     return sections
 
@@ -76,6 +81,8 @@ def _scalars_section(namespace: str, run: RunData) -> Section:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Part):  # a typed part of a record: its published form
+        return _jsonable(value.to_dict())
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -83,6 +90,32 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def as_finding(section: Section, finding: Finding | str) -> Finding:
+    """A section's finding as a :class:`~lightning_recanalysis.findings.Finding` (a plain sentence, from a section
+    of one's own, becomes a ``fine`` note of its analysis)."""
+    if isinstance(finding, Finding):
+        return finding
+    return Finding(section.namespace, "note", "fine", section.namespace, str(finding))
+
+
+#: Findings shown at the top of a report; the rest (and every ``fine`` one) follow under "More findings".
+TOP_FINDINGS = 5
+
+COVERAGE_HEADERS = ["monitor", "analysis", "runs", "why not"]
+
+
+def coverage_rows(sections: Iterable[Section]) -> list[list[Any]]:
+    """The coverage of every section's monitor: (namespace, analysis, runs, why not)."""
+    return [[s.namespace, c["analysis"], "yes" if c["runs"] else "no", c.get("why", "")]
+            for s in sections for c in s.coverage]
+
+
+def _finding_html(finding: Finding) -> str:
+    label = {"problem": "<b class='problem'>Problem</b>", "inconclusive": "<b>Inconclusive</b>", "fine": "Fine"}
+    advice = f"<br><i>What to do:</i> {_md_inline_to_html(finding.advice)}" if finding.advice else ""
+    return f"<li>{label[finding.verdict]}: {_md_inline_to_html(finding.text)}{advice}</li>"
 
 
 def _md_inline_to_html(text: str) -> str:
@@ -111,6 +144,9 @@ body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max
 h1 { border-bottom: 2px solid #e6550d; padding-bottom: .2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 .findings { background: #fff7ec; border-left: 4px solid #e6550d; padding: .6em 1.2em; }
+.findings li, details li { margin: .35em 0; }
+b.problem { color: #b3300b; }
+details { margin: .8em 0; } details summary { cursor: pointer; font-weight: 600; }
 .notes { background: #f3f3f3; border-left: 4px solid #999; padding: .4em 1.2em; font-size: .9em; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .85em; color: #555; }
@@ -133,8 +169,8 @@ def write_report(sections: list[Section], out_dir: str | Path, *, title: str, ru
         >>> section = Section("mine", "My analysis", findings=["**user** is collapsed."], numbers={"r": float("nan")})
         >>> paths = write_report([section], tempfile.mkdtemp(), title="Analysis report: r", run={"name": "r"})
         >>> summary = json.loads(paths["summary"].read_text())
-        >>> summary["findings"], summary["analyses"]["mine"]["numbers"]
-        ([{'analysis': 'mine', 'text': '**user** is collapsed.'}], {'r': None})
+        >>> [(f["analysis"], f["verdict"], f["text"]) for f in summary["findings"]], summary["analyses"]["mine"]["numbers"]
+        ([('mine', 'fine', '**user** is collapsed.')], {'r': None})
         >>> "<strong>user</strong>" in paths["html"].read_text()
         True
     """
@@ -150,10 +186,18 @@ def write_report(sections: list[Section], out_dir: str | Path, *, title: str, ru
                 fig.figure = None  # encoded: free the pixels
             (figures_dir / f"{fig.name}.png").write_bytes(fig.png)
     created = time.strftime("%Y-%m-%d %H:%M:%S")
-    findings = [(s, f) for s in sections for f in s.findings]
+    findings = ranked(as_finding(s, f) for s in sections for f in s.findings)
+    top = [f for f in findings if f.verdict != "fine"][:TOP_FINDINGS]
+    rest = [f for f in findings if f not in top]
+    coverage = coverage_rows(sections)
 
     md = [f"# {title}", "", f"Run `{run.get('path', '')}`; written {created} by lightning_recanalysis {__version__}.", ""]
-    md += ["## Findings", ""] + ([f"- {f}" for _, f in findings] or ["- No finding crossed its threshold."]) + [""]
+    md += ["## Findings", ""] + ([f.markdown() for f in top] or ["- No problem found."]) + [""]
+    if rest:
+        md += ["### More findings", ""] + [f.markdown() for f in rest] + [""]
+    if coverage:
+        md += ["## Coverage", "", _table_md(ReportTable("What each monitor analysed, and what it could not",
+                                                        COVERAGE_HEADERS, coverage)), ""]
     for note in notes:
         md += [f"> Note: {note}", ""]
     for section in sections:
@@ -171,8 +215,14 @@ def write_report(sections: list[Section], out_dir: str | Path, *, title: str, ru
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p>Run <code>{html.escape(str(run.get('path', '')))}</code>; written {created} by "
              f"lightning_recanalysis {__version__}.</p><h2>Findings</h2><div class='findings'><ul>"]
-    parts += [f"<li>{_md_inline_to_html(f)}</li>" for _, f in findings] or ["<li>No finding crossed its threshold.</li>"]
+    parts += [_finding_html(f) for f in top] or ["<li>No problem found.</li>"]
     parts.append("</ul></div>")
+    if rest:
+        parts.append("<details><summary>More findings (" + str(len(rest)) + ")</summary><ul>"
+                     + "".join(_finding_html(f) for f in rest) + "</ul></details>")
+    if coverage:
+        parts.append("<h2 id='coverage'>Coverage</h2>" + _table_html(ReportTable(
+            "What each monitor analysed, and what it could not", COVERAGE_HEADERS, coverage)))
     if notes:
         parts.append("<div class='notes'>" + "".join(f"<p>Note: {html.escape(n)}</p>" for n in notes) + "</div>")
     for section in sections:
@@ -194,12 +244,13 @@ def write_report(sections: list[Section], out_dir: str | Path, *, title: str, ru
         "generated_by": f"lightning_recanalysis {__version__}",
         "created": created,
         "run": run,
-        "findings": [{"analysis": s.namespace, "text": f} for s, f in findings],
+        "findings": [f.to_dict() for f in findings],
+        "coverage": [dict(zip(("monitor", "analysis", "runs", "why"), row)) for row in coverage],
         "notes": notes,
         "analyses": {
             s.namespace: {
                 "title": s.title,
-                "findings": s.findings,
+                "findings": [as_finding(s, f).to_dict() for f in s.findings],
                 "notes": s.notes,
                 "figures": [{"file": f"figures/{f.name}.png", "title": f.title, "caption": f.caption} for f in s.figures],
                 "tables": [{"title": t.title, "headers": t.headers, "rows": t.rows} for t in s.tables],

@@ -17,6 +17,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.util import tensor_util
 
 from .._event_crc import event_records
+from ..records import Record, record_type
 from ..writers import RECORD_PLUGIN
 
 __all__ = ["RunData", "find_runs", "progress_printer", "read_run", "run_from_callbacks", "run_name"]
@@ -37,7 +38,7 @@ def run_name(path: str | Path) -> str:
 
 @dataclass
 class RunData:
-    """One run: its records per analysis namespace (published record dicts, oldest first), its scalar series
+    """One run: its typed records per analysis namespace (:mod:`lightning_recanalysis.records`, oldest first), its scalar series
     (``tag -> [(step, value), ...]``), and notes on what could not be read.
 
     Example:
@@ -48,21 +49,28 @@ class RunData:
 
     name: str
     path: str
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    records: dict[str, list[Record]] = field(default_factory=dict)
     scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Published dicts (a record built by hand, or read by older code) become the namespace's typed records.
+        self.records = {ns: [r if isinstance(r, Record) else record_type(ns).from_dict(r) for r in recs]
+                        for ns, recs in self.records.items()}
 
     @property
     def namespaces(self) -> list[str]:
         return sorted(self.records)
 
 
-def _sorted_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    # One record per (stage, epoch): a resumed run may have written an epoch twice; the later write wins.
+def _sorted_records(namespace: str, published: Iterable[dict[str, Any]]) -> list[Record]:
+    """The typed records of ``namespace`` from published dicts, one per (stage, epoch) (a resumed run may have
+    written an epoch twice; the later write wins), ordered by step with the fit-start baseline first."""
     unique: dict[tuple, dict[str, Any]] = {}
-    for r in records:
+    for r in published:
         unique[(r.get("stage"), r.get("epoch"))] = r
-    return sorted(unique.values(), key=lambda r: (r.get("step", 0), r.get("stage") != "init", r.get("epoch", -1)))
+    kind = record_type(namespace)
+    return sorted((kind.from_dict(r) for r in unique.values()), key=lambda r: (r.step, r.stage != "init", r.epoch))
 
 
 def run_from_callbacks(callbacks: Iterable[Any], name: str, path: str | Path) -> RunData:
@@ -76,15 +84,18 @@ def run_from_callbacks(callbacks: Iterable[Any], name: str, path: str | Path) ->
         >>> monitor = SimpleNamespace(namespace="collapse", history=[
         ...     {"stage": "epoch", "epoch": 0, "step": 8}, {"stage": "init", "epoch": 0, "step": 0}])
         >>> run = run_from_callbacks([monitor, SimpleNamespace()], name="toy", path="runs/toy")
-        >>> [(r["stage"], r["step"]) for r in run.records["collapse"]]
+        >>> [(r.stage, r.step) for r in run.records["collapse"]]
         [('init', 0), ('epoch', 8)]
     """
     run = RunData(name=name, path=str(path))
+    published: dict[str, list[dict[str, Any]]] = {}
     for cb in callbacks:
-        if isinstance(getattr(cb, "namespace", None), str) and getattr(cb, "history", None):
+        coverage = getattr(cb, "coverage_record", None)
+        if isinstance(getattr(cb, "namespace", None), str) and (getattr(cb, "history", None) or coverage):
             # Round-trip through JSON so the live report sees exactly what the event files hold.
-            run.records.setdefault(cb.namespace, []).extend(json.loads(json.dumps(cb.history, allow_nan=True)))
-    run.records = {ns: _sorted_records(recs) for ns, recs in run.records.items()}
+            shown = list(getattr(cb, "history", None) or []) + ([coverage] if coverage else [])
+            published.setdefault(cb.namespace, []).extend(json.loads(json.dumps(shown, allow_nan=True)))
+    run.records = {ns: _sorted_records(ns, recs) for ns, recs in published.items()}
     return run
 
 
@@ -125,7 +136,7 @@ def read_run(run_dir: str | Path, progress: Callable[[str], None] | None = None)
         >>> writer.record(trainer, "collapse", {"stage": "init", "epoch": 0, "step": 0, "views": {}}, step=0)
         >>> writer.flush(trainer)
         >>> run = read_run(logger.log_dir)
-        >>> run.name, run.records["collapse"][0]["stage"], run.scalars["collapse/t/mean_information_abundance"]
+        >>> run.name, run.records["collapse"][0].stage, run.scalars["collapse/t/mean_information_abundance"]
         ('toy/monitors', 'init', [(0, 3.5)])
     """
     run_dir = Path(run_dir)
@@ -147,7 +158,7 @@ def read_run(run_dir: str | Path, progress: Callable[[str], None] | None = None)
                     _take_value(value, event.step, run, records)
         except Exception as err:  # a corrupt or half-written file: keep what was read before the damage
             run.notes.append(f"{path.name}: stopped reading at a damaged record ({type(err).__name__}: {err})")
-    run.records = {ns: _sorted_records(recs) for ns, recs in records.items()}
+    run.records = {ns: _sorted_records(ns, recs) for ns, recs in records.items()}
     for tag, series in run.scalars.items():
         run.scalars[tag] = sorted(dict(series).items())
     return run

@@ -3,6 +3,8 @@ whatever the record's order, bars that are the record's numbers, and one rendere
 report's figure."""
 
 import numpy as np
+
+from lightning_recanalysis.records import SpectrumRecord
 from matplotlib import colormaps
 
 from lightning_recanalysis.figures import ia_bar_figure, interaction_image, spectrum_heatmap_image
@@ -75,6 +77,6 @@ def test_ia_bars_are_the_records_numbers_in_cardinality_order():
 def test_report_draws_the_live_images_pixels():
     init = {"stage": "init", "epoch": 0, "step": 0, "views": {"t": _view(["user", "item", "city"])}}
     last = {"stage": "epoch", "epoch": 1, "step": 10, "views": {"t": _view(["user", "item", "city"])}}
-    section = collapse_section([init, last], ReportThresholds())
+    section = collapse_section([SpectrumRecord.from_dict(r) for r in (init, last)], ReportThresholds())
     spectrum = next(f for f in section.figures if f.name == "collapse_t_spectrum")
     assert np.array_equal(spectrum.figure, spectrum_heatmap_image("t", last["views"]["t"], "epoch 1"))

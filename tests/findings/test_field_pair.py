@@ -29,9 +29,15 @@ def test_overlap_of_the_top_three_and_the_verdict():
     record = FieldPairRecord(stage="epoch", fields=list("abcd"), samples=10, interaction_information=II,
                              learned=learned, agreement=0.3, agreement_interaction=None)
     [finding] = field_pair_findings([record], ReportThresholds())
-    assert "are a x c, b x d, c x d;" in finding
-    assert "couples 2 of them among its own 3 strongest (a x c, a x b, b x d)" in finding
-    assert "learned strengths disagree with the data (Spearman 0.30 with pair MI, - with interaction" in finding
+    assert "are a x c, b x d, c x d;" in finding.text
+    assert "couples 2 of them among its own 3 strongest (a x c, a x b, b x d)" in finding.text
+    z = 1.959964 * (1.06 / 3) ** 0.5  # 6 pairs: Fisher's z with Fieller's standard error
+    low, high = np.tanh(np.arctanh(0.3) - z), np.tanh(np.arctanh(0.3) + z)
+    assert f"Spearman 0.30 with pair MI (95% interval {low:+.2f} to {high:+.2f}), - with interaction" in finding.text
+    assert finding.verdict == "inconclusive"
+    all_three = _symmetric({(0, 1): 0.1, (0, 2): 9.0, (0, 3): 0.2, (1, 2): 0.3, (1, 3): 4.0, (2, 3): 5.0})
+    record.learned = all_three
+    assert field_pair_findings([record], ReportThresholds())[0].verdict == "fine"
 
 
 def test_no_learned_strength_or_no_samples_no_finding():

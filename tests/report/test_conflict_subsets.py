@@ -50,7 +50,7 @@ def test_report_section_of_the_conflict_subsets(tmp_path):
     assert [f["file"] for f in section["figures"]] == [f"figures/entanglement_emb_{v}_conflict_subsets.png"
                                                        for v in ("a", "b", "shared")]
     assert any("`emb[a]` reproduces its own task's" in f and "+0.50 with a" in f and "70% of the a far b near" in f
-               for f in section["findings"])
+               for f in (f["text"] for f in section["findings"]))
 
 
 def test_compare_shows_chunks_against_shared_embedding(tmp_path):
@@ -61,6 +61,6 @@ def test_compare_shows_chunks_against_shared_embedding(tmp_path):
     assert numbers["mmoe"]["own_task_agreement"] == {"a": 0.1, "b": -0.1}
     assert numbers["stem"]["serving_views"] == {"a": "emb[a]", "b": "emb[b]"}
     assert any(f.startswith("**stem** reproduces both single-task geometries better than **mmoe**")
-               and "+0.35 against -0.10" in f for f in section["findings"])
+               and "+0.35 against -0.10" in f for f in (f["text"] for f in section["findings"]))
     assert len([f for f in section["figures"] if f["file"].endswith("_conflict_subsets.png")]) == 4
     assert (tmp_path / "figures" / "compare_mmoe_emb_conflict_subsets.png").exists()

@@ -16,11 +16,13 @@ import jsonschema
 import lightning.pytorch as pl
 import pytest
 import torch
+
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from helpers import TinyCTR, read_events, tiny_ctr_loader
 from lightning_recanalysis import AnalysisReport, EmbeddingSpectrumMonitor
 from lightning_recanalysis.__main__ import main as cli
+from lightning_recanalysis.findings import Finding, findings_markdown
 from lightning_recanalysis.report import RunData, build_report, summary_schema
 
 
@@ -111,20 +113,24 @@ def test_live_findings_text_says_what_the_report_says(tmp_path):
     events = read_events(run_dir)
     live = events.Tensors("collapse/findings/text_summary")[-1].tensor_proto.string_val[0].decode()
     summary = json.loads((run_dir / "summary.json").read_text())
-    report = summary["analyses"]["collapse"]["findings"]
-    assert len(report) == 1 and "**color** (1.00 of 7, 100% of its 1.00 at init)" in report[0]
-    assert live == "\n".join(f"- {f}" for f in report)
+    report = [Finding(**f) for f in summary["analyses"]["collapse"]["findings"]]
+    problems = [f for f in report if f.is_problem]
+    assert [(f.kind, f.subject) for f in problems] == [("collapse", "embedding/color")]
+    assert "uses 1 of the 7 dimensions" in problems[0].text  # rank one: 6 of its 7 unused
+    assert live == findings_markdown(report, nothing="nothing to report")
 
 
 def test_findings_follow_the_thresholds(run_dir, tmp_path):
     strict, lenient = tmp_path / "strict", tmp_path / "lenient"
-    cli(["report", str(run_dir), "--out", str(strict), "--quiet", "--collapsed-fraction", "1.01"])
-    cli(["report", str(run_dir), "--out", str(lenient), "--quiet", "--collapsed-fraction", "0", "--collapsed-vs-init", "0"])
+    # Strict: every direction counts as unused and any two unused dimensions are collapse; lenient: never.
+    cli(["report", str(run_dir), "--out", str(strict), "--quiet", "--unused-dimension", "1.01",
+         "--collapsed-fraction", "0"])
+    cli(["report", str(run_dir), "--out", str(lenient), "--quiet", "--collapsed-fraction", "1.01"])
     strict_findings = json.loads((strict / "summary.json").read_text())["findings"]
     lenient_findings = json.loads((lenient / "summary.json").read_text())["findings"]
-    # Every field is below 101% of its ceiling; no field is below 0%.
-    assert any("2 of 2 fields of `embedding` are collapsed" in f["text"] for f in strict_findings)
-    assert not any("collapsed" in f["text"] for f in lenient_findings)
+    collapsed = lambda findings: sorted(f["subject"] for f in findings if f["kind"] == "collapse")  # noqa: E731
+    assert collapsed(strict_findings) == ["embedding/color", "embedding/item"]
+    assert collapsed(lenient_findings) == []
 
 
 def test_compare_two_runs(run_dir, tmp_path):
@@ -206,7 +212,7 @@ def test_pillow_figures_of_the_multitask_and_correlation_sections(tmp_path):
     assert files["entanglement"] == ["figures/entanglement_emb_distances.png", "figures/entanglement_emb_b_distances.png"]
     assert files["correlation"] == ["figures/correlation_target_0.png", "figures/correlation_agreement.png",
                                     "figures/correlation_same_category.png"]
-    assert any("pull field **user**" in f["text"] for f in data["findings"])
+    assert any(f["subject"] == "emb/user/a_vs_b" for f in data["findings"])
 
 
 def _free_port() -> int:

@@ -202,6 +202,18 @@ class CrossFinder:
             return None, ValueError(f"{self.owner}: {ambiguous[0]}")
         return None, None
 
+    def coverage(self, analysis: str) -> dict:
+        """Whether ``analysis`` (the part that reads the cross layer) runs, and if not why: a coverage item."""
+        if self.layout is not None:
+            return {"analysis": analysis, "runs": True, "why": f"cross layer `{self.kernel.name}`"}
+        if self.waiting:
+            return {"analysis": analysis, "runs": True, "why": "the cross layer's field order is read on the first batch"}
+        why = ("cross_layer=None" if self.spec is None else
+               "no cross layer found: 'auto' takes recognised cross kernels and square nn.Linear layers inside a "
+               "cross network; name yours with cross_layer='<module>'" if self.spec == "auto" else
+               f"cross_layer {self.spec!r} could not be read")
+        return {"analysis": analysis, "runs": False, "why": why, "optional": self.spec is None}
+
     def describe(self) -> str:
         if self.layout is None:
             return ""

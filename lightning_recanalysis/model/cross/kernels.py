@@ -37,7 +37,7 @@ from ...parallel.sharding import full_tensor
 from ..tables import ColumnSpan
 
 __all__ = ["CrossKernel", "CrossSlot", "CrossLayout", "resolve_cross_kernel", "cross_kernel_candidates",
-           "explicit_layout", "block_pair_strength", "is_square_linear", "named_cross_layer"]
+           "explicit_layout", "block_pair_strength", "in_cross_module", "is_square_linear", "named_cross_layer"]
 
 CrossSpec = Union[str, Mapping[str, str]]
 CrossFields = Sequence[Union[str, int]]
@@ -283,20 +283,42 @@ def resolve_cross_kernel(model: nn.Module, spec: CrossSpec, *, layer: int = 0,
     )
 
 
-def cross_kernel_candidates(model: nn.Module, *, layer: int = 0) -> list[CrossKernel]:
-    """Every cross kernel of a recognised form in ``model``, in module order (for ``cross_layer='auto'``): the
-    first whose input holds the fields is taken.
+def in_cross_module(model: nn.Module, name: str) -> bool:
+    """Whether the module ``name`` is, or sits in, a cross network: a path component or an enclosing module's class
+    named like one (``cross``, ``CrossNet``, ``DCNv2Cross``...). A square ``nn.Linear`` elsewhere (a tower's first
+    layer over the concatenated fields) is no cross layer, and ``cross_layer='auto'`` leaves it alone.
 
     Example:
         >>> from torch import nn
-        >>> model = nn.ModuleDict({"cross": nn.Linear(6, 6), "head": nn.Linear(6, 1)})
+        >>> model = nn.ModuleDict({"cross": nn.ModuleList([nn.Linear(4, 4)]), "tower": nn.Linear(4, 4)})
+        >>> in_cross_module(model, "cross.0"), in_cross_module(model, "tower")
+        (True, False)
+    """
+    parts = name.split(".")
+    module = model
+    for part in ["", *parts]:
+        if part:
+            module = getattr(module, part)
+        if "cross" in part.lower() or "cross" in type(module).__name__.lower():
+            return True
+    return False
+
+
+def cross_kernel_candidates(model: nn.Module, *, layer: int = 0) -> list[CrossKernel]:
+    """Every cross kernel of a recognised form in ``model``, in module order (for ``cross_layer='auto'``): the
+    first whose input holds the fields is taken. A square ``nn.Linear`` is a candidate only inside a cross network
+    (:func:`in_cross_module`); anywhere else it is analysed only when named (``cross_layer="tower.0"``).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.ModuleDict({"cross": nn.Linear(6, 6), "tower": nn.Linear(6, 6), "head": nn.Linear(6, 1)})
         >>> [kernel.name for kernel in cross_kernel_candidates(model)]
         ['cross']
     """
     out: list[CrossKernel] = []
     for name, module in model.named_modules():
         try:
-            if is_square_linear(module):
+            if is_square_linear(module) and in_cross_module(model, name):
                 out.append(resolve_cross_kernel(model, name))
             elif (isinstance(getattr(module, "kernels", None), (torch.Tensor, nn.ParameterList))
                   or all(hasattr(module, a) for a in ("W_kernels", "V_kernels"))

@@ -46,9 +46,9 @@ def _ia_over_time(view_name: str, per_field: dict[str, dict[str, Any]]) -> Any:
     return ia_over_time_image(view_name, series)
 
 
-def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
-    """The collapse section from the monitor's published records (:class:`~lightning_recanalysis.records.SpectrumRecord`
-    dicts): per view a table of IA per field (at init, now, as a fraction of min(cardinality, K)), the IA bar
+def collapse_section(records: list[SpectrumRecord], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    """The collapse section from the monitor's records (:class:`~lightning_recanalysis.records.SpectrumRecord`):
+    per view a table of IA per field (at init, now, as a fraction of min(cardinality, K)), the IA bar
     chart against initialisation, the spectrum heatmap, IA over training; with a cross layer the interaction
     matrix and the Pearson r of its row and column means with the fields' own IA. ``figures=False`` leaves the
     figures out.
@@ -60,7 +60,7 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
         ...     fld = {"cardinality": 50, "information_abundance": ia, "effective_rank": ia, "stable_rank": 1.0,
         ...            "normalized_spectrum": [1.0, 0.5]}
         ...     view = {"width": 8, "fields": {"user": fld}, "excluded_rows": 0}
-        ...     return SpectrumRecord(stage=stage, epoch=epoch, step=10 * epoch, views={"emb": view}).to_dict()
+        ...     return SpectrumRecord.from_dict({"stage": stage, "epoch": epoch, "step": 10 * epoch, "views": {"emb": view}})
         >>> section = collapse_section([record("init", 0, 6.0), record("epoch", 1, 3.0)], ReportThresholds(),
         ...                            figures=False)
         >>> section.tables[0].rows
@@ -71,7 +71,7 @@ def collapse_section(records: list[dict[str, Any]], thresholds: ReportThresholds
         1
     """
     section = Section("collapse", "Dimensional collapse of embedding tables")
-    typed = [SpectrumRecord.from_dict(r) for r in records]
+    typed = list(records)
     initial, last = baseline_and_last(typed)
     if last is None:
         section.notes.append("no collapse analysis was recorded")

@@ -5,93 +5,73 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 
 from ...figures.conflict import cosine_trend_image, field_pair_cosine_image
 from ...figures.entanglement import distance_histogram_image
-from ...records import ConflictRecord, EntanglementRecord
+from ...records import ConflictRecord, ConflictView, EntanglementRecord, EntanglementView, pair_name
+from ...findings.conflict import conflict_findings
 from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format_value, records_of_stage
 from .conflict_subset import add_conflict_subsets
 
-
-def _parse_conflict(metrics: dict[str, float]) -> dict[tuple[str, str, str], dict[str, float]]:
-    """``{(view, field or "(whole view)", "a_vs_b"): {stat: value}}`` from the flat conflict metrics."""
-    out: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
-    for tag, value in metrics.items():
-        parts = tag.split("/")
-        if len(parts) == 4 and "_vs_" in parts[2]:
-            out[(parts[1], "(whole view)", parts[2])][parts[3]] = value
-        elif len(parts) == 5 and "_vs_" in parts[3]:
-            out[(parts[1], parts[2], parts[3])][parts[4]] = value
-    return out
+WHOLE = ConflictView.WHOLE
 
 
-def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
-    """The ``conflict/`` section from the published records of :class:`~lightning_recanalysis.GradientConflictMonitor`:
-    the last epoch's statistics per view, field and task pair in a table, a finding per field whose mean cosine
-    is below ``thresholds.negative_cosine``, and (``figures``) a cosine map per view and the cosines over training.
+def conflict_section(records: list[ConflictRecord], thresholds: ReportThresholds, figures: bool = True) -> Section:
+    """The ``conflict/`` section from the records of :class:`~lightning_recanalysis.GradientConflictMonitor`: the
+    last epoch's statistics per view, field and task pair in a table, the findings of
+    :func:`~lightning_recanalysis.findings.conflict_findings` (a conflict only where the pooled probes support it),
+    and (``figures``) a cosine map per view and the cosines over training.
 
     Example:
-        >>> from lightning_recanalysis.records import ConflictRecord
+        >>> from lightning_recanalysis.records import ConflictRecord, ConflictView, PairStatistics
         >>> from lightning_recanalysis.report.model import ReportThresholds
-        >>> pair = "conflict/emb/user/click_vs_buy"
+        >>> stats = PairStatistics(cosine_mean=-0.5, negative_fraction=0.8, probes=5, cosine_std=0.4)
         >>> record = ConflictRecord(stage="train", epoch=0, step=10, tasks=["click", "buy"], measured_steps=5,
-        ...                         metrics={f"{pair}/cosine_mean": -0.5, f"{pair}/negative_fraction": 0.8})
-        >>> section = conflict_section([record.to_dict()], ReportThresholds(), figures=False)
-        >>> section.findings
-        ['Tasks **click** and **buy** pull field **user** of `emb` in opposite directions: mean gradient cosine -0.50, negative on 80% of measured steps (epoch 0).']
+        ...                         views={"emb": ConflictView(fields={"user": {("click", "buy"): stats}})})
+        >>> section = conflict_section([record], ReportThresholds(), figures=False)
+        >>> [(f.verdict, f.subject) for f in section.findings]  # 5 probes: too few to claim a conflict
+        [('inconclusive', 'emb/user/click_vs_buy')]
         >>> section.tables[0].rows
-        [['emb', 'user', 'click vs buy', '-0.500', '0.800', '-']]
+        [['emb', 'user', 'click vs buy', '-0.500', '0.800', '-', 5, '0.400']]
     """
     section = Section("conflict", "Gradient conflict between tasks on shared embeddings")
-    published = records_of_stage(records, "train", section, "no gradient-conflict analysis was recorded")
-    if not published:
+    epochs = records_of_stage(records, "train", section, "no gradient-conflict analysis was recorded")
+    if not epochs:
         return section
-    epochs = [ConflictRecord.from_dict(r) for r in published]
     last = epochs[-1]
-    stats = _parse_conflict(last.metrics)
+    stats = {(view, WHOLE if fld is None else fld, pair_name(pair)): s
+             for (view, fld, pair), s in last.pair_statistics().items()}
     if not stats:
         section.notes.append("no cosine could be measured (fewer than two tasks reached the embeddings)")
-    rows, conflicts = [], []
-    for (view, field, pair), s in sorted(stats.items()):
-        cos = s.get("cosine_mean")
-        rows.append([view, field, pair.replace("_vs_", " vs "), format_value(cos, 3),
-                     format_value(s.get("negative_fraction"), 3), format_value(s.get("norm_ratio"), 3)])
-        if cos is not None and cos < thresholds.negative_cosine and field != "(whole view)":
-            conflicts.append((cos, f"Tasks **{pair.replace('_vs_', '** and **')}** pull field **{field}** of `{view}` "
-                             f"in opposite directions: mean gradient cosine {cos:+.2f}, negative on "
-                             f"{s.get('negative_fraction', float('nan')):.0%} of measured steps (epoch {last.epoch})."))
-    conflicts.sort()
-    section.findings = [t for _, t in conflicts[: thresholds.max_findings_per_section]]
-    if len(conflicts) > thresholds.max_findings_per_section:
-        section.findings.append(f"{len(conflicts) - thresholds.max_findings_per_section} more task-pair/field "
-                                "conflicts are in the table.")
+    rows = [[view, field, pair.replace("_vs_", " vs "), format_value(st.cosine_mean, 3),
+             format_value(st.negative_fraction, 3), format_value(st.norm_ratio, 3),
+             "-" if st.probes is None else st.probes, format_value(st.cosine_std, 3)]
+            for (view, field, pair), st in sorted(stats.items())]
+    section.findings = conflict_findings(epochs, thresholds)
     section.tables.append(ReportTable(
         f"Task-pair gradient statistics, epoch {last.epoch} ({last.measured_steps} measured steps; "
         f"{'per rank' if last.world_size > 1 else 'single process'})",
-        ["view", "field", "task pair", "mean cosine", "negative fraction", "norm ratio"], rows))
+        ["view", "field", "task pair", "mean cosine", "negative fraction", "norm ratio", "probes", "cosine sd"],
+        rows))
     history: dict[str, list[list[float]]] = defaultdict(list)
     for record in epochs:
-        for (view, field, pair), s in _parse_conflict(record.metrics).items():
-            if "cosine_mean" in s:
-                history[f"{view}/{field}/{pair}"].append([record.step, s["cosine_mean"]])
+        for (view, fld, pair), s in record.pair_statistics().items():
+            if s.cosine_mean is not None:
+                history[f"{view}/{WHOLE if fld is None else fld}/{pair_name(pair)}"].append([record.step, s.cosine_mean])
     section.numbers = {"last_epoch": last.epoch, "tasks": last.tasks, "measured_steps": last.measured_steps,
                        "skipped_steps": last.skipped_steps, "problems": last.problems,
-                       "statistics": {"/".join(k): v for k, v in stats.items()}, "cosine_history": dict(history)}
+                       "statistics": {"/".join(k): v.to_dict() for k, v in stats.items()},
+                       "cosine_history": dict(history)}
     if not figures:
         return section
-    by_view: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    for (view, field, pair), s in stats.items():
-        if "cosine_mean" in s:
-            by_view[view][(field, pair)] = s["cosine_mean"]
-    for view, cells in by_view.items():
-        fields = sorted({f for f, _ in cells}, key=lambda f: (f != "(whole view)", f))
-        pairs = sorted({p for _, p in cells})
-        matrix = np.array([[np.nan if cells.get((f, p)) is None else cells[(f, p)] for p in pairs] for f in fields])
-        if not np.isfinite(matrix).any():  # no cosine was defined in this view: a blank map tells nothing
+    for view, typed in last.views.items():
+        fields, pairs, matrix = typed.cosine_matrix()
+        matrix = np.array(matrix, dtype=float)
+        if not pairs or not np.isfinite(matrix).any():  # no cosine was defined in this view: a blank map tells nothing
             continue
+        pairs = [pair_name(p) for p in pairs]
         safe = view.replace("[", "_").replace("]", "").replace("/", "_")
         section.figures.append(ReportFigure(
             f"conflict_{safe}_cosines", f"{view}: mean gradient cosine per field and task pair",
@@ -112,19 +92,19 @@ def conflict_section(records: list[dict[str, Any]], thresholds: ReportThresholds
     return section
 
 
-def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+def entanglement_section(records: list[EntanglementRecord], thresholds: ReportThresholds, figures: bool = True) -> Section:
     """The ``entanglement/`` section from the published records of :class:`~lightning_recanalysis.EntanglementMonitor`:
     the last epoch's mean distance per view and label subset and each task's AUROC per subset in tables, the
     conflict subsets (:func:`~.conflict_subset.add_conflict_subsets`) and (``figures``) each view's distance
     histograms by label subset.
 
     Example:
-        >>> from lightning_recanalysis.records import EntanglementRecord
+        >>> from lightning_recanalysis.records import EntanglementRecord, EntanglementView
         >>> from lightning_recanalysis.report.model import ReportThresholds
         >>> record = EntanglementRecord(stage="validation", epoch=1, step=20, tasks=["click", "buy"], views=["emb"],
-        ...                             metrics={"entanglement/both/pairs": 30.0, "entanglement/emb/both/distance_mean": 1.25,
-        ...                                      "entanglement/click/auroc/all": 0.75})
-        >>> section = entanglement_section([record.to_dict()], ReportThresholds(), figures=False)
+        ...                             pairs=30, subset_pairs={"both": 30}, auroc={"click": {"all": 0.75}},
+        ...                             distances={"emb": EntanglementView(1.25, {"both": 1.25})})
+        >>> section = entanglement_section([record], ReportThresholds(), figures=False)
         >>> [table.rows for table in section.tables]
         [[['both', 30, '1.250']], [['all', '0.750', '-']]]
     """
@@ -132,24 +112,22 @@ def entanglement_section(records: list[dict[str, Any]], thresholds: ReportThresh
     published = records_of_stage(records, "validation", section, "no entanglement analysis was recorded")
     if not published:
         return section
-    last = EntanglementRecord.from_dict(published[-1])
-    metrics = last.metrics
+    last = published[-1]
     views = last.views
-    subsets = sorted({t.split("/")[1] for t in metrics if t.endswith("/pairs") and len(t.split("/")) == 3})
-    rows = [[subset, int(metrics.get(f"entanglement/{subset}/pairs", 0))]
-            + [format_value(metrics.get(f"entanglement/{v}/{subset}/distance_mean"), 3) for v in views]
-            for subset in subsets]
+    no_view = EntanglementView()
+    rows = [[subset, last.subset_pairs[subset]]
+            + [format_value(last.distances.get(v, no_view).subsets.get(subset), 3) for v in views]
+            for subset in sorted(last.subset_pairs)]
     section.tables.append(ReportTable(
         f"Mean user-item distance per view, by which tasks' labels are positive (epoch {last.epoch})",
         ["label subset", "pairs"] + [f"distance in {v}" for v in views], rows))
-    auroc_subsets = sorted({t.split("/")[3] for t in metrics if t.count("/") == 3 and t.split("/")[2] == "auroc"},
+    auroc_subsets = sorted({name for by_subset in last.auroc.values() for name in by_subset},
                            key=lambda n: (n != "all", n))
     section.tables.append(ReportTable(
         f"Each task's AUROC by sample subset (epoch {last.epoch}; '-' where the task's label is constant)",
         ["subset"] + list(last.tasks),
-        [[name] + [format_value(metrics.get(f"entanglement/{t}/auroc/{name}"), 3) for t in last.tasks]
-         for name in auroc_subsets]))
-    section.numbers = {"last_epoch": last.epoch, "tasks": last.tasks, "views": views, "metrics": metrics}
+        [[name] + [format_value(last.auroc.get(t, {}).get(name), 3) for t in last.tasks] for name in auroc_subsets]))
+    section.numbers = {"last_epoch": last.epoch, "tasks": last.tasks, "views": views, "metrics": last.metrics}
     add_conflict_subsets(section, last, figures)
     histograms = last.histograms
     if figures and histograms:

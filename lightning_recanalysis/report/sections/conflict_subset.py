@@ -7,75 +7,13 @@ EntanglementMonitor` when it has single-task references (see its docstring for t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
 
 from ...figures.conflict_subset import conflict_subset_image
 from ...records import EntanglementRecord
+from ...findings.entanglement import entanglement_findings, view_reproduction
 from ..model import ReportFigure, ReportTable, Section, format_value
 
-__all__ = ["view_reproduction", "add_conflict_subsets", "own_task", "reproduction_sentence"]
-
-
-def view_reproduction(part: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """``{view: {task: mean agreement over the modes that involve the task}}``.
-
-    The agreement of a view with task t on mode ``f_far_n_near`` (t = f or n) is ``top - bottom`` share of the
-    mode's pairs if t is the far task, ``bottom - top`` if the near one
-    (:func:`~lightning_recanalysis.functional.conflict_subset.geometry_agreement`); the mean over both modes of
-    two tasks is 1 when the view places every conflict pair as t's single-task model does, about 0 by chance.
-
-    Example:
-        >>> from lightning_recanalysis.toy import toy_conflict_subsets
-        >>> view_reproduction(toy_conflict_subsets({"emb[a]": (0.75, 0.25, 0.25, 0.5)}))  # a: (0.5 + 0.25) / 2
-        {'emb[a]': {'a': 0.375, 'b': -0.375}}
-    """
-    out: dict[str, dict[str, float]] = {}
-    for view, view_part in part.get("views", {}).items():
-        sums: dict[str, list[float]] = {}
-        for mode in view_part["modes"].values():
-            for task, value in mode["agreement"].items():
-                if value is not None and value == value:
-                    sums.setdefault(task, []).append(value)
-        out[view] = {task: sum(v) / len(v) for task, v in sums.items() if v}
-    return out
-
-
-def own_task(view: str, tasks) -> str | None:
-    """The task whose chunk a view is (``table[task]``), or None for a shared view.
-
-    Example:
-        >>> own_task("emb[click]", ["click", "buy"]), own_task("emb[shared]", ["click", "buy"])
-        ('click', None)
-    """
-    return next((t for t in tasks if view.endswith(f"[{t}]")), None)
-
-
-def reproduction_sentence(view: str, agreement: Mapping[str, float], part: Mapping[str, Any], run: str = "") -> str:
-    """One finding: how far ``view`` reproduces each task's single-task geometry on the conflict pairs.
-
-    Example:
-        >>> from lightning_recanalysis.toy import toy_conflict_subsets
-        >>> part = toy_conflict_subsets({"emb": (0.5, 0.25, 0.25, 0.25)})
-        >>> print(reproduction_sentence("emb", view_reproduction(part)["emb"], part))
-        `emb` (shared by every task) reproduces the single-task geometries on the conflict pairs at a +0.12,
-        b -0.12 (at best +0.12): one distance per pair cannot place a pair far for one task and near for the other.
-    """
-    who = f"{run}'s " if run else ""
-    task = own_task(view, part["tasks"])
-    values = ", ".join(f"{t} {a:+.2f}" for t, a in agreement.items())
-    if task is not None:
-        modes = [(m, d) for m, d in part["views"][view]["modes"].items() if m.startswith(f"{task}_far_")]
-        where = ""
-        if modes and modes[0][1]["shares"]["top"] == modes[0][1]["shares"]["top"]:
-            mode, data = modes[0]
-            where = (f"; it puts {data['shares']['top']:.0%} of the {mode.replace('_', ' ')} pairs in its top "
-                     f"{100 - part['high']:g}%")
-        return (f"{who}task chunk `{view}` reproduces its own task's single-task geometry on the conflict pairs: "
-                f"agreement {agreement.get(task, float('nan')):+.2f} with {task} (all: {values}){where}.")
-    best = max(agreement.values(), default=float("nan"))
-    return (f"{who}`{view}` (shared by every task) reproduces the single-task geometries on the conflict pairs at "
-            f"{values} (at best {best:+.2f}): one distance per pair cannot place a pair far for one task and near "
-            "for the other.")
+__all__ = ["add_conflict_subsets"]
 
 
 def add_conflict_subsets(section: Section, last: EntanglementRecord, figures: bool = True) -> None:
@@ -90,7 +28,7 @@ def add_conflict_subsets(section: Section, last: EntanglementRecord, figures: bo
         >>> add_conflict_subsets(section, record, figures=False)
         >>> section.tables[0].rows[0]  # view, mode, pairs, top, middle, bottom, agreement with a and b
         ['emb[a]', 'a_far_b_near', 20, '0.75', '0.00', '0.25', '0.50', '-0.50']
-        >>> print(section.findings[0])
+        >>> print(section.findings[0].text)
         task chunk `emb[a]` reproduces its own task's single-task geometry on the conflict pairs: agreement +0.38 with
         a (all: a +0.38, b -0.38); it puts 75% of the a far b near pairs in its top 40%.
     """
@@ -125,7 +63,7 @@ def add_conflict_subsets(section: Section, last: EntanglementRecord, figures: bo
         [[view] + [format_value(agreement[view].get(t), 2) for t in tasks]
          + [format_value(part["views"][view]["rank_correlation"].get(t), 2) for t in tasks]
          for view in part["views"]]))
-    section.findings += [reproduction_sentence(view, agreement[view], part) for view in part["views"]]
+    section.findings += entanglement_findings([last], None)
     section.numbers["conflict"] = {
         "selected_pairs": part["pairs"], "validation_pairs": part["validation_pairs"],
         "percentiles": {"high": high, "low": low}, "frequent_only": part["frequent_only"],

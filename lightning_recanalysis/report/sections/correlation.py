@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from ...figures.correlation import correlation_maps_image, same_category_image
 from ...figures.line import agreement_image
@@ -13,7 +12,7 @@ from ..model import ReportFigure, ReportTable, ReportThresholds, Section, format
 __all__ = ["correlation_section"]
 
 
-def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+def correlation_section(records: list[BehaviorTargetRecord], thresholds: ReportThresholds, figures: bool = True) -> Section:
     """The correlation section from the monitor's published records
     (:class:`~lightning_recanalysis.records.BehaviorTargetRecord` dicts): per target category of the last epoch
     the data's own-category pattern beside the learned map's (table, findings, the two maps side by side), the
@@ -27,15 +26,14 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
         ...           "ground_truth_mi": [[0.3, 0.2, 0.1], [0.0, 0.1, 0.0]], "learned": [[3, 2, 1], [1, 1, 1]],
         ...           "agreement": 0.8}
         >>> record = BehaviorTargetRecord(stage="epoch", epoch=0, step=4, samples=50, targets=[target], agreement=0.8)
-        >>> section = correlation_section([record.to_dict()], ReportThresholds(), figures=False)
+        >>> section = correlation_section([record], ReportThresholds(), figures=False)
         >>> section.tables[0].rows
         [['shoes', 50, '0.80', '-1.00', '-1.00']]
         >>> section.numbers["agreement_history"]
         [[4, 0.8]]
     """
     section = Section("correlation", "Target-behaviour correlation: the data beside what the model learned")
-    epochs = [BehaviorTargetRecord.from_dict(r)
-              for r in records_of_stage(records, "epoch", section, "no correlation analysis was recorded")]
+    epochs = records_of_stage(records, "epoch", section, "no correlation analysis was recorded")
     if not epochs:
         return section
     last = epochs[-1]
@@ -75,7 +73,7 @@ def correlation_section(records: list[dict[str, Any]], thresholds: ReportThresho
                             ylabel="rank correlation"), ""))
     section.figures.append(ReportFigure(
         "correlation_same_category", "Same-category mutual information by position",
-        same_category_image(last.to_dict()),
+        same_category_image(last),
         "Needs no choice of categories: how much 'the p-th most recent behaviour shares the target's category' "
         "tells about the label. A falling curve is the temporal decay."))
     return section

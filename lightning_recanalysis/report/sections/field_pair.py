@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from ..model import ReportFigure, ReportTable, ReportThresholds, Section
 __all__ = ["field_pair_section"]
 
 
-def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThresholds, figures: bool = True) -> Section:
+def field_pair_section(records: list[FieldPairRecord], thresholds: ReportThresholds, figures: bool = True) -> Section:
     """The field-pair section from the monitor's published records
     (:class:`~lightning_recanalysis.records.FieldPairRecord` dicts with counted samples): the ten strongest pairs
     by interaction information beside their pair MI and learned strength, the finding, the three pair maps and
@@ -27,18 +26,18 @@ def field_pair_section(records: list[dict[str, Any]], thresholds: ReportThreshol
         >>> record = FieldPairRecord(stage="epoch", epoch=0, step=8, fields=["a", "b", "c"], samples=100,
         ...                          mutual_information=[[0.2, 0.3, 0.6], [0.3, 0.1, 0.4], [0.6, 0.4, 0.1]],
         ...                          interaction_information=[[0, 0.0, 0.3], [0.0, 0, 0.2], [0.3, 0.2, 0]])
-        >>> section = field_pair_section([record.to_dict()], ReportThresholds(), figures=False)
+        >>> section = field_pair_section([record], ReportThresholds(), figures=False)
         >>> section.tables[0].rows[0]
         [1, 'a x c', '0.6000', '+0.3000', '-']
         >>> section.findings, section.numbers["agreement_history"]  # no learned strength: nothing to compare
         ([], [[8, None]])
     """
     section = Section("correlation/field_pair", "Field-pair correlation: the data beside the interaction layer")
-    published = [r for r in records if r.get("stage") == "epoch" and r.get("samples", 0) > 0]
+    published = [r for r in records if r.stage == "epoch" and r.samples > 0]
     if not published:
         section.notes.append("no field-pair analysis with counted samples was recorded")
         return section
-    epochs = [FieldPairRecord.from_dict(r) for r in published]
+    epochs = published
     last = epochs[-1]
     names = last.fields
     mi = np.asarray(last.mutual_information, dtype=float)

@@ -1,0 +1,178 @@
+"""The typed record every analysis returns, and the parts it is made of.
+
+A monitor's ``compute`` returns one :class:`Record` subclass; the same object goes to its ``log_record`` (the
+live TensorBoard tags, from one function per analysis), to the findings and, read back, to the report and
+``compare``. It is published once, as a plain dict (:meth:`Part.to_dict`: numbers, strings, lists and dicts
+only), which is what a checkpoint stores (torch loads it with ``weights_only=True``) and what the event file
+holds; :meth:`Part.from_dict` reads such a dict (from ``history``, a checkpoint or an event file, of this version
+or an earlier one) back into the typed record. Keys a class does not know (a newer writer) are kept in ``extra``
+and written back, so nothing is lost.
+
+Nested parts (a view's fields, a target's map, a task pair's statistics) are :class:`Part` dataclasses too. A
+part also reads like the dict it is published as (``view["fields"]``), so code written against the published
+form keeps working. A field marked :func:`transient` (values the live figures draw, such as raw histogram
+samples) travels with the record to ``log_record`` and is never published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Mapping, TypeVar
+
+__all__ = ["Part", "Record", "transient"]
+
+P = TypeVar("P", bound="Part")
+
+
+def transient(default: Any = None) -> Any:
+    """A dataclass field that the live figures read and that is never published (nor compared, nor shown).
+
+    Example:
+        >>> @dataclass
+        ... class Example(Part):
+        ...     total: int = 0
+        ...     samples: Any = transient()
+        >>> Example(total=3, samples=[1, 2]).to_dict()
+        {'total': 3}
+    """
+    return field(default=default, compare=False, repr=False, metadata={"transient": True})
+
+
+def _load(hint: Any, value: Any) -> Any:
+    """``value`` (published form) as the type ``hint`` says: parts from dicts, recursively through dicts/lists."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        for arg in typing.get_args(hint):
+            if arg is not type(None):
+                return _load(arg, value)
+    if isinstance(hint, type) and issubclass(hint, Part) and isinstance(value, Mapping):
+        return hint.from_dict(value)
+    if origin is dict and isinstance(value, Mapping):
+        _, item = typing.get_args(hint)
+        return {k: _load(item, v) for k, v in value.items()}
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [_load(item, v) for v in value]
+    return value
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+
+def _dump(value: Any) -> Any:
+    """The published form of ``value``: parts as dicts, recursively through dicts/lists."""
+    if isinstance(value, Part):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+@dataclass
+class Part:
+    """A typed piece of a record: its dataclass fields are its published keys, in declaration order.
+
+    Example:
+        >>> @dataclass
+        ... class Pair(Part):
+        ...     cosine: float | None = None
+        ...     optional_keys: ClassVar[tuple[str, ...]] = ("cosine",)
+        >>> Pair().to_dict(), Pair(0.5).to_dict(), Pair.from_dict({"cosine": 0.5, "later": 1}).extra
+        ({}, {'cosine': 0.5}, {'later': 1})
+        >>> Pair(0.5)["cosine"], Pair(0.5).get("missing", 0)  # it reads like its published dict
+        (0.5, 0)
+    """
+
+    #: Keys of a published dict this class does not know (a newer writer), kept as they were.
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
+
+    #: Keys left out of :meth:`to_dict` when their value is None (absent in records written before they existed).
+    optional_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def published_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.name != "extra" and not f.metadata.get("transient")]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The published form: the fields in declaration order (None optional keys left out), then ``extra``."""
+        out: dict[str, Any] = {}
+        absent = getattr(self, "_absent", ())
+        for f in self.published_fields():
+            value = getattr(self, f.name)
+            if value is None and f.name in self.optional_keys:
+                continue
+            if f.name in absent and value == _default(f):  # read from a dict without it: publish it without it
+                continue
+            out[f.name] = _dump(value)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[P], data: Mapping[str, Any]) -> P:
+        """The typed part of a published dict; a key the dict lacks takes its field's default."""
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in cls.published_fields()}
+        known = {k: _load(hints[k], v) for k, v in data.items() if k in names}
+        part = cls(**known, extra={k: v for k, v in data.items() if k not in names})
+        part._absent = frozenset(names - set(data))  # so that a record read back publishes what it read
+        return part
+
+    # ---- read like the published dict ----------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        if key in {f.name for f in self.published_fields()}:
+            value = getattr(self, key)
+            if value is None and key in self.optional_keys:
+                raise KeyError(key)
+            return value
+        return self.extra[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, _MISSING) is not _MISSING
+
+    def keys(self) -> list[str]:
+        return list(self.to_dict())
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return ((k, self[k]) for k in self.keys())
+
+
+_MISSING = object()
+
+
+@dataclass
+class Record(Part):
+    """What every record holds: when it was made.
+
+    Attributes:
+        stage: ``"init"`` (the initial weights, before the first step), ``"epoch"`` (the end of an epoch),
+            ``"train"``/``"validation"`` (the epoch's probes / validation pairs of the multi-task monitors).
+        epoch: the epoch (0 for ``"init"``).
+        step: ``trainer.global_step`` when it was made: the step of its TensorBoard values.
+        extra: keys of a published record this class does not know, kept as they were.
+
+    Example:
+        >>> Record(stage="init").to_dict()
+        {'stage': 'init', 'epoch': 0, 'step': 0}
+        >>> Record.from_dict({"stage": "epoch", "epoch": 1, "step": 40, "written_later": 3}).extra
+        {'written_later': 3}
+    """
+
+    stage: str = "epoch"
+    epoch: int = 0
+    step: int = 0
