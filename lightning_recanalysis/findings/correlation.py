@@ -9,6 +9,9 @@ position p. The rules:
 - **problem** (``missed_correlation``): the data hold a signal and the upper end of the 95% interval of the rank
   correlation (Spearman over the map's cells) between the learned and the ground-truth map is below
   ``min_agreement``;
+- **problem** (``missed_correlation``) too when the data's own-category row decays with position (Spearman with
+  the position at most -0.8) and the learned own-category row does not depend on position at all: a model without
+  position information (DIN) cannot learn the temporal decay, whatever the rest of the map agrees on;
 - **fine** (``agreement``) when its lower end is above, **inconclusive** in between.
 """
 
@@ -76,6 +79,9 @@ def data_signal(target: Mapping[str, Any], alpha: float) -> tuple[bool, float, i
     return smallest < alpha / len(cells), smallest, len(cells)
 
 
+#: A decay this clear (Spearman of the own-category row's MI with the position) is the temporal pattern to learn.
+DECAY = -0.8
+
 MISSED_ADVICE = ("The model's attention does not reproduce the data's target-aware pattern: target-aware temporal "
                  "attention (TIN, Zhou et al., WWW 2024: a position embedding on both sides and a target-aware "
                  "representation) is the published remedy; check also that the category embedding trains.")
@@ -126,6 +132,12 @@ def target_finding(target: Mapping[str, Any], pattern: Mapping[str, Any] | None,
         return Finding("correlation", "missed_correlation", "problem", subject,
                        f"{sentence} The model's learned map **disagrees** with it ({measured}).", MISSED_ADVICE,
                        severity=min(1.0, thresholds.min_agreement - agreement))
+    if pattern is not None and pattern["own_row_vs_position_spearman"] <= DECAY and not np.isfinite(learned_decay):
+        # The data's own-category information decays with position and the learned row cannot: the model has no
+        # position information (DIN), whatever the rest of the map agrees on.
+        return Finding("correlation", "missed_correlation", "problem", subject,
+                       f"{sentence} The model's learned own-category row **does not depend on position**, so it "
+                       f"cannot follow the decay ({measured}).", MISSED_ADVICE, severity=0.5)
     if low >= thresholds.min_agreement:
         return Finding("correlation", "agreement", "fine", subject,
                        f"{sentence} The model's learned map agrees with it ({measured}).", "")
