@@ -91,7 +91,7 @@ def _tensorboard_scalars(trainer, logger, metrics: Mapping[str, float], step: in
 
     The values TensorBoardLogger.log_metrics writes (one ``simple_value`` per tag, under the logger's prefix,
     rank 0 only), in one event instead of one per scalar: an analysis logs tens to hundreds of scalars, and
-    each event cost about 140 microseconds to build and queue."""
+    each event has its own cost to build and queue."""
     # A subclass that overrides log_metrics (to filter or rename) gets its own method.
     if not isinstance(logger, TensorBoardLogger) or type(logger).log_metrics is not TensorBoardLogger.log_metrics:
         return False

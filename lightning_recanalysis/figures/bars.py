@@ -1,7 +1,7 @@
 """Grouped bar charts (the report's information abundance per field), drawn with Pillow like every other figure.
 
-They were matplotlib figures until the import of matplotlib's figure machinery and the drawing of two charts
-(0.7 s of CPU together) were most of what the end-of-run report added to a short run; the chart is the same:
+They were matplotlib figures until the import of matplotlib's figure machinery and the drawing of two charts were
+most of what the end-of-run report added to a short run (``benchmarks/bench_report.py``); the chart is the same:
 one bar per group side by side for each category, category names written upwards under their bars, an optional
 dashed reference line, a legend in a corner the bars leave free.
 """

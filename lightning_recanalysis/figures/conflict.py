@@ -17,8 +17,7 @@ def cosine_heatmap(mean: np.ndarray, tasks: Sequence[str], title: str) -> np.nda
     """A small labelled task x task heatmap of mean cosines as an HWC uint8 image.
 
     Colours run from -1 (red) through 0 (white) to 1 (blue); undefined (NaN) cells are blank; every cell is
-    written out (up to 20 x 20). Drawn with Pillow: inside training a matplotlib figure cost about 0.1 s, a few
-    times an epoch's probes on a small model.
+    written out (up to 20 x 20). Drawn with Pillow, like every image logged during training.
 
     Example:
         >>> import numpy as np

@@ -1,8 +1,8 @@
 """The Pillow toolkit the figures are drawn with: text in matplotlib's font, colour maps, round ticks, and the
 two helpers every caller needs (:func:`side_by_side`, :func:`png_bytes`).
 
-A matplotlib figure costs 0.1 to 0.3 s of CPU, mostly laying out its text; a monitor that logs several maps per
-epoch would spend more time drawing than a short training run spends training (``python -m
+A matplotlib figure's cost is mostly laying out its text; a monitor that logs several maps per epoch would
+spend more time drawing than a short training run spends training (``python -m
 benchmarks.bench_figures`` measures the two side by side). The figures of this package are therefore drawn
 straight into pixels: text in matplotlib's own font (DejaVu Sans, shipped with matplotlib), matplotlib's colour
 maps and colour cycle, tick values from matplotlib's tick locator, and lines and markers drawn at twice the size

@@ -18,7 +18,7 @@ does the same with 8 bytes a key, runs merged in place in one arena (the loops `
 :mod:`._numba_kernels`, ``merge_forward`` and ``merge_backward`` of :mod:`._numba_runs`).
 
 numba is a declared dependency, imported on first use only (a run that never reaches sparse counting does not pay
-its 0.4 s import); without it, or with ``LIGHTNING_RECANALYSIS_NO_NUMBA=1``, the metric counts with numpy and torch
+its import); without it, or with ``LIGHTNING_RECANALYSIS_NO_NUMBA=1``, the metric counts with numpy and torch
 alone (:func:`available` is then false), with the same counts, more slowly.
 ``python -m benchmarks.bench_counting`` measures both against a Python dictionary.
 """

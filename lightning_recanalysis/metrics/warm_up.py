@@ -17,8 +17,8 @@ __all__ = ["warm_up"]
 
 def warm_up() -> float:
     """Load (or compile, on first use after installation) every compiled loop, by counting a tiny batch with
-    each; returns the seconds it took. numba loads a function's machine code on its first call, 0.01 to 0.1 s
-    each; a benchmark calls this so that its timings hold only the counting.
+    each; returns the seconds it took. numba loads a function's machine code on its first call; a benchmark
+    calls this so that its timings hold only the counting.
 
     Example:
         >>> warm_up() >= 0.0
