@@ -29,7 +29,7 @@ from ..metrics.behavior_target import BehaviorTargetCounts
 from ..parallel import sharding
 from ..figures.correlation import correlation_map_image, same_category_image
 from ..findings.correlation import correlation_findings
-from ..records import BehaviorTargetRecord, TargetCorrelation
+from ..records import BehaviorTargetRecord, TargetCorrelation, correlation_tags
 from ..model.batch import BatchFieldReader
 from ..model.embeddings import behavior_and_target_embeddings, check_behavior_embeddings, embedding_table
 from .counting import CountingMonitor
@@ -352,11 +352,7 @@ class FeatureCorrelationMonitor(CountingMonitor):
     # ---- logging -------------------------------------------------------------------------------------------
     def log_record(self, trainer: "pl.Trainer", record: BehaviorTargetRecord) -> None:
         ns, step = self.namespace, record.step
-        scalars = {f"{ns}/target_{t.target_category}/agreement": t.agreement
-                   for t in record.targets if t.agreement is not None}
-        if record.agreement is not None:
-            scalars[f"{ns}/agreement"] = record.agreement
-        self.writer.scalars(trainer, scalars, step)
+        self.writer.scalars(trainer, correlation_tags(record), step)
         if self.images and trainer.is_global_zero:
             when = f"epoch {record.epoch}"
             if self._changed("same_category", record.same_category_mi):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import nn
 from typing_extensions import override
@@ -24,7 +23,7 @@ from ..functional.field_pair import field_pair_matrices
 from ..metrics.field_pair import FieldPairCounts
 from ..figures.field_pair import field_pair_image, top_pairs_markdown
 from ..findings.field_pair import field_pair_findings
-from ..records import FieldPairRecord
+from ..records import FieldPairRecord, field_pair_tags
 from ..model.batch import BatchFieldReader, select_fields
 from .counting import CountingMonitor
 from ..model.cross.finder import CrossFinder
@@ -358,11 +357,7 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     # ---- logging -------------------------------------------------------------------------------------------
     def log_record(self, trainer: "pl.Trainer", record: FieldPairRecord) -> None:
         ns, step = self.namespace, record.step
-        scalars = {f"{ns}/samples": float(record.samples), f"{ns}/other_fraction": float(np.mean(record.other_fraction))}
-        if record.agreement is not None:
-            scalars[f"{ns}/agreement"] = record.agreement
-            scalars[f"{ns}/agreement_interaction"] = record.agreement_interaction
-        self.writer.scalars(trainer, scalars, step)
+        self.writer.scalars(trainer, field_pair_tags(record), step)
         if trainer.is_global_zero:
             self.writer.text(trainer, f"{ns}/top_pairs", top_pairs_markdown(record, self.top_k), step)
             if self.images and record.samples > 0:

@@ -11,6 +11,7 @@ beside the same number for the randomly initialised table. See :mod:`lightning_r
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 import warnings
 from typing import Any, ContextManager, Mapping, Sequence
 
@@ -25,7 +26,7 @@ from ..figures.collapse import ia_vs_init_image, interaction_image, spectrum_hea
 from ..findings.collapse import collapse_findings
 from ..model.field_sets import AnalysisUnit, field_gram
 from ..parallel.sharding import all_reduce_gram
-from ..records import Interaction, SpectrumRecord
+from ..records import Interaction, SpectrumRecord, interaction_tags, spectrum_tags
 from ..model.tables import ColumnGroups, EmbeddingTable, FieldDims, TableView
 from ..model.cross.finder import CrossFinder, resharded
 from ..model.cross.hooks import CrossLayoutHooks
@@ -334,23 +335,12 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
     # ---- where ----------------------------------------------------------------------------------------------
     def _log(self, trainer: "pl.Trainer", record: SpectrumRecord, initial: SpectrumRecord | None) -> None:
         ns, step = self.namespace, record.step
-        scalars: dict[str, float] = {}
         spectra: dict[str, list[float]] = {}
         for view_name, view in record.views.items():
-            for field_name, fld in view.fields.items():
-                prefix = f"{ns}/{view_name}/{field_name}"
-                scalars.update({f"{prefix}/information_abundance": fld.information_abundance,
-                                f"{prefix}/effective_rank": fld.effective_rank,
-                                f"{prefix}/stable_rank": fld.stable_rank})
-                init_ia = self.initial_information_abundance(view_name, field_name, initial)
-                if init_ia:
-                    scalars[f"{prefix}/information_abundance_vs_init"] = fld.information_abundance / init_ia
-                if self.histograms:
-                    spectra[f"{prefix}/normalized_spectrum"] = \
-                        fld.normalized_spectrum[: min(fld.cardinality, view.width)]
-            ias = [fld.information_abundance for fld in view.fields.values()]
-            scalars[f"{ns}/{view_name}/mean_information_abundance"] = sum(ias) / max(1, len(ias))
-            scalars[f"{ns}/{view_name}/excluded_rows"] = float(view.excluded_rows)
+            if self.histograms:
+                spectra.update({f"{ns}/{view_name}/{name}/normalized_spectrum":
+                                fld.normalized_spectrum[: min(fld.cardinality, view.width)]
+                                for name, fld in view.fields.items()})
             if view.excluded_rows > self._layout.padding_rows.get(view_name, 0) and not self._warned_excluded:
                 self._warned_excluded = True
                 warnings.warn(
@@ -361,7 +351,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
                 )
             if self.images and trainer.is_global_zero:
                 self._log_view_images(trainer, view_name, record, initial)
-        self.writer.scalars(trainer, scalars, step)
+        self.writer.scalars(trainer, spectrum_tags(replace(record, interaction=None), initial), step)
         if spectra:
             self.writer.histograms(trainer, spectra, step)
         self._log_interaction(trainer, record)
@@ -371,9 +361,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         if interaction is None:
             return
         ns, view = self.namespace, interaction.view
-        scalars = {f"{ns}/{view}/interaction/{name}/mean_information_abundance": sum(row) / len(row)
-                   for name, row in zip(interaction.fields, interaction.matrix)}
-        self.writer.scalars(trainer, scalars, record.step)
+        self.writer.scalars(trainer, interaction_tags(interaction), record.step)
         if self.images and trainer.is_global_zero:
             when = "initial weights" if record.stage == "init" else f"epoch {record.epoch}"
             self.writer.image(trainer, f"{ns}/{view}/interaction_information_abundance",

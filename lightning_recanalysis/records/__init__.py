@@ -8,15 +8,15 @@ nothing from the rest of the package.
 
 from .base import Part, Record, transient
 from .conflict import ConflictRecord, ConflictView, PairStatistics, TaskPair, conflict_tags, pair_name
-from .correlation import BehaviorTargetRecord, FieldPairRecord, TargetCorrelation
+from .correlation import BehaviorTargetRecord, FieldPairRecord, TargetCorrelation, correlation_tags, field_pair_tags
 from .entanglement import EntanglementRecord, EntanglementView, entanglement_tags
-from .spectrum import FieldSpectrum, Interaction, SpectrumRecord, SpectrumView
+from .spectrum import FieldSpectrum, Interaction, SpectrumRecord, SpectrumView, interaction_tags, spectrum_tags
 
 __all__ = [
     "BehaviorTargetRecord", "ConflictRecord", "ConflictView", "EntanglementRecord", "EntanglementView",
     "FieldPairRecord", "FieldSpectrum", "Interaction", "PairStatistics", "Part", "Record", "SpectrumRecord",
-    "SpectrumView", "TargetCorrelation", "TaskPair", "conflict_tags", "entanglement_tags", "pair_name",
-    "record_type", "transient",
+    "SpectrumView", "TargetCorrelation", "TaskPair", "conflict_tags", "correlation_tags", "entanglement_tags", "field_pair_tags", "interaction_tags",
+    "pair_name", "record_type", "spectrum_tags", "transient",
 ]
 
 #: The record class of each analysis namespace, for reading published records back.

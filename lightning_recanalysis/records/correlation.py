@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from .base import Part, Record
 
-__all__ = ["BehaviorTargetRecord", "FieldPairRecord", "TargetCorrelation"]
+__all__ = ["BehaviorTargetRecord", "FieldPairRecord", "TargetCorrelation", "correlation_tags", "field_pair_tags"]
 
 
 @dataclass
@@ -95,3 +95,35 @@ class FieldPairRecord(Record):
     learned_source: str | None = None
     agreement: float | None = None
     agreement_interaction: float | None = None
+
+
+def correlation_tags(record: BehaviorTargetRecord) -> dict[str, float]:
+    """``correlation/target_<t>/agreement`` per target with a learned map, and ``correlation/agreement``.
+
+    Example:
+        >>> correlation_tags(BehaviorTargetRecord(targets=[TargetCorrelation(target_category=3, agreement=0.5)],
+        ...                                       agreement=0.5))
+        {'correlation/target_3/agreement': 0.5, 'correlation/agreement': 0.5}
+    """
+    tags = {f"correlation/target_{t.target_category}/agreement": t.agreement
+            for t in record.targets if t.agreement is not None}
+    if record.agreement is not None:
+        tags["correlation/agreement"] = record.agreement
+    return tags
+
+
+def field_pair_tags(record: FieldPairRecord) -> dict[str, float]:
+    """``correlation/field_pair/`` + ``samples``, ``other_fraction`` (the mean over fields) and, with a learned
+    strength, ``agreement`` and ``agreement_interaction``.
+
+    Example:
+        >>> field_pair_tags(FieldPairRecord(samples=10, other_fraction=[0.0, 0.5]))
+        {'correlation/field_pair/samples': 10.0, 'correlation/field_pair/other_fraction': 0.25}
+    """
+    fractions = record.other_fraction
+    tags = {"correlation/field_pair/samples": float(record.samples),
+            "correlation/field_pair/other_fraction": sum(fractions) / len(fractions) if fractions else float("nan")}
+    if record.agreement is not None:
+        tags["correlation/field_pair/agreement"] = record.agreement
+        tags["correlation/field_pair/agreement_interaction"] = record.agreement_interaction
+    return tags

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from .base import Part, Record
 
-__all__ = ["FieldSpectrum", "Interaction", "SpectrumRecord", "SpectrumView"]
+__all__ = ["FieldSpectrum", "Interaction", "SpectrumRecord", "SpectrumView", "interaction_tags", "spectrum_tags"]
 
 
 @dataclass
@@ -95,3 +95,44 @@ class SpectrumRecord(Record):
     interaction: Interaction | None = None
 
     optional_keys: ClassVar[tuple[str, ...]] = ("interaction",)
+
+
+def spectrum_tags(record: SpectrumRecord, initial: SpectrumRecord | None = None) -> dict[str, float]:
+    """The scalars of a spectrum record by TensorBoard tag: per field ``collapse/<view>/<field>/`` +
+    ``information_abundance``, ``effective_rank``, ``stable_rank`` and (with the fit-start ``initial`` record)
+    ``information_abundance_vs_init``; per view ``collapse/<view>/mean_information_abundance`` and
+    ``.../excluded_rows``; with an interaction matrix, :func:`interaction_tags`.
+
+    Example:
+        >>> view = SpectrumView(width=4, fields={"user": FieldSpectrum(information_abundance=2.0)})
+        >>> spectrum_tags(SpectrumRecord(views={"emb": view}))["collapse/emb/mean_information_abundance"]
+        2.0
+    """
+    tags: dict[str, float] = {}
+    for name, view in record.views.items():
+        start = initial.views.get(name) if initial is not None else None
+        for field_name, fld in view.fields.items():
+            prefix = f"collapse/{name}/{field_name}"
+            tags.update({f"{prefix}/information_abundance": fld.information_abundance,
+                         f"{prefix}/effective_rank": fld.effective_rank, f"{prefix}/stable_rank": fld.stable_rank})
+            before = start.fields.get(field_name) if start is not None else None
+            if before is not None and before.information_abundance:
+                tags[f"{prefix}/information_abundance_vs_init"] = (fld.information_abundance
+                                                                   / before.information_abundance)
+        ias = [fld.information_abundance for fld in view.fields.values()]
+        tags[f"collapse/{name}/mean_information_abundance"] = sum(ias) / max(1, len(ias))
+        tags[f"collapse/{name}/excluded_rows"] = float(view.excluded_rows)
+    if record.interaction is not None:
+        tags.update(interaction_tags(record.interaction))
+    return tags
+
+
+def interaction_tags(interaction: Interaction) -> dict[str, float]:
+    """``collapse/<view>/interaction/<field>/mean_information_abundance``: each row's mean of the interaction matrix.
+
+    Example:
+        >>> interaction_tags(Interaction(view="emb", fields=["a"], matrix=[[2.0, 4.0]]))
+        {'collapse/emb/interaction/a/mean_information_abundance': 3.0}
+    """
+    return {f"collapse/{interaction.view}/interaction/{name}/mean_information_abundance": sum(row) / len(row)
+            for name, row in zip(interaction.fields, interaction.matrix)}
