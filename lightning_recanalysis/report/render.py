@@ -103,7 +103,7 @@ def as_finding(section: Section, finding: Finding | str) -> Finding:
 #: Findings shown at the top of a report; the rest (and every ``fine`` one) follow under "More findings".
 TOP_FINDINGS = 5
 
-COVERAGE_HEADERS = ["monitor", "analysis", "runs", "why not"]
+COVERAGE_HEADERS = ["monitor", "analysis", "runs", "how, or why not"]
 
 
 def coverage_rows(sections: Iterable[Section]) -> list[list[Any]]:
