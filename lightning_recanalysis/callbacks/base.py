@@ -3,22 +3,20 @@
 A monitor's analysis is a side computation: it reads the model, never changes it, and must never end a long
 training run over a bad table or a logging detail. :class:`AnalysisCallback` owns everything but the analysis:
 
-- ``every_n_epochs`` cadence and the rule that sanity checks, ``fast_dev_run`` and non-fit stages log nothing;
+- ``every_n_epochs`` cadence and the rule that sanity checks and ``fast_dev_run`` log nothing; ``trainer.validate``
+  and ``trainer.test`` analyse once, on the loaded weights over the evaluation batches (:mod:`.evaluation`);
 - one path from analysis to log, :meth:`~AnalysisCallback.run_analysis`: prepare this rank's part, agree across
   ranks, compute the record, keep it, log it (the monitor contract below);
-- :meth:`_guarded`: an exception inside an analysis becomes one warning and the analysis is skipped for that
-  epoch (``strict=True`` re-raises, for tests and debugging);
+- :meth:`_guarded`: an exception inside an analysis is one warning, the analysis skipped (``strict`` re-raises);
 - :meth:`_together`: the same under DDP for the part of an analysis that precedes a collective or makes the
   history record: a failure on any rank skips it on every rank, so no rank waits in a collective that another
   has skipped and every rank keeps the same history;
 - ``history``: the published records (plain dicts of numbers, strings, lists; :mod:`lightning_recanalysis.records`
   gives each analysis its typed class) kept in ``state_dict`` so a run resumed from a checkpoint continues it,
   with one record per (stage, epoch): a repeated epoch replaces, never duplicates;
-- an :class:`~lightning_recanalysis.writers.AnalysisWriter` for scalars, images, histograms and text, and
-  :meth:`_changed`, which tells whether a data-derived image needs drawing again;
+- an :class:`~lightning_recanalysis.writers.AnalysisWriter`, and :meth:`_changed` (redraw a data-derived image?);
 - publishing: each record also goes into the event file (a summary TensorBoard's dashboards ignore), so the
-  report can be rebuilt from the event files without the model. Subclasses that override ``setup`` call
-  ``super().setup(trainer, pl_module, stage)`` first.
+  report can be rebuilt from the event files alone. Subclasses that override ``setup`` call ``super().setup`` first.
 """
 
 from __future__ import annotations
@@ -40,6 +38,7 @@ from ..findings.finding import Finding, findings_markdown
 from ..findings.thresholds import ReportThresholds
 from ..records import Record
 from ..writers import AnalysisWriter
+from .evaluation import EvaluationHooks
 
 __all__ = ["AnalysisCallback", "data_parallel_group"]
 
@@ -47,7 +46,7 @@ __all__ = ["AnalysisCallback", "data_parallel_group"]
 HISTORY_VERSION = 1
 
 
-class AnalysisCallback(Callback):
+class AnalysisCallback(EvaluationHooks, Callback):
     """Base class of the monitors; not used on its own.
 
     **The monitor contract** (as torchmetrics' ``update``/``compute``). A monitor decides *when* to analyse (its
@@ -65,6 +64,8 @@ class AnalysisCallback(Callback):
     4. the record is kept in ``history`` and published to the event file (:meth:`_record`);
     5. :meth:`log_record` (required): scalars, images, histograms and text from the record, through
        ``self.writer`` (which writes on rank 0 only; scalars go to every logger). A failure here is a warning.
+
+    Attached to ``trainer.validate`` or ``trainer.test``, a monitor analyses once (see :mod:`.evaluation`).
 
     Args:
         every_n_epochs: analyse at the end of every n-th training epoch (and always after the last one).
@@ -138,33 +139,39 @@ class AnalysisCallback(Callback):
                                 and isinstance(getattr(cb, "thresholds", None), ReportThresholds)), ReportThresholds())
         if stage == "fit":
             self._drawn = {}
+        else:
+            self._reset_evaluation()
 
     # ---- coverage: what will run, and what cannot --------------------------------------------------------
     def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
-        """What this monitor will analyse in this fit: ``[{"analysis", "runs", "why"}]`` (``why`` says what stops an
-        analysis that does not run, and what to change; ``"optional": True`` marks a part the user left out, which
-        is stated but not warned about). Default: the one analysis, running."""
+        """What this monitor will analyse in this fit or evaluation: ``[{"analysis", "runs", "why"}]`` (``why``
+        says what stops an analysis that does not run, and what to change; ``"optional": True`` marks a part the
+        user left out, which is stated but not warned about). Default: the one analysis, running."""
         return [{"analysis": self.analysis_name, "runs": True, "why": ""}]
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # After every on_fit_start (the monitors' setup of what they read): state what runs, once per fit.
-        if not self._is_real_fit(trainer):
-            return
+        if self._is_real_fit(trainer):
+            self._state_coverage(trainer, pl_module)
+
+    def _state_coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        """Warn about what does not run, publish the coverage and write the ``<namespace>/coverage`` Text tab."""
+        step = self.evaluation_position(trainer)[1] if self._is_evaluation(trainer) else trainer.global_step
         items = self._guarded("stating the coverage", lambda: self.coverage(trainer, pl_module)) or []
         skipped = [c for c in items if not c["runs"] and not c.get("optional")]
         if skipped and trainer.is_global_zero:
             warnings.warn(f"{type(self).__name__}: " + "; ".join(f"no {c['analysis']}: {c['why']}" for c in skipped),
                           RuntimeWarning, stacklevel=2)
         # Published beside the history, not in it: the report shows it, the analyses' records stay the history.
-        self.coverage_record = Record(stage="coverage", step=trainer.global_step, extra={"coverage": items}).to_dict()
+        self.coverage_record = Record(stage="coverage", step=step, extra={"coverage": items}).to_dict()
         self._guarded("publishing the coverage", lambda: self.writer.record(
-            trainer, self.namespace, self.coverage_record, trainer.global_step))
+            trainer, self.namespace, self.coverage_record, step))
         if trainer.is_global_zero:
             rows = [f"- {c['analysis']}: " + ("runs" if c["runs"] else f"**does not run**: {c['why']}")
                     + (f" ({c['why']})" if c["runs"] and c["why"] else "") for c in items]
             self._guarded("logging the coverage", lambda: self.writer.text(
-                trainer, f"{self.namespace}/coverage", "\n".join(rows), trainer.global_step))
+                trainer, f"{self.namespace}/coverage", "\n".join(rows), step))
 
     @property
     def state_key(self) -> str:
@@ -222,9 +229,12 @@ class AnalysisCallback(Callback):
         """Prepare, agree, compute, keep and log one record (see the class docstring), the same on every rank.
 
         ``stage`` is ``"epoch"`` (the record of ``trainer.current_epoch``) or ``"init"`` (epoch 0, the initial
-        weights). Returns whether :meth:`prepare` succeeded on every rank.
+        weights); in ``validate``/``test``, the record is filed at :meth:`evaluation_position`. Returns whether
+        :meth:`prepare` succeeded on every rank.
         """
-        epoch = 0 if stage == "init" else trainer.current_epoch
+        evaluated = trainer.state.fn.value if self._is_evaluation(trainer) else None
+        epoch, step = (self.evaluation_position(trainer) if evaluated else
+                       (0 if stage == "init" else trainer.current_epoch, trainer.global_step))
         what = (f"the initial {self.analysis_name} analysis" if stage == "init"
                 else f"the {self.analysis_name} analysis of epoch {epoch}")
         ok, prepared = self._together(trainer, self.preparing.format(what=what),
@@ -234,7 +244,9 @@ class AnalysisCallback(Callback):
         with self.agree(trainer, prepared) as agreed:
             ok, record = self._together(trainer, what, lambda: self.compute(pl_module, agreed))
         if ok:  # failed on some rank: no rank keeps a record, so the histories stay the same
-            record.stage, record.epoch, record.step = stage, epoch, trainer.global_step
+            record.stage, record.epoch, record.step = stage, epoch, step
+            if evaluated:  # where it came from: an evaluation of these weights, not a live run's epoch
+                record.extra["evaluated"] = evaluated
             self._record(record)
             self._guarded(f"logging {what}", lambda: self.log_record(trainer, record))
             self._guarded(f"writing the findings of {what}", lambda: self.log_findings(trainer, record.step))
@@ -260,7 +272,7 @@ class AnalysisCallback(Callback):
     # ---- when to run -------------------------------------------------------------------------------------
     @staticmethod
     def _is_real_fit(trainer: "pl.Trainer") -> bool:
-        """False during sanity checks, ``fast_dev_run`` and validate/test/predict: their numbers mean nothing."""
+        """False during sanity checks, ``fast_dev_run`` and validate/test/predict (see :meth:`_is_evaluation`)."""
         return (
             not trainer.sanity_checking
             and not trainer.fast_dev_run
@@ -371,6 +383,9 @@ class AnalysisCallback(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._is_evaluation(self._trainer):  # a checkpoint under evaluation: kept aside, not this history
+            self.restored_history = list(state_dict.get("history", []))
+            return
         self.history = list(state_dict.get("history", []))
 
 

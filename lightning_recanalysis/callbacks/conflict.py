@@ -32,6 +32,8 @@ from ..model.conflict_statistics import conflict_views, pooled_sums
 from ..model.gradient_probe import GradientProbe, Lookup, ProblemLog
 from ..model.multitask import check_lookups_still_called, protocol_error, resolve_tasks
 from .base import AnalysisCallback
+from .conflict_evaluation import ConflictEvaluation
+from .evaluation import EVALUATION_STAGES
 
 __all__ = ["GradientConflictMonitor"]
 
@@ -40,7 +42,7 @@ __all__ = ["GradientConflictMonitor"]
 EpochSums = tuple[dict[str, torch.Tensor], list[torch.Tensor | None]]
 
 
-class GradientConflictMonitor(AnalysisCallback):
+class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
     r"""Per-task gradient conflict on the shared embeddings of a multi-task model, logged per epoch.
 
     **What it measures.** At a probed training step, for each task t the gradient g_t of the task's loss with
@@ -58,7 +60,9 @@ class GradientConflictMonitor(AnalysisCallback):
     **Protocol.** The module names its tasks in ``task_names`` and, in ``training_step``, stores each task's
     loss in ``self.task_losses = {task: loss}`` before returning the total (declare ``self.task_losses = {}`` in
     ``__init__``); see :mod:`lightning_recanalysis.model.multitask`. Fewer than two tasks is an error at
-    ``setup``.
+    ``setup``. In ``trainer.validate``/``trainer.test`` the probe runs on every ``every_n_steps``-th evaluation
+    batch, from the losses ``validation_step``/``test_step`` store in ``self.task_losses``, and the Trainer must
+    be built with ``inference_mode=False`` (see :mod:`.conflict_evaluation`; the monitor says so otherwise).
 
     **Cost and safety.** A probe is one ``torch.autograd.grad`` per task from its loss to the looked-up rows
     (``retain_graph=True`` on the graph the training backward frees right after), so it costs at most one extra
@@ -196,7 +200,7 @@ class GradientConflictMonitor(AnalysisCallback):
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage != "fit":
+        if stage not in ("fit", *EVALUATION_STAGES):
             return
         owner = type(self).__name__
         self._task_names = resolve_tasks(pl_module, self.tasks, owner)
@@ -251,7 +255,7 @@ class GradientConflictMonitor(AnalysisCallback):
 
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        self._probe.release()
+        self._leave()
 
     # ---- probing (see ._gradient_probe) ------------------------------------------------------------------
     @override
@@ -338,12 +342,12 @@ class GradientConflictMonitor(AnalysisCallback):
                               per_step_cosines=per_step)
 
     def log_record(self, trainer: "pl.Trainer", record: ConflictRecord) -> None:
-        step = trainer.global_step
+        step = record.step
         self.writer.scalars(trainer, record.metrics, step=step)
         if tensorboard_experiments(trainer):
-            # Figures are drawn on rank 0 only, and only when they are written.
+            # Figures are drawn on rank 0 only, and only when they are written (an evaluation's, always).
             epoch = trainer.current_epoch + 1
-            last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+            last = self._is_evaluation(trainer) or trainer.max_epochs is not None and epoch >= trainer.max_epochs
             if last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0:
                 for name, view in record.views.items():
                     rows, pairs, matrix = view.cosine_matrix()

@@ -33,6 +33,7 @@ from ..records import BehaviorTargetRecord, TargetCorrelation, correlation_tags
 from ..model.batch import BatchFieldReader
 from ..model.embeddings import behavior_and_target_embeddings, check_behavior_embeddings, embedding_table
 from .counting import CountingMonitor
+from .evaluation import EVALUATION_STAGES
 
 __all__ = ["FeatureCorrelationMonitor"]
 
@@ -60,7 +61,8 @@ class FeatureCorrelationMonitor(CountingMonitor):
     By default only the first epoch's batches are counted (``count_epochs=1``): an epoch over a fixed data set
     is the data set, and counting it again would scale every count alike and leave the plug-in MI unchanged.
     Pass ``count_epochs=None`` to count every epoch (data that change from epoch to epoch, e.g. resampled
-    negatives). Counts are summed across processes under DDP. They are not saved in checkpoints (the history
+    negatives). In ``trainer.validate``/``trainer.test`` the evaluation batches are counted, and analysed once.
+    Counts are summed across processes under DDP. They are not saved in checkpoints (the history
     is): a resumed run counts its first ``count_epochs`` epochs afresh.
 
     Logged tags (``<t>`` is a target category id; all at step ``trainer.global_step``):
@@ -209,7 +211,7 @@ class FeatureCorrelationMonitor(CountingMonitor):
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage != "fit":
+        if stage not in ("fit", *EVALUATION_STAGES):
             return
         num_categories = None
         if self.category_embedding is not None:
@@ -221,20 +223,28 @@ class FeatureCorrelationMonitor(CountingMonitor):
     @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._place_counts(trainer, pl_module)
+        self._check_readable(pl_module)
+        if self._is_real_fit(trainer):
+            self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
+
+    def start_evaluation(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._check_readable(pl_module)
+        super().start_evaluation(trainer, pl_module)  # the counts' device, the inventory
+
+    def _check_readable(self, pl_module: "pl.LightningModule") -> None:
         # A strategy may have sharded the tables since setup: their layout must be one the lookups read exactly.
         for option in ("category_embedding", "position_embedding"):
             name = getattr(self, option)
             if name is not None and self.learned_embeddings is None:
                 sharding.check_readable(embedding_table(pl_module, name, option), name)
-        if self._is_real_fit(trainer):
-            self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
     def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
         learned = self.learned_embeddings is not None or self.category_embedding is not None
-        return [{"analysis": "ground-truth target-behaviour MI", "runs": True, "why": ""},
-                {"analysis": "learned correlation map", "runs": learned,
-                 "why": "" if learned else "no embeddings to read: pass category_embedding= (and position_embedding=) "
-                 "or learned_embeddings=", "optional": True}]
+        return self._stated(trainer, [
+            {"analysis": "ground-truth target-behaviour MI", "runs": True, "why": ""},
+            {"analysis": "learned correlation map", "runs": learned, "optional": True,
+             "why": "" if learned else "no embeddings to read: pass category_embedding= (and position_embedding=) "
+             "or learned_embeddings="}])
 
     def inventory_markdown(self) -> str:
         if self.batch_fields is not None:
@@ -270,6 +280,9 @@ class FeatureCorrelationMonitor(CountingMonitor):
             if trainer.sanity_checking or trainer.fast_dev_run:
                 return
             self._counted_epochs.add(epoch)
+        self.count_batch(batch, batch_idx)
+
+    def count_batch(self, batch: Any, batch_idx: int) -> None:
         fields = self._read_batch(batch)
         self._count(lambda: self.counts.update(*fields))
 

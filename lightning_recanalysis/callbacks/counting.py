@@ -5,11 +5,15 @@
 torchmetrics metric (``self.counts``) and, at an analysis, fill the monitor contract's first two steps the same
 way: :meth:`prepare` counts the batches still waiting (a bad value there is an error in the data, which stops
 training on every rank), :meth:`agree` sums the counts of all ranks (the metric's sync).
+
+In ``trainer.validate``/``trainer.test`` (:mod:`.evaluation`) they count the evaluation batches instead, from fresh
+counts (the bucketing of a restored checkpoint is kept), and analyse once at the end; an evaluation without data
+(:class:`~lightning_recanalysis.callbacks.evaluation.WeightsOnly`) states that they do not run.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Sequence
 
 import lightning.pytorch as pl
 from torchmetrics import Metric
@@ -17,6 +21,7 @@ from torchmetrics import Metric
 from ..parallel.distributed import data_parallel_group
 from ..model.batch import BatchFieldReader
 from .base import AnalysisCallback
+from .evaluation import evaluation_has_data
 
 __all__ = ["CountingMonitor"]
 
@@ -51,3 +56,29 @@ class CountingMonitor(AnalysisCallback):
 
     def agree(self, trainer: "pl.Trainer", prepared: None) -> ContextManager[Any]:
         return self.counts.sync_context(should_sync=True)
+
+    # ---- evaluation: count the evaluation batches (see callbacks.evaluation) ----------------------------------
+    def count_batch(self, batch: Any, batch_idx: int) -> None:
+        """Count one batch into ``self.counts`` (a monitor's own reading of its fields)."""
+        raise NotImplementedError
+
+    def start_evaluation(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._place_counts(trainer, pl_module)
+        super().start_evaluation(trainer, pl_module)
+
+    def evaluation_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                             batch_idx: int) -> None:
+        super().evaluation_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the cross layout, if waiting
+        if batch is not None:  # None: an evaluation without data
+            self.count_batch(batch, batch_idx)
+
+    def evaluate(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if evaluation_has_data(trainer):
+            super().evaluate(trainer, pl_module)
+
+    def _stated(self, trainer: "pl.Trainer", items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``items`` of a coverage, each marked as not running in an evaluation without data."""
+        if not self._is_evaluation(trainer) or evaluation_has_data(trainer):
+            return list(items)
+        why = "this evaluation has no data, and the counts are of its batches: pass a dataloader"
+        return [{**item, "runs": False, "why": why, "optional": False} for item in items]

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics.utilities.distributed import gather_all_tensors
 from typing_extensions import override
 
@@ -35,6 +36,7 @@ from ..model.multitask import check_lookups_still_called, resolve_tasks, validat
 from ..model.reference import ReferenceSource, fields_named
 from ..model.validation_pairs import PairCollector, View
 from .base import AnalysisCallback
+from .evaluation import EVALUATION_STAGES, evaluation_has_data, evaluation_step_name
 
 __all__ = ["EntanglementMonitor", "label_pattern_name"]
 
@@ -77,6 +79,9 @@ class EntanglementMonitor(AnalysisCallback):
     reference and its rank correlation (:mod:`~lightning_recanalysis.functional.conflict_subset`).
     ``frequent_only`` keeps the pairs whose user and item are above the ``frequency_percentile``-th percentile of
     training frequency, counted over the first training epoch's lookups (sums over ranks).
+
+    In ``trainer.validate``/``trainer.test`` it analyses the evaluation batches once (``test_step`` returns what
+    ``validation_step`` does); ``frequent_only`` then keeps no pair (it counts a fit's training lookups).
 
     **What it needs.** ``user_field`` and ``item_field`` name fields of the discovered tables (a field of a
     concatenated table split by ``field_dims``, or a one-field table named by its module). The monitor reads each
@@ -145,6 +150,7 @@ class EntanglementMonitor(AnalysisCallback):
     record_type = EntanglementRecord
     findings_of = staticmethod(entanglement_findings)
     preparing = "collecting the validation pairs for {what}"
+    test_runs_validation_hooks = True  # trainer.test collects and analyses as a validation epoch does
 
     def __init__(
         self,
@@ -207,17 +213,25 @@ class EntanglementMonitor(AnalysisCallback):
         if self._user is not None:
             check_lookups_still_called(pl_module, self._lookup_modules, type(self).__name__)
 
+    def start_evaluation(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.on_fit_start(trainer, pl_module)
+
     def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
-        problem = validation_loop_problem(trainer, pl_module)
+        step = evaluation_step_name(trainer)
+        problem = (validation_loop_problem(trainer, pl_module) if not self._is_evaluation(trainer) else
+                   "this evaluation has no data: pass a dataloader" if not evaluation_has_data(trainer) else
+                   None if is_overridden(step, pl_module) else f"{type(pl_module).__name__} defines no {step}")
         items = [{"analysis": "distances and AUROC by label subset", "runs": problem is None, "why": problem or ""}]
         subsets = "no single-task references (references={task: model or checkpoint})" if self.conflict is None else ""
-        return items + [{"analysis": "conflict subsets", "runs": problem is None and self.conflict is not None,
-                         "why": problem or subsets, "optional": problem is None}]
+        if self.conflict is not None and self.conflict.frequent_only and self._is_evaluation(trainer):
+            subsets = "frequent_only counts a fit's training lookups, which an evaluation has none of"
+        return items + [{"analysis": "conflict subsets", "runs": problem is None and not subsets,
+                         "why": problem or subsets, "optional": problem is None and self.conflict is None}]
 
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage != "fit":
+        if stage not in ("fit", *EVALUATION_STAGES):
             return
         self._task_names = resolve_tasks(pl_module, self.tasks, type(self).__name__)
         tables = discover_tables(pl_module, include=self.include, exclude=self.exclude,
@@ -283,7 +297,8 @@ class EntanglementMonitor(AnalysisCallback):
     @override
     def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._pairs.stop()
-        self._active = self._user is not None and self._is_analysis_epoch(trainer)
+        self._active = self._user is not None and (self._is_analysis_epoch(trainer) or (
+            self._is_evaluation(trainer) and evaluation_has_data(trainer)))
         self._error = None
         if self._active:
             self._pairs.start(pl_module)
@@ -355,7 +370,7 @@ class EntanglementMonitor(AnalysisCallback):
         return record
 
     def log_record(self, trainer: "pl.Trainer", record: EntanglementRecord) -> None:
-        step = trainer.global_step
+        step = record.step
         self.writer.scalars(trainer, record.metrics, step=step)
         if tensorboard_experiments(trainer):
             self.writer.histograms(trainer, record.histogram_samples or {}, step=step, bins=self.bins)

@@ -26,6 +26,7 @@ from ..findings.field_pair import field_pair_findings
 from ..records import FieldPairRecord, field_pair_tags
 from ..model.batch import BatchFieldReader, select_fields
 from .counting import CountingMonitor
+from .evaluation import EVALUATION_STAGES
 from ..model.cross.finder import CrossFinder
 from ..model.cross.hooks import CrossLayoutHooks
 from ..model.pair_strength import LearnedPairStrength, PairStrength
@@ -53,10 +54,10 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     ones, which would rank pairs by their number of values.
 
     The ground truth is one pass over the data: the first analysed epoch of a fit (or of a resumed fit) is
-    counted, summed across processes at its end, and kept for every later analysis; repeated epochs would give the
-    same tables at the cost of counting them, and accumulating them would inflate the sample size the bias
-    correction assumes. With data that change between epochs pass ``recount=True``: every analysed epoch then
-    counts its own pass from zero (the bucketing is kept). Epochs that are not analysed count nothing.
+    counted, summed across processes at its end, and kept for every later analysis (counting repeated epochs
+    costs time and inflates the sample size the bias correction assumes). With data that change between epochs
+    pass ``recount=True``: every analysed epoch counts its own pass from zero (the bucketing is kept). In
+    ``trainer.validate``/``trainer.test`` the pass is the evaluation batches', analysed once.
 
     **Learned.** For a DCNv2 (Wang et al., WWW 2021): S_ij = (||W[j, i]||_F + ||W[i, j]||_F) / 2 from the first
     cross layer's weight, where block W[j, i] maps field i's embedding into field j's slot
@@ -244,15 +245,14 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage != "fit":
+        if stage not in ("fit", *EVALUATION_STAGES):
             return
         self.counts = self._new_counts(self._loaded_vocabulary)
         self._counted = False
         self._strength.setup(pl_module)
 
     @property
-    def _cross(self) -> tuple[str, nn.Linear, int] | None:
-        """``(name, layer, K)`` of a DCNv2 cross layer over one concatenated table, as found at setup."""
+    def _cross(self) -> tuple[str, nn.Linear, int] | None:  # (name, layer, K) of a cross layer found at setup
         return self._strength.cross
 
     # The cross input's layout, when it must be read from a batch: see CrossLayoutHooks.
@@ -270,7 +270,12 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
             self.writer.text(trainer, f"{self.namespace}/inventory", self.inventory_markdown(), trainer.global_step)
 
     def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
-        return [{"analysis": "ground-truth field-pair MI", "runs": True, "why": ""}, self._strength.coverage()]
+        return self._stated(trainer, [{"analysis": "ground-truth field-pair MI", "runs": True, "why": ""},
+                                      self._strength.coverage()])
+
+    def start_evaluation(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._strength.refresh_if_sharded(pl_module)
+        super().start_evaluation(trainer, pl_module)  # the counts' device, the inventory
 
     def inventory_markdown(self) -> str:
         n, k = len(self.fields), self.num_values + 1
@@ -296,7 +301,11 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the cross layout, if waiting
-        if not self._counting or batch_idx % self.count_every_n_batches:
+        if self._counting:
+            self.count_batch(batch, batch_idx)
+
+    def count_batch(self, batch: Any, batch_idx: int) -> None:  # one batch in count_every_n_batches
+        if batch_idx % self.count_every_n_batches:
             return
         features, label = self._read_batch(batch)
         if isinstance(features, torch.Tensor) and features.dim() == 2 and features.shape[1] != self.num_fields:

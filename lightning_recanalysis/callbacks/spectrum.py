@@ -33,6 +33,7 @@ from ..model.cross.hooks import CrossLayoutHooks
 from ..model.spectrum_analysis import InteractionReads, interaction_matrix, interaction_reads, view_spectra
 from ..model.spectrum_layout import SpectrumLayout
 from .base import AnalysisCallback
+from .evaluation import EVALUATION_STAGES, evaluation_has_data
 
 __all__ = ["EmbeddingSpectrumMonitor"]
 
@@ -42,7 +43,9 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
 
     Runs once at fit start on the initial weights (the paper's "randomly initialised" baseline, logged at step 0)
     and then at the end of every ``every_n_epochs``-th training epoch. Tables are found by
-    :func:`~lightning_recanalysis.model.tables.discover_tables`; a model with none is an error at ``setup``.
+    :func:`~lightning_recanalysis.model.tables.discover_tables`; a model with none is an error at ``setup``. In
+    ``trainer.validate``/``trainer.test`` it analyses the loaded weights once (the cross input's layout, where it
+    must be read, on the first evaluation batch), with the baseline of the checkpoint's own history if it has one.
 
     **Where the fields are.** A field is a row range of a table (``field_dims``), a whole table, or a table shared
     by several features (analysed once, named by all: ``item+hist_item``). The single-field tables of one width
@@ -190,7 +193,7 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage != "fit":
+        if stage not in ("fit", *EVALUATION_STAGES):
             return
         self._layout.find(pl_module)
         self._finder.setup(pl_module, self.units, legacy=self._layout.table_order_layout)
@@ -253,8 +256,19 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
         return self._layout.inventory_markdown(self._finder)
 
     def coverage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[dict[str, Any]]:
-        return [{"analysis": f"spectra of {len(self.units)} view(s)", "runs": True, "why": ""},
-                self._finder.coverage("interaction matrix")]
+        interaction = self._finder.coverage("interaction matrix")
+        if self._finder.waiting and self._is_evaluation(trainer) and not evaluation_has_data(trainer):
+            interaction.update(runs=False, why="the cross input's layout is read on a batch, and this evaluation has "
+                               "no data: pass a dataloader, or give the layout as cross_fields=[...]")
+        return [{"analysis": f"spectra of {len(self.units)} view(s)", "runs": True, "why": ""}, interaction]
+
+    def start_evaluation(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._read_weights_as_sharded(pl_module)
+        super().start_evaluation(trainer, pl_module)  # the inventory
+        init = next((r for r in self.restored_history if r.get("stage") == "init"), None)
+        if init is not None and not self.has_record("init"):  # the live run's baseline, for the *_vs_init tags
+            self._record(init)
+            self._guarded("logging the initial analysis", lambda: self.log_record(trainer, SpectrumRecord.from_dict(init)))
 
     def _read_weights_as_sharded(self, pl_module: torch.nn.Module) -> None:
         self._layout.check_readable(pl_module)

@@ -8,7 +8,10 @@ A multi-task module
    while the step's graph is still alive; a callback never sees ``training_step``'s return value that early);
 3. in ``validation_step``, returns ``{"task_scores": {task: [B] scores or logits},
    "task_labels": {task: [B] 0/1 labels}}`` (read by
-   :class:`~lightning_recanalysis.callbacks.entanglement.EntanglementMonitor`; other keys are allowed).
+   :class:`~lightning_recanalysis.callbacks.entanglement.EntanglementMonitor`; other keys are allowed);
+4. to analyse a trained model (``trainer.validate``/``trainer.test``), stores each task's loss in
+   ``self.task_losses`` in ``validation_step`` (``test_step``) too, as in ``training_step``: the gradient probe
+   then runs on evaluation batches (and ``test_step`` returns what ``validation_step`` returns, for a test).
 
 A module that leaves out (1) or declares no ``task_losses`` gets an error at ``setup`` with the lines to add.
 """
@@ -36,6 +39,7 @@ PROTOCOL_EXAMPLE = """\
 
         def validation_step(self, batch, batch_idx):
             ...
+            self.task_losses = {"click": loss_click, "purchase": loss_purchase}  # to analyse a checkpoint
             return {"task_scores": {"click": logit_click, "purchase": logit_purchase},
                     "task_labels": {"click": y_click, "purchase": y_purchase}}"""
 

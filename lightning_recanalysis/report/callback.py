@@ -1,4 +1,5 @@
-"""AnalysisReport: the TensorBoard dashboard layout at fit start, the summary report at fit end.
+"""AnalysisReport: the TensorBoard dashboard layout at fit start, the summary report at fit end (and the same at the
+start and end of ``trainer.validate``/``trainer.test``, which analyse a trained model once).
 
 A callback that lives with the report rather than in :mod:`lightning_recanalysis.callbacks`: it builds the report,
 and imports only go downward (the monitors never import the report).
@@ -14,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from ..callbacks.base import AnalysisCallback
+from ..callbacks.evaluation import is_evaluation
 from ..writers import AnalysisWriter
 from ..findings.finding import Finding, ranked
 from .build import write_run_report
@@ -25,7 +27,8 @@ __all__ = ["AnalysisReport"]
 
 
 class AnalysisReport(Callback):
-    """Organises what the monitors log and writes one report at the end of fit (rank 0 only).
+    """Organises what the monitors log and writes one report at the end of fit (rank 0 only), or at the end of
+    ``trainer.validate``/``trainer.test``, whose monitors analyse the loaded weights once.
 
     At fit start it writes TensorBoard's Custom Scalars layout, merged from every attached monitor's
     ``dashboard_layout()`` (e.g. IA of all fields of a table in one chart). At the end of fit it writes, into
@@ -88,6 +91,29 @@ class AnalysisReport(Callback):
 
     @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._write_dashboard(trainer)
+
+    @override
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if is_evaluation(trainer):
+            self._write_dashboard(trainer)
+
+    @override
+    def on_test_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if is_evaluation(trainer):
+            self._write_dashboard(trainer)
+
+    @override
+    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if is_evaluation(trainer):
+            self.write(trainer)
+
+    @override
+    def on_test_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if is_evaluation(trainer):
+            self.write(trainer)
+
+    def _write_dashboard(self, trainer: "pl.Trainer") -> None:
         if not self.dashboard or not trainer.is_global_zero or trainer.fast_dev_run:
             return
         layout: dict[str, dict[str, list]] = {}
@@ -103,6 +129,11 @@ class AnalysisReport(Callback):
 
     @override
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.write(trainer)
+
+    def write(self, trainer: "pl.Trainer") -> None:
+        """Write the report of the monitors' histories now (rank 0; what ``on_fit_end`` and the end of an evaluation
+        do). ``paths`` and ``findings`` then hold what was written and found."""
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
         target = self._target(trainer)

@@ -2,7 +2,8 @@
 
 A monitor whose cross input's field order is not known at ``setup`` (:class:`~lightning_recanalysis.callbacks.
 _cross.CrossFinder` is ``waiting``) hooks the first training step's forward only, and matches what it saw before
-that step's backward, while the weights are still the initial ones. Nothing is hooked on any later step.
+that step's backward, while the weights are still the initial ones. Nothing is hooked on any later step. In
+``trainer.validate``/``trainer.test`` the same is done on the first evaluation batch (its step's forward).
 """
 
 from __future__ import annotations
@@ -46,3 +47,16 @@ class CrossLayoutHooks:
                            batch_idx: int) -> None:
         if self._finder.finish():  # no backward seen (manual optimisation without one)
             self._layout_found(trainer, before_backward=False)
+
+    # ---- the same on the first evaluation batch (trainer.validate / trainer.test; see callbacks.evaluation) ----
+    def evaluation_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
+                               batch_idx: int) -> None:
+        if batch is not None and self._finder.waiting:  # None: an evaluation without data
+            self._finder.start()
+        super().evaluation_batch_start(trainer, pl_module, batch, batch_idx)
+
+    def evaluation_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                             batch_idx: int) -> None:
+        if self._finder.finish():
+            self._layout_found(trainer, before_backward=False)
+        super().evaluation_batch_end(trainer, pl_module, outputs, batch, batch_idx)
