@@ -22,7 +22,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ),
     ".conflict": ("cosine_heatmap", "cosine_trend_image", "field_pair_cosine_image"),
     ".entanglement": ("distance_histogram_image",),
-    ".conflict_subset": ("conflict_subset_image",),
+    ".conflict_subset": ("LIVE_PANEL_SIZE", "conflict_subset_image", "conflict_subset_panel"),
     ".correlation": ("correlation_map_image", "correlation_maps_image", "same_category_image"),
     ".field_pair": ("field_pair_image", "top_pairs_markdown"),
     ".heatmap": ("heatmap_image",),
@@ -30,8 +30,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".line": ("agreement_image", "line_image"),
     # The drawing primitives every renderer shares, for a figure of one's own in the same style.
     ".pillow": (
-        "BLANK", "FRAME", "GRID", "INK", "SUPERSAMPLE", "cell_text", "colormap_colors", "legend_size", "nice_ticks",
-        "png_bytes", "side_by_side", "text_size", "tick_texts", "vertical_glyphs", "vertical_text", "write_text"
+        "ABSENT_LINE", "BLANK", "FRAME", "GRID", "INK", "SUPERSAMPLE", "cell_text", "colormap_colors", "hatch",
+        "legend_size", "nice_ticks", "png_bytes", "side_by_side", "text_size", "tick_texts", "vertical_glyphs",
+        "vertical_text", "wrap_text", "write_text"
     ),
     ".png": ("encode_png",),
 })

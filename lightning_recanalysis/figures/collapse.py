@@ -29,7 +29,9 @@ def _field_labels(view: Mapping[str, Any], names: list[str]) -> list[str]:
 
 def spectrum_heatmap_image(view_name: str, view: Mapping[str, Any], when: str) -> np.ndarray:
     """Fields (rows, ascending cardinality) x singular-value index k, s_k / s_1 on a 0..1 colour scale: a row that
-    goes dark after a few columns is a field that uses only those directions.
+    goes dark after a few columns is a field that uses only those directions. A field of c rows (less any
+    excluded) has at most c singular values: its cells k > c cannot exist and are hatched, with a legend line,
+    so they are not read as collapsed directions.
 
     Example:
         >>> from lightning_recanalysis.figures import spectrum_heatmap_image
@@ -40,11 +42,16 @@ def spectrum_heatmap_image(view_name: str, view: Mapping[str, Any], when: str) -
         dtype('uint8')
     """
     names = _by_cardinality(view)
+    width = view["width"]
+    rows = [list(view["fields"][n]["normalized_spectrum"])[:width] for n in names]
+    rows = [r + [0.0] * (width - len(r)) for r in rows]
+    ranks = [max(0, view["fields"][n]["cardinality"] - view["fields"][n].get("excluded_rows", 0)) for n in names]
     return heatmap_image(
-        [view["fields"][n]["normalized_spectrum"] for n in names],
-        title=f"{view_name}: normalised singular values, {when}", row_labels=_field_labels(view, names),
-        col_labels=[str(i + 1) for i in range(view["width"])], xlabel="singular value index k",
-        ylabel="field (cardinality)", colorbar_label="s_k / s_1", annotate=False)
+        rows, title=f"{view_name}: normalised singular values, {when}", row_labels=_field_labels(view, names),
+        col_labels=[str(i + 1) for i in range(width)], xlabel="singular value index k",
+        ylabel="field (cardinality)", colorbar_label="s_k / s_1", annotate=False,
+        absent=[[k >= rank for k in range(width)] for rank in ranks],
+        absent_label="no such singular value: the field has fewer rows than k")
 
 
 def ia_vs_init_image(view_name: str, view: Mapping[str, Any], initial_view: Mapping[str, Any], when: str) -> np.ndarray:
@@ -67,10 +74,13 @@ def ia_vs_init_image(view_name: str, view: Mapping[str, Any], initial_view: Mapp
         colorbar_label="information abundance", vmin=1.0, vmax=float(view["width"]), annotate=True)
 
 
-def interaction_image(interaction: Mapping[str, Any], own_fields: Mapping[str, Any], when: str) -> np.ndarray:
-    """Entry (i, j): the IA of field i's sub-embedding as partner j sees it through the cross layer, both axes
-    sorted by the source fields' own IA (``own_fields[name]["information_abundance"]``); colour scale: the data's
-    range (magma). The interaction-collapse law: low-IA fields drag down the fields they interact with.
+def interaction_image(interaction: Mapping[str, Any], own_fields: Mapping[str, Any], when: str,
+                      order: str = "field") -> np.ndarray:
+    """Entry (i, j): the IA of field i's sub-embedding as partner j sees it through the cross layer; colour scale:
+    the data's range (magma). ``order="field"``: both axes in the cross layer's field order, the order of the
+    field-pair maps, so the two lay one over the other; ``order="ia"``: both sorted by the source fields' own IA
+    (``own_fields[name]["information_abundance"]``), lowest first, where the interaction-collapse law shows (low-IA
+    fields drag down the fields they interact with). The title says which.
 
     Example:
         >>> from lightning_recanalysis.figures import interaction_image
@@ -79,13 +89,18 @@ def interaction_image(interaction: Mapping[str, Any], own_fields: Mapping[str, A
         >>> interaction_image(interaction, own, "epoch 1").ndim
         3
     """
+    if order not in ("field", "ia"):
+        raise ValueError(f"interaction_image: order is 'field' or 'ia', not {order!r}")
     names, matrix = interaction["fields"], interaction["matrix"]
     sources = interaction.get("source_fields", names)
-    order = sorted(range(len(names)), key=lambda i: own_fields[sources[i]]["information_abundance"])
-    return heatmap_image([[matrix[i][j] for j in order] for i in order],
+    index = list(range(len(names)))
+    if order == "ia":
+        index.sort(key=lambda i: own_fields[sources[i]]["information_abundance"])
+    how = "fields in the cross layer's order" if order == "field" else "fields by own IA, lowest first"
+    return heatmap_image([[matrix[i][j] for j in index] for i in index],
                          title=f"IA of field i's sub-embedding as field j sees it, {when}",
-                         row_labels=[names[i] for i in order], col_labels=[names[i] for i in order],
-                         xlabel="partner field j (by own IA)", ylabel="source field i",
+                         row_labels=[names[i] for i in index], col_labels=[names[i] for i in index],
+                         xlabel=f"partner field j ({how})", ylabel="source field i",
                          colorbar_label="IA", vmin=None, vmax=None, cmap="magma", annotate=len(names) <= 12)
 
 
@@ -114,13 +129,19 @@ def ia_bar_figure(view_name: str, view: Mapping[str, Any], initial_view: Mapping
     )
 
 
-def ia_over_time_image(view_name: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> np.ndarray:
-    """IA of a few fields over training: ``series`` maps a legend label to ``(global steps, IA)``.
+def ia_over_time_image(view_name: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                       of_ceiling: bool = False) -> np.ndarray:
+    """IA of a few fields over training: ``series`` maps a legend label to ``(global steps, IA)``; with
+    ``of_ceiling`` the values are IA / min(cardinality, K), on a 0..1 scale where the lowest line is the most
+    collapsed field whatever its cardinality.
 
     Example:
         >>> from lightning_recanalysis.figures import ia_over_time_image
         >>> ia_over_time_image("table", {"user (most collapsed)": ([0, 10], [7.5, 3.0])}).shape
         (360, 600, 3)
     """
+    if of_ceiling:
+        return line_image(dict(series), title=f"{view_name}: IA as a share of its max, min(cardinality, K)",
+                          xlabel="global step", ylabel="IA / min(cardinality, K)", ylim=(0.0, 1.05))
     return line_image(dict(series), title=f"{view_name}: information abundance over training", xlabel="global step",
                       ylabel="information abundance")

@@ -16,12 +16,46 @@ import numpy as np
 from .histogram import bin_colors, stacked_histogram_image
 from .pillow import side_by_side
 
-__all__ = ["conflict_subset_image"]
+__all__ = ["LIVE_PANEL_SIZE", "conflict_subset_image", "conflict_subset_panel"]
+
+#: The live panel's size: TensorBoard's default image card is about 340 px wide (the Images tab's cards are 350 px,
+#: the Time Series tab's at least 335), and an image is scaled to the card's width, so a panel drawn this wide is
+#: shown at about its own size, its smallest text (11 px) at least 10 px high.
+LIVE_PANEL_SIZE = (340, 300)
+
+
+def conflict_subset_panel(view: str, view_record: Mapping, mode: str, low_q: float = 40.0, high_q: float = 60.0,
+                          size: tuple[int, int] = LIVE_PANEL_SIZE, note_size: int = 11) -> np.ndarray:
+    """One conflict mode of one view (``view_record["modes"][mode]``) as one panel: the image the monitor logs
+    live per view and mode, sized for TensorBoard's default card (:data:`LIVE_PANEL_SIZE`); a title or note wider
+    than the panel is broken into lines.
+
+    Example:
+        >>> from lightning_recanalysis.figures import conflict_subset_panel
+        >>> shares = {"top": 0.5, "middle": 0.25, "bottom": 0.25}
+        >>> view = {"edges": [0.0, 1.0, 2.0], "low": 0.5, "high": 1.5,
+        ...         "modes": {"a_far_b_near": {"conflict": [2, 1], "rest": [5, 3], "shares": shares}}}
+        >>> conflict_subset_panel("user", view, "a_far_b_near").shape[1]
+        340
+    """
+    colors = bin_colors(view_record["edges"], view_record["low"], view_record["high"])
+    data = view_record["modes"][mode]
+    shares = data["shares"]
+    share_text = ", ".join(f"{name} {shares[key]:.0%}" if shares[key] == shares[key] else f"{name} -"
+                           for name, key in ((f"top {100 - high_q:g}%", "top"), ("middle", "middle"),
+                                             (f"bottom {low_q:g}%", "bottom")))
+    return stacked_histogram_image(
+        view_record["edges"], data["conflict"], data["rest"], colors,
+        title=f"{view}: {mode.replace('_', ' ')}", xlabel="user-item L2 distance in this view", ylabel="pairs",
+        notes=[f"dark: the {int(sum(data['conflict']))} conflict pairs ({share_text}); light: the rest.",
+               f"Blue/grey/red: the view's bottom {low_q:g}% / middle / top {100 - high_q:g}%."],
+        size=size, note_size=note_size)
 
 
 def conflict_subset_image(view: str, view_record: Mapping, low_q: float = 40.0, high_q: float = 60.0) -> np.ndarray:
-    """One panel per conflict mode, side by side, for one view's record (``{"edges", "low", "high", "modes":
-    {mode: {"conflict", "rest", "shares"}}}``, as the entanglement monitor keeps it).
+    """One panel per conflict mode (:func:`conflict_subset_panel`, report size), side by side, for one view's
+    record (``{"edges", "low", "high", "modes": {mode: {"conflict", "rest", "shares"}}}``, as the entanglement
+    monitor keeps it).
 
     Example:
         >>> from lightning_recanalysis.figures import conflict_subset_image
@@ -31,17 +65,5 @@ def conflict_subset_image(view: str, view_record: Mapping, low_q: float = 40.0, 
         >>> conflict_subset_image("user", view).shape
         (290, 440, 3)
     """
-    colors = bin_colors(view_record["edges"], view_record["low"], view_record["high"])
-    panels = []
-    for mode, data in view_record["modes"].items():
-        shares = data["shares"]
-        share_text = ", ".join(f"{name} {shares[key]:.0%}" if shares[key] == shares[key] else f"{name} -"
-                               for name, key in ((f"top {100 - high_q:g}%", "top"), ("middle", "middle"),
-                                                 (f"bottom {low_q:g}%", "bottom")))
-        panels.append(stacked_histogram_image(
-            view_record["edges"], data["conflict"], data["rest"], colors,
-            title=f"{view}: {mode.replace('_', ' ')}", xlabel="user-item L2 distance in this view",
-            ylabel="pairs",
-            notes=[f"dark: the {int(sum(data['conflict']))} conflict pairs ({share_text});",
-                   f"light: the rest. Blue/grey/red: the view's bottom {low_q:g}% / middle / top {100 - high_q:g}%."]))
-    return side_by_side(panels)
+    return side_by_side([conflict_subset_panel(view, view_record, mode, low_q, high_q, size=(440, 290), note_size=10)
+                         for mode in view_record["modes"]])

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .pillow import (INK, cell_text, colormap_colors, nice_ticks, text_size, tick_texts, vertical_glyphs, vertical_text,
-                     write_text)
+from .pillow import (INK, cell_text, colormap_colors, hatch, nice_ticks, text_size, tick_texts, vertical_glyphs,
+                     vertical_text, write_text)
 
 __all__ = ["heatmap_image"]
 
@@ -31,6 +31,8 @@ def heatmap_image(
     annotate: bool = True,
     fmt: str = "{:.2f}",
     colorbar: bool = True,
+    absent=None,
+    absent_label: str = "",
 ) -> np.ndarray:
     """A heatmap of ``matrix`` (rows x columns) with labelled axes, a title and a colour bar.
 
@@ -38,7 +40,9 @@ def heatmap_image(
     cell's own brightness so any colour map stays legible; undefined (NaN) cells are blank. ``vmin``/``vmax``
     None take the data's range. ``cell`` is the cell's size in pixels (one number: square; or ``(width,
     height)``); cells widen to fit their numbers, and to fit short column labels when there are few columns.
-    Column labels wider than a cell are written upwards.
+    Column labels wider than a cell are written upwards. ``absent`` (a boolean matrix of the same shape) marks
+    cells that cannot exist (a singular value beyond a field's rank): they are hatched, carry no number and take
+    no part in the colour scale, and ``absent_label`` names them in a legend line under the map.
 
     Example:
         >>> import numpy as np
@@ -53,6 +57,10 @@ def heatmap_image(
     if data.ndim != 2:
         raise ValueError(f"heatmap_image takes a 2-D matrix, got shape {data.shape}")
     n_rows, n_cols = data.shape
+    absent = np.zeros(data.shape, bool) if absent is None else np.asarray(absent, dtype=bool)
+    if absent.shape != data.shape:
+        raise ValueError(f"heatmap_image: absent has shape {absent.shape}, the matrix {data.shape}")
+    data = np.where(absent, np.nan, data)
     finite = data[np.isfinite(data)]
     low = float(finite.min()) if vmin is None and finite.size else (vmin if vmin is not None else 0.0)
     high = float(finite.max()) if vmax is None and finite.size else (vmax if vmax is not None else 1.0)
@@ -86,14 +94,16 @@ def heatmap_image(
     left = 10 + (label_h + 6 if ylabel else 0) + row_w + 6
     top = 8 + text_size(title, title_size)[1] + 8 + overhang // 2
     col_h = max([text_size(c, tick_size)[0] for c in cols[::col_step]] + [0]) if upright else line_h
-    bottom_h = max(4 + col_h + (6 + label_h if xlabel else 0) + 8, overhang - overhang // 2 + 8)
+    legend = absent_label if absent.any() and absent_label else ""
+    legend_h = line_h + 6 if legend else 0
+    bottom_h = max(4 + col_h + (6 + label_h if xlabel else 0) + legend_h + 8, overhang - overhang // 2 + 8)
     bar_x = left + grid_w + 14
     bar_ticks = nice_ticks(low, high, max(2, min(6, grid_h // 28))) if colorbar else []
     bar_texts = tick_texts(bar_ticks)
     bar_w = (14 + 4 + max(text_size(t, tick_size)[0] for t in bar_texts) + (6 + label_h if colorbar_label else 0)
              if colorbar else 0)
     content_w = bar_x + bar_w + 10 if colorbar else left + grid_w + 10
-    width = max(content_w, text_size(title, title_size)[0] + 20)
+    width = max(content_w, text_size(title, title_size)[0] + 20, 10 + 20 + text_size(legend, tick_size)[0] + 10)
     shift = (width - content_w) // 2  # a title wider than the map: centre the map under it
     left, bar_x = left + shift, bar_x + shift
     height = top + grid_h + bottom_h
@@ -104,6 +114,8 @@ def heatmap_image(
     if n_rows and n_cols:
         pixels = np.repeat(np.repeat(colormap_colors(data, cmap, low, high), cell_h, axis=0), cell_w, axis=1)
         image.paste(Image.fromarray(pixels, "RGB"), (left, top))
+    for r, c in zip(*np.nonzero(absent)):
+        hatch(image, (left + c * cell_w, top + r * cell_h, left + (c + 1) * cell_w - 1, top + (r + 1) * cell_h - 1))
     draw.rectangle([left - 1, top - 1, left + grid_w, top + grid_h], outline=INK)
     if annotate:
         cell_rgb = colormap_colors(data, cmap, low, high).astype(np.float64) / 255
@@ -130,6 +142,12 @@ def heatmap_image(
                label_size)
     if ylabel:
         vertical_text(image, (10 + shift + label_h / 2, top + grid_h / 2), ylabel, label_size)
+    if legend:  # a hatched swatch and what the hatched cells are
+        y = height - 8 - line_h
+        x = max(10, min(left, width - 10 - 20 - text_size(legend, tick_size)[0]))
+        hatch(image, (x, y + 1, x + 13, y + line_h - 2))
+        draw.rectangle([x, y + 1, x + 13, y + line_h - 2], outline=INK)
+        write_text(image, (x + 20, y), legend, tick_size)
 
     if colorbar:  # the colour map from low (bottom) to high (top), with round tick values
         gradient = colormap_colors(np.linspace(high, low, max(grid_h, 2))[:, None], cmap, low, high)

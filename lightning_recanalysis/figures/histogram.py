@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .pillow import GRID, INK, nice_ticks, text_size, tick_texts, vertical_text, write_text
+from .pillow import GRID, INK, nice_ticks, text_size, tick_texts, vertical_text, wrap_text, write_text
 
 __all__ = ["stacked_histogram_image", "bin_colors", "NEAR", "MIDDLE", "FAR"]
 
@@ -24,9 +24,11 @@ def _tint(color: tuple[int, int, int], amount: float = 0.7) -> tuple[int, int, i
 
 def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], upper: Sequence[float],
                             colors: Sequence[tuple[int, int, int]], *, title: str, xlabel: str, ylabel: str,
-                            notes: Sequence[str] = (), size: tuple[int, int] = (440, 290)) -> np.ndarray:
+                            notes: Sequence[str] = (), size: tuple[int, int] = (440, 290),
+                            note_size: int = 10) -> np.ndarray:
     """Bars over ``edges``: ``lower`` counts in each bin's colour, ``upper`` stacked on them in a tint of it,
-    with round ticks, a grid, a title, axis labels and ``notes`` (one line each) under the axes.
+    with round ticks, a grid, a title, axis labels and ``notes`` under the axes. A title or a note wider than the
+    image is broken into lines (the image grows taller), so no text is cut.
 
     Example:
         >>> from lightning_recanalysis.figures import NEAR, FAR, stacked_histogram_image
@@ -36,13 +38,17 @@ def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], uppe
     width, height = size
     edges = np.asarray(edges, dtype=np.float64)
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-    title_size, label_size, tick_size, note_size = 13, 12, 11, 10
+    title_size, label_size, tick_size = 13, 12, 11
     label_h, tick_h, note_h = text_size("Ag", label_size)[1], text_size("Ag", tick_size)[1], text_size("Ag", note_size)[1] + 2
+    titles = wrap_text(title, title_size, width - 16)
+    title_h = text_size("Ag", title_size)[1]
+    notes = [line for note in notes for line in wrap_text(note, note_size, width - 16)]
+    height += title_h * (len(titles) - 1)
     y_high = float(max(1.0, (lower + upper).max(initial=0.0))) * 1.05
     y_ticks = nice_ticks(0.0, y_high, max(3, (height - 100) // 35), integer=True)
     y_texts = tick_texts(y_ticks)
     left = 8 + label_h + 6 + max(text_size(t, tick_size)[0] for t in y_texts) + 8
-    top, right = 8 + text_size(title, title_size)[1] + 6, width - 12
+    top, right = 8 + title_h * len(titles) + 6, width - 12
     bottom = height - (6 + label_h + 3 + tick_h + 3 + 5) - note_h * len(notes)
     x_low, x_high = float(edges[0]), float(edges[-1]) if edges[-1] > edges[0] else float(edges[0]) + 1.0
     x_ticks = nice_ticks(x_low, x_high, max(3, (right - left) // 60))
@@ -68,7 +74,8 @@ def stacked_histogram_image(edges: Sequence[float], lower: Sequence[float], uppe
     for value, text in zip(x_ticks, x_texts):
         draw.line([(to_x(value), bottom), (to_x(value), bottom + 5)], fill=INK)
         write_text(image, (to_x(value) - text_size(text, tick_size)[0] / 2, bottom + 8), text, tick_size)
-    write_text(image, ((left + right - text_size(title, title_size)[0]) / 2, 6), title, title_size)
+    for index, line in enumerate(titles):
+        write_text(image, ((width - text_size(line, title_size)[0]) / 2, 6 + title_h * index), line, title_size)
     label_y = bottom + 8 + tick_h + 3
     write_text(image, ((left + right - text_size(xlabel, label_size)[0]) / 2, label_y), xlabel, label_size)
     vertical_text(image, (8 + label_h / 2, (top + bottom) / 2), ylabel, label_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -179,15 +179,19 @@ def line_image(
     return np.asarray(image)
 
 
-
-def agreement_image(history: Sequence[tuple[float, float]], *, name: str, title: str, ylabel: str) -> np.ndarray:
+def agreement_image(history: Sequence[tuple[float, float]] | Mapping[str, Sequence[tuple[float, float]]], *,
+                    name: str = "", title: str, ylabel: str) -> np.ndarray:
     """A rank correlation (or any value in [-1, 1]) over training: ``history`` is ``(global step, value)`` pairs,
-    drawn as one series ``name`` on a fixed -1..1 scale, so two runs' charts compare at a glance.
+    drawn as one series ``name``, or ``{name: pairs}`` for several labelled series (e.g. the two correlations a
+    finding quotes); on a fixed -1..1 scale, so two runs' charts compare at a glance.
 
     Example:
         >>> from lightning_recanalysis.figures import agreement_image
         >>> agreement_image([(10, 0.2), (20, 0.6)], name="Spearman rho", title="t", ylabel="rho").shape
         (360, 600, 3)
+        >>> agreement_image({"with MI": [(10, 0.2)], "with II": [(10, 0.4)]}, title="t", ylabel="rho").shape
+        (360, 600, 3)
     """
-    return line_image({name: ([s for s, _ in history], [a for _, a in history])}, title=title, xlabel="global step",
-                      ylabel=ylabel, ylim=(-1.05, 1.05))
+    by_name = dict(history) if isinstance(history, Mapping) else {name: history}
+    series = {n: ([s for s, _ in h], [a for _, a in h]) for n, h in by_name.items()}
+    return line_image(series, title=title, xlabel="global step", ylabel=ylabel, ylim=(-1.05, 1.05))

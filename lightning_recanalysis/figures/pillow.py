@@ -27,14 +27,16 @@ from PIL import Image, ImageDraw, ImageFont
 from .png import encode_png
 
 __all__ = [
-    "BLANK", "FRAME", "GRID", "INK", "SUPERSAMPLE", "cell_text", "colormap_colors", "legend_size", "nice_ticks",
-    "png_bytes", "side_by_side", "text_size", "tick_texts", "vertical_glyphs", "vertical_text", "write_text",
+    "ABSENT_LINE", "BLANK", "FRAME", "GRID", "INK", "SUPERSAMPLE", "cell_text", "colormap_colors", "hatch",
+    "legend_size", "nice_ticks", "png_bytes", "side_by_side", "text_size", "tick_texts", "vertical_glyphs",
+    "vertical_text", "wrap_text", "write_text",
 ]
 
 INK = (20, 20, 20)
 GRID = (232, 232, 232)  # matplotlib's grid at alpha 0.3 on white
 FRAME = (204, 204, 204)  # matplotlib's legend frame
 BLANK = (242, 242, 242)  # an undefined (NaN) heatmap cell: no colour of any colour map, and no number in it
+ABSENT_LINE = (190, 190, 190)  # the hatching of a cell that cannot exist (white between the lines)
 SUPERSAMPLE = 2  # lines and markers are drawn this many times larger and scaled down: anti-aliasing
 
 
@@ -97,6 +99,42 @@ def legend_size(names: Sequence[str], size: int) -> tuple[int, int, int]:
 def write_text(image: Image.Image, xy: tuple[float, float], text: str, size: int, fill=INK) -> None:
     """Draw ``text`` with its top-left corner at ``xy`` (rounded to pixels), in ``fill``."""
     image.paste(fill, (int(round(xy[0])), int(round(xy[1]))), _glyphs(text, size))
+
+
+def wrap_text(text: str, size: int, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels at ``size`` (a word wider than
+    ``width`` stays whole on its own line).
+
+    Example:
+        >>> wrap_text("one two three", 12, 10_000)
+        ['one two three']
+        >>> len(wrap_text("one two three", 12, text_size("one two", 12)[0]))
+        2
+    """
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_size(f"{lines[-1]} {word}", size)[0] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def hatch(image: Image.Image, box: tuple[int, int, int, int], spacing: int = 5) -> None:
+    """Fill ``box`` (left, top, right, bottom; inclusive) white with thin diagonal lines: a cell that cannot
+    exist, told apart from every colour of a colour map and from a blank (undefined) cell."""
+    left, top, right, bottom = box
+    draw = ImageDraw.Draw(image)
+    draw.rectangle(box, fill="white")
+    for offset in range(-(bottom - top), right - left + 1, spacing):  # lines of slope -1, clipped to the box
+        x0, y0 = left + offset, bottom
+        x1, y1 = left + offset + (bottom - top), top
+        if x0 < left:
+            x0, y0 = left, bottom - (left - x0)
+        if x1 > right:
+            x1, y1 = right, top + (x1 - right)
+        if x0 <= x1:
+            draw.line([(x0, y0), (x1, y1)], fill=ABSENT_LINE)
 
 
 @lru_cache(maxsize=256)

@@ -38,10 +38,32 @@ def test_spectrum_rows_follow_cardinality_not_record_order():
 def test_interaction_axes_sorted_by_the_fields_own_ia():
     own = {"a": {"information_abundance": 3.0}, "b": {"information_abundance": 1.0}, "c": {"information_abundance": 2.0}}
     m = np.arange(9.0).reshape(3, 3)
-    first = interaction_image({"fields": ["a", "b", "c"], "matrix": m.tolist()}, own, "epoch 0")
+    first = interaction_image({"fields": ["a", "b", "c"], "matrix": m.tolist()}, own, "epoch 0", order="ia")
     perm = [1, 2, 0]  # the same matrix with its fields in another order
-    second = interaction_image({"fields": ["b", "c", "a"], "matrix": m[np.ix_(perm, perm)].tolist()}, own, "epoch 0")
+    second = interaction_image({"fields": ["b", "c", "a"], "matrix": m[np.ix_(perm, perm)].tolist()}, own, "epoch 0",
+                               order="ia")
     assert np.array_equal(first, second)
+    # By default the axes keep the cross layer's field order (the field-pair maps' order): the two differ.
+    assert not np.array_equal(interaction_image({"fields": ["b", "c", "a"], "matrix": m[np.ix_(perm, perm)].tolist()},
+                                                own, "epoch 0"), first)
+
+
+def test_spectrum_cells_beyond_a_fields_rows_are_hatched_not_dark():
+    view = _view(["user", "item", "city"])
+    view["width"] = 12  # city has 7 rows: k = 8..12 cannot exist; item (40) and user (900) fill all 12
+    for f in view["fields"].values():
+        f["normalized_spectrum"] = f["normalized_spectrum"] + [0.0] * 9
+    image = spectrum_heatmap_image("t", view, "epoch 1")
+    dark = (np.asarray(colormaps["viridis"](0.0)[:3]) * 255).round().astype(np.uint8)
+    hatch_line = np.array([190, 190, 190], np.uint8)
+    rows_dark = np.nonzero((image == dark).all(axis=2))[0]
+    rows_hatched = np.nonzero((image == hatch_line).all(axis=2))[0]
+    assert rows_hatched.size > 100  # the 5 impossible cells of city's row, and the legend's swatch
+    # city is the first row (lowest cardinality): its hatched cells lie above every dark (collapsed) cell.
+    assert np.median(rows_hatched) < np.median(rows_dark)
+    no_impossible = spectrum_heatmap_image("t", _view(["user", "item", "city"]), "epoch 1")
+    # No impossible cell: no hatching, nor a legend line (a few anti-aliased text pixels share the grey).
+    assert (no_impossible == hatch_line).all(axis=2).sum() < 20 and no_impossible.shape[0] < image.shape[0]
 
 
 def _bars(image, colors):

@@ -37,13 +37,19 @@ def _field_numbers(view_name: str, name: str, fld: Mapping[str, Any], width: int
 
 
 def _ia_over_time(view_name: str, per_field: dict[str, dict[str, Any]]) -> Any:
-    """The two most and two least collapsed fields' IA over training (by IA as a fraction of its ceiling)."""
+    """The two most and two least collapsed fields over training, as IA / min(cardinality, K): on that scale the
+    lowest line is the most collapsed field, whatever its cardinality, so the legend and the lines agree."""
     ratio = {n: per_field[n]["information_abundance"] / per_field[n]["ceiling"] for n in per_field}
     ordered = sorted(ratio, key=ratio.get)
     chosen = list(dict.fromkeys(ordered[:2] + ordered[-2:]))
-    series = {f"{n} (most collapsed)" if n in ordered[:2] else f"{n} (least collapsed)":
-              ([s for s, _ in per_field[n]["history"]], [v for _, v in per_field[n]["history"]]) for n in chosen}
-    return ia_over_time_image(view_name, series)
+    chosen.sort(key=ratio.get, reverse=True)  # the legend top down, as the lines end
+    series = {}
+    for n in chosen:
+        which = "most collapsed" if n in ordered[:2] else "least collapsed"
+        label = f"{n} ({per_field[n]['cardinality']}): {ratio[n]:.0%} of max, {which}"
+        ceiling = per_field[n]["ceiling"]
+        series[label] = ([s for s, _ in per_field[n]["history"]], [v / ceiling for _, v in per_field[n]["history"]])
+    return ia_over_time_image(view_name, series, of_ceiling=True)
 
 
 def collapse_section(records: list[SpectrumRecord], thresholds: ReportThresholds, figures: bool = True) -> Section:
@@ -113,9 +119,11 @@ def collapse_section(records: list[SpectrumRecord], thresholds: ReportThresholds
             "A row that goes dark after a few columns is a field that uses only those directions."))
         if has_epochs and view["fields"]:
             section.figures.append(ReportFigure(
-                f"collapse_{safe}_ia_over_time", f"{view_name}: IA over training, most and least collapsed fields",
+                f"collapse_{safe}_ia_over_time", f"{view_name}: IA over training, the most and least collapsed fields",
                 _ia_over_time(view_name, per_field),
-                "Step 0 is the initial weights. Most/least collapsed by IA as a fraction of min(cardinality, K)."))
+                "IA as a share of the most it can reach, min(cardinality, K), so fields of any cardinality share "
+                "one scale: the lowest line is the most collapsed field. Step 0 is the initial weights; the legend "
+                "gives each field's cardinality and its share at the last epoch."))
     interaction = last.interaction
     if interaction is not None:
         view_fields = last.views[interaction["view"]]["fields"]
@@ -124,11 +132,18 @@ def collapse_section(records: list[SpectrumRecord], thresholds: ReportThresholds
                                   "column_mean_vs_partner_ia_pearson": cols_r}
         if figures:
             section.figures.append(ReportFigure(
-                "collapse_interaction", f"{interaction['view']}: interaction collapse through {interaction['layer']}",
-                interaction_image(interaction, view_fields, _when(last)),
+                "collapse_interaction",
+                f"{interaction['view']}: interaction collapse through {interaction['layer']}, fields in the cross "
+                "layer's order", interaction_image(interaction, view_fields, _when(last), order="field"),
                 "Entry (i, j): IA of field i's sub-embedding E_i W_ij^T as partner j sees it through the first cross "
-                "layer; both axes sorted by the fields' own IA (colour scale: IA). The interaction-collapse law: "
-                "low-IA fields drag down the fields they interact with."))
+                "layer (colour scale: IA). Both axes in the cross layer's field order, the order of the field-pair "
+                "maps, so the two lay one over the other."))
+            section.figures.append(ReportFigure(
+                "collapse_interaction_by_ia",
+                f"{interaction['view']}: interaction collapse through {interaction['layer']}, fields by own IA",
+                interaction_image(interaction, view_fields, _when(last), order="ia"),
+                "The same matrix with both axes sorted by the fields' own IA, lowest first. The interaction-collapse "
+                "law: low-IA fields drag down the fields they interact with (dark rows and columns at the top left)."))
     section.findings = collapse_findings(typed, thresholds)
     section.numbers = numbers
     return section

@@ -45,16 +45,26 @@ def conflict_section(records: list[ConflictRecord], thresholds: ReportThresholds
              for (view, fld, pair), s in last.pair_statistics().items()}
     if not stats:
         section.notes.append("no cosine could be measured (fewer than two tasks reached the embeddings)")
+    # A row without a cosine (a task's gradient never reaches the view, as another task's STEM chunk) says
+    # nothing: such rows are left out, and a note names their views.
+    empty = sorted({view for (view, _, _), st in stats.items() if st.cosine_mean is None})
+    for view in empty:
+        gone = sum(k[0] == view and st.cosine_mean is None for k, st in stats.items())
+        of = sum(k[0] == view for k in stats)
+        section.notes.append(f"`{view}`: {'no' if gone == of else f'{gone} of its {of} rows have no'} gradient cosine "
+                             f"(fewer than two tasks' gradients reach {'it' if gone == of else 'them'}): "
+                             f"{'its' if gone == of else 'those'} {gone} rows are left out of the table")
     rows = [[view, field, pair.replace("_vs_", " vs "), format_value(st.cosine_mean, 3),
              format_value(st.negative_fraction, 3), format_value(st.norm_ratio, 3),
              "-" if st.probes is None else st.probes, format_value(st.cosine_std, 3)]
-            for (view, field, pair), st in sorted(stats.items())]
+            for (view, field, pair), st in sorted(stats.items()) if st.cosine_mean is not None]
     section.findings = conflict_findings(epochs, thresholds)
-    section.tables.append(ReportTable(
-        f"Task-pair gradient statistics, epoch {last.epoch} ({last.measured_steps} measured steps; "
-        f"{'per rank' if last.world_size > 1 else 'single process'})",
-        ["view", "field", "task pair", "mean cosine", "negative fraction", "norm ratio", "probes", "cosine sd"],
-        rows))
+    if rows:
+        section.tables.append(ReportTable(
+            f"Task-pair gradient statistics, epoch {last.epoch} ({last.measured_steps} measured steps; "
+            f"{'per rank' if last.world_size > 1 else 'single process'})",
+            ["view", "field", "task pair", "mean cosine", "negative fraction", "norm ratio", "probes", "cosine sd"],
+            rows))
     history: dict[str, list[list[float]]] = defaultdict(list)
     for record in epochs:
         for (view, fld, pair), s in record.pair_statistics().items():
@@ -126,7 +136,8 @@ def entanglement_section(records: list[EntanglementRecord], thresholds: ReportTh
     section.tables.append(ReportTable(
         f"Each task's AUROC by sample subset (epoch {last.epoch}; '-' where the task's label is constant)",
         ["subset"] + list(last.tasks),
-        [[name] + [format_value(last.auroc.get(t, {}).get(name), 3) for t in last.tasks] for name in auroc_subsets]))
+        [[name] + [format_value(last.auroc.get(t, {}).get(name), 3) for t in last.tasks] for name in auroc_subsets
+         if any(last.auroc.get(t, {}).get(name) is not None for t in last.tasks)]))
     section.numbers = {"last_epoch": last.epoch, "tasks": last.tasks, "views": views, "metrics": last.metrics}
     add_conflict_subsets(section, last, figures)
     histograms = last.histograms

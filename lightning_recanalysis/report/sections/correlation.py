@@ -67,10 +67,17 @@ def correlation_section(records: list[BehaviorTargetRecord], thresholds: ReportT
                 "between 'the behaviour at p has this category' and the label (bits, min-max normalised); right: "
                 "the same cells read from the model's embeddings (softmax of z-scored <e, v> times ||r||)."))
     if history:
+        lines = {"mean over targets": history}
+        for target in last.targets[:6]:  # each target's own line, as the table gives each its number
+            points = [(r.step, t["agreement"]) for r in epochs for t in r.targets
+                      if t["target_category"] == target["target_category"] and t.get("agreement") is not None]
+            if points and len(last.targets) > 1:
+                lines[f"target {target['name']}"] = points
         section.figures.append(ReportFigure(
             "correlation_agreement", "Agreement of the learned map with the data over training",
-            agreement_image(history, name="mean over targets", title="learned vs ground truth: Spearman over map cells",
-                            ylabel="rank correlation"), ""))
+            agreement_image(lines, title="learned vs ground truth: Spearman over map cells", ylabel="rank correlation"),
+            "Spearman's rho between the learned map and the data's, over the map's cells: the mean over the target "
+            "categories" + (" and each target's own" if len(lines) > 1 else "") + ", epoch by epoch."))
     section.figures.append(ReportFigure(
         "correlation_same_category", "Same-category mutual information by position",
         same_category_image(last),

@@ -64,12 +64,17 @@ def field_pair_section(records: list[FieldPairRecord], thresholds: ReportThresho
                 continue
             section.figures.append(ReportFigure(f"field_pair_{which}", which.replace("_", " "),
                                                 field_pair_image(published[-1], which), caption))
-        history = [(r.step, r.agreement) for r in epochs if r.agreement is not None]
+        history = {"with pair MI": [(r.step, r.agreement) for r in epochs if r.agreement is not None],
+                   "with interaction information": [(r.step, r.agreement_interaction) for r in epochs
+                                                    if r.agreement_interaction is not None]}
+        history = {name: points for name, points in history.items() if points}
         if history:
             section.figures.append(ReportFigure(
                 "field_pair_agreement", "Agreement between the learned and the ground-truth pair maps",
-                agreement_image(history, name="Spearman rho", title="learned vs data: rank correlation over pairs",
+                agreement_image(history, title="learned pair strength vs the data: Spearman rho over pairs",
                                 ylabel="Spearman rho"),
-                "1: the model couples the pairs in the order the data ranks them."))
+                "The two rank correlations the finding quotes, epoch by epoch: the learned pair strength against "
+                "the pair MI and against the interaction information. 1: the model couples most the pairs the "
+                "data ranks first."))
     return section
 
