@@ -24,8 +24,9 @@ from ._common import machine, median, run_worker, table
 
 SUPPORTS_QUICK = True
 
-_HOOKS = ("setup", "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_train_batch_end",
-          "on_before_backward", "on_after_backward", "on_train_epoch_end", "on_validation_batch_end",
+_HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_batch_start",
+          "on_train_batch_end", "on_before_backward", "on_after_backward", "on_train_epoch_end",
+          "on_validation_epoch_start", "on_validation_batch_start", "on_validation_batch_end",
           "on_validation_epoch_end", "on_fit_end", "on_before_optimizer_step", "teardown")
 
 
@@ -88,6 +89,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="2 epochs, 2 repeats")
+    parser.add_argument("--share-only", action="store_true",
+                        help="only the time inside the monitors (all together), min / median / max over the repeats")
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "MONITORS", "EPOCHS"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -98,6 +101,14 @@ def main(argv=None) -> None:
     repeats = 2 if args.quick else args.repeats
     print(f"monitor cost per demo model; {machine()}; median of {repeats} fresh processes, interleaved")
     rows = []
+    if args.share_only:
+        for model in args.models.split(","):
+            runs = [run_worker("benchmarks.bench_overhead", model, "all", str(epochs)) for _ in range(repeats)]
+            shares = sorted(sum(r["monitors"].values()) / r["total"] for r in runs)
+            rows.append([model, f"{median(r['total'] for r in runs):.1f}",
+                         " / ".join(f"{100 * x:.2f}%" for x in (shares[0], median(shares), shares[-1]))])
+        print(table(["model", "fit s (monitored)", "time inside monitors: min / median / max"], rows))
+        return
     for model in args.models.split(","):
         probe = run_worker("benchmarks.bench_overhead", model, "all", str(epochs))
         variants = ["none", "all"] + (probe["names"] if len(probe["names"]) > 1 else [])
