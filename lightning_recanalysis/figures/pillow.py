@@ -189,15 +189,32 @@ def cell_text(fmt: str, value: float) -> str:
     return text
 
 
-def side_by_side(images: Sequence[np.ndarray], gap: int = 12) -> np.ndarray:
-    """Images in one row, top-aligned on white (e.g. two maps of the same cells).
+def side_by_side(images: Sequence[np.ndarray], gap: int = 12, titles: Sequence[str] | None = None,
+                 title_size: int = 13) -> np.ndarray:
+    """Images in one row, top-aligned on white (e.g. two maps of the same cells); with ``titles``, each written
+    above its image, centred and broken into lines that fit the image's width (so a title never runs into its
+    neighbour's).
 
     Example:
         >>> import numpy as np
         >>> from lightning_recanalysis.figures import side_by_side
         >>> side_by_side([np.zeros((4, 3, 3), np.uint8), np.zeros((2, 5, 3), np.uint8)], gap=2).shape
         (4, 10, 3)
+        >>> side_by_side([np.zeros((4, 300, 3), np.uint8)], titles=["run a"]).shape[0] > 4
+        True
     """
+    if titles is not None:
+        line_h = text_size("Ag", title_size)[1]
+        headed = []
+        for im, title in zip(images, titles):
+            lines = wrap_text(title, title_size, im.shape[1] - 8)
+            width = max([im.shape[1]] + [text_size(line, title_size)[0] + 8 for line in lines])
+            head = Image.new("RGB", (width, 6 + line_h * len(lines) + 4), "white")
+            for k, line in enumerate(lines):
+                write_text(head, ((width - text_size(line, title_size)[0]) / 2, 6 + line_h * k), line, title_size)
+            body = np.pad(im, ((0, 0), (0, width - im.shape[1]), (0, 0)), constant_values=255)
+            headed.append(np.concatenate([np.asarray(head), body], axis=0))
+        images = headed
     height = max(im.shape[0] for im in images)
     parts = []
     for index, im in enumerate(images):
