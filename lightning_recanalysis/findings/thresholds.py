@@ -33,7 +33,8 @@ class ReportThresholds:
         alpha: the family-wise error rate of the tests behind a claim (Bonferroni over what is tested).
         min_agreement: a model's learned correlation disagrees with the data when the upper end of the interval of
             the rank correlation between the learned and the ground-truth map is below this.
-        max_findings_per_section: the most findings one analysis puts at the top; the rest follow below.
+        top_findings: the most pressing findings (problems, then inconclusive ones) shown at the top of a report;
+            the rest follow under "More findings".
 
     Example:
         >>> from lightning_recanalysis.findings import ReportThresholds
@@ -51,4 +52,4 @@ class ReportThresholds:
     conflict_window: int = 4
     alpha: float = 0.05
     min_agreement: float = 0.5
-    max_findings_per_section: int = 6
+    top_findings: int = 5

@@ -25,13 +25,15 @@ def build_report(run: RunData, out_dir: str | Path, thresholds: ReportThresholds
         >>> json.loads(paths["summary"].read_text())["notes"][0][:26]
         'no analysis records found:'
     """
-    return write_run_report(run, build_sections(run, thresholds), out_dir)
+    return write_run_report(run, build_sections(run, thresholds), out_dir, thresholds)
 
 
-def write_run_report(run: RunData, sections: list[Section], out_dir: str | Path) -> dict[str, Path]:
+def write_run_report(run: RunData, sections: list[Section], out_dir: str | Path,
+                     thresholds: ReportThresholds | None = None) -> dict[str, Path]:
     """Write one run's report from its built sections (:func:`build_report` without building them)."""
     notes = list(run.notes)
     if not run.records:
         notes.append("no analysis records found: was a lightning_recanalysis monitor attached, with a TensorBoardLogger?")
     return write_report(sections, out_dir, title=f"Analysis report: {run.name}",
-                        run={"name": run.name, "path": run.path}, notes=notes)
+                        run={"name": run.name, "path": run.path}, notes=notes,
+                        top_findings=(thresholds or ReportThresholds()).top_findings)

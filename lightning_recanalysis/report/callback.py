@@ -36,7 +36,7 @@ class AnalysisReport(Callback):
 
     - ``report.html``: one self-contained file, figures embedded;
     - ``report.md`` and ``figures/*.png`` beside it;
-    - ``summary.json``: every number the report shows (schema ``lightning_recanalysis/summary``, version 1).
+    - ``summary.json``: every number the report shows (schema ``lightning_recanalysis/summary``, version 2).
 
     The same report can be rebuilt later from the event files alone: ``python -m lightning_recanalysis report
     RUN_DIR``. Writing never stops training: a failure is one warning.
@@ -141,7 +141,7 @@ class AnalysisReport(Callback):
             run = run_from_callbacks(self._monitors(trainer), name=run_name(target), path=target)
             sections = build_sections(run, self.thresholds)
             self.findings = ranked(as_finding(s, f) for s in sections for f in s.findings)
-            self.paths = write_run_report(run, sections, target)
+            self.paths = write_run_report(run, sections, target, self.thresholds)
         except Exception as err:  # disk full, unwritable directory, a figure that cannot be drawn
             warnings.warn(f"AnalysisReport: the report could not be written to {target} ({type(err).__name__}: "
                           f"{err}); training results are unaffected.", RuntimeWarning)

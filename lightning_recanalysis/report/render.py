@@ -100,7 +100,8 @@ def as_finding(section: Section, finding: Finding | str) -> Finding:
     return Finding(section.namespace, "note", "fine", section.namespace, str(finding))
 
 
-#: Findings shown at the top of a report; the rest (and every ``fine`` one) follow under "More findings".
+#: Findings shown at the top of a report by default (``ReportThresholds.top_findings``); the rest, and every
+#: ``fine`` one, follow under "More findings".
 TOP_FINDINGS = 5
 
 COVERAGE_HEADERS = ["monitor", "analysis", "runs", "how, or why not"]
@@ -158,7 +159,8 @@ th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
 
 
 def write_report(sections: list[Section], out_dir: str | Path, *, title: str, run: dict[str, Any],
-                 notes: Iterable[str] = (), stem: str = "report", summary_name: str = "summary.json") -> dict[str, Path]:
+                 notes: Iterable[str] = (), stem: str = "report", summary_name: str = "summary.json",
+                 top_findings: int = TOP_FINDINGS) -> dict[str, Path]:
     """Render sections into ``out_dir``: ``<stem>.html`` (figures embedded), ``<stem>.md`` with ``figures/*.png``
     and ``summary_name`` (JSON, schema :func:`summary_schema`); returns the paths written (``html``,
     ``markdown``, ``summary``). Non-finite numbers become ``null`` in the JSON.
@@ -187,7 +189,7 @@ def write_report(sections: list[Section], out_dir: str | Path, *, title: str, ru
             (figures_dir / f"{fig.name}.png").write_bytes(fig.png)
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     findings = ranked(as_finding(s, f) for s in sections for f in s.findings)
-    top = [f for f in findings if f.verdict != "fine"][:TOP_FINDINGS]
+    top = [f for f in findings if f.verdict != "fine"][:top_findings]
     rest = [f for f in findings if f not in top]
     coverage = coverage_rows(sections)
 

@@ -294,11 +294,9 @@ def in_cross_module(model: nn.Module, name: str) -> bool:
         >>> in_cross_module(model, "cross.0"), in_cross_module(model, "tower")
         (True, False)
     """
-    parts = name.split(".")
-    module = model
-    for part in ["", *parts]:
-        if part:
-            module = getattr(module, part)
+    module = model  # the model's own class name says nothing: a "CrossDomainRec" is no cross layer
+    for part in name.split(".") if name else []:
+        module = getattr(module, part)
         if "cross" in part.lower() or "cross" in type(module).__name__.lower():
             return True
     return False
