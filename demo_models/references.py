@@ -9,6 +9,7 @@ reads each one's checkpoint once.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -28,10 +29,12 @@ def train_references(data: str, seed: int, out: Path, epochs: int | None = None,
 
     from .data.multitask import SYNTHETIC_TASKS, CENSUS_TASKS
     from .multitask import build
+    from .progress import EpochLines, log_every, say
 
     tasks = SYNTHETIC_TASKS if data.startswith("synthetic") else CENSUS_TASKS
     runs = {}
     for task in tasks:
+        say(f"single-task reference for '{task}' on {data} (for the conflict subsets): building and training")
         pl.seed_everything(seed, workers=True, verbose=False)
         experiment = build("shared_bottom", data, seed, monitors=False, n_samples=n_samples, task=task,
                            lr=REFERENCE_LR)
@@ -40,12 +43,15 @@ def train_references(data: str, seed: int, out: Path, epochs: int | None = None,
         if Path(logger.log_dir).is_dir():  # a fresh fit, as for the demos themselves
             shutil.rmtree(logger.log_dir)
         trainer = pl.Trainer(max_epochs=epochs or experiment.max_epochs, logger=logger, accelerator=accelerator,
-                             devices=1, enable_progress_bar=not quiet, enable_model_summary=False,
-                             log_every_n_steps=10, deterministic=True if accelerator == "cpu" else "warn")
+                             devices=1, enable_progress_bar=not quiet and sys.stderr.isatty(),
+                             enable_model_summary=False,
+                             callbacks=[EpochLines(f"reference '{task}'")],
+                             log_every_n_steps=log_every(experiment.train_loader),
+                             deterministic=True if accelerator == "cpu" else "warn")
         start = time.perf_counter()
         trainer.fit(experiment.module, experiment.train_loader, experiment.val_loader)
-        print(f"[demo] single-task reference for '{task}' on {data}: {experiment.description}; trained in "
-              f"{time.perf_counter() - start:.1f} s -> {logger.log_dir}")
+        say(f"single-task reference for '{task}' on {data}: {experiment.description}; trained in "
+            f"{time.perf_counter() - start:.1f} s -> {logger.log_dir}")
         runs[task] = Path(logger.log_dir)
     return runs
 

@@ -6,5 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 if [ "$#" -eq 0 ]; then set -- all; fi
-python -m demo_models "$@" --out runs --quiet
-echo "Open the dashboard with:  . .venv/bin/activate && tensorboard --logdir runs"
+python -m demo_models "$@" --out runs --quiet  # ends with the reports written and the TensorBoard command
