@@ -46,7 +46,8 @@ def validation_metrics(run: RunData) -> dict[str, float]:
     ``val_loss``), by tag.
 
     Example:
-        >>> validation_metrics(RunData("r", "r", scalars={"val/auroc": [(10, 0.7), (20, 0.75)], "train/loss": [(20, 1.0)]}))
+        >>> run = RunData("r", "r", scalars={"val/auroc": [(10, 0.7), (20, 0.75)], "train/loss": [(20, 1.0)]})
+        >>> validation_metrics(run)
         {'val/auroc': 0.75}
     """
     return {tag: series[-1][1] for tag, series in sorted(run.scalars.items())
@@ -206,7 +207,8 @@ BY_NAMESPACE = {"collapse": _collapse, "correlation/field_pair": _field_pair, "c
                 "conflict": add_gradient_conflict_comparison}
 
 
-def compare_runs(runs: list[RunData], out_dir: str | Path, thresholds: ReportThresholds | None = None) -> dict[str, Path]:
+def compare_runs(runs: list[RunData], out_dir: str | Path,
+                 thresholds: ReportThresholds | None = None) -> dict[str, Path]:
     """Write ``compare.html``, ``compare.md``, ``figures/`` and ``compare.json`` for two or more runs; returns
     the paths written, by kind. Runs with the same name are told apart by their paths.
 

@@ -57,8 +57,8 @@ def add_gradient_conflict_comparison(section: Section, runs: list[RunData], labe
         ...                                   {"mmoe": "mmoe", "stem": "stem"})
         >>> section.tables[0].rows[0]
         ['user', 'a vs b', '-0.250', '0.250', '+0.500']
-        >>> section.notes
-        ['conflict: `emb` (mmoe) = `emb[shared]` (stem), matched by their 2 field names (the runs name the view differently).']
+        >>> print(section.notes[0])
+        conflict: `emb` (mmoe) = `emb[shared]` (stem), matched by their 2 field names (the runs name the view differently).
     """
     last: dict[str, ConflictRecord] = {}
     for run in runs:

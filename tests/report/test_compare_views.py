@@ -41,7 +41,8 @@ def test_concatenated_and_per_feature_tables_line_up_field_by_field(tmp_path):
     assert "difference: dcnv2_per_feature minus dcnv2." in section["notes"]
     assert any(f["file"].endswith("_ia.png") for f in section["figures"])
     validation = data["analyses"]["validation"]["tables"][0]
-    assert validation["rows"] == [["val/auroc", "0.8400", "0.8500", "+0.0100"], ["val/loss", "0.5700", "0.5700", "+0.0000"]]
+    assert validation["rows"] == [["val/auroc", "0.8400", "0.8500", "+0.0100"],
+                                  ["val/loss", "0.5700", "0.5700", "+0.0000"]]
 
 
 def _conflict_run(name, views):
