@@ -105,7 +105,7 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
     - ``conflict/<view>/cosine_heatmap`` (image): the view's fields (and the whole view) x task pairs, mean
       gradient cosine, -1 (red) to 1 (blue), blank where undefined: the map the report draws, drawn every
       ``heatmap_every_n_epochs`` analysed epochs and after the last epoch (the scalars carry the same numbers
-      every epoch).
+      every epoch); none for a map of one cell (one field, two tasks), whose number is the scalar.
     - ``conflict/<view>/<a>_vs_<b>/cosine_per_step`` (histogram): the per-step cosines, one value per field and
       measured step.
     - ``conflict/setup`` (text, once): the tables, fields, column groups and tasks the monitor watches.
@@ -351,7 +351,8 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
             if last or epoch % (self.heatmap_every_n_epochs * self.every_n_epochs) == 0:
                 for name, view in record.views.items():
                     rows, pairs, matrix = view.cosine_matrix()
-                    if pairs and np.isfinite(matrix).any():
+                    # One cell (a one-field view, two tasks) is the scalar .../cosine_mean already: no image.
+                    if len(rows) * len(pairs) > 1 and np.isfinite(matrix).any():
                         image = field_pair_cosine_image(name, np.array(matrix), rows, [pair_name(p) for p in pairs],
                                                         record.epoch)
                         self.writer.image(trainer, f"conflict/{name}/cosine_heatmap", image, step=step)

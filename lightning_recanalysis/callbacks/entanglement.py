@@ -24,7 +24,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from typing_extensions import override
 
 from ..checks import check_positive_int
-from ..figures.conflict_subset import conflict_subset_image
+from ..figures.conflict_subset import conflict_subset_panel
 from ..parallel.distributed import data_parallel_group
 from ..findings.entanglement import entanglement_findings
 from ..records import EntanglementRecord, EntanglementView
@@ -104,7 +104,7 @@ class EntanglementMonitor(AnalysisCallback):
       selected_pairs``, ``.../<mode>/pairs`` and ``/fraction``; per view ``.../<view>/<mode>/share_top``,
       ``share_middle``, ``share_bottom``, ``agreement_<task>``, ``.../<view>/rank_correlation_<task>``;
       histograms ``.../<view>/<mode>/distance`` and (first analysis) ``.../reference[<task>]/distance``; image
-      ``.../<view>/histogram`` (the authors' figure, one panel per mode).
+      ``.../<view>/<mode>/histogram`` (the authors' figure, one mode per image, sized for TensorBoard's card).
 
     **Distributed.** Every rank collects its own pairs; at epoch end they are gathered from all ranks (one
     gather), so every rank computes and would log the same numbers on the pairs of all ranks; rank 0 writes.
@@ -381,7 +381,7 @@ class EntanglementMonitor(AnalysisCallback):
 
 
 def conflict_images(part: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
-    """The authors' conflict-subset figure per view, as ``(tag, image)`` for the live images."""
-    return [(f"{CONFLICT_PREFIX}/{view}/histogram",
-             conflict_subset_image(view, view_part, low_q=part["low"], high_q=part["high"]))
-            for view, view_part in part["views"].items() if part["pairs"] >= 2]
+    """The authors' conflict-subset figure per view and mode, one panel an image, as ``(tag, image)``."""
+    return [(f"{CONFLICT_PREFIX}/{view}/{mode}/histogram",
+             conflict_subset_panel(view, view_part, mode, low_q=part["low"], high_q=part["high"]))
+            for view, view_part in part["views"].items() if part["pairs"] >= 2 for mode in view_part["modes"]]

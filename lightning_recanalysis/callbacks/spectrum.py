@@ -82,11 +82,11 @@ class EmbeddingSpectrumMonitor(CrossLayoutHooks, AnalysisCallback):
 
     Images (TensorBoard):
         - ``collapse/<view>/spectrum_heatmap``: fields (sorted by cardinality) x singular-value index, s_k / s_1,
-          colour 0 to 1, zero-padded to K.
+          colour 0 to 1; cells beyond a field's rows (no such singular value) hatched, with a legend line.
         - ``collapse/<view>/information_abundance_vs_init``: IA per field now beside IA at fit start.
         - ``collapse/<view>/interaction_information_abundance``: the N x N matrix of IA of field i's
-          sub-embedding as seen by field j through the first cross layer, rows and columns sorted by the
-          fields' own IA (Guo et al.'s interaction-collapse figure).
+          sub-embedding as seen by field j through the first cross layer, rows and columns in the cross layer's
+          field order, as the field-pair maps (the report adds the same matrix sorted by the fields' own IA).
 
     Text (TensorBoard):
         - ``collapse/inventory``: the tables, fields, column groups and field sets found, and the cross layer's

@@ -117,7 +117,7 @@ def test_conflict_subsets_and_shares_match_numpy(tmp_path, chunks):
         assert sum(hist["conflict"]) == modes[mode].sum() and sum(hist["conflict"]) + sum(hist["rest"]) == len(ids)
     tags = read_events(tmp_path / "tb" / "version_0").Tags()
     view = next(iter(views))
-    assert f"entanglement/conflict/{view}/histogram" in tags["images"]
+    assert {f"entanglement/conflict/{view}/{mode}/histogram" for mode in modes} <= set(tags["images"])
     assert f"entanglement/conflict/{view}/like_far_finish_near/distance" in tags["histograms"]
     # The references are copies on the CPU, outside the trained model: never optimised, saved or moved.
     assert not any(p is like.embedding.weight for p in model.parameters())
