@@ -7,6 +7,12 @@
 
 The first cross layer's W_0 is what the interaction-collapse analysis reads: block (j, i) maps field i's
 embedding into field j's slot.
+
+The demo keeps a checkpoint of every epoch (``<log dir>/checkpoints/epoch=E-step=S.ckpt``), holding the field
+names among its hyperparameters, so that the trajectory can be analysed again offline with the demo's monitors:
+
+    python -m lightning_recanalysis analyze runs/dcnv2-synthetic/monitors/checkpoints \
+        --model demo_models.dcnv2.DCNv2 --monitors demo_models.dcnv2.monitors --out runs/dcnv2-offline
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 import torchmetrics
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from .common import Experiment, synthetic_size
@@ -48,8 +55,12 @@ class CrossNetworkV2(nn.Module):
 
 
 class DCNv2(pl.LightningModule):
+    """``field_names`` (saved with the hyperparameters) name the fields for :func:`monitors`; ``every_epoch``: keep
+    a checkpoint of every epoch where the Trainer checkpoints with Lightning's default (the last one only)."""
+
     def __init__(self, field_dims: list[int], embed_dim: int = 16, cross_layers: int = 3,
-                 mlp_dims: tuple[int, ...] = (256, 128), dropout: float = 0.1, lr: float = 1e-3) -> None:
+                 mlp_dims: tuple[int, ...] = (256, 128), dropout: float = 0.1, lr: float = 1e-3,
+                 field_names: list[str] | None = None, every_epoch: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
@@ -81,6 +92,34 @@ class DCNv2(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
+    def configure_callbacks(self):
+        # Only in place of Lightning's default checkpoint (a Trainer without checkpointing, or with a checkpoint
+        # callback of its own, is left as it is).
+        trainer = self._trainer
+        default = trainer is not None and [
+            (type(c), c.save_top_k, c.monitor, c.dirpath) for c in trainer.checkpoint_callbacks] == [
+            (ModelCheckpoint, 1, None, None)]
+        if not self.hparams.get("every_epoch", True) or not default or trainer.state.fn != "fit":
+            return []
+        return [ModelCheckpoint(filename="{epoch}-{step}", save_top_k=-1, every_n_epochs=1)]
+
+
+def monitors(module: DCNv2) -> list:
+    """The demo's two monitors for a trained DCNv2 (from its hyperparameters), e.g. to analyse its checkpoints:
+    ``python -m lightning_recanalysis analyze DIR --model demo_models.dcnv2.DCNv2 --monitors demo_models.dcnv2.monitors``."""
+    dims = list(module.hparams.field_dims)
+    names = list(module.hparams.get("field_names") or [f"f{i}" for i in range(len(dims))])
+    return demo_monitors(names, dims)
+
+
+def demo_monitors(field_names: list[str], field_dims: list[int]) -> list:
+    """The spectrum monitor (through the first cross layer) and the field-pair monitor, as the demo trains with."""
+    from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
+
+    # Which field pairs tell about the click in the data, beside how strongly the cross layer couples them.
+    return [EmbeddingSpectrumMonitor(field_dims=dict(zip(field_names, field_dims)), cross_layer="cross.layers.0"),
+            FieldPairCorrelationMonitor(field_names, field_dims=field_dims, cross_layer="cross.layers.0")]
+
 
 def ctr_split(data: str, seed: int, n_samples: int | None = None):
     """The CTR demos' data: ``(ctr, train, val, batch_size, epochs)`` for ``data`` ("synthetic" or the Criteo
@@ -96,23 +135,18 @@ def ctr_split(data: str, seed: int, n_samples: int | None = None):
     return ctr, train, val, batch_size, epochs
 
 
-def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None) -> Experiment:
-    from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor
+def demo_loader(split: str = "val", data: str = "synthetic", seed: int = 0, n_samples: int | None = None):
+    """The demo's ``"train"`` or ``"val"`` loader, as :func:`build` makes it (the training loader's first epoch
+    gives the batches in the order the live run counted them), e.g. for ``python -m lightning_recanalysis analyze
+    ... --data demo_models.dcnv2.demo_loader --data-args '{"split": "train"}'``."""
+    _, train, val, batch_size, _ = ctr_split(data, seed, n_samples)
+    return batch_loader(train, batch_size, shuffle=True, seed=seed) if split == "train" else batch_loader(val, 4096, shuffle=False)
 
+
+def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | None = None) -> Experiment:
     ctr, train, val, batch_size, epochs = ctr_split(data, seed, n_samples)
-    module = DCNv2(ctr.field_dims)
-    callbacks = []
-    if monitors:
-        callbacks.append(EmbeddingSpectrumMonitor(
-            field_dims=dict(zip(ctr.field_names, ctr.field_dims)),
-            cross_layer="cross.layers.0",
-        ))
-        # Which field pairs tell about the click in the data, beside how strongly the cross layer couples them.
-        callbacks.append(FieldPairCorrelationMonitor(
-            ctr.field_names,
-            field_dims=ctr.field_dims,
-            cross_layer="cross.layers.0",
-        ))
+    module = DCNv2(ctr.field_dims, field_names=list(ctr.field_names))
+    callbacks = demo_monitors(list(ctr.field_names), list(ctr.field_dims)) if monitors else []
     return Experiment(
         module=module,
         train_loader=batch_loader(train, batch_size, shuffle=True, seed=seed),

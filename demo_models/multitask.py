@@ -17,7 +17,8 @@ concatenated table (field i's value v is row ``offsets[i] + v``), and give one l
   t's loss only ever trains its own chunk, its own experts and the shared ones.
 
 The monitors' protocol (:mod:`lightning_recanalysis.model.multitask`): ``task_names``, ``self.task_losses``
-filled in ``training_step``, and ``task_scores``/``task_labels`` returned by ``validation_step``.
+filled in ``training_step`` (and in ``validation_step``, for an offline analysis of a checkpoint), and
+``task_scores``/``task_labels`` returned by ``validation_step``.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class MultiTaskModel(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         logits, labels = self(batch["features"]), batch["labels"]
+        # As in training_step: the gradient-conflict probe of an offline analysis (trainer.validate) reads them.
+        self.task_losses = {task: nn.functional.binary_cross_entropy_with_logits(logits[:, t], labels[:, t])
+                            for t, task in enumerate(self.task_names)}
         for t, task in enumerate(self.task_names):
             self.val_auroc[task].update(logits[:, t], labels[:, t].long())
             self.log(f"val/auroc_{task}", self.val_auroc[task], prog_bar=True)

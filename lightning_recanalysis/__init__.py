@@ -10,6 +10,9 @@ Callbacks (attach to a ``lightning.pytorch.Trainer``):
 - :class:`AnalysisReport`: the dashboard layout at fit start and the end-of-run report.
 - :class:`EntanglementMonitor`: each task's embedding view of (user, item) pairs, by label subset, and with
   single-task references the authors' conflict subsets (``entanglement/``).
+
+A model already trained: :func:`analyze` (a module, in a notebook) and :func:`analyze_checkpoints` (a checkpoint,
+a directory of them, a state dict; ``python -m lightning_recanalysis analyze``) run the same monitors once.
 """
 
 from ._lazy import lazy_exports
@@ -22,7 +25,9 @@ __getattr__, __dir__, _ = lazy_exports(__name__, {
         "FieldPairCorrelationMonitor"
     ),
     ".report": ("AnalysisReport",),
+    ".offline": ("analyze", "analyze_checkpoints"),
     ".model.tables": ("discover_tables",),
 })
 __all__ = ["AnalysisReport", "EmbeddingSpectrumMonitor", "FeatureCorrelationMonitor", "EntanglementMonitor",
-           "GradientConflictMonitor", "FieldPairCorrelationMonitor", "discover_tables", "__version__"]
+           "GradientConflictMonitor", "FieldPairCorrelationMonitor", "analyze", "analyze_checkpoints", "discover_tables",
+           "__version__"]

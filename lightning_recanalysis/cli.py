@@ -1,14 +1,17 @@
-"""Command line: rebuild a run's report from its event files, or compare runs (``python -m lightning_recanalysis``,
-whose ``__main__`` runs :func:`main`; the code lives here so that its examples run with the tests).
+"""Command line: rebuild a run's report from its event files, compare runs, or analyse checkpoints
+(``python -m lightning_recanalysis``, whose ``__main__`` runs :func:`main`; the code lives here so that its
+examples run with the tests).
 
     python -m lightning_recanalysis report RUN_DIR [--out DIR] [thresholds...]
     python -m lightning_recanalysis compare RUN_A RUN_B [...] --out DIR
+    python -m lightning_recanalysis analyze CHECKPOINT_OR_DIR [--model package.module.Class] [--data ...] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -17,10 +20,11 @@ from .report.run_data import progress_printer
 
 __all__ = ["build_parser", "main"]
 
-_USAGE = """Command line: rebuild a run's report from its event files, or compare runs.
+_USAGE = """Command line: rebuild a run's report from its event files, compare runs, or analyse checkpoints.
 
     python -m lightning_recanalysis report RUN_DIR [--out DIR] [thresholds...]
     python -m lightning_recanalysis compare RUN_A RUN_B [...] --out DIR
+    python -m lightning_recanalysis analyze CHECKPOINT_OR_DIR [--model package.module.Class] [--data ...] [--out DIR]
 """
 
 
@@ -99,6 +103,38 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _field_dims(text: str) -> list[int] | dict[str, int]:
+    """``--field-dims``: ``4,6,8`` (cardinalities in row order) or ``user=4,item=6,category=8`` (named)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if all("=" in p for p in parts):
+            return {name.strip(): int(dim) for name, dim in (p.split("=", 1) for p in parts)}
+        return [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--field-dims takes 4,6,8 or user=4,item=6,category=8, not {text!r}")
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    """``analyze``: analyse a checkpoint or a directory of them into one run (event files and the report); prints
+    the paths written."""
+    from .offline.checkpoints import analyze_checkpoints, import_object
+
+    data = None
+    if args.data is not None:
+        data = import_object(args.data)
+        if callable(data):  # a DataModule class or a function returning a DataLoader / DataModule
+            data = data(**json.loads(args.data_args))
+    monitors = import_object(args.monitors) if args.monitors is not None else None
+    progress = None if args.quiet else progress_printer("  ")
+    result = analyze_checkpoints(
+        args.checkpoint, model_class=args.model, data=data, monitors=monitors, out=args.out, stage=args.stage,
+        field_dims=args.field_dims, cross_layer=None if args.cross_layer == "none" else args.cross_layer,
+        tables=args.tables, thresholds=_thresholds(args), overwrite=args.overwrite, progress=progress)
+    paths = result.paths
+    print(f"wrote {result.log_dir} (event files), {paths['html']}, {paths['markdown']}, {paths['summary']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser: the ``report`` and ``compare`` subcommands and their finding thresholds.
 
@@ -127,6 +163,38 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_thresholds(cmp_)
     cmp_.set_defaults(func=_cmd_compare)
+    ana = sub.add_parser("analyze", help="analyse a trained model's checkpoint, or a directory of checkpoints",
+                         description="Run the monitors once on a checkpoint (trainer.validate with the monitors "
+                         "attached) and write the TensorBoard event files and the report, as a live run would have "
+                         "logged the same weights; a directory of checkpoints gives the trajectory, each at its saved "
+                         "epoch and global step. With --model the files are Lightning checkpoints of that "
+                         "LightningModule; without, plain state dicts, whose tables (found by name and shape) get "
+                         "the spectrum analyses.")
+    ana.add_argument("checkpoint", type=Path, help="a checkpoint file, or a directory of them (.ckpt, .pt, .pth)")
+    ana.add_argument("--model", default=None, metavar="package.module.Class",
+                     help="the LightningModule class, as LightningCLI names it: load_from_checkpoint builds the model")
+    ana.add_argument("--data", default=None, metavar="package.module.name",
+                     help="the evaluation data: a DataLoader, a LightningDataModule (class) or a function returning "
+                     "one (called with --data-args); default: the module's own val_dataloader, else none (then "
+                     "only the analyses of the weights run)")
+    ana.add_argument("--data-args", default="{}", metavar="JSON", help="keyword arguments of --data, as JSON")
+    ana.add_argument("--monitors", default=None, metavar="package.module.name",
+                     help="the monitors, configured as for training: a list, or a function of the model returning "
+                     "one; default: EmbeddingSpectrumMonitor (with --field-dims, --cross-layer, --tables)")
+    ana.add_argument("--field-dims", type=_field_dims, default=None, metavar="4,6,8 | user=4,item=6,...",
+                     help="split the table whose rows they add up to into fields (default monitors)")
+    ana.add_argument("--cross-layer", default="auto", help="the cross layer's module name, 'auto' or 'none'")
+    ana.add_argument("--tables", nargs="+", default=None, metavar="GLOB",
+                     help="the tables' module paths (globs); default: every nn.Embedding, or for a state dict the "
+                     "2-D weights whose path names an embedding")
+    ana.add_argument("--stage", choices=["validate", "test"], default="validate",
+                     help="trainer.validate (validation_step) or trainer.test (test_step)")
+    ana.add_argument("--out", type=Path, default=None,
+                     help="where to write the event files and the report (default analysis/<name>/version_<n>)")
+    ana.add_argument("--overwrite", action="store_true", help="replace the event files already in --out")
+    ana.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_thresholds(ana)
+    ana.set_defaults(func=_cmd_analyze)
     return parser
 
 
@@ -151,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         >>> main(["compare", str(root), "--out", str(root / "cmp"), "--quiet"])
         wrote .../cmp/compare.html, .../cmp/compare.md, .../cmp/compare.json
         0
+        >>> main(["analyze", str(root / "seed0"), "--out", str(root / "offline"), "--quiet"])
+        Traceback (most recent call last):
+        SystemExit: error: no checkpoint (.ckpt, .pt, .pth) under .../seed0
         >>> main(["report", "no/such/run"])
         Traceback (most recent call last):
         SystemExit: error: no/such/run does not exist

@@ -77,12 +77,12 @@ class ConflictEvaluation:
 
     def evaluation_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
                              batch: Any, batch_idx: int) -> None:
-        self._grad.close()
         if not self._probe.pending:
+            self._grad.close()
             return
         captures = self._probe.take()
         losses = getattr(pl_module, "task_losses", None)
-        try:
+        try:  # still with gradients on: the probe's own reshapes of the losses must stay in their graph
             if isinstance(losses, Mapping) and all(losses.get(t) is self._before.get(t) for t in self._task_names):
                 self._counts["skipped"] += 1
                 self._problems.add("not-stored", f"{evaluation_step_name(trainer)} stored no task losses in "
@@ -90,6 +90,7 @@ class ConflictEvaluation:
             else:
                 self._guarded("the gradient probe", lambda: self._measure(pl_module, captures))
         finally:
+            self._grad.close()
             captures.clear()
             self._before = {}
 

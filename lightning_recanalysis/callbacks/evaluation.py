@@ -43,16 +43,20 @@ __all__ = ["EVALUATION_STAGES", "EvaluationHooks", "WeightsOnly", "evaluation_ha
 EVALUATION_STAGES = ("validate", "test")
 
 
-class WeightsOnly(list):
-    """The evaluation data of an analysis without data: one batch, ``None``, which every monitor skips.
+class WeightsOnly:
+    """The evaluation data of an analysis without data: one batch, ``None``, which every monitor skips (an
+    iterable, not a list: Lightning reads a list as several loaders).
 
     Example:
-        >>> WeightsOnly()
-        [None]
+        >>> list(WeightsOnly()), len(WeightsOnly())
+        ([None], 1)
     """
 
-    def __init__(self) -> None:
-        super().__init__([None])
+    def __iter__(self):
+        return iter([None])
+
+    def __len__(self) -> int:
+        return 1
 
 
 def is_evaluation(trainer: "pl.Trainer | None") -> bool:
