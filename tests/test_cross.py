@@ -227,7 +227,8 @@ def test_a_per_feature_model_gets_one_heatmap_and_one_ia_chart_for_its_n_fields(
     assert [t for t in tags["images"] if t.endswith("/information_abundance_vs_init")] == [
         "collapse/embedding_dict/information_abundance_vs_init"]
     charts = monitor.dashboard_layout()
-    assert list(charts) == ["collapse: embedding_dict"]
+    assert list(charts) == ["collapse: information abundance per field", "collapse: IA / IA at initialisation",
+                            "collapse: interaction, mean IA of each field's sub-embeddings"]
     # The initial interaction matrix, computed on the first batch before the first step, is logged at step 0.
     assert monitor.history[0]["stage"] == "init" and monitor.history[0]["interaction"]["fields"] == names
     events = read_events(tmp_path / "run" / "version_0")

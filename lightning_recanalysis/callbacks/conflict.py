@@ -230,18 +230,35 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
         self._reset_epoch()
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        """Custom-scalars charts: per view and task pair, the mean cosine and negative fraction of every field."""
-        charts = {}
+        """Custom Scalars: one chart per field (and the whole view) and task pair of the mean cosine, one per view
+        and pair of the negative fraction. TensorBoard colours a chart's series by run, so one series a chart: the
+        runs compared stand in their own colours. A field of one view only is matched in any view (MMoE's
+        ``embedding`` meets STEM's ``embedding[shared]``); a STEM task chunk (its column group named after a task)
+        gets one task's gradient, no cosine, and no chart."""
         tasks = self._task_names
-        for view in self._views:
+        pairs = [f"{a}_vs_{b}" for i, a in enumerate(tasks) for b in tasks[i + 1:]]
+        views = [v for v in self._views if getattr(getattr(v, "group", None), "name", None) not in tasks]
+        counts: dict[str, int] = {}
+        for view in views:
+            for fld in view.fields if len(view.fields) > 1 else []:
+                counts[fld.name] = counts.get(fld.name, 0) + 1
+        cosines, negative = {}, {}
+        for view in views:
             name = re.escape(view.name)
-            for a in range(len(tasks)):
-                for b in range(a + 1, len(tasks)):
-                    pair = f"{tasks[a]}_vs_{tasks[b]}"
-                    for stat in ("cosine_mean", "negative_fraction"):
-                        charts[f"{view.name} {pair}: {stat} per field"] = [
-                            "Multiline", [rf"conflict/{name}/([^/]+/)?{re.escape(pair)}/{stat}$"]]
-        return {"conflict": charts} if charts else {}
+            rows = [("whole view", "[^/]+", "") if len(views) == 1 else (f"{view.name}, whole view", name, "")]
+            rows += [(fld.name if counts[fld.name] == 1 else f"{view.name}, {fld.name}",
+                      "[^/]+" if counts[fld.name] == 1 else name, re.escape(fld.name) + "/")
+                     for fld in (view.fields if len(view.fields) > 1 else [])]
+            for pair in pairs:
+                label = pair.replace("_vs_", " vs ")
+                for title, where, part in rows:
+                    cosines[f"{title}: {label}"] = [
+                        "Multiline", [rf"^conflict/{where}/{part}{re.escape(pair)}/cosine_mean$"]]
+                negative[f"{view.name}: {label}"] = [
+                    "Multiline", [rf"^conflict/{name}/{re.escape(pair)}/negative_fraction$"]]
+        layout = {"conflict: mean gradient cosine": cosines,
+                  "conflict: share of negative cosines, whole view": negative}
+        return {category: charts for category, charts in layout.items() if charts}
 
     @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

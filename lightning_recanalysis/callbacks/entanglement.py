@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from itertools import product
 from typing import Any, ContextManager, Mapping, Sequence
 
 import lightning.pytorch as pl
@@ -268,14 +269,24 @@ class EntanglementMonitor(AnalysisCallback):
         return [view for view, _, _ in self._views]
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
-        """Custom-scalars charts: each view's mean distance by label subset, each task's AUROC by subset."""
-        charts = {f"{view}: mean user-item distance by subset": [
-            "Multiline", [rf"entanglement/{re.escape(view)}/[^/]+/distance_mean$"]] for view in self.view_names}
-        charts.update({f"{task}: AUROC by subset": ["Multiline", [rf"entanglement/{re.escape(task)}/auroc/"]]
-                       for task in self._task_names})
+        """Custom Scalars, one series a chart (TensorBoard colours a chart's series by run, so the runs compared
+        stand in their own colours): each task's AUROC per subset, each view's mean user-item distance and, with
+        references, its rank correlation with each reference."""
+        tasks = self._task_names
+        auroc = {}
+        for task in tasks:
+            others = [t for t in tasks if t != task]
+            subsets = ["all", "labels_agree", "labels_disagree"] + [
+                "given_" + "_".join(f"{o}_{'pos' if p else 'neg'}" for o, p in zip(others, pattern))
+                for pattern in product([True, False], repeat=len(others))]
+            auroc.update({f"{task}: AUROC on {subset.replace('_', ' ')}": [
+                "Multiline", [rf"^entanglement/{re.escape(task)}/auroc/{re.escape(subset)}$"]] for subset in subsets})
+        layout = {"entanglement: each task's AUROC by subset": auroc,
+                  "entanglement: mean user-item distance": {f"{view}: all pairs": [
+                      "Multiline", [rf"^entanglement/{re.escape(view)}/distance_mean$"]] for view in self.view_names}}
         if self.conflict is not None:
-            charts.update(self.conflict.dashboard_charts(self.view_names))
-        return {"entanglement": charts} if charts else {}
+            layout["entanglement: conflict subsets"] = self.conflict.dashboard_charts(self.view_names, tasks)
+        return {category: charts for category, charts in layout.items() if charts}
 
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:

@@ -155,10 +155,9 @@ class FieldPairCorrelationMonitor(CrossLayoutHooks, CountingMonitor):
     record_type = FieldPairRecord
     findings_of = staticmethod(field_pair_findings)
     dashboard_category = "correlation: field pairs"
-    dashboard_charts = {
-        "agreement of learned strength with the data (Spearman over pairs)": ["agreement", "agreement_interaction"],
-        "share of values in the \"other\" bucket": ["other_fraction"],
-    }
+    dashboard_charts = {"learned strength vs pair MI (Spearman over pairs)": ["agreement"],  # a series a chart
+                        "learned strength vs interaction information (Spearman)": ["agreement_interaction"],
+                        "share of values in the \"other\" bucket": ["other_fraction"]}
 
     def __init__(
         self,

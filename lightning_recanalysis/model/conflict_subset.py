@@ -177,7 +177,9 @@ class ConflictSubsetAnalysis:
         return histograms, part
 
     @staticmethod
-    def dashboard_charts(views: Sequence[str]) -> dict[str, list]:
-        """Custom-scalars charts: per view, its agreement with each task on each conflict mode."""
-        return {f"{view}: agreement with each single-task geometry on the conflict subsets": [
-            "Multiline", [rf"{PREFIX}/{re.escape(view)}/[^/]+/agreement_"]] for view in views}
+    def dashboard_charts(views: Sequence[str], tasks: Sequence[str] = ()) -> dict[str, list]:
+        """Custom-scalars charts, one series each (TensorBoard colours a chart's series by run): per view and task
+        the view's rank correlation with that task's reference on the selected pairs."""
+        return {f"{view}: Spearman rho with the {task} reference": [
+            "Multiline", [rf"^{PREFIX}/{re.escape(view)}/rank_correlation_{re.escape(task)}$"]]
+            for view in views for task in tasks}

@@ -7,7 +7,7 @@ A *field* is the rows of the embedding that one categorical feature looks up:
 - one table shared by several features (a behaviour sequence looking up the target item's table): analysed once,
   named by all of them (``item+hist_item``).
 
-An *analysis unit* is what one spectrum heatmap, one IA-vs-init chart, one Custom Scalars chart and one finding
+An *analysis unit* is what one spectrum heatmap, one IA-vs-init chart, one Custom Scalars category and one finding
 show: either a :class:`~lightning_recanalysis.model.tables.TableView` (the fields of one table, one column group) or a
 :class:`FieldSet`: by default the single-field tables of a model that share a width. A per-feature model of N
 tables of width 16 is one field set of N fields, named after the tables' common module prefix

@@ -118,20 +118,42 @@ class SpectrumLayout:
         return text
 
     def dashboard_layout(self, namespace: str, finder: CrossFinder) -> dict[str, dict[str, list]]:
-        layout: dict[str, dict[str, list]] = {}
+        """Custom Scalars: one chart per field and quantity. TensorBoard colours a chart's series by run (a
+        series is ``tag (run)``, its colour the run's), so the fields of one run in one chart would all share a
+        colour; one series per chart, and the same chart title in every run, puts runs side by side in distinct
+        colours instead (the concatenated and the per-feature DCNv2's field F0 in one chart). A field named in
+        one view only is matched in any view, so a renamed table still meets its counterpart."""
+        counts: dict[str, int] = {}
         for view in self.units:
-            base = f"{namespace}/{re.escape(view.name)}"
-            layout[f"collapse: {view.name}"] = {
-                "information abundance, all fields": ["Multiline", [rf"^{base}/[^/]+/information_abundance$"]],
-                "IA / IA at initialisation": ["Multiline", [rf"^{base}/[^/]+/information_abundance_vs_init$"]],
-                "effective rank, all fields": ["Multiline", [rf"^{base}/[^/]+/effective_rank$"]],
-                "mean IA over fields": ["Multiline", [rf"^{base}/mean_information_abundance$"]],
-            }
+            for fld in view.fields:
+                counts[fld.name] = counts.get(fld.name, 0) + 1
+
+        def field_chart(view, fld, what: str, leaf: str) -> tuple[str, list]:
+            unique = counts[fld.name] == 1
+            where = "[^/]+" if unique else re.escape(view.name)
+            title = f"{fld.name if unique else f'{view.name} / {fld.name}'} ({fld.cardinality} ids): {what}"
+            return title, ["Multiline", [rf"^{namespace}/{where}/{re.escape(fld.name)}/{leaf}$"]]
+
+        per_field: dict[str, list] = {}
+        versus_init: dict[str, list] = {}
+        for view in self.units:
+            per_field[f"{view.name}: mean IA over its {len(view.fields)} fields"] = [
+                "Multiline", [rf"^{namespace}/{re.escape(view.name)}/mean_information_abundance$"]]
+            for fld in sorted(view.fields, key=lambda f: (f.cardinality, f.name)):
+                title, chart = field_chart(view, fld, f"IA, at most {min(fld.cardinality, view.width)}",
+                                           "information_abundance")
+                per_field[title] = chart
+                title, chart = field_chart(view, fld, "IA / IA at initialisation", "information_abundance_vs_init")
+                versus_init[title] = chart
+        layout = {"collapse: information abundance per field": per_field,
+                  "collapse: IA / IA at initialisation": versus_init}
         if finder.layout is not None:
             view = finder.layout.unit_slots()[0].unit
             base = f"{namespace}/{re.escape(view)}/interaction"
-            layout[f"collapse: {view}"]["interaction: mean IA of each field's sub-embeddings"] = [
-                "Multiline", [rf"^{base}/[^/]+/mean_information_abundance$"]]
+            layout["collapse: interaction, mean IA of each field's sub-embeddings"] = {
+                f"{slot.name}: mean IA of its sub-embeddings": [
+                    "Multiline", [rf"^{base}/{re.escape(slot.name)}/mean_information_abundance$"]]
+                for slot in finder.layout.unit_slots()}
         return layout
 
 

@@ -31,7 +31,7 @@ class AnalysisReport(Callback):
     ``trainer.validate``/``trainer.test``, whose monitors analyse the loaded weights once.
 
     At fit start it writes TensorBoard's Custom Scalars layout, merged from every attached monitor's
-    ``dashboard_layout()`` (e.g. IA of all fields of a table in one chart). At the end of fit it writes, into
+    ``dashboard_layout()`` (e.g. one chart per field's IA, one series a chart). At the end of fit it writes, into
     ``out_dir`` (default: the logger's ``log_dir``):
 
     - ``report.html``: one self-contained file, figures embedded;

@@ -63,8 +63,9 @@ def test_one_table_per_feature_is_one_field_set_with_the_concatenated_answers(tm
     expected = np.mean([numpy_table_cosine(b) for b in known_batches(6)[0::2]])
     assert m["conflict/embedding_dict/a_vs_b/cosine_mean"] == pytest.approx(expected, abs=1e-9)
     assert not any("embedding_dict.f0/" in tag for tag in m)  # no per-table view beside the set
-    assert list(monitor.dashboard_layout()["conflict"]) == ["embedding_dict a_vs_b: cosine_mean per field",
-                                                            "embedding_dict a_vs_b: negative_fraction per field"]
+    layout = monitor.dashboard_layout()  # one series a chart: TensorBoard colours a chart's series by run
+    assert list(layout["conflict: mean gradient cosine"]) == ["whole view: a vs b", "f0: a vs b", "f1: a vs b"]
+    assert list(layout["conflict: share of negative cosines, whole view"]) == ["embedding_dict: a vs b"]
 
 
 def test_stem_chunks_are_views_analysed_separately():

@@ -252,7 +252,7 @@ def test_real_tensorboard_serves_the_tags_and_the_layout(run_dir):
         assert "collapse/embedding/item/normalized_spectrum" in _get(f"{base}/histograms/tags")[run]
         layout = _get(f"{base}/custom_scalars/layout")
         titles = {c["title"] for c in layout["category"]}
-        assert "collapse: embedding" in titles
+        assert "collapse: information abundance per field" in titles
         assert "collapse/findings" in " ".join(_get(f"{base}/text/tags")[run])
     finally:
         proc.terminate()
