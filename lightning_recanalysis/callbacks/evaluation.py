@@ -17,7 +17,8 @@ monitors), so that the tags, the history and the report are those a live run wri
 :func:`lightning_recanalysis.analyze` sets it), else at the ``epoch`` and ``global_step`` of the checkpoint the
 Trainer restored (``trainer.validate(ckpt_path=...)``: read in ``on_load_checkpoint``), else at the last finished
 epoch of the Trainer (``trainer.current_epoch - 1``, 0 on a fresh Trainer) and its ``global_step``: the epoch and
-step a live run logged the same weights at. The record carries ``"evaluated": "validate"`` (or ``"test"``).
+step a live run logged the same weights at (after a fit on the same Trainer, the evaluation's record replaces that
+epoch's in the history). The record carries ``"evaluated": "validate"`` (or ``"test"``).
 
 **No data.** :class:`WeightsOnly` is the evaluation "data" of an analysis that has none: one empty batch
 (``None``). Batches that are ``None`` are skipped by every monitor; the analyses that need batches state that

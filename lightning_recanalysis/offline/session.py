@@ -73,7 +73,9 @@ class Batches:
 
 class CheckpointState(Callback):
     """Gives the monitors a checkpoint's state at ``setup``, as ``trainer.validate(ckpt_path=...)`` would (its epoch
-    and global step, the monitors' states), without loading its weights a second time. Placed after the monitors."""
+    and global step, the monitors' states), without loading its weights a second time. Placed after the monitors.
+    Its ``thresholds``, when set, are the findings' thresholds the monitors take at setup (the report's own, which
+    is attached for the last evaluation only)."""
 
     def __init__(self) -> None:
         self.checkpoint: Mapping[str, Any] | None = None
@@ -126,10 +128,9 @@ class AnalysisSession:
         self.stage = stage
         self.logger = _logger(out, name, overwrite)
         self.report = AnalysisReport(thresholds=thresholds) if report else None
-        if thresholds is not None:
-            for monitor in self.monitors:
-                monitor.thresholds = thresholds
         self._state = CheckpointState()
+        if thresholds is not None:  # the monitors take them at setup, as from an attached AnalysisReport
+            self._state.thresholds = thresholds
         options = dict(accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
                        enable_model_summary=False, num_sanity_val_steps=0)
         options.update(trainer_options)

@@ -197,3 +197,12 @@ def test_a_plain_module_keeps_its_names(tmp_path, one_thread):
     assert list(views) == ["tables"] and sorted(views["tables"].fields) == ["item", "user"]
     assert result.records["correlation/field_pair"][-1].samples == 32
     assert "collapse/tables/user/information_abundance" in read_events(result.log_dir).Tags()["scalars"]
+
+
+def test_the_thresholds_reach_the_monitors_and_the_report(tmp_path, one_thread):
+    from lightning_recanalysis.findings import ReportThresholds
+
+    thresholds = ReportThresholds(collapsed_fraction=0.9)
+    result = analyze(ToyDCN(), monitors=[EmbeddingSpectrumMonitor(field_dims=[4, 6, 8])], out=tmp_path / "off",
+                     thresholds=thresholds)
+    assert result.monitors[0].thresholds is thresholds
