@@ -18,10 +18,10 @@ from .pillow import side_by_side
 
 __all__ = ["LIVE_PANEL_SIZE", "conflict_subset_image", "conflict_subset_panel"]
 
-#: The live panel's size: TensorBoard's default image card is about 340 px wide (the Images tab's cards are 350 px,
-#: the Time Series tab's at least 335), and an image is scaled to the card's width, so a panel drawn this wide is
-#: shown at about its own size, its smallest text (11 px) at least 10 px high.
-LIVE_PANEL_SIZE = (340, 300)
+#: The live panel's size: TensorBoard scales an image to its card's width, 348 px in the Images tab (a 350 px card
+#: less its border; the Time Series tab's cards are at least 335 px), so a panel drawn this wide is shown at its own
+#: size, pixel for pixel, its smallest text (11 px) at least 10 px high.
+LIVE_PANEL_SIZE = (348, 300)
 
 
 def conflict_subset_panel(view: str, view_record: Mapping, mode: str, low_q: float = 40.0, high_q: float = 60.0,
@@ -36,7 +36,7 @@ def conflict_subset_panel(view: str, view_record: Mapping, mode: str, low_q: flo
         >>> view = {"edges": [0.0, 1.0, 2.0], "low": 0.5, "high": 1.5,
         ...         "modes": {"a_far_b_near": {"conflict": [2, 1], "rest": [5, 3], "shares": shares}}}
         >>> conflict_subset_panel("user", view, "a_far_b_near").shape[1]
-        340
+        348
     """
     colors = bin_colors(view_record["edges"], view_record["low"], view_record["high"])
     data = view_record["modes"][mode]
