@@ -15,9 +15,10 @@ from ddp_helpers import run_ranks
 
 TESTS = Path(__file__).resolve().parent
 
-# Files that start a process without being a multi-process test: a fresh interpreter that imports the package, and
-# the TensorBoard server the report is checked against. Each has its own timeout.
-SINGLE_PROCESS_STARTS = {"test_imports.py", "report/test_report.py", "docs/test_build.py"}  # one process each: no rank
+# Files that start a process without being a multi-process test: a fresh interpreter that imports the package, the
+# TensorBoard server the report is checked against, the docs build, and the demos and Chromium of the browser test.
+# Each has its own timeout.
+SINGLE_PROCESS_STARTS = {"test_imports.py", "report/test_report.py", "docs/test_build.py", "browser/test_reports.py"}
 STARTS = re.compile(r"\bsubprocess\b|\bmp\.spawn\b|start_processes|torchrun|\bmultiprocessing\b")
 
 
