@@ -33,6 +33,11 @@ python -c "import torch, torchrec; assert torch.__version__.startswith('2.13.0')
 # it imports from source (about 30 ms for a multi-task run's monitors). Python ignores bytecode older than its source.
 step "writing the bytecode of the package and the demos"
 python -m compileall -q lightning_recanalysis demo_models > /dev/null
+# The compiled counting loops (numba, cache=True) compile on their first call and keep their machine code beside
+# their module: compiled here, once, the first run that counts loads them (under a second) instead of compiling
+# them (several seconds).
+step "compiling the counting loops (numba's cache)"
+python -c "from lightning_recanalysis.metrics.warm_up import warm_up; warm_up()"
 
 # ---- Browser for tests/browser/ (headless Chromium renders a demo report) --------------------------------------
 # Debian's chromium and chromium-driver, installed when missing and apt-get can (as root); otherwise those tests
