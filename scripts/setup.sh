@@ -18,7 +18,9 @@ if ! python -c "import torch" 2>/dev/null; then
     python -m pip install --quiet "torch==2.13.0"
 fi
 step "installing the project with its test extras (pip install -e \".[test]\")"
-python -m pip install --quiet -e ".[test]"
+# setuptools reports every editable install with an "Editable installation." warning (information only, its own
+# words); it is not the project's to fix, so it is kept off the demo's stderr.
+PYTHONWARNINGS="ignore:Editable installation" python -m pip install --quiet -e ".[test]"
 # TorchRec, for the tests of its EmbeddingBagCollection / EmbeddingCollection layouts: torchrec 1.8.0 with the CPU
 # build of fbgemm 1.8.0 loads on torch 2.13.0 on a CPU (1.9.x does not). torchrec's metadata asks for the GPU build
 # of fbgemm, so every package here goes in with --no-deps (nothing may replace the CPU torch), with what torchrec
