@@ -58,7 +58,7 @@ def add_gradient_conflict_comparison(section: Section, runs: list[RunData], labe
         >>> section.tables[0].rows[0]
         ['user', 'a vs b', '-0.250', '0.250', '+0.500']
         >>> print(section.notes[0])
-        conflict: `emb` (mmoe) = `emb[shared]` (stem), matched by their 2 field names (the runs name the view differently).
+        conflict: emb (mmoe) = emb[shared] (stem), matched by their 2 field names (the runs name the view differently).
     """
     last: dict[str, ConflictRecord] = {}
     for run in runs:
@@ -71,7 +71,7 @@ def add_gradient_conflict_comparison(section: Section, runs: list[RunData], labe
     for n in names:
         for view, typed in last[n].views.items():
             if not _has_cosine(typed):
-                section.notes.append(f"{labels[n]}: `{view}` has no gradient cosine (fewer than two tasks' gradients "
+                section.notes.append(f"{labels[n]}: {view} has no gradient cosine (fewer than two tasks' gradients "
                                      "reach it), left out of the comparison.")
     matches = match_views({n: {v: list(typed.fields) for v, typed in last[n].views.items() if _has_cosine(typed)}
                            for n in names})

@@ -148,13 +148,13 @@ def match_views(per_run: Mapping[str, Mapping[str, Sequence[str]]]) -> list[View
 
 def mapping_notes(matches: Sequence[ViewMatch], labels: Mapping[str, str], what: str) -> list[str]:
     """A note per view matched under different names, and per view only some runs have."""
-    notes = []
+    notes = []  # plain text: a report shows its notes as they are, without markdown
     for m in matches:
         if m.how:
-            notes.append(f"{what}: {m.title(labels)}, {m.how} (the runs name the view differently).")
+            notes.append(f"{what}: {m.title(labels).replace('`', '')}, {m.how} (the runs name the view differently).")
         missing = [labels[r] for r in labels if r not in m.views]
         if missing and len(labels) > 1:
-            notes.append(f"{what}: {m.title(labels)} has no counterpart in {', '.join(missing)}.")
+            notes.append(f"{what}: {m.title(labels).replace('`', '')} has no counterpart in {', '.join(missing)}.")
     return notes
 
 

@@ -71,7 +71,7 @@ def test_mmoe_against_stem_compares_every_field_and_task_pair(tmp_path):
     assert cosines["rows"] == [["(whole view)", "click vs purchase", "0.200", "-0.140", "-0.340"],
                                ["user_id", "click vs purchase", "0.360", "-0.030", "-0.390"],
                                ["creative", "click vs purchase", "-0.220", "-0.240", "-0.020"]]
-    assert any("`embedding[click]` has no gradient cosine" in n for n in section["notes"])
+    assert any("stem: embedding[click] has no gradient cosine" in n for n in section["notes"])
     assert any(f["file"] == "figures/compare_embedding_cosines.png" for f in section["figures"])
 
 

@@ -51,7 +51,7 @@ def conflict_section(records: list[ConflictRecord], thresholds: ReportThresholds
     for view in empty:
         gone = sum(k[0] == view and st.cosine_mean is None for k, st in stats.items())
         of = sum(k[0] == view for k in stats)
-        section.notes.append(f"`{view}`: {'no' if gone == of else f'{gone} of its {of} rows have no'} gradient cosine "
+        section.notes.append(f"{view}: {'no' if gone == of else f'{gone} of its {of} rows have no'} gradient cosine "
                              f"(fewer than two tasks' gradients reach {'it' if gone == of else 'them'}): "
                              f"{'its' if gone == of else 'those'} {gone} rows are left out of the table")
     rows = [[view, field, pair.replace("_vs_", " vs "), format_value(st.cosine_mean, 3),
