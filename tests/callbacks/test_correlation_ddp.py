@@ -1,27 +1,23 @@
 """Two CPU processes under Lightning's DDP: the counts of both ranks are summed, so the ground truth equals one
-process's over the same data; both ranks keep the same history; only rank 0 writes files."""
+process's over the same data; both ranks keep the same history; only rank 0 writes files. The runs are
+tests/scripts/correlation_ddp.py's, in the ``ddp`` and ``single`` scenario groups (tests/scripts/scenario_groups.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-from ddp_helpers import SCRIPTS, run_ddp_script
 
-SCRIPT = SCRIPTS / "correlation_ddp.py"
-
-
-def _run(out: Path, devices: int) -> list:
-    out.mkdir()
-    proc = run_ddp_script(SCRIPT, out, devices, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(p.read_text()) for p in sorted(out.glob("history_rank*.json"))]
+def _run(group_runs, group: str) -> list:
+    run = group_runs(group)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [json.loads(p.read_text()) for p in sorted((run.out / "correlation").glob("history_rank*.json"))]
 
 
 @pytest.mark.slow
-def test_two_process_ddp_counts_equal_one_process(tmp_path):
-    rank0, rank1 = _run(tmp_path / "ddp", 2)
-    (single,) = _run(tmp_path / "single", 1)
+@pytest.mark.scenario_groups("ddp", "single")
+def test_two_process_ddp_counts_equal_one_process(group_runs):
+    rank0, rank1 = _run(group_runs, "ddp")
+    (single,) = _run(group_runs, "single")
     assert rank0 == rank1  # every rank gathered the same counts and read the same (replicated) weights
     assert [(r["epoch"], r["step"]) for r in rank0] == [(0, 8), (1, 16)]  # 1024 rows per rank, batches of 128
     assert [(r["epoch"], r["step"]) for r in single] == [(0, 16), (1, 32)]
@@ -33,4 +29,4 @@ def test_two_process_ddp_counts_equal_one_process(tmp_path):
             for key in ("target_category", "samples", "behavior_categories", "ground_truth_mi", "ground_truth"):
                 assert a[key] == b[key], key
     # Only rank 0 wrote event files.
-    assert len(list((tmp_path / "ddp" / "tb").rglob("events.out.tfevents.*"))) == 1
+    assert len(list((group_runs("ddp").out / "correlation" / "tb").rglob("events.out.tfevents.*"))) == 1

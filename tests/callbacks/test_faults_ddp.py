@@ -7,16 +7,16 @@ GradientConflictMonitor and FeatureCorrelationMonitor let the exception out, whi
 (rank 0 with gloo's "Connection closed by peer"); FieldPairCorrelationMonitor kept an epoch-0 record on rank 0
 that rank 1 lacked. An error in the data that one rank's counts find still stops training, now on every rank
 with an error that says so (before: rank 1's ValueError, and on rank 0 gloo's "Connection closed by peer").
-The faults and models are in tests/scripts/fault_ddp.py.
+The faults and models are in tests/scripts/fault_ddp.py, run last in the ``ddp`` scenario group
+(tests/scripts/scenario_groups.py).
 """
 
 import json
 
 import pytest
 
-from ddp_helpers import SCRIPTS, canonical, other_ranks_exit_codes, run_ddp_script
-
-SCRIPT = SCRIPTS / "fault_ddp.py"
+from ddp_helpers import canonical, other_ranks_exit_codes
+from scenario_groups import DDP_FAULTS
 
 #: (stage, epoch) of the records left after two epochs, epoch 0's analysis skipped on both ranks; and the
 #: function that raised on rank 1.
@@ -29,11 +29,14 @@ EXPECTED = {
 
 
 @pytest.mark.slow
-def test_a_failure_on_one_rank_skips_the_analysis_on_every_rank(tmp_path):
-    # About 25 s for all four on an idle 2-core machine; a hang is killed at the limit and fails the test.
-    proc = run_ddp_script(SCRIPT, ",".join([*EXPECTED, "bad_label"]), tmp_path, 2, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert other_ranks_exit_codes(tmp_path) == [0]
+@pytest.mark.scenario_groups("ddp")
+def test_a_failure_on_one_rank_skips_the_analysis_on_every_rank(group_runs):
+    # The group runs every scenario of EXPECTED, then bad_label; a hang is killed at its limit and fails the test.
+    run = group_runs("ddp")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert other_ranks_exit_codes(run.out) == [0]
+    tmp_path = run.out / "faults"
+    assert DDP_FAULTS.split(",") == [*EXPECTED, "bad_label"]  # what the group ran
     for scenario, (shape, function) in EXPECTED.items():
         rank0, rank1 = (json.loads((tmp_path / f"{scenario}_rank{r}.json").read_text()) for r in (0, 1))
         assert rank0["error"] is rank1["error"] is None, scenario

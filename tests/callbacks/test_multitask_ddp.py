@@ -1,19 +1,18 @@
 """Both multi-task monitors in two CPU processes under Lightning's DDP: the same logged keys and values on both
-ranks (statistics pooled over ranks), and only rank 0 writes event files."""
+ranks (statistics pooled over ranks), and only rank 0 writes event files. The runs are tests/scripts/conflict_ddp.py's,
+in the ``ddp`` and ``single`` scenario groups (tests/scripts/scenario_groups.py)."""
 
 import json
 
 import pytest
 
-from ddp_helpers import SCRIPTS, run_ddp_script
-
-SCRIPT = SCRIPTS / "conflict_ddp.py"
-
 
 @pytest.mark.slow
-def test_two_process_ddp_pools_over_ranks_and_only_rank0_writes(tmp_path):
-    proc = run_ddp_script(SCRIPT, tmp_path, 2, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.scenario_groups("ddp", "single")
+def test_two_process_ddp_pools_over_ranks_and_only_rank0_writes(group_runs):
+    run = group_runs("ddp")
+    assert run.returncode == 0, run.stderr[-3000:]
+    tmp_path = run.out / "conflict"
     rank0 = json.loads((tmp_path / "history_rank0.json").read_text())
     rank1 = json.loads((tmp_path / "history_rank1.json").read_text())
     for name in ("GradientConflictMonitor", "EntanglementMonitor"):
@@ -30,10 +29,9 @@ def test_two_process_ddp_pools_over_ranks_and_only_rank0_writes(tmp_path):
     assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 1
     # The conflict subsets depend on the references and the data alone: with the training frequencies summed
     # over ranks, two processes select the same pairs and find the same subsets as one process.
-    single = tmp_path / "single"
-    single.mkdir()
-    proc = run_ddp_script(SCRIPT, single, 1, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = group_runs("single")
+    assert run.returncode == 0, run.stderr[-3000:]
+    single = run.out / "conflict"
     one = json.loads((single / "history_rank0.json").read_text())["EntanglementMonitor"][0]["conflict"]
     two = rank0["EntanglementMonitor"][0]["conflict"]
     assert two["validation_pairs"] == one["validation_pairs"] == 400

@@ -1,30 +1,25 @@
 """Two CPU processes under Lightning's DDP: same history on both ranks, equal to one process where the weights are
-equal, and only rank 0 writes files."""
+equal, and only rank 0 writes files. The runs are tests/scripts/spectrum_ddp.py's, in the ``ddp`` and ``single``
+scenario groups (tests/scripts/scenario_groups.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from ddp_helpers import SCRIPTS, run_ddp_script
 from helpers import numpy_information_abundance, numpy_row_normalized_singular_values
 
-SCRIPT = SCRIPTS / "spectrum_ddp.py"
 
-
-def _run(out: Path, devices: int) -> None:
-    proc = run_ddp_script(SCRIPT, out, devices, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _run(group_runs, group: str):
+    run = group_runs(group)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.out / "spectrum"
 
 
 @pytest.mark.slow
-def test_two_process_ddp_equals_single_process(tmp_path):
-    ddp, single = tmp_path / "ddp", tmp_path / "single"
-    ddp.mkdir()
-    single.mkdir()
-    _run(ddp, 2)
-    _run(single, 1)
+@pytest.mark.scenario_groups("ddp", "single")
+def test_two_process_ddp_equals_single_process(group_runs):
+    ddp, single = _run(group_runs, "ddp"), _run(group_runs, "single")
     rank0 = json.loads((ddp / "history_rank0.json").read_text())
     rank1 = json.loads((ddp / "history_rank1.json").read_text())
     assert rank0 == rank1  # every rank computed the same thing

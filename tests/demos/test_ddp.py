@@ -3,7 +3,8 @@ every rank keeps the same records and logs the same keys, only rank 0 writes fil
 the data alone equal those of one process trained on the same rows.
 
 Both runs come from tests/scripts/demo_ddp.py, started once for every demo model (importing torch and Lightning
-in each process costs more than training a small model). There, rank r of 2 takes rows r, r + 2, ... in order,
+in each process costs more than training a small model), in the ``ddp`` and ``single`` scenario groups
+(tests/scripts/scenario_groups.py). There, rank r of 2 takes rows r, r + 2, ... in order,
 with half the batch of the single process, so step k of the DDP run covers the same rows as step k of the single
 run, and each epoch covers every row exactly once (the row counts divide evenly: no padding, no repeats).
 """
@@ -14,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ddp_helpers import SCRIPTS, canonical, other_ranks_exit_codes, run_ddp_script
+from ddp_helpers import canonical, other_ranks_exit_codes
 from demo_models.registry import MODELS
-
-SCRIPT = SCRIPTS / "demo_ddp.py"
 
 # Training steps per epoch (the same on each of 2 ranks as in one process) and rows per epoch: 2304 training
 # rows in batches of 256 for the single-task demos, 2048 for the multi-task ones (demo_ddp.N_SAMPLES, BATCH).
@@ -41,15 +40,13 @@ NAMESPACES = {"EmbeddingSpectrumMonitor": "collapse/", "FieldPairCorrelationMoni
               "EntanglementMonitor": "entanglement/"}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo_ddp")
+@pytest.fixture
+def runs(group_runs):
+    """(folder, run) of every demo model on 2 DDP processes and on one (each group's ``demos`` scenario)."""
     results = {}
-    for name, devices in (("ddp", 2), ("single", 1)):
-        (out / name).mkdir()
-        # About 30 s for the DDP run and 15 s for the single one on an idle 2-core machine: the limit only
-        # separates a hang from a slow machine.
-        results[name] = (out / name, run_ddp_script(SCRIPT, "all", out / name, devices, timeout=400))
+    for name in ("ddp", "single"):
+        run = group_runs(name)
+        results[name] = (run.out / "demos", run)
     return results
 
 
@@ -122,12 +119,13 @@ CHECKS = {"EmbeddingSpectrumMonitor": _spectrum, "FieldPairCorrelationMonitor": 
 
 
 @pytest.mark.slow
+@pytest.mark.scenario_groups("ddp", "single")
 @pytest.mark.parametrize("model", list(MODELS))
 def test_demo_model_in_two_process_ddp(runs, model):
     (ddp_dir, ddp), (single_dir, single) = runs["ddp"], runs["single"]
     # No hang (the run ended within its limit) and both ranks exited cleanly.
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert other_ranks_exit_codes(ddp_dir) == [0]
+    assert other_ranks_exit_codes(ddp_dir.parent) == [0]
     assert single.returncode == 0, single.stderr[-3000:]
     rank0, rank1 = _load(ddp_dir, model, 0), _load(ddp_dir, model, 1)
     one = _load(single_dir, model, 0)

@@ -1,5 +1,7 @@
 """Train a small MMoE with GradientConflictMonitor and EntanglementMonitor on N CPU processes (Lightning "ddp",
-gloo) and dump what each rank holds: ``python conflict_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_multitask_ddp.py.
+gloo) and dump what each rank holds: ``python conflict_ddp.py OUT_DIR DEVICES``. Run by
+tests/callbacks/test_multitask_ddp.py, through the scenario groups of tests/scripts/scenario_groups.py
+(:func:`scenario`).
 
 The EntanglementMonitor has two single-task references (untrained single-task Shared-Bottoms with fixed seeds:
 their random geometries disagree, which is all the conflict subsets need) and keeps frequent pairs only, so the
@@ -21,7 +23,7 @@ from demo_models.data.multitask import synthetic_two_task  # noqa: E402
 from demo_models.multitask import MMoE, SharedBottom, monitors_for  # noqa: E402
 
 
-def main(out: Path, devices: int) -> None:
+def scenario(out: Path, devices: int) -> pl.Trainer:
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
     data = synthetic_two_task(n_samples=2000, seed=0)
@@ -45,7 +47,8 @@ def main(out: Path, devices: int) -> None:
     dump = {type(m).__name__: m.history for m in monitors}
     dump["train_batches_per_rank"] = len(trainer.train_dataloader)
     (out / f"history_rank{rank}.json").write_text(json.dumps(dump))
+    return trainer
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    scenario(Path(sys.argv[1]), int(sys.argv[2]))

@@ -1,5 +1,6 @@
 """Train a small TIN with FeatureCorrelationMonitor on N CPU processes (Lightning "ddp", gloo) and dump what each
-rank holds: ``python correlation_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_correlation_ddp.py."""
+rank holds: ``python correlation_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_correlation_ddp.py, through the
+scenario groups of tests/scripts/scenario_groups.py (:func:`scenario`)."""
 
 import json
 import sys
@@ -29,7 +30,7 @@ class Rows(Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
-def main(out: Path, devices: int) -> None:
+def scenario(out: Path, devices: int) -> pl.Trainer:
     torch.set_num_threads(1)
     pl.seed_everything(0)
     data = planted_sequences(n_samples=2048, seed=3)
@@ -43,7 +44,8 @@ def main(out: Path, devices: int) -> None:
     )
     trainer.fit(model, DataLoader(Rows(data.tensors), batch_size=128, shuffle=False))
     (out / f"history_rank{trainer.global_rank}.json").write_text(json.dumps(monitor.history))
+    return trainer
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    scenario(Path(sys.argv[1]), int(sys.argv[2]))

@@ -6,9 +6,10 @@ processes, which share the start-up (importing torch and Lightning takes longer 
 Every model trains on the same rows whatever DEVICES is: the builder's synthetic data drawn smaller, loaders of
 single rows in order, rank r of N taking rows r, r + N, r + 2N, ... (a DistributedSampler without shuffling:
 Lightning's own would shuffle the training rows), and a per-rank batch of ``BATCH // N`` rows, so that step k of
-every run covers the same rows (all ranks' shards of it together) as step k of one process. Per model and rank, ``OUT_DIR/<model>/rank<r>.json`` holds each monitor's history, the
-metric keys this rank sent to its loggers, the files AnalysisReport wrote and the run's shape. Run by
-tests/demos/test_ddp.py.
+every run covers the same rows (all ranks' shards of it together) as step k of one process. Per model and rank,
+``OUT_DIR/<model>/rank<r>.json`` holds each monitor's history, the metric keys this rank sent to its loggers, the
+files AnalysisReport wrote and the run's shape. Run by tests/demos/test_ddp.py, through the scenario groups of
+tests/scripts/scenario_groups.py (:func:`scenario`).
 """
 
 import json
@@ -111,15 +112,16 @@ def run(model: str, out: Path, devices: int) -> pl.Trainer:
     return trainer
 
 
-def main(models: list[str], out: Path, devices: int) -> None:
+def scenario(out: Path, models: str, devices: int) -> pl.Trainer:
+    """Every model of ``models`` (comma-separated, or ``all``), one after the other; returns the first Trainer."""
     torch.set_num_threads(1)
     first = None
-    for model in models:
+    for model in list(MODELS) if models == "all" else models.split(","):
         trainer = run(model, out, devices)
         first = first or trainer
-    wait_for_other_ranks(first, out)
+    return first
 
 
 if __name__ == "__main__":
-    names = list(MODELS) if sys.argv[1] == "all" else sys.argv[1].split(",")
-    main(names, Path(sys.argv[2]), int(sys.argv[3]))
+    out_dir = Path(sys.argv[2])
+    wait_for_other_ranks(scenario(out_dir, sys.argv[1], int(sys.argv[3])), out_dir)

@@ -6,7 +6,8 @@ process Lightning starts with ``LOCAL_RANK=1``), one function the monitor calls 
 around its collective, raises once. ``bad_label`` instead shows FeatureCorrelationMonitor a label 2 on rank 1, an
 error in the data that must stop training on every rank; its fit raises, so it goes last. Each rank dumps, per
 scenario, the monitor's history, its failure count, its warnings and the error its fit raised to
-``OUT_DIR/<scenario>_rank<r>.json``. Run by tests/callbacks/test_faults_ddp.py, which fails when this does not end.
+``OUT_DIR/<scenario>_rank<r>.json``. Run by tests/callbacks/test_faults_ddp.py (through the scenario groups of
+tests/scripts/scenario_groups.py, :func:`scenario`), which fails when this does not end.
 """
 
 import json
@@ -166,10 +167,16 @@ def run(scenario: str, out: Path, devices: int) -> pl.Trainer:
     return trainer
 
 
-if __name__ == "__main__":
+def scenario(out: Path, scenarios: str, devices: int) -> pl.Trainer:
+    """Every scenario of ``scenarios`` (comma-separated), one after the other; returns the first Trainer."""
     torch.set_num_threads(1)
     first = None
-    for scenario in sys.argv[1].split(","):
-        trainer = run(scenario, Path(sys.argv[2]), int(sys.argv[3]))
+    for name in scenarios.split(","):
+        trainer = run(name, out, devices)
         first = first or trainer
-    wait_for_other_ranks(first, Path(sys.argv[2]))
+    return first
+
+
+if __name__ == "__main__":
+    out_dir = Path(sys.argv[2])
+    wait_for_other_ranks(scenario(out_dir, sys.argv[1], int(sys.argv[3])), out_dir)

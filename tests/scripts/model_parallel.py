@@ -1,7 +1,9 @@
 """Train a small DCN on 2 CPU processes under Lightning's ModelParallelStrategy (FSDP2 row shards, or tensor
 parallel column shards of the embedding) with the monitors attached, and save what each rank logged beside the
-gathered weights at every analysis: ``python model_parallel.py OUT_DIR MODE``, MODE ``fsdp`` or
-``tp`` (or ``ddp`` and ``single``, the data-parallel layouts whose counts they must match). Run by tests/sharding/test_model_parallel.py, which recomputes every record in one process from those weights."""
+gathered weights at every analysis: ``python model_parallel.py OUT_DIR MODE``, MODE ``fsdp``, ``tp`` or ``fsdp_tp``
+(or ``ddp`` and ``single``, the data-parallel layouts whose counts they must match). Run by
+tests/sharding/test_model_parallel.py (through the scenario groups of tests/scripts/scenario_groups.py,
+:func:`scenario`), which recomputes every record in one process from those weights."""
 
 import json
 import os
@@ -104,7 +106,7 @@ class Snapshots(pl.Callback):
         self._take(pl_module)
 
 
-def main(out: Path, mode: str) -> None:
+def scenario(out: Path, mode: str) -> pl.Trainer:
     pl.seed_everything(0)
     strategy = {"fsdp": lambda: ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
                 "tp": lambda: ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2),
@@ -112,8 +114,8 @@ def main(out: Path, mode: str) -> None:
                 "ddp": lambda: "ddp", "single": lambda: "auto"}[mode]()
     attached = monitors()
     snapshots = Snapshots()
-    trainer = pl.Trainer(accelerator="cpu", devices={"single": 1, "fsdp_tp": 4}.get(mode, 2), strategy=strategy, max_epochs=2,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = pl.Trainer(accelerator="cpu", devices={"single": 1, "fsdp_tp": 4}.get(mode, 2), strategy=strategy,
+                         max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[*attached, snapshots], use_distributed_sampler=False)
     model = ShardedDCN(mode)
     trainer.fit(model, loader(mode))
@@ -125,8 +127,9 @@ def main(out: Path, mode: str) -> None:
     (out / f"{tag}_placements_rank{rank}.json").write_text(json.dumps(kinds))
     if rank == 0:
         torch.save(snapshots.weights, out / f"{tag}_weights.pt")
-    wait_for_other_ranks(trainer, out)
+    return trainer
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    out_dir = Path(sys.argv[1])
+    wait_for_other_ranks(scenario(out_dir, sys.argv[2]), out_dir)

@@ -2,8 +2,10 @@
 with every embedding table (and then the whole model) wrapped by FSDP2's ``fully_shard``, or under plain DDP, on
 the same rows in the same order: ``python model_parallel_demos.py MODELS OUT_DIR MODE [--no-monitors]``, MODE
 ``fsdp`` or ``ddp``; or ``tp`` (tensor parallelism: every embedding table split by columns over the two
-processes, which both train on every row) and ``single`` (one process on every row, what ``tp`` must log). Per model, rank 0 writes the monitors' histories and the gathered weights after fit. Run by
-tests/sharding/test_model_parallel.py."""
+processes, which both train on every row) and ``single`` (one process on every row, what ``tp`` must log). Per
+model, rank 0 writes the monitors' histories and the gathered weights after fit. Run by
+tests/sharding/test_model_parallel.py, through the scenario groups of tests/scripts/scenario_groups.py
+(:func:`scenario`)."""
 
 import json
 import os
@@ -103,10 +105,16 @@ def run(model: str, out: Path, mode: str, with_monitors: bool) -> pl.Trainer:
     return trainer
 
 
-if __name__ == "__main__":
+def scenario(out: Path, models: str, mode: str, with_monitors: bool = True) -> pl.Trainer:
+    """Every model of ``models`` (comma-separated), one after the other; returns the first Trainer."""
     torch.set_num_threads(1)
     first = None
-    for name in sys.argv[1].split(","):
-        trainer = run(name, Path(sys.argv[2]), sys.argv[3], "--no-monitors" not in sys.argv)
+    for name in models.split(","):
+        trainer = run(name, out, mode, with_monitors)
         first = first or trainer
-    wait_for_other_ranks(first, Path(sys.argv[2]))
+    return first
+
+
+if __name__ == "__main__":
+    out_dir = Path(sys.argv[2])
+    wait_for_other_ranks(scenario(out_dir, sys.argv[1], sys.argv[3], "--no-monitors" not in sys.argv), out_dir)

@@ -1,6 +1,8 @@
 """Faults on one rank only under FSDP2 (Lightning's ModelParallelStrategy, 2 CPU processes, gloo), where every
 backward pass makes collectives: ``python model_parallel_faults.py OUT_DIR SCENARIO``. Each rank writes what its
-monitors recorded. Run by tests/sharding/test_model_parallel.py, with a timeout: a rank left waiting fails the test.
+monitors recorded. Run by tests/sharding/test_model_parallel.py (through the scenario groups of
+tests/scripts/scenario_groups.py, :func:`scenario`: what a scenario plants is undone when it ends), with a
+timeout: a rank left waiting fails the test.
 
 SCENARIO:
 - ``nan_task``: at batch 2, rank 1 reports a NaN loss for the task ``click`` (training itself is unaffected);
@@ -91,7 +93,19 @@ class TwoTaskDCN(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def main(out: Path, scenario: str) -> None:
+def scenario(out: Path, which: str) -> pl.Trainer:
+    """One scenario (SCENARIO above); the functions it plants faults in are restored when it ends, so that other
+    scenarios can follow in the same processes."""
+    originals = [(cross_discovery, "match_cross_input", cross_discovery.match_cross_input),
+                 (spectrum_analysis, "singular_values_from_gram", spectrum_analysis.singular_values_from_gram)]
+    try:
+        return _run(out, which)
+    finally:
+        for owner, attribute, original in originals:
+            setattr(owner, attribute, original)
+
+
+def _run(out: Path, scenario: str) -> pl.Trainer:
     from lightning_recanalysis import EmbeddingSpectrumMonitor, FieldPairCorrelationMonitor, GradientConflictMonitor
 
     pl.seed_everything(0, verbose=False)
@@ -115,8 +129,8 @@ def main(out: Path, scenario: str) -> None:
                     FieldPairCorrelationMonitor(list(FIELDS), field_dims=list(FIELDS.values()), strict=True)]
     else:
         monitors = [GradientConflictMonitor(every_n_steps=1, strict=True)]
-    trainer = pl.Trainer(max_epochs=2 if scenario == "spectrum_fault" else 1, accelerator="cpu", devices=2, callbacks=monitors,
-                         strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
+    trainer = pl.Trainer(max_epochs=2 if scenario == "spectrum_fault" else 1, accelerator="cpu", devices=2,
+                         callbacks=monitors, strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
                          logger=False, use_distributed_sampler=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     data = Rows()
@@ -124,9 +138,10 @@ def main(out: Path, scenario: str) -> None:
     trainer.fit(TwoTaskDCN(scenario), DataLoader(data, batch_size=BATCH, sampler=sampler))
     (out / f"{scenario}_rank{trainer.global_rank}.json").write_text(
         json.dumps({type(m).__name__: m.history for m in monitors} | {"failures": [m.failures for m in monitors]}))
-    wait_for_other_ranks(trainer, out)
+    return trainer
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]), sys.argv[2])
+    out_dir = Path(sys.argv[1])
+    wait_for_other_ranks(scenario(out_dir, sys.argv[2]), out_dir)

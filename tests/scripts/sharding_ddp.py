@@ -1,5 +1,7 @@
 """Read DTensor tables of every placement on WORLD CPU processes (gloo) and save what each rank computed:
-``python sharding_ddp.py OUT_DIR WORLD``. Run by tests/sharding/test_sharding.py, which compares with float64 oracles."""
+``python sharding_ddp.py OUT_DIR WORLD``. Run by tests/sharding/test_sharding.py, which compares with float64
+oracles. The ranks are forked from this process once it has imported torch and the package (a spawned rank would
+import them again, seconds each); nothing here has run an operator before the fork."""
 
 import os
 import sys
@@ -10,8 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+from torch import nn
 from torch.distributed.tensor.placement_types import _StridedShard
 
+from lightning_recanalysis import EmbeddingSpectrumMonitor
 from lightning_recanalysis.parallel import sharding
 from ddp_common import end_rank  # noqa: E402
 
@@ -51,7 +55,8 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
         full, w = table(), kernel()
         results = {}
         for name, mesh_shape, placements, *dim in layouts(world):
-            mesh = init_device_mesh("cpu", mesh_shape, mesh_dim_names=("data_parallel", "tensor_parallel")[:len(mesh_shape)])
+            names = ("data_parallel", "tensor_parallel")[:len(mesh_shape)]
+            mesh = init_device_mesh("cpu", mesh_shape, mesh_dim_names=names)
             mesh = mesh[dim[0]] if dim else mesh
             dt = distribute_tensor(full, mesh, placements)
             results[name] = {
@@ -97,10 +102,6 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
             except ValueError as err:
                 results[f"refused_{name}"] = str(err)
         # The monitor refuses such a table before the first step, naming it and its placement.
-        from torch import nn
-
-        from lightning_recanalysis import EmbeddingSpectrumMonitor
-
         model = nn.Module()
         model.table = nn.Embedding(10, 4)
         monitor = EmbeddingSpectrumMonitor(cross_layer=None)
@@ -122,4 +123,4 @@ if __name__ == "__main__":
     out_dir, world = Path(sys.argv[1]), int(sys.argv[2])
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.start_processes(worker, args=(world, str(out_dir / "init"), str(out_dir)), nprocs=world, join=True,
-                       start_method="spawn")
+                       start_method="fork")

@@ -1,8 +1,10 @@
 """Run one function of a test module in N gloo processes: ``python spawn_ranks.py MODULE_FILE FUNCTION N OUT_DIR``.
 
-Each process imports the module from its file, joins one gloo process group of N processes (initialised through a
-file in OUT_DIR), calls ``FUNCTION(rank, world, out_dir)`` and leaves the group. Started by
-``tests/ddp_helpers.py``'s ``run_ranks``, which ends the whole process group if it has not ended in time.
+This process imports the module from its file (with what it imports: torch, the package), then forks the N
+processes, which so find it imported (a spawned process would import it again, seconds each); each joins one gloo
+process group of N processes (initialised through a file in OUT_DIR), calls ``FUNCTION(rank, world, out_dir)``
+and leaves the group. Started by ``tests/ddp_helpers.py``'s ``run_ranks``, which ends the whole process group if
+it has not ended in time.
 """
 
 import importlib.util
@@ -28,8 +30,7 @@ def load_function(module_file: str, name: str):
     return getattr(module, name)
 
 
-def rank_main(rank: int, module_file: str, name: str, world: int, out_dir: str) -> None:
-    function = load_function(module_file, name)
+def rank_main(rank: int, function, world: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/gloo_init", rank=rank, world_size=world)
     try:
         function(rank, world, Path(out_dir))
@@ -40,5 +41,5 @@ def rank_main(rank: int, module_file: str, name: str, world: int, out_dir: str) 
 
 if __name__ == "__main__":
     module_file, name, world, out_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    mp.start_processes(rank_main, args=(module_file, name, world, out_dir), nprocs=world, join=True,
-                       start_method="spawn")
+    mp.start_processes(rank_main, args=(load_function(module_file, name), world, out_dir), nprocs=world, join=True,
+                       start_method="fork")

@@ -1,5 +1,6 @@
 """Train TinyCTR with EmbeddingSpectrumMonitor on N CPU processes (Lightning "ddp", gloo) and dump what each rank
-holds: ``python spectrum_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_spectrum_ddp.py."""
+holds: ``python spectrum_ddp.py OUT_DIR DEVICES``. Run by tests/callbacks/test_spectrum_ddp.py, through the scenario
+groups of tests/scripts/scenario_groups.py (:func:`scenario`, beside the other scenarios of its engine)."""
 
 import json
 import sys
@@ -15,7 +16,7 @@ from helpers import TinyCTR, tiny_ctr_loader  # noqa: E402
 from lightning_recanalysis import EmbeddingSpectrumMonitor  # noqa: E402
 
 
-def main(out: Path, devices: int) -> None:
+def scenario(out: Path, devices: int) -> pl.Trainer:
     pl.seed_everything(0)
     model = TinyCTR()
     initial = model.embedding.weight.detach().clone()
@@ -30,7 +31,8 @@ def main(out: Path, devices: int) -> None:
     (out / f"history_rank{rank}.json").write_text(json.dumps(monitor.history))
     if rank == 0:
         torch.save({"initial": initial, "final": model.embedding.weight.detach().clone()}, out / "weights.pt")
+    return trainer
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    scenario(Path(sys.argv[1]), int(sys.argv[2]))

@@ -1,6 +1,7 @@
-"""Sum a tensor over N gloo processes with lightning_recanalysis.parallel.distributed.sum_over_ranks and write each rank's
-result, with the agreements built on it (agreement.all_true, first_found): ``python sum_over_ranks.py OUT_DIR N
-PORT``. Run by tests/test_distributed.py."""
+"""Sum a tensor over N gloo processes with lightning_recanalysis.parallel.distributed.sum_over_ranks and write each
+rank's result, with the agreements built on it (agreement.all_true, first_found): ``python sum_over_ranks.py OUT_DIR
+N PORT``. Run by tests/test_distributed.py. The ranks are forked from this process once it has imported torch and
+the package (a spawned rank would import them again)."""
 
 import json
 import sys
@@ -37,4 +38,4 @@ def rank_main(rank: int, world: int, port: int, out: Path) -> None:
 
 if __name__ == "__main__":
     out, world, port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    mp.spawn(rank_main, args=(world, port, out), nprocs=world, join=True)
+    mp.start_processes(rank_main, args=(world, port, out), nprocs=world, join=True, start_method="fork")

@@ -2,7 +2,8 @@
 trained under Lightning's ModelParallelStrategy on 2 CPU processes (gloo) with EmbeddingSpectrumMonitor attached:
 ``python torchrec_lightning.py OUT_DIR SHARDING`` (``table_wise`` or ``column_wise``). Rank r writes the monitor's
 history; rank 0 also every table at fit start and at each epoch end as TorchRec's own sharded lookup returns it
-(a bag of one id per row), the oracle of tests/sharding/test_torchrec_sharding.py."""
+(a bag of one id per row), the oracle of tests/sharding/test_torchrec_sharding.py, which runs it through the scenario
+groups of tests/scripts/scenario_groups.py (:func:`scenario`)."""
 
 import json
 import os
@@ -113,7 +114,7 @@ class LookupEveryRow(pl.Callback):
         self._take(pl_module)
 
 
-def main(out: Path, sharding: str) -> None:
+def scenario(out: Path, sharding: str) -> pl.Trainer:
     pl.seed_everything(0)
     monitor = EmbeddingSpectrumMonitor(strict=True)
     oracle = LookupEveryRow()
@@ -125,8 +126,9 @@ def main(out: Path, sharding: str) -> None:
     (out / f"history_rank{trainer.global_rank}.json").write_text(json.dumps(monitor.history))
     if trainer.global_rank == 0:
         torch.save(oracle.tables, out / "tables.pt")
-    wait_for_other_ranks(trainer, out)
+    return trainer
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    out_dir = Path(sys.argv[1])
+    wait_for_other_ranks(scenario(out_dir, sys.argv[2]), out_dir)

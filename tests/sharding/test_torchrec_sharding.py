@@ -1,6 +1,10 @@
 """TorchRec's DistributedModelParallel on 2 CPU processes (gloo): the ShardedTensor tables of its state, sharded
 table-wise, column-wise and table-column-wise, are read exactly: spectra of whole tables and of row and column
-ranges, and looked-up rows, equal those of the table that TorchRec's own sharded lookup returns."""
+ranges, and looked-up rows, equal those of the table that TorchRec's own sharded lookup returns.
+
+tests/scripts/torchrec_sharding.py shards the three ways one after the other in the same two processes (one run
+for the module); the Lightning runs are the ``torchrec_*`` scenarios of the ``model_parallel`` scenario group
+(tests/scripts/scenario_groups.py)."""
 
 import json
 
@@ -13,6 +17,7 @@ from ddp_helpers import SCRIPTS, other_ranks_exit_codes, run_ddp_script
 pytest.importorskip("torchrec")
 
 SCRIPT = SCRIPTS / "torchrec_sharding.py"
+KINDS = ("table_wise", "column_wise", "table_column_wise")
 
 
 def _numpy_singular_values(rows: np.ndarray) -> np.ndarray:
@@ -24,14 +29,21 @@ def _singular_values(gram: torch.Tensor) -> np.ndarray:
     return np.sqrt(np.clip(np.linalg.eigvalsh(gram.double().numpy()), 0, None))[::-1]
 
 
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """The folder of the one run that shards the collection every way of KINDS (``<folder>/<kind>/rank<r>.pt``)."""
+    out = tmp_path_factory.mktemp("torchrec_sharding")
+    return out, run_ddp_script(SCRIPT, out, ",".join(KINDS), timeout=300)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,layout,shards", [("table_wise", "rows", 1), ("column_wise", "columns", 4),
                                                 ("table_column_wise", "columns", 4)])
-def test_sharded_tables_read_as_the_unsharded_ones(tmp_path, kind, layout, shards):
+def test_sharded_tables_read_as_the_unsharded_ones(sharded, kind, layout, shards):
     """``shards``: how many pieces each table is cut into over both ranks (the planner's choice at this size)."""
-    proc = run_ddp_script(SCRIPT, tmp_path, kind, timeout=300)
+    out, proc = sharded
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(out / kind / f"rank{r}.pt", weights_only=False) for r in range(2)]
     oracle = ranks[0].pop("oracle")
     assert torch.equal(torch.cat(list(oracle.values())), torch.cat(list(ranks[1].pop("oracle").values())))
     assert sorted(ranks[0]) == sorted(oracle) and len(oracle) == 3
@@ -49,18 +61,17 @@ def test_sharded_tables_read_as_the_unsharded_ones(tmp_path, kind, layout, shard
         assert torch.equal(ranks[0][key]["whole"], ranks[1][key]["whole"])
 
 
-LIGHTNING_SCRIPT = SCRIPTS / "torchrec_lightning.py"
-
-
 @pytest.mark.slow
+@pytest.mark.scenario_groups("model_parallel")
 @pytest.mark.parametrize("kind", ["table_wise", "column_wise"])
-def test_a_lightning_module_hosting_distributed_model_parallel(tmp_path, kind):
+def test_a_lightning_module_hosting_distributed_model_parallel(group_runs, kind):
     """configure_model hands the collection to DistributedModelParallel under ModelParallelStrategy: the monitor
     finds the tables at setup (named by their features), reads their shards at every analysis, and logs the
     spectra of the tables that TorchRec's own lookups return at that moment; both ranks log the same."""
-    proc = run_ddp_script(LIGHTNING_SCRIPT, tmp_path, kind, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert other_ranks_exit_codes(tmp_path) == [0]
+    run = group_runs("model_parallel")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert other_ranks_exit_codes(run.out) == [0]
+    tmp_path = run.out / f"torchrec_{kind}"
     histories = [json.loads((tmp_path / f"history_rank{r}.json").read_text()) for r in range(2)]
     assert histories[0] == histories[1]
     tables = torch.load(tmp_path / "tables.pt", weights_only=True)
