@@ -21,34 +21,24 @@ if [ "${SETUP_FORCE:-0}" = 0 ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$INPUTS" ];
     step "installed already from this pyproject.toml and setup.sh (.venv/.setup-stamp; SETUP_FORCE=1 installs again)"
 else
     rm -f "$STAMP"
-    # pip 21.3 installs a pyproject.toml project in editable mode (PEP 660); Python 3.11's own pip is 23.
-    if ! python -c "import sys, pip; sys.exit(int(pip.__version__.split('.')[0]) < 23)"; then
-        step "updating pip"
-        python -m pip install --quiet --upgrade pip
-    fi
-    # Every install below goes in with --no-compile: the bytecode of all of them is written at the end, on every
-    # core (pip writes it one file after another: some 11,000 files, half a minute on one core).
+    step "updating pip"
+    python -m pip install --quiet --upgrade pip
     if ! python -c "import torch" 2>/dev/null; then
         step "installing torch 2.13.0, the CPU build (about 200 MB; a minute or more)"
-        python -m pip install --quiet --no-compile "torch==2.13.0"
+        python -m pip install --quiet "torch==2.13.0"
     fi
     step "installing the project with its test extras (pip install -e \".[test]\")"
     # setuptools reports every editable install with an "Editable installation." warning (information only, its
     # own words); it is not the project's to fix, so it is kept off the demo's stderr.
-    PYTHONWARNINGS="ignore:Editable installation" python -m pip install --quiet --no-compile -e ".[test]"
+    PYTHONWARNINGS="ignore:Editable installation" python -m pip install --quiet -e ".[test]"
     # TorchRec, for the tests of its EmbeddingBagCollection / EmbeddingCollection layouts: torchrec 1.8.0 with the
     # CPU build of fbgemm 1.8.0 loads on torch 2.13.0 on a CPU (1.9.x does not). torchrec's metadata asks for the GPU
     # build of fbgemm, so every package here goes in with --no-deps (nothing may replace the CPU torch), with what
     # torchrec imports; then the pinned torch is checked.
     step "installing torchrec 1.8.0 and the CPU build of fbgemm (the TorchRec tests)"
-    python -m pip install --quiet --no-compile --no-deps "torchrec==1.8.0" "fbgemm-gpu-cpu==1.8.0" \
-        "tensordict==0.15.3" "pyvers==0.2.3" "cloudpickle==3.1.3" "orjson==3.13.0" "pyre-extensions==0.0.32" \
-        "typing-inspect==0.9.0" "mypy-extensions==1.2.0"
-    # The bytecode pip would have written, of every installed package, on every core. A file that does not compile
-    # (Python 2 test data in some packages) is left without, as pip leaves it; up-to-date bytecode is kept.
-    step "writing the bytecode of the installed packages (on every core)"
-    python -c "import compileall, sysconfig
-compileall.compile_dir(sysconfig.get_paths()['purelib'], quiet=2, workers=0)"
+    python -m pip install --quiet --no-deps "torchrec==1.8.0" "fbgemm-gpu-cpu==1.8.0" "tensordict==0.15.3" \
+        "pyvers==0.2.3" "cloudpickle==3.1.3" "orjson==3.13.0" "pyre-extensions==0.0.32" "typing-inspect==0.9.0" \
+        "mypy-extensions==1.2.0"
     python -c "import torch, torchrec; assert torch.__version__.startswith('2.13.0'), torch.__version__"
     echo "$INPUTS" > "$STAMP"
 fi
