@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, TypeVar
 
-__all__ = ["Part", "Record", "transient"]
+__all__ = ["Part", "Record", "TaggedRecord", "transient"]
 
 P = TypeVar("P", bound="Part")
 
@@ -176,3 +176,53 @@ class Record(Part):
     stage: str = "epoch"
     epoch: int = 0
     step: int = 0
+
+
+@dataclass
+class TaggedRecord(Record):
+    """A record whose typed numbers are published under ``metrics``, by TensorBoard tag, as every earlier version
+    wrote them: :meth:`tags` makes the tags, :meth:`read_tags` reads them back into the typed fields.
+
+    Subclasses name the fields that live in ``metrics`` (``in_metrics``) and the published key ``metrics``
+    follows (``metrics_after``; without it, or when a record read back lacks that key, ``metrics`` comes before
+    the keys of ``extra``).
+    """
+
+    in_metrics: ClassVar[tuple[str, ...]] = ()
+    metrics_after: ClassVar[str | None] = None
+
+    @classmethod
+    def published_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in super().published_fields() if f.name not in cls.in_metrics]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The record's scalars by TensorBoard tag (:meth:`tags`)."""
+        return self.tags()
+
+    def tags(self) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} must define tags()")
+
+    def read_tags(self, metrics: Mapping[str, float]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define read_tags(metrics)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        own = super().to_dict()
+        for key, value in own.items():
+            if key in self.extra and "metrics" not in out:
+                out["metrics"] = self.metrics
+            out[key] = value
+            if key == self.metrics_after:
+                out["metrics"] = self.metrics
+        if "metrics" not in out:
+            out["metrics"] = self.metrics
+        return out
+
+    @classmethod
+    def from_dict(cls: type[P], data: Mapping[str, Any]) -> P:
+        data = dict(data)
+        metrics = data.pop("metrics", None) or {}
+        record = super().from_dict(data)
+        record.read_tags(metrics)
+        return record

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from .base import Part, Record, transient
+from .base import Part, TaggedRecord, transient
 
 __all__ = ["ConflictRecord", "ConflictView", "PairStatistics", "TaskPair", "conflict_tags", "pair_name"]
 
@@ -87,7 +87,7 @@ class ConflictView(Part):
 
 
 @dataclass
-class ConflictRecord(Record):
+class ConflictRecord(TaggedRecord):
     """One epoch of :class:`~lightning_recanalysis.GradientConflictMonitor` (``stage`` ``"train"``).
 
     Attributes:
@@ -118,27 +118,14 @@ class ConflictRecord(Record):
     views: dict[str, ConflictView] = field(default_factory=dict)
     per_step_cosines: dict[tuple[str, TaskPair], Any] = transient(None)
 
-    @classmethod
-    def published_fields(cls):
-        return [f for f in super().published_fields() if f.name != "views"]
+    in_metrics: ClassVar[tuple[str, ...]] = ("views",)
+    metrics_after: ClassVar[str | None] = "problems"
 
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The epoch's scalars by TensorBoard tag (:func:`conflict_tags`)."""
+    def tags(self) -> dict[str, float]:
         return conflict_tags(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        extra = {k: out.pop(k) for k in self.extra}
-        return {**out, "metrics": self.metrics, **extra}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ConflictRecord":
-        data = dict(data)
-        metrics = data.pop("metrics", None) or {}
-        record = super().from_dict(data)
-        record.views = _parse_metrics(metrics, record.tasks)
-        return record
+    def read_tags(self, metrics: Mapping[str, float]) -> None:
+        self.views = _parse_metrics(metrics, self.tasks)
 
     def pair_statistics(self) -> dict[tuple[str, str | None, TaskPair], PairStatistics]:
         """Every (view, field, task pair) -> statistics; field None for the whole view.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from .base import Part, Record, transient
+from .base import Part, TaggedRecord, transient
 
 __all__ = ["EntanglementRecord", "EntanglementView", "entanglement_tags"]
 
@@ -27,7 +27,7 @@ class EntanglementView(Part):
 
 
 @dataclass
-class EntanglementRecord(Record):
+class EntanglementRecord(TaggedRecord):
     """One validation epoch of :class:`~lightning_recanalysis.EntanglementMonitor` (``stage`` ``"validation"``).
 
     Attributes:
@@ -70,29 +70,14 @@ class EntanglementRecord(Record):
     histogram_samples: dict[str, Any] = transient(None)
 
     optional_keys: ClassVar[tuple[str, ...]] = ("conflict",)
-    _IN_METRICS: ClassVar[tuple[str, ...]] = ("pairs", "subset_pairs", "distances", "auroc")
+    in_metrics: ClassVar[tuple[str, ...]] = ("pairs", "subset_pairs", "distances", "auroc")
+    metrics_after: ClassVar[str | None] = "world_size"
 
-    @classmethod
-    def published_fields(cls):
-        return [f for f in super().published_fields() if f.name not in cls._IN_METRICS]
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The epoch's scalars by TensorBoard tag (:func:`entanglement_tags`)."""
+    def tags(self) -> dict[str, float]:
         return entanglement_tags(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        head = {k: out.pop(k) for k in ("stage", "epoch", "step", "tasks", "views", "world_size")}
-        return {**head, "metrics": self.metrics, **out}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EntanglementRecord":
-        data = dict(data)
-        metrics = data.pop("metrics", None) or {}
-        record = super().from_dict(data)
-        _parse_metrics(record, metrics)
-        return record
+    def read_tags(self, metrics: Mapping[str, float]) -> None:
+        _parse_metrics(self, metrics)
 
 
 def entanglement_tags(record: EntanglementRecord) -> dict[str, float]:
