@@ -6,8 +6,10 @@ label) code by an LSD radix sort (passes of at most 11 bits, so that a pass's bu
 run-length counted: O(B L) work for B rows of L cells, with no comparison sort and no global sort.
 
 * :func:`position_runs`: the batch's sorted unique stored int64 keys (:mod:`.sparse_keys` layout) and counts;
-* :func:`compact_run`: the same as one run of 4-byte codes with 4-byte counts, one segment per position, for
-  :class:`~.position_counter.PositionCodeCounter`;
+* :func:`bucket_codes` and :func:`run_lengths`: a batch as one run of 4-byte codes with 4-byte counts, one segment
+  per position, for :class:`~.position_counter.PositionCodeCounter`: the cells bucketed by position, each bucket
+  sorted by ``np.sort`` in between (outside numba: numpy's vectorised sort, several times faster here than a
+  scalar radix sort), and equal codes counted;
 * :func:`dense_count`: one increment per cell of a uint8 array, with carries of 256 (the counter's dense array).
 
 The loops over sorted runs (merging them, looking keys up in them) are in :mod:`._numba_runs`; this module
@@ -33,8 +35,8 @@ from ._numba_runs import (
 )
 from .sparse_keys import COMPACT_TARGET_SHIFT
 
-__all__ = ["compact_lookup", "compact_run", "compact_same_category", "compact_to_stored", "dense_count",
-           "merge_backward", "merge_forward", "merge_runs", "move_left", "position_runs"]
+__all__ = ["bucket_codes", "compact_lookup", "compact_same_category", "compact_to_stored", "dense_count",
+           "merge_backward", "merge_forward", "merge_runs", "move_left", "position_runs", "run_lengths"]
 
 # Largest radix digit: 2^11 buckets of int64 offsets (16 KB) stay in the L1 cache.
 _DIGIT_BITS = 11
@@ -170,46 +172,110 @@ def position_runs(target, behavior, label, positions, n_positions, behavior_bits
 
 
 @njit(cache=True, nogil=True)
-def compact_run(target, behavior, label, positions, n_positions, behavior_bits, code_bits, codes, scratch,
-                out_offsets):  # pragma: no cover - compiled
-    """Count a batch into one run of compact codes, positions 1..n_positions, in the two work arrays ``codes`` and
-    ``scratch`` (uint32, at least as long as the batch has cells); writes the run's ``out_offsets``
-    (n_positions + 1). Returns the run's length, whether its codes ended in ``scratch`` (and its counts in
-    ``codes``) rather than the other way round, and the behaviours counted (padding left out).
+def bucket_codes(target, behavior, label, valid, positions, n_positions, codes, starts):  # pragma: no cover
+    """Write every real cell's compact code ``(t << 16) | (b << 1) | y`` into its position's bucket of ``codes``
+    (uint32, at least as long as the batch has cells): bucket p (1..n_positions) is ``codes[starts[p]:starts[p +
+    1]]`` (``starts``: int64, n_positions + 2). Returns the behaviours counted (padding left out).
 
-    The run is written over the sorted codes it is counted from: a bucket's run starts no later than the bucket
-    (the runs before it are no longer than their buckets) and is no longer than it, so the write index never
-    passes the read index. Counts go to the same indices of the other array, free once the sort is done.
+    A cell's position comes from ``positions`` (``[B, L]`` int64, 0 for padding) when it has rows; otherwise from
+    ``valid`` (``[B, L]`` uint8, 1 for a real behaviour): p = the real cells from this one to the row's end; with
+    neither (both ``[0, 0]``) column j holds position L - j.
+
+    Every row holds exactly one real cell at each position 1..n_i (n_i: its real cells), so the buckets' sizes
+    follow from the rows' counts alone. A row whose real cells are its last n_i columns (left padding, or none:
+    the usual layout) is written over those columns only, row by row: each cell to its own bucket, so the
+    padding costs nothing and no column of the batch is read with a stride.
     """
-    sizes = _bucket_by_position(target, behavior, label, positions, n_positions, behavior_bits, codes)
-    # Every bucket is sorted with the same number of passes, so every sorted bucket is in the same array.
-    in_scratch = _passes(code_bits) % 2 == 1
-    out_codes, out_counts = (scratch, codes) if in_scratch else (codes, scratch)
-    c_shift = behavior_bits + 1
-    low = (np.int64(1) << c_shift) - 1
+    batch, length = behavior.shape
+    sizes = np.zeros(n_positions + 2, np.int64)
+    by_cell = positions.shape[0] > 0
+    masked = valid.shape[0] > 0
+    n_real = np.full(batch, length, np.int64)
+    contiguous = np.ones(batch, np.bool_)
+    if by_cell:
+        for i in range(batch):
+            for j in range(length):
+                sizes[positions[i, j]] += 1
+    else:
+        if masked:
+            for i in range(batch):
+                n = 0
+                gap = 0
+                previous = 0
+                for j in range(length):
+                    v = np.int64(valid[i, j] != 0)
+                    n += v
+                    gap |= previous & (1 - v)  # a real cell before a padding one: not left-padded
+                    previous = v
+                n_real[i] = n
+                contiguous[i] = gap == 0
+        rows_at_least = np.zeros(length + 2, np.int64)
+        for i in range(batch):
+            rows_at_least[n_real[i]] += 1
+        for n in range(length - 1, -1, -1):
+            rows_at_least[n] += rows_at_least[n + 1]
+        for p in range(1, length + 1):
+            sizes[p] = rows_at_least[p]
+    starts[0] = starts[1] = 0
+    for p in range(1, n_positions + 1):
+        starts[p + 1] = starts[p] + sizes[p]
+    at = starts.copy()
+    for i in range(batch):
+        head = (np.uint32(target[i]) << np.uint32(COMPACT_TARGET_SHIFT)) | np.uint32(label[i])
+        if by_cell:
+            for j in range(length):
+                p = positions[i, j]
+                if p > 0:
+                    codes[at[p]] = head | (np.uint32(behavior[i, j]) << np.uint32(1))
+                    at[p] += 1
+        elif contiguous[i]:
+            for j in range(length - n_real[i], length):
+                p = length - j
+                codes[at[p]] = head | (np.uint32(behavior[i, j]) << np.uint32(1))
+                at[p] += 1
+        else:
+            p = 0
+            for j in range(length - 1, -1, -1):
+                if valid[i, j] != 0:
+                    p += 1
+                    codes[at[p]] = head | (np.uint32(behavior[i, j]) << np.uint32(1))
+                    at[p] += 1
+    return starts[n_positions + 1]
+
+
+@njit(cache=True, nogil=True)
+def run_lengths(codes, counts, starts, n_positions, out_offsets):  # pragma: no cover - compiled
+    """Count the equal codes of each sorted bucket (:func:`bucket_codes`, then sorted): the distinct codes go to the
+    front of ``codes`` and their counts to ``counts``, position after position, with the run's ``out_offsets``
+    (n_positions + 1). Returns the run's length.
+
+    Written over the codes it reads: a bucket's distinct codes start no later than the bucket and are no more
+    than its codes. The run ends are found without a branch per code (whether the next code differs is a coin
+    flip to a branch predictor), then each run's code and count are read off its end.
+    """
     n_out = 0
     for p in range(1, n_positions + 1):
         out_offsets[p - 1] = n_out
-        start, stop = sizes[p], sizes[p + 1]
+        start, stop = starts[p], starts[p + 1]
         if stop == start:
             continue
-        ordered = _radix_sort(codes[start:stop], scratch[start:stop], code_bits)
-        previous = np.int64(ordered[0])
-        run = 1
-        for i in range(1, stop - start):
-            code = np.int64(ordered[i])
-            if code == previous:
-                run += 1
-                continue
-            out_codes[n_out] = ((previous >> c_shift) << COMPACT_TARGET_SHIFT) | (previous & low)
-            out_counts[n_out] = run
-            n_out += 1
-            previous, run = code, 1
-        out_codes[n_out] = ((previous >> c_shift) << COMPACT_TARGET_SHIFT) | (previous & low)
-        out_counts[n_out] = run
-        n_out += 1
+        k = n_out
+        previous = codes[start]
+        for i in range(start + 1, stop):  # counts[k]: the last index of run k so far
+            code = codes[i]
+            counts[k] = i - 1
+            k += code != previous
+            previous = code
+        counts[k] = stop - 1
+        before = start - 1
+        for m in range(n_out, k + 1):
+            end = counts[m]
+            codes[m] = codes[end]
+            counts[m] = end - before
+            before = end
+        n_out = k + 1
     out_offsets[n_positions] = n_out
-    return n_out, in_scratch, sizes[n_positions + 1] - sizes[1]
+    return n_out
 
 
 @njit(cache=True, nogil=True)

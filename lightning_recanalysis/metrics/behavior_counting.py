@@ -80,6 +80,18 @@ class BehaviorCounting:
         self._add("target", *unique_counts(target * 2 + y, (t_max + 1) * 2))
         # Every cell holds a valid id here (check_batch_values zeroed padding that did not), padding included: it gets
         # position p = 0 and is dropped after counting, cheaper than masking it out.
+        dense = self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None
+        compiled = not dense and not behavior.is_cuda and compiled_counts.available()
+        arrays = None
+        if compiled:
+            arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
+            if self.device.type == "cpu" and self._compact_ready(t_max, b_max, behavior.numel()):
+                # The 8-byte counter reads the mask itself: a real cell's position is the real cells from it to the
+                # row's end, found in its bucketing pass (no [B, L] positions array to build here).
+                self._compact.add_batch(*arrays, None, length, checked_max=(t_max, b_max),
+                                        valid=None if valid is None else valid.contiguous().numpy())
+                self._version += 1
+                return
         positions = torch.arange(length, 0, -1, device=behavior.device)  # p of each column
         # With left padding (or none), a real behaviour's position is simply L - column.
         by_column = valid is None or bool((valid[:, 1:] >= valid[:, :-1]).all())
@@ -89,20 +101,15 @@ class BehaviorCounting:
             cell_positions = valid * positions
         else:
             cell_positions = target_relative_positions(valid)
-        if self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None:
+        if dense:
             count_dense(self._dense, self._dense_shape, target, behavior, y, valid if by_column else None,
                         cell_positions, by_column)
             return
         # Sparse. With numba, a compiled pass buckets the cells by position and radix-sorts each bucket.
         b_bits = max(1, b_max.bit_length())
-        if not behavior.is_cuda and compiled_counts.available():
+        if compiled:
             positions = None if valid is None else torch.as_tensor(cell_positions).expand(
                 behavior.shape).to(torch.int64).contiguous().numpy()
-            arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
-            if self.device.type == "cpu" and self._compact_ready(t_max, b_max, behavior.numel()):
-                self._compact.add_batch(*arrays, positions, length, checked_max=(t_max, b_max))
-                self._version += 1
-                return
             code_bits = max(1, t_max.bit_length()) + b_bits + 1
             keys, counts = compiled_counts.position_runs(
                 *arrays, _BY_COLUMN if positions is None else positions, length, b_bits, code_bits,

@@ -45,10 +45,22 @@ from .sparse_keys import (
 )
 
 __all__ = ["DENSE_BYTES_PER_KEY", "MAX_COMPACT_BEHAVIORS", "MAX_COMPACT_TARGETS", "MAX_COMPACT_TOTAL",
-           "PositionCodeCounter"]
+           "PositionCodeCounter", "cell_positions"]
 
 #: Counts are uint32: while fewer behaviours than this have been counted, no count can overflow.
 MAX_COMPACT_TOTAL = (1 << 32) - 1
+
+
+def cell_positions(valid: np.ndarray) -> np.ndarray:
+    """``[B, L]`` int64 target-relative position of every cell of a ``valid`` mask (0 for padding): the real cells
+    from this one to the row's end.
+
+    Example:
+        >>> cell_positions(np.array([[0, 1, 1], [1, 0, 1]], dtype=bool)).tolist()
+        [[0, 2, 1], [2, 0, 1]]
+    """
+    real = valid.astype(np.int64)
+    return np.cumsum(real[:, ::-1], axis=1)[:, ::-1] * real
 
 
 class PositionCodeCounter(DenseArray, ArenaRuns):
@@ -151,12 +163,14 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
 
     # ---- counting ---------------------------------------------------------------------------------------------
     def add_batch(self, target: np.ndarray, behavior: np.ndarray, label: np.ndarray, positions: np.ndarray | None,
-                  n_positions: int, checked_max: tuple[int, int] | None = None) -> None:
+                  n_positions: int, checked_max: tuple[int, int] | None = None,
+                  valid: np.ndarray | None = None) -> None:
         """Count a batch: ``target``, ``label`` ``[B]``, ``behavior`` ``[B, L]`` (C-contiguous integers),
-        ``positions`` ``[B, L]`` int64 per cell (0: padding, not counted) or ``None`` for column j at position
-        L - j; ``n_positions`` at least the largest position. ``checked_max``: the largest target and behaviour
-        ids, from a caller that has checked ids, labels, positions and the total itself
-        (:class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` does); the checks are then skipped.
+        ``positions`` ``[B, L]`` int64 per cell (0: padding, not counted) or ``None``: then ``valid`` (``[B, L]``
+        bool or uint8, true for a real behaviour; position p = the real cells from this one to the row's end) or,
+        without it, column j at position L - j. ``n_positions``: at least the largest position. ``checked_max``:
+        the largest target and behaviour ids, from a caller that has checked ids, labels, positions and the total
+        itself (:class:`~lightning_recanalysis.metrics.BehaviorTargetCounts` does); the checks are then skipped.
 
         Raises:
             ValueError: an id beyond :meth:`fits` or negative, a label not 0 or 1, a position outside
@@ -164,6 +178,9 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         """
         if behavior.size == 0:
             return
+        if valid is not None and valid.shape != behavior.shape:
+            raise ValueError(f"PositionCodeCounter: valid has shape {tuple(valid.shape)}, behavior "
+                             f"{tuple(behavior.shape)}; they must match")
         if checked_max is None:
             t_max, b_max = int(target.max()), int(behavior.max())
             self._check(target, behavior, label, positions, n_positions, t_max, b_max)
@@ -172,19 +189,26 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
         if self._dense is not None:
             if self._dense_holds(t_max, b_max, n_positions) or self._dense_grown(t_max, b_max, n_positions):
+                if positions is None and valid is not None:
+                    positions = cell_positions(valid)
                 self._dense_count(target, behavior, label, positions)
                 return
             self._leave_dense()
-        b_bits = max(1, b_max.bit_length())
-        code_bits = max(1, t_max.bit_length()) + b_bits + 1
         self._grow_positions(n_positions)
         if self._work[0].size < behavior.size:
             self._work = (empty_uint32(behavior.size), empty_uint32(behavior.size))
+        codes, counts = self._work
+        starts = np.empty(self._positions + 2, np.int64)
+        none = np.zeros((0, 0), np.int64)
+        mask = none.view(np.uint8) if valid is None or positions is not None else valid.view(np.uint8)
+        loops = compiled_counts.loops()
+        counted = loops.bucket_codes(target, behavior, label, mask, none if positions is None else positions,
+                                     self._positions, codes, starts)
+        for p in range(1, self._positions + 1):  # numpy's vectorised sort, bucket by bucket, in place
+            if starts[p + 1] - starts[p] > 1:
+                codes[starts[p]:starts[p + 1]].sort()
         offsets = np.empty(self._positions + 1, np.int64)
-        by_cell = np.zeros((0, 0), np.int64) if positions is None else positions
-        length, swapped, counted = compiled_counts.loops().compact_run(
-            target, behavior, label, by_cell, self._positions, b_bits, code_bits, *self._work, offsets)
-        codes, counts = self._work[::-1] if swapped else self._work
+        length = loops.run_lengths(codes, counts, starts, self._positions, offsets)
         self._push_apart(codes[:length], counts[:length], offsets)
         self.total += int(counted)
         self._consider_dense()

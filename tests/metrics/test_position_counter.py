@@ -94,7 +94,18 @@ def calls(monkeypatch):
 SCHEDULE = [(300, 6), (120, 6), (60, 6), (500, 6), (40, 8), (40, 8), (900, 8), (30, 10), (200, 10), (80, 4)]
 
 
-@pytest.mark.parametrize("padding", [False, True], ids=["by-column", "positions-per-cell"])
+def with_mask(batch, left_padded):
+    """The batch's padding given as a ``valid`` mask instead of positions per cell (with ``left_padded``, each
+    row's real cells moved to its last columns); returns the counter's arguments and the positions the oracle
+    reads."""
+    t, b, y, positions = batch
+    valid = positions > 0
+    if left_padded:
+        valid = np.arange(b.shape[1])[None, :] >= (b.shape[1] - valid.sum(1))[:, None]
+    return (t, b, y, None), valid, (t, b, y, position_counter.cell_positions(valid))
+
+
+@pytest.mark.parametrize("padding", ["none", "positions", "mask-left-padded", "mask-with-gaps"])
 @pytest.mark.parametrize("memory_maps", [True, False], ids=["mremap", "copying-arena"])
 def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, calls, monkeypatch):
     if not memory_maps:
@@ -102,9 +113,13 @@ def test_counts_equal_a_dictionary_on_every_merge_path(padding, memory_maps, cal
     rng = np.random.default_rng(7)
     counter, batches = PositionCodeCounter(dense=False), []
     for k, (rows, length) in enumerate(SCHEDULE):
-        batch = zipf_batch(rng, rows, length, 3000, 20_000, padding)
+        batch = zipf_batch(rng, rows, length, 3000, 20_000, padding != "none")
+        if padding.startswith("mask"):
+            arguments, valid, batch = with_mask(batch, padding == "mask-left-padded")
+            counter.add_batch(*arguments, length, valid=valid)
+        else:
+            counter.add_batch(*batch, length)
         batches.append(batch)
-        counter.add_batch(*batch, length)
         if k == 4:  # a query in the middle merges the runs; counting goes on after it
             assert as_dict(counter) == dict(oracle(batches))
     assert counter._arena._can_map is memory_maps
