@@ -32,6 +32,8 @@ def warm_up() -> float:
     for _ in range(3):  # runs of equal length, then a longer one below a shorter: both merge directions
         counter.add_batch(target, behavior, label, None, 2)
     counter.add_batch(target, behavior, label, np.array([[0, 1], [2, 1]]), 2)
+    for mask in ([[False, True], [True, True]], [[True, False], [True, True]]):  # left-padded, with a gap
+        counter.add_batch(target, behavior, label, None, 2, valid=np.array(mask))
     counter.lookup(counter.stored()[0])
     counter.same_category(2)
     # The dense array's loop: a counter this small never takes the array (its carries' buffer alone is over the
