@@ -244,14 +244,13 @@ def bucket_codes(target, behavior, label, valid, positions, n_positions, codes, 
 
 
 @njit(cache=True, nogil=True)
-def run_lengths(codes, counts, starts, n_positions, out_offsets):  # pragma: no cover - compiled
-    """Count the equal codes of each sorted bucket (:func:`bucket_codes`, then sorted): the distinct codes go to the
-    front of ``codes`` and their counts to ``counts``, position after position, with the run's ``out_offsets``
-    (n_positions + 1). Returns the run's length.
+def run_lengths(codes, packed, starts, n_positions, out_offsets):  # pragma: no cover - compiled
+    """Count the equal codes of each sorted bucket (:func:`bucket_codes`, then sorted) into one run of entries
+    ``(code << 32) | count`` in ``packed`` (uint64, as long as ``codes``), position after position, with the run's
+    ``out_offsets`` (n_positions + 1). Returns the run's length.
 
-    Written over the codes it reads: a bucket's distinct codes start no later than the bucket and are no more
-    than its codes. The run ends are found without a branch per code (whether the next code differs is a coin
-    flip to a branch predictor), then each run's code and count are read off its end.
+    The run ends are found without a branch per code (whether the next code differs is a coin flip to a branch
+    predictor; ``packed[k]`` holds run k's last index meanwhile), then each run's entry is read off its end.
     """
     n_out = 0
     for p in range(1, n_positions + 1):
@@ -261,17 +260,16 @@ def run_lengths(codes, counts, starts, n_positions, out_offsets):  # pragma: no 
             continue
         k = n_out
         previous = codes[start]
-        for i in range(start + 1, stop):  # counts[k]: the last index of run k so far
+        for i in range(start + 1, stop):
             code = codes[i]
-            counts[k] = i - 1
+            packed[k] = i - 1
             k += code != previous
             previous = code
-        counts[k] = stop - 1
+        packed[k] = stop - 1
         before = start - 1
         for m in range(n_out, k + 1):
-            end = counts[m]
-            codes[m] = codes[end]
-            counts[m] = end - before
+            end = np.int64(packed[m])
+            packed[m] = (np.uint64(codes[end]) << np.uint64(32)) | np.uint64(end - before)
             before = end
         n_out = k + 1
     out_offsets[n_positions] = n_out

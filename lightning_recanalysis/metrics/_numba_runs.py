@@ -5,9 +5,9 @@ A run holds sorted unique keys with their counts. Two runs merge in one linear p
 merge sort, equal keys summed: O(n_a + n_b), with sequential reads and writes only.
 
 * :func:`merge_runs`: two runs of int64 stored keys (:mod:`.sparse_keys` layout) into a new pair of arrays;
-* :func:`merge_forward`, :func:`merge_backward`, :func:`move_left`: runs of 4-byte (position, code) keys merged
-  in place in :class:`~.position_counter.PositionCodeCounter`'s arena, one segment per position, with one of
-  the two runs copied aside;
+* :func:`merge_forward`, :func:`merge_backward`, :func:`move_left`: runs of 4-byte (position, code) keys with
+  4-byte counts, one uint64 entry each, merged in place in :class:`~.position_counter.PositionCodeCounter`'s
+  arena, one segment per position, with one of the two runs copied aside;
 * :func:`compact_lookup`, :func:`compact_same_category`, :func:`compact_to_stored`: reading such a run: a binary
   search per key wanted, the counts whose behaviour is the target's own, the run as stored int64 keys.
 """
@@ -29,13 +29,26 @@ __all__ = ["compact_lookup", "compact_same_category", "compact_to_stored", "merg
 _COMPACT_BEHAVIOR_MASK = MAX_COMPACT_BEHAVIORS - 1
 
 
-@njit(cache=True, nogil=True)
-def merge_forward(a_codes, a_counts, a_offsets, codes, counts, b_start, b_offsets, out_start,
-                  out_offsets):  # pragma: no cover - compiled
-    """Merge run A (held apart, in ``a_codes``/``a_counts``) with run B (in the arena from ``b_start``) into the
-    arena from ``out_start`` <= ``b_start``, equal codes summed; returns the merged length.
+_LOW = np.uint64(0xFFFFFFFF)
+_HIGH_HALF = np.uint64(0xFFFFFFFF00000000)
 
-    Writing forward never overtakes B's next read: after i codes of A and j of B, the write index is at most
+
+@njit(cache=True, nogil=True)
+def _merged_entry(x, y, take_x, take_y):  # pragma: no cover - compiled
+    """The entry a merge writes from heads ``x`` and ``y``: the one taken, or (equal codes) ``x`` plus ``y``'s count.
+    Selects, not branches: which run leads is a coin flip a branch predictor cannot learn."""
+    return ((x if take_x else np.uint64(0)) + (y if take_y else np.uint64(0))
+            - ((y & _HIGH_HALF) if (take_x and take_y) else np.uint64(0)))
+
+
+@njit(cache=True, nogil=True)
+def merge_forward(a_packed, a_offsets, packed, b_start, b_offsets, out_start,
+                  out_offsets):  # pragma: no cover - compiled
+    """Merge run A (held apart, in ``a_packed``) with run B (in the arena from ``b_start``) into the arena from
+    ``out_start`` <= ``b_start``, equal codes summed; returns the merged length. Entries are ``(code << 32) |
+    count`` (uint64); a count sum cannot reach the code bits while the counter's total stays below 2^32.
+
+    Writing forward never overtakes B's next read: after i entries of A and j of B, the write index is at most
     ``out_start + i + j`` and B's read index is ``b_start + j``, with ``b_start - out_start`` at least A's length.
     Each run holds a code once, so a code in both is met as equal heads, taken from both at once.
     """
@@ -45,24 +58,19 @@ def merge_forward(a_codes, a_counts, a_offsets, codes, counts, b_start, b_offset
         i, i_end = a_offsets[s], a_offsets[s + 1]
         j, j_end = b_start + b_offsets[s], b_start + b_offsets[s + 1]
         while i < i_end and j < j_end:
-            a, b = np.int64(a_codes[i]), np.int64(codes[j])
-            if a < b:
-                codes[w], counts[w] = a_codes[i], a_counts[i]
-                i += 1
-            elif b < a:
-                codes[w], counts[w] = codes[j], counts[j]
-                j += 1
-            else:
-                codes[w], counts[w] = codes[j], np.int64(a_counts[i]) + np.int64(counts[j])
-                i += 1
-                j += 1
+            x, y = a_packed[i], packed[j]
+            take_x = (x >> np.uint64(32)) <= (y >> np.uint64(32))
+            take_y = (y >> np.uint64(32)) <= (x >> np.uint64(32))
+            packed[w] = _merged_entry(x, y, take_x, take_y)
+            i += take_x
+            j += take_y
             w += 1
         while i < i_end:
-            codes[w], counts[w] = a_codes[i], a_counts[i]
+            packed[w] = a_packed[i]
             i += 1
             w += 1
         while j < j_end:
-            codes[w], counts[w] = codes[j], counts[j]
+            packed[w] = packed[j]
             j += 1
             w += 1
     out_offsets[a_offsets.size - 1] = w - out_start
@@ -70,12 +78,12 @@ def merge_forward(a_codes, a_counts, a_offsets, codes, counts, b_start, b_offset
 
 
 @njit(cache=True, nogil=True)
-def merge_backward(codes, counts, a_start, a_offsets, b_codes, b_counts, b_offsets, out_end,
+def merge_backward(packed, a_start, a_offsets, b_packed, b_offsets, out_end,
                    out_offsets):  # pragma: no cover - compiled
     """Merge run A (in the arena from ``a_start``) with run B (held apart) into the arena, ending at ``out_end`` >=
-    the end of A, written from the last code down; returns the merged run's start.
+    the end of A, written from the last entry down; returns the merged run's start.
 
-    Writing backward never overtakes A's next read: with i codes of A and j of B left, the write index is at
+    Writing backward never overtakes A's next read: with i entries of A and j of B left, the write index is at
     least ``out_end - (i + j)`` and A's read index is ``a_start + i - 1``, with ``out_end - a_start`` at least
     A's length plus B's. The loop of :func:`merge_forward`, from the largest code down.
     """
@@ -87,29 +95,24 @@ def merge_backward(codes, counts, a_start, a_offsets, b_codes, b_counts, b_offse
         i, i_stop = a_start + a_offsets[s + 1], a_start + a_offsets[s]
         j, j_stop = b_offsets[s + 1], b_offsets[s]
         while i > i_stop and j > j_stop:
-            a, b = np.int64(codes[i - 1]), np.int64(b_codes[j - 1])
+            x, y = packed[i - 1], b_packed[j - 1]
+            take_x = (x >> np.uint64(32)) >= (y >> np.uint64(32))
+            take_y = (y >> np.uint64(32)) >= (x >> np.uint64(32))
             w -= 1
-            if a > b:
-                codes[w], counts[w] = codes[i - 1], counts[i - 1]
-                i -= 1
-            elif b > a:
-                codes[w], counts[w] = b_codes[j - 1], b_counts[j - 1]
-                j -= 1
-            else:
-                codes[w], counts[w] = codes[i - 1], np.int64(counts[i - 1]) + np.int64(b_counts[j - 1])
-                i -= 1
-                j -= 1
+            packed[w] = _merged_entry(x, y, take_x, take_y)
+            i -= take_x
+            j -= take_y
         while j > j_stop:
             w -= 1
             j -= 1
-            codes[w], counts[w] = b_codes[j], b_counts[j]
+            packed[w] = b_packed[j]
         if w == i:  # B's segment is used up and the rest of A's already lies where it belongs
             w = i_stop
             continue
         while i > i_stop:
             w -= 1
             i -= 1
-            codes[w], counts[w] = codes[i], counts[i]
+            packed[w] = packed[i]
     out_offsets[0] = 0
     for s in range(n_segments):
         out_offsets[s + 1] = ends[s] - w
@@ -117,11 +120,10 @@ def merge_backward(codes, counts, a_start, a_offsets, b_codes, b_counts, b_offse
 
 
 @njit(cache=True, nogil=True)
-def move_left(codes, counts, source, target, n):  # pragma: no cover - compiled
-    """Move ``n`` codes and counts from ``source`` down to ``target`` <= ``source`` (overlap allowed)."""
+def move_left(packed, source, target, n):  # pragma: no cover - compiled
+    """Move ``n`` entries from ``source`` down to ``target`` <= ``source`` (overlap allowed)."""
     for k in range(n):
-        codes[target + k] = codes[source + k]
-        counts[target + k] = counts[source + k]
+        packed[target + k] = packed[source + k]
 
 
 @njit(cache=True, nogil=True)

@@ -13,8 +13,8 @@ of up to half the keys it holds).
 
 **Layout** (:mod:`.code_arena`). The counts are sorted runs of (position, code) (:mod:`.compact_codes`), in one
 *arena* that grows a few times only, kept as a binary counter: a batch is counted into a run (bucketed by position,
-each bucket radix-sorted, equal codes counted), and a run merges in place into the one below while that one is no
-longer. So each key is copied O(log(state / run)) times, in sequential passes. A query merges every run first.
+each bucket sorted, equal codes counted; one uint64 entry (code << 32) | count a key), and a run merges in place into
+the one below while that one is no longer. So each key is copied O(log(state / run)) times, in sequential passes. A query merges every run first.
 
 **The dense array** (:mod:`.position_dense`). Once the keys held would take at least as much memory as one uint8
 cell for every (target, label, position, behaviour) of the ids seen so far (the cells' bytes at most
@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import compiled_counts
-from .code_arena import Arena, ArenaRuns, Run, empty_uint32
+from .code_arena import Arena, ArenaRuns, Run, empty_uint32, empty_uint64, pack
 from .compact_codes import CATEGORY_MASK, compact_code, compact_code_parts
 from .position_dense import DENSE_BYTES_PER_KEY, DenseArray
 from .sparse_keys import (
@@ -85,8 +85,9 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         self._runs: list[Run] = []
         self._positions = 0
         self.total = 0  # behaviours counted: bounds every count
-        self._aside = (np.empty(0, np.uint32), np.empty(0, np.uint32))  # the shorter run of a merge
-        self._work = (np.empty(0, np.uint32), np.empty(0, np.uint32))  # a batch's codes while they are sorted
+        self._aside = np.empty(0, np.uint64)  # the shorter run of a merge, as entries (code << 32) | count
+        # a batch's codes while they are sorted (uint32), and its run of entries (uint64)
+        self._work = (np.empty(0, np.uint32), np.empty(0, np.uint64))
         self._max_ids = (-1, -1)  # the largest target and behaviour ids counted
         # The dense array: uint8 [targets, 2, positions, behaviours], its shape, and the carries (flat cells, each
         # worth 256) in a buffer; None while the counts are runs.
@@ -118,7 +119,7 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         self.__init__(dense=not state.get("dense_off", False))
         self._positions, self.total = state["positions"], state["total"]
         for codes, counts, offsets in state["runs"]:
-            self._push_apart(codes, counts, offsets)
+            self._push_apart(pack(codes, counts), offsets)
         if "max_ids" in state:
             self._max_ids = state["max_ids"]
         else:  # a state saved before the counter kept its largest ids: read them off its codes
@@ -155,7 +156,7 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         for merges (both kept, so that later merges reuse them); or the dense array and its carries."""
         if self._dense is not None:
             return self._dense_nbytes()
-        return 8 * self._arena.high_water + self._aside[0].nbytes + self._aside[1].nbytes
+        return 8 * self._arena.high_water + self._aside.nbytes
 
     def work_nbytes(self) -> int:
         """Bytes of the work buffers a batch's codes are sorted in (as large as the largest batch counted)."""
@@ -196,8 +197,8 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
             self._leave_dense()
         self._grow_positions(n_positions)
         if self._work[0].size < behavior.size:
-            self._work = (empty_uint32(behavior.size), empty_uint32(behavior.size))
-        codes, counts = self._work
+            self._work = (empty_uint32(behavior.size), empty_uint64(behavior.size))
+        codes, entries = self._work
         starts = np.empty(self._positions + 2, np.int64)
         none = np.zeros((0, 0), np.int64)
         mask = none.view(np.uint8) if valid is None or positions is not None else valid.view(np.uint8)
@@ -208,8 +209,8 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
             if starts[p + 1] - starts[p] > 1:
                 codes[starts[p]:starts[p + 1]].sort()
         offsets = np.empty(self._positions + 1, np.int64)
-        length = loops.run_lengths(codes, counts, starts, self._positions, offsets)
-        self._push_apart(codes[:length], counts[:length], offsets)
+        length = loops.run_lengths(codes, entries, starts, self._positions, offsets)
+        self._push_apart(entries[:length], offsets)
         self.total += int(counted)
         self._consider_dense()
 
@@ -246,7 +247,7 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         self._grow_positions(int(positions[-1]))
         codes = compact_code(targets, behaviors, keys & 1)
         offsets = np.searchsorted(positions, np.arange(1, self._positions + 2)).astype(np.int64)
-        self._push_apart(codes.astype(np.uint32), counts.astype(np.uint32), offsets)
+        self._push_apart(pack(codes, counts), offsets)
         self.total += int(counts.sum())
         self._consider_dense()
 

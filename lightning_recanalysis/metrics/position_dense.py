@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import compiled_counts
-from .code_arena import Arena
+from .code_arena import Arena, pack
 from .compact_codes import CATEGORY_MASK, compact_code, compact_code_parts
 from .dense_counts import grown_size
 from .sparse_keys import BEHAVIOR_SHIFT, POSITION_SHIFT, TARGET_SHIFT
@@ -91,7 +91,8 @@ class DenseArray:
             target, behavior, label = compact_code_parts(codes[first:last])
             self._dense_add(self._dense_cells(target, label, p, behavior), counts[first:last].astype(np.int64))
         self._arena, self._runs = Arena(), []
-        self._aside = self._work = (np.empty(0, np.uint32), np.empty(0, np.uint32))
+        self._aside = np.empty(0, np.uint64)
+        self._work = (np.empty(0, np.uint32), np.empty(0, np.uint64))
 
     def _leave_dense(self) -> None:
         """Back to runs: the dense array's counts become one run. (The array is taken again once the keys reach
@@ -100,7 +101,7 @@ class DenseArray:
         self._dense, self._dense_shape = None, (0, 0, 0)
         self._carries, self._n_carries = np.empty(0, np.int64), 0
         self._carried = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        self._push_apart(codes, counts, offsets)
+        self._push_apart(pack(codes, counts), offsets)
 
     def _dense_nbytes(self) -> int:
         """The dense array, the carries' buffer and the folded carries."""
