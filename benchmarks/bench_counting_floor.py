@@ -153,7 +153,8 @@ def run(categories: int, sequences: int, length: int, batch: int, repeats: int) 
     if times["polars"]:
         rows.append([f"{categories:,}", "polars group_by, one shot", _spread(times["polars"], 1e9 / behaviours),
                      _spread([a / b for a, b in zip(times["polars"], times["unique"])], digits=2), "-"])
-        notes.append(f"{categories:,} categories: polars / ours {_spread([a / b for a, b in zip(times['polars'], times['ours'])], digits=2)}")
+        over_ours = [a / b for a, b in zip(times["polars"], times["ours"])]
+        notes.append(f"{categories:,} categories: polars / ours {_spread(over_ours, digits=2)}")
     notes.append(f"{categories:,} categories: {behaviours:,} behaviours, {values.size:,} distinct keys; counts "
                  f"identical to the floor's: {identical}; work arrays {_work_bytes(metric) / 2**20:.0f} MiB")
     return rows, notes

@@ -6,10 +6,10 @@ label) code by an LSD radix sort (passes of at most 11 bits, so that a pass's bu
 run-length counted: O(B L) work for B rows of L cells, with no comparison sort and no global sort.
 
 * :func:`position_runs`: the batch's sorted unique stored int64 keys (:mod:`.sparse_keys` layout) and counts;
-* :func:`bucket_codes` and :func:`run_lengths`: a batch as one run of 4-byte codes with 4-byte counts, one segment
-  per position, for :class:`~.position_counter.PositionCodeCounter`: the cells bucketed by position, each bucket
-  sorted by ``np.sort`` in between (outside numba: numpy's vectorised sort, several times faster here than a
-  scalar radix sort), and equal codes counted;
+* :func:`bucket_sizes`, :func:`bucket_codes` and :func:`run_lengths`: batches as one run of (code, count)
+  entries, one segment per position, for :class:`~.position_counter.PositionCodeCounter`: the cells bucketed by
+  position, each bucket sorted by ``np.sort`` in between (outside numba: numpy's vectorised sort, several times
+  faster here than a scalar radix sort), and equal codes counted;
 * :func:`dense_count`: one increment per cell of a uint8 array, with carries of 256 (the counter's dense array).
 
 The loops over sorted runs (merging them, looking keys up in them) are in :mod:`._numba_runs`; this module
@@ -35,8 +35,8 @@ from ._numba_runs import (
 )
 from .sparse_keys import COMPACT_TARGET_SHIFT
 
-__all__ = ["bucket_codes", "compact_lookup", "compact_same_category", "compact_to_stored", "dense_count",
-           "merge_backward", "merge_forward", "merge_runs", "move_left", "position_runs", "run_lengths"]
+__all__ = ["bucket_codes", "bucket_sizes", "compact_lookup", "compact_same_category", "compact_to_stored",
+           "dense_count", "merge_backward", "merge_forward", "merge_runs", "move_left", "position_runs", "run_lengths"]
 
 # Largest radix digit: 2^11 buckets of int64 offsets (16 KB) stay in the L1 cache.
 _DIGIT_BITS = 11
@@ -172,54 +172,69 @@ def position_runs(target, behavior, label, positions, n_positions, behavior_bits
 
 
 @njit(cache=True, nogil=True)
-def bucket_codes(target, behavior, label, valid, positions, n_positions, codes, starts):  # pragma: no cover
+def _real_rows(valid, batch, length):  # pragma: no cover - compiled
+    """Each row's real cells n_i (``valid``: ``[B, L]`` uint8, or ``[0, 0]``: all real) and whether they are its
+    last n_i columns (left padding, or none)."""
+    n_real = np.full(batch, length, np.int64)
+    contiguous = np.ones(batch, np.bool_)
+    if valid.shape[0] > 0:
+        for i in range(batch):
+            n = 0
+            gap = 0
+            previous = 0
+            for j in range(length):
+                v = np.int64(valid[i, j] != 0)
+                n += v
+                gap |= previous & (1 - v)  # a real cell before a padding one: not left-padded
+                previous = v
+            n_real[i] = n
+            contiguous[i] = gap == 0
+    return n_real, contiguous
+
+
+@njit(cache=True, nogil=True)
+def bucket_sizes(valid, positions, batch, length, sizes):  # pragma: no cover - compiled
+    """Add a batch's real cells at each position p to ``sizes[p]`` (int64, at least the largest position + 1);
+    returns the real cells. Positions as in :func:`bucket_codes`.
+
+    Every row holds exactly one real cell at each position 1..n_i (n_i: its real cells), so without
+    ``positions`` the sizes follow from the rows' counts alone.
+    """
+    if positions.shape[0] > 0:
+        counted = 0
+        for i in range(batch):
+            for j in range(length):
+                p = positions[i, j]
+                sizes[p] += p > 0
+                counted += p > 0
+        return counted
+    n_real, _ = _real_rows(valid, batch, length)
+    rows_at_least = np.zeros(length + 2, np.int64)
+    for i in range(batch):
+        rows_at_least[n_real[i]] += 1
+    counted = 0
+    for n in range(length, 0, -1):
+        rows_at_least[n] += rows_at_least[n + 1]
+        sizes[n] += rows_at_least[n]
+        counted += rows_at_least[n]
+    return counted
+
+
+@njit(cache=True, nogil=True)
+def bucket_codes(target, behavior, label, valid, positions, codes, at):  # pragma: no cover - compiled
     """Write every real cell's compact code ``(t << 16) | (b << 1) | y`` into its position's bucket of ``codes``
-    (uint32, at least as long as the batch has cells): bucket p (1..n_positions) is ``codes[starts[p]:starts[p +
-    1]]`` (``starts``: int64, n_positions + 2). Returns the behaviours counted (padding left out).
+    (uint32): position p's next code goes to ``codes[at[p]]``, and ``at[p]`` moves on (buckets laid out from
+    :func:`bucket_sizes`, so that several batches fill them one after another).
 
     A cell's position comes from ``positions`` (``[B, L]`` int64, 0 for padding) when it has rows; otherwise from
     ``valid`` (``[B, L]`` uint8, 1 for a real behaviour): p = the real cells from this one to the row's end; with
-    neither (both ``[0, 0]``) column j holds position L - j.
-
-    Every row holds exactly one real cell at each position 1..n_i (n_i: its real cells), so the buckets' sizes
-    follow from the rows' counts alone. A row whose real cells are its last n_i columns (left padding, or none:
-    the usual layout) is written over those columns only, row by row: each cell to its own bucket, so the
-    padding costs nothing and no column of the batch is read with a stride.
+    neither (both ``[0, 0]``) column j holds position L - j. A row whose real cells are its last n_i columns (left
+    padding, or none: the usual layout) is written over those columns only, row by row: each cell to its own
+    bucket, so the padding costs nothing and no column of the batch is read with a stride.
     """
     batch, length = behavior.shape
-    sizes = np.zeros(n_positions + 2, np.int64)
     by_cell = positions.shape[0] > 0
-    masked = valid.shape[0] > 0
-    n_real = np.full(batch, length, np.int64)
-    contiguous = np.ones(batch, np.bool_)
-    if by_cell:
-        for i in range(batch):
-            for j in range(length):
-                sizes[positions[i, j]] += 1
-    else:
-        if masked:
-            for i in range(batch):
-                n = 0
-                gap = 0
-                previous = 0
-                for j in range(length):
-                    v = np.int64(valid[i, j] != 0)
-                    n += v
-                    gap |= previous & (1 - v)  # a real cell before a padding one: not left-padded
-                    previous = v
-                n_real[i] = n
-                contiguous[i] = gap == 0
-        rows_at_least = np.zeros(length + 2, np.int64)
-        for i in range(batch):
-            rows_at_least[n_real[i]] += 1
-        for n in range(length - 1, -1, -1):
-            rows_at_least[n] += rows_at_least[n + 1]
-        for p in range(1, length + 1):
-            sizes[p] = rows_at_least[p]
-    starts[0] = starts[1] = 0
-    for p in range(1, n_positions + 1):
-        starts[p + 1] = starts[p] + sizes[p]
-    at = starts.copy()
+    n_real, contiguous = _real_rows(valid, 0 if by_cell else batch, length)
     for i in range(batch):
         head = (np.uint32(target[i]) << np.uint32(COMPACT_TARGET_SHIFT)) | np.uint32(label[i])
         if by_cell:
@@ -240,7 +255,6 @@ def bucket_codes(target, behavior, label, valid, positions, n_positions, codes, 
                     p += 1
                     codes[at[p]] = head | (np.uint32(behavior[i, j]) << np.uint32(1))
                     at[p] += 1
-    return starts[n_positions + 1]
 
 
 @njit(cache=True, nogil=True)
@@ -249,8 +263,8 @@ def run_lengths(codes, packed, starts, n_positions, out_offsets):  # pragma: no 
     ``(code << 32) | count`` in ``packed`` (uint64, as long as ``codes``), position after position, with the run's
     ``out_offsets`` (n_positions + 1). Returns the run's length.
 
-    The run ends are found without a branch per code (whether the next code differs is a coin flip to a branch
-    predictor; ``packed[k]`` holds run k's last index meanwhile), then each run's entry is read off its end.
+    One pass without a branch per code (whether the next code differs is a coin flip to a branch predictor):
+    every code rewrites the entry of its run with the count so far, and a new code moves to the next entry.
     """
     n_out = 0
     for p in range(1, n_positions + 1):
@@ -260,17 +274,14 @@ def run_lengths(codes, packed, starts, n_positions, out_offsets):  # pragma: no 
             continue
         k = n_out
         previous = codes[start]
-        for i in range(start + 1, stop):
+        run_start = start
+        for i in range(start, stop):
             code = codes[i]
-            packed[k] = i - 1
-            k += code != previous
+            differs = code != previous
+            k += differs
+            run_start = i if differs else run_start
+            packed[k] = (np.uint64(code) << np.uint64(32)) | np.uint64(i + 1 - run_start)
             previous = code
-        packed[k] = stop - 1
-        before = start - 1
-        for m in range(n_out, k + 1):
-            end = np.int64(packed[m])
-            packed[m] = (np.uint64(codes[end]) << np.uint64(32)) | np.uint64(end - before)
-            before = end
         n_out = k + 1
     out_offsets[n_positions] = n_out
     return n_out

@@ -9,7 +9,7 @@ integer code per behaviour, into one of three stores:
   counted with ``bincount`` (:mod:`.dense_counts`); a batch that would make it larger turns it into sparse keys
   for good;
 * on CPU with numba, while ids fit 4-byte codes and the total 32-bit counts, the 8-byte counter of
-  :mod:`.position_counter` (cells bucketed by position, each bucket radix-sorted, runs merged);
+  :mod:`.position_counter` (cells bucketed by position, each bucket sorted by numpy, runs merged);
 * otherwise sorted int64 keys with int64 counts (:mod:`.sparse_keys`): a compiled radix sort per position
   (:func:`~.compiled_counts.position_runs`), or, without numba, a sort of codes whose (position, target,
   behaviour, label) digits order them like the stored keys (``torch.unique`` on CUDA), then run boundaries.
@@ -43,7 +43,9 @@ DENSE_MAX_CELLS = 1 << 22
 # _FLUSH_MAX_BEHAVIORS, so that what waits stays a few tens of MB.
 _FLUSH_BEHAVIORS = 1 << 17
 _FLUSH_MAX_BEHAVIORS = 1 << 22
-_FLUSH_COMPILED_MAX_BEHAVIORS = 1 << 20
+# The 8-byte counter's flushes: from 2^20 behaviours, as many as the keys it holds, at most 2^21 (see _flush_at).
+_FLUSH_COMPILED_MIN_BEHAVIORS = 1 << 20
+_FLUSH_COMPILED_MAX_BEHAVIORS = 1 << 21
 # Tells compiled_counts.position_runs that column j holds position L - j.
 _BY_COLUMN = np.zeros((0, 0), dtype=np.int64)
 
@@ -59,39 +61,76 @@ class BehaviorCounting:
 
     def _flush_at(self) -> int:
         if self._dense is None and self._dense_off and compiled_counts.available() and self.device.type == "cpu":
-            # The compiled sparse path adds a run in time proportional to the run, not to the state, but each key
-            # of a run is merged again about log2(state / run) times: runs of 10^6 behaviours, rather than 10^5,
-            # made batches of 1,024 sequences (2.4 x 10^7 keys in the end) 1.4 to 1.5 times faster to count.
-            # What waits stays under about half a byte more per key held, and under 10 MB.
+            # The compiled sparse path sorts a flush's codes with numpy's vectorised sort (about 2 ns a code here),
+            # but merges the flush's run into the runs held (about 3.5 ns an entry, each entry merged again about
+            # log2(state / run) times): flushes of 2^20 to 2^21 behaviours, as many as the keys held, rather than
+            # 2^17 to 2^20 (half the keys held), counted benchmarks/bench_counting_floor.py in 16 ns a behaviour
+            # rather than 22 at 10,000 categories. What waits is at most 2^21 behaviours (18 MB of int64 ids and
+            # mask), and the work arrays 12 bytes a real behaviour of a flush.
             held = self._compact.distinct_upper_bound if self._compact is not None else _held(self.triple_keys)
-            return min(max(_FLUSH_BEHAVIORS, held // 2), _FLUSH_COMPILED_MAX_BEHAVIORS)
+            return min(max(_FLUSH_COMPILED_MIN_BEHAVIORS, held), _FLUSH_COMPILED_MAX_BEHAVIORS)
         if self._dense is not None:
             state = self._dense.numel()
         else:
             state = _held(self.triple_keys)
         return min(max(_FLUSH_BEHAVIORS, 2 * state), _FLUSH_MAX_BEHAVIORS)
 
+    def _count_parts(self, parts: list[tuple]) -> None:
+        """Count checked batches (each as ``check_batch_values`` returns it, all of one length). On the 8-byte
+        counter's path they are counted as they are, without a concatenation (a copy of every cell, into fresh
+        memory); otherwise concatenated and counted as one."""
+        t_max, b_max = max(p[4] for p in parts), max(p[5] for p in parts)
+        target, label = torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])
+        self._count_samples(target, label, parts[0][1].shape[1], t_max)
+        if self._count_compact([p[:4] for p in parts], t_max, b_max):
+            return
+        behavior = torch.cat([p[1] for p in parts])
+        valid = None
+        if any(p[3] is not None for p in parts):
+            valid = torch.cat([p[3] if p[3] is not None else torch.ones_like(p[1], dtype=torch.bool) for p in parts])
+        self._count_behaviors(target, behavior, label, valid, t_max, b_max)
+
     def _count(self, target: torch.Tensor, behavior: torch.Tensor, label: torch.Tensor,
                valid: torch.Tensor | None, t_max: int, b_max: int) -> None:
+        self._count_samples(target, label, behavior.shape[1], t_max)
+        if not self._count_compact([(target, behavior, label, valid)], t_max, b_max):
+            self._count_behaviors(target, behavior, label, valid, t_max, b_max)
+
+    def _count_samples(self, target: torch.Tensor, label: torch.Tensor, length: int, t_max: int) -> None:
+        """The (target, label) counter and the longest sequence."""
         self._version += 1
-        length = behavior.shape[1]
         self.max_length = torch.clamp_min(self.max_length, length)
+        self._add("target", *unique_counts(target * 2 + label.to(torch.int64), (t_max + 1) * 2))
+
+    def _count_compact(self, parts: list[tuple], t_max: int, b_max: int) -> bool:
+        """Count the behaviours of ``(target, behavior, label, valid)`` parts into the 8-byte counter, if that is
+        where they go (on CPU with numba, ids and total within its bounds, no dense int64 array); returns whether
+        it did. The counter reads the mask itself: a real cell's position is the real cells from it to the row's
+        end, found in its bucketing pass (no [B, L] positions array to build here)."""
+        length = parts[0][1].shape[1]
+        cells = sum(p[1].numel() for p in parts)
+        if (parts[0][1].is_cuda or self.device.type != "cpu" or not compiled_counts.available()
+                or self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None
+                or not self._compact_ready(t_max, b_max, cells)):
+            return False
+        self._compact.add_batches(
+            [(target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(),
+              label.to(torch.int64).numpy(), None if valid is None else valid.contiguous().numpy(), None)
+             for target, behavior, label, valid in parts], length, (t_max, b_max))
+        self._version += 1
+        return True
+
+    def _count_behaviors(self, target: torch.Tensor, behavior: torch.Tensor, label: torch.Tensor,
+                         valid: torch.Tensor | None, t_max: int, b_max: int) -> None:
+        """The (target, behaviour, position, label) counts of a batch the 8-byte counter does not take."""
+        length = behavior.shape[1]
         y = label.to(torch.int64)
-        self._add("target", *unique_counts(target * 2 + y, (t_max + 1) * 2))
         # Every cell holds a valid id here (check_batch_values zeroed padding that did not), padding included: it gets
         # position p = 0 and is dropped after counting, cheaper than masking it out.
         dense = self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None
         compiled = not dense and not behavior.is_cuda and compiled_counts.available()
-        arrays = None
         if compiled:
             arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
-            if self.device.type == "cpu" and self._compact_ready(t_max, b_max, behavior.numel()):
-                # The 8-byte counter reads the mask itself: a real cell's position is the real cells from it to the
-                # row's end, found in its bucketing pass (no [B, L] positions array to build here).
-                self._compact.add_batch(*arrays, None, length, checked_max=(t_max, b_max),
-                                        valid=None if valid is None else valid.contiguous().numpy())
-                self._version += 1
-                return
         positions = torch.arange(length, 0, -1, device=behavior.device)  # p of each column
         # With left padding (or none), a real behaviour's position is simply L - column.
         by_column = valid is None or bool((valid[:, 1:] >= valid[:, :-1]).all())
@@ -105,7 +144,8 @@ class BehaviorCounting:
             count_dense(self._dense, self._dense_shape, target, behavior, y, valid if by_column else None,
                         cell_positions, by_column)
             return
-        # Sparse. With numba, a compiled pass buckets the cells by position and radix-sorts each bucket.
+        # Sparse, ids beyond the 8-byte counter. With numba, a compiled pass buckets the cells by position and
+        # radix-sorts each bucket.
         b_bits = max(1, b_max.bit_length())
         if compiled:
             positions = None if valid is None else torch.as_tensor(cell_positions).expand(

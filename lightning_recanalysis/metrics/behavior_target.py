@@ -21,10 +21,11 @@ takes a uint8 array (counts past 255 kept as carries); otherwise (larger ids, CU
 key and an int64 count, :mod:`.sparse_keys`).
 
 **Speed.** The authors count with a Python dictionary, one increment (a hash-table lookup) per behaviour. Here
-batches wait until about 10^5 behaviours have gathered (up to 10^6 as the counts grow) and are then counted in a
-few passes: every behaviour becomes one integer code; codes are counted with ``bincount`` while the dense array
-holds them, and otherwise by a compiled radix sort per position merged into sorted runs (:mod:`.compiled_counts`,
-with numba), or by ``torch.sort`` and run boundaries without numba (``torch.unique`` on CUDA).
+batches wait until about 10^5 behaviours have gathered (10^6 to 2 x 10^6 for the 8-byte counter) and are then
+counted in a few passes: every behaviour becomes one integer code; codes are counted with ``bincount`` while the
+dense array holds them, and otherwise sorted per position and merged into sorted runs (:mod:`.compiled_counts`,
+with numba: numpy's vectorised sort for 4-byte codes, a compiled radix sort for wider ones), or by ``torch.sort``
+and run boundaries without numba (``torch.unique`` on CUDA).
 
 Where things are: the key layout and the 16-byte sparse counters in :mod:`.sparse_keys`, the 8-byte one in
 :mod:`.position_counter` (compiled loops in :mod:`.compiled_counts`), the dense array in
@@ -161,16 +162,7 @@ class BehaviorTargetCounts(BehaviorCounting, BehaviorTables, Metric):
         if not self._waiting:
             return
         parts, self._waiting, self._waiting_size = self._waiting, [], 0
-        if len(parts) == 1:
-            target, behavior, label, mask = parts[0]
-        else:
-            target = torch.cat([p[0] for p in parts])
-            behavior = torch.cat([p[1] for p in parts])
-            label = torch.cat([p[2] for p in parts])
-            mask = None
-            if any(p[3] is not None for p in parts):
-                mask = torch.cat([p[3] if p[3] is not None else torch.ones_like(p[1], dtype=torch.bool) for p in parts])
-        self._count(*check_batch_values(target, behavior, label, mask, self.num_categories))
+        self._count_parts([check_batch_values(*part, self.num_categories) for part in parts])
 
     def _local_compact(self) -> PositionCodeCounter | None:
         """The 8-byte counter when it holds this process's counts and the queries should read it (not synced)."""

@@ -16,7 +16,8 @@ it). A run is a stretch of the arena, with one segment per position. Runs are ke
    reused buffer) and merged with the other forward (:func:`~._numba_runs.merge_forward`) or backward;
 4. before the arena grows, every run is merged into one, since runs repeat keys.
 
-So each key is copied O(log(state / run)) times, in sequential passes. A query merges every run first.
+So each key is copied O(log(state / run)) times, in sequential passes. Lookups search each run where it lies;
+an export merges every run first.
 """
 
 from __future__ import annotations
@@ -138,14 +139,23 @@ class ArenaRuns:
         """Merge every run into one, at the start of the arena."""
         while len(self._runs) > 1:
             self._merge_top()
-        if self._runs and self._runs[0].start:
-            run = self._runs[0]
-            compiled_counts.loops().move_left(self._arena.packed, run.start, 0, run.length)
-            run.start = 0
+        self._compact()
+
+    def _compact(self) -> None:
+        """Move every run down onto the end of the one below (the first to the arena's start), closing the gaps
+        that backward merges leave below their runs (one entry per key the two runs shared)."""
+        end = 0
+        for run in self._runs:
+            if run.start > end:
+                compiled_counts.loops().move_left(self._arena.packed, run.start, end, run.length)
+                run.start = end
+            end = run.end
 
     def _single_run(self) -> Run | None:
-        """Every run merged into one, which the queries read; None before anything was counted."""
-        self.merged()
+        """Every run merged into one, which the queries read, wherever it lies; None before anything was
+        counted."""
+        while len(self._runs) > 1:
+            self._merge_top()
         return self._runs[0] if self._runs else None
 
     def _top(self) -> int:
@@ -170,10 +180,11 @@ class ArenaRuns:
         if length == 0:
             return
         self._pushed += length
-        if self._top() + length > self._arena.capacity and len(self._runs) > 1:
-            # Before the arena grows, merge what it holds: runs repeat keys (at 1,000 categories, a third of
-            # what they hold), and the arena would grow to hold the repeats.
-            self.merged()
+        if self._top() + length > self._arena.high_water:
+            # Before the arena writes memory it has never written (or grows), close the gaps that merges left
+            # between its runs: a move, several times cheaper than a merge, and the memory held stays what the
+            # runs hold.
+            self._compact()
         top = self._top()
         self._reserve(top + length)
         arena = self._arena

@@ -1,4 +1,4 @@
-"""Compiled loops (numba) for exact sparse counting on CPU: radix-sorting a batch's codes and merging sorted runs.
+"""Compiled loops (numba) for exact sparse counting on CPU: bucketing and sorting a batch's codes, merging sorted runs.
 
 Counting (target, behaviour, position, label) at real vocabulary sizes is sparse: most of the 10^8 to 10^10
 possible keys never occur, and at 10,000 categories about half the behaviours of a batch are keys that batch has
@@ -14,13 +14,16 @@ not seen twice. Vectorised numpy or torch must then sort the codes with a genera
 A counter then keeps its keys as a few sorted runs of halving size (a binary counter: a new run merges into the
 last while that one is no larger), so each key is copied O(log(state / batch)) times in sequential passes
 instead of being looked up at random. Where ids fit 4-byte codes, :class:`~.position_counter.PositionCodeCounter`
-does the same with 8 bytes a key, runs merged in place in one arena (the loops ``compact_run`` of
-:mod:`._numba_kernels`, ``merge_forward`` and ``merge_backward`` of :mod:`._numba_runs`).
+does the same with 8 bytes a key, runs merged in place in one arena: its cells bucketed by position
+(``bucket_sizes``, ``bucket_codes``), each bucket sorted by numpy's vectorised sort (faster here than the radix
+sort), equal codes counted (``run_lengths``), all in :mod:`._numba_kernels`, and merged by ``merge_forward`` and
+``merge_backward`` of :mod:`._numba_runs`.
 
 numba is a declared dependency, imported on first use only (a run that never reaches sparse counting does not pay
 its import); without it, or with ``LIGHTNING_RECANALYSIS_NO_NUMBA=1``, the metric counts with numpy and torch
 alone (:func:`available` is then false), with the same counts, more slowly.
-``python -m benchmarks.bench_counting`` measures both against a Python dictionary.
+``python -m benchmarks.bench_counting`` measures both against a Python dictionary;
+``python -m benchmarks.bench_counting_floor`` the 8-byte counter against a one-shot ``np.unique``.
 """
 
 from __future__ import annotations

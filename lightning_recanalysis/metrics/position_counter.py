@@ -14,7 +14,8 @@ of up to half the keys it holds).
 **Layout** (:mod:`.code_arena`). The counts are sorted runs of (position, code) (:mod:`.compact_codes`), in one
 *arena* that grows a few times only, kept as a binary counter: a batch is counted into a run (bucketed by position,
 each bucket sorted, equal codes counted; one uint64 entry (code << 32) | count a key), and a run merges in place into
-the one below while that one is no longer. So each key is copied O(log(state / run)) times, in sequential passes. A query merges every run first.
+the one below while that one is no longer. So each key is copied O(log(state / run)) times, in sequential passes.
+Lookups search each run and sum; an export (:meth:`stored`, a pickle) merges every run first.
 
 **The dense array** (:mod:`.position_dense`). Once the keys held would take at least as much memory as one uint8
 cell for every (target, label, position, behaviour) of the ids seen so far (the cells' bytes at most
@@ -175,7 +176,7 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
 
         Raises:
             ValueError: an id beyond :meth:`fits` or negative, a label not 0 or 1, a position outside
-                ``[0, n_positions]``, or a total beyond :meth:`has_room`.
+                ``[0, n_positions]``, a ``valid`` mask of another shape, or a total beyond :meth:`has_room`.
         """
         if behavior.size == 0:
             return
@@ -185,26 +186,43 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         if checked_max is None:
             t_max, b_max = int(target.max()), int(behavior.max())
             self._check(target, behavior, label, positions, n_positions, t_max, b_max)
-        else:
-            t_max, b_max = checked_max
+            checked_max = (t_max, b_max)
+        self.add_batches([(target, behavior, label, valid if positions is None else None, positions)], n_positions,
+                         checked_max)
+
+    def add_batches(self, batches: list[tuple], n_positions: int, checked_max: tuple[int, int]) -> None:
+        """Count several batches as one: each ``(target, behavior, label, valid, positions)`` as in
+        :meth:`add_batch` (``valid``, ``positions`` or both ``None``), already checked, with the largest ids of all
+        of them; their cells go into one set of buckets, sorted once, and become one run (no concatenation of the
+        batches first)."""
+        t_max, b_max = checked_max
         self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
+        none = np.zeros((0, 0), np.int64)
+        batches = [(target, behavior, label, none.view(np.uint8) if valid is None else valid.view(np.uint8),
+                    none if positions is None else positions)
+                   for target, behavior, label, valid, positions in batches if behavior.size]
+        if not batches:
+            return
         if self._dense is not None:
             if self._dense_holds(t_max, b_max, n_positions) or self._dense_grown(t_max, b_max, n_positions):
-                if positions is None and valid is not None:
-                    positions = cell_positions(valid)
-                self._dense_count(target, behavior, label, positions)
+                for target, behavior, label, valid, positions in batches:
+                    if not positions.size:
+                        positions = None if not valid.size else cell_positions(valid)
+                    self._dense_count(target, behavior, label, positions)
                 return
             self._leave_dense()
         self._grow_positions(n_positions)
-        if self._work[0].size < behavior.size:
-            self._work = (empty_uint32(behavior.size), empty_uint64(behavior.size))
-        codes, entries = self._work
-        starts = np.empty(self._positions + 2, np.int64)
-        none = np.zeros((0, 0), np.int64)
-        mask = none.view(np.uint8) if valid is None or positions is not None else valid.view(np.uint8)
         loops = compiled_counts.loops()
-        counted = loops.bucket_codes(target, behavior, label, mask, none if positions is None else positions,
-                                     self._positions, codes, starts)
+        starts = np.zeros(self._positions + 2, np.int64)  # sizes first, at index p + 1; then bucket starts
+        counted = sum(loops.bucket_sizes(valid, positions, behavior.shape[0], behavior.shape[1], starts[1:])
+                      for _, behavior, _, valid, positions in batches)
+        np.cumsum(starts, out=starts)
+        if self._work[0].size < counted:
+            self._work = (empty_uint32(counted), empty_uint64(counted))
+        codes, entries = self._work
+        at = starts.copy()
+        for target, behavior, label, valid, positions in batches:
+            loops.bucket_codes(target, behavior, label, valid, positions, codes, at)
         for p in range(1, self._positions + 1):  # numpy's vectorised sort, bucket by bucket, in place
             if starts[p + 1] - starts[p] > 1:
                 codes[starts[p]:starts[p + 1]].sort()
@@ -268,27 +286,31 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         """The int64 count of every stored key in ``wanted`` (1-D int64), 0 for a key never counted."""
         if self._dense is not None:
             return self._dense_lookup(wanted)
-        run = self._single_run()
-        if run is None or wanted.size == 0:
+        if not self._runs or wanted.size == 0:
             return np.zeros(wanted.size, np.int64)
         target = (wanted >> TARGET_SHIFT) & CATEGORY_MASK
         behavior = (wanted >> BEHAVIOR_SHIFT) & CATEGORY_MASK
         # A target or behaviour beyond the compact range was never counted here: code -1 matches nothing.
         fits = (target < MAX_COMPACT_TARGETS) & (behavior < MAX_COMPACT_BEHAVIORS)
         codes = np.where(fits, compact_code(target, behavior, wanted & 1), -1)
-        return compiled_counts.loops().compact_lookup(self._arena.codes, self._arena.counts, run.start,
-                                                      run.offsets, wanted >> POSITION_SHIFT, codes)
+        # Each run is searched where it lies and the counts summed: a query merges nothing (the runs merge as
+        # counting goes on), so that a query between two batches costs by the keys it asks for, not the state.
+        found = np.zeros(wanted.size, np.int64)
+        for run in self._runs:
+            found += compiled_counts.loops().compact_lookup(self._arena.codes, self._arena.counts, run.start,
+                                                            run.offsets, wanted >> POSITION_SHIFT, codes)
+        return found
 
     def same_category(self, n_positions: int) -> np.ndarray:
         """``[n_positions, 2]`` int64: counts with the behaviour's category equal to the target's, per position
-        and label."""
+        and label (summed over the runs, as :meth:`lookup`)."""
         if self._dense is not None:
             return self._dense_same_category(n_positions)
-        run = self._single_run()
-        if run is None:
-            return np.zeros((n_positions, 2), np.int64)
-        return compiled_counts.loops().compact_same_category(self._arena.codes, self._arena.counts, run.start,
-                                                             run.offsets, n_positions)
+        x1 = np.zeros((n_positions, 2), np.int64)
+        for run in self._runs:
+            x1 += compiled_counts.loops().compact_same_category(self._arena.codes, self._arena.counts, run.start,
+                                                                run.offsets, n_positions)
+        return x1
 
     def behaviors_of(self, target: int) -> np.ndarray:
         """Sorted behaviour categories counted (at any position) with this target category."""
