@@ -36,7 +36,7 @@ from ..checks import check_positive_int
 from ..parallel.distributed import data_parallel_group, sum_over_ranks
 from ..findings.finding import Finding, findings_markdown
 from ..findings.thresholds import ReportThresholds
-from ..records import Record
+from ..records import Record, TypedHistory
 from ..writers import AnalysisWriter
 from .evaluation import EvaluationHooks
 
@@ -266,8 +266,8 @@ class AnalysisCallback(EvaluationHooks, Callback):
 
     @property
     def records(self) -> list[Record]:
-        """``history`` as typed records (``record_type``), oldest first."""
-        return [self.record_type.from_dict(r) for r in self.history]
+        """``history`` as typed records (``record_type``), oldest first; each dict read once (:class:`TypedHistory`)."""
+        return self.__dict__.setdefault("_typed_history", TypedHistory(self.record_type))(self.history)
 
     # ---- when to run -------------------------------------------------------------------------------------
     @staticmethod

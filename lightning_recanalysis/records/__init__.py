@@ -6,7 +6,7 @@ published (a plain dict in ``history``, checkpoints and event files) and read ba
 nothing from the rest of the package.
 """
 
-from .base import Part, Record, TaggedRecord, transient
+from .base import Part, Record, TaggedRecord, TypedHistory, transient
 from .conflict import ConflictRecord, ConflictView, PairStatistics, TaskPair, conflict_tags, pair_name
 from .correlation import BehaviorTargetRecord, FieldPairRecord, TargetCorrelation, correlation_tags, field_pair_tags
 from .entanglement import EntanglementRecord, EntanglementView, entanglement_tags
@@ -15,7 +15,7 @@ from .spectrum import FieldSpectrum, Interaction, SpectrumRecord, SpectrumView, 
 __all__ = [
     "BehaviorTargetRecord", "ConflictRecord", "ConflictView", "EntanglementRecord", "EntanglementView",
     "FieldPairRecord", "FieldSpectrum", "Interaction", "PairStatistics", "Part", "Record", "SpectrumRecord",
-    "SpectrumView", "TaggedRecord", "TargetCorrelation", "TaskPair", "conflict_tags", "correlation_tags",
+    "SpectrumView", "TaggedRecord", "TargetCorrelation", "TaskPair", "TypedHistory", "conflict_tags", "correlation_tags",
     "entanglement_tags", "field_pair_tags", "interaction_tags", "pair_name", "record_type", "spectrum_tags",
     "transient",
 ]

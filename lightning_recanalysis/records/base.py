@@ -17,12 +17,13 @@ samples) travels with the record to ``log_record`` and is never published.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, TypeVar
 
-__all__ = ["Part", "Record", "TaggedRecord", "transient"]
+__all__ = ["Part", "Record", "TaggedRecord", "TypedHistory", "transient"]
 
 P = TypeVar("P", bound="Part")
 
@@ -79,6 +80,13 @@ def _dump(value: Any) -> Any:
 
 
 @dataclass
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a record class, resolved once (it evaluates every annotation's string anew:
+    most of the cost of reading a record back)."""
+    return typing.get_type_hints(cls)
+
+
 class Part:
     """A typed piece of a record: its dataclass fields are its published keys, in declaration order.
 
@@ -120,7 +128,7 @@ class Part:
     @classmethod
     def from_dict(cls: type[P], data: Mapping[str, Any]) -> P:
         """The typed part of a published dict; a key the dict lacks takes its field's default."""
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         names = {f.name for f in cls.published_fields()}
         known = {k: _load(hints[k], v) for k, v in data.items() if k in names}
         part = cls(**known, extra={k: v for k, v in data.items() if k not in names})
@@ -176,6 +184,36 @@ class Record(Part):
     stage: str = "epoch"
     epoch: int = 0
     step: int = 0
+
+
+class TypedHistory:
+    """A monitor's published history (plain dicts, oldest first) read back as typed records, each dict once.
+
+    Every analysis judges its findings on the whole history so far, so reading it anew each time cost a record's
+    ``from_dict`` per record per analysis (on a short multi-task fit, a sixth of the monitors' time). A dict
+    seen before (the same object: a history's dicts are never changed once added) gives the same record object;
+    treat it as read-only.
+
+    Example:
+        >>> history = [{"stage": "init", "epoch": 0, "step": 0}]
+        >>> read = TypedHistory(Record)
+        >>> read(history)[0] is read(history + [{"stage": "epoch", "epoch": 1, "step": 9}])[0]
+        True
+    """
+
+    def __init__(self, record_type: type[Record]) -> None:
+        self.record_type = record_type
+        self._seen: dict[int, tuple[Mapping[str, Any], Record]] = {}
+
+    def __call__(self, history: list[Mapping[str, Any]]) -> list[Record]:
+        seen, typed = {}, []
+        for published in history:
+            held = self._seen.get(id(published))
+            record = held[1] if held is not None and held[0] is published else self.record_type.from_dict(published)
+            seen[id(published)] = (published, record)  # only this history's dicts are kept
+            typed.append(record)
+        self._seen = seen
+        return typed
 
 
 @dataclass
