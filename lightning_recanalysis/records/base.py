@@ -79,7 +79,6 @@ def _dump(value: Any) -> Any:
     return value
 
 
-@dataclass
 @functools.lru_cache(maxsize=None)
 def _type_hints(cls: type) -> dict[str, Any]:
     """``typing.get_type_hints`` of a record class, resolved once (it evaluates every annotation's string anew:
@@ -87,6 +86,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+@dataclass
 class Part:
     """A typed piece of a record: its dataclass fields are its published keys, in declaration order.
 
