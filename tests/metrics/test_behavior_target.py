@@ -117,6 +117,23 @@ def test_dense_array_grows_then_turns_sparse_without_losing_counts(monkeypatch):
     assert stored_counts(metric) == dict(triples)
 
 
+def test_counting_in_the_dense_array_never_loads_the_compiled_loops(monkeypatch):
+    """A vocabulary the dense int64 array holds is counted without numba: its import (0.4 s) would land in the
+    first training step of every such run. Several batches wait and are counted together (the path that checks
+    them part by part)."""
+    from lightning_recanalysis.metrics import compiled_counts
+
+    monkeypatch.setattr(compiled_counts, "_tried", False)
+    monkeypatch.setattr(compiled_counts, "_kernels", None)
+    metric = BehaviorTargetCounts()
+    batches = random_batches(3, 4, 40, 8, 20, 0, gaps=True)
+    for batch in batches:
+        metric.update(*batch)
+    metric.flush()
+    assert metric._dense is not None and not compiled_counts._tried
+    assert stored_counts(metric) == dict(dictionary_counts(batches)[0])
+
+
 def test_same_category_table_and_label_counts_equal_the_dictionary():
     batches = random_batches(2, 3, 80, 10, 5, 0, gaps=True)
     metric = BehaviorTargetCounts()
