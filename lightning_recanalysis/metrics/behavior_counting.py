@@ -115,8 +115,10 @@ class BehaviorCounting:
                 or not compiled_counts.available() or not self._compact_ready(t_max, b_max, cells)):
             return False
         self._compact.add_batches(
-            [(target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(),
-              label.to(torch.int64).numpy(), None if valid is None else valid.contiguous().numpy(), None)
+            # Contiguous arrays only: a strided one (a column of a larger tensor) would make numba compile another
+            # version of each loop, seconds inside a training step.
+            [(target.to(torch.int64).contiguous().numpy(), behavior.to(torch.int64).contiguous().numpy(),
+              label.to(torch.int64).contiguous().numpy(), None if valid is None else valid.contiguous().numpy(), None)
              for target, behavior, label, valid in parts], length, (t_max, b_max))
         self._version += 1
         return True
@@ -131,7 +133,8 @@ class BehaviorCounting:
         dense = self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None
         compiled = not dense and not behavior.is_cuda and compiled_counts.available()
         if compiled:
-            arrays = (target.to(torch.int64).numpy(), behavior.to(torch.int64).contiguous().numpy(), y.numpy())
+            arrays = (target.to(torch.int64).contiguous().numpy(), behavior.to(torch.int64).contiguous().numpy(),
+                      y.contiguous().numpy())
         positions = torch.arange(length, 0, -1, device=behavior.device)  # p of each column
         # With left padding (or none), a real behaviour's position is simply L - column.
         by_column = valid is None or bool((valid[:, 1:] >= valid[:, :-1]).all())

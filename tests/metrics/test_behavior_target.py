@@ -134,6 +134,30 @@ def test_counting_in_the_dense_array_never_loads_the_compiled_loops(monkeypatch)
     assert stored_counts(metric) == dict(dictionary_counts(batches)[0])
 
 
+def test_strided_inputs_reach_the_compiled_loops_as_the_types_they_were_built_for():
+    """Targets and labels taken as columns of a larger tensor (strided) are made contiguous first: numba would
+    otherwise compile another version of each loop inside a training step (0.5 s here). Checked by the loops'
+    signatures, not by time."""
+    from lightning_recanalysis.metrics import compiled_counts
+    from lightning_recanalysis.metrics.warm_up import warm_up
+
+    if not compiled_counts.available():
+        pytest.skip("numba is not installed")
+    warm_up()
+    loops = compiled_counts.loops()
+    kernels = [loops.bucket_sizes, loops.bucket_codes, loops.run_lengths]
+    before = [len(k.signatures) for k in kernels]
+    g = torch.Generator().manual_seed(0)
+    features = torch.randint(0, 3000, (512, 3), generator=g)
+    behavior = torch.randint(0, 3000, (512, 6), generator=g)
+    mask = torch.rand(512, 6, generator=g) > 0.3
+    metric = BehaviorTargetCounts()
+    metric.update(features[:, 0], behavior, features[:, 1] % 2, mask)
+    metric.flush()
+    assert [len(k.signatures) for k in kernels] == before
+    assert stored_counts(metric) == dict(dictionary_counts([(features[:, 0], behavior, features[:, 1] % 2, mask)])[0])
+
+
 def test_same_category_table_and_label_counts_equal_the_dictionary():
     batches = random_batches(2, 3, 80, 10, 5, 0, gaps=True)
     metric = BehaviorTargetCounts()
