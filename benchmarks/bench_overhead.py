@@ -1,6 +1,7 @@
 """What the monitors cost in training time, per demo model.
 
     python -m benchmarks.bench_overhead [--models dcnv2,tin,...] [--repeats 3] [--epochs N] [--quick]
+                                        [--share-only [--by-hook]]
 
 Two measurements, both side by side in one run:
 
@@ -30,8 +31,9 @@ _HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_epoch_start", "on
           "on_validation_epoch_end", "on_fit_end", "on_before_optimizer_step", "teardown")
 
 
-def _instrument(callbacks, seconds: dict) -> None:
-    """Wrap each monitor's own hooks with a timer (only hooks its class overrides)."""
+def _instrument(callbacks, seconds: dict, by_hook: dict | None = None) -> None:
+    """Wrap each monitor's own hooks with a timer (only hooks its class overrides); ``by_hook`` also gets the
+    seconds of each ``Monitor.hook``."""
     from lightning.pytorch.callbacks import Callback
 
     for cb in callbacks:
@@ -40,12 +42,15 @@ def _instrument(callbacks, seconds: dict) -> None:
                 continue
             original = getattr(cb, hook)
 
-            def timed(*args, _original=original, _name=type(cb).__name__, **kwargs):
+            def timed(*args, _original=original, _name=type(cb).__name__, _hook=hook, **kwargs):
                 start = time.perf_counter()
                 try:
                     return _original(*args, **kwargs)
                 finally:
-                    seconds[_name] += time.perf_counter() - start
+                    spent = time.perf_counter() - start
+                    seconds[_name] += spent
+                    if by_hook is not None:
+                        by_hook[f"{_name}.{_hook}"] += spent
 
             setattr(cb, hook, timed)
 
@@ -65,7 +70,8 @@ def worker(model: str, monitors: str, epochs: int | None, accelerator: str = "cp
     if monitors not in ("none", "all"):
         experiment.callbacks = [c for c in experiment.callbacks if type(c).__name__ == monitors]
     seconds: dict = defaultdict(float)
-    _instrument(experiment.callbacks, seconds)
+    by_hook: dict = defaultdict(float)
+    _instrument(experiment.callbacks, seconds, by_hook)
     with tempfile.TemporaryDirectory() as out:
         trainer = pl.Trainer(max_epochs=epochs or experiment.max_epochs, accelerator=accelerator, devices=1,
                              logger=TensorBoardLogger(out, name="bench"), callbacks=experiment.callbacks,
@@ -77,7 +83,7 @@ def worker(model: str, monitors: str, epochs: int | None, accelerator: str = "cp
         total = time.perf_counter() - start
         if profiler is not None:
             profiler.disable()
-    return {"total": total, "monitors": dict(seconds),
+    return {"total": total, "monitors": dict(seconds), "hooks": dict(by_hook),
             "names": [type(c).__name__ for c in experiment.callbacks]}
 
 
@@ -91,6 +97,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 epochs, 2 repeats")
     parser.add_argument("--share-only", action="store_true",
                         help="only the time inside the monitors (all together), min / median / max over the repeats")
+    parser.add_argument("--by-hook", action="store_true",
+                        help="with --share-only: also each monitor hook's share of fit (median), largest first")
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "MONITORS", "EPOCHS"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -107,6 +115,10 @@ def main(argv=None) -> None:
             shares = sorted(sum(r["monitors"].values()) / r["total"] for r in runs)
             rows.append([model, f"{median(r['total'] for r in runs):.1f}",
                          " / ".join(f"{100 * x:.2f}%" for x in (shares[0], median(shares), shares[-1]))])
+            if args.by_hook:
+                hooks = {h: median(r["hooks"].get(h, 0.0) / r["total"] for r in runs) for h in runs[0]["hooks"]}
+                for hook, share in sorted(hooks.items(), key=lambda kv: -kv[1])[:6]:
+                    rows.append(["", "", f"{hook}: {100 * share:.2f}%"])
         print(table(["model", "fit s (monitored)", "time inside monitors: min / median / max"], rows))
         return
     for model in args.models.split(","):
