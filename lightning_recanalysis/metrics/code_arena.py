@@ -29,7 +29,10 @@ import torch
 
 from . import compiled_counts
 
-__all__ = ["Arena", "ArenaRuns", "Run", "empty_uint32", "empty_uint64", "pack"]
+__all__ = ["MAX_RUNS", "Arena", "ArenaRuns", "Run", "empty_uint32", "empty_uint64", "pack"]
+
+#: The most runs the arena holds between two batches (a binary counter needs about log2(state / run) of them).
+MAX_RUNS = 12
 
 
 def empty_uint32(size: int) -> np.ndarray:
@@ -199,6 +202,16 @@ class ArenaRuns:
             self._runs.append(Run(top, length, offsets))
         while len(self._runs) > 1 and self._runs[-2].length <= self._runs[-1].length:
             self._merge_top()
+        # Runs that arrive shorter and shorter would never meet the rule above (each is shorter than the one below)
+        # and pile up: the runs may hold at most twice the longest one, and MAX_RUNS of them, so that memory stays
+        # within twice the distinct keys and a lookup, which searches every run, searches a few.
+        while len(self._runs) > 1 and (len(self._runs) > MAX_RUNS
+                                       or self._held() > 2 * max(run.length for run in self._runs)):
+            self._merge_top()
+
+    def _held(self) -> int:
+        """Entries in all runs (a key held in two runs counted twice)."""
+        return sum(run.length for run in self._runs)
 
     def _merge_top(self) -> None:
         """Merge the two top runs in place; the shorter one waits aside."""

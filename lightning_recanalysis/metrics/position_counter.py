@@ -64,6 +64,12 @@ def cell_positions(valid: np.ndarray) -> np.ndarray:
     return np.cumsum(real[:, ::-1], axis=1)[:, ::-1] * real
 
 
+def _as_uint8_mask(valid: np.ndarray) -> np.ndarray:
+    """A mask as the compiled loops read it, one byte a cell: a bool or uint8 mask as it is, any other (an int
+    mask, whose view as bytes would be several bytes a cell) compared with 0."""
+    return valid.view(np.uint8) if valid.dtype in (np.bool_, np.uint8) else (valid != 0).view(np.uint8)
+
+
 class PositionCodeCounter(DenseArray, ArenaRuns):
     """Exact counts of (position, target, behaviour, label) in 8 bytes a distinct key (numba needed).
 
@@ -183,6 +189,9 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         if valid is not None and valid.shape != behavior.shape:
             raise ValueError(f"PositionCodeCounter: valid has shape {tuple(valid.shape)}, behavior "
                              f"{tuple(behavior.shape)}; they must match")
+        if valid is not None and positions is None and behavior.shape[1] > n_positions:
+            raise ValueError(f"PositionCodeCounter: {behavior.shape[1]} columns need n_positions >= that, "
+                             f"got {n_positions}")
         if checked_max is None:
             t_max, b_max = int(target.max()), int(behavior.max())
             self._check(target, behavior, label, positions, n_positions, t_max, b_max)
@@ -198,19 +207,24 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         t_max, b_max = checked_max
         self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
         none = np.zeros((0, 0), np.int64)
-        batches = [(target, behavior, label, none.view(np.uint8) if valid is None else valid.view(np.uint8),
+        batches = [(target, behavior, label, none.view(np.uint8) if valid is None else _as_uint8_mask(valid),
                     none if positions is None else positions)
                    for target, behavior, label, valid, positions in batches if behavior.size]
+        if any(not positions.size and behavior.shape[1] > n_positions for _, behavior, _, _, positions in batches):
+            raise ValueError(f"PositionCodeCounter: a batch has more columns than n_positions={n_positions}")
         if not batches:
             return
         if self._dense is not None:
             if self._dense_holds(t_max, b_max, n_positions) or self._dense_grown(t_max, b_max, n_positions):
-                for target, behavior, label, valid, positions in batches:
+                while batches and self._dense is not None:  # it may leave the array part-way (its carries)
+                    target, behavior, label, valid, positions = batches.pop(0)
                     if not positions.size:
                         positions = None if not valid.size else cell_positions(valid)
                     self._dense_count(target, behavior, label, positions)
-                return
-            self._leave_dense()
+                if not batches:
+                    return
+            else:
+                self._leave_dense()
         self._grow_positions(n_positions)
         loops = compiled_counts.loops()
         starts = np.zeros(self._positions + 2, np.int64)  # sizes first, at index p + 1; then bucket starts

@@ -582,3 +582,46 @@ def test_a_dense_array_whose_carries_would_break_the_bound_is_not_kept():
         counter.add_batch(t, b, y, None, 3)
     keys = len(oracle([(t, b, y, None)]))
     assert not counter.is_dense and counter.nbytes() <= position_dense.DENSE_BYTES_PER_KEY * keys
+
+
+def test_batches_counted_together_go_on_in_runs_when_the_dense_array_is_left_part_way():
+    """The first of two batches counted together pushes every key of a small dense array past 255, so that the
+    array's carries break the bound and its counts move back into runs; the second batch is counted there."""
+    keys = 100
+    counter = PositionCodeCounter()
+    t, b, y = np.zeros(2 * keys, np.int64), np.tile(np.arange(keys), 2)[:, None].copy(), np.repeat([0, 1], keys)
+    counter.add_batch(t, b, y, None, 1)
+    assert counter.is_dense
+    many = (np.zeros(2 * keys * 300, np.int64), np.tile(b, (300, 1)).copy(), np.tile(y, 300).copy(), None)
+    few = (np.zeros(4, np.int64), np.array([[1], [2], [3], [4]]), np.zeros(4, np.int64), None)
+    counter.add_batches([(*many, None), (*few, None)], 1, (0, keys - 1))
+    assert not counter.is_dense
+    expected = oracle([(t, b, y, None), many, few])
+    assert as_dict(counter) == dict(expected) and counter.total == sum(expected.values())
+
+
+def test_runs_that_arrive_shorter_and_shorter_are_merged_within_the_bound():
+    """Each batch's run one key shorter than the last: none is ever as long as the run below it, which the binary
+    counter's rule alone would leave piling up; the runs stay few and within twice the longest."""
+    counter = PositionCodeCounter(dense=False)
+    keys = np.arange(2_000)
+    t, b, y = keys // 200, (keys // 2) % 100, keys % 2
+    batches = []
+    for shorter in range(60):
+        n = keys.size - shorter
+        batches.append((t[:n].copy(), b[:n, None].copy(), y[:n].copy(), None))
+        counter.add_batch(*batches[-1], 1)
+        held = [run.length for run in counter._runs]
+        assert len(held) <= code_arena.MAX_RUNS and sum(held) <= 2 * max(held)
+    assert counter._arena.high_water <= 4 * keys.size
+    assert as_dict(counter) == dict(oracle(batches))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32])
+def test_a_mask_of_any_dtype_counts_as_the_bool_mask(dtype):
+    t, b, y = np.array([1, 2]), np.array([[3, 4, 5], [6, 7, 8]]), np.array([0, 1])
+    mask = np.array([[0, 1, 1], [1, 0, 1]])
+    counters = [PositionCodeCounter(dense=False) for _ in range(2)]
+    counters[0].add_batch(t, b, y, None, 3, valid=mask.astype(bool))
+    counters[1].add_batch(t, b, y, None, 3, valid=mask.astype(dtype))
+    assert as_dict(counters[1]) == as_dict(counters[0]) == dict(oracle([(t, b, y, position_counter.cell_positions(mask))]))
