@@ -7,7 +7,7 @@ import torch
 
 from .sparse_keys import MAX_CATEGORIES, MAX_POSITIONS
 
-__all__ = ["check_batch_shapes", "check_batch_values"]
+__all__ = ["check_batch_shapes", "check_batch_values", "check_batches_values"]
 
 
 def _check_integer(name: str, value: torch.Tensor) -> None:
@@ -69,30 +69,76 @@ def check_batch_values(target: torch.Tensor, behavior: torch.Tensor, label: torc
         (tensor([[0, 3],
                 [4, 0]]), 2, 4)
     """
+    _check_labels(label)
+    valid = None if mask is None else (mask if mask.dtype == torch.bool else mask != 0)
+    limit, what = _limit(num_categories)
+    t_max = _check_targets(target, limit, what)
+    behavior, b_max = _check_behaviors(behavior, valid, limit, what)
+    return target.to(torch.int64), behavior.to(torch.int64), label, valid, t_max, b_max
+
+
+def check_batches_values(parts: list[tuple], num_categories: int | None) -> list[tuple]:
+    """:func:`check_batch_values` of several ``(target, behavior, label, mask)`` batches waiting together: the
+    labels and targets of all of them at once (``[B]`` each, so their concatenation is small), the behaviours
+    batch by batch (not copied). Each part's tuple carries the largest target id of all the parts.
+
+    Example:
+        >>> parts = [(torch.tensor([1]), torch.tensor([[2, 3]]), torch.tensor([0]), None),
+        ...          (torch.tensor([4]), torch.tensor([[5, 0]]), torch.tensor([1]), None)]
+        >>> [(out[4], out[5]) for out in check_batches_values(parts, None)]
+        [(4, 3), (4, 5)]
+    """
+    if len(parts) == 1:
+        return [check_batch_values(*parts[0], num_categories)]
+    _check_labels(torch.cat([label for _, _, label, _ in parts]))
+    limit, what = _limit(num_categories)
+    t_max = _check_targets(torch.cat([target for target, _, _, _ in parts]), limit, what)
+    checked = []
+    for target, behavior, label, mask in parts:
+        valid = None if mask is None else (mask if mask.dtype == torch.bool else mask != 0)
+        behavior, b_max = _check_behaviors(behavior, valid, limit, what)
+        checked.append((target.to(torch.int64), behavior.to(torch.int64), label, valid, t_max, b_max))
+    return checked
+
+
+def _limit(num_categories: int | None) -> tuple[int, str]:
+    if num_categories is not None:
+        return num_categories, "the category embedding's"
+    return MAX_CATEGORIES, "the supported"
+
+
+def _check_labels(label: torch.Tensor) -> None:
     # y (1 - y) is 0 exactly for y in {0, 1}: one check for integer and float labels alike.
     if label.dtype != torch.bool and label.numel() and bool((label * (1 - label)).any()):
         bad = label[(label != 0) & (label != 1)][0].item()
         raise ValueError(f"label must hold 0/1 responses, found {bad!r}")
-    valid = None if mask is None else (mask if mask.dtype == torch.bool else mask != 0)
-    limit = num_categories if num_categories is not None else MAX_CATEGORIES
-    what = "the category embedding's" if num_categories is not None else "the supported"
-    t_max = b_max = 0
-    if target.numel():
-        low, t_max = (int(v) for v in torch.aminmax(target))
-        if low < 0 or t_max >= limit:
-            raise ValueError(f"target_category ids must lie in [0, {limit}) ({what} size), "
-                             f"found {low if low < 0 else t_max}")
-    if behavior.numel():
+
+
+def _check_targets(target: torch.Tensor, limit: int, what: str) -> int:
+    """The largest target id (0 for none)."""
+    if not target.numel():
+        return 0
+    low, t_max = (int(v) for v in torch.aminmax(target))
+    if low < 0 or t_max >= limit:
+        raise ValueError(f"target_category ids must lie in [0, {limit}) ({what} size), "
+                         f"found {low if low < 0 else t_max}")
+    return t_max
+
+
+def _check_behaviors(behavior: torch.Tensor, valid: torch.Tensor | None, limit: int,
+                     what: str) -> tuple[torch.Tensor, int]:
+    """The behaviours (padding zeroed where it held ids out of range) and the largest id (0 for none)."""
+    if not behavior.numel():
+        return behavior, 0
+    low, high = (int(v) for v in torch.aminmax(behavior))
+    if (low < 0 or high >= limit) and valid is not None:
+        # Padding may hold anything (-1, a pad id): only real behaviours must be valid ids. Zero the
+        # padding so that counting can treat every cell alike.
+        behavior = torch.where(valid, behavior, torch.zeros((), dtype=behavior.dtype, device=behavior.device))
         low, high = (int(v) for v in torch.aminmax(behavior))
-        if (low < 0 or high >= limit) and valid is not None:
-            # Padding may hold anything (-1, a pad id): only real behaviours must be valid ids. Zero the
-            # padding so that counting can treat every cell alike.
-            behavior = torch.where(valid, behavior, torch.zeros((), dtype=behavior.dtype, device=behavior.device))
-            low, high = (int(v) for v in torch.aminmax(behavior))
-        if low < 0 or high >= limit:
-            raise ValueError(
-                f"behavior_category ids of real (unmasked) behaviours must lie in [0, {limit}) ({what} size), "
-                f"found {low if low < 0 else high}"
-            )
-        b_max = high
-    return target.to(torch.int64), behavior.to(torch.int64), label, valid, t_max, b_max
+    if low < 0 or high >= limit:
+        raise ValueError(
+            f"behavior_category ids of real (unmasked) behaviours must lie in [0, {limit}) ({what} size), "
+            f"found {low if low < 0 else high}"
+        )
+    return behavior, high

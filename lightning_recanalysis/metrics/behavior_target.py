@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from .behavior_batches import check_batch_shapes, check_batch_values
+from .behavior_batches import check_batch_shapes, check_batches_values
 from .behavior_counting import BehaviorCounting
 from .behavior_tables import BehaviorTables
 from .dense_counts import dense_keys
@@ -162,7 +162,7 @@ class BehaviorTargetCounts(BehaviorCounting, BehaviorTables, Metric):
         if not self._waiting:
             return
         parts, self._waiting, self._waiting_size = self._waiting, [], 0
-        self._count_parts([check_batch_values(*part, self.num_categories) for part in parts])
+        self._count_parts(check_batches_values(parts, self.num_categories))
 
     def _local_compact(self) -> PositionCodeCounter | None:
         """The 8-byte counter when it holds this process's counts and the queries should read it (not synced)."""

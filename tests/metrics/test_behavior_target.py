@@ -225,6 +225,29 @@ def test_bad_input_names_the_argument():
     assert metric.label_counts().tolist() == [1, 1]
 
 
+def test_batches_waiting_together_are_checked_like_one():
+    """Several batches counted in one flush: each bad value is found whichever batch holds it, with the same
+    message, and padding out of range in one batch is zeroed there only."""
+    t, b, y = torch.tensor([1, 2]), torch.tensor([[1, 2], [3, 4]]), torch.tensor([0, 1])
+    bad = [((t, b, torch.tensor([0, 2])), "label must hold 0/1 responses, found 2"),
+           ((torch.tensor([3, 10]), b, y), r"target_category ids must lie in \[0, 10\).*found 10"),
+           ((t, torch.tensor([[1, -1], [3, 4]]), y), r"behavior_category ids .* \[0, 10\).*found -1")]
+    for batch, message in bad:
+        metric = BehaviorTargetCounts(num_categories=10)
+        metric.update(t, b, y)
+        metric.update(*batch)
+        with pytest.raises(ValueError, match=message):
+            metric.flush()
+    metric = BehaviorTargetCounts(num_categories=10)
+    batches = [(t, b, y, torch.ones(2, 2, dtype=torch.bool)),
+               (t, torch.tensor([[1, 99], [3, 4]]), y, torch.tensor([[1, 0], [1, 1]]))]
+    for batch in batches:
+        metric.update(*batch)
+    metric.flush()
+    assert stored_counts(metric) == dict(dictionary_counts(batches)[0])
+    assert metric.label_counts().tolist() == [2, 2]
+
+
 def test_no_behaviour_one_class_and_unseen_targets_give_zeros():
     metric = BehaviorTargetCounts()
     metric.update(torch.tensor([0, 1]), torch.zeros(2, 4, dtype=torch.long), torch.ones(2),
