@@ -21,7 +21,7 @@ takes a uint8 array (counts past 255 kept as carries); otherwise (larger ids, CU
 key and an int64 count, :mod:`.sparse_keys`).
 
 **Speed.** The authors count with a Python dictionary, one increment (a hash-table lookup) per behaviour. Here
-batches wait until about 10^5 behaviours have gathered (10^6 to 2 x 10^6 for the 8-byte counter) and are then
+batches wait until about 10^5 behaviours have gathered (2 x 10^6 for the 8-byte counter) and are then
 counted in a few passes: every behaviour becomes one integer code; codes are counted with ``bincount`` while the
 dense array holds them, and otherwise sorted per position and merged into sorted runs (:mod:`.compiled_counts`,
 with numba: numpy's vectorised sort for 4-byte codes, a compiled radix sort for wider ones), or by ``torch.sort``
