@@ -80,20 +80,17 @@ class BehaviorCounting:
         memory); otherwise concatenated and counted as one."""
         t_max, b_max = max(p[4] for p in parts), max(p[5] for p in parts)
         target, label = torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])
-        self._count_samples(target, label, parts[0][1].shape[1], t_max)
-        if self._count_compact([p[:4] for p in parts], t_max, b_max):
+        length = parts[0][1].shape[1]
+        self._count_samples(target, label, length, t_max)
+        # The dense int64 array first: a run that never leaves it never pays numba's import (0.4 s).
+        dense = self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None
+        if not dense and self._count_compact([p[:4] for p in parts], t_max, b_max):
             return
         behavior = torch.cat([p[1] for p in parts])
         valid = None
         if any(p[3] is not None for p in parts):
             valid = torch.cat([p[3] if p[3] is not None else torch.ones_like(p[1], dtype=torch.bool) for p in parts])
-        self._count_behaviors(target, behavior, label, valid, t_max, b_max)
-
-    def _count(self, target: torch.Tensor, behavior: torch.Tensor, label: torch.Tensor,
-               valid: torch.Tensor | None, t_max: int, b_max: int) -> None:
-        self._count_samples(target, label, behavior.shape[1], t_max)
-        if not self._count_compact([(target, behavior, label, valid)], t_max, b_max):
-            self._count_behaviors(target, behavior, label, valid, t_max, b_max)
+        self._count_behaviors(target, behavior, label, valid, t_max, b_max, dense)
 
     def _count_samples(self, target: torch.Tensor, label: torch.Tensor, length: int, t_max: int) -> None:
         """The (target, label) counter and the longest sequence."""
@@ -102,16 +99,14 @@ class BehaviorCounting:
         self._add("target", *unique_counts(target * 2 + label.to(torch.int64), (t_max + 1) * 2))
 
     def _count_compact(self, parts: list[tuple], t_max: int, b_max: int) -> bool:
-        """Count the behaviours of ``(target, behavior, label, valid)`` parts into the 8-byte counter, if that is
-        where they go (on CPU with numba, ids and total within its bounds, no dense int64 array); returns whether
-        it did. The counter reads the mask itself: a real cell's position is the real cells from it to the row's
-        end, found in its bucketing pass (no [B, L] positions array to build here)."""
+        """Count the behaviours of ``(target, behavior, label, valid)`` parts (the dense int64 array ruled out) into
+        the 8-byte counter, if that is where they go (on CPU with numba, ids and total within its bounds); returns
+        whether it did. The counter reads the mask itself: a real cell's position is the real cells from it to the
+        row's end, found in its bucketing pass (no [B, L] positions array to build here)."""
         length = parts[0][1].shape[1]
         cells = sum(p[1].numel() for p in parts)
-        # The dense int64 array first: a run that never leaves it never pays numba's import (0.4 s).
-        if (parts[0][1].is_cuda or self.device.type != "cpu"
-                or self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None
-                or not compiled_counts.available() or not self._compact_ready(t_max, b_max, cells)):
+        if (parts[0][1].is_cuda or self.device.type != "cpu" or not compiled_counts.available()
+                or not self._compact_ready(t_max, b_max, cells)):
             return False
         self._compact.add_batches(
             # Contiguous arrays only: a strided one (a column of a larger tensor) would make numba compile another
@@ -123,13 +118,13 @@ class BehaviorCounting:
         return True
 
     def _count_behaviors(self, target: torch.Tensor, behavior: torch.Tensor, label: torch.Tensor,
-                         valid: torch.Tensor | None, t_max: int, b_max: int) -> None:
-        """The (target, behaviour, position, label) counts of a batch the 8-byte counter does not take."""
+                         valid: torch.Tensor | None, t_max: int, b_max: int, dense: bool) -> None:
+        """The (target, behaviour, position, label) counts of a batch the 8-byte counter does not take; ``dense``:
+        whether the dense int64 array holds them (``_dense_layout``, already laid out for them)."""
         length = behavior.shape[1]
         y = label.to(torch.int64)
         # Every cell holds a valid id here (check_batch_values zeroed padding that did not), padding included: it gets
         # position p = 0 and is dropped after counting, cheaper than masking it out.
-        dense = self._dense_layout(t_max + 1, b_max + 1, length + 1) is not None
         compiled = not dense and not behavior.is_cuda and compiled_counts.available()
         if compiled:
             arrays = (target.to(torch.int64).contiguous().numpy(), behavior.to(torch.int64).contiguous().numpy(),

@@ -31,7 +31,9 @@ A counter that meets an id or a total beyond these bounds hands its counts over 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from ..functional.correlation import target_relative_positions
 from . import compiled_counts
 from .code_arena import Arena, ArenaRuns, Run, empty_uint32, empty_uint64, pack
 from .compact_codes import CATEGORY_MASK, compact_code, compact_code_parts
@@ -46,22 +48,10 @@ from .sparse_keys import (
 )
 
 __all__ = ["DENSE_BYTES_PER_KEY", "MAX_COMPACT_BEHAVIORS", "MAX_COMPACT_TARGETS", "MAX_COMPACT_TOTAL",
-           "PositionCodeCounter", "cell_positions"]
+           "PositionCodeCounter"]
 
 #: Counts are uint32: while fewer behaviours than this have been counted, no count can overflow.
 MAX_COMPACT_TOTAL = (1 << 32) - 1
-
-
-def cell_positions(valid: np.ndarray) -> np.ndarray:
-    """``[B, L]`` int64 target-relative position of every cell of a ``valid`` mask (0 for padding): the real cells
-    from this one to the row's end.
-
-    Example:
-        >>> cell_positions(np.array([[0, 1, 1], [1, 0, 1]], dtype=bool)).tolist()
-        [[0, 2, 1], [2, 0, 1]]
-    """
-    real = valid.astype(np.int64)
-    return np.cumsum(real[:, ::-1], axis=1)[:, ::-1] * real
 
 
 def _as_uint8_mask(valid: np.ndarray) -> np.ndarray:
@@ -219,7 +209,8 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
                 while batches and self._dense is not None:  # it may leave the array part-way (its carries)
                     target, behavior, label, valid, positions = batches.pop(0)
                     if not positions.size:
-                        positions = None if not valid.size else cell_positions(valid)
+                        positions = None if not valid.size else (
+                            target_relative_positions(torch.from_numpy(valid)).numpy())
                     self._dense_count(target, behavior, label, positions)
                 if not batches:
                     return

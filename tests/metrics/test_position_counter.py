@@ -21,6 +21,7 @@ from lightning_recanalysis.metrics import (
     position_counter,
     position_dense,
 )
+from lightning_recanalysis.functional import target_relative_positions
 from lightning_recanalysis.metrics.position_counter import PositionCodeCounter
 from lightning_recanalysis.metrics.sparse_keys import decode_keys, encode_keys
 
@@ -102,7 +103,7 @@ def with_mask(batch, left_padded):
     valid = positions > 0
     if left_padded:
         valid = np.arange(b.shape[1])[None, :] >= (b.shape[1] - valid.sum(1))[:, None]
-    return (t, b, y, None), valid, (t, b, y, position_counter.cell_positions(valid))
+    return (t, b, y, None), valid, (t, b, y, target_relative_positions(torch.from_numpy(valid)).numpy())
 
 
 @pytest.mark.parametrize("padding", ["none", "positions", "mask-left-padded", "mask-with-gaps"])
@@ -624,4 +625,5 @@ def test_a_mask_of_any_dtype_counts_as_the_bool_mask(dtype):
     counters = [PositionCodeCounter(dense=False) for _ in range(2)]
     counters[0].add_batch(t, b, y, None, 3, valid=mask.astype(bool))
     counters[1].add_batch(t, b, y, None, 3, valid=mask.astype(dtype))
-    assert as_dict(counters[1]) == as_dict(counters[0]) == dict(oracle([(t, b, y, position_counter.cell_positions(mask))]))
+    positions = target_relative_positions(torch.from_numpy(mask)).numpy()
+    assert as_dict(counters[1]) == as_dict(counters[0]) == dict(oracle([(t, b, y, positions)]))
