@@ -6,10 +6,10 @@ label) code by an LSD radix sort (passes of at most 11 bits, so that a pass's bu
 run-length counted: O(B L) work for B rows of L cells, with no comparison sort and no global sort.
 
 * :func:`position_runs`: the batch's sorted unique stored int64 keys (:mod:`.sparse_keys` layout) and counts;
-* :func:`bucket_sizes`, :func:`bucket_codes` and :func:`run_lengths`: batches as one run of (code, count)
-  entries, one segment per position, for :class:`~.position_counter.PositionCodeCounter`: the cells bucketed by
-  position, each bucket sorted by ``np.sort`` in between (outside numba: numpy's vectorised sort, several times
-  faster here than a scalar radix sort), and equal codes counted;
+* :func:`real_rows`, :func:`bucket_sizes`, :func:`bucket_codes` and :func:`run_lengths`: batches as one run of
+  (code, count) entries, one segment per position, for :class:`~.position_counter.PositionCodeCounter`: the cells
+  bucketed by position, each bucket sorted by ``np.sort`` in between (outside numba: numpy's vectorised sort,
+  several times faster here than a scalar radix sort), and equal codes counted;
 * :func:`dense_count`: one increment per cell of a uint8 array, with carries of 256 (the counter's dense array).
 
 The loops over sorted runs (merging them, looking keys up in them) are in :mod:`._numba_runs`; this module
@@ -35,7 +35,7 @@ from ._numba_runs import (
 )
 from .sparse_keys import COMPACT_TARGET_SHIFT
 
-__all__ = ["bucket_codes", "bucket_sizes", "compact_lookup", "compact_same_category", "compact_to_stored",
+__all__ = ["bucket_codes", "bucket_sizes", "real_rows", "compact_lookup", "compact_same_category", "compact_to_stored",
            "dense_count", "merge_backward", "merge_forward", "merge_runs", "move_left", "position_runs", "run_lengths"]
 
 # Largest radix digit: 2^11 buckets of int64 offsets (16 KB) stay in the L1 cache.
@@ -172,9 +172,9 @@ def position_runs(target, behavior, label, positions, n_positions, behavior_bits
 
 
 @njit(cache=True, nogil=True)
-def _real_rows(valid, batch, length):  # pragma: no cover - compiled
+def real_rows(valid, batch, length):  # pragma: no cover - compiled
     """Each row's real cells n_i (``valid``: ``[B, L]`` uint8, or ``[0, 0]``: all real) and whether they are its
-    last n_i columns (left padding, or none)."""
+    last n_i columns (left padding, or none): read once, for :func:`bucket_sizes` and :func:`bucket_codes`."""
     n_real = np.full(batch, length, np.int64)
     contiguous = np.ones(batch, np.bool_)
     if valid.shape[0] > 0:
@@ -193,9 +193,10 @@ def _real_rows(valid, batch, length):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def bucket_sizes(valid, positions, batch, length, sizes):  # pragma: no cover - compiled
+def bucket_sizes(n_real, positions, batch, length, sizes):  # pragma: no cover - compiled
     """Add a batch's real cells at each position p to ``sizes[p]`` (int64, at least the largest position + 1);
-    returns the real cells. Positions as in :func:`bucket_codes`.
+    returns the real cells. Positions as in :func:`bucket_codes`; ``n_real``: each row's real cells
+    (:func:`real_rows`; unread with ``positions``).
 
     Every row holds exactly one real cell at each position 1..n_i (n_i: its real cells), so without
     ``positions`` the sizes follow from the rows' counts alone.
@@ -208,7 +209,6 @@ def bucket_sizes(valid, positions, batch, length, sizes):  # pragma: no cover - 
                 sizes[p] += p > 0
                 counted += p > 0
         return counted
-    n_real, _ = _real_rows(valid, batch, length)
     rows_at_least = np.zeros(length + 2, np.int64)
     for i in range(batch):
         rows_at_least[n_real[i]] += 1
@@ -221,20 +221,21 @@ def bucket_sizes(valid, positions, batch, length, sizes):  # pragma: no cover - 
 
 
 @njit(cache=True, nogil=True)
-def bucket_codes(target, behavior, label, valid, positions, codes, at):  # pragma: no cover - compiled
+def bucket_codes(target, behavior, label, valid, positions, n_real, contiguous, codes,
+                 at):  # pragma: no cover - compiled
     """Write every real cell's compact code ``(t << 16) | (b << 1) | y`` into its position's bucket of ``codes``
     (uint32): position p's next code goes to ``codes[at[p]]``, and ``at[p]`` moves on (buckets laid out from
     :func:`bucket_sizes`, so that several batches fill them one after another).
 
     A cell's position comes from ``positions`` (``[B, L]`` int64, 0 for padding) when it has rows; otherwise from
     ``valid`` (``[B, L]`` uint8, 1 for a real behaviour): p = the real cells from this one to the row's end; with
-    neither (both ``[0, 0]``) column j holds position L - j. A row whose real cells are its last n_i columns (left
+    neither (both ``[0, 0]``) column j holds position L - j. ``n_real`` and ``contiguous``: :func:`real_rows` of
+    ``valid`` (unread with ``positions``). A row whose real cells are its last n_i columns (left
     padding, or none: the usual layout) is written over those columns only, row by row: each cell to its own
     bucket, so the padding costs nothing and no column of the batch is read with a stride.
     """
     batch, length = behavior.shape
     by_cell = positions.shape[0] > 0
-    n_real, contiguous = _real_rows(valid, 0 if by_cell else batch, length)
     for i in range(batch):
         head = (np.uint32(target[i]) << np.uint32(COMPACT_TARGET_SHIFT)) | np.uint32(label[i])
         if by_cell:

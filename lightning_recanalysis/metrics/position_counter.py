@@ -218,16 +218,19 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
                 self._leave_dense()
         self._grow_positions(n_positions)
         loops = compiled_counts.loops()
+        # Each row's real cells, from the mask, read once for the buckets' sizes and their codes.
+        rows = [loops.real_rows(valid, 0 if positions.size else behavior.shape[0], behavior.shape[1])
+                for _, behavior, _, valid, positions in batches]
         starts = np.zeros(self._positions + 2, np.int64)  # sizes first, at index p + 1; then bucket starts
-        counted = sum(loops.bucket_sizes(valid, positions, behavior.shape[0], behavior.shape[1], starts[1:])
-                      for _, behavior, _, valid, positions in batches)
+        counted = sum(loops.bucket_sizes(n_real, positions, behavior.shape[0], behavior.shape[1], starts[1:])
+                      for (_, behavior, _, _, positions), (n_real, _) in zip(batches, rows))
         np.cumsum(starts, out=starts)
         if self._work[0].size < counted:
             self._work = (empty_uint32(counted), empty_uint64(counted))
         codes, entries = self._work
         at = starts.copy()
-        for target, behavior, label, valid, positions in batches:
-            loops.bucket_codes(target, behavior, label, valid, positions, codes, at)
+        for (target, behavior, label, valid, positions), (n_real, contiguous) in zip(batches, rows):
+            loops.bucket_codes(target, behavior, label, valid, positions, n_real, contiguous, codes, at)
         for p in range(1, self._positions + 1):  # numpy's vectorised sort, bucket by bucket, in place
             if starts[p + 1] - starts[p] > 1:
                 codes[starts[p]:starts[p + 1]].sort()
