@@ -14,7 +14,9 @@ it). A run is a stretch of the arena, with one segment per position. Runs are ke
    (:func:`~._numba_runs.merge_backward`), else copied on top;
 3. while the run below the top is no longer than the top, the two merge in place: the shorter is copied aside (a
    reused buffer) and merged with the other forward (:func:`~._numba_runs.merge_forward`) or backward;
-4. before the arena grows, every run is merged into one, since runs repeat keys.
+4. runs that arrive shorter and shorter, which rule 3 never merges, are merged top down while the runs hold more
+   than twice the longest or number more than :data:`MAX_RUNS`, since runs repeat keys;
+5. before the arena writes memory it has never written, the gaps that backward merges leave are closed by moves.
 
 So each key is copied O(log(state / run)) times, in sequential passes. Lookups search each run where it lies;
 an export merges every run first.
@@ -137,12 +139,6 @@ class Run:
 class ArenaRuns:
     """The runs of :class:`~.position_counter.PositionCodeCounter` in its arena (a mixin: the counter holds the
     state, ``_arena``, ``_runs``, ``_positions``, ``_aside`` (uint64 entries) and ``_pushed``)."""
-
-    def merged(self) -> None:
-        """Merge every run into one, at the start of the arena."""
-        while len(self._runs) > 1:
-            self._merge_top()
-        self._compact()
 
     def _compact(self) -> None:
         """Move every run down onto the end of the one below (the first to the arena's start), closing the gaps

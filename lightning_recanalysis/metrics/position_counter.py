@@ -141,7 +141,7 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         """Codes held in all runs (a key held in two runs counted twice), or the dense array's cells."""
         if self._dense is not None:
             return self._dense.size
-        return sum(run.length for run in self._runs)
+        return self._held()
 
     @property
     def is_dense(self) -> bool:
