@@ -8,6 +8,13 @@ into ``.grad``), the row gradients are summed per unique id (the table's gradien
 keeps the float64 Gram ``[fields + 1, T, T]`` of its tasks' gradients
 (:mod:`lightning_recanalysis.functional.conflict`).
 
+**One backward pass fewer in training.** When the training loss is a constant-weighted sum of the task losses
+(``L = sum_t w_t L_t``, read from its graph by :func:`~.loss_weights.task_loss_weights`), the probe differentiates
+``T - 1`` tasks itself, hooks the looked-up rows' gradient in the training's own backward (a tensor hook that
+only reads it), and forms the remaining task's gradient after that backward:
+``g_d = (g_L - sum_{t != d} w_t g_t) / w_d`` (:meth:`GradientProbe.finish`). It does so only in float32 or float64
+and only for tables on which a full probe of the fit saw every task's gradient arrive.
+
 Bad input of the multi-task protocol (a task missing from ``task_losses``, a non-finite or detached loss, a loss
 that reaches no table) is counted and warned once per kind (:class:`ProblemLog`); training goes on.
 """
@@ -25,10 +32,14 @@ from torch import nn
 from ..parallel.agreement import all_true
 from ..functional.conflict import embedding_row_gradients, field_gradient_gram, looked_up_row_gradients, view_gram
 from ..parallel.mesh_groups import local_value
+from .loss_weights import task_loss_weights
 from .tables import EmbeddingTable
 from .multitask import protocol_error
 
-__all__ = ["Lookup", "ProblemLog", "GradientProbe"]
+__all__ = ["Lookup", "ProblemLog", "GradientProbe", "DERIVING"]
+
+#: What :meth:`GradientProbe.measure` returns when one task's gradient waits for the training's backward.
+DERIVING = "deriving"
 
 
 @dataclass
@@ -75,10 +86,16 @@ class GradientProbe:
         self._captures: dict[int, list[Lookup]] = {}
         self._last_losses: list[weakref.ref] = []
         self.pending = False
+        # Tables on which a full probe of this fit saw every task's gradient arrive: only there is one task's
+        # gradient derived from the training's backward (an unreached task must still be warned about).
+        self._reached: set[int] = set()
+        self._deriving: dict[str, Any] | None = None  # the probe waiting for the training's backward
 
     def configure(self, tables: list[EmbeddingTable], modules: list[list[nn.Module]],
                   parts: list[list[tuple[int, int]]], tasks: list[str]) -> None:
         self.tables, self.modules, self.parts, self.tasks = tables, modules, parts, tasks
+        self._reached = set()
+        self.drop_derived()
 
     # ---- hooks, present from the start of a probed batch to its backward -----------------------------------
     def _hook(self, table_index: int):
@@ -99,6 +116,11 @@ class GradientProbe:
             for module in modules:
                 self._handles.append(module.register_forward_hook(self._hook(index), with_kwargs=True))
         self.pending = True
+
+    @property
+    def deriving(self) -> bool:
+        """Whether a probe waits for the training's backward (:meth:`finish`)."""
+        return self._deriving is not None
 
     def release(self) -> None:
         for handle in self._handles:
@@ -144,19 +166,38 @@ class GradientProbe:
                              for t in self.tasks]
         return usable
 
-    def measure(self, pl_module: nn.Module, captures: dict[int, list[Lookup]]) -> list[torch.Tensor | None] | None:
+    def _derived_task(self, training_loss: torch.Tensor | None, pl_module: nn.Module, losses: dict[str, torch.Tensor],
+                      lookups: list[tuple[int, Lookup]]) -> tuple[str, dict[str, float]] | None:
+        """The task whose gradient the training's backward can give (with the loss weights), or None."""
+        if training_loss is None or len(losses) != len(self.tasks) or not lookups:
+            return None
+        if any(ti not in self._reached or lk.output.dtype not in (torch.float32, torch.float64)
+               for ti, lk in lookups):
+            return None
+        weights = task_loss_weights(training_loss, {t: pl_module.task_losses[t] for t in self.tasks})
+        if weights is None:
+            return None
+        derived = max(self.tasks, key=lambda t: abs(weights[t]))
+        return (derived, weights) if weights[derived] != 0 else None
+
+    def measure(self, pl_module: nn.Module, captures: dict[int, list[Lookup]],
+                training_loss: torch.Tensor | None = None) -> list[torch.Tensor | None] | str | None:
         """Each view's Gram ``[fields + 1, T, T]`` of this step (None for a view not looked up), or None when the
-        step measured fewer than two tasks (the caller counts it as skipped)."""
+        step measured fewer than two tasks (the caller counts it as skipped).
+
+        ``training_loss`` (the loss about to be backpropagated) lets one task's gradient come from that backward:
+        then the result is :data:`DERIVING`, and :meth:`finish` gives the Grams after the backward."""
         error: Exception | None = None
         try:
             losses = self._task_loss_tensors(pl_module)
         except Exception as err:  # raised after the agreement below, which every rank must reach
             losses, error = {}, err
         lookups = [(ti, lk) for ti in sorted(captures) for lk in captures[ti] if lk.output.requires_grad]
+        derived = self._derived_task(training_loss, pl_module, losses, lookups) if error is None else None
         # Under FSDP2 and tensor parallelism each autograd.grad below makes collectives: every rank probes the
         # tasks usable on every rank, or none (a loss NaN or missing on one rank alone would leave the others
-        # waiting in a gradient all-gather).
-        agreed = all_true([t in losses for t in self.tasks] + [bool(lookups), error is None],
+        # waiting in a gradient all-gather), and every rank leaves the same task to the training's backward.
+        agreed = all_true([t in losses for t in self.tasks] + [derived is not None, bool(lookups), error is None],
                           device=pl_module.device)
         if error is not None:
             raise error
@@ -168,25 +209,76 @@ class GradientProbe:
                 self.problems.add("no-lookup", "no embedding lookup that requires grad happened in a probed "
                                                "training step")
             return None
+        if not agreed[-3]:
+            derived = None
         outputs = [lk.output for _, lk in lookups]
         grads: dict[str, tuple] = {}
+        reached = {ti for ti, _ in lookups}
         for task, loss in losses.items():
+            if derived is not None and task == derived[0]:
+                continue
             # retain_graph: the training's own backward runs on this graph right after. Only the looked-up rows
             # are inputs, so autograd computes no parameter gradient and accumulates nothing into .grad.
             result = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
             if all(g is None for g in result):
                 self.problems.add(f"unreached:{task}", f"the loss of task '{task}' does not reach any embedding table")
+                reached = set()
                 continue
             for ti in {ti for ti, _ in lookups}:
                 if all(g is None for (tj, _), g in zip(lookups, result) if tj == ti):
                     self.problems.add(f"unreached:{task}:{self.tables[ti].name}",
                                       f"the loss of task '{task}' does not reach table '{self.tables[ti].name}'; its "
                                       "gradient there is zero")
+                    reached.discard(ti)
             grads[task] = result
-        if len(grads) < 2:
+        if derived is None:
+            if len(grads) == len(self.tasks):
+                self._reached |= reached
+            if len(grads) < 2:
+                return None
+            with torch.no_grad():
+                return self._view_grams(lookups, grads)
+        totals: dict[int, torch.Tensor] = {}
+
+        def keep(j: int):
+            def read(grad: torch.Tensor) -> None:  # reads the gradient, changes nothing
+                totals[j] = grad.detach()
+            return read
+
+        handles = [lk.output.register_hook(keep(j)) for j, (_, lk) in enumerate(lookups)]
+        self._deriving = {"lookups": lookups, "grads": grads, "task": derived[0], "weights": derived[1],
+                          "totals": totals, "handles": handles}
+        return DERIVING
+
+    def finish(self) -> list[torch.Tensor | None] | None:
+        """After the training's backward: the derived task's gradient and each view's Gram (as :meth:`measure`);
+        None when no probe waits, or when the backward's gradients were not finite (a skipped AMP step)."""
+        state, self._deriving = self._deriving, None
+        if state is None:
             return None
+        for handle in state["handles"]:
+            handle.remove()
+        lookups, grads, weights, task = state["lookups"], state["grads"], state["weights"], state["task"]
         with torch.no_grad():
+            derived = []
+            for j, (_, lk) in enumerate(lookups):
+                total = state["totals"].get(j)
+                rest = local_value(total) if total is not None else torch.zeros(lk.output.shape, dtype=lk.output.dtype,
+                                                                                device=lk.ids.device)
+                for other, result in grads.items():
+                    if result[j] is not None and weights[other] != 0:
+                        rest = rest - weights[other] * local_value(result[j])
+                derived.append(rest / weights[task])
+            if not all(bool(torch.isfinite(g).all()) for g in derived):
+                return None
+            grads = {t: (tuple(derived) if t == task else grads[t]) for t in self.tasks}
             return self._view_grams(lookups, grads)
+
+    def drop_derived(self) -> None:
+        """Forget a probe still waiting for a backward (a step that ended without one)."""
+        state, self._deriving = self._deriving, None
+        for handle in (state or {}).get("handles", []):
+            handle.remove()
 
     def _view_grams(self, lookups: list[tuple[int, Lookup]],
                     grads: dict[str, tuple]) -> list[torch.Tensor | None]:
