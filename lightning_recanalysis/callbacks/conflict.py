@@ -312,24 +312,33 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
 
     def _measure(self, pl_module: "pl.LightningModule", captures: dict[int, list[Lookup]],
                  training_loss: torch.Tensor | None = None) -> None:
-        grams = self._probe.measure(pl_module, captures, training_loss)
-        if grams is not DERIVING:
-            self._count(grams)
+        status = self._probe.measure(pl_module, captures, training_loss)
+        if status is not DERIVING:
+            self._count(status)
 
-    def _count(self, grams: list[torch.Tensor | None] | None) -> None:
-        if grams is None:  # fewer than two tasks measured
+    def _count(self, status: str | None) -> None:
+        if status is None:  # fewer than two tasks measured
             self._counts["skipped"] += 1
             return
+        self._counts["measured"] += 1
+        if self._probe.stash_full:
+            self._flush()
+
+    def _flush(self) -> None:
+        """The stashed probes' Grams into the epoch's lists (see GradientProbe.flush)."""
+        grams, dropped = self._probe.flush()
         for vi, gram in enumerate(grams):
             if gram is not None:
                 self._grams[vi].append(gram)
-        self._counts["measured"] += 1
+        self._counts["measured"] -= dropped
+        self._counts["skipped"] += dropped
 
     # ---- per epoch: the contract (see AnalysisCallback) ----------------------------------------------------
     def _reset_epoch(self) -> None:
         self._grams = [[] for _ in self._views]
         self._counts = {"measured": 0, "skipped": 0}
         self._problems.counts = {}
+        self._probe.clear_stash()
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -343,12 +352,13 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
     def prepare(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> EpochSums:
         """This rank's sums behind every statistic, and its per-step cosines, from each probed step's Gram
         ``[F+1, T, T]`` (fields, then the whole view; NaN for an absent task)."""
+        self._flush()
         n = len(self._task_names)
         acc = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in self._counts.items()}
         cosines: list[torch.Tensor | None] = []
         for vi, view in enumerate(self._views):
             rows = len(view.fields) + 1
-            grams = (torch.stack(self._grams[vi]) if self._grams[vi]
+            grams = (torch.cat(self._grams[vi]) if self._grams[vi]
                      else torch.zeros(0, rows, n, n, dtype=torch.float64))
             sums, cosine = cosine_sums(grams)
             acc.update({f"{name}:{vi}": value for name, value in sums.items()})

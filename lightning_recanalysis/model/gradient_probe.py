@@ -4,9 +4,10 @@ training step, from the forward hooks on the embedding modules to each view's pe
 Between the start of a probed batch and its backward the embedding modules carry forward hooks that keep each
 lookup's ids and output (:class:`Lookup`). Just before the backward, each usable task's loss is differentiated
 with respect to those outputs (``torch.autograd.grad``, ``retain_graph=True``; no parameter gradient, nothing
-into ``.grad``), the row gradients are summed per unique id (the table's gradient on those rows), and each view
-keeps the float64 Gram ``[fields + 1, T, T]`` of its tasks' gradients
-(:mod:`lightning_recanalysis.functional.conflict`).
+into ``.grad``), and the looked-up rows' gradients wait in a stash. :meth:`GradientProbe.flush` (at the epoch's
+end, or when the stash holds :data:`STASH_BYTES`) sums them per unique id and probe (the table's gradient on those
+rows) and gives each view's float64 Gram ``[fields + 1, T, T]`` per probe
+(:mod:`lightning_recanalysis.functional.conflict`), all probes in one pass.
 
 **One backward pass fewer in training.** When the training loss is a constant-weighted sum of the task losses
 (``L = sum_t w_t L_t``, read from its graph by :func:`~.loss_weights.task_loss_weights`), the probe differentiates
@@ -30,16 +31,22 @@ import torch
 from torch import nn
 
 from ..parallel.agreement import all_true
-from ..functional.conflict import embedding_row_gradients, field_gradient_gram, looked_up_row_gradients, view_gram
+from ..functional.conflict import embedding_row_gradients, field_gradient_gram, looked_up_row_gradients, view_grams
 from ..parallel.mesh_groups import local_value
 from .loss_weights import task_loss_weights
 from .tables import EmbeddingTable
 from .multitask import protocol_error
 
-__all__ = ["Lookup", "ProblemLog", "GradientProbe", "DERIVING"]
+__all__ = ["DERIVING", "MEASURED", "STASH_BYTES", "GradientProbe", "Lookup", "ProblemLog"]
 
 #: What :meth:`GradientProbe.measure` returns when one task's gradient waits for the training's backward.
 DERIVING = "deriving"
+#: What :meth:`GradientProbe.measure` and :meth:`GradientProbe.finish` return for a probe that measured two tasks
+#: or more: its row gradients are stashed, and :meth:`GradientProbe.flush` gives its Grams.
+MEASURED = "measured"
+#: The row gradients the probe stashes before the caller flushes them into Grams: many small probes then share
+#: one pass of sorts and sums; a probe of this size or more is flushed alone.
+STASH_BYTES = 32 << 20
 
 
 @dataclass
@@ -90,12 +97,15 @@ class GradientProbe:
         # gradient derived from the training's backward (an unreached task must still be warned about).
         self._reached: set[int] = set()
         self._deriving: dict[str, Any] | None = None  # the probe waiting for the training's backward
+        self._stash: list[dict[str, Any]] = []  # the measured probes' row gradients, until flush()
+        self._stash_bytes = 0
 
     def configure(self, tables: list[EmbeddingTable], modules: list[list[nn.Module]],
                   parts: list[list[tuple[int, int]]], tasks: list[str]) -> None:
         self.tables, self.modules, self.parts, self.tasks = tables, modules, parts, tasks
         self._reached = set()
         self.drop_derived()
+        self.clear_stash()
 
     # ---- hooks, present from the start of a probed batch to its backward -----------------------------------
     def _hook(self, table_index: int):
@@ -181,12 +191,12 @@ class GradientProbe:
         return (derived, weights) if weights[derived] != 0 else None
 
     def measure(self, pl_module: nn.Module, captures: dict[int, list[Lookup]],
-                training_loss: torch.Tensor | None = None) -> list[torch.Tensor | None] | str | None:
-        """Each view's Gram ``[fields + 1, T, T]`` of this step (None for a view not looked up), or None when the
-        step measured fewer than two tasks (the caller counts it as skipped).
+                training_loss: torch.Tensor | None = None) -> str | None:
+        """:data:`MEASURED` when the step measured two tasks or more (its row gradients are stashed, and
+        :meth:`flush` gives its Grams), None when it did not (the caller counts it as skipped).
 
         ``training_loss`` (the loss about to be backpropagated) lets one task's gradient come from that backward:
-        then the result is :data:`DERIVING`, and :meth:`finish` gives the Grams after the backward."""
+        then the result is :data:`DERIVING`, and :meth:`finish` stashes the probe after the backward."""
         error: Exception | None = None
         try:
             losses = self._task_loss_tensors(pl_module)
@@ -237,7 +247,8 @@ class GradientProbe:
             if len(grads) < 2:
                 return None
             with torch.no_grad():
-                return self._view_grams(lookups, grads)
+                self._stash_probe(lookups, grads)
+            return MEASURED
         totals: dict[int, torch.Tensor] = {}
 
         def keep(j: int):
@@ -250,9 +261,9 @@ class GradientProbe:
                           "totals": totals, "handles": handles}
         return DERIVING
 
-    def finish(self) -> list[torch.Tensor | None] | None:
-        """After the training's backward: the derived task's gradient and each view's Gram (as :meth:`measure`);
-        None when no probe waits, or when the backward's gradients were not finite (a skipped AMP step)."""
+    def finish(self) -> str | None:
+        """After the training's backward: the derived task's gradient, and the probe stashed (as :meth:`measure`);
+        None when no probe waits."""
         state, self._deriving = self._deriving, None
         if state is None:
             return None
@@ -269,10 +280,11 @@ class GradientProbe:
                     if result[j] is not None and weights[other] != 0:
                         rest = rest - weights[other] * local_value(result[j])
                 derived.append(rest / weights[task])
-            if not all(bool(torch.isfinite(g).all()) for g in derived):
-                return None
+            # Not finite (a skipped AMP step): the flush drops the probe; read there, so no device sync here.
+            finite = torch.stack([torch.isfinite(g).all() for g in derived]).all()
             grads = {t: (tuple(derived) if t == task else grads[t]) for t in self.tasks}
-            return self._view_grams(lookups, grads)
+            self._stash_probe(lookups, grads, finite)
+        return MEASURED
 
     def drop_derived(self) -> None:
         """Forget a probe still waiting for a backward (a step that ended without one)."""
@@ -280,34 +292,83 @@ class GradientProbe:
         for handle in (state or {}).get("handles", []):
             handle.remove()
 
-    def _view_grams(self, lookups: list[tuple[int, Lookup]],
-                    grads: dict[str, tuple]) -> list[torch.Tensor | None]:
-        present = torch.tensor([self.tasks.index(t) for t in grads])
-        parts: dict[tuple[int, int], torch.Tensor] = {}  # (table, column group) -> [fields, T', T']
-        for ti, table in enumerate(self.tables):
-            picked = [j for j, (tj, _) in enumerate(lookups) if tj == ti]
-            if not picked:
-                continue
+    # ---- the stash: the probes' row gradients, their Grams formed together ------------------------------------
+    def _stash_probe(self, lookups: list[tuple[int, Lookup]], grads: dict[str, tuple],
+                     finite: torch.Tensor | None = None) -> None:
+        """Keep this probe's row gradients per table, ``[T, n, K]`` (zeros for a task not measured, whose Gram
+        entries :meth:`flush` makes NaN); ``finite`` (a 0-dim bool, read at the flush) drops the probe if False."""
+        tables = {}
+        for ti in sorted({ti for ti, _ in lookups}):
             ids, row_grads = [], []
-            for j in picked:
+            for j in (j for j, (tj, _) in enumerate(lookups) if tj == ti):
                 lk = lookups[j][1]
                 per_task = torch.stack([
-                    local_value(g[j]) if g[j] is not None
+                    local_value(grads[t][j]) if t in grads and grads[t][j] is not None
                     else torch.zeros(lk.output.shape, dtype=lk.output.dtype, device=lk.ids.device)
-                    for g in grads.values()])
+                    for t in self.tasks])
                 flat_ids, flat_grads = looked_up_row_gradients(
                     lk.module, lk.ids, per_task, offsets=lk.offsets, per_sample_weights=lk.per_sample_weights)
                 ids.append(flat_ids)
                 row_grads.append(flat_grads)
-            rows, summed = embedding_row_gradients(torch.cat(ids), torch.cat(row_grads, dim=1))
+            tables[ti] = (torch.cat(ids), torch.cat(row_grads, dim=1))
+            self._stash_bytes += sum(t.numel() * t.element_size() for t in tables[ti])
+        self._stash.append({"present": [self.tasks.index(t) for t in grads], "tables": tables, "finite": finite})
+
+    @property
+    def stash_full(self) -> bool:
+        """Whether the stashed row gradients passed :data:`STASH_BYTES` (the caller then flushes)."""
+        return self._stash_bytes >= STASH_BYTES
+
+    def clear_stash(self) -> None:
+        self._stash, self._stash_bytes = [], 0
+
+    def flush(self) -> tuple[list[torch.Tensor | None], int]:
+        """The Grams of the stashed probes, in probe order, and the stash emptied: per view ``[P_v, fields + 1, T,
+        T]`` float64 on the CPU (the probes that looked the view up; None if none did), and how many probes were
+        dropped for gradients that were not finite.
+
+        All probes at once: per table one sort of ``(probe, row)`` keys and one scatter of the per-row Grams
+        (:func:`~lightning_recanalysis.functional.conflict.field_gradient_gram` with ``probes``), and one copy
+        to the host, where each probe alone would pay every small operation (and a device sync) again."""
+        stash, n_tasks = self._stash, len(self.tasks)
+        self.clear_stash()
+        if not stash:
+            return [None] * len(self.parts), 0
+        n = len(stash)
+        present = torch.zeros(n, n_tasks, dtype=torch.bool)
+        for p, entry in enumerate(stash):
+            present[p, entry["present"]] = True
+        checks = [(p, e["finite"]) for p, e in enumerate(stash) if e["finite"] is not None]
+        keep = torch.ones(n, dtype=torch.bool)
+        if checks:  # one device sync for all of them
+            keep[[p for p, _ in checks]] = torch.stack([f for _, f in checks]).cpu()
+        parts: dict[tuple[int, int], torch.Tensor] = {}  # (table, column group) -> [P, fields, T, T]
+        looked_up: dict[int, torch.Tensor] = {}  # table -> [P], the probes that looked it up
+        for ti, table in enumerate(self.tables):
+            entries = [(p, e["tables"][ti]) for p, e in enumerate(stash) if ti in e["tables"]]
+            if not entries:
+                continue
+            ids = torch.cat([ids for _, (ids, _) in entries])
+            probe_of_id = torch.cat([torch.full_like(ids, p) for p, (ids, _) in entries])
+            span = int(ids.max()) + 1 if ids.numel() else 1
+            # One key per (probe, row), so that a row looked up in two probes is summed within each, not across.
+            rows, summed = embedding_row_gradients(probe_of_id * span + ids,
+                                                   torch.cat([g for _, (_, g) in entries], dim=1))
+            looked = looked_up[ti] = torch.zeros(n, dtype=torch.bool)
+            looked[[p for p, _ in entries]] = True
             starts = [f.start for f in table.fields]
             for gi, group in enumerate(table.column_groups):
-                parts[(ti, gi)] = field_gradient_gram(rows, summed, starts,
-                                                      columns=slice(group.start, group.stop)).cpu()
+                gram = field_gradient_gram(rows % span, summed, starts, columns=slice(group.start, group.stop),
+                                           probes=rows // span, num_probes=n).cpu()
+                gram[~looked] = float("nan")  # not looked up in that probe: not measured there
+                parts[(ti, gi)] = gram
         grams: list[torch.Tensor | None] = []
         for keys in self.parts:
             found = [parts.get(key) for key in keys]
-            # No lookup of this unit in the step: not measured there. Only the small Gram is kept; cosines and
-            # sums are formed once per epoch, vectorised.
-            grams.append(None if all(part is None for part in found) else view_gram(found, present, len(self.tasks)))
-        return grams
+            if all(part is None for part in found):
+                grams.append(None)
+                continue
+            gram = view_grams(found, present)
+            measured = torch.stack([looked_up[ti] for ti in {ti for ti, _ in keys} if ti in looked_up]).any(0) & keep
+            grams.append(gram[measured] if bool(measured.any()) else None)
+        return grams, int((~keep).sum())

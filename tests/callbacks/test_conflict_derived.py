@@ -143,3 +143,46 @@ def test_derived_probe_equals_the_probe_of_every_task(model, monkeypatch):
                 assert a["metrics"][tag] == pytest.approx(value, abs=0.1), tag
             else:
                 assert a["metrics"][tag] == pytest.approx(value, rel=1e-4, abs=1e-6), tag
+
+
+def test_probes_flushed_one_by_one_give_the_grams_of_one_flush(monkeypatch):
+    """The stash is a saving only: with a stash too small for one probe (each flushed alone) every published
+    number is the same as with all of an epoch's probes flushed together."""
+    def fit():
+        monitor = GradientConflictMonitor(every_n_steps=1, field_dims=KNOWN_FIELDS, strict=True)
+        quiet_trainer(max_epochs=2, callbacks=[monitor]).fit(KnownGradients(loss_weights=(1.0, 1.0)),
+                                                            known_loader(n_batches=6))
+        return monitor.history
+
+    together = fit()
+    monkeypatch.setattr(gradient_probe, "STASH_BYTES", 1)
+    one_by_one = fit()
+    assert [r["measured_steps"] for r in together] == [r["measured_steps"] for r in one_by_one] == [6, 6]
+    for a, b in zip(together, one_by_one):
+        assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-12, abs=1e-15)
+
+
+def test_a_derived_probe_whose_gradient_is_not_finite_is_dropped_at_the_flush():
+    """Two stashed probes on the known table; the second carries a non-finite flag (a skipped AMP step): the
+    flush gives the first probe's Grams alone, by hand: rows 1 and 5 looked up once each, task b absent."""
+    monitor = GradientConflictMonitor(every_n_steps=1, field_dims=KNOWN_FIELDS, tasks=["a", "b", "c"])
+
+    class Module(KnownGradients):
+        task_names = ("a", "b", "c")
+
+    monitor.setup(quiet_trainer(max_epochs=1), Module(), "fit")
+    probe = monitor._probe
+    assert len(probe.tables) == 1
+    module = probe.modules[0][0]
+    ids = torch.tensor([[1, 5]])
+    out = module(ids)
+    g_a, g_c = torch.ones_like(out), torch.full_like(out, -2.0)
+    lookups = [(0, gradient_probe.Lookup(module, ids, out))]
+    probe._stash_probe(lookups, {"a": (g_a,), "c": (g_c,)})
+    probe._stash_probe(lookups, {"a": (g_a,), "c": (g_c,)}, finite=torch.tensor(False))
+    (gram,), dropped = probe.flush()
+    assert dropped == 1 and gram.shape == (1, 3, 3, 3)  # one probe; fields f0, f1, the whole table; 3 tasks
+    nan = float("nan")
+    field = [[4.0, nan, -8.0], [nan, nan, nan], [-8.0, nan, 16.0]]  # one row of 4 ones / of 4 minus twos
+    np.testing.assert_array_equal(gram[0].numpy(), [field, field, np.array(field) * 2])
+    assert probe.flush() == ([None], 0)  # the stash is empty after a flush
