@@ -249,6 +249,8 @@ class GradientProbe:
             with torch.no_grad():
                 self._stash_probe(lookups, grads)
             return MEASURED
+        if len(grads) + 1 < 2:  # the one task differentiated here reached no table: one task at most
+            return None
         totals: dict[int, torch.Tensor] = {}
 
         def keep(j: int):
@@ -348,7 +350,7 @@ class GradientProbe:
             entries = [(p, e["tables"][ti]) for p, e in enumerate(stash) if ti in e["tables"]]
             if not entries:
                 continue
-            ids = torch.cat([ids for _, (ids, _) in entries])
+            ids = torch.cat([ids for _, (ids, _) in entries]).long()  # int32 ids would overflow the keys below
             probe_of_id = torch.cat([torch.full_like(ids, p) for p, (ids, _) in entries])
             span = int(ids.max()) + 1 if ids.numel() else 1
             # One key per (probe, row), so that a row looked up in two probes is summed within each, not across.
