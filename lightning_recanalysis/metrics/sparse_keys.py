@@ -99,14 +99,15 @@ def unique_counts(codes: torch.Tensor, code_range: int) -> tuple[torch.Tensor, t
 def unique_counts_numpy(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values of a 1-D integer array and their int64 counts.
 
-    Sorted with ``torch.sort`` on the array's memory, which beat ``np.sort`` on the counting benchmark's codes
-    (numpy's AVX-512 sort relies on compress-stores, slow on some CPUs).
+    Sorted with ``np.sort`` (vectorised, AVX-512 where the CPU has it): on 2^20 int32 codes 2.7 ns a value
+    against 5.7 for ``torch.sort``, and 1.9 against 59 on 2^14 (torch's sort pays a parallel start-up there),
+    side by side on this project's AMD EPYC machine.
 
     Example:
         >>> unique_counts_numpy(np.array([5, 1, 5], dtype=np.int32))
         (array([1, 5], dtype=int32), array([1, 2]))
     """
-    ordered = torch.sort(torch.from_numpy(codes)).values.numpy()
+    ordered = np.sort(codes)
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
     return ordered[starts], np.diff(np.append(starts, ordered.size)).astype(np.int64)
 
@@ -126,7 +127,8 @@ def sum_equal_keys(keys: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tens
         return unique, summed
     if keys.numel() == 0:
         return keys, counts
-    # torch's sort: about twice as fast as numpy's argsort on this project's machine (see unique_counts_numpy).
+    # torch's sort with its permutation: 13.5 ns a key against 19 for np.argsort on 2^20 int64 keys here (the
+    # values alone sort faster in numpy, see unique_counts_numpy).
     ordered, order = torch.sort(keys)
     ordered, ordered_counts = ordered.numpy(), counts.numpy()[order.numpy()]
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
