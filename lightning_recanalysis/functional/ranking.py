@@ -47,19 +47,30 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     s_sorted, y_sorted = s[order], y[order]
     changes = np.empty(s.size, dtype=bool)
     changes[:1], changes[1:] = True, s_sorted[1:] != s_sorted[:-1]
-    run = np.cumsum(changes) - 1  # the run of ties of each sorted score
-    runs = int(run[-1]) + 1 if run.size else 0
-    # Per subset and run: how many of the subset's scores, and how many of its positives, fall in the run.
     kept = np.stack(masks)[:, order]
-    offset = np.arange(len(masks))[:, None] * runs
-    members = np.bincount((offset + run)[kept], minlength=len(masks) * runs).reshape(len(masks), runs)
-    positives_in = np.bincount((offset + run)[kept & y_sorted], minlength=len(masks) * runs).reshape(len(masks), runs)
-    # Within a subset a run's scores have the mean rank (scores below it) + (its size + 1) / 2. Every term is a
-    # half-integer below 2^53, so the float64 sums are exact: the same U as summing rank by rank.
-    below = np.cumsum(members, axis=1) - members
-    rank_sums = (positives_in * (below + (members + 1) / 2.0)).sum(axis=1)
+    if changes.all():
+        # No ties (continuous scores, the usual case): within a subset a score's rank is how many of the subset's
+        # scores are at or below it. Integer sums, exact; about 3 times faster than the runs below (10,000 pairs,
+        # five subsets, side by side).
+        ranks = np.cumsum(kept, axis=1)
+        positive = kept & y_sorted
+        rank_sums = np.where(positive, ranks, 0).sum(axis=1)
+        positive_counts, sizes = positive.sum(axis=1), ranks[:, -1] if s.size else np.zeros(len(masks), np.int64)
+    else:
+        run = np.cumsum(changes) - 1  # the run of ties of each sorted score
+        runs = int(run[-1]) + 1
+        # Per subset and run: how many of the subset's scores, and how many of its positives, fall in the run.
+        offset = np.arange(len(masks))[:, None] * runs
+        members = np.bincount((offset + run)[kept], minlength=len(masks) * runs).reshape(len(masks), runs)
+        positives_in = np.bincount((offset + run)[kept & y_sorted],
+                                   minlength=len(masks) * runs).reshape(len(masks), runs)
+        # Within a subset a run's scores have the mean rank (scores below it) + (its size + 1) / 2. Every term is
+        # a half-integer below 2^53, so the float64 sums are exact: the same U as summing rank by rank.
+        below = np.cumsum(members, axis=1) - members
+        rank_sums = (positives_in * (below + (members + 1) / 2.0)).sum(axis=1)
+        positive_counts, sizes = positives_in.sum(axis=1), members.sum(axis=1)
     out: list[float | None] = []
-    for rank_sum, positives, size in zip(rank_sums, positives_in.sum(axis=1), members.sum(axis=1)):
+    for rank_sum, positives, size in zip(rank_sums, positive_counts, sizes):
         positives, negatives = int(positives), int(size - positives)
         if positives == 0 or negatives == 0:
             out.append(None)

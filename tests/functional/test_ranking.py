@@ -29,6 +29,28 @@ def test_every_subset_matches_torchmetrics_and_mann_whitney_with_ties():
     assert only_positives == [None]
 
 
+@pytest.mark.parametrize("n", [1, 2, 2000])
+def test_distinct_scores_match_torchmetrics_and_the_counting_of_ties(n):
+    """Distinct scores take the rank-by-cumulative-count path; oracles: torchmetrics, and the runs-of-ties path
+    itself (the same scores with one tie added far below every other score, from a pair outside every subset)."""
+    rng = np.random.default_rng(n)
+    scores = rng.normal(size=n)
+    target = rng.random(n) < 0.4
+    other = rng.random(n) < 0.5
+    masks = [np.ones(n, bool), other, ~other, target | other]
+    got = subset_aurocs(scores, target, masks)
+    for mask, value in zip(masks, got):
+        if value is None:
+            assert target[mask].all() or not target[mask].any()
+            continue
+        expected = float(binary_auroc(torch.from_numpy(scores[mask]), torch.from_numpy(target[mask]).long()))
+        assert value == pytest.approx(expected, abs=1e-6)
+    tied = np.concatenate([scores, [-100.0, -100.0]])  # a tie: the other path; its two pairs in no subset
+    with_tie = subset_aurocs(tied, np.concatenate([target, [True, False]]),
+                             [np.concatenate([m, [False, False]]) for m in masks])
+    assert with_tie == got  # exactly: both sum integer (or half-integer) ranks
+
+
 def test_hand_computed_value_and_shape_errors():
     # Positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5), (0.9>0.1), (0.5=0.5: half), (0.5>0.1) -> 3.5/4.
     assert subset_aurocs(np.array([0.9, 0.5, 0.5, 0.1]), np.array([1, 1, 0, 0]), [np.ones(4, bool)]) == [0.875]
