@@ -1,6 +1,6 @@
 """What the multi-task monitors cost: on the MMoE demo end to end, and one gradient probe against backward passes.
 
-    python -m benchmarks.bench_conflict [--repeats 3] [--epochs N] [--quick] [--probe-only]
+    python -m benchmarks.bench_conflict [--repeats 3] [--epochs N] [--quick]
     python -m benchmarks.bench_conflict --checkouts BEFORE_DIR AFTER_DIR [--repeats 5]
 
 1. **Training time.** The MMoE demo (``python -m demo_models mmoe``: synthetic two-task data, its default epochs)
@@ -13,9 +13,7 @@
 2. **One probe.** On one demo batch (256 rows), median CPU time over many repetitions of: the probe (one
    ``autograd.grad`` per task to the looked-up rows, the per-id sums and the per-field Grams), one backward pass
    of the total loss to every parameter, and one backward pass per task to every parameter. The target: the
-   probe costs no more than one backward pass per task. Then the probe as it runs in training, where the
-   training's own backward gives one task's gradient: the time it adds to that backward (the training backward
-   with the probe, minus the training backward alone, medians of the same interleaved repetitions).
+   probe costs no more than one backward pass per task.
 
 3. **Two checkouts** (``--checkouts``): each directory holds ``lightning_recanalysis``, ``benchmarks`` and
    ``demo_models`` (``git archive REV lightning_recanalysis benchmarks demo_models | tar -x -C DIR``). Fresh
@@ -153,36 +151,19 @@ def probe_costs(repeats: int) -> dict:
 
     def forward(hooked: bool):
         if hooked:
-            monitor._probe.arm()  # the monitor's gradient probe (model/gradient_probe.py) hooks the tables
+            monitor._probe.arm()  # the monitor's gradient probe (callbacks/_gradient_probe.py) hooks the tables
         logits = module(batch["features"])
         forward.captures = monitor._probe.take()  # the hooks go before the losses, as in training
         module.task_losses = {t: torch.nn.functional.binary_cross_entropy_with_logits(logits[:, i], batch["labels"][:, i])
                               for i, t in enumerate(module.task_names)}
         return sum(module.task_losses.values())
 
-    timings = {"probe": [], "backward_total": [], "backward_per_task": [], "training_backward": [],
-               "training_backward_with_probe": []}
-    forward(True)
-    monitor._probe.measure(module, forward.captures)  # a full probe first: it sees every task reach the table
-    for _ in range(repeats):  # interleaved: each repetition times all of them on fresh graphs
+    timings = {"probe": [], "backward_total": [], "backward_per_task": []}
+    for _ in range(repeats):  # interleaved: each repetition times all three on fresh graphs
         forward(True)
         start = time.thread_time()
         monitor._probe.measure(module, forward.captures)
         timings["probe"].append(time.thread_time() - start)
-
-        # In training: the probe leaves one task's gradient to the training's own backward (GradientProbe.finish).
-        total = forward(True)
-        start = time.thread_time()
-        assert monitor._probe.measure(module, forward.captures, total) == "deriving"
-        total.backward()
-        monitor._probe.finish()
-        timings["training_backward_with_probe"].append(time.thread_time() - start)
-        module.zero_grad()
-        total = forward(False)
-        start = time.thread_time()
-        total.backward()
-        timings["training_backward"].append(time.thread_time() - start)
-        module.zero_grad()
 
         total = forward(False)
         start = time.thread_time()
@@ -203,7 +184,6 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=0, help="training epochs (default: the demo's own)")
     parser.add_argument("--probe-repeats", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="1 epoch, 2 repetitions")
-    parser.add_argument("--probe-only", action="store_true", help="only part 2 (one probe)")
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "EPOCHS"))
     parser.add_argument("--checkouts", nargs=2, metavar=("BEFORE_DIR", "AFTER_DIR"),
                         help="compare the monitors' CPU time in two checkouts (part 3 above)")
@@ -213,9 +193,6 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.repeats, args.epochs, args.probe_repeats = 2, 1, 50
-    if args.probe_only:
-        print_probe_costs(args.probe_repeats)
-        return
     from demo_models.references import train_references
 
     torch.set_num_threads(1)  # as every worker, and as the demo trains them
@@ -256,17 +233,10 @@ def main(argv=None) -> None:
     shutil.rmtree(reference_dir, ignore_errors=True)
     print("(wall ratio: end to end, at the mercy of other processes on the machine; CPU ratio: the process's own "
           "CPU time, far less so; 1 + inside / none: only the CPU time spent inside the monitors' hooks)")
-    print_probe_costs(args.probe_repeats)
-
-
-def print_probe_costs(repeats: int) -> None:
-    costs = probe_costs(repeats)
-    added = costs.pop("training_backward_with_probe") - costs["training_backward"]
-    print(f"\none probe on a 256-row batch, median of {repeats}:")
+    costs = probe_costs(args.probe_repeats)
+    print(f"\none probe on a 256-row batch, median of {args.probe_repeats}:")
     print(table(["what", "milliseconds", "probe / this"], [
         [k, f"{v * 1e3:.2f}", f"{costs['probe'] / v:.2f}"] for k, v in costs.items()]))
-    print(f"in training (one task's gradient from the training's backward): the probe adds {added * 1e3:.2f} ms to "
-          f"that backward, {added / costs['probe']:.2f} of the probe that differentiates every task")
 
 
 if __name__ == "__main__":

@@ -46,17 +46,13 @@ class KnownGradients(pl.LightningModule):
     on the weights, so training does not move them.
 
     Options: ``extra_task`` adds a task "c" whose loss never reaches the embeddings; ``faults`` maps a batch index to
-    "missing-b" (task b left out of task_losses) or "nan-a" (task a's loss NaN); ``loss_weights=(w_a, w_b)`` trains
-    on ``w_a L_a + w_b L_b`` alone (the default total also holds ``0 * bias``, a term that is not a task loss, so
-    the probe differentiates every task itself).
+    "missing-b" (task b left out of task_losses) or "nan-a" (task a's loss NaN).
     """
 
     task_names = ("a", "b")
 
-    def __init__(self, extra_task: bool = False, faults: dict[int, str] | None = None, lr: float = 0.1,
-                 loss_weights: tuple[float, float] | None = None) -> None:
+    def __init__(self, extra_task: bool = False, faults: dict[int, str] | None = None, lr: float = 0.1) -> None:
         super().__init__()
-        self.loss_weights = loss_weights
         self.task_losses = {}
         self.embedding = nn.Embedding(8, 4)
         self.bias = nn.Parameter(torch.zeros(()))
@@ -71,8 +67,6 @@ class KnownGradients(pl.LightningModule):
         if self.extra_task:
             losses["c"] = self.bias * 3.0
         total = sum(losses.values()) + 0.0 * self.bias
-        if self.loss_weights is not None:
-            total = self.loss_weights[0] * losses["a"] + self.loss_weights[1] * losses["b"]
         fault = self.faults.get(batch_idx)
         if fault == "missing-b":
             losses.pop("b")

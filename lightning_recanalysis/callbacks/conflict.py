@@ -5,8 +5,8 @@ takes each task's loss gradient with respect to the looked-up embedding rows, su
 the table's parameter gradient on those rows), and measures the cosine between every pair of tasks per field
 and per table. Over each epoch it reports the mean cosine, the fraction of measured steps with negative cosine
 and the ratio of gradient norms. The maths is in :mod:`lightning_recanalysis.functional.conflict`, the probe in
-:mod:`lightning_recanalysis.model.gradient_probe` (which, in training, leaves one task's gradient to the training's
-own backward when it can), the epoch statistics in :mod:`lightning_recanalysis.model.conflict_statistics`.
+:mod:`lightning_recanalysis.model.gradient_probe` (which forms the Grams of an epoch's probes together), the epoch
+statistics in :mod:`lightning_recanalysis.model.conflict_statistics`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..records import ConflictRecord, pair_name
 from ..model.tables import describe_tables, discover_tables
 from ..writers import tensorboard_experiments
 from ..model.conflict_statistics import conflict_views, pooled_sums
-from ..model.gradient_probe import DERIVING, GradientProbe, Lookup, ProblemLog
+from ..model.gradient_probe import GradientProbe, Lookup, ProblemLog
 from ..model.multitask import check_lookups_still_called, protocol_error, resolve_tasks
 from .base import AnalysisCallback
 from .conflict_evaluation import ConflictEvaluation
@@ -38,8 +38,8 @@ from .evaluation import EVALUATION_STAGES
 
 __all__ = ["GradientConflictMonitor"]
 
-#: This rank's sums behind every statistic, by name (see :mod:`._conflict_statistics`), and its per-step cosines
-#: ``[steps, fields + 1, T, T]`` per view (None for a view without a measured step).
+#: This rank's sums behind every statistic, by name (see :mod:`lightning_recanalysis.model.conflict_statistics`),
+#: and its per-step cosines ``[steps, fields + 1, T, T]`` per view (None for a view without a measured step).
 EpochSums = tuple[dict[str, torch.Tensor], list[torch.Tensor | None]]
 
 
@@ -72,11 +72,8 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
     bit-for-bit what it would be without the monitor. Forward hooks on the embedding modules exist only
     between the start of a probed batch and its backward. (Tensor hooks that a model registers itself fire during
     the probe too. Under float16 mixed precision the probe differentiates the unscaled task losses, so tiny
-    gradients can underflow; bfloat16 and float32 are unaffected.) When the returned loss is a constant-weighted
-    sum of the task losses (read from its graph), a training probe differentiates ``T - 1`` tasks and takes the
-    last from the training's own backward (a tensor hook that only reads the looked-up rows' gradient), after a
-    first full probe has seen every task reach the tables; see :mod:`lightning_recanalysis.model.gradient_probe`.
-    ``every_n_steps`` sets how often (the docs' benchmarks give the share).
+    gradients can underflow; bfloat16 and float32 are unaffected.) A probe costs about one extra backward pass
+    through the embedding lookups; ``every_n_steps`` sets how often (the docs' benchmarks give the share).
 
     **STEM-style tables** (``column_groups=["task_a", "task_b", "shared"]``): every column chunk is its own view
     ``table[group]``, analysed separately. A task whose loss never flows into another task's chunk (STEM's
@@ -293,31 +290,17 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
             return
         captures = self._probe.take()  # the hooks go before anything else runs: the backward must see an unhooked model
         try:
-            self._guarded("the gradient probe", lambda: self._measure(pl_module, captures, loss))
+            self._guarded("the gradient probe", lambda: self._measure(pl_module, captures))
         finally:
             captures.clear()
-
-    @override
-    def on_after_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self._probe.deriving:  # one task's gradient came from this backward (see GradientProbe.finish)
-            self._guarded("the gradient probe", lambda: self._count(self._probe.finish()))
 
     @override
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._probe.release()
-        if self._probe.deriving:  # the step ended without its backward
-            self._probe.drop_derived()
-            self._counts["skipped"] += 1
 
-    def _measure(self, pl_module: "pl.LightningModule", captures: dict[int, list[Lookup]],
-                 training_loss: torch.Tensor | None = None) -> None:
-        status = self._probe.measure(pl_module, captures, training_loss)
-        if status is not DERIVING:
-            self._count(status)
-
-    def _count(self, status: str | None) -> None:
-        if status is None:  # fewer than two tasks measured
+    def _measure(self, pl_module: "pl.LightningModule", captures: dict[int, list[Lookup]]) -> None:
+        if not self._probe.measure(pl_module, captures):  # fewer than two tasks measured
             self._counts["skipped"] += 1
             return
         self._counts["measured"] += 1
@@ -326,12 +309,9 @@ class GradientConflictMonitor(ConflictEvaluation, AnalysisCallback):
 
     def _flush(self) -> None:
         """The stashed probes' Grams into the epoch's lists (see GradientProbe.flush)."""
-        grams, dropped = self._probe.flush()
-        for vi, gram in enumerate(grams):
+        for vi, gram in enumerate(self._probe.flush()):
             if gram is not None:
                 self._grams[vi].append(gram)
-        self._counts["measured"] -= dropped
-        self._counts["skipped"] += dropped
 
     # ---- per epoch: the contract (see AnalysisCallback) ----------------------------------------------------
     def _reset_epoch(self) -> None:

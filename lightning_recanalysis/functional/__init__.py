@@ -9,7 +9,7 @@ from .._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".conflict": (
         "cosine_from_gram", "cosine_sums", "embedding_row_gradients", "field_gradient_gram", "gradient_cosine",
-        "looked_up_row_gradients", "view_grams"
+        "looked_up_row_gradients", "view_gram", "view_grams"
     ),
     ".conflict_subset": (
         "conflict_histograms", "conflict_rank_correlations", "conflict_subsets", "frequent_ids",

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 __all__ = ["gradient_cosine", "cosine_from_gram", "embedding_row_gradients", "field_gradient_gram",
-           "looked_up_row_gradients", "view_grams", "cosine_sums"]
+           "looked_up_row_gradients", "view_gram", "view_grams", "cosine_sums"]
 
 
 def cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
@@ -149,8 +149,9 @@ def field_gradient_gram(
         row_grads: ``[T, U, K]`` gradients of those rows, one slice per task.
         field_starts: first row of each field, ascending (the fields of a concatenated table split its rows).
         columns: restrict to a column chunk (a STEM-style task or shared chunk); all columns by default.
-        probes: ``[U]``, the probe (step) each row's gradient belongs to, below ``num_probes``: the Grams of
-            many probes in one pass, ``[num_probes, F, T, T]`` (a row id may then appear once per probe).
+        probes: ``[U]``, the probe (step) each row's gradient belongs to: the Grams of many probes in one pass,
+            ``[num_probes, F, T, T]`` (a row id may then appear once per probe).
+        num_probes: with ``probes``, how many probes (every value of ``probes`` below it).
 
     Returns:
         ``[F, T, T]`` float64 (``[P, F, T, T]`` with ``probes``). The Gram of the whole table (or chunk) is the
@@ -170,6 +171,8 @@ def field_gradient_gram(
     field_of_row = torch.searchsorted(starts, rows, right=True) - 1
     # <g_s[u], g_t[u]> for every row u and task pair, then summed over the rows of each field.
     per_row = torch.einsum("suk,tuk->ust", g, g)
+    if (probes is None) != (num_probes is None):
+        raise ValueError("give both probes and num_probes, or neither")
     if probes is None:
         gram = per_row.new_zeros(starts.numel(), g.shape[0], g.shape[0])
         gram.index_put_((field_of_row,), per_row, accumulate=True)
@@ -233,6 +236,29 @@ def looked_up_row_gradients(
     if keep is not None:
         flat_ids, grads = flat_ids[keep], grads[:, keep]
     return flat_ids, grads
+
+
+def view_gram(field_grams: Sequence[torch.Tensor | None], present: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """``[F + 1, T, T]``: :func:`view_grams` at one step, from each part's ``[F_k, T', T']`` Grams over the
+    ``present`` tasks (indices into the T tasks).
+
+    Example:
+        >>> gram = view_gram([torch.ones(1, 2, 2, dtype=torch.float64), None], torch.tensor([0, 2]), 3)
+        >>> gram[0].tolist()
+        [[1.0, nan, 1.0], [nan, nan, nan], [1.0, nan, 1.0]]
+        >>> bool(gram[1].isnan().all()), gram[2, 0, 0].item()
+        (True, 1.0)
+    """
+    mask = torch.zeros(1, num_tasks, dtype=torch.bool)
+    mask[0, present] = True
+    parts = []
+    for part in field_grams:  # each part's present tasks placed among all T (the absent ones made NaN below)
+        if part is not None:
+            full = part.new_zeros(1, part.shape[0], num_tasks, num_tasks)
+            full[0, :, present[:, None], present[None, :]] = part
+            part = full
+        parts.append(part)
+    return view_grams(parts, mask)[0]
 
 
 def view_grams(field_grams: Sequence[torch.Tensor | None], present: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,6 @@ end, or when the stash holds :data:`STASH_BYTES`) sums them per unique id and pr
 rows) and gives each view's float64 Gram ``[fields + 1, T, T]`` per probe
 (:mod:`lightning_recanalysis.functional.conflict`), all probes in one pass.
 
-**One backward pass fewer in training.** When the training loss is a constant-weighted sum of the task losses
-(``L = sum_t w_t L_t``, read from its graph by :func:`~.loss_weights.task_loss_weights`), the probe differentiates
-``T - 1`` tasks itself, hooks the looked-up rows' gradient in the training's own backward (a tensor hook that
-only reads it), and forms the remaining task's gradient after that backward:
-``g_d = (g_L - sum_{t != d} w_t g_t) / w_d`` (:meth:`GradientProbe.finish`). It does so only in float32 or float64
-and only for tables on which a full probe of the fit saw every task's gradient arrive.
-
 Bad input of the multi-task protocol (a task missing from ``task_losses``, a non-finite or detached loss, a loss
 that reaches no table) is counted and warned once per kind (:class:`ProblemLog`); training goes on.
 """
@@ -33,19 +26,14 @@ from torch import nn
 from ..parallel.agreement import all_true
 from ..functional.conflict import embedding_row_gradients, field_gradient_gram, looked_up_row_gradients, view_grams
 from ..parallel.mesh_groups import local_value
-from .loss_weights import task_loss_weights
 from .tables import EmbeddingTable
 from .multitask import protocol_error
 
-__all__ = ["DERIVING", "MEASURED", "STASH_BYTES", "GradientProbe", "Lookup", "ProblemLog"]
+__all__ = ["STASH_BYTES", "GradientProbe", "Lookup", "ProblemLog"]
 
-#: What :meth:`GradientProbe.measure` returns when one task's gradient waits for the training's backward.
-DERIVING = "deriving"
-#: What :meth:`GradientProbe.measure` and :meth:`GradientProbe.finish` return for a probe that measured two tasks
-#: or more: its row gradients are stashed, and :meth:`GradientProbe.flush` gives its Grams.
-MEASURED = "measured"
-#: The row gradients the probe stashes before the caller flushes them into Grams: many small probes then share
-#: one pass of sorts and sums; a probe of this size or more is flushed alone.
+#: The row gradients the probe stashes before the caller flushes them into Grams (:meth:`GradientProbe.flush`):
+#: an epoch's small probes then share one pass of sorts and sums; once a probe brings the stash to this size,
+#: everything stashed is flushed.
 STASH_BYTES = 32 << 20
 
 
@@ -93,18 +81,12 @@ class GradientProbe:
         self._captures: dict[int, list[Lookup]] = {}
         self._last_losses: list[weakref.ref] = []
         self.pending = False
-        # Tables on which a full probe of this fit saw every task's gradient arrive: only there is one task's
-        # gradient derived from the training's backward (an unreached task must still be warned about).
-        self._reached: set[int] = set()
-        self._deriving: dict[str, Any] | None = None  # the probe waiting for the training's backward
         self._stash: list[dict[str, Any]] = []  # the measured probes' row gradients, until flush()
         self._stash_bytes = 0
 
     def configure(self, tables: list[EmbeddingTable], modules: list[list[nn.Module]],
                   parts: list[list[tuple[int, int]]], tasks: list[str]) -> None:
         self.tables, self.modules, self.parts, self.tasks = tables, modules, parts, tasks
-        self._reached = set()
-        self.drop_derived()
         self.clear_stash()
 
     # ---- hooks, present from the start of a probed batch to its backward -----------------------------------
@@ -126,11 +108,6 @@ class GradientProbe:
             for module in modules:
                 self._handles.append(module.register_forward_hook(self._hook(index), with_kwargs=True))
         self.pending = True
-
-    @property
-    def deriving(self) -> bool:
-        """Whether a probe waits for the training's backward (:meth:`finish`)."""
-        return self._deriving is not None
 
     def release(self) -> None:
         for handle in self._handles:
@@ -176,129 +153,54 @@ class GradientProbe:
                              for t in self.tasks]
         return usable
 
-    def _derived_task(self, training_loss: torch.Tensor | None, pl_module: nn.Module, losses: dict[str, torch.Tensor],
-                      lookups: list[tuple[int, Lookup]]) -> tuple[str, dict[str, float]] | None:
-        """The task whose gradient the training's backward can give (with the loss weights), or None."""
-        if training_loss is None or len(losses) != len(self.tasks) or not lookups:
-            return None
-        if any(ti not in self._reached or lk.output.dtype not in (torch.float32, torch.float64)
-               for ti, lk in lookups):
-            return None
-        weights = task_loss_weights(training_loss, {t: pl_module.task_losses[t] for t in self.tasks})
-        if weights is None:
-            return None
-        derived = max(self.tasks, key=lambda t: abs(weights[t]))
-        return (derived, weights) if weights[derived] != 0 else None
-
-    def measure(self, pl_module: nn.Module, captures: dict[int, list[Lookup]],
-                training_loss: torch.Tensor | None = None) -> str | None:
-        """:data:`MEASURED` when the step measured two tasks or more (its row gradients are stashed, and
-        :meth:`flush` gives its Grams), None when it did not (the caller counts it as skipped).
-
-        ``training_loss`` (the loss about to be backpropagated) lets one task's gradient come from that backward:
-        then the result is :data:`DERIVING`, and :meth:`finish` stashes the probe after the backward."""
+    def measure(self, pl_module: nn.Module, captures: dict[int, list[Lookup]]) -> bool:
+        """Whether the step measured two tasks or more: then its row gradients are stashed, and :meth:`flush`
+        gives its Grams; False, and the caller counts it as skipped, when it did not."""
         error: Exception | None = None
         try:
             losses = self._task_loss_tensors(pl_module)
         except Exception as err:  # raised after the agreement below, which every rank must reach
             losses, error = {}, err
         lookups = [(ti, lk) for ti in sorted(captures) for lk in captures[ti] if lk.output.requires_grad]
-        derived = self._derived_task(training_loss, pl_module, losses, lookups) if error is None else None
         # Under FSDP2 and tensor parallelism each autograd.grad below makes collectives: every rank probes the
         # tasks usable on every rank, or none (a loss NaN or missing on one rank alone would leave the others
-        # waiting in a gradient all-gather), and every rank leaves the same task to the training's backward.
-        agreed = all_true([t in losses for t in self.tasks] + [derived is not None, bool(lookups), error is None],
-                          device=pl_module.device)
+        # waiting in a gradient all-gather).
+        agreed = all_true([t in losses for t in self.tasks] + [bool(lookups), error is None], device=pl_module.device)
         if error is not None:
             raise error
         if not agreed[-1]:  # this step's task losses were unreadable on another rank (warned there)
-            return None
+            return False
         losses = {t: losses[t] for t, usable in zip(self.tasks, agreed) if usable}
         if not agreed[-2]:
             if not lookups:
                 self.problems.add("no-lookup", "no embedding lookup that requires grad happened in a probed "
                                                "training step")
-            return None
-        if not agreed[-3]:
-            derived = None
+            return False
         outputs = [lk.output for _, lk in lookups]
         grads: dict[str, tuple] = {}
-        reached = {ti for ti, _ in lookups}
         for task, loss in losses.items():
-            if derived is not None and task == derived[0]:
-                continue
             # retain_graph: the training's own backward runs on this graph right after. Only the looked-up rows
             # are inputs, so autograd computes no parameter gradient and accumulates nothing into .grad.
             result = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
             if all(g is None for g in result):
                 self.problems.add(f"unreached:{task}", f"the loss of task '{task}' does not reach any embedding table")
-                reached = set()
                 continue
             for ti in {ti for ti, _ in lookups}:
                 if all(g is None for (tj, _), g in zip(lookups, result) if tj == ti):
                     self.problems.add(f"unreached:{task}:{self.tables[ti].name}",
                                       f"the loss of task '{task}' does not reach table '{self.tables[ti].name}'; its "
                                       "gradient there is zero")
-                    reached.discard(ti)
             grads[task] = result
-        if derived is None:
-            if len(grads) == len(self.tasks):
-                self._reached |= reached
-            if len(grads) < 2:
-                return None
-            with torch.no_grad():
-                self._stash_probe(lookups, grads)
-            return MEASURED
-        if len(grads) + 1 < 2:  # the one task differentiated here reached no table: one task at most
-            return None
-        totals: dict[int, torch.Tensor] = {}
-
-        def keep(j: int):
-            def read(grad: torch.Tensor) -> None:  # reads the gradient, changes nothing
-                totals[j] = grad.detach()
-            return read
-
-        handles = [lk.output.register_hook(keep(j)) for j, (_, lk) in enumerate(lookups)]
-        self._deriving = {"lookups": lookups, "grads": grads, "task": derived[0], "weights": derived[1],
-                          "totals": totals, "handles": handles}
-        return DERIVING
-
-    def finish(self) -> str | None:
-        """After the training's backward: the derived task's gradient, and the probe stashed (as :meth:`measure`);
-        None when no probe waits."""
-        state, self._deriving = self._deriving, None
-        if state is None:
-            return None
-        for handle in state["handles"]:
-            handle.remove()
-        lookups, grads, weights, task = state["lookups"], state["grads"], state["weights"], state["task"]
+        if len(grads) < 2:
+            return False
         with torch.no_grad():
-            derived = []
-            for j, (_, lk) in enumerate(lookups):
-                total = state["totals"].get(j)
-                rest = local_value(total) if total is not None else torch.zeros(lk.output.shape, dtype=lk.output.dtype,
-                                                                                device=lk.ids.device)
-                for other, result in grads.items():
-                    if result[j] is not None and weights[other] != 0:
-                        rest = rest - weights[other] * local_value(result[j])
-                derived.append(rest / weights[task])
-            # Not finite (a skipped AMP step): the flush drops the probe; read there, so no device sync here.
-            finite = torch.stack([torch.isfinite(g).all() for g in derived]).all()
-            grads = {t: (tuple(derived) if t == task else grads[t]) for t in self.tasks}
-            self._stash_probe(lookups, grads, finite)
-        return MEASURED
-
-    def drop_derived(self) -> None:
-        """Forget a probe still waiting for a backward (a step that ended without one)."""
-        state, self._deriving = self._deriving, None
-        for handle in (state or {}).get("handles", []):
-            handle.remove()
+            self._stash_probe(lookups, grads)
+        return True
 
     # ---- the stash: the probes' row gradients, their Grams formed together ------------------------------------
-    def _stash_probe(self, lookups: list[tuple[int, Lookup]], grads: dict[str, tuple],
-                     finite: torch.Tensor | None = None) -> None:
+    def _stash_probe(self, lookups: list[tuple[int, Lookup]], grads: dict[str, tuple]) -> None:
         """Keep this probe's row gradients per table, ``[T, n, K]`` (zeros for a task not measured, whose Gram
-        entries :meth:`flush` makes NaN); ``finite`` (a 0-dim bool, read at the flush) drops the probe if False."""
+        entries :meth:`flush` makes NaN)."""
         tables = {}
         for ti in sorted({ti for ti, _ in lookups}):
             ids, row_grads = [], []
@@ -314,7 +216,7 @@ class GradientProbe:
                 row_grads.append(flat_grads)
             tables[ti] = (torch.cat(ids), torch.cat(row_grads, dim=1))
             self._stash_bytes += sum(t.numel() * t.element_size() for t in tables[ti])
-        self._stash.append({"present": [self.tasks.index(t) for t in grads], "tables": tables, "finite": finite})
+        self._stash.append({"present": [self.tasks.index(t) for t in grads], "tables": tables})
 
     @property
     def stash_full(self) -> bool:
@@ -324,10 +226,9 @@ class GradientProbe:
     def clear_stash(self) -> None:
         self._stash, self._stash_bytes = [], 0
 
-    def flush(self) -> tuple[list[torch.Tensor | None], int]:
+    def flush(self) -> list[torch.Tensor | None]:
         """The Grams of the stashed probes, in probe order, and the stash emptied: per view ``[P_v, fields + 1, T,
-        T]`` float64 on the CPU (the probes that looked the view up; None if none did), and how many probes were
-        dropped for gradients that were not finite.
+        T]`` float64 on the CPU (the probes that looked the view up; None if none did).
 
         All probes at once: per table one sort of ``(probe, row)`` keys and one scatter of the per-row Grams
         (:func:`~lightning_recanalysis.functional.conflict.field_gradient_gram` with ``probes``), and one copy
@@ -335,15 +236,11 @@ class GradientProbe:
         stash, n_tasks = self._stash, len(self.tasks)
         self.clear_stash()
         if not stash:
-            return [None] * len(self.parts), 0
+            return [None] * len(self.parts)
         n = len(stash)
         present = torch.zeros(n, n_tasks, dtype=torch.bool)
         for p, entry in enumerate(stash):
             present[p, entry["present"]] = True
-        checks = [(p, e["finite"]) for p, e in enumerate(stash) if e["finite"] is not None]
-        keep = torch.ones(n, dtype=torch.bool)
-        if checks:  # one device sync for all of them
-            keep[[p for p, _ in checks]] = torch.stack([f for _, f in checks]).cpu()
         parts: dict[tuple[int, int], torch.Tensor] = {}  # (table, column group) -> [P, fields, T, T]
         looked_up: dict[int, torch.Tensor] = {}  # table -> [P], the probes that looked it up
         for ti, table in enumerate(self.tables):
@@ -371,6 +268,6 @@ class GradientProbe:
                 grams.append(None)
                 continue
             gram = view_grams(found, present)
-            measured = torch.stack([looked_up[ti] for ti in {ti for ti, _ in keys} if ti in looked_up]).any(0) & keep
+            measured = torch.stack([looked_up[ti] for ti in {ti for ti, _ in keys} if ti in looked_up]).any(0)
             grams.append(gram[measured] if bool(measured.any()) else None)
-        return grams, int((~keep).sum())
+        return grams
