@@ -34,6 +34,15 @@ from .data.multitask import load, synthetic_two_task
 
 #: Logit shift of the synthetic demo's planted disagreeing user-item pairs (``synthetic_two_task(pair_conflict=)``).
 DEMO_PAIR_CONFLICT = 4.0
+#: Rows of the ``synthetic`` demo (743 training batches of 256 an epoch). At 50,000 rows the planted ``creative``
+#: conflict read inconclusive on Shared-Bottom, PLE and STEM, and the monitors' costs per epoch weighed 4 to 6% of
+#: the fit (docs/benchmarks.md).
+SYNTHETIC_ROWS = 200_000
+#: Of which validation rows: the entanglement analysis reads every validation pair each epoch, and 10,000 pairs
+#: (as many as 50,000 rows gave before) fill its label subsets.
+SYNTHETIC_VALIDATION_ROWS = 10_000
+#: Gradient probes an epoch: the conflict findings pool the probes of the last four epochs, 32 here.
+PROBES_PER_EPOCH = 8
 
 
 def mlp(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequential:
@@ -237,8 +246,9 @@ def monitors_for(model: str, field_names: list[str], field_dims: list[int], task
 
     fields = dict(zip(field_names, field_dims))
     groups = [*tasks, "shared"] if model == "stem" else None
-    # A probe every 20 batches: 8 an epoch of the synthetic data, 32 over the findings' window of 4 epochs, enough
-    # for a planted conflict to clear its interval and sign test (the default, 50, gives 12 and reads inconclusive).
+    # A probe every 20 batches unless told (build asks for 8 an epoch): 8 an epoch of 40,000 rows, 32 over the
+    # findings' window of 4 epochs, enough for a planted conflict to clear its interval and sign test (the default,
+    # 50, gives 12 and reads inconclusive).
     conflict_options.setdefault("every_n_steps", 20)
     return [
         GradientConflictMonitor(field_dims=fields, column_groups=groups, **conflict_options),
@@ -248,15 +258,16 @@ def monitors_for(model: str, field_names: list[str], field_dims: list[int], task
 
 
 def demo_data(data: str, seed: int, n_samples: int | None = None):
-    """The demo's data set: ``synthetic`` (tasks that disagree on the ``creative`` field), ``synthetic-pairs``
-    (the same, and on planted user-item pairs: the conflict subsets' demo) or a real one.
+    """The demo's data set: ``synthetic`` (tasks that disagree on the ``creative`` field; :data:`SYNTHETIC_ROWS`
+    rows unless ``n_samples``), ``synthetic-pairs`` (the same, and on planted user-item pairs: the conflict subsets'
+    demo; the generator's 50,000 rows) or a real one.
 
     Two synthetic sets, because the planted pairs' opposite residuals, 1/4 of the rows at +-4 on the logits,
     drown the ``creative`` field's gradient conflict (its mean cosine on the Shared-Bottom and MMoE demos goes
     from -0.20..-0.31 to -0.18..+0.08 over seeds 0-2), and a gentler plant is not learnt by the references."""
     size = synthetic_size(data, n_samples)
     if data == "synthetic":
-        return synthetic_two_task(seed=seed, **size)
+        return synthetic_two_task(seed=seed, **(size or {"n_samples": SYNTHETIC_ROWS}))
     if data == "synthetic-pairs":
         return synthetic_two_task(seed=seed, pair_conflict=DEMO_PAIR_CONFLICT, **size)
     return load(data, seed)
@@ -269,16 +280,20 @@ def build(model: str, data: str, seed: int, monitors: bool, n_samples: int | Non
     dataset = demo_data(data, seed, n_samples)
     labels = dataset.labels if task is None else dataset.labels[:, [dataset.tasks.index(task)]]
     tasks = dataset.tasks if task is None else (task,)
-    train, val = split({"features": dataset.features, "labels": labels}, 0.2, seed)
+    fraction = SYNTHETIC_VALIDATION_ROWS / len(labels) if data == "synthetic" and n_samples is None else 0.2
+    train, val = split({"features": dataset.features, "labels": labels}, fraction, seed)
     pair_fields = (dataset.field_names.index(dataset.user_field), dataset.field_names.index(dataset.item_field))
     module = MODEL_CLASSES[model](dataset.field_dims, tasks, pair_fields=pair_fields, **model_options)
+    train_loader = batch_loader(train, 256, shuffle=True, seed=seed)
     callbacks = []
     if monitors and task is None:
+        # PROBES_PER_EPOCH probes an epoch, at most one every 20 batches (small data: as many as the findings need).
         callbacks = monitors_for(model, dataset.field_names, dataset.field_dims, dataset.tasks, dataset.user_field,
-                                 dataset.item_field, references=references)
+                                 dataset.item_field, references=references,
+                                 every_n_steps=max(20, len(train_loader) // PROBES_PER_EPOCH))
     return Experiment(
         module=module,
-        train_loader=batch_loader(train, 256, shuffle=True, seed=seed),
+        train_loader=train_loader,
         val_loader=batch_loader(val, 4096, shuffle=False),
         callbacks=callbacks,
         max_epochs=4 if data.startswith("synthetic") else 2,

@@ -12,9 +12,10 @@ def test_a_second_demo_run_replaces_the_first(tmp_path):
     neighbour = tmp_path / "shared_bottom-synthetic" / "no-monitors"  # another run's directory, left alone
     neighbour.mkdir(parents=True)
     (neighbour / "keep.txt").write_text("not this run's")
-    first = run("shared_bottom", None, 2, tmp_path, 0, True, quiet=True)
+    # 50,000 rows: what matters is the directory, not the demo's full 200,000-row data.
+    first = run("shared_bottom", None, 2, tmp_path, 0, True, quiet=True, n_samples=50_000)
     (first / "stale.txt").write_text("left by the first run")
-    second = run("shared_bottom", None, 1, tmp_path, 0, True, quiet=True)
+    second = run("shared_bottom", None, 1, tmp_path, 0, True, quiet=True, n_samples=50_000)
     assert second == first
     assert len(list(second.glob("events.out.tfevents.*"))) == 1 and not (second / "stale.txt").exists()
     assert (neighbour / "keep.txt").exists()
