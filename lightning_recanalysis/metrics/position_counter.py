@@ -179,9 +179,6 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         if valid is not None and valid.shape != behavior.shape:
             raise ValueError(f"PositionCodeCounter: valid has shape {tuple(valid.shape)}, behavior "
                              f"{tuple(behavior.shape)}; they must match")
-        if valid is not None and positions is None and behavior.shape[1] > n_positions:
-            raise ValueError(f"PositionCodeCounter: {behavior.shape[1]} columns need n_positions >= that, "
-                             f"got {n_positions}")
         if checked_max is None:
             t_max, b_max = int(target.max()), int(behavior.max())
             self._check(target, behavior, label, positions, n_positions, t_max, b_max)
@@ -195,15 +192,18 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         of them; their cells go into one set of buckets, sorted once, and become one run (no concatenation of the
         batches first)."""
         t_max, b_max = checked_max
-        self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
         none = np.zeros((0, 0), np.int64)
         batches = [(target, behavior, label, none.view(np.uint8) if valid is None else _as_uint8_mask(valid),
                     none if positions is None else positions)
                    for target, behavior, label, valid, positions in batches if behavior.size]
-        if any(not positions.size and behavior.shape[1] > n_positions for _, behavior, _, _, positions in batches):
-            raise ValueError(f"PositionCodeCounter: a batch has more columns than n_positions={n_positions}")
+        # Positions read off the columns or the mask run up to L: the one check of it, for every path in.
+        for _, behavior, _, _, positions in batches:
+            if not positions.size and behavior.shape[1] > n_positions:
+                raise ValueError(f"PositionCodeCounter: {behavior.shape[1]} columns need n_positions >= that, "
+                                 f"got {n_positions}")
         if not batches:
             return
+        self._max_ids = (max(self._max_ids[0], t_max), max(self._max_ids[1], b_max))
         if self._dense is not None:
             if self._dense_holds(t_max, b_max, n_positions) or self._dense_grown(t_max, b_max, n_positions):
                 while batches and self._dense is not None:  # it may leave the array part-way (its carries)
@@ -249,9 +249,6 @@ class PositionCodeCounter(DenseArray, ArenaRuns):
         if positions is not None and positions.size and (int(positions.min()) < 0
                                                          or int(positions.max()) > n_positions):
             raise ValueError(f"PositionCodeCounter: positions must lie in [0, n_positions={n_positions}]")
-        if positions is None and behavior.shape[1] > n_positions:
-            raise ValueError(f"PositionCodeCounter: {behavior.shape[1]} columns need n_positions >= that, "
-                             f"got {n_positions}")
         if not self.has_room(behavior.size):
             raise ValueError(f"PositionCodeCounter: counts are 32-bit; at most {MAX_COMPACT_TOTAL} behaviours")
 

@@ -295,6 +295,19 @@ def test_bad_input_is_an_error_that_says_what_to_change(change, message):
         PositionCodeCounter().add_batch(*change(t, b, y, positions), 4)
 
 
+@pytest.mark.parametrize("valid", [False, True])
+def test_more_columns_than_positions_is_an_error_and_counts_nothing(valid):
+    """Positions read off the columns (or the mask) run up to L = 4: n_positions = 3 is refused, before anything
+    is counted or remembered."""
+    rng = np.random.default_rng(3)
+    t, b, y, _ = zipf_batch(rng, 20, 4, 50, 50, padding=False)
+    counter = PositionCodeCounter()
+    mask = np.ones(b.shape, dtype=bool) if valid else None
+    with pytest.raises(ValueError, match="4 columns need n_positions >= that, got 3"):
+        counter.add_batch(t, b, y, None, 3, valid=mask)
+    assert counter.total == 0 and counter._max_ids == (-1, -1) and as_dict(counter) == {}
+
+
 @pytest.fixture(params=[(5, False), (2_000, False), (2_000, True), (50_000, False)],
                 ids=["dense", "8-byte", "8-byte-dense-array", "16-byte"])
 def store(request, sparse_small_flushes, monkeypatch):
