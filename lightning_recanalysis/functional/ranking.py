@@ -55,7 +55,8 @@ def subset_aurocs(scores: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
         ranks = np.cumsum(kept, axis=1)
         positive = kept & y_sorted
         rank_sums = np.where(positive, ranks, 0).sum(axis=1)
-        positive_counts, sizes = positive.sum(axis=1), ranks[:, -1] if s.size else np.zeros(len(masks), np.int64)
+        positive_counts = positive.sum(axis=1)
+        sizes = ranks[:, -1] if s.size else np.zeros(len(masks), np.int64)  # the last rank: the subset's size
     else:
         run = np.cumsum(changes) - 1  # the run of ties of each sorted score
         runs = int(run[-1]) + 1
